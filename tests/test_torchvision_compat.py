@@ -1,0 +1,33 @@
+"""The torchvision compatibility step: open_clip imports, and the step is a no-op when nothing is missing."""
+
+import subprocess
+import sys
+
+import torch
+
+
+def test_open_clip_imports_after_wemoe():
+    import open_clip
+    import torchvision
+
+    import wemoe._torchvision_compat as compat
+
+    assert hasattr(open_clip, "create_model")
+    assert hasattr(torchvision, "transforms")
+    if compat.patched:  # CPU torch + CUDA torchvision wheel: the schemas were defined by us
+        assert torch._C._dispatch_has_kernel("torchvision::nms") or hasattr(torch.ops.torchvision, "nms")
+
+
+def test_second_call_is_a_no_op():
+    import wemoe._torchvision_compat as compat
+
+    library = compat._LIBRARY
+    compat.ensure_torchvision()
+    assert compat._LIBRARY is library
+
+
+def test_fresh_process_imports_open_clip():
+    code = "import wemoe, open_clip, torchvision.transforms; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
