@@ -7,10 +7,10 @@ import torch
 
 
 def test_open_clip_imports_after_wemoe():
+    import wemoe._torchvision_compat as compat  # first: it must run before open_clip is imported
+
     import open_clip
     import torchvision
-
-    import wemoe._torchvision_compat as compat
 
     assert hasattr(open_clip, "create_model")
     assert hasattr(torchvision, "transforms")
