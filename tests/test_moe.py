@@ -1,0 +1,96 @@
+"""WEMoE: untrained equals task arithmetic; the batched forward equals a per-sample loop (outputs and gradients)."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.tiny_models import tiny_zoo
+from wemoe.moe import WeightEnsemblingMLP, capture_routing, moe_layers, router_parameters, upscale_to_wemoe
+from wemoe.task_vector import task_vectors
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return tiny_zoo(n_experts=3, seed=0, layers=3)
+
+
+def _task_arithmetic_tower(zoo, lam):
+    vectors = task_vectors(zoo.base_state, zoo.experts)
+    return zoo.visual_with(sum(vectors.values()).apply_to(zoo.base_state, lam))
+
+
+def test_untrained_wemoe_equals_task_arithmetic(zoo):
+    images = torch.randn(5, 3, 32, 32)
+    moe = upscale_to_wemoe(zoo, init_lambda=0.3)
+    ta = _task_arithmetic_tower(zoo, 0.3)
+    with torch.no_grad():
+        assert (moe(images) - ta(images)).abs().max() <= 1e-5
+
+
+def test_only_routers_train(zoo):
+    moe = upscale_to_wemoe(zoo, blocks=[1])
+    trainable = {n for n, p in moe.named_parameters() if p.requires_grad}
+    assert trainable and all(".mlp.router." in n for n in trainable)
+    assert list(moe_layers(moe)) == [1]
+    assert len(router_parameters(moe)) == 4  # Linear(d,d) + Linear(d,T): weights and biases
+
+
+def _per_sample_reference(layer: WeightEnsemblingMLP, x: torch.Tensor) -> torch.Tensor:
+    """Oracle: for each sample, build its merged MLP weights explicitly and call the MLP on its tokens."""
+    outputs = []
+    for b in range(x.shape[0]):
+        r = layer.router(x[b : b + 1])[0]
+        fc_w = layer.c_fc_weight + torch.einsum("t,toi->oi", r, layer.c_fc_weight_tvs)
+        fc_b = layer.c_fc_bias + r @ layer.c_fc_bias_tvs
+        pr_w = layer.c_proj_weight + torch.einsum("t,toi->oi", r, layer.c_proj_weight_tvs)
+        pr_b = layer.c_proj_bias + r @ layer.c_proj_bias_tvs
+        outputs.append(F.linear(layer.activation(F.linear(x[b], fc_w, fc_b)), pr_w, pr_b))
+    return torch.stack(outputs)
+
+
+@pytest.mark.parametrize("hidden_layers", [0, 1, 2])
+def test_batched_forward_matches_per_sample_loop(zoo, hidden_layers):
+    moe = upscale_to_wemoe(zoo, router_hidden_layers=hidden_layers)
+    layer = moe_layers(moe)[0]
+    torch.manual_seed(1)
+    for p in layer.router.parameters():  # trained-looking routers, so samples get different weights
+        p.data.normal_(0, 0.3)
+    x = torch.randn(4, 5, 64)
+    reference_layer = copy.deepcopy(layer)
+
+    out = layer(x)
+    expected = _per_sample_reference(reference_layer, x)
+    assert (out - expected).abs().max() <= 1e-5
+
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for p, q in zip(layer.router.parameters(), reference_layer.router.parameters()):
+        assert (p.grad - q.grad).abs().max() <= 1e-5
+
+
+def test_routing_is_per_sample(zoo):
+    moe = upscale_to_wemoe(zoo)
+    for p in router_parameters(moe):
+        p.data.normal_(0, 0.5)
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        together = moe(images)
+        alone = torch.cat([moe(images[i : i + 1]) for i in range(6)])
+    assert (together - alone).abs().max() <= 1e-5
+
+
+def test_capture_routing_records_every_sample_and_layer(zoo):
+    moe = upscale_to_wemoe(zoo, init_lambda=0.25)
+    with torch.no_grad(), capture_routing(moe) as record:
+        moe(torch.randn(3, 3, 32, 32))
+        moe(torch.randn(2, 3, 32, 32))
+    assert sorted(record.layers) == [0, 1, 2]
+    assert record.stacked().shape == (5, 3, 3)
+    assert torch.allclose(record.stacked(), torch.full((5, 3, 3), 0.25))
+    with torch.no_grad(), capture_routing(moe, per_token=True) as tokens:
+        moe(torch.randn(2, 3, 32, 32))
+    assert tokens.layers[0].shape == (2, 17, 3)  # 16 patches + class token
+    assert all(layer.recorder is None for layer in moe_layers(moe).values())

@@ -1,0 +1,198 @@
+"""WEMoE: weight-ensembling mixture of experts (Tang et al., ICML 2024, arXiv 2402.00433), in one file.
+
+Read top to bottom:
+
+1. ``ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``, computed
+   for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them).
+2. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
+   Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
+3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
+   stacked task vectors of every expert (frozen buffers) and a router (the only trainable part).
+4. ``upscale_to_wemoe``: the image tower with every non-MLP parameter merged by task arithmetic
+   (``theta_0 + lambda * sum_t tau_t``) and the chosen blocks' MLPs replaced by WeightEnsemblingMLPs.
+5. ``capture_routing``: record each sample's routing weights per upscaled layer (for heatmaps and UMAPs).
+
+Routing is always per sample, never averaged over the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from wemoe.task_vector import task_vectors
+from wemoe.zoo import Zoo
+
+MLP_PARTS = ("c_fc", "c_proj")
+
+
+def ensembled_linear(
+    x: torch.Tensor, routing: torch.Tensor, weight: torch.Tensor, weight_tvs: torch.Tensor, bias: torch.Tensor, bias_tvs: torch.Tensor
+) -> torch.Tensor:
+    """``y_b = x_b W_b^T + c_b`` with ``W_b = weight + sum_t routing[b, t] weight_tvs[t]`` (same for the bias).
+
+    Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight ``[out, in]``, weight_tvs ``[T, out, in]``, bias ``[out]``,
+    bias_tvs ``[T, out]``. Returns ``[B, N, out]``.
+    """
+    batch = routing.shape[0]
+    # One GEMM with K = T writes every sample's weights, starting from W_0 (addmm: no extra temporary).
+    weights = torch.addmm(weight.reshape(1, -1), routing, weight_tvs.reshape(weight_tvs.shape[0], -1))
+    biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
+    weights = weights.view(batch, *weight.shape)
+    return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
+
+
+class Router(nn.Module):
+    """Maps each sample's MLP-input tokens ``[B, N, d]`` to routing weights ``[B, T]`` (mean over tokens)."""
+
+    def __init__(self, dim: int, num_experts: int, hidden_layers: int = 1, init_lambda: float = 0.3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(hidden_layers):
+            layers += [nn.Linear(dim, dim), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(dim, num_experts))
+        self.reset(init_lambda)
+
+    def reset(self, init_lambda: float) -> None:
+        """Zero the last layer's weight and fill its bias with ``init_lambda``: every sample gets task arithmetic."""
+        last = self.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, init_lambda)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens).mean(dim=1)
+
+
+class WeightEnsemblingMLP(nn.Module):
+    """A block's MLP whose weights are ``W_0 + sum_t r_t tau_t`` with ``r`` from a router, per sample."""
+
+    def __init__(
+        self,
+        pretrained_mlp: nn.Module,
+        expert_mlps: Sequence[Mapping[str, torch.Tensor]],
+        init_lambda: float = 0.3,
+        router_hidden_layers: int = 1,
+    ) -> None:
+        """``pretrained_mlp`` is open_clip's ``Sequential(c_fc, gelu, c_proj)``; ``expert_mlps`` its experts' state dicts."""
+        super().__init__()
+        base = {k: v.detach().float() for k, v in pretrained_mlp.state_dict().items()}
+        for part in MLP_PARTS:
+            for kind in ("weight", "bias"):
+                key = f"{part}.{kind}"
+                stacked = torch.stack([e[key].float() - base[key] for e in expert_mlps])
+                self.register_buffer(f"{part}_{kind}", base[key].clone())
+                self.register_buffer(f"{part}_{kind}_tvs", stacked)
+        self.activation = pretrained_mlp.gelu
+        dim = base["c_fc.weight"].shape[1]
+        self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda)
+        self.recorder: list[torch.Tensor] | None = None
+        self.record_tokens = False
+
+    @property
+    def num_experts(self) -> int:
+        """The number of experts T."""
+        return self.c_fc_weight_tvs.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.recorder is not None and self.record_tokens:
+            self.recorder.append(self.router.net(x).detach())
+        routing = self.router(x)
+        if self.recorder is not None and not self.record_tokens:
+            self.recorder.append(routing.detach())
+        hidden = self.activation(
+            ensembled_linear(x, routing, self.c_fc_weight, self.c_fc_weight_tvs, self.c_fc_bias, self.c_fc_bias_tvs)
+        )
+        return ensembled_linear(hidden, routing, self.c_proj_weight, self.c_proj_weight_tvs, self.c_proj_bias, self.c_proj_bias_tvs)
+
+
+@dataclass
+class WEMoEConfig:
+    """How a tower was upscaled: kept on the model and saved with it."""
+
+    init_lambda: float = 0.3
+    router_hidden_layers: int = 1
+    blocks: list[int] | None = None
+    task_names: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (JSON-ready)."""
+        return asdict(self)
+
+
+def _block_indices(num_blocks: int, blocks: Sequence[int] | None) -> list[int]:
+    if blocks is None:
+        return list(range(num_blocks))
+    chosen = sorted({b if b >= 0 else num_blocks + b for b in blocks})
+    bad = [b for b in chosen if not 0 <= b < num_blocks]
+    if bad:
+        raise ValueError(f"Blocks {bad} do not exist: this image tower has blocks 0..{num_blocks - 1}.")
+    return chosen
+
+
+def upscale_to_wemoe(
+    zoo: Zoo, init_lambda: float = 0.3, router_hidden_layers: int = 1, blocks: Sequence[int] | None = None
+) -> nn.Module:
+    """The WEMoE image tower of ``zoo``: task-arithmetic non-MLP parameters, MoE MLPs in ``blocks`` (default: all).
+
+    Only the routers' parameters require grad. The tower carries its ``wemoe_config`` (a WEMoEConfig).
+    """
+    base = zoo.base_state
+    vectors = list(task_vectors(base, zoo.experts).values())
+    merged = sum(vectors).apply_to(base, init_lambda)
+    tower = zoo.visual_with(merged)
+    resblocks = tower.transformer.resblocks
+    chosen = _block_indices(len(resblocks), blocks)
+    pretrained = zoo.visual.transformer.resblocks
+    for index in chosen:
+        prefix = f"transformer.resblocks.{index}.mlp."
+        expert_mlps = [{k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()]
+        resblocks[index].mlp = WeightEnsemblingMLP(pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers)
+    tower.requires_grad_(False)
+    for module in moe_layers(tower).values():
+        module.router.requires_grad_(True)
+    tower.wemoe_config = WEMoEConfig(init_lambda, router_hidden_layers, chosen, zoo.task_names)
+    return tower
+
+
+def moe_layers(tower: nn.Module) -> dict[int, WeightEnsemblingMLP]:
+    """The upscaled MLPs of a tower, by block index."""
+    return {i: block.mlp for i, block in enumerate(tower.transformer.resblocks) if isinstance(block.mlp, WeightEnsemblingMLP)}
+
+
+def router_parameters(tower: nn.Module) -> list[nn.Parameter]:
+    """Every router parameter (what adaptation trains)."""
+    return [p for layer in moe_layers(tower).values() for p in layer.router.parameters()]
+
+
+@dataclass
+class RoutingRecord:
+    """Routing weights captured during forward passes: ``layers[i]`` is ``[samples, T]`` (or ``[samples, tokens, T]``)."""
+
+    layers: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def stacked(self) -> torch.Tensor:
+        """All layers as one tensor ``[samples, layers, T]`` (per-sample records only)."""
+        return torch.stack([self.layers[i] for i in sorted(self.layers)], dim=1)
+
+
+@contextlib.contextmanager
+def capture_routing(tower: nn.Module, per_token: bool = False) -> Iterator[RoutingRecord]:
+    """Record the routing weights of every sample passing through ``tower`` inside the ``with`` block.
+
+    The record is filled when the block exits: ``record.layers[block_index]`` concatenates all batches seen.
+    """
+    layers = moe_layers(tower)
+    record = RoutingRecord()
+    for layer in layers.values():
+        layer.recorder, layer.record_tokens = [], per_token
+    try:
+        yield record
+    finally:
+        for index, layer in layers.items():
+            if layer.recorder:
+                record.layers[index] = torch.cat(layer.recorder).cpu()
+            layer.recorder, layer.record_tokens = None, False
