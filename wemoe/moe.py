@@ -10,7 +10,8 @@ Read top to bottom:
    stacked task vectors of every expert (frozen buffers) and a router (the only trainable part).
 4. ``upscale_to_wemoe``: the image tower with every non-MLP parameter merged by task arithmetic
    (``theta_0 + lambda * sum_t tau_t``) and the chosen blocks' MLPs replaced by WeightEnsemblingMLPs.
-5. ``capture_routing``: record each sample's routing weights per upscaled layer (for heatmaps and UMAPs).
+5. ``capture_routing``: record each sample's routing weights per upscaled layer (for heatmaps and UMAPs);
+   ``force_routing``: give every sample fixed weights (the oracle diagnostic: each task routed to its own expert).
 
 Routing is always per sample, never averaged over the batch.
 """
@@ -91,6 +92,7 @@ class WeightEnsemblingMLP(nn.Module):
         self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda)
         self.recorder: list[torch.Tensor] | None = None
         self.record_tokens = False
+        self.forced_routing: torch.Tensor | None = None  # [T]: every sample gets these weights (diagnostics)
 
     @property
     def num_experts(self) -> int:
@@ -100,7 +102,7 @@ class WeightEnsemblingMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recorder is not None and self.record_tokens:
             self.recorder.append(self.router.net(x).detach())
-        routing = self.router(x)
+        routing = self.router(x) if self.forced_routing is None else self.forced_routing.to(x).expand(x.shape[0], -1)
         if self.recorder is not None and not self.record_tokens:
             self.recorder.append(routing.detach())
         hidden = self.activation(
@@ -196,3 +198,40 @@ def capture_routing(tower: nn.Module, per_token: bool = False) -> Iterator[Routi
             if layer.recorder:
                 record.layers[index] = torch.cat(layer.recorder).cpu()
             layer.recorder, layer.record_tokens = None, False
+
+
+@contextlib.contextmanager
+def force_routing(tower: nn.Module, weights: torch.Tensor | Sequence[float]) -> Iterator[None]:
+    """Inside the ``with`` block every sample is routed with ``weights`` (``[T]``) in every upscaled layer.
+
+    ``force_routing(tower, one_hot(t))`` is the oracle for task ``t``: its images go through their own expert's MLPs
+    (with the non-MLP parameters still merged by task arithmetic).
+    """
+    layers = moe_layers(tower).values()
+    forced = torch.as_tensor(weights, dtype=torch.float32)
+    for layer in layers:
+        layer.forced_routing = forced
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.forced_routing = None
+
+
+class ForcedRoutingTower(nn.Module):
+    """A WEMoE tower that routes every image with fixed weights (e.g. the oracle: one-hot on the image's task)."""
+
+    def __init__(self, tower: nn.Module, weights: torch.Tensor | Sequence[float]) -> None:
+        super().__init__()
+        self.tower = tower
+        self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with force_routing(self.tower, self.weights):
+            return self.tower(images)
+
+
+def oracle_towers(tower: nn.Module, task_names: Sequence[str], weight: float = 1.0) -> dict[str, nn.Module]:
+    """Per task, the WEMoE tower with every image routed only to that task's expert (``weight`` on it, 0 elsewhere)."""
+    eye = torch.eye(len(task_names)) * weight
+    return {task: ForcedRoutingTower(tower, eye[i]) for i, task in enumerate(task_names)}

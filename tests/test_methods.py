@@ -1,0 +1,120 @@
+"""Merge methods: the registry, TIES against a hand computation, task arithmetic identities, every method runs."""
+
+import pytest
+import torch
+
+from tests.tiny_models import tiny_task, tiny_zoo
+from wemoe.errors import MethodError
+from wemoe.methods import get_method, list_methods
+from wemoe.methods.ties import ties_merge
+from wemoe.task_vector import TaskVector
+from wemoe.workbench import Workbench
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return tiny_zoo(n_experts=3, seed=2)
+
+
+def test_ties_matches_hand_computation():
+    a = TaskVector({"w": torch.tensor([3.0, -1.0, 0.5, 2.0]), "b": torch.tensor([-4.0])})
+    b = TaskVector({"w": torch.tensor([-2.0, -3.0, 0.1, 1.0]), "b": torch.tensor([1.0])})
+    # top 60% of 5 entries = 3 kept per vector. a keeps 3, -4, 2 ; b keeps -2, -3, 1 (ties at 1.0: w[3], b[0] -> both kept)
+    merged = ties_merge([a, b], top_k=60.0, merge="sum")
+    # entry-wise: w0: 3 + -2 -> sign +, keep 3 ; w1: 0 + -3 -> -3 ; w2: 0 ; w3: 2 + 1 -> 3 ; b: -4 + 1 -> -, keep -4
+    assert torch.equal(merged["w"], torch.tensor([3.0, -3.0, 0.0, 3.0]))
+    assert torch.equal(merged["b"], torch.tensor([-4.0]))
+    mean = ties_merge([a, b], top_k=60.0, merge="mean")
+    assert torch.equal(mean["w"], torch.tensor([3.0, -3.0, 0.0, 1.5]))
+
+
+def test_task_arithmetic_lambda_zero_is_the_base(zoo):
+    tower = get_method("task_arithmetic")(zoo, **{"lambda": 0.0})
+    for key, value in zoo.base_state.items():
+        assert torch.equal(tower.state_dict()[key], value)
+
+
+def test_simple_average_is_the_mean_of_experts(zoo):
+    tower = get_method("simple_average")(zoo)
+    key = "transformer.resblocks.0.mlp.c_fc.weight"
+    expected = torch.stack([e[key] for e in zoo.experts.values()]).mean(0)
+    assert torch.allclose(tower.state_dict()[key], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method_merges_and_classifies(zoo, name):
+    method = get_method(name)
+    assert method.description and method.reference_url.startswith("https://")
+    defaults = method.resolve()
+    assert set(defaults) == {p.name for p in method.params}
+    tower = method(zoo)
+    with torch.no_grad():
+        out = tower(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 32) and torch.isfinite(out).all()
+    assert any(p.requires_grad for p in tower.parameters()) == method.adaptive
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method_rejects_bad_parameters(name):
+    method = get_method(name)
+    with pytest.raises(MethodError, match="has no parameter 'nonsense'"):
+        method.resolve({"nonsense": 1})
+    for param in method.params:
+        if param.max is not None:
+            with pytest.raises(MethodError, match="out of range"):
+                method.resolve({param.name: param.max + 1})
+        if param.choices is not None:
+            with pytest.raises(MethodError, match="choose one of"):
+                method.resolve({param.name: "not-a-choice" if param.type is str else 99})
+
+
+def test_unknown_method_lists_known_ones():
+    with pytest.raises(MethodError, match="Known methods: .*task_arithmetic"):
+        get_method("magic")
+
+
+def test_adamerging_at_init_equals_task_arithmetic(zoo):
+    images = torch.randn(3, 3, 32, 32)
+    ada = get_method("adamerging")(zoo, **{"lambda": 0.4})
+    ta = get_method("task_arithmetic")(zoo, **{"lambda": 0.4})
+    with torch.no_grad():
+        assert (ada(images) - ta(images)).abs().max() <= 1e-5
+        assert (ada.static_tower()(images) - ta(images)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("method", ["wemoe", "adamerging"])
+def test_adaptation_runs_and_zero_steps_is_the_untrained_model(method):
+    zoo = tiny_zoo(n_experts=2, seed=3)
+    tasks = [tiny_task(name, classes=3, samples=8, seed=i) for i, name in enumerate(zoo.task_names)]
+    bench = Workbench(zoo, tasks)
+    bench.merge(method)
+    before = {k: v.clone() for k, v in bench.merges[method].model.state_dict().items()}
+    assert list(bench.adapt(method, steps=0)) == []
+    steps = list(bench.adapt(method, steps=3, lr=1e-2, per_task=4))
+    assert [s.step for s in steps] == [1, 2, 3] and set(steps[0].entropy) == set(zoo.task_names)
+    after = bench.merges[method].model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert bench.merges[method].adapt_steps == 3
+
+
+def test_adapt_before_merge_is_a_clear_error():
+    zoo = tiny_zoo(n_experts=2, seed=3)
+    bench = Workbench(zoo, [tiny_task(n) for n in zoo.task_names])
+    with pytest.raises(MethodError, match="merge with wemoe or adamerging first"):
+        next(bench.adapt("wemoe"))
+    bench.merge("task_arithmetic")
+    with pytest.raises(MethodError, match="nothing to adapt"):
+        next(bench.adapt("task_arithmetic"))
+
+
+def test_evaluate_table_shape_and_expert_rows():
+    zoo = tiny_zoo(n_experts=2, seed=4)
+    tasks = [tiny_task(name, classes=2, samples=10, seed=i) for i, name in enumerate(zoo.task_names)]
+    bench = Workbench(zoo, tasks)
+    bench.merge("task_arithmetic")
+    table = bench.evaluate(["pretrained", "experts", "task_arithmetic"])
+    assert list(table.index) == ["pretrained", "experts", "task_arithmetic"]
+    assert list(table.columns) == [*zoo.task_names, "average"]
+    assert table.attrs["samples_per_task"] == {t: 10 for t in zoo.task_names}
+    assert ((table >= 0) & (table <= 100)).all().all()
+    assert table.loc["pretrained", "average"] == pytest.approx(table.loc["pretrained", zoo.task_names].mean())

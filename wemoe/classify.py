@@ -1,0 +1,30 @@
+"""From an image tower and a zero-shot head to logits and predictions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def logits_from_features(features: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """``normalize(features) @ head.T``: the head already carries the logit scale."""
+    return F.normalize(features, dim=-1) @ head.T
+
+
+def logits(tower: nn.Module, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """Logits of ``images`` under ``head`` through the image tower."""
+    return logits_from_features(tower(images), head)
+
+
+def entropy(logits_: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of the softmax predictions."""
+    log_probs = logits_.log_softmax(dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1).mean()
+
+
+@torch.no_grad()
+def predict(tower: nn.Module, images: torch.Tensor, head: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Predicted class indices, in batches."""
+    device = head.device
+    return torch.cat([logits(tower, images[i : i + batch_size].to(device), head).argmax(-1).cpu() for i in range(0, len(images), batch_size)])
