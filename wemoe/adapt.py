@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from wemoe.classify import entropy, logits_from_features
-from wemoe.data import TaskImages
+from wemoe.task_images import TaskImages
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from wemoe.classify import predict
-from wemoe.data import TaskImages
+from wemoe.task_images import TaskImages
 
 # A model is one image tower for every task, or one tower per task (the experts, each on its own task).
 Model = nn.Module | Mapping[str, nn.Module]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from wemoe.adapt import AdaptStep, adapt
-from wemoe.data import TaskImages, load_task_images
+from wemoe.task_images import TaskImages, load_task_images
 from wemoe.errors import MethodError, TaskError
 from wemoe.evaluate import Model, evaluate, iter_scores
 from wemoe.heads import HeadCache
