@@ -1,0 +1,193 @@
+"""The command line: the app's work, headless, through the same registry and code.
+
+    python -m wemoe methods
+    python -m wemoe table --zoo pocket --methods pretrained,experts,task_arithmetic,ties,adamerging,wemoe \\
+        --adapt-steps 300 --json results.json [--param wemoe.lambda=0.3] [--lambda 0.3] [--samples N]
+    python -m wemoe merge --zoo pocket --method wemoe --adapt-steps 300 --out wemoe.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from typing import Any
+
+from wemoe.errors import WemoeError
+from wemoe.methods import get_method, list_methods
+from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
+
+LAMBDA_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
+DEFAULT_ADAPT_LR = 1e-3
+
+
+def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["wemoe.lambda=0.3", ...]`` -> ``{"wemoe": {"lambda": "0.3"}}`` (values are parsed by each method)."""
+    params: dict[str, dict[str, str]] = defaultdict(dict)
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise WemoeError(f"--param {item!r} must look like method.name=value, e.g. wemoe.lambda=0.3.")
+        get_method(method)  # unknown method -> error listing the known ones
+        params[method][name] = value
+    return dict(params)
+
+
+def load_workbench(spec: str, samples: int | None, seed: int) -> Workbench:
+    """A Workbench on the zoo named by ``spec`` (``pocket``, a preset name, ...)."""
+    from wemoe.zoo import load_zoo
+
+    return Workbench(load_zoo(spec), samples=samples, seed=seed)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_adaptation(bench: Workbench, name: str, steps: int, lr: float, per_task: int, seed: int) -> None:
+    """Adapt a merge, logging every 50 steps."""
+    for record in bench.adapt(name, steps=steps, lr=lr, per_task=per_task, seed=seed):
+        if record.step % 50 == 0 or record.step == steps:
+            _log(f"  {name} step {record.step}/{steps}: entropy {record.loss:.4f} ({record.elapsed:.1f} s)")
+
+
+def best_task_arithmetic(bench: Workbench) -> dict[str, Any]:
+    """Sweep task arithmetic's lambda; keep the best merge in the workbench and return its params with the sweep."""
+    sweep = {}
+    for lam in LAMBDA_SWEEP:
+        bench.merge("task_arithmetic", {"lambda": lam}, name=f"ta@{lam}")
+        sweep[lam] = float(bench.evaluate([f"ta@{lam}"]).loc[f"ta@{lam}", "average"])
+        del bench.merges[f"ta@{lam}"]
+    best = max(sweep, key=sweep.get)
+    bench.merge("task_arithmetic", {"lambda": best})
+    return {"lambda": best, "lambda_sweep": {str(k): round(v, 2) for k, v in sweep.items()}}
+
+
+def command_table(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge, adapt and evaluate the requested methods; print the table and return the JSON report."""
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    params = parse_params(args.param)
+    for name in names:
+        if name not in {PRETRAINED, EXPERTS, ORACLE}:
+            get_method(name).resolve(params.get(name))  # fail before any work
+    bench = load_workbench(args.zoo, args.samples, args.seed)
+    report_params: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name in {PRETRAINED, EXPERTS, ORACLE}:
+            continue
+        _log(f"merging {name} ...")
+        if name == "task_arithmetic" and args.lambda_ is None and "lambda" not in params.get(name, {}):
+            report_params[name] = best_task_arithmetic(bench)
+            continue
+        method_params = dict(params.get(name, {}))
+        if name == "task_arithmetic" and args.lambda_ is not None:
+            method_params.setdefault("lambda", args.lambda_)
+        result = bench.merge(name, method_params)
+        report_params[name] = result.params
+        if get_method(name).adaptive and args.adapt_steps > 0:
+            run_adaptation(bench, name, args.adapt_steps, args.adapt_lr, args.per_task, args.seed)
+    if ORACLE in names and "wemoe" not in bench.merges:
+        bench.merge("wemoe", params.get("wemoe"))
+    _log("evaluating ...")
+    table = bench.evaluate(names, progress=lambda f, msg: _log(f"  {msg}"))
+    print(table.round(2).to_string())
+    methods = {}
+    for name in names:
+        merge = bench.merges.get(name)
+        methods[name] = {
+            "average": round(float(table.loc[name, "average"]), 2),
+            "per_task": {t: round(float(table.loc[name, t]), 2) for t in bench.task_names},
+            "params": report_params.get(name, {}),
+            "adapt_steps": merge.adapt_steps if merge else 0,
+            "adapt_seconds": round(merge.adapt_seconds, 2) if merge else 0.0,
+        }
+    report = {
+        "zoo": args.zoo,
+        "tasks": bench.task_names,
+        "samples_per_task": table.attrs["samples_per_task"],
+        "methods": methods,
+    }
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+        _log(f"wrote {args.json}")
+    return report
+
+
+def command_merge(args: argparse.Namespace) -> None:
+    """Merge (and adapt) one method and save it in the engine's formats."""
+    from wemoe.export import save_static, save_wemoe
+    from wemoe.moe import moe_layers
+
+    params = parse_params(args.param).get(args.method, {})
+    get_method(args.method).resolve(params)
+    bench = load_workbench(args.zoo, args.samples, args.seed)
+    result = bench.merge(args.method, params)
+    if get_method(args.method).adaptive and args.adapt_steps > 0:
+        run_adaptation(bench, args.method, args.adapt_steps, args.adapt_lr, args.per_task, args.seed)
+    if moe_layers(result.model):
+        save_wemoe(result.model, args.out)
+    else:
+        save_static(bench.zoo.clip, result.model, args.out)
+    _log(f"wrote {args.out}")
+
+
+def command_methods(_: argparse.Namespace) -> None:
+    """List every registered method and its parameters."""
+    for name in list_methods():
+        method = get_method(name)
+        print(f"{name}: {method.description} ({method.reference_url})")
+        for p in method.params:
+            allowed = f" choices {list(p.choices)}" if p.choices else f" range [{p.min}, {p.max}]"
+            print(f"    {name}.{p.name} ({p.type.__name__}, default {p.default!r},{allowed}): {p.help}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m wemoe``."""
+    parser = argparse.ArgumentParser(prog="python -m wemoe", description="Merge CLIP experts: tables, merges, methods.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--zoo", default="pocket", help="pocket (offline), or a hub preset such as vit-b-32-8task")
+        sub.add_argument("--param", action="append", default=[], help="method parameter, e.g. wemoe.lambda=0.3")
+        sub.add_argument("--adapt-steps", type=int, default=300, help="entropy adaptation steps for adaptive methods")
+        sub.add_argument("--adapt-lr", type=float, default=DEFAULT_ADAPT_LR, help="Adam learning rate of the adaptation")
+        sub.add_argument("--per-task", type=int, default=16, help="images per task in each adaptation step")
+        sub.add_argument("--samples", type=int, default=None, help="limit the test images per task")
+        sub.add_argument("--seed", type=int, default=0)
+
+    table = commands.add_parser("table", help="accuracy table of pretrained, experts and merges")
+    common(table)
+    table.add_argument("--methods", default="pretrained,experts,task_arithmetic",
+                       help=f"comma list of {PRETRAINED}, {EXPERTS}, {ORACLE} and method names: {', '.join(list_methods())}")
+    table.add_argument("--lambda", dest="lambda_", type=float, default=None,
+                       help="task arithmetic's lambda (default: best of a sweep over 0.1..1.0)")
+    table.add_argument("--json", help="write the results as JSON here")
+    table.set_defaults(run=command_table)
+
+    merge = commands.add_parser("merge", help="merge (and adapt) one method and save it as safetensors")
+    common(merge)
+    merge.add_argument("--method", required=True, help=", ".join(list_methods()))
+    merge.add_argument("--out", required=True, help="output .safetensors path")
+    merge.set_defaults(run=command_merge)
+
+    methods = commands.add_parser("methods", help="list merge methods and their parameters")
+    methods.set_defaults(run=command_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one clear line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except WemoeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Save and reload merged models as safetensors.
+
+- A static merge (task arithmetic, TIES, AdaMerging's current weights...) is saved as a full open_clip CLIP state
+  dict (the zoo's text tower + the merged image tower), loadable with
+  ``open_clip.create_model(<architecture>, pretrained="merged.safetensors")``.
+- A WEMoE model is saved as the upscaled tower's state dict (merged non-MLP weights, pretrained MLPs, stacked MLP
+  task vectors, routers) with its WEMoEConfig in the file's metadata; :func:`load_wemoe` rebuilds it on a base tower.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wemoe.errors import ZooError
+from wemoe.moe import WEMoEConfig, WeightEnsemblingMLP, moe_layers
+
+FORMAT_KEY = "wemoe_format"
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def static_tower(model: nn.Module) -> nn.Module:
+    """The plain image tower of a static or layer-wise merge (AdaMerging's current weights)."""
+    return model.static_tower() if hasattr(model, "static_tower") else model
+
+
+def save_static(clip: nn.Module, tower: nn.Module, path: str | Path) -> Path:
+    """Save ``clip`` with its image tower replaced by ``tower`` (an open_clip-loadable safetensors file)."""
+    tower = static_tower(tower)
+    if moe_layers(tower):
+        raise ValueError("This is a WEMoE model: save it with save_wemoe.")
+    state = {k: v for k, v in clip.state_dict().items() if not k.startswith("visual.")}
+    state.update({f"visual.{k}": v for k, v in tower.state_dict().items()})
+    save_file(_contiguous(state), str(path), metadata={FORMAT_KEY: "open_clip"})
+    return Path(path)
+
+
+def save_wemoe(tower: nn.Module, path: str | Path) -> Path:
+    """Save a WEMoE tower (routers + task vectors + merged weights) with its config in the metadata."""
+    config: WEMoEConfig = tower.wemoe_config
+    metadata = {FORMAT_KEY: "wemoe", "config": json.dumps(config.to_dict())}
+    save_file(_contiguous(tower.state_dict()), str(path), metadata=metadata)
+    return Path(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata header of a safetensors file."""
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
+def load_wemoe(path: str | Path, base_visual: nn.Module) -> nn.Module:
+    """Rebuild a saved WEMoE tower on a copy of ``base_visual`` (the zoo's pretrained image tower)."""
+    metadata = read_metadata(path)
+    if metadata.get(FORMAT_KEY) != "wemoe":
+        raise ZooError(f"{path} is not a WEMoE model file (saved by wemoe.export.save_wemoe).")
+    config = WEMoEConfig(**json.loads(metadata["config"]))
+    tower = copy.deepcopy(base_visual)
+    blocks = tower.transformer.resblocks
+    experts = len(config.task_names)
+    for index in config.blocks or range(len(blocks)):
+        placeholder = [blocks[index].mlp.state_dict()] * experts  # shapes only; load_state_dict fills the values
+        blocks[index].mlp = WeightEnsemblingMLP(blocks[index].mlp, placeholder, config.init_lambda, config.router_hidden_layers)
+    try:
+        tower.load_state_dict(load_file(str(path)))
+    except RuntimeError as error:
+        raise ZooError(f"{path} does not fit this base model: {error}") from None
+    tower.eval().requires_grad_(False)
+    for layer in moe_layers(tower).values():
+        layer.router.requires_grad_(True)
+    tower.wemoe_config = config
+    return tower
