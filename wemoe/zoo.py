@@ -93,3 +93,13 @@ class Zoo:
         visual = sum(p.numel() for p in self.clip.visual.parameters())
         total = sum(p.numel() for p in self.clip.parameters())
         return {"image_tower": visual, "text_and_rest": total - visual, "experts": visual * len(self.experts)}
+
+
+def load_zoo(spec, progress: Callable[[float, str], None] | None = None) -> Zoo:
+    """Load a Zoo from ``"pocket"``, a preset name, a ``.json`` spec file or a spec mapping (see ``wemoe.sources``).
+
+    ``progress(fraction, message)``, if given, is called as the base and each expert load.
+    """
+    from wemoe.sources import load_zoo as _load_zoo  # lazy: sources imports this module
+
+    return _load_zoo(spec, progress)

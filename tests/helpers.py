@@ -1,0 +1,74 @@
+"""Reusable test fixtures: a tiny random open_clip zoo and a tiny labelled task, both built in well under a second.
+
+    from tests.helpers import tiny_zoo, tiny_task
+    zoo = tiny_zoo(n_experts=3, seed=0)      # base CLIP (32 px images, 2-layer towers) + 3 perturbed experts
+    task = tiny_task("task0", n_classes=3)   # random 32 px RGB images, labels 0..2, test split only
+
+The zoo's experts are the base image tower plus small seeded Gaussian noise, so they differ from the base and from
+each other; task names are ``task0, task1, ...`` unless given. Everything is deterministic in ``seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+import wemoe  # noqa: F401  (torchvision shim before open_clip)
+from wemoe.sources import create_clip
+from wemoe.tasks import Task
+from wemoe.zoo import Zoo
+
+TINY_MODEL = "wemoe-tiny-test"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 32, "layers": 2},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+"""A tiny open_clip architecture: 32 px images in 4x4 patches, 2-layer towers (2 heads each)."""
+
+
+def tiny_clip(seed: int = 0):
+    """A tiny random open_clip CLIP (eval mode), its eval transform and tokenizer, deterministic in ``seed``."""
+    torch.manual_seed(seed)
+    return create_clip(TINY_MODEL, model_config=TINY_CONFIG)
+
+
+def tiny_zoo(n_experts: int = 3, seed: int = 0, noise: float = 0.02, tasks: Sequence[str] | None = None) -> Zoo:
+    """A Zoo of a tiny random base and ``n_experts`` experts = base image tower + ``noise`` x N(0, 1) per weight."""
+    clip, preprocess, tokenizer = tiny_clip(seed)
+    names = list(tasks) if tasks is not None else [f"task{i}" for i in range(n_experts)]
+    base = clip.visual.state_dict()
+    experts = {}
+    for i, name in enumerate(names):
+        generator = torch.Generator().manual_seed(seed * 1000 + i + 1)
+        experts[name] = {k: v + noise * torch.randn(v.shape, generator=generator) for k, v in base.items()}
+    return Zoo(name="tiny", clip=clip, experts=experts, preprocess=preprocess, tokenizer=tokenizer,
+               description="tiny random zoo for tests")
+
+
+def tiny_images(n: int, seed: int = 0, size: int = 32) -> list[Image.Image]:
+    """``n`` random RGB images, deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def tiny_task(name: str = "task0", n_classes: int = 3, n_images: int = 12, seed: int = 0) -> Task:
+    """A task with class names ``class0..``, one template, and ``n_images`` random images (test split only)."""
+    classnames = tuple(f"class{i}" for i in range(n_classes))
+    data = datasets.Dataset.from_dict(
+        {"image": tiny_images(n_images, seed), "label": [i % n_classes for i in range(n_images)]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(classnames))}),
+    )
+
+    def load_split(split: str) -> datasets.Dataset:
+        if split != "test":
+            raise wemoe.errors.TaskError(f"tiny task {name!r} has only a test split")
+        return data
+
+    return Task(name=name, classnames=classnames, templates=("a photo of a {c}.", "a picture of {c}."),
+                load_split=load_split, description="tiny random task for tests", source="memory")
