@@ -57,11 +57,12 @@ def test_batched_forward_matches_per_sample_loop(zoo, hidden_layers):
     torch.manual_seed(1)
     for p in layer.router.parameters():  # trained-looking routers, so samples get different weights
         p.data.normal_(0, 0.3)
-    x = torch.randn(4, 5, 64)
+    x = torch.randn(4, 5, 64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
     reference_layer = copy.deepcopy(layer)
 
     out = layer(x)
-    expected = _per_sample_reference(reference_layer, x)
+    expected = _per_sample_reference(reference_layer, x_ref)
     assert (out - expected).abs().max() <= 1e-5
 
     weights = torch.randn_like(out)
@@ -69,6 +70,7 @@ def test_batched_forward_matches_per_sample_loop(zoo, hidden_layers):
     (expected * weights).sum().backward()
     for p, q in zip(layer.router.parameters(), reference_layer.router.parameters()):
         assert (p.grad - q.grad).abs().max() <= 1e-5
+    assert (x.grad - x_ref.grad).abs().max() <= 1e-5
 
 
 def test_routing_is_per_sample(zoo):
@@ -94,3 +96,14 @@ def test_capture_routing_records_every_sample_and_layer(zoo):
         moe(torch.randn(2, 3, 32, 32))
     assert tokens.layers[0].shape == (2, 17, 3)  # 16 patches + class token
     assert all(layer.recorder is None for layer in moe_layers(moe).values())
+
+
+def test_ensembled_linear_gradients_pass_gradcheck():
+    from wemoe.moe import ensembled_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    routing = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    weight, weight_tvs = torch.randn(6, 5, dtype=torch.float64), torch.randn(2, 6, 5, dtype=torch.float64)
+    bias, bias_tvs = torch.randn(6, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, r: ensembled_linear(a, r, weight, weight_tvs, bias, bias_tvs), (x, routing))

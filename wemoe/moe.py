@@ -31,20 +31,50 @@ from wemoe.zoo import Zoo
 MLP_PARTS = ("c_fc", "c_proj")
 
 
+def _sample_weights(routing: torch.Tensor, weight: torch.Tensor, weight_tvs: torch.Tensor) -> torch.Tensor:
+    """Every sample's weights ``[B, out, in]``: one GEMM with K = T, written straight onto W_0 (no temporary)."""
+    weights = torch.addmm(weight.reshape(1, -1), routing, weight_tvs.reshape(weight_tvs.shape[0], -1))
+    return weights.view(routing.shape[0], *weight.shape)
+
+
+class _EnsembledLinear(torch.autograd.Function):
+    """Forward of ``ensembled_linear`` that does not keep the per-sample weights for the backward pass.
+
+    Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
+    from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
+    """
+
+    @staticmethod
+    def forward(ctx, x, routing, weight, weight_tvs, bias, bias_tvs):
+        weights = _sample_weights(routing, weight, weight_tvs)
+        biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
+        ctx.save_for_backward(x, routing, weight, weight_tvs, bias_tvs)
+        return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, routing, weight, weight_tvs, bias_tvs = ctx.saved_tensors
+        grad_x = grad_routing = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad_out, _sample_weights(routing, weight, weight_tvs))
+        if ctx.needs_input_grad[1]:
+            # dL/dr_bt = <dL/dW_b, tau_t> + <dL/dc_b, beta_t>, with dL/dW_b = grad_out_b^T x_b.
+            grad_weights = torch.bmm(grad_out.transpose(1, 2), x).reshape(routing.shape[0], -1)
+            grad_routing = grad_weights @ weight_tvs.reshape(weight_tvs.shape[0], -1).T
+            grad_routing += grad_out.sum(dim=1) @ bias_tvs.T
+        return grad_x, grad_routing, None, None, None, None
+
+
 def ensembled_linear(
     x: torch.Tensor, routing: torch.Tensor, weight: torch.Tensor, weight_tvs: torch.Tensor, bias: torch.Tensor, bias_tvs: torch.Tensor
 ) -> torch.Tensor:
     """``y_b = x_b W_b^T + c_b`` with ``W_b = weight + sum_t routing[b, t] weight_tvs[t]`` (same for the bias).
 
     Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight ``[out, in]``, weight_tvs ``[T, out, in]``, bias ``[out]``,
-    bias_tvs ``[T, out]``. Returns ``[B, N, out]``.
+    bias_tvs ``[T, out]``. Returns ``[B, N, out]``. One GEMM builds every sample's weights, one batched GEMM applies
+    them; the weights, experts and biases are frozen (no gradient flows to them).
     """
-    batch = routing.shape[0]
-    # One GEMM with K = T writes every sample's weights, starting from W_0 (addmm: no extra temporary).
-    weights = torch.addmm(weight.reshape(1, -1), routing, weight_tvs.reshape(weight_tvs.shape[0], -1))
-    biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
-    weights = weights.view(batch, *weight.shape)
-    return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
+    return _EnsembledLinear.apply(x, routing, weight, weight_tvs, bias, bias_tvs)
 
 
 class Router(nn.Module):
