@@ -14,12 +14,12 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from wemoe.adapt import DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS
 from wemoe.errors import WemoeError
 from wemoe.methods import get_method, list_methods
 from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 
 LAMBDA_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
-DEFAULT_ADAPT_LR = 1e-3
 
 
 def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--zoo", default="pocket", help="pocket (offline), or a hub preset such as vit-b-32-8task")
         sub.add_argument("--param", action="append", default=[], help="method parameter, e.g. wemoe.lambda=0.3")
-        sub.add_argument("--adapt-steps", type=int, default=300, help="entropy adaptation steps for adaptive methods")
-        sub.add_argument("--adapt-lr", type=float, default=DEFAULT_ADAPT_LR, help="Adam learning rate of the adaptation")
-        sub.add_argument("--per-task", type=int, default=16, help="images per task in each adaptation step")
+        sub.add_argument("--adapt-steps", type=int, default=DEFAULT_STEPS, help="entropy adaptation steps for adaptive methods")
+        sub.add_argument("--adapt-lr", type=float, default=DEFAULT_LR, help="Adam learning rate of the adaptation")
+        sub.add_argument("--per-task", type=int, default=DEFAULT_PER_TASK, help="images per task in each adaptation step")
         sub.add_argument("--samples", type=int, default=None, help="limit the test images per task")
         sub.add_argument("--seed", type=int, default=0)
 

@@ -19,6 +19,11 @@ from wemoe.classify import entropy, logits_from_features
 from wemoe.task_images import TaskImages
 
 
+DEFAULT_STEPS = 300
+DEFAULT_LR = 1e-3
+DEFAULT_PER_TASK = 16
+
+
 @dataclass
 class AdaptStep:
     """What one adaptation step did."""
@@ -43,9 +48,9 @@ def adapt(
     model: nn.Module,
     data: Mapping[str, TaskImages],
     heads: Mapping[str, torch.Tensor],
-    steps: int = 300,
-    lr: float = 1e-3,
-    per_task: int = 16,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    per_task: int = DEFAULT_PER_TASK,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> Iterator[AdaptStep]:

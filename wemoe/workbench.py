@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from wemoe.adapt import AdaptStep, adapt
+from wemoe.adapt import DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, AdaptStep, adapt
 from wemoe.task_images import TaskImages, load_task_images
 from wemoe.errors import MethodError, TaskError
 from wemoe.evaluate import Model, evaluate, iter_scores
@@ -102,7 +102,13 @@ class Workbench:
         return result
 
     def adapt(
-        self, name: str = "wemoe", steps: int = 300, lr: float = 1e-3, per_task: int = 16, seed: int = 0, device: str | None = None
+        self,
+        name: str = "wemoe",
+        steps: int = DEFAULT_STEPS,
+        lr: float = DEFAULT_LR,
+        per_task: int = DEFAULT_PER_TASK,
+        seed: int = 0,
+        device: str | None = None,
     ) -> Iterator[AdaptStep]:
         """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step."""
         if name not in self.merges:
