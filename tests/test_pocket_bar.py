@@ -1,0 +1,49 @@
+"""The engine on the shipped pocket zoo: adaptation lowers entropy fast, and (slow) the WEMoE bar of issue 4.
+
+The bar: WEMoE after at most 300 adaptation steps recovers at least 2/3 of the gap between task arithmetic (best
+lambda) and the experts' average, measured with the CLI exactly as the README reports it.
+"""
+
+import json
+
+import pytest
+import torch
+
+from wemoe.classify import entropy, logits
+from wemoe.workbench import Workbench
+from wemoe.zoo import load_zoo
+
+
+@pytest.fixture(scope="module")
+def pocket():
+    return load_zoo("pocket")
+
+
+def _mean_entropy(bench: Workbench, model, n: int = 32) -> float:
+    data, heads = bench.data(), bench.heads()
+    with torch.no_grad():
+        return sum(float(entropy(logits(model, data[t].images[:n], heads[t]))) for t in bench.task_names) / len(data)
+
+
+def test_adaptation_lowers_entropy_within_a_few_steps(pocket):
+    bench = Workbench(pocket, samples=64)
+    model = bench.merge("wemoe").model
+    before = _mean_entropy(bench, model)
+    for _ in bench.adapt("wemoe", steps=10):
+        pass
+    assert _mean_entropy(bench, model) < before
+
+
+@pytest.mark.slow
+def test_wemoe_recovers_two_thirds_of_the_gap(tmp_path):
+    from wemoe.__main__ import main
+
+    out = tmp_path / "results.json"
+    argv = ["table", "--zoo", "pocket", "--methods", "experts,task_arithmetic,wemoe", "--adapt-steps", "300",
+            "--json", str(out)]
+    assert main(argv) == 0
+    methods = json.loads(out.read_text())["methods"]
+    experts, ta, wemoe = (methods[m]["average"] for m in ("experts", "task_arithmetic", "wemoe"))
+    assert experts - ta >= 15, f"the zoo must show the merging problem: experts {experts}, task arithmetic {ta}"
+    assert wemoe >= ta + 2 / 3 * (experts - ta), f"WEMoE {wemoe} recovers too little of the gap {ta} -> {experts}"
+    assert methods["wemoe"]["adapt_steps"] == 300
