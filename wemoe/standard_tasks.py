@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+from datasets.exceptions import DatasetNotFoundError
 
 from wemoe.errors import TaskError
 from wemoe.tasks import Task, normalise_columns, register_task
@@ -81,6 +82,8 @@ def hub_loader(name: str, repo: str, config: str | None):
     def load_split(split: str) -> datasets.Dataset:
         try:
             data = datasets.load_dataset(repo, config, split=split)
+        except DatasetNotFoundError as error:
+            raise TaskError(f"Task {name!r}: the hub dataset {repo!r} does not exist or is private ({error}).") from error
         except (ConnectionError, FileNotFoundError, OSError) as error:
             call = f"datasets.load_dataset({repo!r}{f', {config!r}' if config else ''}, split={split!r})"
             raise TaskError(

@@ -1,0 +1,149 @@
+"""Tasks: the registry (every task is usable), the standard tasks' lists, custom folder and parquet tasks offline."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from wemoe.errors import TaskError
+from wemoe.presets import PAPER_TASKS, PRESETS
+from wemoe.standard_tasks import STANDARD_TASKS, hub_loader
+from wemoe.tasks import get_task, list_tasks, task_from_folder, task_from_parquet
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_registered_task_is_well_formed(name):
+    task = get_task(name)
+    assert task.name == name
+    assert len(task.classnames) >= 2
+    assert len(set(task.classnames)) == len(task.classnames), "duplicate class names"
+    assert all(c.strip() == c and c for c in task.classnames)
+    assert task.templates
+    for template in task.templates:
+        assert template.count("{c}") == 1, template
+    assert task.prompts(task.classnames[0])[0] == task.templates[0].format(c=task.classnames[0])
+
+
+EXPECTED_CLASSES = {"sun397": 397, "stanford-cars": 196, "resisc45": 45, "eurosat": 10, "svhn": 10, "gtsrb": 43, "mnist": 10, "dtd": 47}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CLASSES))
+def test_standard_task_lists(name):
+    task = get_task(name)
+    assert len(task.classnames) == EXPECTED_CLASSES[name]
+    assert task.source.startswith("hf:")
+
+
+def test_standard_task_details():
+    assert get_task("mnist").classnames == tuple(str(i) for i in range(10))
+    assert get_task("mnist").prompts("7") == ['a photo of the number: "7".']
+    assert get_task("svhn").templates == get_task("mnist").templates
+    assert get_task("eurosat").prompts("forest")[0] == "a centered satellite photo of forest."
+    assert get_task("eurosat").classnames[0] == "annual crop land"
+    assert get_task("dtd").prompts("banded") == [
+        f"a photo of {a} banded {t}." for a in ("a", "the") for t in ("texture", "pattern", "thing", "object")
+    ]
+    assert len(get_task("resisc45").templates) == 18
+    assert get_task("resisc45").templates[:2] == ("satellite imagery of {c}.", "aerial imagery of {c}.")
+    assert get_task("sun397").classnames[:2] == ("abbey", "airplane cabin")
+    assert get_task("stanford-cars").classnames[0] == "AM General Hummer SUV 2000"
+
+
+def test_presets_name_registered_tasks():
+    assert set(PAPER_TASKS) == set(STANDARD_TASKS)
+    for spec in PRESETS.values():
+        assert list(spec.experts) == list(PAPER_TASKS)
+
+
+def test_unknown_task_lists_known():
+    with pytest.raises(TaskError, match="Known tasks:.*mnist"):
+        get_task("no-such-task")
+
+
+def test_hub_task_offline_says_how_to_download(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    load = hub_loader("demo", "wemoe-tests/never-cached", None)
+    with pytest.raises(TaskError, match=r"wemoe-tests/never-cached.*load_dataset\('wemoe-tests/never-cached'.*HF_DATASETS_OFFLINE=1"):
+        load("test")
+
+
+def _write_images(folder, classes, per_class, seed):
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / name / f"{i}.png")
+
+
+def test_image_folder_task_loads_offline(tmp_path):
+    _write_images(tmp_path / "pets", ["cat", "hot_dog"], per_class=3, seed=0)
+    task = task_from_folder(tmp_path / "pets", templates=("a {c}.",))
+    assert task.name == "pets"
+    assert task.classnames == ("cat", "hot dog")
+    data = task.dataset("test")
+    assert data.column_names == ["image", "label"] and len(data) == 6
+    assert sorted(data["label"]) == [0, 0, 0, 1, 1, 1]
+    assert data[0]["image"].size == (8, 8)
+    with pytest.raises(TaskError, match="only a test split"):
+        task.dataset("train")
+
+
+def test_image_folder_with_splits(tmp_path):
+    _write_images(tmp_path / "t" / "train", ["a", "b"], per_class=2, seed=1)
+    _write_images(tmp_path / "t" / "test", ["a", "b"], per_class=1, seed=2)
+    task = task_from_folder(tmp_path / "t", name="ab")
+    assert task.name == "ab" and task.classnames == ("a", "b")
+    assert len(task.dataset("train")) == 4 and len(task.dataset("test")) == 2
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(TaskError, match="does not exist"):
+        task_from_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TaskError, match="no class subfolders"):
+        task_from_folder(tmp_path / "empty")
+
+
+def test_sampling_is_seeded(tmp_path):
+    _write_images(tmp_path / "s", ["a", "b", "c"], per_class=6, seed=3)
+    task = task_from_folder(tmp_path / "s")
+    first = task.dataset(samples=5, seed=0)
+    assert len(first) == 5
+    assert task.dataset(samples=5, seed=0)["label"] == first["label"]
+    pick = lambda d: [np.asarray(im).tobytes() for im in d["image"]]  # noqa: E731
+    assert pick(task.dataset(samples=5, seed=0)) == pick(first)
+    assert pick(task.dataset(samples=5, seed=1)) != pick(first)
+
+
+def _parquet(tmp_path, with_classlabel: bool):
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(4)]
+    label = datasets.ClassLabel(names=["no", "yes"]) if with_classlabel else datasets.Value("int64")
+    data = datasets.Dataset.from_dict(
+        {"img": images, "target": [0, 1, 1, 0]}, features=datasets.Features({"img": datasets.Image(), "target": label})
+    )
+    path = tmp_path / ("labelled.parquet" if with_classlabel else "plain.parquet")
+    data.to_parquet(str(path))
+    return path
+
+
+def test_parquet_task(tmp_path):
+    task = task_from_parquet(_parquet(tmp_path, with_classlabel=True))
+    assert task.name == "labelled" and task.classnames == ("no", "yes")
+    data = task.dataset()
+    assert data.column_names == ["image", "label"] and data["label"] == [0, 1, 1, 0]
+    assert data[0]["image"].size == (8, 8)
+
+
+def test_parquet_plain_labels_need_classnames(tmp_path):
+    path = _parquet(tmp_path, with_classlabel=False)
+    with pytest.raises(TaskError, match="pass the class names"):
+        task_from_parquet(path)
+    assert task_from_parquet(path, classnames=["no", "yes"]).classnames == ("no", "yes")
+    with pytest.raises(TaskError, match="does not exist"):
+        task_from_parquet(tmp_path / "nope.parquet")
