@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_clip
 from wemoe.errors import ZooError
 from wemoe.hf_convert import hf_vision_to_open_clip, is_hf_vision_state
+from wemoe.sources import create_clip, load_expert
 from wemoe.zoo import load_zoo
 
 transformers = pytest.importorskip("transformers")
@@ -106,3 +107,24 @@ def test_activation_mismatch_is_refused(hf_setup, tmp_path):
     (folder / "model.safetensors").write_bytes((root / "vision" / "model.safetensors").read_bytes())
     with pytest.raises(ZooError, match="activation 'gelu' but the base uses 'quick_gelu'"):
         load_zoo(_spec(root, {"gelu": str(folder)}))
+
+
+
+@pytest.mark.slow
+def test_real_vit_b_32_architecture_converts(tmp_path):
+    """OpenAI ViT-B/32 shapes (random weights, no download): open_clip ViT-B-32 + QuickGELU vs transformers."""
+    config = transformers.CLIPVisionConfig(  # the vision config of openai/clip-vit-base-patch32
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224,
+        patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    )
+    torch.manual_seed(0)
+    transformers.CLIPVisionModel(config).save_pretrained(tmp_path / "expert")
+    expert = transformers.CLIPVisionModel.from_pretrained(tmp_path / "expert").eval()
+    clip, _, _ = create_clip("ViT-B-32", quick_gelu=True)
+    tower = clip.visual
+    tower.load_state_dict(load_expert("mnist", str(tmp_path / "expert"), clip))
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = expert(pixel_values=pixels).pooler_output @ tower.proj
+        got = tower(pixels)
+    assert (got - expected).abs().max().item() <= 1e-4
