@@ -142,6 +142,8 @@ def test_bad_specs():
         load_zoo({"model": "ViT-Z-99", "experts": {}})
     with pytest.raises(ZooError, match="Unknown pretrained tag 'nope' for 'ViT-B-32'. Known tags: openai"):
         create_clip("ViT-B-32", "nope")
+    with pytest.raises(ZooError, match="Could not load open_clip model 'local-dir:/no/such/dir'"):
+        create_clip("local-dir:/no/such/dir")
 
 
 @pytest.mark.parametrize(("tag", "quick_gelu"), [("openai", True), ("laion2b_s34b_b79k", False)])

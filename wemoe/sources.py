@@ -208,9 +208,19 @@ def create_clip(
     """An open_clip CLIP model (eval mode), its eval image transform and its tokenizer.
 
     ``pretrained`` is an open_clip tag (downloaded through the hub, cached), a local full-CLIP checkpoint path, or
-    None (random weights). ``quick_gelu=None`` follows the tag (OpenAI weights were trained with QuickGELU;
+    None (random weights). ``model`` may also be ``hf-hub:org/name`` or ``local-dir:/path`` (open_clip's own
+    schemas, which carry their config and weights; ``pretrained`` is then ignored). ``quick_gelu=None`` follows the tag (OpenAI weights were trained with QuickGELU;
     open_clip 3.x only uses it with a ``-quickgelu`` model name or ``force_quick_gelu``).
     """
+    if model.startswith(("hf-hub:", "local-dir:")):  # open_clip reads config and weights from there itself
+        try:
+            clip, _, preprocess = open_clip.create_model_and_transforms(
+                model, force_quick_gelu=bool(quick_gelu), weights_only=True
+            )
+        except Exception as error:
+            hint = offline_hint(model.removeprefix("hf-hub:")) if model.startswith("hf-hub:") else "Check the folder."
+            raise ZooError(f"Could not load open_clip model {model!r}: {error}. {hint}") from error
+        return clip.eval(), preprocess, open_clip.get_tokenizer(model)
     if model_config is not None:
         register_model_config(model, model_config)
     elif model not in open_clip.list_models():
