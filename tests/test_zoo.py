@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
 
+import wemoe  # noqa: F401  (before open_clip: the torchvision shim)
+import open_clip  # isort: skip
 from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_zoo
 from wemoe.errors import ZooError
 from wemoe.presets import PRESETS, get_preset
