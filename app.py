@@ -1,0 +1,40 @@
+"""The merge explorer: ``python app.py [--port P]`` (or the PORT environment variable; default 7860).
+
+Hugging Face Spaces runs this file. Nothing heavy loads at import: the pocket zoo loads per session when the
+user presses 'Load zoo'. Serves on 127.0.0.1 locally, on 0.0.0.0 on Spaces (SPACE_ID is set there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `app` package sits next to this file
+
+import wemoe  # noqa: E402,F401  (the torchvision shim, before anything imports open_clip)
+from app import AppConfig, build_demo  # noqa: E402  (the package app/, not this file)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description="The merge explorer (Gradio app).")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
+    parser.add_argument("--host", default=None, help="default: 0.0.0.0 on Hugging Face Spaces, else 127.0.0.1")
+    parser.add_argument("--samples", type=int, default=0, help="test images per task (0 = all)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build and serve the app (queue on, upload size limited)."""
+    args = parse_args(argv)
+    host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    config = AppConfig(samples=args.samples)
+    demo = build_demo(config)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=args.port, max_file_size=config.max_file_size, show_error=False)
+
+
+if __name__ == "__main__":
+    main()
