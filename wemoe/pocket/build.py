@@ -1,0 +1,270 @@
+"""Build the pocket zoo from nothing: ``python -m wemoe.pocket.build [--out assets/pocket] [--force]``.
+
+Generates the tasks, pretrains the tiny CLIP contrastively, fine-tunes one expert per task, writes everything to a
+temporary folder beside ``--out``, loads it back exactly as users will (float16 files, manifest hashes checked),
+measures it with the same Workbench as ``python -m wemoe table`` (zero-shot, experts, task arithmetic at its best
+lambda, WEMoE with oracle routing and, unless ``--wemoe-steps 0``, WEMoE after entropy adaptation), and only then
+moves the folder into place. An existing folder is replaced only with ``--force``; a failed build leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+import wemoe  # noqa: F401  (before open_clip)
+from wemoe.errors import ZooError
+from wemoe.pocket.loader import DEFAULT_PATH, MANIFEST, load_pocket_zoo, sha256
+from wemoe.pocket.tasks import SEED, SPLIT_SIZES, TASK_NAMES, arrays, get_spec
+from wemoe.pocket.train import CONFIG_PATH, ExpertSettings, PretrainSettings, create_pocket_clip, finetune_expert, load_config, pretrain
+
+EXAMPLES_PER_TASK = 4
+
+
+@dataclass
+class BuildSettings:
+    """Everything that decides the zoo (recorded in the manifest)."""
+
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    expert: ExpertSettings = field(default_factory=ExpertSettings)
+    train_size: int | None = None  # images per task for pretraining and fine-tuning (None: SPLIT_SIZES["train"])
+    model_seed: int = 0
+    data_seed: int = SEED
+    wemoe_steps: int = 300
+    wemoe_lambda: float = 0.3
+    wemoe_lr: float = 1e-3
+    measure_samples: int | None = None  # test images per task for the measurements (None: the whole test split)
+    threads: int = 2
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if torch.is_floating_point(v) else v).contiguous() for k, v in state.items()}
+
+
+def write_examples(folder: Path, per_task: int = EXAMPLES_PER_TASK) -> list[Path]:
+    """A few test images per task as PNGs (``folder/<task>/<index>_<class>.png``), one class each, for the app gallery."""
+    from PIL import Image
+
+    written = []
+    for task in TASK_NAMES:
+        images, labels = arrays(task, "test")
+        classnames = get_spec(task).classnames
+        target = folder / task
+        target.mkdir(parents=True, exist_ok=True)
+        seen: list[int] = []
+        for i, label in enumerate(labels):
+            if int(label) in seen:
+                continue
+            seen.append(int(label))
+            slug = classnames[int(label)].lower().replace(" ", "_").replace('"', "")
+            path = target / f"{len(seen) - 1}_{slug}.png"
+            Image.fromarray(images[i]).save(path, optimize=True)
+            written.append(path)
+            if len(seen) == per_task:
+                break
+    return written
+
+
+def measure(root: Path, settings: BuildSettings) -> dict:
+    """Accuracies (percent, test splits) of the zoo in ``root``, measured as ``python -m wemoe table`` does."""
+    from wemoe.__main__ import best_task_arithmetic
+    from wemoe.workbench import Workbench
+
+    zoo = load_pocket_zoo(root)
+    heads_dir = tempfile.TemporaryDirectory(prefix="pocket-heads-")
+    bench = Workbench(zoo, samples=settings.measure_samples, cache_dir=heads_dir.name)
+    result: dict = {"samples_per_task": {t: len(d) for t, d in bench.data().items()}}
+    sweep = best_task_arithmetic(bench)
+    bench.merge("wemoe", {"lambda": settings.wemoe_lambda}, name="wemoe_untrained")
+    bench.merge("wemoe", {"lambda": settings.wemoe_lambda})
+    adapt_seconds = 0.0
+    if settings.wemoe_steps > 0:
+        start = time.perf_counter()
+        for record in bench.adapt("wemoe", steps=settings.wemoe_steps, lr=settings.wemoe_lr):
+            if record.step % 50 == 0:
+                _log(f"  wemoe step {record.step}: entropy {record.loss:.3f} ({record.elapsed:.0f} s)")
+        adapt_seconds = time.perf_counter() - start
+    names = ["pretrained", "experts", "task_arithmetic", "wemoe_oracle"] + (["wemoe"] if settings.wemoe_steps > 0 else [])
+    table = bench.evaluate(names)
+    for name in names:
+        row = table.loc[name]
+        result[name] = {"average": round(float(row["average"]), 2), "per_task": {t: round(float(row[t]), 2) for t in TASK_NAMES}}
+    result["task_arithmetic"].update(sweep)
+    result["wemoe_oracle"]["note"] = "non-MLP weights by task arithmetic (lambda above), each task's images routed to its own expert's MLPs"
+    if settings.wemoe_steps > 0:
+        result["wemoe"].update({"lambda": settings.wemoe_lambda, "adapt_steps": settings.wemoe_steps, "adapt_lr": settings.wemoe_lr,
+                                "adapt_seconds": round(adapt_seconds, 1)})
+    heads_dir.cleanup()
+    return result
+
+
+def bar(measured: dict) -> dict:
+    """The issue's bar, leg by leg, from the measured accuracies."""
+    experts = measured["experts"]
+    ta = measured["task_arithmetic"]["average"]
+    legs = {
+        "experts_avg_at_least_90": experts["average"] >= 90,
+        "no_expert_below_80": min(experts["per_task"].values()) >= 80,
+        "task_arithmetic_15_below_experts": experts["average"] - ta >= 15,
+    }
+    if "wemoe" in measured:
+        gap = experts["average"] - ta
+        recovered = (measured["wemoe"]["average"] - ta) / gap if gap > 0 else float("nan")
+        legs["wemoe_recovered_fraction_of_gap"] = round(recovered, 3)
+        legs["wemoe_recovers_two_thirds"] = recovered >= 2 / 3
+    return legs
+
+
+def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force: bool = False, examples: Path | None = None) -> dict:
+    """Build the zoo into ``out`` (atomically) and return its manifest."""
+    settings = settings or BuildSettings()
+    out = Path(out)
+    if out.exists() and not force:
+        raise ZooError(f"{str(out)!r} already exists. Pass --force to replace it (it is kept until the new zoo is complete).")
+    torch.set_num_threads(settings.threads)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    t = time.perf_counter()
+    for task in TASK_NAMES:
+        for split in SPLIT_SIZES:
+            arrays(task, split, settings.train_size if split == "train" else None, settings.data_seed)
+    timings["data"] = time.perf_counter() - t
+    _log(f"data: {len(TASK_NAMES)} tasks in {timings['data']:.1f} s")
+
+    t = time.perf_counter()
+    clip, _, tokenizer = create_pocket_clip(seed=settings.model_seed)
+    pretrain(clip, tokenizer, settings.pretrain, settings.train_size, log=_log)
+    timings["pretrain"] = time.perf_counter() - t
+
+    experts = {}
+    t = time.perf_counter()
+    for task in TASK_NAMES:
+        experts[task] = finetune_expert(clip, tokenizer, task, settings.expert, settings.train_size, log=_log)
+    timings["experts"] = time.perf_counter() - t
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
+    try:
+        (tmp / "experts").mkdir()
+        shutil.copyfile(CONFIG_PATH, tmp / "pocket_clip.json")
+        save_file(_half(clip.state_dict()), str(tmp / "base.safetensors"))
+        for task, state in experts.items():
+            save_file(_half(state), str(tmp / "experts" / f"{task}.safetensors"))
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {
+            "name": "pocket",
+            "description": "The pocket zoo: a tiny open_clip CLIP pretrained on captioned pocket images, one expert per pocket task.",
+            "tasks": list(TASK_NAMES),
+            "config": "pocket_clip.json",
+            "base": "base.safetensors",
+            "experts": {task: f"experts/{task}.safetensors" for task in TASK_NAMES},
+            "storage_dtype": "float16",
+            "settings": {
+                "pretrain": asdict(settings.pretrain),
+                "expert": asdict(settings.expert),
+                "expert_non_mlp": "frozen" if settings.expert.non_mlp_lr_scale == 0 else f"lr x {settings.expert.non_mlp_lr_scale}",
+                "train_size_per_task": settings.train_size or SPLIT_SIZES["train"],
+                "test_size_per_task": SPLIT_SIZES["test"],
+                "model_seed": settings.model_seed,
+                "data_seed": settings.data_seed,
+                "threads": settings.threads,
+            },
+            "model": load_config(),
+            "parameters": {"image_tower": sum(v.numel() for v in clip.visual.state_dict().values()),
+                           "total": sum(v.numel() for v in clip.state_dict().values())},
+            "files": {p.relative_to(tmp).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
+        }
+        manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+        t = time.perf_counter()
+        manifest["measured"] = measure(tmp, settings)
+        manifest["bar"] = bar(manifest["measured"])
+        timings["measure"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - start
+        manifest["build"] = {"seconds": {k: round(v, 1) for k, v in timings.items()}, "torch": torch.__version__,
+                             "python": platform.python_version(), "machine": platform.machine(), "cpus": torch.get_num_threads()}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+        if out.exists():
+            old = out.with_name(f".{out.name}-old-{int(time.time())}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if examples is not None:
+        shutil.rmtree(examples, ignore_errors=True)
+        write_examples(examples)
+    _log(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {timings['total']:.0f} s")
+    return manifest
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags (defaults: the shipped zoo's settings)."""
+    p = argparse.ArgumentParser(prog="python -m wemoe.pocket.build", description=__doc__.split("\n\n")[0])
+    pre, exp = PretrainSettings(), ExpertSettings()
+    p.add_argument("--out", type=Path, default=DEFAULT_PATH, help="where the zoo goes (default: assets/pocket)")
+    p.add_argument("--examples", type=Path, default=None,
+                   help="where example PNGs go (default: assets/examples when --out is the default, else none)")
+    p.add_argument("--force", action="store_true", help="replace an existing zoo folder")
+    p.add_argument("--pretrain-steps", type=int, default=pre.steps)
+    p.add_argument("--pretrain-batch", type=int, default=pre.batch)
+    p.add_argument("--pretrain-lr", type=float, default=pre.lr)
+    p.add_argument("--logit-scale", type=float, default=pre.logit_scale, help="fixed CLIP logit scale (temperature) of pretraining")
+    p.add_argument("--expert-steps", type=int, default=exp.steps)
+    p.add_argument("--expert-batch", type=int, default=exp.batch)
+    p.add_argument("--expert-lr", type=float, default=exp.lr)
+    p.add_argument("--non-mlp-lr-scale", type=float, default=exp.non_mlp_lr_scale, help="0 freezes the non-MLP parameters")
+    p.add_argument("--train-size", type=int, default=None, help="training images per task")
+    p.add_argument("--wemoe-steps", type=int, default=BuildSettings.wemoe_steps, help="adaptation steps to measure WEMoE (0: skip)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="model and training seed")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m wemoe.pocket.build``."""
+    args = parse_args(argv)
+    settings = BuildSettings(
+        pretrain=PretrainSettings(steps=args.pretrain_steps, batch=args.pretrain_batch, lr=args.pretrain_lr,
+                                  logit_scale=args.logit_scale, seed=args.seed),
+        expert=ExpertSettings(steps=args.expert_steps, batch=args.expert_batch, lr=args.expert_lr,
+                              non_mlp_lr_scale=args.non_mlp_lr_scale, seed=args.seed),
+        train_size=args.train_size, model_seed=args.seed, wemoe_steps=args.wemoe_steps, threads=args.threads,
+    )
+    examples = args.examples
+    if examples is None and args.out.resolve() == DEFAULT_PATH.resolve():
+        examples = DEFAULT_PATH.parent / "examples"
+    try:
+        manifest = build(args.out, settings, args.force, examples)
+    except ZooError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"measured": {k: v["average"] for k, v in manifest["measured"].items() if isinstance(v, dict) and "average" in v},
+                      "bar": manifest["bar"], "seconds": manifest["build"]["seconds"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

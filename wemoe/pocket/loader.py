@@ -1,0 +1,103 @@
+"""Loading the shipped pocket zoo (``assets/pocket``): check every file against the manifest, then build the Zoo.
+
+The folder holds ``manifest.json`` (settings, seeds, measured accuracies and the sha256 of every other file), the
+open_clip config ``pocket_clip.json``, the base CLIP ``base.safetensors`` and one image tower per task under
+``experts/`` (stored as float16, loaded as float32).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import wemoe  # noqa: F401  (before open_clip)
+from wemoe.errors import ZooError
+from wemoe.zoo import Zoo
+
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "assets" / "pocket"
+MANIFEST = "manifest.json"
+REBUILD_HINT = "Rebuild it with `python -m wemoe.pocket.build --force` (or restore the folder from git)."
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | Path = DEFAULT_PATH) -> dict:
+    """The manifest of a pocket zoo folder (no file checks)."""
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise ZooError(f"No pocket zoo at {str(path)!r}: {MANIFEST} is missing. {REBUILD_HINT}")
+    try:
+        return json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ZooError(f"The pocket zoo manifest {str(manifest_path)!r} is not valid JSON ({error}). {REBUILD_HINT}") from error
+
+
+def verify(path: str | Path = DEFAULT_PATH) -> dict:
+    """Check that every file listed in the manifest exists with its recorded sha256; return the manifest.
+
+    Raises a ZooError naming the first missing or changed file.
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    files = manifest.get("files")
+    if not files:
+        raise ZooError(f"The pocket zoo manifest in {str(root)!r} lists no files. {REBUILD_HINT}")
+    for name, entry in files.items():
+        file = root / name
+        if not file.is_file():
+            raise ZooError(f"The pocket zoo in {str(root)!r} is incomplete: {name} is missing. {REBUILD_HINT}")
+        actual = sha256(file)
+        if actual != entry["sha256"]:
+            raise ZooError(
+                f"The pocket zoo file {name} in {str(root)!r} does not match its manifest "
+                f"(sha256 {actual[:12]}... instead of {entry['sha256'][:12]}...): it was changed or damaged. {REBUILD_HINT}"
+            )
+    return manifest
+
+
+def _as_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
+
+
+def load_pocket_zoo(path: str | Path = DEFAULT_PATH, progress: Callable[[float, str], None] | None = None) -> Zoo:
+    """The pocket zoo in ``path`` (default: the shipped ``assets/pocket``), checked against its manifest."""
+    from wemoe.pocket.train import MODEL_NAME
+    from wemoe.sources import create_clip
+
+    report = progress or (lambda fraction, message: None)
+    root = Path(path)
+    report(0.0, f"Checking the pocket zoo in {root}")
+    manifest = verify(root)
+    config = json.loads((root / manifest["config"]).read_text())
+    clip, preprocess, tokenizer = create_clip(MODEL_NAME, None, False, config)
+    clip.load_state_dict(_as_float32(load_file(str(root / manifest["base"]))))
+    tasks = manifest["tasks"]
+    experts = {}
+    for i, task in enumerate(tasks, start=1):
+        report(i / (len(tasks) + 1), f"Loading expert {task!r} ({i}/{len(tasks)})")
+        experts[task] = _as_float32(load_file(str(root / manifest["experts"][task])))
+    import wemoe.pocket.tasks  # noqa: F401  (registers the pocket tasks the experts belong to)
+
+    zoo = Zoo(
+        name="pocket",
+        clip=clip,
+        experts=experts,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        description=manifest.get("description", "The pocket zoo: a tiny CLIP and one expert per pocket task."),
+        info={"model": MODEL_NAME, "pretrained": str(root / manifest["base"]), "manifest": manifest},
+    )
+    report(1.0, f"Loaded the pocket zoo: {len(experts)} experts")
+    return zoo
