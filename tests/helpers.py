@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import wemoe  # noqa: F401  (torchvision shim before open_clip)
+import wemoe  # torchvision shim before open_clip; also wemoe.errors below
 from wemoe.sources import create_clip
 from wemoe.tasks import Task
 from wemoe.zoo import Zoo
@@ -47,8 +47,14 @@ def tiny_zoo(n_experts: int = 3, seed: int = 0, noise: float = 0.02, tasks: Sequ
     for i, name in enumerate(names):
         generator = torch.Generator().manual_seed(seed * 1000 + i + 1)
         experts[name] = {k: v + noise * torch.randn(v.shape, generator=generator) for k, v in base.items()}
-    return Zoo(name="tiny", clip=clip, experts=experts, preprocess=preprocess, tokenizer=tokenizer,
-               description="tiny random zoo for tests")
+    return Zoo(
+        name="tiny",
+        clip=clip,
+        experts=experts,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        description="tiny random zoo for tests",
+    )
 
 
 def tiny_images(n: int, seed: int = 0, size: int = 32) -> list[Image.Image]:
@@ -70,5 +76,11 @@ def tiny_task(name: str = "task0", n_classes: int = 3, n_images: int = 12, seed:
             raise wemoe.errors.TaskError(f"tiny task {name!r} has only a test split")
         return data
 
-    return Task(name=name, classnames=classnames, templates=("a photo of a {c}.", "a picture of {c}."),
-                load_split=load_split, description="tiny random task for tests", source="memory")
+    return Task(
+        name=name,
+        classnames=classnames,
+        templates=("a photo of a {c}.", "a picture of {c}."),
+        load_split=load_split,
+        description="tiny random task for tests",
+        source="memory",
+    )

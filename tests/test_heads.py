@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import wemoe.heads as heads
+from wemoe import heads
 from tests.helpers import tiny_task, tiny_zoo
 from wemoe.heads import HeadCache, build_head
 

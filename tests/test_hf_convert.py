@@ -22,13 +22,21 @@ def _hf_clip(seed: int = 0):
     vision, text = TINY_CONFIG["vision_cfg"], TINY_CONFIG["text_cfg"]
     config = transformers.CLIPConfig(
         vision_config=dict(
-            hidden_size=vision["width"], intermediate_size=4 * vision["width"], num_hidden_layers=vision["layers"],
-            num_attention_heads=vision["width"] // vision["head_width"], image_size=vision["image_size"],
-            patch_size=vision["patch_size"], hidden_act="quick_gelu",
+            hidden_size=vision["width"],
+            intermediate_size=4 * vision["width"],
+            num_hidden_layers=vision["layers"],
+            num_attention_heads=vision["width"] // vision["head_width"],
+            image_size=vision["image_size"],
+            patch_size=vision["patch_size"],
+            hidden_act="quick_gelu",
         ),
         text_config=dict(
-            hidden_size=text["width"], intermediate_size=4 * text["width"], num_hidden_layers=text["layers"],
-            num_attention_heads=text["heads"], vocab_size=text["vocab_size"], max_position_embeddings=text["context_length"],
+            hidden_size=text["width"],
+            intermediate_size=4 * text["width"],
+            num_hidden_layers=text["layers"],
+            num_attention_heads=text["heads"],
+            vocab_size=text["vocab_size"],
+            max_position_embeddings=text["context_length"],
         ),
         projection_dim=TINY_CONFIG["embed_dim"],
     )
@@ -61,7 +69,12 @@ def hf_setup(tmp_path_factory):
 
 
 def _spec(root, experts):
-    return {"model": TINY_MODEL, "model_config": TINY_CONFIG, "pretrained": str(root / "base.safetensors"), "experts": experts}
+    return {
+        "model": TINY_MODEL,
+        "model_config": TINY_CONFIG,
+        "pretrained": str(root / "base.safetensors"),
+        "experts": experts,
+    }
 
 
 def test_converted_tower_matches_transformers(hf_setup):
@@ -109,13 +122,18 @@ def test_activation_mismatch_is_refused(hf_setup, tmp_path):
         load_zoo(_spec(root, {"gelu": str(folder)}))
 
 
-
 @pytest.mark.slow
 def test_real_vit_b_32_architecture_converts(tmp_path):
     """OpenAI ViT-B/32 shapes (random weights, no download): open_clip ViT-B-32 + QuickGELU vs transformers."""
     config = transformers.CLIPVisionConfig(  # the vision config of openai/clip-vit-base-patch32
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224,
-        patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=32,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
     )
     torch.manual_seed(0)
     transformers.CLIPVisionModel(config).save_pretrained(tmp_path / "expert")

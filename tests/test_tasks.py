@@ -26,7 +26,16 @@ def test_registered_task_is_well_formed(name):
     assert task.prompts(task.classnames[0])[0] == task.templates[0].format(c=task.classnames[0])
 
 
-EXPECTED_CLASSES = {"sun397": 397, "stanford-cars": 196, "resisc45": 45, "eurosat": 10, "svhn": 10, "gtsrb": 43, "mnist": 10, "dtd": 47}
+EXPECTED_CLASSES = {
+    "sun397": 397,
+    "stanford-cars": 196,
+    "resisc45": 45,
+    "eurosat": 10,
+    "svhn": 10,
+    "gtsrb": 43,
+    "mnist": 10,
+    "dtd": 47,
+}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_CLASSES))
@@ -68,7 +77,9 @@ def test_hub_task_offline_says_how_to_download(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     load = hub_loader("demo", "wemoe-tests/never-cached", None)
-    with pytest.raises(TaskError, match=r"wemoe-tests/never-cached.*load_dataset\('wemoe-tests/never-cached'.*HF_DATASETS_OFFLINE=1"):
+    with pytest.raises(
+        TaskError, match=r"wemoe-tests/never-cached.*load_dataset\('wemoe-tests/never-cached'.*HF_DATASETS_OFFLINE=1"
+    ):
         load("test")
 
 
@@ -115,7 +126,7 @@ def test_sampling_is_seeded(tmp_path):
     first = task.dataset(samples=5, seed=0)
     assert len(first) == 5
     assert task.dataset(samples=5, seed=0)["label"] == first["label"]
-    pick = lambda d: [np.asarray(im).tobytes() for im in d["image"]]  # noqa: E731
+    pick = lambda d: [np.asarray(im).tobytes() for im in d["image"]]
     assert pick(task.dataset(samples=5, seed=0)) == pick(first)
     assert pick(task.dataset(samples=5, seed=1)) != pick(first)
 

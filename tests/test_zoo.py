@@ -8,12 +8,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import wemoe  # noqa: F401  (before open_clip: the torchvision shim)
-import open_clip  # isort: skip
 from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_zoo
 from wemoe.errors import ZooError
 from wemoe.presets import PRESETS, get_preset
-from wemoe.sources import ZooSpec, create_clip, read_weights
+from wemoe.sources import (
+    ZooSpec,
+    create_clip,
+    open_clip,  # the module sources uses (imported after the torchvision shim)
+    read_weights,
+)
 from wemoe.zoo import load_zoo
 
 
@@ -32,8 +35,13 @@ def saved(tmp_path_factory):
 
 
 def _spec(root, **experts):
-    return {"model": TINY_MODEL, "model_config": TINY_CONFIG, "pretrained": str(root / "base.safetensors"),
-            "name": "disk", "experts": {k: str(root / v) for k, v in experts.items()}}
+    return {
+        "model": TINY_MODEL,
+        "model_config": TINY_CONFIG,
+        "pretrained": str(root / "base.safetensors"),
+        "name": "disk",
+        "experts": {k: str(root / v) for k, v in experts.items()},
+    }
 
 
 def test_local_checkpoints_round_trip(saved):
@@ -63,7 +71,9 @@ def test_json_spec_file_and_zoospec(saved, tmp_path):
 def test_progress_reports_base_then_each_expert(saved):
     _, root = saved
     calls = []
-    load_zoo(_spec(root, task0="tower.safetensors", task1="full.safetensors"), progress=lambda f, m: calls.append((f, m)))
+    load_zoo(
+        _spec(root, task0="tower.safetensors", task1="full.safetensors"), progress=lambda f, m: calls.append((f, m))
+    )
     fractions = [f for f, _ in calls]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
     assert "base" in calls[0][1]
@@ -110,7 +120,9 @@ def test_expert_shape_mismatch_names_parameter_and_shapes(saved, tmp_path):
     bad = dict(zoo.experts["task0"])
     bad["transformer.resblocks.1.mlp.c_fc.weight"] = torch.zeros(128, 64)
     save_file(bad, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(ZooError, match=r"'transformer.resblocks.1.mlp.c_fc.weight' has shape \(128, 64\) in the expert but \(256, 64\)"):
+    with pytest.raises(
+        ZooError, match=r"'transformer.resblocks.1.mlp.c_fc.weight' has shape \(128, 64\) in the expert but \(256, 64\)"
+    ):
         load_zoo({**_spec(root), "experts": {"bad": str(tmp_path / "bad.safetensors")}})
 
 

@@ -50,7 +50,7 @@ _IGNORED_SUFFIXES = ("position_ids",)
 
 def is_hf_vision_state(state: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict is in Hugging Face CLIP layout (``vision_model.`` prefixed or bare ``encoder.layers``)."""
-    return any(k.startswith("vision_model.") or k.startswith("encoder.layers.") for k in state)
+    return any(k.startswith(("vision_model.", "encoder.layers.")) for k in state)
 
 
 def hf_vision_to_open_clip(state: Mapping[str, torch.Tensor], proj: torch.Tensor) -> StateDict:

@@ -68,7 +68,9 @@ class ZooSpec:
             raise ZooError('A zoo spec needs "model" (an open_clip model name such as "ViT-B-32").')
         experts = data.get("experts", {})
         if not isinstance(experts, Mapping):
-            raise ZooError('"experts" must map task names to sources, e.g. {"mnist": "tanganke/clip-vit-base-patch32_mnist"}.')
+            raise ZooError(
+                '"experts" must map task names to sources, e.g. {"mnist": "tanganke/clip-vit-base-patch32_mnist"}.'
+            )
         return cls(**{**data, "experts": dict(experts)})
 
 
@@ -103,7 +105,9 @@ def read_weights(path: str | Path) -> StateDict:
                 "Only state dicts of tensors are accepted; re-save it with safetensors.torch.save_file."
             ) from error
     else:
-        raise ZooError(f"Unsupported checkpoint type {path.suffix!r} ({str(path)!r}): use one of {', '.join(WEIGHT_SUFFIXES)}.")
+        raise ZooError(
+            f"Unsupported checkpoint type {path.suffix!r} ({str(path)!r}): use one of {', '.join(WEIGHT_SUFFIXES)}."
+        )
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -152,7 +156,9 @@ def download_hf(repo_id: str) -> Path:
                 continue
         if unreachable:
             raise LocalEntryNotFoundError(f"no weights of {repo_id} in the local cache")
-        raise ZooError(f"Hub repository {repo_id!r} has no {' or '.join(HF_WEIGHT_FILES)}: it is not a Hugging Face CLIP model.")
+        raise ZooError(
+            f"Hub repository {repo_id!r} has no {' or '.join(HF_WEIGHT_FILES)}: it is not a Hugging Face CLIP model."
+        )
     except LocalEntryNotFoundError as error:
         raise ZooError(
             f"Could not fetch {repo_id!r} from the Hugging Face hub: no network (or HF_HUB_OFFLINE=1) and it is not "
@@ -163,7 +169,9 @@ def download_hf(repo_id: str) -> Path:
     except ZooError:
         raise
     except Exception as error:  # HTTP errors, gated repos, disk full: say which id, keep the cause
-        raise ZooError(f"Could not download {repo_id!r} from the Hugging Face hub: {error}. {offline_hint(repo_id)}") from error
+        raise ZooError(
+            f"Could not download {repo_id!r} from the Hugging Face hub: {error}. {offline_hint(repo_id)}"
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,7 +186,9 @@ def register_model_config(name: str, config: Mapping) -> None:
     global _CONFIG_DIR
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
     if missing:
-        raise ZooError(f"model_config for {name!r} lacks {missing}: an open_clip config has embed_dim, vision_cfg, text_cfg.")
+        raise ZooError(
+            f"model_config for {name!r} lacks {missing}: an open_clip config has embed_dim, vision_cfg, text_cfg."
+        )
     if _CONFIG_DIR is None:
         _CONFIG_DIR = tempfile.TemporaryDirectory(prefix="wemoe-model-configs-")
     path = Path(_CONFIG_DIR.name) / f"{name}.json"
@@ -224,16 +234,19 @@ def create_clip(
     if model_config is not None:
         register_model_config(model, model_config)
     elif model not in open_clip.list_models():
-        raise ZooError(f"Unknown open_clip model {model!r}. Known ViT models include: "
-                       f"{', '.join(m for m in open_clip.list_models() if m.startswith('ViT-B') or m.startswith('ViT-L'))}.")
+        raise ZooError(
+            f"Unknown open_clip model {model!r}. Known ViT models include: "
+            f"{', '.join(m for m in open_clip.list_models() if m.startswith(('ViT-B', 'ViT-L')))}."
+        )
     tag_cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
-    if pretrained and not tag_cfg:
-        if not Path(pretrained).expanduser().is_file():
-            if _looks_like_path(pretrained):
-                raise ZooError(f"Base checkpoint {pretrained!r} does not exist. Check the path.")
-            tags = open_clip.list_pretrained_tags_by_model(model)
-            raise ZooError(f"Unknown pretrained tag {pretrained!r} for {model!r}. Known tags: {', '.join(tags) or 'none'}; "
-                           "or give the path of a local checkpoint.")
+    if pretrained and not tag_cfg and not Path(pretrained).expanduser().is_file():
+        if _looks_like_path(pretrained):
+            raise ZooError(f"Base checkpoint {pretrained!r} does not exist. Check the path.")
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise ZooError(
+            f"Unknown pretrained tag {pretrained!r} for {model!r}. Known tags: {', '.join(tags) or 'none'}; "
+            "or give the path of a local checkpoint."
+        )
     if quick_gelu is None:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or bool((model_config or {}).get("quick_gelu", False))
     if tag_cfg:
@@ -244,8 +257,10 @@ def create_clip(
         except Exception as error:
             repo = os.path.split(tag_cfg.get("hf_hub", ""))[0]  # "org/name/" or "org/name/file" -> "org/name"
             hint = offline_hint(repo) if repo else "Check the network connection."
-            raise ZooError(f"Could not load open_clip {model!r} with pretrained {pretrained!r}"
-                           f"{f' (hub id {repo!r})' if repo else ''}: {error}. {hint}") from error
+            raise ZooError(
+                f"Could not load open_clip {model!r} with pretrained {pretrained!r}"
+                f"{f' (hub id {repo!r})' if repo else ''}: {error}. {hint}"
+            ) from error
     else:
         clip, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, force_quick_gelu=quick_gelu)
         if pretrained:
@@ -265,8 +280,10 @@ def _load_base_state(clip: nn.Module, state: StateDict, source: str) -> None:
         )
     for key, value in expected.items():
         if tuple(state[key].shape) != tuple(value.shape):
-            raise ZooError(f"Base checkpoint {source!r}: parameter {key!r} has shape {tuple(state[key].shape)} "
-                           f"but the model {tuple(value.shape)} expects. Pick the matching model name.")
+            raise ZooError(
+                f"Base checkpoint {source!r}: parameter {key!r} has shape {tuple(state[key].shape)} "
+                f"but the model {tuple(value.shape)} expects. Pick the matching model name."
+            )
     clip.load_state_dict(state)
 
 
@@ -302,7 +319,9 @@ def load_expert(task: str, source: str | Path | Mapping[str, torch.Tensor], clip
     elif path.is_file():
         state, config = read_weights(path), {}
     elif _looks_like_path(text) or not _HUB_ID.match(text):
-        raise ZooError(f"Expert {task!r}: {text!r} does not exist. Give an existing file or folder, or a hub id (owner/name).")
+        raise ZooError(
+            f"Expert {task!r}: {text!r} does not exist. Give an existing file or folder, or a hub id (owner/name)."
+        )
     else:
         state, config = read_hf_folder(download_hf(text))
     return to_image_tower(task, state, config, clip)
@@ -357,10 +376,15 @@ def load_zoo(spec: str | Path | Mapping | ZooSpec, progress: ProgressFn | None =
     report = progress or _noop
     steps = len(resolved.experts) + 1
     report(0.0, f"Loading base {resolved.model} ({resolved.pretrained or 'random weights'})")
-    clip, preprocess, tokenizer = create_clip(resolved.model, resolved.pretrained, resolved.quick_gelu, resolved.model_config)
+    clip, preprocess, tokenizer = create_clip(
+        resolved.model, resolved.pretrained, resolved.quick_gelu, resolved.model_config
+    )
     experts: dict[str, StateDict] = {}
     for i, (task, source) in enumerate(resolved.experts.items(), start=1):
-        report(i / steps, f"Loading expert {task!r} ({i}/{steps - 1}) from {source if isinstance(source, (str, Path)) else 'memory'}")
+        report(
+            i / steps,
+            f"Loading expert {task!r} ({i}/{steps - 1}) from {source if isinstance(source, (str, Path)) else 'memory'}",
+        )
         experts[task] = load_expert(task, source, clip)
     zoo = Zoo(
         name=resolved.name,

@@ -28,8 +28,14 @@ STANDARD_TASKS: dict[str, tuple[str, str | None, tuple[str, ...], str]] = {
         "tanganke/stanford_cars",
         None,
         (
-            "a photo of a {c}.", "a photo of the {c}.", "a photo of my {c}.", "i love my {c}!",
-            "a photo of my dirty {c}.", "a photo of my clean {c}.", "a photo of my new {c}.", "a photo of my old {c}.",
+            "a photo of a {c}.",
+            "a photo of the {c}.",
+            "a photo of my {c}.",
+            "i love my {c}!",
+            "a photo of my dirty {c}.",
+            "a photo of my clean {c}.",
+            "a photo of my new {c}.",
+            "a photo of my old {c}.",
         ),
         "Stanford Cars: 196 car models (make, model, year)",
     ),
@@ -46,7 +52,11 @@ STANDARD_TASKS: dict[str, tuple[str, str | None, tuple[str, ...], str]] = {
     "eurosat": (
         "tanganke/eurosat",
         None,
-        ("a centered satellite photo of {c}.", "a centered satellite photo of a {c}.", "a centered satellite photo of the {c}."),
+        (
+            "a centered satellite photo of {c}.",
+            "a centered satellite photo of a {c}.",
+            "a centered satellite photo of the {c}.",
+        ),
         "EuroSAT: 10 land-use classes from Sentinel-2 satellite images",
     ),
     "svhn": ("ufldl-stanford/svhn", "cropped_digits", _DIGIT, "SVHN: house-number digits 0-9 from Street View"),
@@ -64,7 +74,11 @@ STANDARD_TASKS: dict[str, tuple[str, str | None, tuple[str, ...], str]] = {
     "dtd": (
         "tanganke/dtd",
         None,
-        tuple(f"a photo of {article} {{c}} {thing}." for article in ("a", "the") for thing in ("texture", "pattern", "thing", "object")),
+        tuple(
+            f"a photo of {article} {{c}} {thing}."
+            for article in ("a", "the")
+            for thing in ("texture", "pattern", "thing", "object")
+        ),
         "DTD: 47 describable textures",
     ),
 }
@@ -83,13 +97,15 @@ def hub_loader(name: str, repo: str, config: str | None):
         try:
             data = datasets.load_dataset(repo, config, split=split)
         except DatasetNotFoundError as error:
-            raise TaskError(f"Task {name!r}: the hub dataset {repo!r} does not exist or is private ({error}).") from error
+            raise TaskError(
+                f"Task {name!r}: the hub dataset {repo!r} does not exist or is private ({error})."
+            ) from error
         except (ConnectionError, FileNotFoundError, OSError) as error:
             call = f"datasets.load_dataset({repo!r}{f', {config!r}' if config else ''}, split={split!r})"
             raise TaskError(
                 f"Could not load the {split!r} split of task {name!r} from the hub dataset {repo!r} "
                 f"(no network, or offline and not cached: {error}). Pre-download it where there is network "
-                f"with `python -c \"import datasets; {call}\"` (it lands in the Hugging Face cache, "
+                f'with `python -c "import datasets; {call}"` (it lands in the Hugging Face cache, '
                 "~/.cache/huggingface; copy it here if needed), then set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1."
             ) from error
         except ValueError as error:  # an unknown split name
