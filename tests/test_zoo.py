@@ -189,3 +189,21 @@ def test_tiny_zoo_experts_differ_and_are_deterministic():
     assert torch.equal(a.experts["task0"][key], b.experts["task0"][key])
     assert not torch.equal(a.experts["task0"][key], a.experts["task1"][key])
     assert not torch.equal(a.experts["task0"][key], a.base_state[key])
+
+
+def test_pocket_is_delegated_with_progress(monkeypatch):
+    import wemoe.pocket
+
+    zoo = tiny_zoo(n_experts=1)
+    calls = []
+
+    def fake_pocket(progress=None):
+        calls.append(progress)
+        return zoo
+
+    monkeypatch.setattr(wemoe.pocket, "load_pocket_zoo", fake_pocket)
+
+    def report(fraction: float, message: str) -> None:
+        pass
+
+    assert load_zoo("pocket", progress=report) is zoo and calls == [report]
