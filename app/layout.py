@@ -52,7 +52,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
     specs = [(m.name, p) for m in methods for p in m.params]
 
     with gr.Blocks(title="Merge explorer") as demo:
-        session = gr.State(Session, delete_callback=close_session)
+        session = gr.State(Session(), delete_callback=close_session)  # deep-copied per session: a fresh Session
         gr.Markdown(texts.TITLE)
         gr.Markdown(texts.INTRO)
 
@@ -67,7 +67,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             with gr.Accordion("Custom zoo", open=False):
                 base_model = gr.Textbox(value="ViT-B-32", label="Base model (open_clip name)")
                 base_tag = gr.Textbox(value="openai", label="Base weights (open_clip tag or checkpoint path)")
-                experts_text = gr.Textbox(lines=4, label="Experts (one 'task: source' per line)",
+                experts_text = gr.Textbox("", lines=4, label="Experts (one 'task: source' per line)",
                                           placeholder="mnist: tanganke/clip-vit-base-patch32_mnist\nsvhn: /path/svhn.safetensors")
                 expert_files = gr.File(file_count="multiple", file_types=[".safetensors", ".pt", ".pth", ".bin"],
                                        label="Expert checkpoint files (task = file name unless named above)")
@@ -157,8 +157,10 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         # Events ------------------------------------------------------------------------------------------------
         @on_gpu(duration=120)
-        def load_event(state, choice, n, model, tag, text, files, progress=gr.Progress()):
-            info = handlers.load_zoo(state, config, choice, n, model, tag, text, files, progress=progress)
+        def load_event(state, zoo, samples=0, base_model="", base_weights="", experts="", expert_files=None,
+                       progress=gr.Progress()):
+            info = handlers.load_zoo(state, config, zoo, samples, base_model, base_weights, experts, expert_files,
+                                     progress=progress)
             examples = handlers.list_examples(config, state.bench.task_names)
             return (info, gr.Dropdown(choices=handlers.task_choices(state), value=handlers.AUTO_TASK), examples,
                     gr.Dropdown(choices=[name for _, name in examples], value=None),
@@ -188,15 +190,16 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                     api_name="merge", **HEAVY)
 
         @on_gpu(duration=300)
-        def adapt_event(state, name, n_steps, rate, images_per_task, progress=gr.Progress()):
-            yield from handlers.adapt(state, name, n_steps, rate, images_per_task, progress=progress)
+        def adapt_event(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16, progress=gr.Progress()):
+            yield from handlers.adapt(state, target, steps, lr, images_per_task, progress=progress)
 
         @on_gpu(duration=300)
-        def adapt_after_merge(state, name, n_steps, rate, images_per_task, progress=gr.Progress()):
-            if not n_steps or not name or state.bench is None or name not in state.bench.merges:
+        def adapt_after_merge(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
+                              progress=gr.Progress()):
+            if not steps or not target or state.bench is None or target not in state.bench.merges:
                 yield gr.skip(), gr.skip()
                 return
-            yield from handlers.adapt(state, name, n_steps, rate, images_per_task, progress=progress)
+            yield from handlers.adapt(state, target, steps, lr, images_per_task, progress=progress)
 
         adapt_inputs = [session, target, steps, lr, per_task]
         chained = merged.success(adapt_after_merge, adapt_inputs, [merge_status, loss_plot],
@@ -211,14 +214,14 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         prediction_outputs = [preview, predictions, guess, heatmap]
 
-        def classify_upload(state, path, task):
-            return handlers.predict(state, handlers.read_upload(path, config), task, config)
+        def classify_upload(state, image, task=handlers.AUTO_TASK):
+            return handlers.predict(state, handlers.read_upload(image, config), task, config)
 
-        def classify_sketch(state, drawing, task):
+        def classify_sketch(state, drawing, task=handlers.AUTO_TASK):
             return handlers.predict(state, handlers.read_sketch(drawing, config), task, config)
 
-        def classify_example(state, name, task):
-            return handlers.predict(state, handlers.read_example(name, config), task, config)
+        def classify_example(state, example, task=handlers.AUTO_TASK):
+            return handlers.predict(state, handlers.read_example(example, config), task, config)
 
         def select_example(state, task, evt: gr.SelectData):
             examples = handlers.list_examples(config, state.bench.task_names if state.bench else None)
@@ -239,21 +242,21 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         task_choice.input(reclassify, [session, task_choice], prediction_outputs, api_name="reclassify", **HEAVY)
 
         @on_gpu(duration=120)
-        def evaluate_event(state, with_oracle, progress=gr.Progress()):
-            yield from handlers.evaluate(state, with_oracle, progress=progress)
+        def evaluate_event(state, oracle=False, progress=gr.Progress()):
+            yield from handlers.evaluate(state, oracle, progress=progress)
 
         evaluate_button.click(evaluate_event, [session, oracle], [table, bars, table_note, csv_file, json_file],
                               api_name="evaluate", **HEAVY)
 
         @on_gpu(duration=120)
-        def routing_event(state, method, progress=gr.Progress()):
-            yield from handlers.routing(state, method, config, progress=progress)
+        def routing_event(state, feature_map="umap", progress=gr.Progress()):
+            yield from handlers.routing(state, feature_map, config, progress=progress)
 
         routing_button.click(routing_event, [session, map_method], [task_heat, curve, entropy, feature_map, routing_note],
                              api_name="routing", **HEAVY)
 
-        def export_event(state, name):
-            return handlers.export(state, name)
+        def export_event(state, merge):
+            return handlers.export(state, merge)
 
         export_button.click(export_event, [session, export_name], [model_file], api_name="export", **HEAVY)
     return demo
