@@ -10,8 +10,10 @@ vectors. Three variants of the same tower:
   (batch_first=True, batch_reduce=False), its gates holding copies of our routers' weights.
 
 Times are taken interleaved in one process (warm-up, then the median of ``--runs`` runs); the extra peak memory of
-one step is measured per variant in a fresh process with ``MALLOC_MMAP_THRESHOLD_=1048576`` (so glibc returns freed
-scratch space, and the peak reflects what the step really holds). The last line printed is one JSON object.
+one step is measured per variant in a fresh process. Every process runs with ``MALLOC_MMAP_THRESHOLD_=1048576`` (the
+script re-executes itself to set it): glibc then returns freed scratch space at once, so a peak reflects what a step
+really holds, and the timing process does not keep FusionBench's freed per-sample weights (without it, the full-size
+run grew past 20 GB). The last line printed is one JSON object; progress goes to stderr.
 
 Run it in the FusionBench venv (``bash bench/setup_fusionbench.sh`` makes it):
     bench/.venv-fusionbench/bin/python bench/moe_vs_fusionbench.py
@@ -297,9 +299,15 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries the tables and the JSON line)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
     """Build the variants, check ours against FusionBench, time them, measure memory; print tables, return figures."""
     variants = ("dense", "ours") if args.no_fusionbench else VARIANTS
+    log(f"building {', '.join(variants)}")
     towers = build_variants(args, variants)
     images = torch.randn(args.batch, 3, args.image_size, args.image_size,
                          generator=torch.Generator().manual_seed(args.seed + 3)).to(args.device)
@@ -319,6 +327,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         result["max_abs_diff_router_grad"] = float((grads["ours"] - grads["fusionbench"]).abs().max())
 
     for mode in MODES:
+        log(f"timing {mode}: {args.warmup} + {args.runs} rounds")
         steps = {name: make_step(tower, mode, images) for name, tower in towers.items()}
         for name, ms in time_interleaved(steps, args.runs, args.warmup, args.device).items():
             result[f"{mode}_ms_{name}"] = ms
@@ -337,6 +346,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     if not args.no_memory:
         for mode in MODES:
             for name in variants:
+                log(f"peak memory {name} {mode} (fresh process)")
                 result[f"extra_mem_mb_{name}_{mode}"] = measure_memory(args, argv, name, mode)
 
     for mode in MODES:
@@ -393,4 +403,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], {**os.environ, **MMAP_ENV})
     main()

@@ -1,0 +1,92 @@
+"""The benchmark scripts under bench/ run end to end with tiny settings (no timing is asserted, only results)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+FUSIONBENCH_PYTHON = BENCH / ".venv-fusionbench" / "bin" / "python"
+TINY = ["--layers", "2", "--width", "64", "--image-size", "32", "--patch-size", "16", "--experts", "3",
+        "--batch", "2", "--runs", "1", "--warmup", "0"]
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_moe_bench_ours_vs_dense_tiny(capsys):
+    bench = load_script("moe_vs_fusionbench")
+    result = bench.main([*TINY, "--no-fusionbench", "--no-memory"])
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last_line) == result
+    for key in ("fwd_ms_dense", "fwd_ms_ours", "fwdbwd_ms_dense", "fwdbwd_ms_ours"):
+        assert result[key] > 0
+    # The routers got random weights, so WEMoE must differ from task arithmetic (else the bench measures nothing).
+    assert result["max_abs_diff_ours_dense"] > 1e-6
+    # Ours holds the dense tower + the stacked MLP task vectors + routers, and nothing else of that size.
+    assert 1.0 < result["model_memory_ratio"] < 1.15
+
+
+def test_moe_bench_memory_probe_sees_the_kept_activations():
+    bench = load_script("moe_vs_fusionbench")
+    # A bigger batch than TINY so one step's scratch space is well above the RSS granularity.
+    args = bench.parse_args([*TINY, "--batch", "64", "--memory-probe", "ours", "fwdbwd"])
+    extra = bench.memory_probe(args)["extra_mb"]
+    assert extra > 0
+
+
+@pytest.mark.skipif(not FUSIONBENCH_PYTHON.exists(),
+                    reason="FusionBench venv absent: run `bash bench/setup_fusionbench.sh` to test that variant")
+def test_moe_bench_matches_fusionbench_tiny():
+    done = subprocess.run([str(FUSIONBENCH_PYTHON), str(BENCH / "moe_vs_fusionbench.py"), *TINY, "--no-memory"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["max_abs_diff"] <= 1e-4
+    assert result["max_abs_diff_router_grad"] <= 1e-4
+    assert result["fwd_ms_fusionbench"] > 0 and result["fwdbwd_ms_fusionbench"] > 0
+
+
+def test_adapt_speed_measures_real_adaptation_steps():
+    from tests.tiny_models import tiny_task, tiny_zoo
+
+    bench = load_script("adapt_speed")
+    zoo = tiny_zoo(n_experts=2)
+    tasks = [tiny_task(name, seed=i) for i, name in enumerate(zoo.task_names)]
+    result = bench.measure(zoo, tasks, steps=3, per_task=4)
+    assert result["steps"] == 3 and result["images_per_step"] == 8
+    assert result["adapt_s"] >= result["step_ms_median"] / 1000 > 0
+    assert result["images_per_s"] == pytest.approx(8 / (result["step_ms_median"] / 1000))
+
+
+def _pocket_zoo_missing() -> str | None:
+    try:
+        from wemoe.pocket import load_pocket_zoo
+
+        load_pocket_zoo()
+    except Exception as error:  # noqa: BLE001  (any failure: the shipped zoo is not usable here)
+        return f"pocket zoo not loadable ({type(error).__name__}: {error})"
+    return None
+
+
+@pytest.mark.slow
+def test_adapt_speed_and_app_latency_on_the_pocket_zoo(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    adapt = load_script("adapt_speed").main(["--steps", "2", "--samples", "8"])
+    assert adapt["steps"] == 2 and adapt["adapt_s"] > 0
+    app = load_script("app_latency").main(["--zoos", "pocket", "--uploads", "1", "--samples", "4"])
+    assert app["pocket"]["startup_s"] > 0 and app["pocket"]["upload_median_s"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == app
