@@ -71,8 +71,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                           placeholder="mnist: tanganke/clip-vit-base-patch32_mnist\nsvhn: /path/svhn.safetensors")
                 expert_files = gr.File(file_count="multiple", file_types=[".safetensors", ".pt", ".pth", ".bin"],
                                        label="Expert checkpoint files (task = file name unless named above)")
-            load_button = gr.Button("Load zoo", variant="primary")
-            zoo_info = gr.Markdown("_Nothing loaded yet: press 'Load zoo'._")
+            load_button = gr.Button("Load zoo", variant="primary", elem_id="load-zoo")
+            zoo_info = gr.Markdown("_Nothing loaded yet: press 'Load zoo'._", elem_id="zoo-info")
 
         # 2. Merge --------------------------------------------------------------------------------------------
         with gr.Group():
@@ -86,17 +86,17 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     controls += [param_control(method.name, p) for p in method.params]
             gr.Markdown(texts.ADAPT)
             with gr.Row():
-                steps = gr.Slider(0, 2000, value=config.default_steps, step=10, label="Adaptation steps",
+                steps = gr.Slider(0, 2000, value=config.default_steps, step=1, label="Adaptation steps", elem_id="steps",
                                   info="0 merges without adapting.")
                 lr = gr.Number(value=1e-3, label="Learning rate")
                 per_task = gr.Slider(1, 64, value=16, step=1, label="Images per task per step")
             target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
             estimate_note = gr.Markdown()
             with gr.Row():
-                merge_button = gr.Button("Merge (and adapt)", variant="primary")
+                merge_button = gr.Button("Merge (and adapt)", variant="primary", elem_id="merge")
                 adapt_button = gr.Button("Adapt more")
                 cancel_button = gr.Button("Cancel", variant="stop")
-            merge_status = gr.Markdown()
+            merge_status = gr.Markdown(elem_id="merge-status")
             loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."), label="Adaptation loss")
 
         # 3. Try images ---------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             gr.Markdown(texts.TRY)
             with gr.Row():
                 with gr.Column():
-                    upload = gr.File(file_types=["image"], label="Upload an image")
+                    upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload")
                     gallery = gr.Gallery(handlers.list_examples(config), label="Example images", columns=6, height=200,
                                          allow_preview=False)
                     example_name = gr.Dropdown([name for _, name in handlers.list_examples(config)], label="Example image")
@@ -114,20 +114,20 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                                                                   default_size=16, color_mode="fixed"))
                     sketch_button = gr.Button("Classify the drawing")
                 with gr.Column():
-                    preview = gr.Image(label="Image being classified", interactive=False, type="pil", height=220)
+                    preview = gr.Image(label="Image being classified", interactive=False, type="pil", height=220, elem_id="preview")
                     task_choice = gr.Dropdown(handlers.task_choices(Session()), value=handlers.AUTO_TASK,
                                               label="Task (head)", info="Which task's classes to predict; auto uses the routers' guess.")
-                    guess = gr.Markdown()
-            predictions = gr.Dataframe(label="Top-5 predictions", interactive=False, wrap=True)
-            heatmap = gr.Plot(figures.empty_figure("Classify an image to see its routing."), label="Router heatmap")
+                    guess = gr.Markdown(elem_id="guess")
+            predictions = gr.Dataframe(label="Top-5 predictions", interactive=False, wrap=True, elem_id="predictions")
+            heatmap = gr.Plot(figures.empty_figure("Classify an image to see its routing."), label="Router heatmap", elem_id="heatmap")
 
         # 4. Accuracy -----------------------------------------------------------------------------------------
         with gr.Group():
             gr.Markdown(texts.ACCURACY)
             with gr.Row():
                 oracle = gr.Checkbox(False, label="Also the WEMoE oracle (each task routed to its own expert)")
-                evaluate_button = gr.Button("Evaluate", variant="primary")
-            table = gr.Dataframe(label="Accuracy (%)", interactive=False)
+                evaluate_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
+            table = gr.Dataframe(label="Accuracy (%)", interactive=False, elem_id="accuracy")
             table_note = gr.Markdown()
             bars = gr.Plot(figures.accuracy_bars(None), label="Accuracy chart")
             with gr.Row():
