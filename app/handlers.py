@@ -250,6 +250,7 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
             result = bench.merge(method, resolved[method])
             parts.append(f"{method} ({result.merge_seconds:.1f} s)")
         session.reset_results()
+        session.last_merged = list(methods)
         for method in methods:
             if bench.merges[method].adaptive:
                 measure_step(session, method, int(per_task))

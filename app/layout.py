@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 
 import gradio as gr
+import pandas as pd
 from PIL import Image
 
 from app import figures, handlers, texts
@@ -127,7 +128,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             with gr.Row():
                 oracle = gr.Checkbox(False, label="Also the WEMoE oracle (each task routed to its own expert)")
                 evaluate_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
-            table = gr.Dataframe(label="Accuracy (%)", interactive=False, elem_id="accuracy")
+            table = gr.Dataframe(pd.DataFrame({"model": []}), label="Accuracy (%)", interactive=False, elem_id="accuracy")
             table_note = gr.Markdown()
             bars = gr.Plot(figures.accuracy_bars(None), label="Accuracy chart")
             with gr.Row():
@@ -196,7 +197,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         @on_gpu(duration=300)
         def adapt_after_merge(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
                               progress=gr.Progress()):
-            if not steps or not target or state.bench is None or target not in state.bench.merges:
+            if not steps or state.bench is None or target not in state.last_merged:  # adapt only what was just merged
                 yield gr.skip(), gr.skip()
                 return
             yield from handlers.adapt(state, target, steps, lr, images_per_task, progress=progress)

@@ -71,6 +71,7 @@ class Session:
         self.expert_towers: dict[str, Any] = {}
         self.table: pd.DataFrame | None = None
         self.image: Image.Image | None = None  # the image last tried
+        self.last_merged: list[str] = []  # methods of the last merge (what "merge and adapt" adapts)
         self.step_seconds: dict[tuple[str, int], float] = {}  # (merge, per_task) -> measured seconds per step
         self._centroids: dict[tuple[str, int], Any] = {}
         self.lock = threading.Lock()  # one heavy job per session at a time
@@ -91,6 +92,7 @@ class Session:
     def close(self) -> None:
         """Drop models and delete the download folder."""
         self.bench = None
+        self.last_merged = []
         self.expert_towers.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
