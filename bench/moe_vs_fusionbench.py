@@ -64,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--experts", type=int, default=8, help="T, the number of experts")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--runs", type=int, default=10, help="timed runs per variant and mode (the median is reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--fusionbench-runs", type=int, default=None,
+                   help="timed runs of FusionBench (default: --runs); its fwd+bwd takes minutes on 2 busy cores")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed rounds first (after the correctness check, which already ran every variant once)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--tv-scale", type=float, default=0.01, help="task vector size relative to each tensor's std")
@@ -199,11 +202,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(steps: dict[str, Callable[[], torch.Tensor]], runs: int, warmup: int, device: str) -> dict[str, float]:
-    """Median milliseconds per step, the variants taking turns in every round so drifts hit all of them alike."""
+def time_interleaved(steps: dict[str, Callable[[], torch.Tensor]], runs: dict[str, int], warmup: int,
+                     device: str) -> dict[str, float]:
+    """Median milliseconds per step, the variants taking turns in every round so drifts hit all of them alike.
+
+    ``runs[name]`` timed runs of each variant after ``warmup`` untimed rounds; a variant with fewer runs stops early.
+    """
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(warmup + runs):
+    for round_ in range(warmup + max(runs.values())):
         for name, step in steps.items():
+            if round_ >= warmup + runs[name]:
+                continue
             sync(device)
             start = time.perf_counter()
             step()
@@ -253,8 +262,8 @@ def memory_probe(args: argparse.Namespace) -> dict:
     variant, mode = args.memory_probe
     tower = build_variants(args, (variant,))[variant]
     images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=args.device)
+    make_step(tower, mode, images[:2])()  # warm-up (lazy initialisations) on 2 images: FusionBench's fwd+bwd is slow
     step = make_step(tower, mode, images)
-    step()
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -318,6 +327,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
 
     ours_out = make_step(towers["ours"], "fwd", images)()
     result["max_abs_diff_ours_dense"] = float((ours_out - make_step(towers["dense"], "fwd", images)()).abs().max())
+    log("checking ours against FusionBench (outputs, router gradients)")
     if "fusionbench" in towers:
         result["max_abs_diff"] = float((ours_out - make_step(towers["fusionbench"], "fwd", images)()).abs().max())
         grads = {}
@@ -329,8 +339,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     for mode in MODES:
         log(f"timing {mode}: {args.warmup} + {args.runs} rounds")
         steps = {name: make_step(tower, mode, images) for name, tower in towers.items()}
-        for name, ms in time_interleaved(steps, args.runs, args.warmup, args.device).items():
+        runs = {name: args.fusionbench_runs or args.runs if name == "fusionbench" else args.runs for name in steps}
+        result[f"runs_{mode}"] = runs
+        for name, ms in time_interleaved(steps, runs, args.warmup, args.device).items():
             result[f"{mode}_ms_{name}"] = ms
+        log(f"{mode} ms: " + ", ".join(f"{name} {result[f'{mode}_ms_{name}']:.0f}" for name in steps))
 
     ours = towers["ours"]
     dense_bytes, tv_bytes, ours_bytes = model_bytes(towers["dense"]), stacked_mlp_task_vector_bytes(ours), model_bytes(ours)
@@ -348,6 +361,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             for name in variants:
                 log(f"peak memory {name} {mode} (fresh process)")
                 result[f"extra_mem_mb_{name}_{mode}"] = measure_memory(args, argv, name, mode)
+                log(f"  {result[f'extra_mem_mb_{name}_{mode}']:.0f} MB")
 
     for mode in MODES:
         for name in variants:
@@ -368,7 +382,8 @@ def report(result: dict, variants: tuple[str, ...]) -> str:
     lines = [
         f"WEMoE tower: {result['layers']} blocks, width {result['width']}, {result['image_size']}px/patch "
         f"{result['patch_size']}, T={result['experts']}, batch {result['batch']}, {result['device']} "
-        f"({result['threads']} threads), median of {result['runs']}",
+        f"({result['threads']} threads), median of "
+        + ", ".join(f"{n} {name}" for name, n in result["runs_fwd"].items()) + " runs",
         table(rows),
         "(dense fwd+bwd: gradient w.r.t. the input images, through every block)",
         f"model memory: ours {result['model_mb_ours']:.0f} MB = {result['model_memory_ratio']:.3f} x "
