@@ -234,7 +234,9 @@ def estimate(session: Session, target: str | None, steps: float, per_task: float
             f"({seconds:.3f} s per step measured).")
 
 
-def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping[str, Any]], per_task: float = 16) -> str:
+def merge(
+    session: Session, methods: Sequence[str], params: Mapping[str, Mapping[str, Any]], per_task: float = 16, default_steps: int = 100
+) -> str:
     """Merge with each chosen method (parameters checked before any work); returns a status line with timings."""
     from wemoe.methods import get_method
 
@@ -257,7 +259,7 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
     message = f"Merged: {', '.join(parts)}."
     adaptive = [m for m in methods if bench.merges[m].adaptive]
     if adaptive:
-        message += " " + estimate(session, adaptive[-1], 300, per_task).replace("300 steps", "300 steps (the default)")
+        message += " " + estimate(session, adaptive[-1], default_steps, per_task)
     return message
 
 

@@ -58,7 +58,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         gr.Markdown(texts.INTRO)
 
         # 1. Models -------------------------------------------------------------------------------------------
-        with gr.Group():
+        with gr.Group(elem_id="panel-models"):
             gr.Markdown(texts.MODELS)
             choices = [(label, value) for value, (label, _) in config.zoos.items()]
             choices.append(("Custom: your base model and experts", CUSTOM))
@@ -76,7 +76,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             zoo_info = gr.Markdown("_Nothing loaded yet: press 'Load zoo'._", elem_id="zoo-info")
 
         # 2. Merge --------------------------------------------------------------------------------------------
-        with gr.Group():
+        with gr.Group(elem_id="panel-merge"):
             gr.Markdown(texts.MERGE)
             method_choice = gr.CheckboxGroup([(m.pretty_name, m.name) for m in methods],
                                              value=[m for m in DEFAULT_METHODS if m in list_methods()], label="Merge methods")
@@ -101,7 +101,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."), label="Adaptation loss")
 
         # 3. Try images ---------------------------------------------------------------------------------------
-        with gr.Group():
+        with gr.Group(elem_id="panel-try"):
             gr.Markdown(texts.TRY)
             with gr.Row():
                 with gr.Column():
@@ -123,7 +123,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             heatmap = gr.Plot(figures.empty_figure("Classify an image to see its routing."), label="Router heatmap", elem_id="heatmap")
 
         # 4. Accuracy -----------------------------------------------------------------------------------------
-        with gr.Group():
+        with gr.Group(elem_id="panel-accuracy"):
             gr.Markdown(texts.ACCURACY)
             with gr.Row():
                 oracle = gr.Checkbox(False, label="Also the WEMoE oracle (each task routed to its own expert)")
@@ -136,7 +136,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 json_file = gr.File(label="Results JSON", interactive=False)
 
         # 5. Routing ------------------------------------------------------------------------------------------
-        with gr.Group():
+        with gr.Group(elem_id="panel-routing"):
             gr.Markdown(texts.ROUTING)
             with gr.Row():
                 map_method = gr.Radio([("UMAP", "umap"), ("PCA (fast)", "pca")], value="umap", label="Feature map")
@@ -149,7 +149,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             feature_map = gr.Plot(label="Feature map")
 
         # 6. Export -------------------------------------------------------------------------------------------
-        with gr.Group():
+        with gr.Group(elem_id="panel-export"):
             gr.Markdown(texts.EXPORT)
             with gr.Row():
                 export_name = gr.Dropdown(choices=[], label="Merge to export", allow_custom_value=True)
@@ -177,7 +177,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             params: dict[str, dict] = {}
             for (method, param), value in zip(specs, values):
                 params.setdefault(method, {})[param.name] = value
-            message = handlers.merge(state, chosen, params, images_per_task)
+            message = handlers.merge(state, chosen, params, images_per_task, config.default_steps)
             adaptive = handlers.adaptive_merges(state)
             default = "wemoe" if "wemoe" in adaptive else (adaptive[0] if adaptive else None)
             merges = list(state.bench.merges)
