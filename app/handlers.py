@@ -422,14 +422,13 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
             tower = bench.merges[wemoe_name].model
             routing = routing_weights(tower, batch)
             centroids = _centroids(session, wemoe_name, config)
-            scores = centroids.scores(routing)[0]
-            order = scores.argsort(descending=True).tolist()
+            order = centroids.distances(routing)[0].argsort().tolist()
             guess = centroids.task_names[order[0]]
-            runner_up = f", next {centroids.task_names[order[1]]} {100 * float(scores[order[1]]):.0f}%" if len(order) > 1 else ""
+            runner_up = f"; next closest: {centroids.task_names[order[1]]}" if len(order) > 1 else ""
             dominant = guess_task_argmax(routing, bench.task_names)[0]
-            guess_text = (f"The **{wemoe_name}** routers think this image is from **{guess}** "
-                          f"({100 * float(scores[order[0]]):.0f}%{runner_up}: nearest average routing pattern of known "
-                          f"test images). The expert they weigh most, averaged over layers: {dominant}.")
+            guess_text = (f"The **{wemoe_name}** routers think this image is from **{guess}**: its routing (all layers) is "
+                          f"closest to the average routing of {guess} test images{runner_up}. The expert they weigh most, "
+                          f"averaged over layers: {dominant}.")
             layers = sorted(routing_layers(tower))
             heatmap = figures.routing_heatmap(routing[0].numpy(), layers, bench.task_names,
                                               f"Routing of this image ({wemoe_name})")
@@ -452,7 +451,13 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
         depth = max(len(v) for v in columns.values())
         table = pd.DataFrame({"rank": list(range(1, depth + 1)), **{k: v + [""] * (depth - len(v)) for k, v in columns.items()}})
     session.image = image
-    return image, table, guess_text, heatmap
+    return enlarged(image), table, guess_text, heatmap
+
+
+def enlarged(image: Image.Image, side: int = 192) -> Image.Image:
+    """A tiny image scaled up (nearest neighbour, pixels stay sharp) so it is visible on the page."""
+    factor = side // max(image.size)
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
 
 
 def routing_layers(tower) -> list[int]:

@@ -104,18 +104,22 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         with gr.Group(elem_id="panel-try"):
             gr.Markdown(texts.TRY)
             with gr.Row():
-                with gr.Column():
-                    upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload")
-                    gallery = gr.Gallery(handlers.list_examples(config), label="Example images", columns=6, height=200,
-                                         allow_preview=False)
-                    example_name = gr.Dropdown([name for _, name in handlers.list_examples(config)], label="Example image")
-                    example_button = gr.Button("Classify the example")
-                    sketch = gr.Sketchpad(value=Image.new("RGB", (256, 256), "black"), type="pil", label="Draw a digit",
-                                          canvas_size=(256, 256), brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff",
-                                                                                  default_size=16, color_mode="fixed"))
+                with gr.Column(scale=3):
+                    upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload", height=110)
+                    gallery = gr.Gallery(handlers.list_examples(config), label="Example images (click one)", columns=6,
+                                         height=190, allow_preview=False)
+                    with gr.Row():
+                        example_name = gr.Dropdown([name for _, name in handlers.list_examples(config)], label="Example image",
+                                                   scale=2)
+                        example_button = gr.Button("Classify the example", scale=1)
+                with gr.Column(scale=2):
+                    sketch = gr.Sketchpad(value=Image.new("RGB", (224, 224), "black"), type="pil", label="Draw a digit",
+                                          canvas_size=(224, 224), height=300, layers=False,
+                                          brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", default_size=16,
+                                                         color_mode="fixed"))
                     sketch_button = gr.Button("Classify the drawing")
-                with gr.Column():
-                    preview = gr.Image(label="Image being classified", interactive=False, type="pil", height=220, elem_id="preview")
+                with gr.Column(scale=3):
+                    preview = gr.Image(label="Image being classified", interactive=False, type="pil", height=200, elem_id="preview")
                     task_choice = gr.Dropdown(handlers.task_choices(Session()), value=handlers.AUTO_TASK,
                                               label="Task (head)", info="Which task's classes to predict; auto uses the routers' guess.")
                     guess = gr.Markdown(elem_id="guess")

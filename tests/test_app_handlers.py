@@ -213,15 +213,16 @@ def test_examples_cannot_escape_their_folder(config):
 def test_predictions_before_and_after_wemoe(session, config):
     image = handlers.read_example("task1/example0.png", config)
     shown, table, guess, heatmap = handlers.predict(session, image, handlers.AUTO_TASK, config)
+    assert shown.size == (192, 192)
     assert list(table.columns) == ["rank", "pretrained", "expert task0", "expert task1", "expert task2"]
     assert "Merge with WEMoE" in guess and "head of **task0**" in guess
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, per_task=2)
-    _, table, guess, heatmap = handlers.predict(session, image, "task2", config)
+    shown, table, guess, heatmap = handlers.predict(session, image, "task2", config)
     assert list(table.columns)[-2:] == ["task_arithmetic", "wemoe"] and len(table) == 3  # 3 classes
     assert "head of **task2** (chosen by you)" in guess and "routers think this image is from" in guess
     z = np.asarray(heatmap.data[0].z)
     assert z.shape == (3, 3) and np.allclose(z, 0.3, atol=1e-5)  # untrained routers: lambda everywhere
-    assert session.image is image
+    assert session.image is image and shown.size == (192, 192)  # 32 px shown 6x larger, pixels kept sharp
     with pytest.raises(gr.Error, match="Unknown task"):
         handlers.predict(session, image, "nope", config)
 
