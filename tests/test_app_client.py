@@ -133,3 +133,31 @@ def test_the_pocket_flow():
         assert rows["experts"][-1] > rows["task_arithmetic"][-1]  # the merging problem is visible
     finally:
         demo.close()
+
+
+def test_cancel_stops_adaptation_and_keeps_the_routers(server):
+    import re
+    import time
+
+    demo, _ = server
+    client = _client(demo)
+    client.predict(zoo="tiny", api_name="/load_zoo")
+    client.predict(methods=["wemoe"], images_per_task=2, api_name="/merge")
+    job = client.submit(target="wemoe", steps=2000, lr=1e-3, images_per_task=2, api_name="/adapt")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and time.monotonic() < deadline:  # the first step has finished
+        time.sleep(0.1)
+    assert job.outputs(), "no adaptation step finished"
+    client.predict(target="wemoe", api_name="/cancel")
+    job.cancel()
+
+    def kept() -> int:
+        status = client.predict(target="wemoe", api_name="/cancel")
+        return int(re.search(r"after step (\d+)", status).group(1))
+
+    time.sleep(2)  # let a step that was running when Cancel came finish
+    first = kept()
+    time.sleep(2)
+    assert 1 <= first == kept() < 2000  # stopped, and the finished steps are kept
+    table, *_, report = client.predict(oracle=False, api_name="/evaluate")
+    assert json.loads(Path(report).read_text())["methods"]["wemoe"]["adapt_steps"] == first
