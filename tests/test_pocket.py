@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,11 +11,11 @@ import torch
 
 import wemoe  # noqa: F401  (before open_clip)
 from wemoe.errors import ZooError
-from wemoe.pocket import DEFAULT_PATH, load_pocket_zoo, verify
-from wemoe.pocket import generators
-from wemoe.pocket.build import build
-from wemoe.pocket.tasks import POCKET_TASKS, SPLIT_SIZES, TASK_NAMES, arrays, digit_indices, get_spec, split_seed
-from wemoe.pocket.train import ExpertSettings, PretrainSettings, create_pocket_clip, to_tensor
+from wemoe.pocket import DEFAULT_PATH, generators, load_pocket_zoo, verify
+from wemoe.pocket.build import BuildSettings, build, write_examples
+from wemoe.pocket.generators import digit_indices
+from wemoe.pocket.tasks import POCKET_TASKS, SPLIT_SIZES, TASK_NAMES, arrays, get_spec, split_seed
+from wemoe.pocket.train import ExpertSettings, PretrainSettings, create_pocket_clip, restyle, to_tensor
 from wemoe.tasks import get_task
 
 
@@ -25,8 +26,8 @@ def test_tasks_are_registered_with_distinct_class_names():
         task = get_task(name)
         assert all("{c}" in template for template in task.templates)
         for classname in task.classnames:
-            assert classname not in seen, f"{name} and {seen.get(classname)} share the class name {classname!r}"
-            seen[classname] = name
+            assert classname.lower() not in seen, f"{name} and {seen.get(classname.lower())} share the class name {classname!r}"
+            seen[classname.lower()] = name
 
 
 def test_generation_is_deterministic_and_balanced():
@@ -46,10 +47,17 @@ def test_digit_splits_use_disjoint_real_digits():
     assert not set(digit_indices("train")) & set(digit_indices("test"))
 
 
-def test_tasks_look_different_on_average():
-    means = np.stack([arrays(name, "test")[0].reshape(-1, 3).mean(0) for name in TASK_NAMES])
-    distances = np.linalg.norm(means[:, None] - means[None], axis=-1) + np.eye(len(means)) * 1e9
-    assert distances.min() > 10  # mean colours at least 10 grey levels apart for every pair
+def test_tasks_look_different_from_each_other():
+    # The routers must tell tasks apart: a linear probe on 4x4-pooled colours names an image's task.
+    from sklearn.linear_model import LogisticRegression
+
+    def features(split, n):
+        x = np.concatenate([arrays(name, split)[0][:n] for name in TASK_NAMES]).astype(np.float32) / 255
+        return x.reshape(len(x), 4, 8, 4, 8, 3).mean((2, 4)).reshape(len(x), -1), np.repeat(np.arange(len(TASK_NAMES)), n)
+
+    probe = LogisticRegression(max_iter=500).fit(*features("train", 200))
+    x, y = features("test", 200)
+    assert probe.score(x, y) > 0.95
 
 
 def test_dataset_columns_and_fast_tensor_path_match_the_model_transform():
@@ -63,37 +71,61 @@ def test_dataset_columns_and_fast_tensor_path_match_the_model_transform():
     torch.testing.assert_close(to_tensor(images[:3]), expected, atol=1e-5, rtol=0)
 
 
-def test_scaled_down_build_end_to_end(tmp_path):
-    out = tmp_path / "pocket"
-    kwargs = dict(
-        pretrain_settings=PretrainSettings(steps=3, batch=16),
-        expert_settings=ExpertSettings(steps=2, batch=8),
-        train_size=24,
-        test_size=12,
-        adapt_steps=2,
-        examples=tmp_path / "examples",
-        log=lambda message: None,
-    )
-    manifest = build(out, **kwargs)
-    assert set(manifest["accuracies"]) >= {"pretrained", "experts", "task_arithmetic", "wemoe_oracle", "wemoe"}
-    assert manifest["accuracies"]["wemoe"]["adapt_steps"] == 2
-    assert len(list((tmp_path / "examples" / "pocket_flags").glob("*.png"))) == 6
-    zoo = load_pocket_zoo(out)
+def test_restyle_is_seeded_and_keeps_the_requested_share_of_originals():
+    images, _ = arrays("pocket_flags", "test")
+    np.testing.assert_array_equal(restyle(images[:50], 3), restyle(images[:50], 3))
+    assert not np.array_equal(restyle(images[:50], 3), restyle(images[:50], 4))
+    np.testing.assert_array_equal(restyle(images[:20], 3, original_fraction=1.0), images[:20])
+    assert sum(np.array_equal(a, b) for a, b in zip(restyle(images[:20], 3), images[:20])) == 0
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pocket") / "zoo"
+    settings = BuildSettings(pretrain=PretrainSettings(steps=2, batch=16), expert=ExpertSettings(steps=2, batch=8),
+                             train_size=32, wemoe_steps=1, measure_samples=8)
+    manifest = build(root, settings, examples=root.parent / "examples")
+    return root, manifest
+
+
+def test_scaled_down_build_end_to_end(small_zoo):
+    root, manifest = small_zoo
+    assert json.loads((root / "manifest.json").read_text()) == manifest
+    assert verify(root) == manifest
+    for key in ("pretrained", "experts", "task_arithmetic", "wemoe_oracle", "wemoe"):
+        assert set(manifest["measured"][key]["per_task"]) == set(TASK_NAMES)
+    assert manifest["measured"]["wemoe"]["adapt_steps"] == 1
+    assert manifest["settings"]["expert_non_mlp"] == "frozen"
+    assert manifest["build"]["seconds"]["total"] > 0
+    assert sorted(p.name for p in (root.parent / "examples").iterdir()) == sorted(TASK_NAMES)
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")], "no temporary folder is left behind"
+    zoo = load_pocket_zoo(root)
     assert zoo.task_names == list(TASK_NAMES)
-    stored = json.loads((out / "manifest.json").read_text())
-    assert stored["files"] == manifest["files"]
+    base = zoo.base_state
+    for state in zoo.experts.values():  # frozen non-MLP parameters: every task vector lives in the MLPs
+        assert all(torch.equal(state[k], base[k]) for k in base if ".mlp." not in k)
+        assert any(not torch.equal(state[k], base[k]) for k in base if ".mlp." in k)
 
+
+def test_build_refuses_an_existing_folder_without_force(small_zoo):
+    root, manifest = small_zoo
     with pytest.raises(ZooError, match="--force"):
-        build(out, **kwargs)
-    assert not list(tmp_path.glob(".pocket-*")), "a refused build must leave no temporary folder"
+        build(root, BuildSettings())
+    assert verify(root) == manifest
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]
 
-    expert_file = out / manifest["experts"]["pocket_digits"]
-    expert_file.write_bytes(expert_file.read_bytes()[:-8] + b"\0" * 8)
-    with pytest.raises(ZooError, match="does not match its manifest"):
-        load_pocket_zoo(out)
-    expert_file.unlink()
+
+def test_a_changed_or_missing_file_is_refused_with_a_clear_message(small_zoo, tmp_path):
+    root, _ = small_zoo
+    copy = tmp_path / "zoo"
+    shutil.copytree(root, copy)
+    path = copy / "experts" / "pocket_digits.safetensors"
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ZooError, match="experts/pocket_digits.safetensors.*does not match its manifest"):
+        load_pocket_zoo(copy)
+    path.unlink()
     with pytest.raises(ZooError, match="is missing"):
-        load_pocket_zoo(out)
+        load_pocket_zoo(copy)
 
 
 def test_loading_from_a_folder_without_manifest_says_how_to_rebuild(tmp_path):
@@ -101,8 +133,15 @@ def test_loading_from_a_folder_without_manifest_says_how_to_rebuild(tmp_path):
         load_pocket_zoo(tmp_path)
 
 
+def test_examples_are_one_png_per_class(tmp_path):
+    written = write_examples(tmp_path, per_task=3)
+    assert len(written) == 3 * len(TASK_NAMES)
+    assert all(p.suffix == ".png" and p.stat().st_size < 4096 for p in written)
+
+
 def test_shipped_zoo_matches_its_manifest():
     manifest = verify(DEFAULT_PATH)
-    total = sum(entry["bytes"] for entry in manifest["files"].values())
-    assert total <= 25 * 2**20
     assert manifest["tasks"] == list(TASK_NAMES)
+    assert sum(entry["bytes"] for entry in manifest["files"].values()) <= 25 * 2**20
+    on_disk = {p.relative_to(DEFAULT_PATH).as_posix() for p in DEFAULT_PATH.rglob("*") if p.is_file()}
+    assert on_disk == set(manifest["files"]) | {"manifest.json"}

@@ -124,9 +124,9 @@ def bar(measured: dict) -> dict:
     }
     if "wemoe" in measured:
         gap = experts["average"] - ta
-        recovered = (measured["wemoe"]["average"] - ta) / gap if gap > 0 else float("nan")
-        legs["wemoe_recovered_fraction_of_gap"] = round(recovered, 3)
-        legs["wemoe_recovers_two_thirds"] = recovered >= 2 / 3
+        recovered = (measured["wemoe"]["average"] - ta) / gap if gap > 0 else None  # no gap: nothing to recover
+        legs["wemoe_recovered_fraction_of_gap"] = None if recovered is None else round(recovered, 3)
+        legs["wemoe_recovers_two_thirds"] = recovered is not None and recovered >= 2 / 3
     return legs
 
 

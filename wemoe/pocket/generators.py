@@ -52,17 +52,17 @@ def digit_indices(split: str) -> np.ndarray:
 
 
 def digits(rng: np.random.Generator, n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Real 8x8 digits (train and test use disjoint originals), each upscaled to 20-28 px and placed at random."""
+    """Real 8x8 digits (train and test use disjoint originals), upscaled to 24-28 px and centred within 2 px, as MNIST."""
     images, targets = _sklearn_digits()
     pool = digit_indices(split)
     picks = pool[np.arange(n) % len(pool)] if split == "test" else rng.choice(pool, n)
     out = np.zeros((n, SIZE, SIZE, 3), np.uint8)
     for i, index in enumerate(picks):
-        size = int(rng.integers(20, 29))
+        size = int(rng.integers(24, 29))
         glyph = Image.fromarray((images[index] * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
         canvas = Image.new("L", (SIZE, SIZE), 0)
-        x, y = rng.integers(0, SIZE - size + 1, 2)
-        canvas.paste(glyph, (int(x), int(y)))
+        x, y = (SIZE - size) // 2 + rng.integers(-2, 3, 2)
+        canvas.paste(glyph, (int(np.clip(x, 0, SIZE - size)), int(np.clip(y, 0, SIZE - size))))
         grey = np.asarray(canvas, np.float32) * rng.uniform(0.8, 1.0)
         out[i] = _noise(rng, np.repeat(grey[..., None], 3, axis=2), 8)
     return out, targets[picks]
