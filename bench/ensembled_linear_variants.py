@@ -9,7 +9,9 @@ no grad; the library's choice is ``library``, i.e. ``wemoe.moe.ensembled_linear`
              library started from);
 - build_buf: the same, writing the weights into a buffer kept between calls (no fresh allocation, no page faults);
 - chunked:   per block of output rows, build ``[B, rows, in]`` (small enough to stay in cache) and apply it;
-- tokens:    ``x W_0^T + sum_t r_bt (x tau_t^T)``: no per-sample weights, T+1 times the dense FLOPs.
+- tokens:    ``x W_0^T + sum_t r_bt (x tau_t^T)``: no per-sample weights, T+1 times the dense FLOPs;
+- bf16:      ``build_buf`` in bfloat16 (task vectors stored in bf16, AMX/AVX512-BF16 matmuls where the CPU has them);
+             not exact: compare its max|diff| with the 1e-4 the FusionBench comparison demands.
 
 Shapes default to ViT-B/32's MLP (768 -> 3072 -> 768, 50 tokens), batch 16, T=8, 2 threads. Every candidate is
 checked against ``build`` (max abs diff printed). The last line printed is one JSON object.
@@ -113,6 +115,20 @@ def chunked(x: torch.Tensor, r: torch.Tensor, layer: Layer, rows: int = 64) -> t
     return y
 
 
+def bf16(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """``build_buf`` with weights, task vectors and inputs in bfloat16 (output back in float32)."""
+    if "weight_bf16" not in layer:
+        layer["weight_bf16"] = layer["weight"].bfloat16()
+        layer["weight_tvs_bf16"] = layer["weight_tvs"].bfloat16()
+    w, tvs = layer["weight_bf16"], layer["weight_tvs_bf16"]
+    key = ("bf16", r.shape[0], *w.shape)
+    if key not in _BUFFERS:
+        _BUFFERS[key] = torch.empty(r.shape[0], w.numel(), dtype=torch.bfloat16)
+    weights = torch.addmm(w.reshape(1, -1), r.bfloat16(), tvs.reshape(tvs.shape[0], -1), out=_BUFFERS[key])
+    y = torch.bmm(x.bfloat16(), weights.view(r.shape[0], *w.shape).transpose(1, 2))
+    return y.float() + _biases(r, layer)
+
+
 def tokens(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
     """``x W_0^T + sum_t r_t (x tau_t^T)`` without per-sample weights."""
     w, tvs = layer["weight"], layer["weight_tvs"]
@@ -137,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     x = torch.randn(args.batch, args.tokens, args.width, generator=g)
     r = 0.3 + 0.05 * torch.randn(args.batch, args.experts, generator=g)
     candidates: dict[str, Callable] = {"dense": dense, "library": library, "build": build, "build_buf": build_buf,
-                                       "chunked": lambda x_, r_, l_: chunked(x_, r_, l_, args.rows), "tokens": tokens}
+                                       "chunked": lambda x_, r_, l_: chunked(x_, r_, l_, args.rows), "tokens": tokens,
+                                       "bf16": bf16}
     times: dict[str, list[float]] = {name: [] for name in candidates}
     with torch.no_grad():
         reference = mlp(build, x, r, fc, proj)
