@@ -141,7 +141,9 @@ def test_bad_adaptation_settings(merged):
 
 
 def test_stopping_adaptation_keeps_the_routers_of_the_last_step(merged):
-    run = handlers.adapt(merged, "wemoe", 6, 5e-2, 2)
+    run = handlers.adapt(merged, "wemoe", 6, 5e-2, 3)
+    estimate, _ = next(run)  # measured when merging: said before the first step
+    assert estimate.startswith("Adapting wemoe: 6 steps, about") and merged.bench.merges["wemoe"].adapt_steps == 0
     status, figure = next(run)
     assert "step 1/6" in status and "estimated total" in status and figure is not None
     next(run)
@@ -151,7 +153,7 @@ def test_stopping_adaptation_keeps_the_routers_of_the_last_step(merged):
     assert result.adapt_steps == 2 and len(result.history) == 2
     assert _same(after_two, _routers(merged))
     assert "after step 2" in handlers.cancelled(merged, "wemoe")
-    *_, (done, _) = handlers.adapt(merged, "wemoe", 2, 5e-2, 2)
+    *_, (done, _) = handlers.adapt(merged, "wemoe", 2, 5e-2, 3)
     assert "2 steps" in done and result.adapt_steps == 4
     assert not _same(after_two, _routers(merged))
 
