@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -38,13 +39,22 @@ def routing_heatmap(routing: np.ndarray, layers: Sequence[int], experts: Sequenc
     return figure
 
 
+def short_names(names: Sequence[str]) -> list[str]:
+    """Names without the prefix they all share up to an underscore (``pocket_digits`` -> ``digits``)."""
+    names = list(names)
+    prefix = os.path.commonprefix(names)
+    prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
+    return [n[len(prefix):] or n for n in names] if len(names) > 1 else names
+
+
 def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Sequence[int], experts: Sequence[str]) -> go.Figure:
     """Per task (one panel each), the mean routing of its images: layers x experts, one shared colour scale."""
     average = np.asarray(average)
+    experts = short_names(experts)
     columns = min(3, len(tasks))
     rows = -(-len(tasks) // columns)
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=[f"images of {t}" for t in tasks],
-                           horizontal_spacing=0.08, vertical_spacing=0.12)
+                           horizontal_spacing=0.08, vertical_spacing=0.25 / max(rows - 1, 1) + 0.05)
     low, high = float(average.min()), float(average.max())
     for i, task in enumerate(tasks):
         figure.add_trace(
@@ -56,8 +66,9 @@ def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Seq
             row=i // columns + 1, col=i % columns + 1,
         )
     figure.update_yaxes(autorange="reversed")
+    figure.update_xaxes(tickangle=-30)
     figure.update_layout(title="Average routing weights per task (rows: layers, columns: experts)",
-                         height=260 * rows + 80, margin={"t": 80})
+                         height=300 * rows + 80, margin={"t": 80})
     return figure
 
 
