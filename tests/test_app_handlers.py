@@ -310,3 +310,10 @@ def test_two_sessions_do_not_share_models(config):
     folder = a.workdir
     a.close()
     assert not folder.exists() and a.bench is None
+
+
+def test_the_paper_preset_offline_says_how_to_get_it(session, config):
+    bench = session.bench
+    with pytest.raises(gr.Error, match="Loading the vit-b-32-8tasks zoo:.*(hub|download|offline|network)"):
+        handlers.load_zoo(session, AppConfig(), "vit-b-32-8tasks")  # conftest sets HF_HUB_OFFLINE=1
+    assert session.bench is bench
