@@ -17,6 +17,7 @@ from typing import Any
 from wemoe.adapt import DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS
 from wemoe.errors import WemoeError
 from wemoe.methods import get_method, list_methods
+from wemoe.report import build_report
 from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 
 LAMBDA_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -93,22 +94,8 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
     _log("evaluating ...")
     table = bench.evaluate(names, progress=lambda f, msg: _log(f"  {msg}"))
     print(table.round(2).to_string())
-    methods = {}
-    for name in names:
-        merge = bench.merges.get(name)
-        methods[name] = {
-            "average": round(float(table.loc[name, "average"]), 2),
-            "per_task": {t: round(float(table.loc[name, t]), 2) for t in bench.task_names},
-            "params": report_params.get(name, {}),
-            "adapt_steps": merge.adapt_steps if merge else 0,
-            "adapt_seconds": round(merge.adapt_seconds, 2) if merge else 0.0,
-        }
-    report = {
-        "zoo": args.zoo,
-        "tasks": bench.task_names,
-        "samples_per_task": table.attrs["samples_per_task"],
-        "methods": methods,
-    }
+    merges = {name: bench.merges[name] for name in names if name in bench.merges}
+    report = build_report(args.zoo, bench.task_names, table, merges, report_params)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
