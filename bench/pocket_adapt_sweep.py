@@ -1,0 +1,161 @@
+"""Leg 3 of the pocket bar: how much of the TA -> experts gap WEMoE adaptation recovers, per adaptation setting.
+
+    python bench/pocket_adapt_sweep.py --run /tmp/pocket_runs/r1 --lr 1e-4 3e-4 1e-3 --steps 300
+    python bench/pocket_adapt_sweep.py --lr 1e-3 --lambda 0.1 0.3          # the shipped assets/pocket
+
+For each (init lambda, lr, router hidden layers) it adapts a fresh WEMoE with the engine (wemoe.moe.upscale_to_wemoe,
+wemoe.adapt.adapt: Adam on the routers, entropy under each task's own head, 16 images per task per step) and prints
+accuracy every ``--every`` steps, the share of the gap recovered, and the mean routing weight per (task, expert) in
+the last upscaled block after the run (a learned task routing has its largest weight on the diagonal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import wemoe  # noqa: E402,F401
+from safetensors.torch import load_file  # noqa: E402
+
+from wemoe.adapt import adapt  # noqa: E402
+from wemoe.classify import predict  # noqa: E402
+from wemoe.heads import build_head  # noqa: E402
+from wemoe.methods import get_method  # noqa: E402
+from wemoe.moe import capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
+from wemoe.pocket.train import create_pocket_clip, to_tensor  # noqa: E402
+from wemoe.task_images import TaskImages  # noqa: E402
+from wemoe.zoo import Zoo  # noqa: E402
+
+
+def load(run: str | None) -> Zoo:
+    """A research run folder (clip.safetensors + <task>.safetensors) or, without one, the shipped pocket zoo."""
+    if run is None:
+        from wemoe.pocket import load_pocket_zoo
+
+        return load_pocket_zoo()
+    clip, preprocess, tokenizer = create_pocket_clip()
+    clip.load_state_dict(load_file(str(Path(run) / "clip.safetensors")))
+    experts = {t: load_file(str(Path(run) / f"{t}.safetensors")) for t in TASK_NAMES}
+    return Zoo(Path(run).name, clip, experts, preprocess, tokenizer)
+
+
+def average(model, data, heads) -> tuple[float, dict[str, float]]:
+    """Mean and per-task accuracy (percent)."""
+    per = {}
+    for t, d in data.items():
+        m = model[t] if isinstance(model, dict) else model
+        per[t] = 100.0 * float((predict(m, d.images, heads[t]) == d.labels).float().mean())
+    return sum(per.values()) / len(per), per
+
+
+@torch.no_grad()
+def routing_matrix(tower, data, samples: int = 64) -> torch.Tensor:
+    """Mean routing weight [task, expert] in the last upscaled block."""
+    last = max(moe_layers(tower))
+    rows = []
+    for d in data.values():
+        with capture_routing(tower) as record:
+            tower(d.images[:samples])
+        rows.append(record.layers[last].mean(0))
+    return torch.stack(rows)
+
+
+def adapt_im(model, data, heads, steps: int, lr: float, per_task: int = 16, seed: int = 0):
+    """Variant (not the paper's): per task, mean entropy minus the entropy of the mean prediction (information
+    maximisation, as in SHOT), so collapsing a task onto one class is penalised. Same sampling as wemoe.adapt."""
+    from wemoe.adapt import AdaptStep
+    from wemoe.classify import logits_from_features
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    tasks = list(data)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        picks = {t: torch.randint(len(data[t]), (per_task,), generator=generator) for t in tasks}
+        features = model(torch.cat([data[t].images[picks[t]] for t in tasks]))
+        loss = torch.zeros(())
+        for i, t in enumerate(tasks):
+            probs = logits_from_features(features[i * per_task : (i + 1) * per_task], heads[t]).softmax(-1)
+            mean = probs.mean(0)
+            loss = loss - (probs * probs.clamp_min(1e-12).log()).sum(-1).mean() + (mean * mean.clamp_min(1e-12).log()).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        yield AdaptStep(step, float(loss.detach()), {}, time.perf_counter() - start)
+
+
+def use_bounded_routers() -> None:
+    """A named variant (not the paper's): routing weights ``sigmoid(router(x))`` in [0, 1], initialised at lambda.
+
+    The paper's routers are unbounded, so entropy descent can extrapolate along task vectors (weights < 0 or > 1)
+    to make a head confident without the right expert. Patches wemoe.moe.Router for this process only.
+    """
+    import math
+
+    from torch import nn
+
+    from wemoe.moe import Router
+
+    def reset(self, init_lambda: float) -> None:
+        last = self.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, math.log(init_lambda / (1 - init_lambda)))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(tokens).mean(dim=1))
+
+    Router.reset = reset
+    Router.forward = forward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", default=None)
+    parser.add_argument("--lr", type=float, nargs="+", default=[1e-3])
+    parser.add_argument("--lambda", dest="lambdas", type=float, nargs="+", default=[0.3])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--loss", choices=("entropy", "im"), default="entropy",
+                        help="entropy: the paper's (wemoe.adapt); im: variant, entropy minus the entropy of the batch-mean prediction")
+    parser.add_argument("--bounded", action="store_true", help="variant: routing = sigmoid(router), in [0, 1], starting at lambda")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.bounded:
+        use_bounded_routers()
+    zoo = load(args.run)
+    heads = {t: build_head(zoo.clip, zoo.tokenizer, POCKET_TASKS[t]) for t in TASK_NAMES}
+    data = {t: TaskImages(t, to_tensor(arrays(t, "test")[0]), torch.as_tensor(arrays(t, "test")[1])) for t in TASK_NAMES}
+    experts, _ = average({t: zoo.expert_visual(t) for t in TASK_NAMES}, data, heads)
+    ta = get_method("task_arithmetic")
+    sweep = {lam: average(ta.merge(zoo, **{"lambda": lam}), data, heads)[0] for lam in (0.1, 0.2, 0.3, 0.4, 0.5)}
+    ta_best = max(sweep.values())
+    print(f"experts {experts:.1f}  TA sweep {({k: round(v, 1) for k, v in sweep.items()})}  gap {experts - ta_best:.1f}")
+    for lam in args.lambdas:
+        for hidden in args.hidden:
+            for lr in args.lr:
+                tower = upscale_to_wemoe(zoo, lam, hidden)
+                start = time.perf_counter()
+                label = f"lambda {lam} hidden {hidden} lr {lr:g}"
+                steps = adapt(tower, data, heads, steps=args.steps, lr=lr, device="cpu") if args.loss == "entropy" \
+                    else adapt_im(tower, data, heads, steps=args.steps, lr=lr)
+                for record in steps:
+                    if record.step % args.every == 0:
+                        acc, per = average(tower, data, heads)
+                        recovered = (acc - ta_best) / (experts - ta_best)
+                        print(f"{label} step {record.step}: loss {record.loss:.3f} acc {acc:.1f} recovered {recovered:.2f} "
+                              f"({time.perf_counter() - start:.0f}s adapt+eval) | " + " ".join(f"{t[7:]} {a:.0f}" for t, a in per.items()))
+                print(f"{label}: mean routing [task, expert], last block\n{(routing_matrix(tower, data) * 100).round().int()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Research loop for the pocket zoo: train a candidate (cached by tag), then measure all three legs of the bar.
+
+    python bench/pocket_research.py --tag base --pretrain-steps 800 --expert-steps 600 --adapt-lr 1e-3
+
+Prints zero-shot, experts, task arithmetic (lambda sweep), oracle routing, the TA->oracle entropy path, the
+entropy-gradient matrix, and WEMoE accuracy after adaptation with the engine (wemoe.moe / wemoe.adapt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import wemoe  # noqa: F401
+from wemoe.adapt import adapt
+from wemoe.heads import build_head
+from wemoe.methods import get_method
+from wemoe.moe import force_routing, upscale_to_wemoe
+from wemoe.pocket import diagnose
+from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays
+from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, create_pocket_clip, finetune_expert, pretrain, to_tensor
+from wemoe.task_images import TaskImages
+from wemoe.zoo import Zoo
+
+
+def build(args, root: Path):
+    clip, preprocess, tokenizer = create_pocket_clip(seed=args.seed)
+    if (root / "clip.safetensors").is_file():
+        clip.load_state_dict(load_file(str(root / "clip.safetensors")))
+    else:
+        t = time.time()
+        pretrain(clip, tokenizer, PretrainSettings(steps=args.pretrain_steps, batch=args.batch, lr=args.pretrain_lr, logit_scale=args.logit_scale, seed=args.seed), log=print)
+        print(f"pretraining {time.time() - t:.0f}s")
+        root.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(root / "clip.safetensors"))
+    experts = {}
+    for task in TASK_NAMES:
+        path = root / f"{task}.safetensors"
+        if path.is_file():
+            experts[task] = load_file(str(path))
+        else:
+            t = time.time()
+            settings = ExpertSettings(steps=args.expert_steps, lr=args.expert_lr, non_mlp_lr_scale=args.non_mlp, seed=args.seed)
+            experts[task] = finetune_expert(clip, tokenizer, task, settings, log=print)
+            print(f"  {time.time() - t:.0f}s")
+            save_file({k: v.contiguous() for k, v in experts[task].items()}, str(path))
+    return Zoo("pocket-research", clip, experts, preprocess, tokenizer)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tag", default="base")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain-steps", type=int, default=800)
+    parser.add_argument("--pretrain-lr", type=float, default=2e-3)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--logit-scale", type=float, default=1 / 0.07)
+    parser.add_argument("--expert-steps", type=int, default=600)
+    parser.add_argument("--expert-lr", type=float, default=1e-3)
+    parser.add_argument("--non-mlp", type=float, default=0.0)
+    parser.add_argument("--lambda", dest="lam", type=float, default=0.3)
+    parser.add_argument("--adapt-steps", type=int, default=300)
+    parser.add_argument("--adapt-lr", type=float, nargs="*", default=[1e-3])
+    parser.add_argument("--hidden", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    zoo = build(args, Path("/tmp/pocket_runs") / args.tag)
+    heads = {t: build_head(zoo.clip, zoo.tokenizer, POCKET_TASKS[t]) for t in TASK_NAMES}
+    test = {t: (to_tensor(arrays(t, "test")[0]), torch.as_tensor(arrays(t, "test")[1])) for t in TASK_NAMES}
+
+    def table(name, towers):
+        accs = {t: accuracy(towers[t] if isinstance(towers, dict) else towers, heads[t], *test[t]) for t in TASK_NAMES}
+        print(f"{name:28s} avg {sum(accs.values()) / len(accs):5.1f} | " + " ".join(f"{t[7:]} {a:5.1f}" for t, a in accs.items()))
+        return sum(accs.values()) / len(accs)
+
+    for t in TASK_NAMES:
+        h = heads[t] / heads[t].norm(dim=-1, keepdim=True)
+        cos = h @ h.T
+        print(f"head {t}: max off-diagonal cosine {float((cos - 2 * torch.eye(len(cos))).max()):.2f}")
+    results = {"zeroshot": table("zero-shot", zoo.visual)}
+    results["experts"] = table("experts", {t: zoo.expert_visual(t) for t in TASK_NAMES})
+    ta = get_method("task_arithmetic")
+    best = (0, -1)
+    for lam in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0):
+        avg = table(f"TA lambda {lam}", ta.merge(zoo, **{"lambda": lam}))
+        best = max(best, (avg, lam))
+    results["ta_best"], results["ta_lambda"] = best
+    tower = upscale_to_wemoe(zoo, args.lam, args.hidden)
+
+    class Oracle(torch.nn.Module):
+        def __init__(self, i):
+            super().__init__()
+            self.i = i
+
+        def forward(self, x):
+            with force_routing(tower, torch.eye(len(TASK_NAMES))[self.i]):
+                return tower(x)
+
+    results["oracle"] = table("oracle MLP routing", {t: Oracle(i) for i, t in enumerate(TASK_NAMES)})
+    sub = {t: (test[t][0][:160], test[t][1][:160]) for t in TASK_NAMES}
+    t0 = time.time()
+    for task, rows in diagnose.path(tower, sub, heads, args.lam).items():
+        print(f"path {task[7:]:9s} " + "  ".join(f"a={a:.2f} H={h:.2f} acc={acc:4.0f}" for a, h, acc in rows))
+    grads = diagnose.entropy_gradients(tower, sub, heads, args.lam)
+    print("G (rows: task entropy, cols: expert weight)\n", (grads * 100).round().int())
+    print("diagonal wins:", diagnose.diagonal_wins(grads), f"({time.time() - t0:.1f}s)")
+    data = {t: TaskImages(t, *test[t]) for t in TASK_NAMES}
+    gap = results["experts"] - results["ta_best"]
+    for lr in args.adapt_lr:
+        tower = upscale_to_wemoe(zoo, args.lam, args.hidden)
+        t0 = time.time()
+        for record in adapt(tower, data, heads, steps=args.adapt_steps, lr=lr, device="cpu"):
+            if record.step % 100 == 0:
+                print(f"  step {record.step} loss {record.loss:.3f} ({record.elapsed:.0f}s)")
+        seconds = time.time() - t0
+        avg = table(f"WEMoE lr {lr} {args.adapt_steps} steps", tower)
+        results[f"wemoe_lr{lr}"] = avg
+        print(f"  recovered {(avg - results['ta_best']) / gap:.2f} of the gap in {seconds:.0f}s (need 0.67)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
