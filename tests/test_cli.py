@@ -35,6 +35,7 @@ def test_table_writes_the_json_report(tiny_cli_zoo, tmp_path, capsys):
         assert entry["average"] == pytest.approx(sum(entry["per_task"].values()) / 2, abs=0.01)
     assert methods["ties"]["params"]["top_k"] == 50.0
     assert methods["wemoe"]["adapt_steps"] == 2 and methods["wemoe"]["adapt_seconds"] > 0
+    assert methods["wemoe"]["params"]["adapt_loss"] == "entropy"
     assert "lambda_sweep" in methods["task_arithmetic"]["params"]  # no --lambda: best of a sweep
     assert "task_arithmetic" in capsys.readouterr().out
 

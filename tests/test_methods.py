@@ -118,3 +118,26 @@ def test_evaluate_table_shape_and_expert_rows():
     assert table.attrs["samples_per_task"] == {t: 10 for t in zoo.task_names}
     assert ((table >= 0) & (table <= 100)).all().all()
     assert table.loc["pretrained", "average"] == pytest.approx(table.loc["pretrained", zoo.task_names].mean())
+
+
+def test_adaptation_losses_match_hand_computation():
+    from wemoe.classify import entropy, information_maximisation
+
+    logits = torch.log(torch.tensor([[0.5, 0.5], [1.0 - 1e-9, 1e-9]]))
+    expected_entropy = (torch.log(torch.tensor(2.0)) + 0.0) / 2
+    assert float(entropy(logits)) == pytest.approx(float(expected_entropy), abs=1e-6)
+    mean = torch.tensor([0.75, 0.25])
+    expected_im = expected_entropy + (mean * mean.log()).sum()
+    assert float(information_maximisation(logits)) == pytest.approx(float(expected_im), abs=1e-6)
+    # collapsing both images onto one class is confident but costs diversity
+    collapsed = torch.log(torch.tensor([[1.0 - 1e-9, 1e-9]] * 2))
+    spread = torch.log(torch.tensor([[1.0 - 1e-9, 1e-9], [1e-9, 1.0 - 1e-9]]))
+    assert float(information_maximisation(spread)) < float(information_maximisation(collapsed))
+
+
+def test_unknown_adaptation_loss_is_refused():
+    zoo = tiny_zoo(n_experts=2, seed=3)
+    bench = Workbench(zoo, [tiny_task(n) for n in zoo.task_names])
+    bench.merge("wemoe")
+    with pytest.raises(ValueError, match="choose one of"):
+        next(bench.adapt("wemoe", loss="magic"))

@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from wemoe.adapt import DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS
+from wemoe.adapt import DEFAULT_LOSS, DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, LOSSES
 from wemoe.errors import WemoeError
 from wemoe.methods import get_method, list_methods
 from wemoe.report import build_report
@@ -47,9 +47,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_adaptation(bench: Workbench, name: str, steps: int, lr: float, per_task: int, seed: int) -> None:
-    """Adapt a merge, logging every 50 steps."""
-    for record in bench.adapt(name, steps=steps, lr=lr, per_task=per_task, seed=seed):
+def run_adaptation(bench: Workbench, name: str, args: argparse.Namespace) -> None:
+    """Adapt a merge as the arguments say, logging every 50 steps."""
+    steps = args.adapt_steps
+    for record in bench.adapt(name, steps=steps, lr=args.adapt_lr, per_task=args.per_task, seed=args.seed, loss=args.adapt_loss):
         if record.step % 50 == 0 or record.step == steps:
             _log(f"  {name} step {record.step}/{steps}: entropy {record.loss:.4f} ({record.elapsed:.1f} s)")
 
@@ -88,7 +89,9 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
         result = bench.merge(name, method_params)
         report_params[name] = result.params
         if get_method(name).adaptive and args.adapt_steps > 0:
-            run_adaptation(bench, name, args.adapt_steps, args.adapt_lr, args.per_task, args.seed)
+            run_adaptation(bench, name, args)
+            report_params[name] = {**result.params, "adapt_lr": args.adapt_lr, "adapt_loss": args.adapt_loss,
+                                   "per_task": args.per_task}
     if ORACLE in names and "wemoe" not in bench.merges:
         bench.merge("wemoe", params.get("wemoe"))
     _log("evaluating ...")
@@ -113,7 +116,7 @@ def command_merge(args: argparse.Namespace) -> None:
     bench = load_workbench(args.zoo, args.samples, args.seed)
     result = bench.merge(args.method, params)
     if get_method(args.method).adaptive and args.adapt_steps > 0:
-        run_adaptation(bench, args.method, args.adapt_steps, args.adapt_lr, args.per_task, args.seed)
+        run_adaptation(bench, args.method, args)
     if moe_layers(result.model):
         save_wemoe(result.model, args.out)
     else:
@@ -142,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--adapt-steps", type=int, default=DEFAULT_STEPS, help="entropy adaptation steps for adaptive methods")
         sub.add_argument("--adapt-lr", type=float, default=DEFAULT_LR, help="Adam learning rate of the adaptation")
         sub.add_argument("--per-task", type=int, default=DEFAULT_PER_TASK, help="images per task in each adaptation step")
+        sub.add_argument("--adapt-loss", choices=sorted(LOSSES), default=DEFAULT_LOSS,
+                         help="entropy (the paper's) or im (variant: entropy minus the entropy of the mean prediction)")
         sub.add_argument("--samples", type=int, default=None, help="limit the test images per task")
         sub.add_argument("--seed", type=int, default=0)
 

@@ -2,7 +2,9 @@
 
 Each step draws ``per_task`` unlabeled test images from every task, runs them through the model in one batch
 (routing stays per sample), and minimises the sum over tasks of the mean entropy of each task's predictions under
-its own zero-shot head, with Adam. ``adapt`` is a generator: it yields after every step, so a caller can show
+its own zero-shot head, with Adam: the paper's loss, ``loss="entropy"``. ``loss="im"`` is a named variant (not the
+paper's): information maximisation, entropy minus the entropy of each task's batch-mean prediction, which stops a
+task from collapsing onto one class. ``adapt`` is a generator: it yields after every step, so a caller can show
 progress and stop between steps; the model keeps the parameters of the last finished step.
 """
 
@@ -15,13 +17,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wemoe.classify import entropy, logits_from_features
+from wemoe.classify import entropy, information_maximisation, logits_from_features
 from wemoe.task_images import TaskImages
 
 
 DEFAULT_STEPS = 300
 DEFAULT_LR = 1e-3
 DEFAULT_PER_TASK = 16
+LOSSES = {"entropy": entropy, "im": information_maximisation}
+"""Adaptation losses on one task's logits: ``entropy`` (the paper's) and ``im`` (a named variant)."""
+DEFAULT_LOSS = "entropy"
 
 
 @dataclass
@@ -53,12 +58,16 @@ def adapt(
     per_task: int = DEFAULT_PER_TASK,
     seed: int = 0,
     device: str | torch.device | None = None,
+    loss: str = DEFAULT_LOSS,
 ) -> Iterator[AdaptStep]:
     """Adapt ``model`` in place for ``steps`` steps; yields an AdaptStep after each (0 steps yields nothing).
 
     The model is moved to ``device`` (default: CUDA if available) for the run and back to the CPU at the end,
     including when the caller stops early.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"Unknown adaptation loss {loss!r}; choose one of {sorted(LOSSES)}.")
+    objective = LOSSES[loss]
     params = trainable_parameters(model)
     if not params:
         raise ValueError("This model has nothing to adapt: merge with an adaptive method (wemoe, adamerging) first.")
@@ -75,16 +84,15 @@ def adapt(
             batch = torch.cat([data[t].images[picks[t]] for t in tasks]).to(device)
             features = model(batch)
             per_task_entropy = {}
-            loss = torch.zeros((), device=device)
+            total = torch.zeros((), device=device)
             for i, t in enumerate(tasks):
-                chunk = features[i * per_task : (i + 1) * per_task]
-                h = entropy(logits_from_features(chunk, task_heads[t]))
-                per_task_entropy[t] = float(h.detach())
-                loss = loss + h
+                task_logits = logits_from_features(features[i * per_task : (i + 1) * per_task], task_heads[t])
+                per_task_entropy[t] = float(entropy(task_logits.detach()))
+                total = total + objective(task_logits)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             optimizer.step()
-            yield AdaptStep(step, float(loss.detach()), per_task_entropy, time.perf_counter() - start)
+            yield AdaptStep(step, float(total.detach()), per_task_entropy, time.perf_counter() - start)
     finally:
         model.to("cpu")
 

@@ -23,6 +23,14 @@ def entropy(logits_: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum(dim=-1).mean()
 
 
+def information_maximisation(logits_: torch.Tensor) -> torch.Tensor:
+    """Mean entropy minus the entropy of the mean prediction (as in SHOT): low when each prediction is confident
+    *and* the batch spreads over the classes, so collapsing every image onto one class is penalised."""
+    log_probs = logits_.log_softmax(dim=-1)
+    mean = log_probs.exp().mean(dim=0)
+    return entropy(logits_) + (mean * mean.clamp_min(1e-12).log()).sum()
+
+
 @torch.no_grad()
 def predict(tower: nn.Module, images: torch.Tensor, head: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Predicted class indices, in batches."""

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from wemoe.adapt import DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, AdaptStep, adapt
+from wemoe.adapt import DEFAULT_LOSS, DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, AdaptStep, adapt
 from wemoe.task_images import TaskImages, load_task_images
 from wemoe.errors import MethodError, TaskError
 from wemoe.evaluate import Model, evaluate, iter_scores
@@ -109,6 +109,7 @@ class Workbench:
         per_task: int = DEFAULT_PER_TASK,
         seed: int = 0,
         device: str | None = None,
+        loss: str = DEFAULT_LOSS,
     ) -> Iterator[AdaptStep]:
         """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step."""
         if name not in self.merges:
@@ -118,7 +119,7 @@ class Workbench:
             raise MethodError(f"The {name!r} merge has nothing to adapt: only wemoe and adamerging merges adapt.")
         data, heads = self.data(), self.heads()
         previous = 0.0
-        for record in adapt(result.model, data, heads, steps, lr, per_task, seed, device):
+        for record in adapt(result.model, data, heads, steps, lr, per_task, seed, device, loss):
             result.history.append(record)
             result.adapt_steps += 1
             result.adapt_seconds += record.elapsed - previous
