@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="adaptation seed (which images each step draws)")
     parser.add_argument("--loss", choices=("entropy", "im"), default="entropy",
                         help="entropy: the paper's (wemoe.adapt); im: variant, entropy minus the entropy of the batch-mean prediction")
     parser.add_argument("--bounded", action="store_true", help="variant: routing = sigmoid(router), in [0, 1], starting at lambda")
@@ -146,8 +147,8 @@ def main() -> None:
                 tower = upscale_to_wemoe(zoo, lam, hidden)
                 start = time.perf_counter()
                 label = f"lambda {lam} hidden {hidden} lr {lr:g}"
-                steps = adapt(tower, data, heads, steps=args.steps, lr=lr, device="cpu") if args.loss == "entropy" \
-                    else adapt_im(tower, data, heads, steps=args.steps, lr=lr)
+                steps = adapt(tower, data, heads, steps=args.steps, lr=lr, seed=args.seed, device="cpu") if args.loss == "entropy" \
+                    else adapt_im(tower, data, heads, steps=args.steps, lr=lr, seed=args.seed)
                 for record in steps:
                     if record.step % args.every == 0:
                         acc, per = average(tower, data, heads)
