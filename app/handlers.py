@@ -446,8 +446,8 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
         head = bench.heads()[task]
         classnames = next(t.classnames for t in bench.tasks if t.name == task)
         towers = [("pretrained", bench.zoo.visual)]
-        towers += [(f"expert {t}", _expert_tower(session, t)) for t in bench.task_names]
         towers += [(name, result.model) for name, result in bench.merges.items()]
+        towers += [(f"expert {short}", _expert_tower(session, t)) for t, short in zip(bench.task_names, figures.short_names(bench.task_names))]
         columns = {}
         for name, tower in towers:
             ranked = top_k(tower, batch, head, classnames, k=5)[0]

@@ -60,7 +60,7 @@ def test_the_whole_flow(server, tmp_path):
     assert status.startswith("Adapted wemoe: 3 steps")
     image = handle_file(str(config.examples_dir / "task1" / "example0.png"))
     shown, predictions, guess, heatmap = client.predict(image=image, task=AUTO_TASK, api_name="/classify_upload")
-    assert predictions["headers"] == ["rank", "pretrained", "expert task0", "expert task1", "expert task2", "task_arithmetic", "wemoe"]
+    assert predictions["headers"] == ["rank", "pretrained", "task_arithmetic", "wemoe", "expert task0", "expert task1", "expert task2"]
     assert len(predictions["data"]) == 3 and "%" in predictions["data"][0][1]
     assert "routers think this image is from" in guess
     plot = json.loads(heatmap["plot"])

@@ -220,7 +220,7 @@ def test_predictions_before_and_after_wemoe(session, config):
     assert "Merge with WEMoE" in guess and "head of **task0**" in guess
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, per_task=2)
     shown, table, guess, heatmap = handlers.predict(session, image, "task2", config)
-    assert list(table.columns)[-2:] == ["task_arithmetic", "wemoe"] and len(table) == 3  # 3 classes
+    assert list(table.columns)[1:4] == ["pretrained", "task_arithmetic", "wemoe"] and len(table) == 3  # 3 classes
     assert "head of **task2** (chosen by you)" in guess and "routers think this image is from" in guess
     z = np.asarray(heatmap.data[0].z)
     assert z.shape == (3, 3) and np.allclose(z, 0.3, atol=1e-5)  # untrained routers: lambda everywhere
