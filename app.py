@@ -16,14 +16,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `app` package si
 # busy laptop) spinning threads made an adaptation step 5x slower (3.3 s vs 0.7 s measured with 2 threads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import wemoe  # noqa: E402,F401  (the torchvision shim, before anything imports open_clip)
-from app import AppConfig, build_demo  # noqa: E402  (the package app/, not this file)
+import wemoe  # noqa: F401  (the torchvision shim, before anything imports open_clip)
+from app import AppConfig, build_demo  # the package app/, not this file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description="The merge explorer (Gradio app).")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"))))
     parser.add_argument("--host", default=None, help="default: 0.0.0.0 on Hugging Face Spaces, else 127.0.0.1")
     parser.add_argument("--samples", type=int, default=0, help="test images per task (0 = all)")
     return parser.parse_args(argv)

@@ -283,8 +283,9 @@ def adapt(
     start_step, start_loss = result.adapt_steps, None
     known = session.step_seconds.get((target, per_task))
     if known is not None:  # say how long before starting (the step time was measured when merging)
-        yield (f"Adapting {target}: {steps} steps, about {known * steps:.0f} s on this {_device_name()} "
-               f"({known:.3f} s per step measured)...", figures.loss_curve({target: result.history}))
+        note = (f"Adapting {target}: {steps} steps, about {known * steps:.0f} s on this {_device_name()} "
+                f"({known:.3f} s per step measured)...")
+        yield note, figures.loss_curve({target: result.history})
     records = bench.adapt(target, steps=steps, lr=float(lr), per_task=per_task)
     last_yield, status = 0.0, ""
     with friendly(f"Adapting {target}"), contextlib.closing(records):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import wemoe  # noqa: E402,F401  (before open_clip)
-from app import build_demo  # noqa: E402
-from app.session import EXAMPLES_DIR, ROOT, AppConfig  # noqa: E402
+import wemoe  # noqa: F401  (before open_clip)
+from app import build_demo
+from app.session import EXAMPLES_DIR, ROOT, AppConfig
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tiny_models import tiny_task, tiny_zoo
 from app.session import AppConfig
+from tests.tiny_models import tiny_task, tiny_zoo
 
 TINY = "tiny"
 
@@ -34,8 +34,8 @@ def write_examples(root: Path, tasks=("task0", "task1", "task2")) -> Path:
 
 def tiny_config(examples: Path, **overrides) -> AppConfig:
     """An AppConfig with the tiny zoo as default (and only) zoo, plus a second tiny zoo with another seed."""
-    settings = dict(zoos={TINY: ("Tiny test zoo", tiny_loader()), "tiny2": ("Another tiny zoo", tiny_loader(seed=5))},
-                    default_zoo=TINY, samples=0, default_steps=3, examples_dir=examples, routing_per_task=6,
-                    centroid_per_task=6)
+    settings = {"zoos": {TINY: ("Tiny test zoo", tiny_loader()), "tiny2": ("Another tiny zoo", tiny_loader(seed=5))},
+                "default_zoo": TINY, "samples": 0, "default_steps": 3, "examples_dir": examples, "routing_per_task": 6,
+                "centroid_per_task": 6}
     settings.update(overrides)
     return AppConfig(**settings)

@@ -29,7 +29,7 @@ pytestmark = [
 def _config(tmp_path: Path) -> tuple[AppConfig, Path]:
     examples = ROOT / "assets" / "examples"
     if (ROOT / "assets" / "pocket" / "manifest.json").is_file() and any(examples.glob("*/*.png")):
-        return AppConfig(samples=32, default_steps=5), sorted(examples.glob("*/*.png"))[0]
+        return AppConfig(samples=32, default_steps=5), min(examples.glob("*/*.png"))
     config = tiny_config(write_examples(tmp_path / "examples"))
     return config, config.examples_dir / "task0" / "example0.png"
 

@@ -53,24 +53,24 @@ def test_the_whole_flow(server, tmp_path):
     client = _client(demo)
     info, *_ = client.predict(zoo="tiny", api_name="/load_zoo")
     assert "Experts: 3" in info
-    status, target, exports, estimate = client.predict(methods=["task_arithmetic", "wemoe"], images_per_task=3,
+    status, target, _, estimate = client.predict(methods=["task_arithmetic", "wemoe"], images_per_task=3,
                                                        task_arithmetic__lambda=0.5, api_name="/merge")
     assert "task_arithmetic" in status and target["value"] == "wemoe" and "Estimated time" in estimate
-    status, curve = client.predict(target="wemoe", steps=3, lr=1e-2, images_per_task=3, api_name="/adapt")
+    status, _ = client.predict(target="wemoe", steps=3, lr=1e-2, images_per_task=3, api_name="/adapt")
     assert status.startswith("Adapted wemoe: 3 steps")
     image = handle_file(str(config.examples_dir / "task1" / "example0.png"))
-    shown, predictions, guess, heatmap = client.predict(image=image, task=AUTO_TASK, api_name="/classify_upload")
+    _, predictions, guess, heatmap = client.predict(image=image, task=AUTO_TASK, api_name="/classify_upload")
     assert predictions["headers"] == ["rank", "pretrained", "task_arithmetic", "wemoe", "expert task0", "expert task1", "expert task2"]
     assert len(predictions["data"]) == 3 and "%" in predictions["data"][0][1]
     assert "routers think this image is from" in guess
     plot = json.loads(heatmap["plot"])
     assert plot["data"][0]["type"] == "heatmap" and plot["data"][0]["y"] == ["block 0", "block 1", "block 2"]
-    table, bars, note, csv_path, json_path = client.predict(oracle=False, api_name="/evaluate")
+    table, _, _, csv_path, json_path = client.predict(oracle=False, api_name="/evaluate")
     assert list(_rows(table)) == ["pretrained", "experts", "task_arithmetic", "wemoe"]
     report = json.loads(Path(json_path).read_text())
     assert report["methods"]["wemoe"]["adapt_steps"] == 3 and report["methods"]["task_arithmetic"]["params"] == {"lambda": 0.5}
     assert Path(csv_path).read_text().startswith("model,task0,task1,task2,average")
-    heat, *_, routing_note = client.predict(feature_map="pca", api_name="/routing")
+    *_, routing_note = client.predict(feature_map="pca", api_name="/routing")
     assert "after 3 adaptation steps" in routing_note
     model_file = client.predict(merge="wemoe", api_name="/export")
     assert Path(model_file).stat().st_size > 0
@@ -125,7 +125,7 @@ def test_the_pocket_flow():
         examples = sorted((ROOT / "assets" / "examples").glob("*/*.png"))
         image = handle_file(str(examples[0])) if examples else None
         if image is not None:
-            _, predictions, guess, heatmap = client.predict(image=image, task=AUTO_TASK, api_name="/classify_upload")
+            _, predictions, _, heatmap = client.predict(image=image, task=AUTO_TASK, api_name="/classify_upload")
             assert len(predictions["data"]) == 5 and json.loads(heatmap["plot"])["data"][0]["type"] == "heatmap"
         table, *_ = client.predict(oracle=False, api_name="/evaluate")
         rows = _rows(table)
@@ -159,5 +159,5 @@ def test_cancel_stops_adaptation_and_keeps_the_routers(server):
     first = kept()
     time.sleep(2)
     assert 1 <= first == kept() < 2000  # stopped, and the finished steps are kept
-    table, *_, report = client.predict(oracle=False, api_name="/evaluate")
+    *_, report = client.predict(oracle=False, api_name="/evaluate")
     assert json.loads(Path(report).read_text())["methods"]["wemoe"]["adapt_steps"] == first

@@ -1,6 +1,7 @@
 """The app's event handlers as plain functions (no browser, no server), on a tiny random zoo."""
 
 import json
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -252,7 +253,7 @@ def test_evaluation_fills_the_table_and_writes_the_downloads(merged):
     expected = merged.bench.evaluate(["pretrained", "experts", "task_arithmetic", "wemoe", "wemoe_oracle"])
     csv = pd.read_csv(csv_path, index_col="model")
     assert np.allclose(csv.values, expected.round(2).values)
-    report = json.loads(open(json_path).read())
+    report = json.loads(Path(json_path).read_text())
     assert report["tasks"] == ["task0", "task1", "task2"] and report["samples_per_task"] == {"task0": 12, "task1": 12, "task2": 12}
     assert list(report["methods"]) == ["pretrained", "experts", "task_arithmetic", "wemoe", "wemoe_oracle"]
     assert report["methods"]["task_arithmetic"]["params"] == {"lambda": 0.4}
@@ -275,7 +276,7 @@ def test_routing_panel(session, config):
         next(handlers.routing(session, "pca", config))
     handlers.merge(session, ["wemoe"], {}, per_task=2)
     list(handlers.adapt(session, "wemoe", 2, 1e-2, 2))
-    (heat, curve, entropy, feature_map, note), = list(handlers.routing(session, "pca", config))
+    (heat, curve, _, feature_map, note), = list(handlers.routing(session, "pca", config))
     assert len(heat.data) == 3 and np.asarray(heat.data[0].z).shape == (3, 3)
     assert [len(t.x) for t in curve.data] == [2]
     assert sum(len(t.x) for t in feature_map.data) == 2 * 18  # 6 images per task, in both panels
