@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app import figures
+from app.gpu import adapt_device
 from app.session import CUSTOM, AppConfig, Session
 from wemoe.errors import WemoeError
 
@@ -205,7 +206,7 @@ def adaptive_merges(session: Session) -> list[str]:
 
 
 def _device_name() -> str:
-    return "GPU" if torch.cuda.is_available() else "CPU"
+    return "GPU" if adapt_device() is None and torch.cuda.is_available() else "CPU"
 
 
 def measure_step(session: Session, name: str, per_task: int) -> float:
@@ -213,7 +214,8 @@ def measure_step(session: Session, name: str, per_task: int) -> float:
     from wemoe.adapt import adapt
 
     bench = _bench(session)
-    steps = adapt(bench.merges[name].model, bench.data(), bench.heads(), steps=1, lr=0.0, per_task=per_task)
+    steps = adapt(bench.merges[name].model, bench.data(), bench.heads(), steps=1, lr=0.0, per_task=per_task,
+                  device=adapt_device())
     try:
         seconds = next(steps).elapsed
     finally:
@@ -286,7 +288,7 @@ def adapt(
         note = (f"Adapting {target}: {steps} steps, about {known * steps:.0f} s on this {_device_name()} "
                 f"({known:.3f} s per step measured)...")
         yield note, figures.loss_curve({target: result.history})
-    records = bench.adapt(target, steps=steps, lr=float(lr), per_task=per_task)
+    records = bench.adapt(target, steps=steps, lr=float(lr), per_task=per_task, device=adapt_device())
     last_yield, status = 0.0, ""
     with friendly(f"Adapting {target}"), contextlib.closing(records):
         while True:

@@ -161,7 +161,6 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             model_file = gr.File(label="Model file", interactive=False)
 
         # Events ------------------------------------------------------------------------------------------------
-        @on_gpu(duration=120)
         def load_event(state, zoo, samples=0, base_model="", base_weights="", experts="", expert_files=None,
                        progress=gr.Progress()):
             info = handlers.load_zoo(state, config, zoo, samples, base_model, base_weights, experts, expert_files,
@@ -176,7 +175,6 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                           [zoo_info, task_choice, gallery, example_name, target, export_name, loss_plot, merge_status],
                           api_name="load_zoo", **HEAVY)
 
-        @on_gpu(duration=60)
         def merge_event(state, chosen, images_per_task, *values, progress=gr.Progress()):
             params: dict[str, dict] = {}
             for (method, param), value in zip(specs, values):
@@ -194,11 +192,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         merged = merge_button.click(merge_event, merge_inputs, [merge_status, target, export_name, estimate_note],
                                     api_name="merge", **HEAVY)
 
-        @on_gpu(duration=300)
         def adapt_event(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16, progress=gr.Progress()):
             yield from handlers.adapt(state, target, steps, lr, images_per_task, progress=progress)
 
-        @on_gpu(duration=300)
         def adapt_after_merge(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
                               progress=gr.Progress()):
             if not steps or state.bench is None or target not in state.last_merged:  # adapt only what was just merged
