@@ -216,7 +216,7 @@ def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force
         shutil.rmtree(examples, ignore_errors=True)
         write_examples(examples)
     _log(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {timings['total']:.0f} s")
-    return manifest
+    return json.loads((out / MANIFEST).read_text())  # as stored (tuples become lists)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -231,6 +231,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-batch", type=int, default=pre.batch)
     p.add_argument("--pretrain-lr", type=float, default=pre.lr)
     p.add_argument("--logit-scale", type=float, default=pre.logit_scale, help="fixed CLIP logit scale (temperature) of pretraining")
+    p.add_argument("--head-logit-scale", type=float, default=pre.head_logit_scale,
+                   help="logit scale the finished model carries: its zero-shot heads and the experts' fine-tuning")
+    p.add_argument("--original-fraction", type=float, default=pre.original_fraction,
+                   help="share of pretraining images in the tasks' own look (the rest restyled; 1 = no domain shift)")
     p.add_argument("--expert-steps", type=int, default=exp.steps)
     p.add_argument("--expert-batch", type=int, default=exp.batch)
     p.add_argument("--expert-lr", type=float, default=exp.lr)
@@ -247,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = BuildSettings(
         pretrain=PretrainSettings(steps=args.pretrain_steps, batch=args.pretrain_batch, lr=args.pretrain_lr,
-                                  logit_scale=args.logit_scale, seed=args.seed),
+                                  logit_scale=args.logit_scale, head_logit_scale=args.head_logit_scale,
+                                  restyle=args.original_fraction < 1, original_fraction=args.original_fraction, seed=args.seed),
         expert=ExpertSettings(steps=args.expert_steps, batch=args.expert_batch, lr=args.expert_lr,
                               non_mlp_lr_scale=args.non_mlp_lr_scale, seed=args.seed),
         train_size=args.train_size, model_seed=args.seed, wemoe_steps=args.wemoe_steps, threads=args.threads,

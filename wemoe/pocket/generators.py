@@ -225,11 +225,14 @@ def terrain(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
 # signs: road signs against a sky-and-road background, as GTSRB
 
 
-SIGNS = ("stop", "yield", "no entry", "turn left", "turn right", "roundabout")
+SIGNS = ("stop", "yield", "no entry", "turn left", "priority road", "roundabout")
 
 
 def signs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stop, yield, no entry, turn left, turn right and roundabout signs at random positions and sizes."""
+    """Stop, yield, no entry, turn left, priority road and roundabout signs at random positions and sizes.
+
+    No two classes are mirror images of each other (a tiny pretrained tower cannot tell left from right arrows,
+    and their class names then get the same text embedding)."""
     labels = _labels(rng, n, len(SIGNS))
     out = np.zeros((n, SIZE, SIZE, 3), np.uint8)
     red, blue, white = (200, 30, 35), (30, 70, 190), (240, 240, 240)
@@ -255,6 +258,9 @@ def signs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         elif name == "no entry":
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_jitter(rng, red, 15))
             draw.rectangle([cx - r * 0.65, cy - r * 0.2, cx + r * 0.65, cy + r * 0.2], fill=white)
+        elif name == "priority road":  # a yellow diamond with a white border
+            draw.polygon(_polygon(cx, cy, r, 4, 0.0), fill=white)
+            draw.polygon(_polygon(cx, cy, r * 0.7, 4, 0.0), fill=_jitter(rng, (245, 200, 20), 15))
         else:
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_jitter(rng, blue, 15))
             if name == "roundabout":

@@ -67,7 +67,7 @@ SPECS: tuple[PocketTaskSpec, ...] = (
         g.SIGNS,
         ('a zoomed in photo of a "{c}" traffic sign.', 'a photo of a "{c}" road sign.', 'a centered photo of a "{c}" sign.'),
         g.signs,
-        "Road signs against sky and road (stop, yield, no entry, turn left, turn right, roundabout), like GTSRB.",
+        "Road signs against sky and road (stop, yield, no entry, turn left, priority road, roundabout), like GTSRB.",
     ),
     PocketTaskSpec(
         "pocket_flags",
