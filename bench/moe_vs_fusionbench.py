@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fusionbench", action="store_true", help="only dense and ours (no FusionBench install needed)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-variant peak memory subprocesses")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="time with glibc's default malloc settings (memory probes still set MALLOC_MMAP_THRESHOLD_); "
+                        "with FusionBench this can grow past 20 GB")
     p.add_argument("--memory-probe", nargs=2, metavar=("VARIANT", "MODE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -320,7 +323,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     towers = build_variants(args, variants)
     images = torch.randn(args.batch, 3, args.image_size, args.image_size,
                          generator=torch.Generator().manual_seed(args.seed + 3)).to(args.device)
-    result: dict = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch,
+    result: dict = {"malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "default"), "device": args.device, "threads": torch.get_num_threads(), "batch": args.batch,
                     "layers": args.layers, "width": args.width, "image_size": args.image_size,
                     "patch_size": args.patch_size, "experts": args.experts, "runs": args.runs,
                     "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
@@ -418,6 +421,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and "--default-malloc" not in sys.argv:
         os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], {**os.environ, **MMAP_ENV})
     main()
