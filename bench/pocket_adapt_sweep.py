@@ -36,10 +36,10 @@ from wemoe.zoo import Zoo  # noqa: E402
 
 def load(run: str | None) -> Zoo:
     """A research run folder (clip.safetensors + <task>.safetensors) or, without one, the shipped pocket zoo."""
-    if run is None:
+    if run is None or (Path(run) / "manifest.json").is_file():
         from wemoe.pocket import load_pocket_zoo
 
-        return load_pocket_zoo()
+        return load_pocket_zoo() if run is None else load_pocket_zoo(run)
     clip, preprocess, tokenizer = create_pocket_clip()
     clip.load_state_dict(load_file(str(Path(run) / "clip.safetensors")))
     experts = {t: load_file(str(Path(run) / f"{t}.safetensors")) for t in TASK_NAMES}
