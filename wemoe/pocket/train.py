@@ -47,7 +47,7 @@ class PretrainSettings:
     head_logit_scale: float = 30.0  # the temperature the finished model carries (its zero-shot heads, the experts' loss)
     seed: int = 0
     restyle: bool = True  # pretrain on restyled images (a domain shift), as CLIP saw web photos, not the benchmarks
-    original_fraction: float = 0.3  # share of pretraining images left in the tasks' own style
+    original_fraction: float = 0.15  # share of pretraining images left in the tasks' own style
     shrink: bool = True  # restyled images are also shrunk onto a grey canvas (else: colours only)
     keep_size: tuple[str, ...] = ("pocket_digits",)  # tasks restyled without shrinking (fine detail: shrunk digits blur together)
 
