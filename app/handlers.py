@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app import figures
 from app.gpu import adapt_device
 from app.session import CUSTOM, AppConfig, Session
+from wemoe.adapt import DEFAULT_LOSS, LOSSES
 from wemoe.errors import WemoeError
 
 log = logging.getLogger(__name__)
@@ -266,9 +267,18 @@ def merge(
 
 
 def adapt(
-    session: Session, target: str | None, steps: float, lr: float, per_task: float, progress: Any = _noop_progress
+    session: Session,
+    target: str | None,
+    steps: float,
+    lr: float,
+    per_task: float,
+    loss: str = DEFAULT_LOSS,
+    progress: Any = _noop_progress,
+    update_every: float = 0.5,
 ) -> Iterator[tuple[str, Any]]:
-    """Adapt merge ``target`` step by step; yields (status, loss curve). Stopping keeps the last finished step."""
+    """Adapt merge ``target`` step by step with ``loss`` (``entropy``, the paper's, or ``im``); yields (status,
+    loss curve) after the first and last step and at most every ``update_every`` seconds between. Stopping keeps the
+    last finished step."""
     bench = _bench(session)
     if not target or target not in bench.merges:
         raise gr.Error("Merge with WEMoE first: adaptation trains the routers of a WEMoE (or AdaMerging) merge.")
@@ -281,6 +291,8 @@ def adapt(
         raise gr.Error(f"The learning rate must be a positive number, got {lr}.")
     if per_task < 1:
         raise gr.Error("Images per task must be at least 1.")
+    if loss not in LOSSES:
+        raise gr.Error(f"Unknown adaptation loss {loss!r}; choose one of {', '.join(LOSSES)}.")
     result = bench.merges[target]
     start_step, start_loss = result.adapt_steps, None
     known = session.step_seconds.get((target, per_task))
@@ -288,7 +300,7 @@ def adapt(
         note = (f"Adapting {target}: {steps} steps, about {known * steps:.0f} s on this {_device_name()} "
                 f"({known:.3f} s per step measured)...")
         yield note, figures.loss_curve({target: result.history})
-    records = bench.adapt(target, steps=steps, lr=float(lr), per_task=per_task, device=adapt_device())
+    records = bench.adapt(target, steps=steps, lr=float(lr), per_task=per_task, device=adapt_device(), loss=loss)
     last_yield, status = 0.0, ""
     with friendly(f"Adapting {target}"), contextlib.closing(records):
         while True:
@@ -301,16 +313,16 @@ def adapt(
                 session.step_seconds[(target, per_task)] = record.elapsed
             per_step = record.elapsed / record.step
             remaining = per_step * (steps - record.step)
-            status = (f"{target}: step {record.step}/{steps} (total {start_step + record.step}), entropy "
+            status = (f"{target}: step {record.step}/{steps} (total {start_step + record.step}), loss "
                       f"{record.loss:.3f}; about {remaining:.0f} s left on this {_device_name()} "
                       f"(estimated total {per_step * steps:.0f} s).")
             progress(record.step / steps, desc=f"adapting {target}: step {record.step}/{steps}")
             now = time.perf_counter()
-            if record.step in (1, steps) or now - last_yield > 0.5:
+            if record.step in (1, steps) or now - last_yield >= update_every:
                 last_yield = now
                 yield status, figures.loss_curve({target: result.history})
     done = (f"Adapted {target}: {steps} steps in {result.history[-1].elapsed if result.history else 0:.1f} s, "
-            f"entropy {start_loss if start_loss is not None else float('nan'):.3f} -> "
+            f"loss {start_loss if start_loss is not None else float('nan'):.3f} -> "
             f"{result.history[-1].loss if result.history else float('nan'):.3f} ({result.adapt_steps} steps in all).")
     session.reset_results()
     yield done, figures.loss_curve({target: result.history})

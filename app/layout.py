@@ -17,6 +17,11 @@ from app import figures, handlers, texts
 from app.gpu import on_gpu
 from app.session import CUSTOM, AppConfig, Session, close_session
 
+ADAPT_LOSS_CHOICES = [
+    ("entropy (the paper's)", "entropy"),
+    ("IM: entropy minus the entropy of the mean prediction (variant)", "im"),
+]
+
 HEAVY = {"concurrency_id": "heavy", "concurrency_limit": 2}
 DEFAULT_METHODS = ("task_arithmetic", "wemoe")
 
@@ -91,6 +96,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                   info="0 merges without adapting.")
                 lr = gr.Number(value=1e-3, label="Learning rate")
                 per_task = gr.Slider(1, 64, value=16, step=1, label="Images per task per step")
+            loss = gr.Radio(ADAPT_LOSS_CHOICES, value=config.default_loss, label="Adaptation loss",
+                            info="The paper minimises entropy; IM also keeps each task's predictions spread over its "
+                                 "classes, which stops a weak task from collapsing onto one class (see README).")
             target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
             estimate_note = gr.Markdown()
             with gr.Row():
@@ -192,17 +200,18 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         merged = merge_button.click(merge_event, merge_inputs, [merge_status, target, export_name, estimate_note],
                                     api_name="merge", **HEAVY)
 
-        def adapt_event(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16, progress=gr.Progress()):
-            yield from handlers.adapt(state, target, steps, lr, images_per_task, progress=progress)
+        def adapt_event(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
+                        loss=config.default_loss, progress=gr.Progress()):
+            yield from handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, progress=progress)
 
         def adapt_after_merge(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
-                              progress=gr.Progress()):
+                              loss=config.default_loss, progress=gr.Progress()):
             if not steps or state.bench is None or target not in state.last_merged:  # adapt only what was just merged
                 yield gr.skip(), gr.skip()
                 return
-            yield from handlers.adapt(state, target, steps, lr, images_per_task, progress=progress)
+            yield from handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, progress=progress)
 
-        adapt_inputs = [session, target, steps, lr, per_task]
+        adapt_inputs = [session, target, steps, lr, per_task, loss]
         chained = merged.success(adapt_after_merge, adapt_inputs, [merge_status, loss_plot],
                                  api_name="adapt_after_merge", **HEAVY)
         adapting = adapt_button.click(adapt_event, adapt_inputs, [merge_status, loss_plot], api_name="adapt", **HEAVY)

@@ -141,8 +141,16 @@ def test_bad_adaptation_settings(merged):
     assert merged.bench.merges["wemoe"].adapt_steps == 0
 
 
+def test_adaptation_loss_choice(merged):
+    with pytest.raises(gr.Error, match="Unknown adaptation loss 'magic'"):
+        next(handlers.adapt(merged, "wemoe", 2, 1e-3, 2, loss="magic"))
+    before = merged.bench.merges["wemoe"].adapt_steps
+    *_, (done, _) = handlers.adapt(merged, "wemoe", 2, 1e-3, 2, loss="im")
+    assert merged.bench.merges["wemoe"].adapt_steps == before + 2 and "Adapted wemoe" in done
+
+
 def test_stopping_adaptation_keeps_the_routers_of_the_last_step(merged):
-    run = handlers.adapt(merged, "wemoe", 6, 5e-2, 3)
+    run = handlers.adapt(merged, "wemoe", 6, 5e-2, 3, update_every=0)  # a status after every step
     estimate, _ = next(run)  # measured when merging: said before the first step
     assert estimate.startswith("Adapting wemoe: 6 steps, about") and merged.bench.merges["wemoe"].adapt_steps == 0
     status, figure = next(run)

@@ -52,7 +52,7 @@ def run_adaptation(bench: Workbench, name: str, args: argparse.Namespace) -> Non
     steps = args.adapt_steps
     for record in bench.adapt(name, steps=steps, lr=args.adapt_lr, per_task=args.per_task, seed=args.seed, loss=args.adapt_loss):
         if record.step % 50 == 0 or record.step == steps:
-            _log(f"  {name} step {record.step}/{steps}: entropy {record.loss:.4f} ({record.elapsed:.1f} s)")
+            _log(f"  {name} step {record.step}/{steps}: {args.adapt_loss} loss {record.loss:.4f} ({record.elapsed:.1f} s)")
 
 
 def best_task_arithmetic(bench: Workbench) -> dict[str, Any]:
