@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.session import AppConfig
-from tests.tiny_models import tiny_task, tiny_zoo
+from tests.helpers import tiny_task, tiny_zoo
 
 TINY = "tiny"
 
@@ -16,7 +16,7 @@ def tiny_loader(n_experts: int = 3, seed: int = 0):
     def load(progress):
         progress(0.5, "building the tiny zoo")
         zoo = tiny_zoo(n_experts=n_experts, seed=seed, layers=3)
-        return zoo, [tiny_task(name, classes=3, samples=12, seed=i) for i, name in enumerate(zoo.task_names)]
+        return zoo, [tiny_task(name, n_classes=3, n_images=12, seed=i) for i, name in enumerate(zoo.task_names)]
 
     return load
 

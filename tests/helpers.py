@@ -32,15 +32,23 @@ TINY_CONFIG = {
 """A tiny open_clip architecture: 32 px images in 4x4 patches, 2-layer towers (2 heads each)."""
 
 
-def tiny_clip(seed: int = 0):
-    """A tiny random open_clip CLIP (eval mode), its eval transform and tokenizer, deterministic in ``seed``."""
+def tiny_clip(seed: int = 0, layers: int = 2):
+    """A tiny random open_clip CLIP (eval mode), its eval transform and tokenizer, deterministic in ``seed``.
+
+    ``layers`` sets the image tower's depth (default 2; registered as its own open_clip architecture).
+    """
     torch.manual_seed(seed)
-    return create_clip(TINY_MODEL, model_config=TINY_CONFIG)
+    if layers == TINY_CONFIG["vision_cfg"]["layers"]:
+        return create_clip(TINY_MODEL, model_config=TINY_CONFIG)
+    config = {**TINY_CONFIG, "vision_cfg": {**TINY_CONFIG["vision_cfg"], "layers": layers}}
+    return create_clip(f"{TINY_MODEL}-{layers}", model_config=config)
 
 
-def tiny_zoo(n_experts: int = 3, seed: int = 0, noise: float = 0.02, tasks: Sequence[str] | None = None) -> Zoo:
+def tiny_zoo(
+    n_experts: int = 3, seed: int = 0, noise: float = 0.02, tasks: Sequence[str] | None = None, layers: int = 2
+) -> Zoo:
     """A Zoo of a tiny random base and ``n_experts`` experts = base image tower + ``noise`` x N(0, 1) per weight."""
-    clip, preprocess, tokenizer = tiny_clip(seed)
+    clip, preprocess, tokenizer = tiny_clip(seed, layers)
     names = list(tasks) if tasks is not None else [f"task{i}" for i in range(n_experts)]
     base = clip.visual.state_dict()
     experts = {}

@@ -60,7 +60,7 @@ def test_moe_bench_matches_fusionbench_tiny():
 
 
 def test_adapt_speed_measures_real_adaptation_steps():
-    from tests.tiny_models import tiny_task, tiny_zoo
+    from tests.helpers import tiny_task, tiny_zoo
 
     bench = load_script("adapt_speed")
     zoo = tiny_zoo(n_experts=2)

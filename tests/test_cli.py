@@ -5,7 +5,7 @@ import json
 import pytest
 
 import wemoe.zoo
-from tests.tiny_models import tiny_task, tiny_zoo
+from tests.helpers import tiny_task, tiny_zoo
 from wemoe.__main__ import main, parse_params
 from wemoe.errors import WemoeError
 from wemoe.tasks import register_task
@@ -15,7 +15,7 @@ from wemoe.tasks import register_task
 def tiny_cli_zoo(monkeypatch):
     zoo = tiny_zoo(n_experts=2, seed=11)
     for i, name in enumerate(zoo.task_names):
-        register_task(tiny_task(name, classes=3, samples=9, seed=i))
+        register_task(tiny_task(name, n_classes=3, n_images=9, seed=i))
     monkeypatch.setattr(wemoe.zoo, "load_zoo", lambda spec, progress=None: zoo)
     return zoo
 

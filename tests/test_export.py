@@ -2,7 +2,7 @@
 
 import torch
 
-from tests.tiny_models import tiny_clip, tiny_zoo
+from tests.helpers import tiny_clip, tiny_zoo
 from wemoe.export import load_wemoe, read_metadata, save_static, save_wemoe
 from wemoe.methods import get_method
 from wemoe.moe import router_parameters
@@ -15,7 +15,7 @@ def test_static_merge_round_trip_through_open_clip(tmp_path):
     tower = get_method("ties")(zoo)
     path = save_static(zoo.clip, tower, tmp_path / "ties.safetensors")
     assert read_metadata(path)["wemoe_format"] == "open_clip"
-    clip = tiny_clip(seed=99)
+    clip = tiny_clip(seed=99)[0]
     open_clip.load_checkpoint(clip, str(path))
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -28,7 +28,7 @@ def test_adamerging_exports_its_current_weights(tmp_path):
     ada = get_method("adamerging")(zoo)
     ada.coefficients.data.uniform_(0, 1)
     path = save_static(zoo.clip, ada, tmp_path / "ada.safetensors")
-    clip = tiny_clip(seed=98)
+    clip = tiny_clip(seed=98)[0]
     open_clip.load_checkpoint(clip, str(path))
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.tiny_models import tiny_task, tiny_zoo
+from tests.helpers import tiny_task, tiny_zoo
 from wemoe.errors import MethodError
 from wemoe.methods import get_method, list_methods
 from wemoe.methods.ties import ties_merge
@@ -85,7 +85,7 @@ def test_adamerging_at_init_equals_task_arithmetic(zoo):
 @pytest.mark.parametrize("method", ["wemoe", "adamerging"])
 def test_adaptation_runs_and_zero_steps_is_the_untrained_model(method):
     zoo = tiny_zoo(n_experts=2, seed=3)
-    tasks = [tiny_task(name, classes=3, samples=8, seed=i) for i, name in enumerate(zoo.task_names)]
+    tasks = [tiny_task(name, n_classes=3, n_images=8, seed=i) for i, name in enumerate(zoo.task_names)]
     bench = Workbench(zoo, tasks)
     bench.merge(method)
     before = {k: v.clone() for k, v in bench.merges[method].model.state_dict().items()}
@@ -109,7 +109,7 @@ def test_adapt_before_merge_is_a_clear_error():
 
 def test_evaluate_table_shape_and_expert_rows():
     zoo = tiny_zoo(n_experts=2, seed=4)
-    tasks = [tiny_task(name, classes=2, samples=10, seed=i) for i, name in enumerate(zoo.task_names)]
+    tasks = [tiny_task(name, n_classes=2, n_images=10, seed=i) for i, name in enumerate(zoo.task_names)]
     bench = Workbench(zoo, tasks)
     bench.merge("task_arithmetic")
     table = bench.evaluate(["pretrained", "experts", "task_arithmetic"])

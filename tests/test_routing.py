@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_models import tiny_task, tiny_zoo
+from tests.helpers import tiny_task, tiny_zoo
 from wemoe.classify import logits
 from wemoe.errors import MethodError
 from wemoe.heads import build_head
@@ -122,7 +122,7 @@ def test_umap_separates_two_clusters():
 
 
 def test_top_k_matches_the_logits(zoo):
-    task = tiny_task("task0", classes=4)
+    task = tiny_task("task0", n_classes=4)
     head = build_head(zoo.clip, zoo.tokenizer, task)
     images = torch.randn(3, 3, 32, 32)
     result = top_k(zoo.visual, images, head, task.classnames, k=5)
