@@ -61,6 +61,7 @@ class PretrainSettings:
     restyle: bool = True  # pretrain on restyled images (a domain shift), as CLIP saw web photos, not the benchmarks
     original_fraction: float = 0.15  # share of pretraining images left in the tasks' own style
     shrink: bool = True  # restyled images are also shrunk onto a grey canvas (else: colours only)
+    task_original_fraction: tuple[tuple[str, float], ...] = ()  # per-task overrides, e.g. (("pocket_digits", 0.3),)
     keep_size: tuple[str, ...] = ("pocket_digits",)  # tasks restyled without shrinking (fine detail: shrunk digits blur together)
 
 
@@ -152,7 +153,8 @@ def pretrain(clip: nn.Module, tokenizer, settings: PretrainSettings, train_size:
         x, y = arrays(spec.name, "train", train_size)
         if settings.restyle:
             shrink = settings.shrink and spec.name not in settings.keep_size
-            x = restyle(x, settings.seed + 17 * t, settings.original_fraction, shrink)
+            fraction = dict(settings.task_original_fraction).get(spec.name, settings.original_fraction)
+            x = restyle(x, settings.seed + 17 * t, fraction, shrink)
         images.append(to_tensor(x))
         classes.append(torch.tensor(y) + 100 * t)
     images_t, classes_t = torch.cat(images), torch.cat(classes)
