@@ -61,7 +61,7 @@ class PretrainSettings:
     restyle: bool = True  # pretrain on restyled images (a domain shift), as CLIP saw web photos, not the benchmarks
     original_fraction: float = 0.15  # share of pretraining images left in the tasks' own style
     shrink: bool = True  # restyled images are also shrunk onto a grey canvas (else: colours only)
-    task_original_fraction: tuple[tuple[str, float], ...] = ()  # per-task overrides, e.g. (("pocket_digits", 0.3),)
+    task_original_fraction: tuple[tuple[str, float], ...] = (("pocket_digits", 0.3),)  # per-task overrides
     keep_size: tuple[str, ...] = ("pocket_digits",)  # tasks restyled without shrinking (fine detail: shrunk digits blur together)
 
 
