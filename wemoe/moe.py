@@ -31,50 +31,62 @@ from wemoe.zoo import Zoo
 MLP_PARTS = ("c_fc", "c_proj")
 
 
-def _sample_weights(routing: torch.Tensor, weight: torch.Tensor, weight_tvs: torch.Tensor) -> torch.Tensor:
-    """Every sample's weights ``[B, out, in]``: one GEMM with K = T, written straight onto W_0 (no temporary)."""
-    weights = torch.addmm(weight.reshape(1, -1), routing, weight_tvs.reshape(weight_tvs.shape[0], -1))
-    return weights.view(routing.shape[0], *weight.shape)
+def _sample_weights(routing: torch.Tensor, weight_stack: torch.Tensor) -> torch.Tensor:
+    """Every sample's weights ``[B, out, in]`` = ``[r_b, 1] @ [tau_1 .. tau_T, W_0]``: one GEMM with K = T + 1.
+
+    Keeping W_0 as the last row of the stack lets the GEMM add it (an ``addmm`` onto a broadcast W_0 first copies
+    W_0 into every sample's slot: a measured 10% of an adaptation step).
+    """
+    ones = routing.new_ones(routing.shape[0], 1)
+    weights = torch.mm(torch.cat([routing, ones], dim=1), weight_stack.reshape(weight_stack.shape[0], -1))
+    return weights.view(routing.shape[0], *weight_stack.shape[1:])
 
 
 class _EnsembledLinear(torch.autograd.Function):
-    """Forward of ``ensembled_linear`` that does not keep the per-sample weights for the backward pass.
+    """Forward of ``stacked_ensembled_linear`` that does not keep the per-sample weights for the backward pass.
 
     Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
     from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
     """
 
     @staticmethod
-    def forward(ctx, x, routing, weight, weight_tvs, bias, bias_tvs):
-        weights = _sample_weights(routing, weight, weight_tvs)
+    def forward(ctx, x, routing, weight_stack, bias, bias_tvs):
+        weights = _sample_weights(routing, weight_stack)
         biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
-        ctx.save_for_backward(x, routing, weight, weight_tvs, bias_tvs)
+        ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
         return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, routing, weight, weight_tvs, bias_tvs = ctx.saved_tensors
+        x, routing, weight_stack, bias_tvs = ctx.saved_tensors
         grad_x = grad_routing = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.bmm(grad_out, _sample_weights(routing, weight, weight_tvs))
+            grad_x = torch.bmm(grad_out, _sample_weights(routing, weight_stack))
         if ctx.needs_input_grad[1]:
             # dL/dr_bt = <dL/dW_b, tau_t> + <dL/dc_b, beta_t>, with dL/dW_b = grad_out_b^T x_b.
             grad_weights = torch.bmm(grad_out.transpose(1, 2), x).reshape(routing.shape[0], -1)
-            grad_routing = grad_weights @ weight_tvs.reshape(weight_tvs.shape[0], -1).T
+            grad_routing = grad_weights @ weight_stack[:-1].reshape(routing.shape[1], -1).T
             grad_routing += grad_out.sum(dim=1) @ bias_tvs.T
-        return grad_x, grad_routing, None, None, None, None
+        return grad_x, grad_routing, None, None, None
+
+
+def stacked_ensembled_linear(
+    x: torch.Tensor, routing: torch.Tensor, weight_stack: torch.Tensor, bias: torch.Tensor, bias_tvs: torch.Tensor
+) -> torch.Tensor:
+    """``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t routing[b, t] tau_t`` and ``c_b = bias + routing_b @ bias_tvs``.
+
+    Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight_stack ``[T + 1, out, in]`` (the task vectors, then W_0),
+    bias ``[out]``, bias_tvs ``[T, out]``. Returns ``[B, N, out]``. One GEMM builds every sample's weights, one
+    batched GEMM applies them; weights, task vectors and biases are frozen (no gradient flows to them).
+    """
+    return _EnsembledLinear.apply(x, routing, weight_stack, bias, bias_tvs)
 
 
 def ensembled_linear(
     x: torch.Tensor, routing: torch.Tensor, weight: torch.Tensor, weight_tvs: torch.Tensor, bias: torch.Tensor, bias_tvs: torch.Tensor
 ) -> torch.Tensor:
-    """``y_b = x_b W_b^T + c_b`` with ``W_b = weight + sum_t routing[b, t] weight_tvs[t]`` (same for the bias).
-
-    Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight ``[out, in]``, weight_tvs ``[T, out, in]``, bias ``[out]``,
-    bias_tvs ``[T, out]``. Returns ``[B, N, out]``. One GEMM builds every sample's weights, one batched GEMM applies
-    them; the weights, experts and biases are frozen (no gradient flows to them).
-    """
-    return _EnsembledLinear.apply(x, routing, weight, weight_tvs, bias, bias_tvs)
+    """:func:`stacked_ensembled_linear` with W_0 (``[out, in]``) and the task vectors (``[T, out, in]``) given apart."""
+    return stacked_ensembled_linear(x, routing, torch.cat([weight_tvs, weight.unsqueeze(0)]), bias, bias_tvs)
 
 
 class Router(nn.Module):
@@ -112,11 +124,12 @@ class WeightEnsemblingMLP(nn.Module):
         super().__init__()
         base = {k: v.detach().float() for k, v in pretrained_mlp.state_dict().items()}
         for part in MLP_PARTS:
-            for kind in ("weight", "bias"):
-                key = f"{part}.{kind}"
-                stacked = torch.stack([e[key].float() - base[key] for e in expert_mlps])
-                self.register_buffer(f"{part}_{kind}", base[key].clone())
-                self.register_buffer(f"{part}_{kind}_tvs", stacked)
+            weight, bias = base[f"{part}.weight"], base[f"{part}.bias"]
+            # [tau_1 .. tau_T, W_0]: the task vectors and, last, the pretrained weight (see _sample_weights)
+            tvs = [e[f"{part}.weight"].float() - weight for e in expert_mlps]
+            self.register_buffer(f"{part}_weight_stack", torch.stack([*tvs, weight]))
+            self.register_buffer(f"{part}_bias", bias.clone())
+            self.register_buffer(f"{part}_bias_tvs", torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
         self.activation = pretrained_mlp.gelu
         dim = base["c_fc.weight"].shape[1]
         self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda)
@@ -127,7 +140,27 @@ class WeightEnsemblingMLP(nn.Module):
     @property
     def num_experts(self) -> int:
         """The number of experts T."""
-        return self.c_fc_weight_tvs.shape[0]
+        return self.c_fc_bias_tvs.shape[0]
+
+    @property
+    def c_fc_weight(self) -> torch.Tensor:
+        """Pretrained c_fc weight W_0 ``[hidden, d]`` (a view into the stack)."""
+        return self.c_fc_weight_stack[-1]
+
+    @property
+    def c_fc_weight_tvs(self) -> torch.Tensor:
+        """Stacked c_fc task vectors ``[T, hidden, d]`` (a view into the stack)."""
+        return self.c_fc_weight_stack[:-1]
+
+    @property
+    def c_proj_weight(self) -> torch.Tensor:
+        """Pretrained c_proj weight W_0 ``[d, hidden]`` (a view into the stack)."""
+        return self.c_proj_weight_stack[-1]
+
+    @property
+    def c_proj_weight_tvs(self) -> torch.Tensor:
+        """Stacked c_proj task vectors ``[T, d, hidden]`` (a view into the stack)."""
+        return self.c_proj_weight_stack[:-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recorder is not None and self.record_tokens:
@@ -136,9 +169,9 @@ class WeightEnsemblingMLP(nn.Module):
         if self.recorder is not None and not self.record_tokens:
             self.recorder.append(routing.detach())
         hidden = self.activation(
-            ensembled_linear(x, routing, self.c_fc_weight, self.c_fc_weight_tvs, self.c_fc_bias, self.c_fc_bias_tvs)
+            stacked_ensembled_linear(x, routing, self.c_fc_weight_stack, self.c_fc_bias, self.c_fc_bias_tvs)
         )
-        return ensembled_linear(hidden, routing, self.c_proj_weight, self.c_proj_weight_tvs, self.c_proj_bias, self.c_proj_bias_tvs)
+        return stacked_ensembled_linear(hidden, routing, self.c_proj_weight_stack, self.c_proj_bias, self.c_proj_bias_tvs)
 
 
 @dataclass
