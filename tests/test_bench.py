@@ -90,3 +90,5 @@ def test_adapt_speed_and_app_latency_on_the_pocket_zoo(capsys):
     app = load_script("app_latency").main(["--zoos", "pocket", "--uploads", "1", "--samples", "4"])
     assert app["pocket"]["startup_s"] > 0 and app["pocket"]["upload_median_s"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == app
+    flow = load_script("app_flow").main(["--steps", "2", "--samples", "8"])
+    assert flow["steps"] == 2 and flow["total_s"] >= flow["adapt_s"] > 0
