@@ -426,7 +426,7 @@ def _centroids(session: Session, name: str, config: AppConfig):
 
 def predict(session: Session, image: Image.Image, task_choice: str | None, config: AppConfig) -> tuple[Image.Image, pd.DataFrame, str, Any]:
     """Top-5 of every model under one task's head, the routers' task guess and this image's routing heatmap."""
-    from wemoe.routing import guess_task_argmax, routing_weights, top_k
+    from wemoe.routing import features_and_routing, guess_task_argmax, top_k, top_k_from_features
     from wemoe.task_images import encode_images
 
     bench = _bench(session)
@@ -437,9 +437,10 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
         batch = encode_images([image], bench.zoo.preprocess)
         wemoe_name = _wemoe_merge(session)
         guess_text, heatmap, guess = "", None, None
+        known_features = {}  # one pass through the WEMoE tower gives its routing and its predictions
         if wemoe_name is not None:
             tower = bench.merges[wemoe_name].model
-            routing = routing_weights(tower, batch)
+            known_features[wemoe_name], routing = features_and_routing(tower, batch)
             centroids = _centroids(session, wemoe_name, config)
             order = centroids.distances(routing)[0].argsort().tolist()
             guess = centroids.task_names[order[0]]
@@ -465,7 +466,10 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
         towers += [(f"expert {short}", _expert_tower(session, t)) for t, short in zip(bench.task_names, figures.short_names(bench.task_names))]
         columns = {}
         for name, tower in towers:
-            ranked = top_k(tower, batch, head, classnames, k=5)[0]
+            if name in known_features:
+                ranked = top_k_from_features(known_features[name], head, classnames, k=5)[0]
+            else:
+                ranked = top_k(tower, batch, head, classnames, k=5)[0]
             columns[name] = [f"{c} ({100 * p:.1f}%)" for c, p in ranked]
         depth = max(len(v) for v in columns.values())
         table = pd.DataFrame({"rank": list(range(1, depth + 1)), **{k: v + [""] * (depth - len(v)) for k, v in columns.items()}})

@@ -190,9 +190,16 @@ def top_k(
     tower: nn.Module, images: torch.Tensor, head: torch.Tensor, classnames: Sequence[str], k: int = 5
 ) -> list[list[tuple[str, float]]]:
     """Per image, the ``k`` most probable classes and their probabilities under ``head`` (softmax of the logits)."""
+    tower.eval()
+    return top_k_from_features(tower(images), head, classnames, k)
+
+
+def top_k_from_features(
+    features: torch.Tensor, head: torch.Tensor, classnames: Sequence[str], k: int = 5
+) -> list[list[tuple[str, float]]]:
+    """:func:`top_k` from image features already computed (e.g. by :func:`features_and_routing`)."""
     if head.shape[0] != len(classnames):
         raise ValueError(f"The head has {head.shape[0]} classes but {len(classnames)} class names were given.")
-    tower.eval()
-    probabilities = logits_from_features(tower(images).float(), head.float()).softmax(dim=-1)
+    probabilities = logits_from_features(features.float(), head.float()).softmax(dim=-1)
     values, indices = probabilities.topk(min(k, len(classnames)), dim=-1)
     return [[(classnames[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -30,10 +31,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     if image.mode in {"I", "I;16", "I;16B", "I;16L", "F"}:
-        array = torch.tensor(list(image.getdata()), dtype=torch.float64)
+        array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
-        scaled = ((array - low) / max(high - low, 1e-12) * 255).round().to(torch.uint8)
-        image = Image.frombytes("L", image.size, scaled.numpy().tobytes())
+        image = Image.fromarray(((array - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8))
     return image.convert("RGB")
 
 
