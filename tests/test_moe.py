@@ -108,3 +108,47 @@ def test_ensembled_linear_gradients_pass_gradcheck():
     weight, weight_tvs = torch.randn(6, 5, dtype=torch.float64), torch.randn(2, 6, 5, dtype=torch.float64)
     bias, bias_tvs = torch.randn(6, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda a, r: ensembled_linear(a, r, weight, weight_tvs, bias, bias_tvs), (x, routing))
+
+
+def test_workspace_is_reused_and_gives_the_same_outputs_and_gradients(zoo):
+    moe = upscale_to_wemoe(zoo)
+    workspaces = {id(layer.workspace) for layer in moe_layers(moe).values()}
+    assert len(workspaces) == 1  # one scratch space per model, shared by its layers
+    for p in router_parameters(moe):
+        p.data.normal_(0, 0.3)
+    images = torch.randn(6, 3, 32, 32)
+    fresh = copy.deepcopy(moe)
+    for layer in moe_layers(fresh).values():
+        layer.workspace.max_bytes = 0  # never keep: every call allocates, as without a workspace
+    outputs = {}
+    for name, tower in (("kept", moe), ("fresh", fresh)):
+        out = tower(images)
+        out.square().mean().backward()
+        outputs[name] = (out.detach(), [p.grad.clone() for p in router_parameters(tower)])
+    assert (outputs["kept"][0] - outputs["fresh"][0]).abs().max() <= 1e-5
+    for a, b in zip(outputs["kept"][1], outputs["fresh"][1], strict=True):
+        assert (a - b).abs().max() <= 1e-5
+    workspace = next(iter(moe_layers(moe).values())).workspace
+    kept = workspace.kept_bytes()
+    layer = moe_layers(moe)[0]
+    largest = max(stack[0].numel() for stack in (layer.c_fc_weight_stack, layer.c_proj_weight_stack)) * 6 * 4
+    assert kept == 2 * largest  # per-sample weights and their gradients, sized for the largest matrix
+    assert moe_layers(fresh)[0].workspace.kept_bytes() == 0
+    assert next(iter(moe_layers(fresh).values())).workspace is not workspace  # deepcopy gets its own
+    workspace.release()
+    assert workspace.kept_bytes() == 0
+
+
+def test_two_threads_can_share_one_model(zoo):
+    from concurrent.futures import ThreadPoolExecutor
+
+    moe = upscale_to_wemoe(zoo)
+    for p in router_parameters(moe):
+        p.data.normal_(0, 0.3)
+    batches = [torch.randn(4 + i, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    with torch.no_grad():
+        expected = [moe(b) for b in batches]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = list(pool.map(moe, batches))
+    for got, want in zip(results, expected, strict=True):
+        assert (got - want).abs().max() <= 1e-5

@@ -3,7 +3,8 @@
 Read top to bottom:
 
 1. ``ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``, computed
-   for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them).
+   for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them), written
+   into a ``Workspace`` that the layers of one model reuse instead of allocating 100s of MB per layer and pass.
 2. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
    Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
 3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
@@ -19,6 +20,8 @@ Routing is always per sample, never averaged over the batch.
 from __future__ import annotations
 
 import contextlib
+import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -31,14 +34,59 @@ from wemoe.zoo import Zoo
 MLP_PARTS = ("c_fc", "c_proj")
 
 
-def _sample_weights(routing: torch.Tensor, weight_stack: torch.Tensor) -> torch.Tensor:
+class Workspace:
+    """Scratch memory that every WEMoE layer of one model reuses for its per-sample weights.
+
+    Building ``W_b`` for a batch writes ``B x out x in`` floats (151 MB for a ViT-B/32 MLP matrix at batch 16). A fresh
+    allocation that large is a new memory mapping whose pages fault and get zeroed on first touch, on every layer
+    of every forward and backward pass; reusing one buffer per role removes that cost (measured in
+    ``bench/moe_vs_fusionbench.py``). The buffers are used one layer at a time, behind a lock, so two threads may
+    share a model. Only CPU tensors use it (CUDA's caching allocator already reuses memory); requests above
+    ``max_bytes`` are allocated per call instead of kept. ``release()`` frees what is kept.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self, role: str, shape: Sequence[int], like: torch.Tensor) -> Iterator[torch.Tensor]:
+        """A tensor of ``shape`` (contents undefined) on ``like``'s device and dtype, for use inside the block."""
+        numel = math.prod(shape)
+        if like.device.type != "cpu" or numel * like.element_size() > self.max_bytes:
+            yield like.new_empty(shape)
+            return
+        with self._lock:
+            key = (role, like.dtype)
+            buffer = self._buffers.get(key)
+            if buffer is None or buffer.numel() < numel:
+                self._buffers.pop(key, None)
+                buffer = self._buffers[key] = like.new_empty(numel)
+            yield buffer[:numel].view(shape)
+
+    def release(self) -> None:
+        """Free the kept buffers (they are made again on the next call)."""
+        with self._lock:
+            self._buffers.clear()
+
+    def __deepcopy__(self, memo: dict) -> Workspace:
+        return Workspace(self.max_bytes)  # a copied model gets its own, empty scratch memory
+
+    def kept_bytes(self) -> int:
+        """Bytes held between calls."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+def _sample_weights(routing: torch.Tensor, weight_stack: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Every sample's weights ``[B, out, in]`` = ``[r_b, 1] @ [tau_1 .. tau_T, W_0]``: one GEMM with K = T + 1.
 
     Keeping W_0 as the last row of the stack lets the GEMM add it (an ``addmm`` onto a broadcast W_0 first copies
-    W_0 into every sample's slot: a measured 10% of an adaptation step).
+    W_0 into every sample's slot: a measured 10% of an adaptation step). ``out``: where to write them.
     """
     ones = routing.new_ones(routing.shape[0], 1)
-    weights = torch.mm(torch.cat([routing, ones], dim=1), weight_stack.reshape(weight_stack.shape[0], -1))
+    flat = None if out is None else out.view(routing.shape[0], -1)
+    weights = torch.mm(torch.cat([routing, ones], dim=1), weight_stack.reshape(weight_stack.shape[0], -1), out=flat)
     return weights.view(routing.shape[0], *weight_stack.shape[1:])
 
 
@@ -47,39 +95,52 @@ class _EnsembledLinear(torch.autograd.Function):
 
     Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
     from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
+    Both passes write ``W_b`` (and backward ``dL/dW_b``) into the workspace's buffers.
     """
 
     @staticmethod
-    def forward(ctx, x, routing, weight_stack, bias, bias_tvs):
-        weights = _sample_weights(routing, weight_stack)
+    def forward(ctx, x, routing, weight_stack, bias, bias_tvs, workspace):
+        ctx.workspace = workspace
         biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
         ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
-        return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
+        with workspace.borrow("weights", (routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
+            weights = _sample_weights(routing, weight_stack, out=buffer)
+            return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, grad_out):
         x, routing, weight_stack, bias_tvs = ctx.saved_tensors
+        workspace: Workspace = ctx.workspace
+        batch, shape = routing.shape[0], weight_stack.shape[1:]
         grad_x = grad_routing = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.bmm(grad_out, _sample_weights(routing, weight_stack))
+            with workspace.borrow("weights", (batch, *shape), x) as buffer:
+                grad_x = torch.bmm(grad_out, _sample_weights(routing, weight_stack, out=buffer))
         if ctx.needs_input_grad[1]:
             # dL/dr_bt = <dL/dW_b, tau_t> + <dL/dc_b, beta_t>, with dL/dW_b = grad_out_b^T x_b.
-            grad_weights = torch.bmm(grad_out.transpose(1, 2), x).reshape(routing.shape[0], -1)
-            grad_routing = grad_weights @ weight_stack[:-1].reshape(routing.shape[1], -1).T
+            with workspace.borrow("grad_weights", (batch, *shape), x) as buffer:
+                grad_weights = torch.bmm(grad_out.transpose(1, 2), x, out=buffer).view(batch, -1)
+                grad_routing = grad_weights @ weight_stack[:-1].reshape(routing.shape[1], -1).T
             grad_routing += grad_out.sum(dim=1) @ bias_tvs.T
-        return grad_x, grad_routing, None, None, None
+        return grad_x, grad_routing, None, None, None, None
 
 
 def stacked_ensembled_linear(
-    x: torch.Tensor, routing: torch.Tensor, weight_stack: torch.Tensor, bias: torch.Tensor, bias_tvs: torch.Tensor
+    x: torch.Tensor,
+    routing: torch.Tensor,
+    weight_stack: torch.Tensor,
+    bias: torch.Tensor,
+    bias_tvs: torch.Tensor,
+    workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t routing[b, t] tau_t`` and ``c_b = bias + routing_b @ bias_tvs``.
 
     Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight_stack ``[T + 1, out, in]`` (the task vectors, then W_0),
     bias ``[out]``, bias_tvs ``[T, out]``. Returns ``[B, N, out]``. One GEMM builds every sample's weights, one
     batched GEMM applies them; weights, task vectors and biases are frozen (no gradient flows to them).
+    ``workspace``: where the per-sample weights are written (default: a fresh one, i.e. fresh memory every call).
     """
-    return _EnsembledLinear.apply(x, routing, weight_stack, bias, bias_tvs)
+    return _EnsembledLinear.apply(x, routing, weight_stack, bias, bias_tvs, workspace or Workspace(max_bytes=0))
 
 
 def ensembled_linear(
@@ -119,8 +180,12 @@ class WeightEnsemblingMLP(nn.Module):
         expert_mlps: Sequence[Mapping[str, torch.Tensor]],
         init_lambda: float = 0.3,
         router_hidden_layers: int = 1,
+        workspace: Workspace | None = None,
     ) -> None:
-        """``pretrained_mlp`` is open_clip's ``Sequential(c_fc, gelu, c_proj)``; ``expert_mlps`` its experts' state dicts."""
+        """``pretrained_mlp`` is open_clip's ``Sequential(c_fc, gelu, c_proj)``; ``expert_mlps`` its experts' state dicts.
+
+        ``workspace``: scratch memory for the per-sample weights, shared by the layers of one model (default: own).
+        """
         super().__init__()
         base = {k: v.detach().float() for k, v in pretrained_mlp.state_dict().items()}
         for part in MLP_PARTS:
@@ -136,6 +201,7 @@ class WeightEnsemblingMLP(nn.Module):
         self.recorder: list[torch.Tensor] | None = None
         self.record_tokens = False
         self.forced_routing: torch.Tensor | None = None  # [T]: every sample gets these weights (diagnostics)
+        self.workspace = workspace or Workspace()
 
     @property
     def num_experts(self) -> int:
@@ -169,9 +235,11 @@ class WeightEnsemblingMLP(nn.Module):
         if self.recorder is not None and not self.record_tokens:
             self.recorder.append(routing.detach())
         hidden = self.activation(
-            stacked_ensembled_linear(x, routing, self.c_fc_weight_stack, self.c_fc_bias, self.c_fc_bias_tvs)
+            stacked_ensembled_linear(x, routing, self.c_fc_weight_stack, self.c_fc_bias, self.c_fc_bias_tvs, self.workspace)
         )
-        return stacked_ensembled_linear(hidden, routing, self.c_proj_weight_stack, self.c_proj_bias, self.c_proj_bias_tvs)
+        return stacked_ensembled_linear(
+            hidden, routing, self.c_proj_weight_stack, self.c_proj_bias, self.c_proj_bias_tvs, self.workspace
+        )
 
 
 @dataclass
@@ -212,10 +280,13 @@ def upscale_to_wemoe(
     resblocks = tower.transformer.resblocks
     chosen = _block_indices(len(resblocks), blocks)
     pretrained = zoo.visual.transformer.resblocks
+    workspace = Workspace()
     for index in chosen:
         prefix = f"transformer.resblocks.{index}.mlp."
         expert_mlps = [{k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()]
-        resblocks[index].mlp = WeightEnsemblingMLP(pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers)
+        resblocks[index].mlp = WeightEnsemblingMLP(
+            pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers, workspace
+        )
     tower.requires_grad_(False)
     for module in moe_layers(tower).values():
         module.router.requires_grad_(True)
