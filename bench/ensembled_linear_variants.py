@@ -4,12 +4,15 @@
 no grad; the library's choice is ``library``, i.e. ``wemoe.moe.ensembled_linear``):
 
 - dense:     ``F.linear(x, W_0, c_0)``, the floor;
-- library:   what wemoe.moe does now;
+- library:   what wemoe.moe does now (``stacked_ensembled_linear``: W_0 as the last row of the stack, one GEMM with
+             K = T + 1 builds the weights into the model's ``Workspace``, one baddbmm applies them);
 - build:     one GEMM builds every sample's weights ``[B, out, in]``, one baddbmm applies them (the formulation the
              library started from);
 - build_buf: the same, writing the weights into a buffer kept between calls (no fresh allocation, no page faults);
 - chunked:   per block of output rows, build ``[B, rows, in]`` (small enough to stay in cache) and apply it;
 - tokens:    ``x W_0^T + sum_t r_bt (x tau_t^T)``: no per-sample weights, T+1 times the dense FLOPs;
+- apply_only: only the batched matmul with per-sample weights built beforehand (not a candidate: the floor of
+             every per-sample-weights formulation, since a batch of 50-token GEMMs packs each sample's weights);
 - bf16:      ``build_buf`` in bfloat16 (task vectors stored in bf16, AMX/AVX512-BF16 matmuls where the CPU has them);
              not exact: compare its max|diff| with the 1e-4 the FusionBench comparison demands.
 
@@ -37,7 +40,7 @@ import wemoe  # noqa: E402,F401
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from wemoe.moe import ensembled_linear  # noqa: E402
+from wemoe.moe import Workspace, stacked_ensembled_linear  # noqa: E402
 
 Layer = dict[str, torch.Tensor]
 
@@ -61,8 +64,12 @@ def make_layer(out_features: int, in_features: int, experts: int, generator: tor
     def randn(*shape: int, scale: float) -> torch.Tensor:
         return torch.randn(*shape, generator=generator) * scale
 
-    return {"weight": randn(out_features, in_features, scale=0.02), "bias": randn(out_features, scale=0.02),
-            "weight_tvs": randn(experts, out_features, in_features, scale=2e-4), "bias_tvs": randn(experts, out_features, scale=2e-4)}
+    weight, weight_tvs = randn(out_features, in_features, scale=0.02), randn(experts, out_features, in_features, scale=2e-4)
+    return {"weight": weight, "bias": randn(out_features, scale=0.02), "weight_tvs": weight_tvs,
+            "bias_tvs": randn(experts, out_features, scale=2e-4), "stack": torch.cat([weight_tvs, weight.unsqueeze(0)])}
+
+
+WORKSPACE = Workspace()
 
 
 def dense(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
@@ -71,8 +78,17 @@ def dense(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
 
 
 def library(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
-    """wemoe.moe.ensembled_linear as it is now."""
-    return ensembled_linear(x, r, layer["weight"], layer["weight_tvs"], layer["bias"], layer["bias_tvs"])
+    """wemoe.moe.stacked_ensembled_linear as the model calls it (its stack and workspace kept between calls)."""
+    return stacked_ensembled_linear(x, r, layer["stack"], layer["bias"], layer["bias_tvs"], WORKSPACE)
+
+
+def apply_only(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """Only ``baddbmm`` with per-sample weights built once, outside the timed call (the floor, not a candidate)."""
+    key = ("prebuilt", r.shape[0], *layer["weight"].shape)
+    if key not in _BUFFERS:
+        _BUFFERS[key] = torch.addmm(layer["weight"].reshape(1, -1), r, layer["weight_tvs"].reshape(r.shape[1], -1))
+    weights = _BUFFERS[key].view(r.shape[0], *layer["weight"].shape)
+    return torch.baddbmm(_biases(r, layer), x, weights.transpose(1, 2))
 
 
 def _biases(r: torch.Tensor, layer: Layer) -> torch.Tensor:
@@ -154,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     r = 0.3 + 0.05 * torch.randn(args.batch, args.experts, generator=g)
     candidates: dict[str, Callable] = {"dense": dense, "library": library, "build": build, "build_buf": build_buf,
                                        "chunked": lambda x_, r_, l_: chunked(x_, r_, l_, args.rows), "tokens": tokens,
-                                       "bf16": bf16}
+                                       "bf16": bf16, "apply_only": apply_only}
     times: dict[str, list[float]] = {name: [] for name in candidates}
     with torch.no_grad():
         reference = mlp(build, x, r, fc, proj)

@@ -12,6 +12,7 @@ the last upscaled block after the run (a learned task routing has its largest we
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,6 @@ def use_bounded_routers() -> None:
     The paper's routers are unbounded, so entropy descent can extrapolate along task vectors (weights < 0 or > 1)
     to make a head confident without the right expert. Patches wemoe.moe.Router for this process only.
     """
-    import math
 
     from torch import nn
 
@@ -129,11 +129,16 @@ def main() -> None:
     parser.add_argument("--loss", choices=("entropy", "im"), default="entropy",
                         help="entropy: the paper's (wemoe.adapt); im: variant, entropy minus the entropy of the batch-mean prediction")
     parser.add_argument("--bounded", action="store_true", help="variant: routing = sigmoid(router), in [0, 1], starting at lambda")
+    parser.add_argument("--head-logit-scale", type=float, default=None,
+                        help="zoo change for research: the CLIP logit scale the heads carry (accuracy does not depend on it; "
+                             "entropy does). Real CLIP: 100; the shipped pocket zoo: 30")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.bounded:
         use_bounded_routers()
     zoo = load(args.run)
+    if args.head_logit_scale is not None:
+        zoo.clip.logit_scale.data.fill_(math.log(args.head_logit_scale))
     heads = {t: build_head(zoo.clip, zoo.tokenizer, POCKET_TASKS[t]) for t in TASK_NAMES}
     data = {t: TaskImages(t, to_tensor(arrays(t, "test")[0]), torch.as_tensor(arrays(t, "test")[1])) for t in TASK_NAMES}
     experts, _ = average({t: zoo.expert_visual(t) for t in TASK_NAMES}, data, heads)

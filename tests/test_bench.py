@@ -92,3 +92,14 @@ def test_adapt_speed_and_app_latency_on_the_pocket_zoo(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == app
     flow = load_script("app_flow").main(["--steps", "2", "--samples", "8"])
     assert flow["steps"] == 2 and flow["total_s"] >= flow["adapt_s"] > 0
+
+
+def test_ensembled_linear_variants_agree_with_the_library(capsys):
+    result = load_script("ensembled_linear_variants").main(
+        ["--width", "32", "--tokens", "5", "--experts", "3", "--batch", "4", "--rows", "16", "--runs", "1", "--warmup", "0"]
+    )
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    exact = ("library", "build", "build_buf", "chunked", "tokens", "apply_only")
+    assert all(result["max_abs_diff"][name] <= 1e-5 for name in exact)  # every exact formulation computes the same layer
+    assert result["max_abs_diff"]["dense"] > 1e-5  # the routing changes the output, so the comparison means something
+    assert all(ms > 0 for ms in result["mlp_ms"].values())

@@ -39,26 +39,27 @@ class Workspace:
 
     Building ``W_b`` for a batch writes ``B x out x in`` floats (151 MB for a ViT-B/32 MLP matrix at batch 16). A fresh
     allocation that large is a new memory mapping whose pages fault and get zeroed on first touch, on every layer
-    of every forward and backward pass; reusing one buffer per role removes that cost (measured in
-    ``bench/moe_vs_fusionbench.py``). The buffers are used one layer at a time, behind a lock, so two threads may
-    share a model. Only CPU tensors use it (CUDA's caching allocator already reuses memory); requests above
-    ``max_bytes`` are allocated per call instead of kept. ``release()`` frees what is kept.
+    of every forward and backward pass; reusing one buffer removes that cost (ViT-B/32 forward 3.1x -> 1.8x the dense
+    tower, ``bench/moe_vs_fusionbench.py``). The buffer serves every layer in turn (forward: ``W_b``; backward: ``W_b``,
+    then ``dL/dW_b``), behind a lock, so two threads may share a model. Only CPU tensors use it (CUDA's caching
+    allocator already reuses memory); requests above ``max_bytes`` are allocated per call instead of kept.
+    ``release()`` frees what is kept.
     """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self.max_bytes = max_bytes
-        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._buffers: dict[torch.dtype, torch.Tensor] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def borrow(self, role: str, shape: Sequence[int], like: torch.Tensor) -> Iterator[torch.Tensor]:
+    def borrow(self, shape: Sequence[int], like: torch.Tensor) -> Iterator[torch.Tensor]:
         """A tensor of ``shape`` (contents undefined) on ``like``'s device and dtype, for use inside the block."""
         numel = math.prod(shape)
         if like.device.type != "cpu" or numel * like.element_size() > self.max_bytes:
             yield like.new_empty(shape)
             return
         with self._lock:
-            key = (role, like.dtype)
+            key = like.dtype
             buffer = self._buffers.get(key)
             if buffer is None or buffer.numel() < numel:
                 self._buffers.pop(key, None)
@@ -95,7 +96,7 @@ class _EnsembledLinear(torch.autograd.Function):
 
     Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
     from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
-    Both passes write ``W_b`` (and backward ``dL/dW_b``) into the workspace's buffers.
+    Both passes write ``W_b`` (and backward, after it, ``dL/dW_b``) into the same workspace buffer.
     """
 
     @staticmethod
@@ -103,7 +104,7 @@ class _EnsembledLinear(torch.autograd.Function):
         ctx.workspace = workspace
         biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
         ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
-        with workspace.borrow("weights", (routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
+        with workspace.borrow((routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
             weights = _sample_weights(routing, weight_stack, out=buffer)
             return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
 
@@ -114,11 +115,11 @@ class _EnsembledLinear(torch.autograd.Function):
         batch, shape = routing.shape[0], weight_stack.shape[1:]
         grad_x = grad_routing = None
         if ctx.needs_input_grad[0]:
-            with workspace.borrow("weights", (batch, *shape), x) as buffer:
+            with workspace.borrow((batch, *shape), x) as buffer:
                 grad_x = torch.bmm(grad_out, _sample_weights(routing, weight_stack, out=buffer))
         if ctx.needs_input_grad[1]:
             # dL/dr_bt = <dL/dW_b, tau_t> + <dL/dc_b, beta_t>, with dL/dW_b = grad_out_b^T x_b.
-            with workspace.borrow("grad_weights", (batch, *shape), x) as buffer:
+            with workspace.borrow((batch, *shape), x) as buffer:  # W_b is no longer needed: reuse its memory
                 grad_weights = torch.bmm(grad_out.transpose(1, 2), x, out=buffer).view(batch, -1)
                 grad_routing = grad_weights @ weight_stack[:-1].reshape(routing.shape[1], -1).T
             grad_routing += grad_out.sum(dim=1) @ bias_tvs.T
