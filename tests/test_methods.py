@@ -141,3 +141,23 @@ def test_unknown_adaptation_loss_is_refused():
     bench.merge("wemoe")
     with pytest.raises(ValueError, match="choose one of"):
         next(bench.adapt("wemoe", loss="magic"))
+
+
+def test_workbench_frees_wemoe_scratch_memory_after_adapting_and_evaluating():
+    from wemoe.moe import moe_layers
+
+    zoo = tiny_zoo(n_experts=2, seed=5)
+    tasks = [tiny_task(name, n_classes=2, n_images=8, seed=i) for i, name in enumerate(zoo.task_names)]
+    bench = Workbench(zoo, tasks)
+    model = bench.merge("wemoe").model
+    workspace = next(iter(moe_layers(model).values())).workspace
+    with torch.no_grad():
+        model(torch.randn(3, 3, 32, 32))
+    assert workspace.kept_bytes() > 0  # a direct call keeps its buffer for the next one
+    list(bench.adapt("wemoe", steps=2, per_task=4))
+    assert workspace.kept_bytes() == 0
+    model(torch.randn(3, 3, 32, 32))
+    for cells in (lambda: bench.evaluate(["wemoe", "wemoe_oracle"]), lambda: list(bench.iter_scores(["wemoe"]))):
+        cells()
+        assert workspace.kept_bytes() == 0
+        model(torch.randn(3, 3, 32, 32))

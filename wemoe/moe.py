@@ -300,6 +300,13 @@ def moe_layers(tower: nn.Module) -> dict[int, WeightEnsemblingMLP]:
     return {i: block.mlp for i, block in enumerate(tower.transformer.resblocks) if isinstance(block.mlp, WeightEnsemblingMLP)}
 
 
+def release_workspaces(model: nn.Module) -> None:
+    """Free the scratch memory every WEMoE layer inside ``model`` keeps between calls (see :class:`Workspace`)."""
+    for module in model.modules():
+        if isinstance(module, WeightEnsemblingMLP):
+            module.workspace.release()
+
+
 def router_parameters(tower: nn.Module) -> list[nn.Parameter]:
     """Every router parameter (what adaptation trains)."""
     return [p for layer in moe_layers(tower).values() for p in layer.router.parameters()]

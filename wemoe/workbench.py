@@ -21,7 +21,7 @@ from wemoe.errors import MethodError, TaskError
 from wemoe.evaluate import Model, evaluate, iter_scores
 from wemoe.heads import HeadCache
 from wemoe.methods import get_method
-from wemoe.moe import moe_layers, oracle_towers
+from wemoe.moe import moe_layers, oracle_towers, release_workspaces
 from wemoe.tasks import Task, get_task
 from wemoe.zoo import Zoo
 
@@ -119,12 +119,15 @@ class Workbench:
             raise MethodError(f"The {name!r} merge has nothing to adapt: only wemoe and adamerging merges adapt.")
         data, heads = self.data(), self.heads()
         previous = 0.0
-        for record in adapt(result.model, data, heads, steps, lr, per_task, seed, device, loss):
-            result.history.append(record)
-            result.adapt_steps += 1
-            result.adapt_seconds += record.elapsed - previous
-            previous = record.elapsed
-            yield record
+        try:
+            for record in adapt(result.model, data, heads, steps, lr, per_task, seed, device, loss):
+                result.history.append(record)
+                result.adapt_steps += 1
+                result.adapt_seconds += record.elapsed - previous
+                previous = record.elapsed
+                yield record
+        finally:
+            release_workspaces(result.model)  # adaptation batches are large: do not keep their scratch memory
 
     def models(self, names: Sequence[str]) -> dict[str, Model]:
         """Models by name: ``pretrained``, ``experts`` (each on its own task), ``wemoe_oracle``, or a merge's name."""
@@ -148,8 +151,23 @@ class Workbench:
 
     def evaluate(self, names: Sequence[str], progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
         """Accuracy table (percent) of the named models on every task."""
-        return evaluate(self.models(names), self.data(), self.heads(), progress=progress)
+        models = self.models(names)
+        try:
+            return evaluate(models, self.data(), self.heads(), progress=progress)
+        finally:
+            _release(models)
 
     def iter_scores(self, names: Sequence[str]):
         """The evaluation as a stream of cells (for tables that fill as they go)."""
-        return iter_scores(self.models(names), self.data(), self.heads())
+        models = self.models(names)
+        try:
+            yield from iter_scores(models, self.data(), self.heads())
+        finally:
+            _release(models)
+
+
+def _release(models: Mapping[str, Model]) -> None:
+    """Free the WEMoE scratch memory of evaluated models (evaluation batches are large; uploads are single images)."""
+    for model in models.values():
+        for tower in model.values() if isinstance(model, Mapping) else [model]:
+            release_workspaces(tower)
