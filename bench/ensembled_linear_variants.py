@@ -1,7 +1,7 @@
 """Formulations of one WEMoE linear layer, timed against the dense layer: which way of computing it is fastest here.
 
 ``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t r_bt tau_t`` for a batch of samples b. Candidates (forward only,
-no grad; the library's choice is ``library``, i.e. ``wemoe.moe.ensembled_linear``):
+no grad; the library's choice is ``library``, i.e. ``wemoe.moe.stacked_ensembled_linear``):
 
 - dense:     ``F.linear(x, W_0, c_0)``, the floor;
 - library:   what wemoe.moe does now (``stacked_ensembled_linear``: W_0 as the last row of the stack, one GEMM with

@@ -100,14 +100,18 @@ def test_capture_routing_records_every_sample_and_layer(zoo):
 
 
 def test_ensembled_linear_gradients_pass_gradcheck():
-    from wemoe.moe import ensembled_linear
+    from wemoe.moe import Workspace, stacked_ensembled_linear
 
     torch.manual_seed(0)
     x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
     routing = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     weight, weight_tvs = torch.randn(6, 5, dtype=torch.float64), torch.randn(2, 6, 5, dtype=torch.float64)
     bias, bias_tvs = torch.randn(6, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, r: ensembled_linear(a, r, weight, weight_tvs, bias, bias_tvs), (x, routing))
+    stack = torch.cat([weight_tvs, weight.unsqueeze(0)])
+    for workspace in (None, Workspace()):  # fresh memory, and a kept buffer reused by forward and backward
+        assert torch.autograd.gradcheck(
+            lambda a, r, w=workspace: stacked_ensembled_linear(a, r, stack, bias, bias_tvs, w), (x, routing)
+        )
 
 
 def test_workspace_is_reused_and_gives_the_same_outputs_and_gradients(zoo):

@@ -2,9 +2,9 @@
 
 Read top to bottom:
 
-1. ``ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``, computed
-   for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them), written
-   into a ``Workspace`` that the layers of one model reuse instead of allocating 100s of MB per layer and pass.
+1. ``stacked_ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``,
+   computed for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them),
+   written into a ``Workspace`` that the layers of one model reuse instead of allocating 100s of MB per layer and pass.
 2. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
    Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
 3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
@@ -142,13 +142,6 @@ def stacked_ensembled_linear(
     ``workspace``: where the per-sample weights are written (default: a fresh one, i.e. fresh memory every call).
     """
     return _EnsembledLinear.apply(x, routing, weight_stack, bias, bias_tvs, workspace or Workspace(max_bytes=0))
-
-
-def ensembled_linear(
-    x: torch.Tensor, routing: torch.Tensor, weight: torch.Tensor, weight_tvs: torch.Tensor, bias: torch.Tensor, bias_tvs: torch.Tensor
-) -> torch.Tensor:
-    """:func:`stacked_ensembled_linear` with W_0 (``[out, in]``) and the task vectors (``[T, out, in]``) given apart."""
-    return stacked_ensembled_linear(x, routing, torch.cat([weight_tvs, weight.unsqueeze(0)]), bias, bias_tvs)
 
 
 class Router(nn.Module):
