@@ -156,3 +156,21 @@ def test_two_threads_can_share_one_model(zoo):
             results = list(pool.map(moe, batches))
     for got, want in zip(results, expected, strict=True):
         assert (got - want).abs().max() <= 1e-5
+
+
+def test_forced_routing_shortcut_equals_the_per_sample_path(zoo):
+    from wemoe.moe import force_routing
+
+    moe = upscale_to_wemoe(zoo, init_lambda=0.3)
+    images = torch.randn(4, 3, 32, 32)
+    weights = torch.tensor([0.7, -0.2, 0.4])
+    for layer in moe_layers(moe).values():  # routers that output exactly these weights for every image
+        last = layer.router.net[-1]
+        torch.nn.init.zeros_(last.weight)
+        last.bias.data.copy_(weights)
+    with torch.no_grad():
+        per_sample = moe(images)
+        with force_routing(moe, weights):
+            shared = moe(images)
+    assert (per_sample - shared).abs().max() <= 1e-5
+    assert (per_sample - _task_arithmetic_tower(zoo, 0.3)(images)).abs().max() > 1e-3  # the weights matter

