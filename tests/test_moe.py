@@ -174,3 +174,16 @@ def test_forced_routing_shortcut_equals_the_per_sample_path(zoo):
             shared = moe(images)
     assert (per_sample - shared).abs().max() <= 1e-5
     assert (per_sample - _task_arithmetic_tower(zoo, 0.3)(images)).abs().max() > 1e-3  # the weights matter
+
+
+def test_a_model_used_under_inference_mode_still_trains(zoo):
+    moe = upscale_to_wemoe(zoo)
+    images = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        expected = moe(images).clone()  # the kept buffer is now an inference tensor
+    out = moe(images)
+    out.square().mean().backward()  # must not write into that buffer outside inference mode
+    assert (out.detach() - expected).abs().max() <= 1e-5
+    assert all(p.grad is not None for p in router_parameters(moe))
+    with torch.inference_mode():
+        assert (moe(images) - expected).abs().max() <= 1e-5

@@ -63,7 +63,9 @@ class Workspace:
         with self._lock:
             key = like.dtype
             buffer = self._buffers.get(key)
-            if buffer is None or buffer.numel() < numel:
+            # a buffer made under torch.inference_mode() cannot be written outside it: make a normal one
+            stale = buffer is not None and buffer.is_inference() and not torch.is_inference_mode_enabled()
+            if buffer is None or buffer.numel() < numel or stale:
                 self._buffers.pop(key, None)
                 buffer = self._buffers[key] = like.new_empty(numel)
             yield buffer[:numel].view(shape)
