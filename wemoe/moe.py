@@ -66,7 +66,7 @@ class Workspace:
             # a buffer made under torch.inference_mode() cannot be written outside it: make a normal one
             stale = buffer is not None and buffer.is_inference() and not torch.is_inference_mode_enabled()
             if buffer is None or buffer.numel() < numel or stale:
-                self._buffers.pop(key, None)
+                self._buffers.pop(key, None)  # drop the old buffer before allocating: one at a time in memory
                 buffer = self._buffers[key] = like.new_empty(numel)
             yield buffer[:numel].view(shape)
 
