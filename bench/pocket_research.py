@@ -29,7 +29,8 @@ from wemoe.zoo import Zoo
 
 
 def build(args, root: Path):
-    clip, preprocess, tokenizer = create_pocket_clip(seed=args.seed)
+    config = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else None
+    clip, preprocess, tokenizer = create_pocket_clip(config, seed=args.seed)
     if (root / "clip.safetensors").is_file():
         clip.load_state_dict(load_file(str(root / "clip.safetensors")))
     else:
