@@ -12,6 +12,7 @@ the last upscaled block after the run (a learned task routing has its largest we
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -41,7 +42,9 @@ def load(run: str | None) -> Zoo:
         from wemoe.pocket import load_pocket_zoo
 
         return load_pocket_zoo() if run is None else load_pocket_zoo(run)
-    clip, preprocess, tokenizer = create_pocket_clip()
+    config_path = Path(run) / "config.json"  # a research run with another tiny-CLIP config (bench/pocket_research.py)
+    config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    clip, preprocess, tokenizer = create_pocket_clip(config)
     clip.load_state_dict(load_file(str(Path(run) / "clip.safetensors")))
     experts = {t: load_file(str(Path(run) / f"{t}.safetensors")) for t in TASK_NAMES}
     return Zoo(Path(run).name, clip, experts, preprocess, tokenizer)

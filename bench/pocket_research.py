@@ -23,19 +23,43 @@ from wemoe.methods import get_method
 from wemoe.moe import force_routing, upscale_to_wemoe
 from wemoe.pocket import diagnose
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays
-from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, create_pocket_clip, finetune_expert, pretrain, to_tensor
+from wemoe.pocket.train import (
+    ExpertSettings,
+    PretrainSettings,
+    accuracy,
+    create_pocket_clip,
+    finetune_expert,
+    load_config,
+    pretrain,
+    to_tensor,
+)
 from wemoe.task_images import TaskImages
 from wemoe.zoo import Zoo
 
 
 def build(args, root: Path):
     config = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else None
+    if config is None and (args.embed_dim or args.text_width):
+        config = load_config()
+        config["embed_dim"] = args.embed_dim or config["embed_dim"]
+        config["text_cfg"]["width"] = args.text_width or config["text_cfg"]["width"]
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "config.json").write_text(json.dumps(config))
     clip, preprocess, tokenizer = create_pocket_clip(config, seed=args.seed)
     if (root / "clip.safetensors").is_file():
         clip.load_state_dict(load_file(str(root / "clip.safetensors")))
     else:
         t = time.time()
-        pretrain(clip, tokenizer, PretrainSettings(steps=args.pretrain_steps, batch=args.batch, lr=args.pretrain_lr, logit_scale=args.logit_scale, seed=args.seed), log=print)
+        settings = PretrainSettings(
+            steps=args.pretrain_steps,
+            batch=args.batch,
+            lr=args.pretrain_lr,
+            logit_scale=args.logit_scale,
+            seed=args.seed,
+            original_fraction=args.original_fraction,
+            task_original_fraction=(("pocket_digits", args.digits_original_fraction),),
+        )
+        pretrain(clip, tokenizer, settings, log=print)
         print(f"pretraining {time.time() - t:.0f}s")
         root.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(root / "clip.safetensors"))
@@ -61,6 +85,10 @@ def main() -> None:
     parser.add_argument("--pretrain-lr", type=float, default=2e-3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--logit-scale", type=float, default=1 / 0.07)
+    parser.add_argument("--original-fraction", type=float, default=PretrainSettings.original_fraction)
+    parser.add_argument("--digits-original-fraction", type=float, default=dict(PretrainSettings.task_original_fraction)["pocket_digits"])
+    parser.add_argument("--embed-dim", type=int, default=None, help="tiny CLIP embedding width (default: pocket_clip.json)")
+    parser.add_argument("--text-width", type=int, default=None)
     parser.add_argument("--expert-steps", type=int, default=600)
     parser.add_argument("--expert-lr", type=float, default=1e-3)
     parser.add_argument("--non-mlp", type=float, default=0.0)
