@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as `python bench/pocket_research.py`
 
-import wemoe  # noqa: F401
-from wemoe.adapt import adapt
-from wemoe.heads import build_head
-from wemoe.methods import get_method
-from wemoe.moe import force_routing, upscale_to_wemoe
-from wemoe.pocket import diagnose
-from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays
-from wemoe.pocket.train import (
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+import wemoe  # noqa: E402,F401
+from wemoe.adapt import adapt  # noqa: E402
+from wemoe.heads import build_head  # noqa: E402
+from wemoe.methods import get_method  # noqa: E402
+from wemoe.moe import oracle_towers, upscale_to_wemoe  # noqa: E402
+from wemoe.pocket import diagnose  # noqa: E402
+from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
+from wemoe.pocket.train import (  # noqa: E402
     ExpertSettings,
     PretrainSettings,
     accuracy,
@@ -33,8 +36,8 @@ from wemoe.pocket.train import (
     pretrain,
     to_tensor,
 )
-from wemoe.task_images import TaskImages
-from wemoe.zoo import Zoo
+from wemoe.task_images import TaskImages  # noqa: E402
+from wemoe.zoo import Zoo  # noqa: E402
 
 
 def build(args, root: Path):
@@ -86,8 +89,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--logit-scale", type=float, default=1 / 0.07)
     parser.add_argument("--original-fraction", type=float, default=PretrainSettings.original_fraction)
-    parser.add_argument("--digits-original-fraction", type=float, default=dict(PretrainSettings.task_original_fraction)["pocket_digits"])
-    parser.add_argument("--embed-dim", type=int, default=None, help="tiny CLIP embedding width (default: pocket_clip.json)")
+    digits_default = dict(PretrainSettings.task_original_fraction)["pocket_digits"]
+    parser.add_argument("--digits-original-fraction", type=float, default=digits_default)
+    parser.add_argument("--embed-dim", type=int, default=None, help="tiny CLIP embedding width (default: the JSON config)")
     parser.add_argument("--text-width", type=int, default=None)
     parser.add_argument("--expert-steps", type=int, default=600)
     parser.add_argument("--expert-lr", type=float, default=1e-3)
@@ -122,16 +126,7 @@ def main() -> None:
     results["ta_best"], results["ta_lambda"] = best
     tower = upscale_to_wemoe(zoo, args.lam, args.hidden)
 
-    class Oracle(torch.nn.Module):
-        def __init__(self, i):
-            super().__init__()
-            self.i = i
-
-        def forward(self, x):
-            with force_routing(tower, torch.eye(len(TASK_NAMES))[self.i]):
-                return tower(x)
-
-    results["oracle"] = table("oracle MLP routing", {t: Oracle(i) for i, t in enumerate(TASK_NAMES)})
+    results["oracle"] = table("oracle MLP routing", oracle_towers(tower, TASK_NAMES))
     sub = {t: (test[t][0][:160], test[t][1][:160]) for t in TASK_NAMES}
     t0 = time.time()
     for task, rows in diagnose.path(tower, sub, heads, args.lam).items():
