@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--original-fraction", type=float, default=PretrainSettings.original_fraction)
     digits_default = dict(PretrainSettings.task_original_fraction)["pocket_digits"]
     parser.add_argument("--digits-original-fraction", type=float, default=digits_default)
-    parser.add_argument("--embed-dim", type=int, default=None, help="tiny CLIP embedding width (default: the JSON config)")
+    parser.add_argument("--embed-dim", type=int, default=None, help="embedding width (default: JSON config)")
     parser.add_argument("--text-width", type=int, default=None)
     parser.add_argument("--expert-steps", type=int, default=600)
     parser.add_argument("--expert-lr", type=float, default=1e-3)
