@@ -151,13 +151,16 @@ def test_workbench_frees_wemoe_scratch_memory_after_adapting_and_evaluating():
     bench = Workbench(zoo, tasks)
     model = bench.merge("wemoe").model
     workspace = next(iter(moe_layers(model).values())).workspace
-    with torch.no_grad():
-        model(torch.randn(3, 3, 32, 32))
+
+    def use() -> None:  # a training step: its backward pass writes per-sample weights into the workspace
+        model(torch.randn(3, 3, 32, 32)).sum().backward()
+
+    use()
     assert workspace.kept_bytes() > 0  # a direct call keeps its buffer for the next one
     list(bench.adapt("wemoe", steps=2, per_task=4))
     assert workspace.kept_bytes() == 0
-    model(torch.randn(3, 3, 32, 32))
+    use()
     for cells in (lambda: bench.evaluate(["wemoe", "wemoe_oracle"]), lambda: list(bench.iter_scores(["wemoe"]))):
         cells()
         assert workspace.kept_bytes() == 0
-        model(torch.randn(3, 3, 32, 32))
+        use()

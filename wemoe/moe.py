@@ -5,6 +5,8 @@ Read top to bottom:
 1. ``stacked_ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``,
    computed for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them),
    written into a ``Workspace`` that the layers of one model reuse instead of allocating 100s of MB per layer and pass.
+   On CPU in float32 the forward pass instead calls a fused C++ kernel (``wemoe.fused_kernel``) that builds the
+   weights tile by tile in cache and never writes them out; the torch-op path is its reference and fallback.
 2. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
    Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
 3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wemoe import fused_kernel
 from wemoe.task_vector import task_vectors
 from wemoe.zoo import Zoo
 
@@ -106,8 +109,11 @@ class _EnsembledLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, routing, weight_stack, bias, bias_tvs, workspace):
         ctx.workspace = workspace
-        biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
         ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
+        fused = fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs)
+        if fused is not None:  # CPU float32: weights built and applied tile by tile in cache, none written out
+            return fused
+        biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
         with workspace.borrow((routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
             weights = _sample_weights(routing, weight_stack, out=buffer)
             return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
