@@ -5,7 +5,9 @@ vectors. Three variants of the same tower:
 
 - dense: the task-arithmetic merge (``theta_0 + lambda * sum_t tau_t``);
 - ours: ``wemoe.moe.upscale_to_wemoe`` (every block's MLP upscaled), routers given random weights so routing differs
-  per sample;
+  per sample; on CPU its forward runs the fused kernel (``wemoe.fused_kernel``);
+- ours_torch_ops: the same model with the kernel switched off (``WEMOE_FUSED_KERNEL=0`` during its steps): torch ops,
+  per-sample weights written into the model's workspace;
 - fusionbench: the dense tower with every block's MLP wrapped by ``fusion_bench.models.we_moe.WeightEnsemblingMoE``
   (batch_first=True, batch_reduce=False), its gates holding copies of our routers' weights.
 
@@ -44,11 +46,13 @@ import open_clip  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from wemoe import fused_kernel  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.moe import moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.zoo import Zoo  # noqa: E402
 
-VARIANTS = ("dense", "ours", "fusionbench")
+VARIANTS = ("dense", "ours", "ours_torch_ops", "fusionbench")
+OURS_ONLY = ("dense", "ours", "ours_torch_ops")
 MODES = ("fwd", "fwdbwd")
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
 TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
@@ -161,7 +165,7 @@ def build_variants(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str
     ours = build_ours(zoo, args)
     towers: dict[str, nn.Module] = {}
     for name in names:
-        towers[name] = {"dense": lambda: build_dense(zoo, args), "ours": lambda: ours,
+        towers[name] = {"dense": lambda: build_dense(zoo, args), "ours": lambda: ours, "ours_torch_ops": lambda: ours,
                         "fusionbench": lambda: build_fusionbench(zoo, ours, args)}[name]()
     del zoo, ours
     gc.collect()
@@ -176,27 +180,51 @@ def trainable(tower: nn.Module) -> list[nn.Parameter]:
     return [p for p in tower.parameters() if p.requires_grad]
 
 
-def make_step(tower: nn.Module, mode: str, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+def make_step(tower: nn.Module, mode: str, images: torch.Tensor, kernel: bool = True) -> Callable[[], torch.Tensor]:
     """A callable running one forward (no grad) or one forward+backward into the routers; returns the output.
 
     The dense tower has no routers: its forward+backward takes the gradient with respect to the input images, so
     the backward pass still runs through every block (the lower bound for any router gradient).
+    ``kernel=False``: WEMoE's fused CPU kernel is switched off during the step.
     """
     params = trainable(tower)
+    step = forward_step if mode == "fwd" else forward_backward_step
+    if kernel:
+        return lambda: step(tower, images, params)
 
-    def forward() -> torch.Tensor:
-        with torch.no_grad():
-            return tower(images)
+    def without_kernel() -> torch.Tensor:
+        previous = os.environ.get(fused_kernel.ENV_SWITCH)
+        os.environ[fused_kernel.ENV_SWITCH] = "0"
+        try:
+            return step(tower, images, params)
+        finally:
+            if previous is None:
+                del os.environ[fused_kernel.ENV_SWITCH]
+            else:
+                os.environ[fused_kernel.ENV_SWITCH] = previous
 
-    def forward_backward() -> torch.Tensor:
-        for p in params:
-            p.grad = None
-        x = images if params else images.detach().requires_grad_(True)
-        out = tower(x)
-        out.square().mean().backward()
-        return out.detach()
+    return without_kernel
 
-    return forward if mode == "fwd" else forward_backward
+
+def variant_step(towers: dict[str, nn.Module], name: str, mode: str, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """:func:`make_step` for a named variant (``ours_torch_ops`` runs ours with the kernel off)."""
+    return make_step(towers[name], mode, images, kernel=name != "ours_torch_ops")
+
+
+def forward_step(tower: nn.Module, images: torch.Tensor, params: list[nn.Parameter]) -> torch.Tensor:
+    """One forward pass without gradients."""
+    with torch.no_grad():
+        return tower(images)
+
+
+def forward_backward_step(tower: nn.Module, images: torch.Tensor, params: list[nn.Parameter]) -> torch.Tensor:
+    """One forward pass, loss = mean of squared outputs, backward into ``params`` (or the images when none)."""
+    for p in params:
+        p.grad = None
+    x = images if params else images.detach().requires_grad_(True)
+    out = tower(x)
+    out.square().mean().backward()
+    return out.detach()
 
 
 def sync(device: str) -> None:
@@ -263,10 +291,10 @@ def stacked_mlp_task_vector_bytes(tower: nn.Module) -> int:
 def memory_probe(args: argparse.Namespace) -> dict:
     """In this (fresh) process: build one variant, warm up, then the extra peak memory of one step in MB."""
     variant, mode = args.memory_probe
-    tower = build_variants(args, (variant,))[variant]
+    towers = build_variants(args, (variant,))
     images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=args.device)
-    make_step(tower, mode, images[:2])()  # warm-up (lazy initialisations) on 2 images: FusionBench's fwd+bwd is slow
-    step = make_step(tower, mode, images)
+    variant_step(towers, variant, mode, images[:2])()  # warm-up (lazy initialisations) on 2 images: FusionBench's fwd+bwd is slow
+    step = variant_step(towers, variant, mode, images)
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -318,7 +346,7 @@ def log(message: str) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
     """Build the variants, check ours against FusionBench, time them, measure memory; print tables, return figures."""
-    variants = ("dense", "ours") if args.no_fusionbench else VARIANTS
+    variants = OURS_ONLY if args.no_fusionbench else VARIANTS
     log(f"building {', '.join(variants)}")
     towers = build_variants(args, variants)
     images = torch.randn(args.batch, 3, args.image_size, args.image_size,
@@ -330,6 +358,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
 
     ours_out = make_step(towers["ours"], "fwd", images)()
     result["max_abs_diff_ours_dense"] = float((ours_out - make_step(towers["dense"], "fwd", images)()).abs().max())
+    result["max_abs_diff_ours_torch_ops"] = float((ours_out - variant_step(towers, "ours_torch_ops", "fwd", images)()).abs().max())
+    result["fused_kernel"] = fused_kernel.available()
     log("checking ours against FusionBench (outputs, router gradients)")
     if "fusionbench" in towers:
         result["max_abs_diff"] = float((ours_out - make_step(towers["fusionbench"], "fwd", images)()).abs().max())
@@ -341,7 +371,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
 
     for mode in MODES:
         log(f"timing {mode}: {args.warmup} + {args.runs} rounds")
-        steps = {name: make_step(tower, mode, images) for name, tower in towers.items()}
+        steps = {name: variant_step(towers, name, mode, images) for name in towers}
         runs = {name: args.fusionbench_runs or args.runs if name == "fusionbench" else args.runs for name in steps}
         result[f"runs_{mode}"] = runs
         for name, ms in time_interleaved(steps, runs, args.warmup, args.device).items():
@@ -391,6 +421,8 @@ def report(result: dict, variants: tuple[str, ...]) -> str:
         "(dense fwd+bwd: gradient w.r.t. the input images, through every block)",
         f"model memory: ours {result['model_mb_ours']:.0f} MB = {result['model_memory_ratio']:.3f} x "
         f"(dense {result['model_mb_dense']:.0f} MB + stacked MLP task vectors {result['model_mb_stacked_mlp_tvs']:.0f} MB)",
+        f"fused CPU kernel used by ours: {result['fused_kernel']}; max |ours - ours_torch_ops| "
+        f"{result['max_abs_diff_ours_torch_ops']:.2e}",
     ]
     if "fusionbench" in variants:
         lines += [
@@ -415,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"FusionBench is not importable here ({why}). Run `bash bench/setup_fusionbench.sh` and use "
                  "bench/.venv-fusionbench/bin/python, or pass --no-fusionbench.")
     result = run(args, argv)
-    print(report(result, ("dense", "ours") if args.no_fusionbench else VARIANTS))
+    print(report(result, OURS_ONLY if args.no_fusionbench else VARIANTS))
     print(json.dumps(result))
     return result
 
