@@ -4,8 +4,10 @@
 no grad; the library's choice is ``library``, i.e. ``wemoe.moe.stacked_ensembled_linear``):
 
 - dense:     ``F.linear(x, W_0, c_0)``, the floor;
-- library:   what wemoe.moe does now (``stacked_ensembled_linear``: W_0 as the last row of the stack, one GEMM with
-             K = T + 1 builds the weights into the model's ``Workspace``, one baddbmm applies them);
+- library:   what wemoe.moe does now (``stacked_ensembled_linear``): on CPU in float32 the fused C++ kernel
+             (``wemoe.fused_kernel``: each sample's weights built tile by tile in cache, never written out);
+- torch_ops: the library with the kernel switched off (W_0 as the last row of the stack, one GEMM with K = T + 1
+             builds the weights into the model's ``Workspace``, one baddbmm applies them);
 - build:     one GEMM builds every sample's weights ``[B, out, in]``, one baddbmm applies them (the formulation the
              library started from);
 - build_buf: the same, writing the weights into a buffer kept between calls (no fresh allocation, no page faults);
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,6 +43,7 @@ import wemoe  # noqa: E402,F401
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from wemoe import fused_kernel  # noqa: E402
 from wemoe.moe import Workspace, stacked_ensembled_linear  # noqa: E402
 
 Layer = dict[str, torch.Tensor]
@@ -80,6 +84,19 @@ def dense(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
 def library(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
     """wemoe.moe.stacked_ensembled_linear as the model calls it (its stack and workspace kept between calls)."""
     return stacked_ensembled_linear(x, r, layer["stack"], layer["bias"], layer["bias_tvs"], WORKSPACE)
+
+
+def torch_ops(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """``library`` with the fused kernel switched off."""
+    previous = os.environ.get(fused_kernel.ENV_SWITCH)
+    os.environ[fused_kernel.ENV_SWITCH] = "0"
+    try:
+        return library(x, r, layer)
+    finally:
+        if previous is None:
+            del os.environ[fused_kernel.ENV_SWITCH]
+        else:
+            os.environ[fused_kernel.ENV_SWITCH] = previous
 
 
 def apply_only(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
@@ -168,9 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
     proj = make_layer(args.width, 4 * args.width, args.experts, g)
     x = torch.randn(args.batch, args.tokens, args.width, generator=g)
     r = 0.3 + 0.05 * torch.randn(args.batch, args.experts, generator=g)
-    candidates: dict[str, Callable] = {"dense": dense, "library": library, "build": build, "build_buf": build_buf,
-                                       "chunked": lambda x_, r_, l_: chunked(x_, r_, l_, args.rows), "tokens": tokens,
-                                       "bf16": bf16, "apply_only": apply_only}
+    candidates: dict[str, Callable] = {
+        "dense": dense, "library": library, "torch_ops": torch_ops, "build": build, "build_buf": build_buf,
+        "chunked": lambda x_, r_, l_: chunked(x_, r_, l_, args.rows), "tokens": tokens, "bf16": bf16,
+        "apply_only": apply_only,
+    }
     times: dict[str, list[float]] = {name: [] for name in candidates}
     with torch.no_grad():
         reference = mlp(build, x, r, fc, proj)

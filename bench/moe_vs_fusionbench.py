@@ -206,7 +206,8 @@ def make_step(tower: nn.Module, mode: str, images: torch.Tensor, kernel: bool = 
     return without_kernel
 
 
-def variant_step(towers: dict[str, nn.Module], name: str, mode: str, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+def variant_step(towers: dict[str, nn.Module], name: str, mode: str,
+                 images: torch.Tensor) -> Callable[[], torch.Tensor]:
     """:func:`make_step` for a named variant (``ours_torch_ops`` runs ours with the kernel off)."""
     return make_step(towers[name], mode, images, kernel=name != "ours_torch_ops")
 
@@ -293,7 +294,8 @@ def memory_probe(args: argparse.Namespace) -> dict:
     variant, mode = args.memory_probe
     towers = build_variants(args, (variant,))
     images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=args.device)
-    variant_step(towers, variant, mode, images[:2])()  # warm-up (lazy initialisations) on 2 images: FusionBench's fwd+bwd is slow
+    # warm-up (lazy initialisations) on 2 images: FusionBench's fwd+bwd is slow
+    variant_step(towers, variant, mode, images[:2])()
     step = variant_step(towers, variant, mode, images)
     gc.collect()
     if args.device.startswith("cuda"):
@@ -358,7 +360,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
 
     ours_out = make_step(towers["ours"], "fwd", images)()
     result["max_abs_diff_ours_dense"] = float((ours_out - make_step(towers["dense"], "fwd", images)()).abs().max())
-    result["max_abs_diff_ours_torch_ops"] = float((ours_out - variant_step(towers, "ours_torch_ops", "fwd", images)()).abs().max())
+    torch_ops_out = variant_step(towers, "ours_torch_ops", "fwd", images)()
+    result["max_abs_diff_ours_torch_ops"] = float((ours_out - torch_ops_out).abs().max())
     result["fused_kernel"] = fused_kernel.available()
     log("checking ours against FusionBench (outputs, router gradients)")
     if "fusionbench" in towers:

@@ -100,7 +100,9 @@ def test_without_a_compiler_wemoe_falls_back_to_torch_ops(monkeypatch, tmp_path,
 
 def test_a_failed_build_falls_back_with_the_compiler_message(monkeypatch, tmp_path, caplog):
     broken = tmp_path / "cxx"
-    broken.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo broken 1.0; exit 0; fi\necho 'syntax error' >&2\nexit 1\n")
+    broken.write_text(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo broken 1.0; exit 0; fi\necho 'syntax error' >&2\nexit 1\n"
+    )
     broken.chmod(0o755)
     monkeypatch.setenv("CXX", str(broken))
     monkeypatch.setenv("WEMOE_KERNEL_CACHE", str(tmp_path / "cache"))
