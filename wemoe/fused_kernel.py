@@ -93,20 +93,29 @@ def available() -> bool:
     return enabled() and load() is not None
 
 
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether the kernel serves these tensors: all float32 on CPU, the kernel enabled and built."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and available()
+
+
 def ensembled_linear_forward(
-    x: torch.Tensor, routing: torch.Tensor, weight_stack: torch.Tensor, bias: torch.Tensor, bias_tvs: torch.Tensor
+    x: torch.Tensor,
+    routing: torch.Tensor,
+    weight_stack: torch.Tensor,
+    bias: torch.Tensor,
+    bias_tvs: torch.Tensor,
+    packed: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """``y_b = x_b W_b^T + c_b`` through the kernel, or None where it does not apply (then use torch ops).
 
     Shapes as ``wemoe.moe.stacked_ensembled_linear``: x ``[B, N, in]``, routing ``[B, T]``, weight_stack
     ``[T + 1, out, in]`` (task vectors, then W_0), bias ``[out]``, bias_tvs ``[T, out]``. Applies to float32 CPU
-    tensors only; no autograd (callers wrap it).
+    tensors only (see :func:`usable`); no autograd (callers wrap it). ``packed``: scratch of x's size for the
+    kernel's reordered copy of x (default: allocated per call).
     """
-    tensors = (x, routing, weight_stack, bias, bias_tvs)
-    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) or x.dim() != 3:
+    if x.dim() != 3 or x.numel() == 0 or not usable(x, routing, weight_stack, bias, bias_tvs):
         return None
-    if not enabled() or x.numel() == 0 or (library := load()) is None:
-        return None
+    library = load()
     batch, tokens, in_features = x.shape
     experts, out_features = weight_stack.shape[0], weight_stack.shape[1]
     x = x.contiguous()
@@ -114,7 +123,8 @@ def ensembled_linear_forward(
     coef = torch.cat([routing, routing.new_ones(batch, 1)], dim=1).contiguous()
     biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs).contiguous()
     y = x.new_empty(batch, tokens, out_features)
-    packed = torch.empty_like(x)
+    if packed is None or packed.numel() < x.numel() or packed.dtype != x.dtype or not packed.is_contiguous():
+        packed = torch.empty_like(x)
     library.wemoe_ensembled_linear_forward(
         x.data_ptr(), coef.data_ptr(), stack.data_ptr(), biases.data_ptr(), y.data_ptr(), packed.data_ptr(),
         batch, tokens, experts, out_features, in_features, torch.get_num_threads(),

@@ -110,9 +110,11 @@ class _EnsembledLinear(torch.autograd.Function):
     def forward(ctx, x, routing, weight_stack, bias, bias_tvs, workspace):
         ctx.workspace = workspace
         ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
-        fused = fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs)
-        if fused is not None:  # CPU float32: weights built and applied tile by tile in cache, none written out
-            return fused
+        if x.dim() == 3 and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs):
+            # CPU float32: weights built and applied tile by tile in cache, none written out; the workspace lends
+            # the kernel its x-sized scratch (a fresh allocation that size page-faults on every call)
+            with workspace.borrow(x.shape, x) as packed:
+                return fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs, packed)
         biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
         with workspace.borrow((routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
             weights = _sample_weights(routing, weight_stack, out=buffer)
