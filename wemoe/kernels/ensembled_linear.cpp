@@ -199,8 +199,8 @@ void pack_tokens(const float* x, float* packed, int64_t b, int64_t tokens, int64
     const int64_t n0 = q * tokens / blocks, nb = (q + 1) * tokens / blocks - n0;
     const float* src = x + (b * tokens + n0) * in;
     float* dst = packed + (b * tokens + n0) * in;
-    for (int64_t j = 0; j < nb; ++j)
-      for (int64_t k = 0; k < in; ++k) dst[k * nb + j] = src[j * in + k];
+    for (int64_t k = 0; k < in; ++k)  // written in order; read as nb sequential streams
+      for (int64_t j = 0; j < nb; ++j) dst[k * nb + j] = src[j * in + k];
   }
 }
 
