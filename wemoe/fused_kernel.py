@@ -85,6 +85,9 @@ def load() -> ctypes.CDLL | None:
     function = library.wemoe_ensembled_linear_forward
     function.restype = ctypes.c_int
     function.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
+    sizing = library.wemoe_ensembled_linear_scratch_floats
+    sizing.restype = ctypes.c_int64
+    sizing.argtypes = [ctypes.c_int64] * 4
     return library
 
 
@@ -98,20 +101,29 @@ def usable(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and available()
 
 
+def scratch_numel(x: torch.Tensor, weight_stack: torch.Tensor) -> int:
+    """Floats of scratch the kernel needs for input ``x`` ``[B, N, in]`` and a ``[T + 1, out, in]`` weight stack."""
+    library = load()
+    if library is None:
+        raise RuntimeError("the fused kernel is not available on this machine")
+    batch, tokens, in_features = x.shape
+    return int(library.wemoe_ensembled_linear_scratch_floats(batch, tokens, weight_stack.shape[1], in_features))
+
+
 def ensembled_linear_forward(
     x: torch.Tensor,
     routing: torch.Tensor,
     weight_stack: torch.Tensor,
     bias: torch.Tensor,
     bias_tvs: torch.Tensor,
-    packed: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """``y_b = x_b W_b^T + c_b`` through the kernel, or None where it does not apply (then use torch ops).
 
     Shapes as ``wemoe.moe.stacked_ensembled_linear``: x ``[B, N, in]``, routing ``[B, T]``, weight_stack
     ``[T + 1, out, in]`` (task vectors, then W_0), bias ``[out]``, bias_tvs ``[T, out]``. Applies to float32 CPU
-    tensors only (see :func:`usable`); no autograd (callers wrap it). ``packed``: scratch of x's size for the
-    kernel's reordered copy of x (default: allocated per call).
+    tensors only (see :func:`usable`); no autograd (callers wrap it). ``scratch``: float32 CPU memory of at least
+    :func:`scratch_numel` elements for the kernel's reordered copy of x and its running sums (default: allocated).
     """
     if x.dim() != 3 or x.numel() == 0 or not usable(x, routing, weight_stack, bias, bias_tvs):
         return None
@@ -123,10 +135,11 @@ def ensembled_linear_forward(
     coef = torch.cat([routing, routing.new_ones(batch, 1)], dim=1).contiguous()
     biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs).contiguous()
     y = x.new_empty(batch, tokens, out_features)
-    if packed is None or packed.numel() < x.numel() or packed.dtype != x.dtype or not packed.is_contiguous():
-        packed = torch.empty_like(x)
+    needed = scratch_numel(x, weight_stack)
+    if scratch is None or scratch.numel() < needed or scratch.dtype != x.dtype or not scratch.is_contiguous():
+        scratch = x.new_empty(needed)
     library.wemoe_ensembled_linear_forward(
-        x.data_ptr(), coef.data_ptr(), stack.data_ptr(), biases.data_ptr(), y.data_ptr(), packed.data_ptr(),
+        x.data_ptr(), coef.data_ptr(), stack.data_ptr(), biases.data_ptr(), y.data_ptr(), scratch.data_ptr(),
         batch, tokens, experts, out_features, in_features, torch.get_num_threads(),
     )
     return y

@@ -112,9 +112,9 @@ class _EnsembledLinear(torch.autograd.Function):
         ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
         if x.dim() == 3 and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs):
             # CPU float32: weights built and applied tile by tile in cache, none written out; the workspace lends
-            # the kernel its x-sized scratch (a fresh allocation that size page-faults on every call)
-            with workspace.borrow(x.shape, x) as packed:
-                return fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs, packed)
+            # the kernel its scratch (a fresh allocation of MBs page-faults on every call)
+            with workspace.borrow((fused_kernel.scratch_numel(x, weight_stack),), x) as scratch:
+                return fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs, scratch)
         biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
         with workspace.borrow((routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
             weights = _sample_weights(routing, weight_stack, out=buffer)

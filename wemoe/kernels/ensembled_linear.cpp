@@ -252,48 +252,49 @@ void apply_tile(const Problem& p, const float* tile, int64_t b, int64_t row0, in
 extern "C" {
 
 // y = the per-sample linear layer above. All arrays contiguous float32. threads <= 1 runs on the calling thread.
-// x_packed: scratch of x's size.
+// scratch_x: wemoe_ensembled_linear_scratch_floats(...) floats.
 int wemoe_ensembled_linear_forward(const float* x, const float* coef, const float* stack, const float* bias, float* y,
-                                   float* x_packed, int64_t batch, int64_t tokens, int64_t experts, int64_t out,
+                                   float* scratch_x, int64_t batch, int64_t tokens, int64_t experts, int64_t out,
                                    int64_t in, int64_t threads) {
   {
     const int64_t workers = std::clamp<int64_t>(threads, 1, batch);
     auto pack = [&](int64_t first, int64_t last) {
-      for (int64_t b = first; b < last; ++b) pack_tokens(x, x_packed, b, tokens, in);
+      for (int64_t b = first; b < last; ++b) pack_tokens(x, scratch_x, b, tokens, in);
     };
     std::vector<std::thread> pool;
     for (int64_t w = 1; w < workers; ++w) pool.emplace_back(pack, w * batch / workers, (w + 1) * batch / workers);
     pack(0, batch / workers);
     for (auto& th : pool) th.join();
   }
-  const Problem p{x_packed, coef, stack, bias, y, batch, tokens, experts, out, in};
+  const Problem p{scratch_x, coef, stack, bias, y, batch, tokens, experts, out, in};
   // input chunk: every sample's tile (batch x kc x 32 floats) fills about 512 KiB of L2, one sample's about 32 KiB of L1
   const int64_t budget = (int64_t{512} << 10) / static_cast<int64_t>(sizeof(float));
   const int64_t kc = std::min<int64_t>(in, std::clamp<int64_t>(budget / (batch * kCols) / kLanes * kLanes, kLanes, 256));
-  const int64_t tiles = (out + kCols - 1) / kCols;
+  const int64_t tiles = (out + kCols - 1) / kCols, tile_sums = batch * tokens * kCols;
+  float* all_sums = aligned(scratch_x + batch * tokens * in);  // every tile's running sums (scratch_floats below)
   auto worker = [&](int64_t first, int64_t last) {
     // cache-line aligned: a vector load or store that straddles two lines costs two
     std::vector<float> tile_memory(static_cast<size_t>(batch * kc * kCols + kLanes));
     std::vector<float> scratch_memory(static_cast<size_t>(experts * kLanes * kc + kLanes));
     float* tile = aligned(tile_memory.data());
     float* scratch = aligned(scratch_memory.data());
-    std::vector<float> sums_memory(static_cast<size_t>(batch * tokens * kCols + kLanes));
-    float* sums = aligned(sums_memory.data());
     Prefetch prefetch;
-    for (int64_t t = first; t < last; ++t) {
-      const int64_t row0 = t * kCols, rows = std::min(kCols, out - row0);
-      for (int64_t i0 = 0; i0 < in; i0 += kc) {
-        const int64_t n = std::min(kc, in - i0);
+    // Input chunks outermost: one chunk of every sample's inputs (800 KB for ViT-B/32 at batch 16) stays in L2 for
+    // all of this thread's tiles, instead of all the inputs streaming past once per tile.
+    for (int64_t i0 = 0; i0 < in; i0 += kc) {
+      const int64_t n = std::min(kc, in - i0);
+      for (int64_t t = first; t < last; ++t) {
+        const int64_t row0 = t * kCols, rows = std::min(kCols, out - row0);
         build_tile(p, row0, rows, i0, n, tile, scratch);
-        // the next tile: the same rows at the next chunk, or the next rows at the first chunk
-        const int64_t next_i0 = i0 + kc < in ? i0 + kc : 0, next_row0 = i0 + kc < in ? row0 : row0 + kCols;
-        const int64_t next_n = std::min(kc, in - next_i0);
-        prefetch.reset((next_n + kLanes - 1) / kLanes);
-        if (next_row0 < std::min(out, last * kCols))
+        // the next tile's stack rows: the next rows at this chunk, or the first rows at the next chunk
+        const bool same_chunk = t + 1 < last;
+        const int64_t next_i0 = same_chunk ? i0 : i0 + kc, next_row0 = same_chunk ? row0 + kCols : first * kCols;
+        prefetch.reset((std::min(kc, std::max<int64_t>(in - next_i0, 0)) + kLanes - 1) / kLanes);
+        if (next_i0 < in)
           for (int64_t e = 0; e < experts; ++e)
             for (int64_t r = next_row0; r < std::min(out, next_row0 + kCols); ++r)
               prefetch.rows.push_back(stack + (e * out + r) * in + next_i0);
-        for (int64_t b = 0; b < batch; ++b) apply_tile(p, tile, b, row0, rows, i0, n, sums, prefetch);
+        for (int64_t b = 0; b < batch; ++b) apply_tile(p, tile, b, row0, rows, i0, n, all_sums + t * tile_sums, prefetch);
       }
     }
   };
@@ -303,6 +304,11 @@ int wemoe_ensembled_linear_forward(const float* x, const float* coef, const floa
   worker(0, tiles / workers);
   for (auto& th : pool) th.join();
   return 0;
+}
+
+// Floats of scratch the caller passes: the reordered inputs (x's size) and every tile's running sums, plus alignment.
+int64_t wemoe_ensembled_linear_scratch_floats(int64_t batch, int64_t tokens, int64_t out, int64_t in) {
+  return batch * tokens * in + kLanes + batch * tokens * ((out + kCols - 1) / kCols) * kCols;
 }
 
 }  // extern "C"
