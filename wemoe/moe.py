@@ -110,7 +110,7 @@ class _EnsembledLinear(torch.autograd.Function):
     def forward(ctx, x, routing, weight_stack, bias, bias_tvs, workspace):
         ctx.workspace = workspace
         ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
-        if x.dim() == 3 and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs):
+        if x.dim() == 3 and x.numel() > 0 and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs):
             # CPU float32: weights built and applied tile by tile in cache, none written out; the workspace lends
             # the kernel its scratch (a fresh allocation of MBs page-faults on every call)
             with workspace.borrow((fused_kernel.scratch_numel(x, weight_stack),), x) as scratch:
