@@ -42,10 +42,12 @@ from wemoe.zoo import Zoo  # noqa: E402
 
 def build(args, root: Path):
     config = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else None
-    if config is None and (args.embed_dim or args.text_width):
+    if config is None and (args.embed_dim or args.text_width or args.vision_width or args.vision_layers):
         config = load_config()
         config["embed_dim"] = args.embed_dim or config["embed_dim"]
         config["text_cfg"]["width"] = args.text_width or config["text_cfg"]["width"]
+        config["vision_cfg"]["width"] = args.vision_width or config["vision_cfg"]["width"]
+        config["vision_cfg"]["layers"] = args.vision_layers or config["vision_cfg"]["layers"]
         root.mkdir(parents=True, exist_ok=True)
         (root / "config.json").write_text(json.dumps(config))
     clip, preprocess, tokenizer = create_pocket_clip(config, seed=args.seed)
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--digits-original-fraction", type=float, default=digits_default)
     parser.add_argument("--embed-dim", type=int, default=None, help="embedding width (default: JSON config)")
     parser.add_argument("--text-width", type=int, default=None)
+    parser.add_argument("--vision-width", type=int, default=None, help="image tower width (default: JSON config)")
+    parser.add_argument("--vision-layers", type=int, default=None, help="image tower blocks (default: JSON config)")
     parser.add_argument("--expert-steps", type=int, default=600)
     parser.add_argument("--expert-lr", type=float, default=1e-3)
     parser.add_argument("--non-mlp", type=float, default=0.0)
