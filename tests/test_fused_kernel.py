@@ -50,42 +50,6 @@ def test_kernel_equals_torch_ops(batch, tokens, experts, out_features, in_featur
 
 
 @needs_compiler
-@pytest.mark.parametrize(
-    "batch,tokens,experts,out_features,in_features",
-    [(16, 50, 8, 96, 64), (3, 7, 3, 37, 21), (1, 1, 1, 1, 1), (2, 13, 20, 40, 48), (5, 25, 2, 300, 64)],
-)
-def test_transposed_kernel_gives_the_input_gradient(batch, tokens, experts, out_features, in_features):
-    x, routing, stack, bias, bias_tvs = _layer(batch, tokens, experts, out_features, in_features)
-    grad_out = torch.randn(batch, tokens, out_features, generator=torch.Generator().manual_seed(7))
-    x.requires_grad_(True)
-    _torch_ops(x, routing, stack, bias, bias_tvs).backward(grad_out)
-    grad_x = fused_kernel.ensembled_linear_backward_input(grad_out, routing, stack)
-    assert grad_x is not None
-    assert (grad_x - x.grad).abs().max() <= 1e-5
-
-
-@needs_compiler
-def test_switch_off_gives_the_same_router_gradients(monkeypatch):
-    zoo = tiny_zoo(n_experts=3, seed=2, layers=2)
-    moe = upscale_to_wemoe(zoo, init_lambda=0.3)
-    params = [p for p in moe.parameters() if p.requires_grad]
-    for p in params:
-        p.data.normal_(0, 0.05)
-    images = torch.randn(4, 3, 32, 32)
-
-    def router_grads():
-        for p in params:
-            p.grad = None
-        moe(images).square().mean().backward()
-        return torch.cat([p.grad.flatten() for p in params])
-
-    fused = router_grads()
-    monkeypatch.setenv(fused_kernel.ENV_SWITCH, "0")
-    plain = router_grads()
-    assert (fused - plain).abs().max() <= 1e-6 * max(1.0, float(plain.abs().max()))
-
-
-@needs_compiler
 def test_kernel_threads_give_the_same_result():
     args = _layer(4, 10, 3, 200, 40)
     before = torch.get_num_threads()

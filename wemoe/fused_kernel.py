@@ -82,9 +82,9 @@ def load() -> ctypes.CDLL | None:
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         log.warning("WEMoE fused CPU kernel off, using torch ops: %s", error)
         return None
-    for function in (library.wemoe_ensembled_linear_forward, library.wemoe_ensembled_linear_backward_input):
-        function.restype = ctypes.c_int
-        function.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
+    function = library.wemoe_ensembled_linear_forward
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
     sizing = library.wemoe_ensembled_linear_scratch_floats
     sizing.restype = ctypes.c_int64
     sizing.argtypes = [ctypes.c_int64] * 4
@@ -101,19 +101,13 @@ def usable(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and available()
 
 
-def scratch_numel(x: torch.Tensor, weight_stack: torch.Tensor, transposed: bool = False) -> int:
-    """Floats of scratch the kernel needs for input ``x`` and a ``[T + 1, out, in]`` weight stack.
-
-    ``x`` is ``[B, N, in]`` for the forward pass, ``[B, N, out]`` (the output gradient) when ``transposed``.
-    """
+def scratch_numel(x: torch.Tensor, weight_stack: torch.Tensor) -> int:
+    """Floats of scratch the kernel needs for input ``x`` ``[B, N, in]`` and a ``[T + 1, out, in]`` weight stack."""
     library = load()
     if library is None:
         raise RuntimeError("the fused kernel is not available on this machine")
-    batch, tokens, _ = x.shape
-    out_features, in_features = weight_stack.shape[1], weight_stack.shape[2]
-    if transposed:
-        out_features, in_features = in_features, out_features
-    return int(library.wemoe_ensembled_linear_scratch_floats(batch, tokens, out_features, in_features))
+    batch, tokens, in_features = x.shape
+    return int(library.wemoe_ensembled_linear_scratch_floats(batch, tokens, weight_stack.shape[1], in_features))
 
 
 def ensembled_linear_forward(
@@ -149,31 +143,3 @@ def ensembled_linear_forward(
         batch, tokens, experts, out_features, in_features, torch.get_num_threads(),
     )
     return y
-
-
-def ensembled_linear_backward_input(
-    grad_out: torch.Tensor, routing: torch.Tensor, weight_stack: torch.Tensor, scratch: torch.Tensor | None = None
-) -> torch.Tensor | None:
-    """``dL/dx_b = dL/dy_b W_b`` through the kernel (the backward pass of the layer), or None where it does not apply.
-
-    grad_out ``[B, N, out]``, routing ``[B, T]``, weight_stack ``[T + 1, out, in]``; returns ``[B, N, in]``.
-    ``scratch``: at least ``scratch_numel(grad_out, weight_stack, transposed=True)`` floats (default: allocated).
-    """
-    if grad_out.dim() != 3 or grad_out.numel() == 0 or not usable(grad_out, routing, weight_stack):
-        return None
-    library = load()
-    batch, tokens, out_features = grad_out.shape
-    experts, in_features = weight_stack.shape[0], weight_stack.shape[2]
-    grad_out = grad_out.contiguous()
-    stack = weight_stack.contiguous()
-    coef = torch.cat([routing, routing.new_ones(batch, 1)], dim=1).contiguous()
-    zeros = grad_out.new_zeros(batch, in_features)
-    grad_x = grad_out.new_empty(batch, tokens, in_features)
-    needed = scratch_numel(grad_out, weight_stack, transposed=True)
-    if scratch is None or scratch.numel() < needed or scratch.dtype != grad_out.dtype or not scratch.is_contiguous():
-        scratch = grad_out.new_empty(needed)
-    library.wemoe_ensembled_linear_backward_input(
-        grad_out.data_ptr(), coef.data_ptr(), stack.data_ptr(), zeros.data_ptr(), grad_x.data_ptr(), scratch.data_ptr(),
-        batch, tokens, experts, out_features, in_features, torch.get_num_threads(),
-    )
-    return grad_x

@@ -103,9 +103,7 @@ class _EnsembledLinear(torch.autograd.Function):
 
     Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
     from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
-    Both passes write ``W_b`` (and backward, after it, ``dL/dW_b``) into the same workspace buffer. On CPU in
-    float32 the forward pass and the backward pass's ``dL/dx`` run the fused kernel instead (``wemoe.fused_kernel``),
-    which never writes ``W_b`` out; ``dL/dW_b`` for the routing gradient still goes through the workspace.
+    Both passes write ``W_b`` (and backward, after it, ``dL/dW_b``) into the same workspace buffer.
     """
 
     @staticmethod
@@ -128,13 +126,7 @@ class _EnsembledLinear(torch.autograd.Function):
         workspace: Workspace = ctx.workspace
         batch, shape = routing.shape[0], weight_stack.shape[1:]
         grad_x = grad_routing = None
-        if ctx.needs_input_grad[0] and grad_out.dim() == 3 and grad_out.numel() > 0 and fused_kernel.usable(
-            grad_out, routing, weight_stack
-        ):  # CPU float32: the transposed fused kernel, W_b again built tile by tile in cache
-            scratch_shape = (fused_kernel.scratch_numel(grad_out, weight_stack, transposed=True),)
-            with workspace.borrow(scratch_shape, x) as scratch:
-                grad_x = fused_kernel.ensembled_linear_backward_input(grad_out, routing, weight_stack, scratch)
-        elif ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0]:
             with workspace.borrow((batch, *shape), x) as buffer:
                 grad_x = torch.bmm(grad_out, _sample_weights(routing, weight_stack, out=buffer))
         if ctx.needs_input_grad[1]:

@@ -134,56 +134,6 @@ void build_tile(const Problem& p, int64_t row0, int64_t rows, int64_t i0, int64_
   }
 }
 
-// The transposed layer (the backward pass's dL/dx = dL/dy W_b): the reduction runs over the stack's rows and the
-// outputs over its columns, so tile[b, k, c] = W_b[r0 + k, col0 + c] is a plain row segment of each expert: built
-// straight from the stack, no transposes, no copy (only T1 x 2 lines are live at a time).
-template <int T1>
-void build_row_transposed(const Problem& p, const float* src, float* dst, int64_t dst_sample_stride) {
-  const int64_t step = p.out * p.in;
-  vf s0[T1], s1[T1];
-  for (int t = 0; t < T1; ++t) {
-    s0[t] = load(src + t * step);
-    s1[t] = load(src + t * step + kLanes);
-  }
-  for (int64_t b = 0; b < p.batch; ++b) {
-    const float* c = p.coef + b * T1;
-    vf a0 = s0[0] * c[0], a1 = s1[0] * c[0];
-    for (int t = 1; t < T1; ++t) {
-      a0 += s0[t] * c[t];
-      a1 += s1[t] * c[t];
-    }
-    store(dst + b * dst_sample_stride, a0);
-    store(dst + b * dst_sample_stride + kLanes, a1);
-  }
-}
-
-// tile[b, k, c] = W_b[r0 + k, col0 + c] for k < kc, c < kCols (columns past `cols` are 0), for every sample b;
-// the stack is [T1, in, out] seen from this layer (its reduction dim `in` is the stack's rows).
-void build_tile_transposed(const Problem& p, int64_t col0, int64_t cols, int64_t r0, int64_t kc, float* tile) {
-  const int64_t stride = kc * kCols, step = p.out * p.in, T1 = p.experts;
-  for (int64_t k = 0; k < kc; ++k) {
-    const float* src = p.stack + (r0 + k) * p.out + col0;
-    float* dst = tile + k * kCols;
-    if (cols == kCols) {
-      switch (T1) {
-#define WEMOE_CASE(T) \
-  case T: build_row_transposed<T>(p, src, dst, stride); continue;
-        WEMOE_CASE(2) WEMOE_CASE(3) WEMOE_CASE(4) WEMOE_CASE(5) WEMOE_CASE(6) WEMOE_CASE(7) WEMOE_CASE(8) WEMOE_CASE(9)
-        WEMOE_CASE(10) WEMOE_CASE(11) WEMOE_CASE(12) WEMOE_CASE(13) WEMOE_CASE(14) WEMOE_CASE(15) WEMOE_CASE(16)
-        WEMOE_CASE(17)
-#undef WEMOE_CASE
-        default: break;
-      }
-    }
-    for (int64_t b = 0; b < p.batch; ++b)
-      for (int64_t c = 0; c < kCols; ++c) {
-        float acc = 0.f;
-        for (int64_t t = 0; c < cols && t < T1; ++t) acc += src[t * step + c] * p.coef[b * T1 + t];
-        dst[b * stride + c] = acc;
-      }
-  }
-}
-
 // The next tile's stack rows, fetched into L2 a few lines at a time while the current tile is applied, so that
 // reading the stack (85 MB per ViT-B/32 MLP matrix at T = 8, once per call) overlaps with the matmul (measured:
 // 3-8% faster than without; 2 lines every 8 steps beat every 4 or 16 steps).
@@ -299,10 +249,15 @@ void apply_tile(const Problem& p, const float* tile, int64_t b, int64_t row0, in
   }
 }
 
-// y[b, n, o] = bias[b, o] + sum_i x[b, n, i] * M_b[o, i], where M_b = W_b (transposed = false; stack [T1, out, in])
-// or M_b = W_b^T (transposed = true; stack [T1, in, out]). out / in: this layer's output and reduction sizes.
-int run(const float* x, const float* coef, const float* stack, const float* bias, float* y, float* scratch_x,
-        int64_t batch, int64_t tokens, int64_t experts, int64_t out, int64_t in, int64_t threads, bool transposed) {
+}  // namespace
+
+extern "C" {
+
+// y = the per-sample linear layer above. All arrays contiguous float32. threads <= 1 runs on the calling thread.
+// scratch_x: wemoe_ensembled_linear_scratch_floats(...) floats.
+int wemoe_ensembled_linear_forward(const float* x, const float* coef, const float* stack, const float* bias, float* y,
+                                   float* scratch_x, int64_t batch, int64_t tokens, int64_t experts, int64_t out,
+                                   int64_t in, int64_t threads) {
   {
     const int64_t workers = std::clamp<int64_t>(threads, 1, batch);
     auto pack = [&](int64_t first, int64_t last) {
@@ -333,24 +288,15 @@ int run(const float* x, const float* coef, const float* stack, const float* bias
       const int64_t n = std::min(kc, in - i0);
       for (int64_t t = first; t < last; ++t) {
         const int64_t row0 = t * kCols, rows = std::min(kCols, out - row0);
-        if (transposed)
-          build_tile_transposed(p, row0, rows, i0, n, tile);
-        else
-          build_tile(p, row0, rows, i0, n, tile, scratch);
+        build_tile(p, row0, rows, i0, n, tile, scratch);
         // the next tile's stack rows: the next rows at this chunk, or the first rows at the next chunk
         const bool same_chunk = t + 1 < last;
         const int64_t next_i0 = same_chunk ? i0 : i0 + kc, next_row0 = same_chunk ? row0 + kCols : first * kCols;
         prefetch.reset((std::min(kc, std::max<int64_t>(in - next_i0, 0)) + kLanes - 1) / kLanes);
-        if (next_i0 < in && !transposed)
+        if (next_i0 < in)
           for (int64_t e = 0; e < experts; ++e)
             for (int64_t r = next_row0; r < std::min(out, next_row0 + kCols); ++r)
               prefetch.rows.push_back(stack + (e * out + r) * in + next_i0);
-        if (next_i0 < in && transposed) {  // rows of the stack = reduction index: kc segments of 32 floats each
-          prefetch.lines = kCols / kLanes;
-          for (int64_t e = 0; e < experts; ++e)
-            for (int64_t r = next_i0; r < std::min(in, next_i0 + kc); ++r)
-              prefetch.rows.push_back(stack + (e * in + r) * out + next_row0);
-        }
         for (int64_t b = 0; b < batch; ++b) apply_tile(p, tile, b, row0, rows, i0, n, all_sums + t * tile_sums, prefetch);
       }
     }
@@ -361,26 +307,6 @@ int run(const float* x, const float* coef, const float* stack, const float* bias
   worker(0, tiles / workers);
   for (auto& th : pool) th.join();
   return 0;
-}
-
-}  // namespace
-
-extern "C" {
-
-// y = the per-sample linear layer above (stack [T + 1, out, in]). All arrays contiguous float32; threads <= 1 runs on
-// the calling thread. scratch_x: wemoe_ensembled_linear_scratch_floats(batch, tokens, out, in) floats.
-int wemoe_ensembled_linear_forward(const float* x, const float* coef, const float* stack, const float* bias, float* y,
-                                   float* scratch_x, int64_t batch, int64_t tokens, int64_t experts, int64_t out,
-                                   int64_t in, int64_t threads) {
-  return run(x, coef, stack, bias, y, scratch_x, batch, tokens, experts, out, in, threads, false);
-}
-
-// grad_x[b, n, i] = sum_o grad_y[b, n, o] * W_b[o, i] for the same stack [T + 1, out, in] (no bias: pass zeros).
-// scratch_x: wemoe_ensembled_linear_scratch_floats(batch, tokens, in, out) floats.
-int wemoe_ensembled_linear_backward_input(const float* grad_y, const float* coef, const float* stack,
-                                          const float* zeros, float* grad_x, float* scratch_x, int64_t batch,
-                                          int64_t tokens, int64_t experts, int64_t out, int64_t in, int64_t threads) {
-  return run(grad_y, coef, stack, zeros, grad_x, scratch_x, batch, tokens, experts, in, out, threads, true);
 }
 
 // Floats of scratch the caller passes: the reordered inputs (x's size) and every tile's running sums, plus alignment.
