@@ -68,8 +68,22 @@ def test_kernel_declines_what_it_does_not_handle():
     assert fused_kernel.ensembled_linear_forward(*args) is None
 
 
+def test_auto_policy_uses_the_kernel_only_where_it_measured_faster(monkeypatch):
+    monkeypatch.delenv(fused_kernel.ENV_SWITCH, raising=False)
+    assert fused_kernel.worthwhile(16, 50, 3072, 768)  # ViT-B/32's MLP at batch 16
+    assert fused_kernel.worthwhile(64, 50, 768, 3072)
+    assert not fused_kernel.worthwhile(1, 50, 3072, 768)  # one uploaded image
+    assert not fused_kernel.worthwhile(16, 197, 3072, 768)  # ViT-B/16: long matmuls, MKL wins
+    assert not fused_kernel.worthwhile(96, 17, 512, 128)  # the pocket zoo
+    monkeypatch.setenv(fused_kernel.ENV_SWITCH, "1")
+    assert fused_kernel.worthwhile(1, 17, 512, 128)
+    monkeypatch.setenv(fused_kernel.ENV_SWITCH, "0")
+    assert not fused_kernel.worthwhile(16, 50, 3072, 768)
+
+
 @needs_compiler
 def test_switch_off_gives_the_same_wemoe_outputs(monkeypatch):
+    monkeypatch.setenv(fused_kernel.ENV_SWITCH, "1")  # the tiny zoo is far below the auto policy's sizes
     zoo = tiny_zoo(n_experts=3, seed=1, layers=2)
     moe = upscale_to_wemoe(zoo, init_lambda=0.3)
     for p in moe.parameters():

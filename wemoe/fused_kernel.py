@@ -6,10 +6,14 @@ there (ViT-B/32 MLP, batch 16, 2 threads: 1.9x the dense MLP against 2.6x for to
 It is used for the forward pass on CPU in float32; everything else (CUDA, other dtypes, the backward pass) uses
 torch ops, and so does every call when the kernel cannot be built.
 
+It pays only for large layers, many samples and few tokens (ViT-B/32 at batch 8 and more: :func:`worthwhile`);
+``wemoe.moe`` asks it for each call. ``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every
+float32 CPU call (the tests use this), ``0`` never.
+
 The first call compiles it with ``$CXX`` (default ``g++``), ``-O3 -march=native``, about 2 s, into
 ``$WEMOE_KERNEL_CACHE`` (default ``~/.cache/wemoe/kernels``), keyed by the source, the compiler and the CPU, so a
 machine reuses its build and a different CPU gets its own. No compiler, or a failed build: one warning, then torch
-ops. ``WEMOE_FUSED_KERNEL=0`` turns the kernel off (read on every call).
+ops.
 """
 
 from __future__ import annotations
@@ -34,9 +38,35 @@ ENV_SWITCH = "WEMOE_FUSED_KERNEL"
 log = logging.getLogger(__name__)
 
 
+def _switch() -> str:
+    """``WEMOE_FUSED_KERNEL``: ``auto`` (default: where it pays, see :func:`worthwhile`), ``1`` (always), ``0`` (never)."""
+    value = os.environ.get(ENV_SWITCH, "auto").strip().lower()
+    return "0" if value in {"0", "false", "no", "off"} else "1" if value in {"1", "true", "yes", "on"} else "auto"
+
+
 def enabled() -> bool:
-    """Whether the kernel may be used (``WEMOE_FUSED_KERNEL`` is not ``0``)."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in {"0", "false", "no", "off"}
+    """Whether the kernel may be used at all (``WEMOE_FUSED_KERNEL`` is not ``0``)."""
+    return _switch() != "0"
+
+
+# Where the kernel beats torch ops with the model's reused workspace (one layer, 2 threads, this project's dev box,
+# bench/README.md): it saves writing and re-reading every sample's weights, and pays with a matmul at about 75% of
+# MKL's rate. ViT-B/32's MLP matrices (2.4M weights, 50 tokens): 0.80-0.96x the time at batch 8-64, but 1.3-1.8x at
+# batch 2-4 and 2.1x at batch 1; 197 tokens (ViT-B/16): 1.28x; 0.25-1M weights: 1.0-1.9x; the pocket zoo's
+# 65K-weight layers: 1.3-6.5x.
+MIN_BATCH = 8
+MAX_TOKENS = 64
+MIN_WEIGHTS = 2_000_000
+
+
+def worthwhile(batch: int, tokens: int, out_features: int, in_features: int) -> bool:
+    """Whether the kernel should serve a layer of this shape: always under ``WEMOE_FUSED_KERNEL=1``, never under ``0``,
+    otherwise only where it measured faster (at least ``MIN_BATCH`` samples of at most ``MAX_TOKENS`` tokens, at least
+    ``MIN_WEIGHTS`` weights)."""
+    switch = _switch()
+    if switch != "auto":
+        return switch == "1"
+    return batch >= MIN_BATCH and tokens <= MAX_TOKENS and out_features * in_features >= MIN_WEIGHTS
 
 
 def _cpu_signature() -> str:

@@ -5,8 +5,9 @@ Read top to bottom:
 1. ``stacked_ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``,
    computed for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them),
    written into a ``Workspace`` that the layers of one model reuse instead of allocating 100s of MB per layer and pass.
-   On CPU in float32 the forward pass instead calls a fused C++ kernel (``wemoe.fused_kernel``) that builds the
-   weights tile by tile in cache and never writes them out; the torch-op path is its reference and fallback.
+   On CPU in float32, for large layers at batch >= 8 with few tokens (ViT-B/32), the forward pass instead calls a
+   fused C++ kernel (``wemoe.fused_kernel``) that builds the weights tile by tile in cache and never writes them
+   out; the torch-op path is its reference, its fallback, and the faster path for every other shape.
 2. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
    Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
 3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
@@ -103,16 +104,24 @@ class _EnsembledLinear(torch.autograd.Function):
 
     Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
     from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
-    Both passes write ``W_b`` (and backward, after it, ``dL/dW_b``) into the same workspace buffer.
+    Both passes write ``W_b`` (and backward, after it, ``dL/dW_b``) into the same workspace buffer. On CPU in
+    float32 and for shapes where it pays (``fused_kernel.worthwhile``), the forward pass runs the fused kernel
+    instead, which never writes ``W_b`` out.
     """
 
     @staticmethod
     def forward(ctx, x, routing, weight_stack, bias, bias_tvs, workspace):
         ctx.workspace = workspace
         ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
-        if x.dim() == 3 and x.numel() > 0 and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs):
-            # CPU float32: weights built and applied tile by tile in cache, none written out; the workspace lends
-            # the kernel its scratch (a fresh allocation of MBs page-faults on every call)
+        fused = (
+            x.dim() == 3
+            and x.numel() > 0
+            and fused_kernel.worthwhile(x.shape[0], x.shape[1], weight_stack.shape[1], weight_stack.shape[2])
+            and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs)
+        )
+        if fused:
+            # CPU float32, a shape where it pays: weights built and applied tile by tile in cache, none written out;
+            # the workspace lends the kernel its scratch (a fresh allocation of MBs page-faults on every call)
             with workspace.borrow((fused_kernel.scratch_numel(x, weight_stack),), x) as scratch:
                 return fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs, scratch)
         biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
