@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -88,15 +87,8 @@ def library(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
 
 def torch_ops(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
     """``library`` with the fused kernel switched off."""
-    previous = os.environ.get(fused_kernel.ENV_SWITCH)
-    os.environ[fused_kernel.ENV_SWITCH] = "0"
-    try:
+    with fused_kernel.switched("0"):
         return library(x, r, layer)
-    finally:
-        if previous is None:
-            del os.environ[fused_kernel.ENV_SWITCH]
-        else:
-            os.environ[fused_kernel.ENV_SWITCH] = previous
 
 
 def apply_only(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:

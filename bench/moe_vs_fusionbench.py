@@ -193,15 +193,8 @@ def make_step(tower: nn.Module, mode: str, images: torch.Tensor, kernel: bool = 
         return lambda: step(tower, images, params)
 
     def without_kernel() -> torch.Tensor:
-        previous = os.environ.get(fused_kernel.ENV_SWITCH)
-        os.environ[fused_kernel.ENV_SWITCH] = "0"
-        try:
+        with fused_kernel.switched("0"):
             return step(tower, images, params)
-        finally:
-            if previous is None:
-                del os.environ[fused_kernel.ENV_SWITCH]
-            else:
-                os.environ[fused_kernel.ENV_SWITCH] = previous
 
     return without_kernel
 

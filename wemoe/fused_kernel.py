@@ -18,6 +18,7 @@ ops.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -27,6 +28,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -42,6 +44,20 @@ def _switch() -> str:
     """``WEMOE_FUSED_KERNEL``: ``auto`` (default: where it pays, see :func:`worthwhile`), ``1`` (always), ``0`` (never)."""
     value = os.environ.get(ENV_SWITCH, "auto").strip().lower()
     return "0" if value in {"0", "false", "no", "off"} else "1" if value in {"1", "true", "yes", "on"} else "auto"
+
+
+@contextlib.contextmanager
+def switched(value: str) -> Iterator[None]:
+    """``WEMOE_FUSED_KERNEL=value`` inside the block, restored after (benchmarks time both paths this way)."""
+    previous = os.environ.get(ENV_SWITCH)
+    os.environ[ENV_SWITCH] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[ENV_SWITCH]
+        else:
+            os.environ[ENV_SWITCH] = previous
 
 
 def enabled() -> bool:
