@@ -47,9 +47,9 @@ class Workspace:
     allocation that large is a new memory mapping whose pages fault and get zeroed on first touch, on every layer
     of every forward and backward pass; reusing one buffer removes that cost (ViT-B/32 forward 3.1x -> 1.8x the dense
     tower, ``bench/moe_vs_fusionbench.py``). The buffer serves every layer in turn (forward: ``W_b``, or the fused
-    kernel's scratch; backward: ``W_b``, then ``dL/dW_b``), behind a lock, so two threads may share a model. Only CPU tensors use it (CUDA's caching
-    allocator already reuses memory); requests above ``max_bytes`` are allocated per call instead of kept.
-    ``release()`` frees what is kept.
+    kernel's scratch; backward: ``W_b``, then ``dL/dW_b``), behind a lock, so two threads may share a model. Only CPU
+    tensors use it (CUDA's caching allocator already reuses memory); requests above ``max_bytes`` are allocated per
+    call instead of kept. ``release()`` frees what is kept.
     """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
