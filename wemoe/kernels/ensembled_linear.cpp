@@ -88,7 +88,8 @@ void build_block(const Problem& p, const float* src, float* dst, int64_t dst_sam
 }
 
 // The same for any number of experts (a runtime loop), and for the last columns when kc is not a multiple of 16.
-void build_block_any(const Problem& p, const float* src, int64_t nr, int64_t nk, float* dst, int64_t dst_sample_stride) {
+void build_block_any(const Problem& p, const float* src, int64_t nr, int64_t nk, float* dst,
+                     int64_t dst_sample_stride) {
   const int64_t step = p.out * p.in, T1 = p.experts;
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t k = 0; k < nk; ++k)
@@ -230,9 +231,11 @@ void apply_tile(const Problem& p, const float* tile, int64_t b, int64_t row0, in
     if (last) {
       // The last chunk writes the tile's output rows: 128 bytes every `out` floats, a pattern the hardware prefetcher
       // does not follow. Ask for the next block's rows (for writing) while this block computes.
-      const int64_t next = (q + 1 < blocks) ? (b * p.tokens + (q + 1) * p.tokens / blocks) : ((b + 1) * p.tokens);
-      const int64_t end = (q + 1 < blocks) ? (b * p.tokens + (q + 2) * p.tokens / blocks) : ((b + 1) * p.tokens + p.tokens / blocks);
-      for (int64_t n = next; n < std::min(end, p.batch * p.tokens); ++n) {
+      // (measured: 0-3% per matrix)
+      const int64_t next_q = q + 1 < blocks ? q + 1 : 0, next_b = q + 1 < blocks ? b : b + 1;
+      const int64_t next = next_b * p.tokens + next_q * p.tokens / blocks;
+      const int64_t end = std::min(next_b * p.tokens + (next_q + 1) * p.tokens / blocks, p.batch * p.tokens);
+      for (int64_t n = next; n < end; ++n) {
         __builtin_prefetch(p.y + n * p.out + row0, 1, 3);
         __builtin_prefetch(p.y + n * p.out + row0 + kLanes, 1, 3);
       }
@@ -272,7 +275,8 @@ int wemoe_ensembled_linear_forward(const float* x, const float* coef, const floa
   // input chunk: every sample's tile (batch x kc x 32 floats) fills at most 256 KiB of L2, one sample's 16 KiB of L1
   // (ViT-B/32, batch 16, 2 threads: kc = 128 measured best of 64-768, 5% ahead of 256)
   const int64_t budget = (int64_t{256} << 10) / static_cast<int64_t>(sizeof(float));
-  const int64_t kc = std::min<int64_t>(in, std::clamp<int64_t>(budget / (batch * kCols) / kLanes * kLanes, kLanes, 128));
+  const int64_t fit = budget / (batch * kCols) / kLanes * kLanes;
+  const int64_t kc = std::min<int64_t>(in, std::clamp<int64_t>(fit, kLanes, 128));
   const int64_t tiles = (out + kCols - 1) / kCols, tile_sums = batch * tokens * kCols;
   float* all_sums = aligned(scratch_x + batch * tokens * in);  // every tile's running sums (scratch_floats below)
   auto worker = [&](int64_t first, int64_t last) {
@@ -297,7 +301,8 @@ int wemoe_ensembled_linear_forward(const float* x, const float* coef, const floa
           for (int64_t e = 0; e < experts; ++e)
             for (int64_t r = next_row0; r < std::min(out, next_row0 + kCols); ++r)
               prefetch.rows.push_back(stack + (e * out + r) * in + next_i0);
-        for (int64_t b = 0; b < batch; ++b) apply_tile(p, tile, b, row0, rows, i0, n, all_sums + t * tile_sums, prefetch);
+        float* sums = all_sums + t * tile_sums;
+        for (int64_t b = 0; b < batch; ++b) apply_tile(p, tile, b, row0, rows, i0, n, sums, prefetch);
       }
     }
   };
