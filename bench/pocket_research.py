@@ -40,6 +40,18 @@ from wemoe.task_images import TaskImages  # noqa: E402
 from wemoe.zoo import Zoo  # noqa: E402
 
 
+def task_fractions(pairs: list[str]) -> tuple[tuple[str, float], ...]:
+    """``["shapes=0.08", "flags=0"]`` -> ``(("pocket_shapes", 0.08), ("pocket_flags", 0.0))``."""
+    parsed = []
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        task = name if name.startswith("pocket_") else f"pocket_{name}"
+        if task not in TASK_NAMES or not value:
+            raise SystemExit(f"--task-fraction takes TASK=FRACTION with TASK one of {TASK_NAMES}, got {pair!r}")
+        parsed.append((task, float(value)))
+    return tuple(parsed)
+
+
 def build(args, root: Path):
     config = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else None
     if config is None and (args.embed_dim or args.text_width or args.vision_width or args.vision_layers):
@@ -62,7 +74,7 @@ def build(args, root: Path):
             logit_scale=args.logit_scale,
             seed=args.seed,
             original_fraction=args.original_fraction,
-            task_original_fraction=(("pocket_digits", args.digits_original_fraction),),
+            task_original_fraction=(("pocket_digits", args.digits_original_fraction), *task_fractions(args.task_fraction)),
         )
         pretrain(clip, tokenizer, settings, log=print)
         print(f"pretraining {time.time() - t:.0f}s")
@@ -93,6 +105,8 @@ def main() -> None:
     parser.add_argument("--original-fraction", type=float, default=PretrainSettings.original_fraction)
     digits_default = dict(PretrainSettings.task_original_fraction)["pocket_digits"]
     parser.add_argument("--digits-original-fraction", type=float, default=digits_default)
+    parser.add_argument("--task-fraction", nargs="*", default=[], metavar="TASK=FRACTION",
+                        help="per-task share of original-look pretraining images, e.g. shapes=0.08 flags=0 (after digits)")
     parser.add_argument("--embed-dim", type=int, default=None, help="embedding width (default: JSON config)")
     parser.add_argument("--text-width", type=int, default=None)
     parser.add_argument("--vision-width", type=int, default=None, help="image tower width (default: JSON config)")

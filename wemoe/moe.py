@@ -292,11 +292,17 @@ def _block_indices(num_blocks: int, blocks: Sequence[int] | None) -> list[int]:
 
 
 def upscale_to_wemoe(
-    zoo: Zoo, init_lambda: float = 0.3, router_hidden_layers: int = 1, blocks: Sequence[int] | None = None
+    zoo: Zoo,
+    init_lambda: float = 0.3,
+    router_hidden_layers: int = 1,
+    blocks: Sequence[int] | None = None,
+    seed: int = 0,
 ) -> nn.Module:
     """The WEMoE image tower of ``zoo``: task-arithmetic non-MLP parameters, MoE MLPs in ``blocks`` (default: all).
 
-    Only the routers' parameters require grad. The tower carries its ``wemoe_config`` (a WEMoEConfig).
+    Only the routers' parameters require grad. The routers' hidden layers are initialised randomly from ``seed``
+    (the global random state is left as it was), so the same call gives the same model. The tower carries its
+    ``wemoe_config`` (a WEMoEConfig).
     """
     base = zoo.base_state
     vectors = list(task_vectors(base, zoo.experts).values())
@@ -306,12 +312,14 @@ def upscale_to_wemoe(
     chosen = _block_indices(len(resblocks), blocks)
     pretrained = zoo.visual.transformer.resblocks
     workspace = Workspace()
-    for index in chosen:
-        prefix = f"transformer.resblocks.{index}.mlp."
-        expert_mlps = [{k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()]
-        resblocks[index].mlp = WeightEnsemblingMLP(
-            pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers, workspace
-        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for index in chosen:
+            prefix = f"transformer.resblocks.{index}.mlp."
+            expert_mlps = [{k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()]
+            resblocks[index].mlp = WeightEnsemblingMLP(
+                pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers, workspace
+            )
     tower.requires_grad_(False)
     for module in moe_layers(tower).values():
         module.router.requires_grad_(True)
