@@ -119,6 +119,27 @@ def use_bounded_routers() -> None:
     Router.forward = forward
 
 
+def use_task_batch_routing(per_task: int) -> dict[str, bool]:
+    """A named variant (FusionBench's ``batch_reduce: true``, not this project's WEMoE): while the returned switch
+    is on, each router's outputs are averaged over every ``per_task`` consecutive samples, so each task's images in
+    an adaptation batch share one routing. Evaluation turns it off (per-sample routing). Patches wemoe.moe.Router
+    for this process only."""
+    from wemoe.moe import Router
+
+    switch = {"on": False}
+    per_sample = Router.forward
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        routing = per_sample(self, tokens)
+        if not switch["on"]:
+            return routing
+        groups = routing.view(-1, per_task, routing.shape[-1]).mean(1, keepdim=True)
+        return groups.expand(-1, per_task, -1).reshape(routing.shape)
+
+    Router.forward = forward
+    return switch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", default=None)
@@ -132,6 +153,9 @@ def main() -> None:
     parser.add_argument("--loss", choices=("entropy", "im"), default="entropy",
                         help="entropy: the paper's (wemoe.adapt); im: variant, entropy minus the entropy of the batch-mean prediction")
     parser.add_argument("--bounded", action="store_true", help="variant: routing = sigmoid(router), in [0, 1], starting at lambda")
+    parser.add_argument("--task-batch-routing", action="store_true",
+                        help="variant (FusionBench's batch_reduce): during adaptation each task's 16 images share the "
+                             "mean of their routings; evaluation routes per sample")
     parser.add_argument("--head-logit-scale", type=float, default=None,
                         help="zoo change for research: the CLIP logit scale the heads carry (accuracy does not depend on it; "
                              "entropy does). Real CLIP: 100; the shipped pocket zoo: 30")
@@ -139,6 +163,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.bounded:
         use_bounded_routers()
+    task_batch = use_task_batch_routing(16) if args.task_batch_routing else {"on": False}
     zoo = load(args.run)
     if args.head_logit_scale is not None:
         zoo.clip.logit_scale.data.fill_(math.log(args.head_logit_scale))
@@ -157,12 +182,16 @@ def main() -> None:
                 label = f"lambda {lam} hidden {hidden} lr {lr:g}"
                 steps = adapt(tower, data, heads, steps=args.steps, lr=lr, seed=args.seed, device="cpu") if args.loss == "entropy" \
                     else adapt_im(tower, data, heads, steps=args.steps, lr=lr, seed=args.seed)
+                task_batch["on"] = args.task_batch_routing
                 for record in steps:
                     if record.step % args.every == 0:
+                        task_batch["on"] = False
                         acc, per = average(tower, data, heads)
+                        task_batch["on"] = args.task_batch_routing
                         recovered = (acc - ta_best) / (experts - ta_best)
                         print(f"{label} step {record.step}: loss {record.loss:.3f} acc {acc:.1f} recovered {recovered:.2f} "
                               f"({time.perf_counter() - start:.0f}s adapt+eval) | " + " ".join(f"{t[7:]} {a:.0f}" for t, a in per.items()))
+                task_batch["on"] = False
                 print(f"{label}: mean routing [task, expert], last block\n{(routing_matrix(tower, data) * 100).round().int()}")
 
 
