@@ -37,7 +37,6 @@ def test_only_routers_train(zoo):
     assert len(router_parameters(moe)) == 4  # Linear(d,d) + Linear(d,T): weights and biases
 
 
-
 def test_router_initialisation_follows_the_seed_and_leaves_the_global_random_state_alone(zoo):
     torch.manual_seed(123)
     expected_next = torch.rand(1)
@@ -48,6 +47,7 @@ def test_router_initialisation_follows_the_seed_and_leaves_the_global_random_sta
     other = router_parameters(upscale_to_wemoe(zoo, seed=1))
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])  # the hidden layer's random weights differ
+
 
 def _per_sample_reference(layer: WeightEnsemblingMLP, x: torch.Tensor) -> torch.Tensor:
     """Oracle: for each sample, build its merged MLP weights explicitly and call the MLP on its tokens."""

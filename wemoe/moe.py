@@ -316,7 +316,9 @@ def upscale_to_wemoe(
         torch.manual_seed(seed)
         for index in chosen:
             prefix = f"transformer.resblocks.{index}.mlp."
-            expert_mlps = [{k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()]
+            expert_mlps = [
+                {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()
+            ]
             resblocks[index].mlp = WeightEnsemblingMLP(
                 pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers, workspace
             )
