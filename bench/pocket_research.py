@@ -74,7 +74,9 @@ def build(args, root: Path):
             logit_scale=args.logit_scale,
             seed=args.seed,
             original_fraction=args.original_fraction,
-            task_original_fraction=(("pocket_digits", args.digits_original_fraction), *task_fractions(args.task_fraction)),
+            task_original_fraction=(
+                ("pocket_digits", args.digits_original_fraction), *task_fractions(args.task_fraction)
+            ),
         )
         pretrain(clip, tokenizer, settings, log=print)
         print(f"pretraining {time.time() - t:.0f}s")
@@ -106,7 +108,7 @@ def main() -> None:
     digits_default = dict(PretrainSettings.task_original_fraction)["pocket_digits"]
     parser.add_argument("--digits-original-fraction", type=float, default=digits_default)
     parser.add_argument("--task-fraction", nargs="*", default=[], metavar="TASK=FRACTION",
-                        help="per-task share of original-look pretraining images, e.g. shapes=0.08 flags=0 (after digits)")
+                        help="per-task share of original-look pretraining images, e.g. shapes=0.08 flags=0")
     parser.add_argument("--embed-dim", type=int, default=None, help="embedding width (default: JSON config)")
     parser.add_argument("--text-width", type=int, default=None)
     parser.add_argument("--vision-width", type=int, default=None, help="image tower width (default: JSON config)")

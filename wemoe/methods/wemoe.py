@@ -33,7 +33,7 @@ class WEMoE(MergeMethod):
               min=0.0, max=2.0),
         Param("router_hidden_layers", int, 1, "Hidden Linear(d,d)+ReLU layers in each router.", choices=(0, 1, 2)),
         Param("blocks", str, "all", "Transformer blocks whose MLP becomes a MoE: 'all' or indices like '0,1,-1'."),
-        Param("seed", int, 0, "Seed of the routers' random hidden-layer initialisation (same seed, same model).", min=0),
+        Param("seed", int, 0, "Seed of the routers' random hidden layers (same seed, same model).", min=0),
     )
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
