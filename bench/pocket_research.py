@@ -108,7 +108,8 @@ def main() -> None:
     digits_default = dict(PretrainSettings.task_original_fraction)["pocket_digits"]
     parser.add_argument("--digits-original-fraction", type=float, default=digits_default)
     parser.add_argument("--task-fraction", nargs="*", default=[], metavar="TASK=FRACTION",
-                        help="per-task share of original-look pretraining images, e.g. shapes=0.08 flags=0")
+                        help="per-task share of original-look pretraining images, e.g. shapes=0.08 flags=0 "
+                             "(digits=F here overrides --digits-original-fraction)")
     parser.add_argument("--embed-dim", type=int, default=None, help="embedding width (default: JSON config)")
     parser.add_argument("--text-width", type=int, default=None)
     parser.add_argument("--vision-width", type=int, default=None, help="image tower width (default: JSON config)")
