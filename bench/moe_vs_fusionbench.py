@@ -165,8 +165,14 @@ def build_variants(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str
     ours = build_ours(zoo, args)
     towers: dict[str, nn.Module] = {}
     for name in names:
-        towers[name] = {"dense": lambda: build_dense(zoo, args), "ours": lambda: ours, "ours_torch_ops": lambda: ours,
-                        "fusionbench": lambda: build_fusionbench(zoo, ours, args)}[name]()
+        if name == "dense":
+            towers[name] = build_dense(zoo, args)
+        elif name in ("ours", "ours_torch_ops"):
+            towers[name] = ours
+        elif name == "fusionbench":
+            towers[name] = build_fusionbench(zoo, ours, args)
+        else:
+            raise ValueError(f"Unknown variant {name!r}; variants: dense, ours, ours_torch_ops, fusionbench.")
     del zoo, ours
     gc.collect()
     return {name: tower.to(args.device).eval() for name, tower in towers.items()}
