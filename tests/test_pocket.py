@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 import wemoe  # noqa: F401  (before open_clip)
 from wemoe.errors import ZooError
 from wemoe.pocket import DEFAULT_PATH, generators, load_pocket_zoo, verify
-from wemoe.pocket.build import BuildSettings, build, write_examples
+from wemoe.pocket.build import BuildSettings, build, finetune_experts, write_examples
 from wemoe.pocket.generators import digit_indices
 from wemoe.pocket.tasks import POCKET_TASKS, SPLIT_SIZES, TASK_NAMES, arrays, get_spec, split_seed
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, create_pocket_clip, restyle, to_tensor
@@ -145,3 +146,15 @@ def test_shipped_zoo_matches_its_manifest():
     assert sum(entry["bytes"] for entry in manifest["files"].values()) <= 25 * 2**20
     on_disk = {p.relative_to(DEFAULT_PATH).as_posix() for p in DEFAULT_PATH.rglob("*") if p.is_file()}
     assert on_disk == set(manifest["files"]) | {"manifest.json"}
+
+
+def test_experts_are_the_same_whether_fine_tuned_in_one_process_or_in_parallel_workers():
+    state = create_pocket_clip(seed=0)[0].state_dict()
+    settings = BuildSettings(expert=ExpertSettings(steps=3, batch=8), train_size=32)
+    one = finetune_experts(state, replace(settings, workers=1))
+    two = finetune_experts(state, replace(settings, workers=2))
+    assert set(one) == set(two) == set(TASK_NAMES)
+    for task in TASK_NAMES:
+        assert any(not torch.equal(one[task][k], state[f"visual.{k}"]) for k in one[task]), "fine-tuning changed nothing"
+        for key, value in one[task].items():
+            assert torch.equal(value, two[task][key]), f"{task} {key} differs between 1 and 2 workers"

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,7 +47,12 @@ class BuildSettings:
     wemoe_lambda: float = 0.3
     wemoe_lr: float = 1e-3
     measure_samples: int | None = None  # test images per task for the measurements (None: the whole test split)
-    threads: int = 2
+    # Torch threads of each training process. The weights depend on it (float sums split differently), so the
+    # shipped zoo records it; 1 reproduces assets/pocket bit for bit.
+    threads: int = 1
+    # Experts are fine-tuned in this many processes at once (each at `threads`); the weights do not depend on it.
+    # The measurements run on workers x threads threads.
+    workers: int = 2
 
 
 def _log(message: str) -> None:
@@ -78,6 +85,26 @@ def write_examples(folder: Path, per_task: int = EXAMPLES_PER_TASK) -> list[Path
             if len(seen) == per_task:
                 break
     return written
+
+
+def _finetune_in_worker(state: dict[str, torch.Tensor], task: str, settings: BuildSettings) -> dict[str, torch.Tensor]:
+    torch.set_num_threads(settings.threads)
+    clip, _, tokenizer = create_pocket_clip(seed=settings.model_seed)
+    clip.load_state_dict(state)
+    return finetune_expert(clip, tokenizer, task, settings.expert, settings.train_size, log=_log)
+
+
+def finetune_experts(state: dict[str, torch.Tensor], settings: BuildSettings) -> dict[str, dict[str, torch.Tensor]]:
+    """One expert per task from the pretrained CLIP's ``state``, ``settings.workers`` at a time in fresh processes.
+
+    Each expert is seeded and trained alone at ``settings.threads`` threads, so the result is the same as one after
+    another in this process; spawned (not forked) workers keep torch's thread pools safe."""
+    if settings.workers <= 1:
+        return {task: _finetune_in_worker(state, task, settings) for task in TASK_NAMES}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
+        jobs = {task: pool.submit(_finetune_in_worker, state, task, settings) for task in TASK_NAMES}
+        return {task: job.result() for task, job in jobs.items()}
 
 
 def measure(root: Path, settings: BuildSettings) -> dict:
@@ -152,11 +179,10 @@ def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force
     pretrain(clip, tokenizer, settings.pretrain, settings.train_size, log=_log)
     timings["pretrain"] = time.perf_counter() - t
 
-    experts = {}
     t = time.perf_counter()
-    for task in TASK_NAMES:
-        experts[task] = finetune_expert(clip, tokenizer, task, settings.expert, settings.train_size, log=_log)
+    experts = finetune_experts(clip.state_dict(), settings)
     timings["experts"] = time.perf_counter() - t
+    torch.set_num_threads(settings.workers * settings.threads)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
@@ -184,6 +210,7 @@ def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force
                 "model_seed": settings.model_seed,
                 "data_seed": settings.data_seed,
                 "threads": settings.threads,
+                "workers": settings.workers,
             },
             "model": load_config(),
             "parameters": {"image_tower": sum(v.numel() for v in clip.visual.state_dict().values()),
@@ -241,7 +268,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--non-mlp-lr-scale", type=float, default=exp.non_mlp_lr_scale, help="0 freezes the non-MLP parameters")
     p.add_argument("--train-size", type=int, default=None, help="training images per task")
     p.add_argument("--wemoe-steps", type=int, default=BuildSettings.wemoe_steps, help="adaptation steps to measure WEMoE (0: skip)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=BuildSettings.threads,
+                   help="torch threads per training process (the weights depend on it; 1 reproduces the shipped zoo)")
+    p.add_argument("--workers", type=int, default=BuildSettings.workers, help="experts fine-tuned at once, one process each")
     p.add_argument("--seed", type=int, default=0, help="model and training seed")
     return p.parse_args(argv)
 
@@ -256,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         expert=ExpertSettings(steps=args.expert_steps, batch=args.expert_batch, lr=args.expert_lr,
                               non_mlp_lr_scale=args.non_mlp_lr_scale, seed=args.seed),
         train_size=args.train_size, model_seed=args.seed, wemoe_steps=args.wemoe_steps, threads=args.threads,
+        workers=args.workers,
     )
     examples = args.examples
     if examples is None and args.out.resolve() == DEFAULT_PATH.resolve():

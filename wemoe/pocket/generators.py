@@ -3,7 +3,8 @@
 Every generator has the signature ``generate(rng, n) -> (images [n, 32, 32, 3] uint8, labels [n] int64)``, draws
 balanced classes in a shuffled order and depends on nothing but ``rng``, so a seed fixes the data. The tasks are
 made to *look* different from each other (grey strokes on black, shapes on navy, pastel patterns, satellite
-greens and blues, road signs against the sky, saturated flags), as MNIST, EuroSAT and GTSRB do in the paper.
+greens and blues, road signs against the sky, saturated flags, dark letters on pale paper, garment silhouettes on
+light grey), as MNIST, EuroSAT, GTSRB and the paper's other tasks do.
 """
 
 from __future__ import annotations
@@ -303,4 +304,79 @@ def flags(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         palette = np.array([_jitter(rng, c, 20) for c in bands], np.float32)
         image = palette[index] * (1 + 0.12 * np.sin(xx / 5 + rng.uniform(0, 6)))[..., None]
         out[i] = _noise(rng, np.clip(image, 0, 255), 6)
+    return out, labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# letters: one printed capital letter in dark ink on pale paper, slightly rotated
+
+
+LETTERS = ("A", "E", "H", "K", "M", "R", "S", "Z")
+
+
+@lru_cache(maxsize=8)
+def _font(size: int):
+    # Pillow's bundled scalable font (needs FreeType, which Pillow's wheels carry); the glyphs, and so this task's
+    # images, follow the Pillow version pinned in requirements.txt.
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def letters(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A, E, H, K, M, R, S or Z printed in dark ink on pale coloured paper, with random size, shift and tilt."""
+    labels = _labels(rng, n, len(LETTERS))
+    out = np.zeros((n, SIZE, SIZE, 3), np.uint8)
+    for i, label in enumerate(labels):
+        paper = _jitter(rng, (235, 215, 160), 25)
+        canvas = Image.new("RGB", (48, 48), paper)
+        draw = ImageDraw.Draw(canvas)
+        ink = _jitter(rng, (40, 30, 60), 25)
+        font = _font(int(rng.integers(26, 34)))
+        draw.text((24 + rng.uniform(-3, 3), 24 + rng.uniform(-3, 3)), LETTERS[label], fill=ink, font=font, anchor="mm")
+        canvas = canvas.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=paper)
+        image = canvas.crop((8, 8, 40, 40))
+        out[i] = _noise(rng, np.asarray(image), 6)
+    return out, labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# clothing: a garment silhouette in a muted colour on a light background, as Fashion-MNIST
+
+
+CLOTHING = ("t-shirt", "trousers", "dress", "sneaker", "handbag", "hat")
+
+
+def clothing(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A t-shirt, trousers, dress, sneaker, handbag or hat silhouette in a muted colour on a light background."""
+    labels = _labels(rng, n, len(CLOTHING))
+    out = np.zeros((n, SIZE, SIZE, 3), np.uint8)
+    for i, label in enumerate(labels):
+        background = _jitter(rng, (215, 215, 210), 15)
+        image = Image.new("RGB", (SIZE, SIZE), background)
+        draw = ImageDraw.Draw(image)
+        colour = tuple(int(c) for c in rng.integers(30, 140, 3))
+        s = rng.uniform(0.8, 1.05)
+        cx, cy = 16 + rng.uniform(-2.5, 2.5), 16 + rng.uniform(-2.5, 2.5)
+
+        def pts(points):
+            return [(cx + s * x, cy + s * y) for x, y in points]
+
+        name = CLOTHING[label]
+        if name == "t-shirt":
+            draw.polygon(pts([(-5, -11), (-13, -6), (-10, 0), (-7, -3), (-7, 11), (7, 11), (7, -3), (10, 0), (13, -6), (5, -11), (0, -8)]), fill=colour)
+        elif name == "trousers":
+            draw.polygon(pts([(-8, -12), (8, -12), (9, 12), (3, 12), (0, -3), (-3, 12), (-9, 12)]), fill=colour)
+        elif name == "dress":
+            draw.polygon(pts([(-4, -12), (4, -12), (5, -4), (12, 12), (-12, 12), (-5, -4)]), fill=colour)
+        elif name == "sneaker":
+            draw.polygon(pts([(-13, 2), (-12, -5), (-5, -6), (0, 0), (10, 2), (13, 6), (13, 8), (-13, 8)]), fill=colour)
+            draw.line(pts([(-13, 8), (13, 8)]), fill=(240, 240, 240), width=2)
+        elif name == "handbag":
+            draw.rectangle(pts([(-11, -3), (11, 11)]), fill=colour)
+            draw.arc([cx - 7 * s, cy - 12 * s, cx + 7 * s, cy + 3 * s], 180, 360, fill=colour, width=2)
+        else:
+            draw.ellipse([cx - 8 * s, cy - 9 * s, cx + 8 * s, cy + 5 * s], fill=colour)
+            draw.rectangle(pts([(-14, 1), (14, 5)]), fill=colour)
+        out[i] = _noise(rng, np.asarray(image.filter(ImageFilter.SMOOTH)), 6)
     return out, labels

@@ -76,6 +76,20 @@ SPECS: tuple[PocketTaskSpec, ...] = (
         g.flags,
         "Three-band national flags (France, Italy, Germany, Ireland, the Netherlands, Belgium), waved and shaded.",
     ),
+    PocketTaskSpec(
+        "pocket_letters",
+        g.LETTERS,
+        ('a photo of the letter "{c}".', 'a printed capital letter "{c}".', 'the letter "{c}" printed on paper.'),
+        g.letters,
+        "One printed capital letter (A, E, H, K, M, R, S, Z) in dark ink on pale paper, tilted a little.",
+    ),
+    PocketTaskSpec(
+        "pocket_clothing",
+        g.CLOTHING,
+        ("a photo of a {c}.", "a product photo of a {c}.", "a {c} on a light background."),
+        g.clothing,
+        "A garment silhouette (t-shirt, trousers, dress, sneaker, handbag, hat) on a light background, like Fashion-MNIST.",
+    ),
 )
 
 TASK_NAMES: tuple[str, ...] = tuple(spec.name for spec in SPECS)

@@ -51,7 +51,7 @@ Progress = Callable[[str], None]
 class PretrainSettings:
     """Contrastive pretraining of the tiny CLIP."""
 
-    steps: int = 400
+    steps: int = 2400
     batch: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
@@ -59,9 +59,11 @@ class PretrainSettings:
     head_logit_scale: float = 30.0  # the temperature the finished model carries (its zero-shot heads, the experts' loss)
     seed: int = 0
     restyle: bool = True  # pretrain on restyled images (a domain shift), as CLIP saw web photos, not the benchmarks
-    original_fraction: float = 0.15  # share of pretraining images left in the tasks' own style
+    original_fraction: float = 0.03  # share of pretraining images left in the tasks' own style
     shrink: bool = True  # restyled images are also shrunk onto a grey canvas (else: colours only)
-    task_original_fraction: tuple[tuple[str, float], ...] = (("pocket_digits", 0.3),)  # per-task overrides
+    task_original_fraction: tuple[tuple[str, float], ...] = (  # per-task overrides
+        ("pocket_digits", 0.06), ("pocket_shapes", 0.10), ("pocket_textures", 0.05), ("pocket_terrain", 0.0), ("pocket_flags", 0.0),
+    )
     keep_size: tuple[str, ...] = ("pocket_digits",)  # tasks restyled without shrinking (fine detail: shrunk digits blur together)
 
 
@@ -71,7 +73,7 @@ class ExpertSettings:
 
     steps: int = 600
     batch: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     non_mlp_lr_scale: float = 0.0
     weight_decay: float = 0.0
     seed: int = 0
