@@ -1,9 +1,10 @@
 """The engine on the shipped pocket zoo: adaptation lowers entropy fast, and (slow) the WEMoE bar of issue 4.
 
 The bar: WEMoE after at most 300 adaptation steps recovers at least 2/3 of the gap between task arithmetic (best
-lambda) and the experts' average, measured with the CLI exactly as the README reports it. On the pocket zoo it is met
-with the IM adaptation loss (a named variant: entropy minus the entropy of each task's mean prediction); with the
-paper's plain entropy the routers collapse the weakest tasks onto one class (see wemoe/pocket/FINDINGS.md).
+lambda) and the experts' average, measured with the CLI exactly as the README reports it: with the paper's entropy
+loss, and with IM (a named variant: entropy minus the entropy of each task's mean prediction). The paper's loss meets
+it at the CLI's default seeds with a small margin, and other seeds land lower (wemoe/pocket/FINDINGS.md, build5);
+IM meets it with room in every seed measured.
 """
 
 import json
@@ -37,12 +38,13 @@ def test_adaptation_lowers_entropy_within_a_few_steps(pocket):
 
 
 @pytest.mark.slow
-def test_wemoe_recovers_two_thirds_of_the_gap(tmp_path):
+@pytest.mark.parametrize("loss", ["entropy", "im"])
+def test_wemoe_recovers_two_thirds_of_the_gap(tmp_path, loss):
     from wemoe.__main__ import main
 
     out = tmp_path / "results.json"
     argv = ["table", "--zoo", "pocket", "--methods", "experts,task_arithmetic,wemoe", "--adapt-steps", "300",
-            "--adapt-loss", "im", "--json", str(out)]
+            "--adapt-loss", loss, "--json", str(out)]
     assert main(argv) == 0
     methods = json.loads(out.read_text())["methods"]
     experts, ta, wemoe = (methods[m]["average"] for m in ("experts", "task_arithmetic", "wemoe"))
