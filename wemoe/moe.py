@@ -165,15 +165,39 @@ def stacked_ensembled_linear(
     return _EnsembledLinear.apply(x, routing, weight_stack, bias, bias_tvs, workspace or Workspace(max_bytes=0))
 
 
+def _seeded_linear(in_features: int, out_features: int, generator: torch.Generator) -> nn.Linear:
+    """``nn.Linear``'s own initialisation (Kaiming-uniform weight, uniform bias), drawn from ``generator``.
+
+    Drawn in the order ``nn.Linear.reset_parameters`` draws, so a generator seeded s gives the weights that
+    ``torch.manual_seed(s)`` followed by ``nn.Linear(...)`` gives.
+    """
+    layer = nn.Linear(in_features, out_features, device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0
+        layer.bias.uniform_(-bound, bound, generator=generator)
+    return layer
+
+
 class Router(nn.Module):
     """Maps each sample's MLP-input tokens ``[B, N, d]`` to routing weights ``[B, T]`` (mean over tokens)."""
 
-    def __init__(self, dim: int, num_experts: int, hidden_layers: int = 1, init_lambda: float = 0.3) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_experts: int,
+        hidden_layers: int = 1,
+        init_lambda: float = 0.3,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """``generator`` draws the hidden layers' initial weights (default: a fresh one seeded 0); torch's
+        process-wide generator is never used, so two threads building routers cannot disturb each other."""
         super().__init__()
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
         layers: list[nn.Module] = []
         for _ in range(hidden_layers):
-            layers += [nn.Linear(dim, dim), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(dim, num_experts))
+            layers += [_seeded_linear(dim, dim, generator), nn.ReLU()]
+        self.net = nn.Sequential(*layers, _seeded_linear(dim, num_experts, generator))
         self.reset(init_lambda)
 
     def reset(self, init_lambda: float) -> None:
@@ -196,10 +220,12 @@ class WeightEnsemblingMLP(nn.Module):
         init_lambda: float = 0.3,
         router_hidden_layers: int = 1,
         workspace: Workspace | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         """``pretrained_mlp`` is open_clip's ``Sequential(c_fc, gelu, c_proj)``; ``expert_mlps`` its experts' state dicts.
 
         ``workspace``: scratch memory for the per-sample weights, shared by the layers of one model (default: own).
+        ``generator``: draws the router's initial hidden weights (see :class:`Router`).
         """
         super().__init__()
         base = {k: v.detach().float() for k, v in pretrained_mlp.state_dict().items()}
@@ -212,7 +238,7 @@ class WeightEnsemblingMLP(nn.Module):
             self.register_buffer(f"{part}_bias_tvs", torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
         self.activation = pretrained_mlp.gelu
         dim = base["c_fc.weight"].shape[1]
-        self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda)
+        self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda, generator)
         self.recorder: list[torch.Tensor] | None = None
         self.record_tokens = False
         self.forced_routing: torch.Tensor | None = None  # [T]: every sample gets these weights (diagnostics)
@@ -301,7 +327,8 @@ def upscale_to_wemoe(
     """The WEMoE image tower of ``zoo``: task-arithmetic non-MLP parameters, MoE MLPs in ``blocks`` (default: all).
 
     Only the routers' parameters require grad. The routers' hidden layers are initialised randomly from ``seed``
-    (the global random state is left as it was), so the same call gives the same model. The tower carries its
+    through a local generator (torch's global one is neither read nor changed), so the same call gives the same
+    model, whatever other threads do. The tower carries its
     ``wemoe_config`` (a WEMoEConfig).
     """
     base = zoo.base_state
@@ -312,16 +339,15 @@ def upscale_to_wemoe(
     chosen = _block_indices(len(resblocks), blocks)
     pretrained = zoo.visual.transformer.resblocks
     workspace = Workspace()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for index in chosen:
-            prefix = f"transformer.resblocks.{index}.mlp."
-            expert_mlps = [
-                {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()
-            ]
-            resblocks[index].mlp = WeightEnsemblingMLP(
-                pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers, workspace
-            )
+    generator = torch.Generator().manual_seed(seed)  # local: concurrent merges never share a random stream
+    for index in chosen:
+        prefix = f"transformer.resblocks.{index}.mlp."
+        expert_mlps = [
+            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()
+        ]
+        resblocks[index].mlp = WeightEnsemblingMLP(
+            pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers, workspace, generator
+        )
     tower.requires_grad_(False)
     for module in moe_layers(tower).values():
         module.router.requires_grad_(True)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -179,21 +180,30 @@ def download_hf(repo_id: str) -> Path:
 
 
 _CONFIG_DIR: tempfile.TemporaryDirectory | None = None
+# open_clip keeps its model configs in one process-wide dict that ``add_model_config`` clears and re-reads: two
+# threads creating models at once (two sessions loading a zoo) could find it empty. Every use goes through this lock.
+_OPEN_CLIP_REGISTRY = threading.RLock()
 
 
 def register_model_config(name: str, config: Mapping) -> None:
-    """Make an open_clip architecture config known under ``name`` (through ``open_clip.add_model_config``)."""
+    """Make an open_clip architecture config known under ``name`` (through ``open_clip.add_model_config``).
+
+    Registering the same config again is a no-op, so concurrent loads of one zoo do not rescan open_clip's registry.
+    """
     global _CONFIG_DIR
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
     if missing:
         raise ZooError(
             f"model_config for {name!r} lacks {missing}: an open_clip config has embed_dim, vision_cfg, text_cfg."
         )
-    if _CONFIG_DIR is None:
-        _CONFIG_DIR = tempfile.TemporaryDirectory(prefix="wemoe-model-configs-")
-    path = Path(_CONFIG_DIR.name) / f"{name}.json"
-    path.write_text(json.dumps(dict(config)))
-    open_clip.add_model_config(path)
+    with _OPEN_CLIP_REGISTRY:
+        if open_clip.get_model_config(name) == json.loads(json.dumps(dict(config))):
+            return
+        if _CONFIG_DIR is None:
+            _CONFIG_DIR = tempfile.TemporaryDirectory(prefix="wemoe-model-configs-")
+        path = Path(_CONFIG_DIR.name) / f"{name}.json"
+        path.write_text(json.dumps(dict(config)))
+        open_clip.add_model_config(path)
 
 
 def visual_activation(clip: nn.Module) -> str | None:
@@ -219,9 +229,21 @@ def create_clip(
 
     ``pretrained`` is an open_clip tag (downloaded through the hub, cached), a local full-CLIP checkpoint path, or
     None (random weights). ``model`` may also be ``hf-hub:org/name`` or ``local-dir:/path`` (open_clip's own
-    schemas, which carry their config and weights; ``pretrained`` is then ignored). ``quick_gelu=None`` follows the tag (OpenAI weights were trained with QuickGELU;
-    open_clip 3.x only uses it with a ``-quickgelu`` model name or ``force_quick_gelu``).
+    schemas, which carry their config and weights; ``pretrained`` is then ignored). ``quick_gelu=None`` follows the
+    tag (OpenAI weights were trained with QuickGELU; open_clip 3.x only uses it with a ``-quickgelu`` model name or
+    ``force_quick_gelu``). Safe to call from several threads at once (open_clip's registry is used under a lock).
     """
+    with _OPEN_CLIP_REGISTRY:
+        return _create_clip(model, pretrained, quick_gelu, model_config)
+
+
+def _create_clip(
+    model: str,
+    pretrained: str | None = None,
+    quick_gelu: bool | None = None,
+    model_config: Mapping | None = None,
+) -> tuple[nn.Module, Callable, Callable]:
+    """The body of :func:`create_clip` (called under the registry lock)."""
     if model.startswith(("hf-hub:", "local-dir:")):  # open_clip reads config and weights from there itself
         try:
             clip, _, preprocess = open_clip.create_model_and_transforms(
