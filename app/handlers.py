@@ -30,6 +30,7 @@ from wemoe.errors import WemoeError
 
 log = logging.getLogger(__name__)
 AUTO_TASK = "auto (the routers' guess)"
+DIGITS_TASK = "pocket_digits"  # drawings for this task are redrawn like its images (read_sketch)
 MAX_STEPS = 5000
 NO_ZOO = "Load a zoo first (step 1, 'Load zoo')."
 
@@ -211,16 +212,11 @@ def _device_name() -> str:
 
 
 def measure_step(session: Session, name: str, per_task: int) -> float:
-    """Seconds of one adaptation step of merge ``name`` on this machine (a step with learning rate 0: no change)."""
-    from wemoe.adapt import adapt
+    """Seconds of one adaptation step of merge ``name`` on this machine (measured without changing the model)."""
+    from wemoe.adapt import time_step
 
     bench = _bench(session)
-    steps = adapt(bench.merges[name].model, bench.data(), bench.heads(), steps=1, lr=0.0, per_task=per_task,
-                  device=adapt_device())
-    try:
-        seconds = next(steps).elapsed
-    finally:
-        steps.close()
+    seconds = time_step(bench.merges[name].model, bench.data(), bench.heads(), per_task=per_task, device=adapt_device())
     session.step_seconds[(name, per_task)] = seconds
     return seconds
 
@@ -377,8 +373,15 @@ def normalise_image(image: Image.Image, config: AppConfig) -> Image.Image:
     return image
 
 
-def read_sketch(value: Any, config: AppConfig) -> Image.Image:
-    """The sketchpad's drawing (its composite image) as RGB; refuses an empty canvas."""
+def read_sketch(
+    value: Any, config: AppConfig, session: Session | None = None, task_choice: str | None = None
+) -> Image.Image:
+    """The sketchpad's drawing (its composite image) as RGB; refuses an empty canvas.
+
+    When the drawing is for the pocket digits task (the session's zoo has it and it is the chosen task, or auto),
+    it is redrawn like that task's images (:func:`wemoe.pocket.sketch.drawing_like_digits`): cropped, scaled,
+    given the task's stroke thickness and drawn as an 8x8 digit on 32x32: that is what gets classified (and previewed).
+    """
     composite = value.get("composite") if isinstance(value, Mapping) else value
     if composite is None:
         raise gr.Error("The sketchpad is empty: draw a digit first.")
@@ -387,7 +390,13 @@ def read_sketch(value: Any, config: AppConfig) -> Image.Image:
     extrema = composite.convert("L").getextrema()
     if extrema[0] == extrema[1]:
         raise gr.Error("The sketchpad is empty: draw a digit first.")
-    return normalise_image(composite, config)
+    image = normalise_image(composite, config)
+    names = session.bench.task_names if session is not None and session.bench is not None else []
+    if DIGITS_TASK in names and (task_choice or AUTO_TASK) in (AUTO_TASK, DIGITS_TASK):
+        from wemoe.pocket.sketch import drawing_like_digits
+
+        image = drawing_like_digits(image)
+    return image
 
 
 def read_example(name: str | None, config: AppConfig) -> Image.Image:
@@ -408,9 +417,7 @@ def _expert_tower(session: Session, task: str):
 
 
 def _wemoe_merge(session: Session) -> str | None:
-    from wemoe.moe import moe_layers
-
-    return next((n for n, r in session.bench.merges.items() if hasattr(r.model, "transformer") and moe_layers(r.model)), None)
+    return next((n for n, r in session.bench.merges.items() if r.routes), None)
 
 
 def _centroids(session: Session, name: str, config: AppConfig):
@@ -589,7 +596,7 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
 
 def export(session: Session, name: str | None) -> str:
     """Save merge ``name`` (static: open_clip CLIP safetensors; WEMoE: the WEMoE format) and return the file path."""
-    from wemoe.export import save_static, save_wemoe
+    from wemoe.export import save_model
 
     bench = _bench(session)
     if not name or name not in bench.merges:
@@ -598,8 +605,5 @@ def export(session: Session, name: str | None) -> str:
     model = bench.merges[name].model
     path = session.workdir / f"{session.zoo_name}-{name}.safetensors"
     with friendly(f"Exporting {name}"), busy(session):
-        if hasattr(model, "transformer") and routing_layers(model):
-            save_wemoe(model, path)
-        else:
-            save_static(bench.zoo.clip, model, path)
+        save_model(bench.zoo.clip, model, path)
     return str(path)

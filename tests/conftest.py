@@ -35,3 +35,17 @@ def pytest_collection_modifyitems(config, items):
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes heads and other caches under a temporary folder, never the user's home."""
     monkeypatch.setenv("WEMOE_CACHE", str(tmp_path_factory.getbasetemp() / "wemoe-cache"))
+
+
+@pytest.fixture
+def tiny_cli_zoo(monkeypatch):
+    """``load_zoo`` (as the CLI calls it) gives a tiny 2-expert zoo whose tasks are registered."""
+    import wemoe.zoo
+    from tests.helpers import tiny_task, tiny_zoo
+    from wemoe.tasks import register_task
+
+    zoo = tiny_zoo(n_experts=2, seed=11)
+    for i, name in enumerate(zoo.task_names):
+        register_task(tiny_task(name, n_classes=3, n_images=9, seed=i))
+    monkeypatch.setattr(wemoe.zoo, "load_zoo", lambda spec, progress=None: zoo)
+    return zoo

@@ -4,20 +4,8 @@ import json
 
 import pytest
 
-import wemoe.zoo
-from tests.helpers import tiny_task, tiny_zoo
 from wemoe.__main__ import main, parse_params
 from wemoe.errors import WemoeError
-from wemoe.tasks import register_task
-
-
-@pytest.fixture
-def tiny_cli_zoo(monkeypatch):
-    zoo = tiny_zoo(n_experts=2, seed=11)
-    for i, name in enumerate(zoo.task_names):
-        register_task(tiny_task(name, n_classes=3, n_images=9, seed=i))
-    monkeypatch.setattr(wemoe.zoo, "load_zoo", lambda spec, progress=None: zoo)
-    return zoo
 
 
 def test_table_writes_the_json_report(tiny_cli_zoo, tmp_path, capsys):

@@ -14,13 +14,31 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from wemoe.adapt import DEFAULT_LOSS, DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, LOSSES
+from wemoe.adapt import SETTINGS as ADAPT_SETTINGS
+from wemoe.adapt import resolve_settings
 from wemoe.errors import WemoeError
+from wemoe.export import save_model
 from wemoe.methods import get_method, list_methods
+from wemoe.presets import PRESETS
 from wemoe.report import build_report
 from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 
 LAMBDA_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+ADAPT_FLAGS = {
+    "steps": ("--adapt-steps", "adapt_steps"),
+    "lr": ("--adapt-lr", "adapt_lr"),
+    "per_task": ("--per-task", "per_task"),
+    "loss": ("--adapt-loss", "adapt_loss"),
+    "seed": ("--seed", "seed"),  # also the seed of the test images drawn with --samples
+}
+"""The CLI flag and argparse name of every adaptation setting."""
+
+
+def adapt_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The adaptation settings given on the command line, checked against their declarations (MethodError)."""
+    return resolve_settings({name: getattr(args, dest) for name, (_, dest) in ADAPT_FLAGS.items()})
 
 
 def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
@@ -49,10 +67,11 @@ def _log(message: str) -> None:
 
 def run_adaptation(bench: Workbench, name: str, args: argparse.Namespace) -> None:
     """Adapt a merge as the arguments say, logging every 50 steps."""
-    steps = args.adapt_steps
-    for record in bench.adapt(name, steps=steps, lr=args.adapt_lr, per_task=args.per_task, seed=args.seed, loss=args.adapt_loss):
+    settings = adapt_settings(args)
+    steps = settings["steps"]
+    for record in bench.adapt(name, **settings):
         if record.step % 50 == 0 or record.step == steps:
-            _log(f"  {name} step {record.step}/{steps}: {args.adapt_loss} loss {record.loss:.4f} ({record.elapsed:.1f} s)")
+            _log(f"  {name} step {record.step}/{steps}: {settings['loss']} loss {record.loss:.4f} ({record.elapsed:.1f} s)")
 
 
 def best_task_arithmetic(bench: Workbench) -> dict[str, Any]:
@@ -71,6 +90,7 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
     """Merge, adapt and evaluate the requested methods; print the table and return the JSON report."""
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     params = parse_params(args.param)
+    adapt_settings(args)  # fail before any work
     for name in names:
         if name not in {PRETRAINED, EXPERTS, ORACLE}:
             get_method(name).resolve(params.get(name))  # fail before any work
@@ -108,19 +128,14 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
 
 def command_merge(args: argparse.Namespace) -> None:
     """Merge (and adapt) one method and save it in the engine's formats."""
-    from wemoe.export import save_static, save_wemoe
-    from wemoe.moe import moe_layers
-
     params = parse_params(args.param).get(args.method, {})
     get_method(args.method).resolve(params)
+    adapt_settings(args)  # fail before any work
     bench = load_workbench(args.zoo, args.samples, args.seed)
     result = bench.merge(args.method, params)
     if get_method(args.method).adaptive and args.adapt_steps > 0:
         run_adaptation(bench, args.method, args)
-    if moe_layers(result.model):
-        save_wemoe(result.model, args.out)
-    else:
-        save_static(bench.zoo.clip, result.model, args.out)
+    save_model(bench.zoo.clip, result.model, args.out)
     _log(f"wrote {args.out}")
 
 
@@ -140,15 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--zoo", default="pocket", help="pocket (offline), or a hub preset such as vit-b-32-8task")
+        sub.add_argument("--zoo", default="pocket",
+                         help=f"pocket (offline), or a hub preset: {', '.join(PRESETS)}")
         sub.add_argument("--param", action="append", default=[], help="method parameter, e.g. wemoe.lambda=0.3")
-        sub.add_argument("--adapt-steps", type=int, default=DEFAULT_STEPS, help="entropy adaptation steps for adaptive methods")
-        sub.add_argument("--adapt-lr", type=float, default=DEFAULT_LR, help="Adam learning rate of the adaptation")
-        sub.add_argument("--per-task", type=int, default=DEFAULT_PER_TASK, help="images per task in each adaptation step")
-        sub.add_argument("--adapt-loss", choices=sorted(LOSSES), default=DEFAULT_LOSS,
-                         help="entropy (the paper's) or im (variant: entropy minus the entropy of the mean prediction)")
+        for setting in ADAPT_SETTINGS:  # declared once in wemoe.adapt; checked by resolve_settings before any work
+            flag, dest = ADAPT_FLAGS[setting.name]
+            allowed = f"one of {list(setting.choices)}" if setting.choices else f"{setting.min}..{setting.max}"
+            sub.add_argument(flag, dest=dest, type=setting.type, default=setting.default,
+                             help=f"{setting.help} ({allowed}; default {setting.default})")
         sub.add_argument("--samples", type=int, default=None, help="limit the test images per task")
-        sub.add_argument("--seed", type=int, default=0)
 
     table = commands.add_parser("table", help="accuracy table of pretrained, experts and merges")
     common(table)

@@ -13,20 +13,53 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from wemoe.adaptive import trainable_parameters
 from wemoe.classify import entropy, information_maximisation, logits_from_features
+from wemoe.errors import MethodError, WemoeError
+from wemoe.params import Param
 from wemoe.task_images import TaskImages
 
 
-DEFAULT_STEPS = 300
-DEFAULT_LR = 1e-3
-DEFAULT_PER_TASK = 16
 LOSSES = {"entropy": entropy, "im": information_maximisation}
 """Adaptation losses on one task's logits: ``entropy`` (the paper's) and ``im`` (a named variant)."""
-DEFAULT_LOSS = "entropy"
+
+SETTINGS = (
+    Param("steps", int, 300, "Adaptation steps (Adam steps on unlabeled test images).", min=0, max=5000),
+    Param("lr", float, 1e-3, "Adam learning rate of the routers or coefficients (the paper: 1e-3).", min=1e-7, max=1.0),
+    Param("per_task", int, 16, "Unlabeled test images drawn from every task for each step.", min=1, max=256),
+    Param("loss", str, "entropy", "entropy (the paper's) or im (entropy minus the entropy of the mean prediction).",
+          choices=tuple(LOSSES)),
+    Param("seed", int, 0, "Seed of the images drawn for each step (same seed, same batches).", min=0),
+)
+"""The adaptation settings, declared once: the app builds its controls, the CLI its flags and both their checks."""
+DEFAULTS = {p.name: p.default for p in SETTINGS}
+DEFAULT_STEPS, DEFAULT_LR, DEFAULT_PER_TASK = DEFAULTS["steps"], DEFAULTS["lr"], DEFAULTS["per_task"]
+DEFAULT_LOSS = DEFAULTS["loss"]
+
+
+def resolve_settings(values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The adaptation settings: defaults overridden by ``values``, each parsed and range-checked (MethodError)."""
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise MethodError(f"Adaptation has no setting {unknown[0]!r}. Its settings: {', '.join(DEFAULTS)}.")
+    return {p.name: p.parse(values.get(p.name, p.default), "adapt") for p in SETTINGS}
+
+
+class AdaptationDiverged(WemoeError):
+    """Adaptation stopped because its loss or gradients stopped being finite; the model keeps the last finite step."""
+
+    def __init__(self, step: int, steps: int, what: str, lr: float) -> None:
+        self.step_kept = step - 1
+        super().__init__(
+            f"Adaptation stopped at step {step} of {steps}: the {what} became NaN or infinite (learning rate {lr:g} "
+            f"is probably too large; the paper uses 1e-3). The parameters are kept as after step {self.step_kept}."
+        )
 
 
 @dataclass
@@ -44,9 +77,58 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters adaptation trains (those that require grad)."""
-    return [p for p in model.parameters() if p.requires_grad]
+def _batch_loss(
+    model: nn.Module,
+    data: Mapping[str, TaskImages],
+    task_heads: Mapping[str, torch.Tensor],
+    per_task: int,
+    generator: torch.Generator,
+    objective,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One step's loss: ``per_task`` images drawn from every task, one batch through the model, summed objective."""
+    tasks = list(task_heads)
+    picks = {t: torch.randint(len(data[t]), (per_task,), generator=generator) for t in tasks}
+    batch = torch.cat([data[t].images[picks[t]] for t in tasks]).to(device)
+    features = model(batch)
+    per_task_entropy = {}
+    total = torch.zeros((), device=device)
+    for i, t in enumerate(tasks):
+        task_logits = logits_from_features(features[i * per_task : (i + 1) * per_task], task_heads[t])
+        per_task_entropy[t] = float(entropy(task_logits.detach()))
+        total = total + objective(task_logits)
+    return total, per_task_entropy
+
+
+def time_step(
+    model: nn.Module,
+    data: Mapping[str, TaskImages],
+    heads: Mapping[str, torch.Tensor],
+    per_task: int = DEFAULT_PER_TASK,
+    device: str | torch.device | None = None,
+    repeats: int = 2,
+) -> float:
+    """Seconds of one adaptation step's work (forward and backward of one batch) on ``device``; the model is unchanged.
+
+    The fastest of ``repeats`` runs: the first run of a shape pays one-off costs (allocations, kernel builds), so one
+    run alone overestimates every later step.
+    """
+    settings = resolve_settings({"per_task": per_task})
+    params = trainable_parameters(model)
+    device = torch.device(device) if device is not None else default_device()
+    task_heads = {t: heads[t].to(device) for t in data}
+    generator = torch.Generator().manual_seed(0)
+    model.to(device)
+    best = float("inf")
+    try:
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            total, _ = _batch_loss(model, data, task_heads, settings["per_task"], generator, entropy, device)
+            torch.autograd.grad(total, params, allow_unused=True)  # gradients computed, none stored
+            best = min(best, time.perf_counter() - start)
+    finally:
+        model.to("cpu")
+    return best
 
 
 def adapt(
@@ -62,36 +144,39 @@ def adapt(
 ) -> Iterator[AdaptStep]:
     """Adapt ``model`` in place for ``steps`` steps; yields an AdaptStep after each (0 steps yields nothing).
 
-    The model is moved to ``device`` (default: CUDA if available) for the run and back to the CPU at the end,
-    including when the caller stops early.
+    The settings are checked against :data:`SETTINGS` first (MethodError). The model is moved to ``device``
+    (default: CUDA if available) for the run and back to the CPU at the end, including when the caller stops early.
+    A step whose loss or gradients are not finite is not taken: :class:`AdaptationDiverged` is raised and the model
+    keeps the parameters of the last finite step.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"Unknown adaptation loss {loss!r}; choose one of {sorted(LOSSES)}.")
+    settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
+    steps, lr, per_task, loss, seed = (settings[k] for k in ("steps", "lr", "per_task", "loss", "seed"))
     objective = LOSSES[loss]
     params = trainable_parameters(model)
     if not params:
         raise ValueError("This model has nothing to adapt: merge with an adaptive method (wemoe, adamerging) first.")
     device = torch.device(device) if device is not None else default_device()
-    tasks = list(data)
     generator = torch.Generator().manual_seed(seed)
-    task_heads = {t: heads[t].to(device) for t in tasks}
+    task_heads = {t: heads[t].to(device) for t in data}
     optimizer = torch.optim.Adam(params, lr=lr)
     model.to(device)
     start = time.perf_counter()
     try:
         for step in range(1, steps + 1):
-            picks = {t: torch.randint(len(data[t]), (per_task,), generator=generator) for t in tasks}
-            batch = torch.cat([data[t].images[picks[t]] for t in tasks]).to(device)
-            features = model(batch)
-            per_task_entropy = {}
-            total = torch.zeros((), device=device)
-            for i, t in enumerate(tasks):
-                task_logits = logits_from_features(features[i * per_task : (i + 1) * per_task], task_heads[t])
-                per_task_entropy[t] = float(entropy(task_logits.detach()))
-                total = total + objective(task_logits)
+            total, per_task_entropy = _batch_loss(model, data, task_heads, per_task, generator, objective, device)
+            if not torch.isfinite(total):
+                raise AdaptationDiverged(step, steps, "loss", lr)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                raise AdaptationDiverged(step, steps, "gradient", lr)
+            before = [p.detach().clone() for p in params]
             optimizer.step()
+            if not all(torch.isfinite(p).all() for p in params):
+                with torch.no_grad():
+                    for p, kept in zip(params, before):
+                        p.copy_(kept)
+                raise AdaptationDiverged(step, steps, "parameters", lr)
             yield AdaptStep(step, float(total.detach()), per_task_entropy, time.perf_counter() - start)
     finally:
         model.to("cpu")

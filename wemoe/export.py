@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wemoe.adaptive import routes, static_form
 from wemoe.errors import ZooError
 from wemoe.moe import WEMoEConfig, WeightEnsemblingMLP, moe_layers
 
@@ -28,16 +29,14 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def static_tower(model: nn.Module) -> nn.Module:
-    """The plain image tower of a static or layer-wise merge (AdaMerging's current weights)."""
-    return model.static_tower() if hasattr(model, "static_tower") else model
+def save_model(clip: nn.Module, model: nn.Module, path: str | Path) -> Path:
+    """Save any merge in its format: a routed (WEMoE) model with :func:`save_wemoe`, any other as a full CLIP."""
+    return save_wemoe(model, path) if routes(model) else save_static(clip, model, path)
 
 
 def save_static(clip: nn.Module, tower: nn.Module, path: str | Path) -> Path:
-    """Save ``clip`` with its image tower replaced by ``tower`` (an open_clip-loadable safetensors file)."""
-    tower = static_tower(tower)
-    if moe_layers(tower):
-        raise ValueError("This is a WEMoE model: save it with save_wemoe.")
+    """Save ``clip`` with its image tower replaced by ``tower``'s static form (an open_clip-loadable safetensors file)."""
+    tower = static_form(tower)
     state = {k: v for k, v in clip.state_dict().items() if not k.startswith("visual.")}
     state.update({f"visual.{k}": v for k, v in tower.state_dict().items()})
     save_file(_contiguous(state), str(path), metadata={FORMAT_KEY: "open_clip"})

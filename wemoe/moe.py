@@ -356,8 +356,11 @@ def upscale_to_wemoe(
 
 
 def moe_layers(tower: nn.Module) -> dict[int, WeightEnsemblingMLP]:
-    """The upscaled MLPs of a tower, by block index."""
-    return {i: block.mlp for i, block in enumerate(tower.transformer.resblocks) if isinstance(block.mlp, WeightEnsemblingMLP)}
+    """The upscaled MLPs of a tower, by block index; empty for any other model (a static tower, AdaMerging's)."""
+    blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
+    if blocks is None:
+        return {}
+    return {i: block.mlp for i, block in enumerate(blocks) if isinstance(getattr(block, "mlp", None), WeightEnsemblingMLP)}
 
 
 def release_workspaces(model: nn.Module) -> None:

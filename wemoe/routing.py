@@ -7,6 +7,8 @@
   assumes the routers favour "their" expert, which entropy adaptation does not promise);
   :class:`RoutingCentroids` compares the image's whole routing pattern (layers x experts, flattened) with the mean
   pattern of known images of each task and picks the nearest (Euclidean). The app uses the centroids.
+- :func:`uninformative_routing`: whether routing can tell tasks apart at all (untrained routers give every expert
+  the same weight, NaN weights give nothing): then there is no guess to make.
 - :func:`task_average_routing`: the mean routing of each task's images (task x layer x expert), for heatmaps.
 - :func:`embed_2d`: a 2-D map of features by UMAP (umap-learn) or PCA, for scatter plots.
 - :func:`top_k`: the k most probable classes of any image tower under a zero-shot head.
@@ -29,10 +31,7 @@ from wemoe.task_images import TaskImages
 
 def require_wemoe(tower: nn.Module) -> list[int]:
     """The upscaled block indices of ``tower``; a MethodError if it has none (it is not a WEMoE model)."""
-    try:
-        layers = sorted(moe_layers(tower))
-    except AttributeError:  # not an open_clip ViT tower (e.g. AdaMerging's wrapper)
-        layers = []
+    layers = sorted(moe_layers(tower))
     if not layers:
         raise MethodError("This model has no routers: merge with the wemoe method to see routing.")
     return layers
@@ -60,6 +59,34 @@ def guess_task_argmax(routing: torch.Tensor, task_names: Sequence[str]) -> list[
     if routing.shape[-1] != len(task_names):
         raise ValueError(f"Routing has {routing.shape[-1]} experts but {len(task_names)} task names were given.")
     return [task_names[i] for i in routing.mean(dim=1).argmax(dim=-1).tolist()]
+
+
+def uninformative_routing(
+    routing: torch.Tensor, centroids: torch.Tensor | None = None, tolerance: float = 1e-4
+) -> str | None:
+    """Why ``routing`` cannot point to a task, or None when it can.
+
+    Routing weights ``[..., layers, experts]`` carry no information about an image's task when they are not finite
+    (NaN or infinite), or when in every layer all experts get the same weight up to ``tolerance`` (WEMoE's untrained
+    routers give every expert ``init_lambda``). With ``centroids`` (``[tasks, ...]``, each task's mean routing, e.g.
+    :attr:`RoutingCentroids.centroids`) the routing is also uninformative when every task's images are routed alike:
+    no two centroids differ by more than ``tolerance`` in any weight. The reason is a short phrase for messages.
+    """
+    routing = torch.as_tensor(routing)
+    if routing.numel() == 0:
+        return "there are no routing weights"
+    if not bool(torch.isfinite(routing).all()):
+        return "the routing weights are not numbers (NaN or infinite)"
+    spread = routing.amax(dim=-1) - routing.amin(dim=-1)  # per layer (and image): the largest gap between experts
+    if float(spread.max()) <= tolerance:
+        return "the routers give every expert the same weight (they are not adapted yet)"
+    if centroids is not None:
+        centroids = torch.as_tensor(centroids).reshape(len(centroids), -1)
+        if not bool(torch.isfinite(centroids).all()):
+            return "the routing of the tasks' test images is not numbers (NaN or infinite)"
+        if len(centroids) > 1 and float((centroids.amax(dim=0) - centroids.amin(dim=0)).max()) <= tolerance:
+            return "the images of every task are routed alike"
+    return None
 
 
 @dataclass

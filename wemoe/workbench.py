@@ -21,7 +21,8 @@ from wemoe.errors import MethodError, TaskError
 from wemoe.evaluate import Model, evaluate, iter_scores
 from wemoe.heads import HeadCache
 from wemoe.methods import get_method
-from wemoe.moe import moe_layers, oracle_towers, release_workspaces
+from wemoe.adaptive import routes, trainable_parameters
+from wemoe.moe import oracle_towers, release_workspaces
 from wemoe.tasks import Task, get_task
 from wemoe.zoo import Zoo
 
@@ -44,8 +45,13 @@ class MergeResult:
 
     @property
     def adaptive(self) -> bool:
-        """Whether the model has parameters left to adapt."""
-        return any(p.requires_grad for p in self.model.parameters())
+        """Whether the model has parameters left to adapt (see ``wemoe.adaptive``)."""
+        return bool(trainable_parameters(self.model))
+
+    @property
+    def routes(self) -> bool:
+        """Whether the model routes each image (a WEMoE model; see ``wemoe.adaptive``)."""
+        return routes(self.model)
 
 
 class Workbench:
@@ -138,9 +144,9 @@ class Workbench:
             elif name == EXPERTS:
                 chosen[name] = {t: self.zoo.expert_visual(t) for t in self.task_names}
             elif name == ORACLE:
-                wemoe = next((r.model for r in self.merges.values() if moe_layers(r.model)), None)
+                wemoe = next((r.model for r in self.merges.values() if routes(r.model)), None)
                 if wemoe is None:
-                    raise MethodError("wemoe_oracle needs a wemoe merge first.")
+                    raise MethodError("wemoe_oracle needs a wemoe merge first: it routes each task to its own expert.")
                 chosen[name] = oracle_towers(wemoe, self.task_names)
             elif name in self.merges:
                 chosen[name] = self.merges[name].model

@@ -8,51 +8,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
 from wemoe.errors import MethodError
+from wemoe.params import Param
 from wemoe.zoo import Zoo
-
-
-@dataclass(frozen=True)
-class Param:
-    """A declared method parameter: type, default, allowed range or choices, and help text for UI and CLI."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[Any, ...] | None = None
-
-    def parse(self, value: Any, method: str = "") -> Any:
-        """Convert ``value`` (possibly a CLI string) to this parameter's type and check its range or choices."""
-        where = f"{method}.{self.name}" if method else self.name
-        try:
-            if self.type is bool and isinstance(value, str):
-                if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-                    raise ValueError(value)
-                value = value.lower() in {"true", "1", "yes"}
-            else:
-                value = self.type(value)
-        except (TypeError, ValueError):
-            raise MethodError(f"Parameter {where} must be a {self.type.__name__}, got {value!r}. {self.help}") from None
-        if self.choices is not None and value not in self.choices:
-            raise MethodError(f"Parameter {where}={value!r} is not allowed; choose one of {list(self.choices)}.")
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise MethodError(f"Parameter {where}={value!r} is out of range [{self.min}, {self.max}]. {self.help}")
-        return value
 
 
 class MergeMethod(ABC):
     """A merge method. Subclasses set the class attributes and implement :meth:`merge`.
 
-    ``adaptive`` methods return a tower with trainable parameters (routers, merging coefficients) that
-    ``wemoe.adapt.adapt`` trains by entropy minimisation; the others return a static tower.
+    ``adaptive`` methods return a model that keeps the contract of ``wemoe.adaptive`` (trainable parameters that
+    ``wemoe.adapt.adapt`` trains, a static form or a saved format for export, routing or none); the others return a
+    static tower.
     """
 
     name: ClassVar[str]
