@@ -228,7 +228,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             return handlers.predict(state, handlers.read_upload(image, config), task, config)
 
         def classify_sketch(state, drawing, task=handlers.AUTO_TASK):
-            return handlers.predict(state, handlers.read_sketch(drawing, config), task, config)
+            return handlers.predict(state, handlers.read_sketch(drawing, config, state, task), task, config)
 
         def classify_example(state, example, task=handlers.AUTO_TASK):
             return handlers.predict(state, handlers.read_example(example, config), task, config)

@@ -105,3 +105,17 @@ def test_ensembled_linear_variants_agree_with_the_library(capsys):
     assert all(result["max_abs_diff"][name] <= 1e-5 for name in exact)  # every exact formulation computes the same layer
     assert result["max_abs_diff"]["dense"] > 1e-5  # the routing changes the output, so the comparison means something
     assert all(ms > 0 for ms in result["mlp_ms"].values())
+
+
+def test_sketch_digits_bench_tiny(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    result = load_script("sketch_digits").main(["--per-digit", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["drawings"] == 10 and result["labels"] == list(range(10))
+    for name in ("expert", "pretrained"):
+        predictions = result["predictions"][name]
+        assert len(predictions["before"]) == len(predictions["after"]) == 10
+        for when in ("before", "after"):
+            assert result[f"{name}_{when}"] == 10.0 * sum(p == y for p, y in zip(predictions[when], range(10)))
+    assert result["expert_after"] > result["expert_before"]
