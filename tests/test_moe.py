@@ -126,6 +126,30 @@ def test_ensembled_linear_gradients_pass_gradcheck():
         )
 
 
+def test_float32_router_gradients_match_float64_on_vit_b32_mlp_shapes():
+    from wemoe.moe import stacked_ensembled_linear
+
+    generator = torch.Generator().manual_seed(0)
+    batch, tokens, d, hidden, experts = 4, 50, 768, 3072, 8  # ViT-B/32's c_fc, eight experts
+
+    def draw(*shape, scale=1.0):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
+
+    x, grad_out = draw(batch, tokens, d), draw(batch, tokens, hidden, scale=1e-3)
+    routing = draw(batch, experts, scale=0.3)
+    stack = torch.cat([draw(experts, hidden, d, scale=2e-3), draw(1, hidden, d, scale=0.02)])
+    bias, bias_tvs = draw(hidden, scale=0.01), draw(experts, hidden, scale=1e-3)
+
+    def router_gradient(dtype):
+        r = routing.to(dtype).detach().clone().requires_grad_(True)
+        out = stacked_ensembled_linear(x.to(dtype), r, stack.to(dtype), bias.to(dtype), bias_tvs.to(dtype))
+        (out * grad_out.to(dtype)).sum().backward()
+        return r.grad.double()
+
+    exact, single = router_gradient(torch.float64), router_gradient(torch.float32)
+    assert float((single - exact).abs().max() / exact.abs().max()) <= 1e-6
+
+
 def test_workspace_is_reused_and_gives_the_same_outputs_and_gradients(zoo):
     moe = upscale_to_wemoe(zoo)
     workspaces = {id(layer.workspace) for layer in moe_layers(moe).values()}
