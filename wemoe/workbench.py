@@ -1,13 +1,21 @@
-"""A Workbench: a zoo with its tasks' images and heads, and the merges made from it.
+"""A Workbench: a loaded zoo (shared, read-only) and the merges one user makes from it.
 
 It is what one CLI run or one app session holds, so both drive the same code: ``merge`` a registered method,
-``adapt`` an adaptive merge step by step, ``evaluate`` any set of models into an accuracy table.
+``adapt`` an adaptive merge step by step, ``evaluate`` any set of models into an accuracy table, analyse the routing.
+
+Many workbenches may share one :class:`~wemoe.loaded_zoo.LoadedZoo` (an app loads each zoo once for all its sessions)
+and one :class:`~wemoe.result_cache.ResultCache`: merges, adaptation runs, table rows and routing analyses are pure
+functions of their inputs, so with a cache each is computed once per process and later workbenches get it from there
+(``from_cache`` says so). What a workbench gets from the cache it never changes: a static merge is shared as it is (no
+one trains it); an adaptive merge is a copy whose frozen tensors are shared and whose trainable ones are its own
+(copy-on-write for routers), so adapting it further changes nobody else's.
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,25 +23,32 @@ import pandas as pd
 import torch
 from torch import nn
 
-from wemoe.adapt import DEFAULT_LOSS, DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, AdaptStep, adapt
-from wemoe.task_images import TaskImages, load_task_images
-from wemoe.errors import MethodError, TaskError
-from wemoe.evaluate import Model, evaluate, iter_scores
-from wemoe.heads import HeadCache
-from wemoe.methods import get_method
+from wemoe.adapt import DEFAULT_LOSS, DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, AdaptStep, adapt, resolve_settings
 from wemoe.adaptive import routes, trainable_parameters
+from wemoe.errors import MethodError
+from wemoe.evaluate import Model, Score, iter_scores, table_from_scores
+from wemoe.loaded_zoo import LoadedZoo
+from wemoe.methods import get_method
 from wemoe.moe import oracle_towers, release_workspaces
-from wemoe.tasks import Task, get_task
+from wemoe.result_cache import ResultCache
+from wemoe.routing import RoutingAnalysis, analyse_routing
+from wemoe.task_images import TaskImages
+from wemoe.tasks import Task
 from wemoe.zoo import Zoo
 
 PRETRAINED = "pretrained"
 EXPERTS = "experts"
 ORACLE = "wemoe_oracle"
+ADAPT_RUN = ("steps", "lr", "per_task", "loss", "seed")
 
 
 @dataclass
 class MergeResult:
-    """A merged model and how it was made."""
+    """A merged model and how it was made.
+
+    ``key`` names its inputs (zoo, method, parameters, then every adaptation run) when it came from a workbench with a
+    cache, else None; ``from_cache`` says whether its latest state came from the cache instead of being computed.
+    """
 
     method: str
     params: dict[str, Any]
@@ -42,6 +57,8 @@ class MergeResult:
     adapt_steps: int = 0
     adapt_seconds: float = 0.0
     history: list[AdaptStep] = field(default_factory=list)
+    key: Hashable | None = None
+    from_cache: bool = False
 
     @property
     def adaptive(self) -> bool:
@@ -54,8 +71,26 @@ class MergeResult:
         return routes(self.model)
 
 
+@dataclass(frozen=True)
+class AdaptedState:
+    """What one finished adaptation run left (the cache's entry): trainable tensors and the run's records."""
+
+    trainable: dict[str, torch.Tensor]
+    records: tuple[AdaptStep, ...]
+
+
+def own_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose trainable parameters are its own and whose frozen tensors are shared (not copied)."""
+    frozen = [p for p in model.parameters() if not p.requires_grad] + list(model.buffers())
+    return copy.deepcopy(model, memo={id(t): t for t in frozen})
+
+
+def _frozen(values: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(values.items()))
+
+
 class Workbench:
-    """The zoo, its tasks (one per expert, same order), their test images and heads, and the merges made."""
+    """A loaded zoo and the merges made from it; optionally sharing results through a cache."""
 
     def __init__(
         self,
@@ -65,45 +100,72 @@ class Workbench:
         seed: int = 0,
         cache_dir: str | None = None,
     ) -> None:
-        self.zoo = zoo
-        self.tasks = list(tasks) if tasks is not None else [get_task(name) for name in zoo.task_names]
-        if [t.name for t in self.tasks] != zoo.task_names:
-            raise TaskError(f"Tasks {[t.name for t in self.tasks]} do not match the zoo's experts {zoo.task_names}.")
-        self.samples = samples
-        self.seed = seed
-        self.head_cache = HeadCache(zoo.clip, zoo.tokenizer, cache_dir)
-        self._heads: dict[str, torch.Tensor] = {}
-        self._data: dict[str, TaskImages] = {}
+        """A workbench on its own LoadedZoo (no result cache); see :meth:`sharing` for one shared with others."""
+        self.loaded = LoadedZoo(zoo, tasks, samples, seed, cache_dir)
+        self.cache: ResultCache | None = None
+        self.cache_key: Hashable | None = None
         self.merges: dict[str, MergeResult] = {}
+
+    @classmethod
+    def sharing(cls, loaded: LoadedZoo, cache: ResultCache | None = None, key: Hashable | None = None) -> Workbench:
+        """A workbench on an already loaded zoo; with a ``cache`` and the zoo's ``key`` its results are shared."""
+        bench = cls.__new__(cls)
+        bench.loaded, bench.merges = loaded, {}
+        bench.cache, bench.cache_key = (cache, key) if cache is not None and key is not None else (None, None)
+        return bench
+
+    @property
+    def zoo(self) -> Zoo:
+        """The zoo (shared, read-only)."""
+        return self.loaded.zoo
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks, one per expert, in the experts' order."""
+        return self.loaded.tasks
+
+    @property
+    def samples(self) -> int | None:
+        """Test images per task (None: all)."""
+        return self.loaded.samples
+
+    @property
+    def seed(self) -> int:
+        """The seed that drew the test images."""
+        return self.loaded.seed
 
     @property
     def task_names(self) -> list[str]:
         """Task names, in the experts' order."""
-        return [t.name for t in self.tasks]
+        return self.loaded.task_names
 
     def heads(self) -> dict[str, torch.Tensor]:
-        """Zero-shot heads of every task (cached)."""
-        for task in self.tasks:
-            if task.name not in self._heads:
-                self._heads[task.name] = self.head_cache.get(task)
-        return self._heads
+        """Zero-shot heads of every task (shared)."""
+        return self.loaded.heads()
 
     def data(self, progress: Callable[[float, str], None] | None = None) -> dict[str, TaskImages]:
-        """Every task's test images as tensors (loaded once)."""
-        for i, task in enumerate(self.tasks):
-            if task.name not in self._data:
-                if progress is not None:
-                    progress(i / len(self.tasks), f"loading {task.name} test images")
-                self._data[task.name] = load_task_images(task, self.zoo.preprocess, "test", self.samples, self.seed)
-        return self._data
+        """Every task's test images as tensors (shared)."""
+        return self.loaded.data(progress)
+
+    def _cached(self, key: Hashable | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        if self.cache is None or key is None:
+            return compute(), False
+        return self.cache.get_or_compute((self.cache_key, *key), compute)
 
     def merge(self, method: str, params: Mapping[str, Any] | None = None, name: str | None = None) -> MergeResult:
-        """Merge with a registered method (parameters checked first) and keep the result under ``name`` (default: method)."""
+        """Merge with a registered method (parameters checked first) and keep the result under ``name`` (default: method).
+
+        The session's merges change only once the merge succeeded.
+        """
         merger = get_method(method)
         resolved = merger.resolve(params)
+        key = ("merge", method, _frozen(resolved))
         start = time.perf_counter()
-        model = merger.merge(self.zoo, **resolved)
-        result = MergeResult(method, resolved, model, merge_seconds=time.perf_counter() - start)
+        model, hit = self._cached(key, lambda: merger.merge(self.zoo, **resolved))
+        if hit and trainable_parameters(model):
+            model = own_copy(model)  # the cache's model stays as it was: this one's routers are the session's own
+        result = MergeResult(method, resolved, model, merge_seconds=time.perf_counter() - start,
+                             key=key if self.cache is not None else None, from_cache=hit)
         self.merges[name or method] = result
         return result
 
@@ -117,23 +179,80 @@ class Workbench:
         device: str | None = None,
         loss: str = DEFAULT_LOSS,
     ) -> Iterator[AdaptStep]:
-        """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step."""
+        """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step.
+
+        With a cache, a run with the same inputs as one finished before is not recomputed: its trainable state is
+        loaded and its records are yielded at once (``from_cache``). A run stopped early or diverged is not cached.
+        """
         if name not in self.merges:
             raise MethodError(f"There is no {name!r} merge to adapt yet: merge with wemoe or adamerging first.")
         result = self.merges[name]
         if not result.adaptive:
             raise MethodError(f"The {name!r} merge has nothing to adapt: only wemoe and adamerging merges adapt.")
+        settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
+        key = None if result.key is None or self.cache is None else (result.key, tuple(settings[k] for k in ADAPT_RUN))
+        while key is not None:
+            action, found = self.cache.claim((self.cache_key, *key))
+            if action == "hit":
+                yield from self._restore(result, found, key)
+                return
+            if action == "compute":
+                break
+            found.done.wait(0.5)  # the same run is being computed for someone else: wait for it
+        flight = found if key is not None else None
+        records: list[AdaptStep] = []
+        finished = False
+        try:
+            yield from self._run(result, settings, device, records)
+            finished = True
+        finally:
+            result.key, result.from_cache = (key if finished else None), False
+            if flight is not None:
+                if finished:
+                    state = {n: p.detach().cpu().clone() for n, p in result.model.named_parameters() if p.requires_grad}
+                    self.cache.finish((self.cache_key, *key), flight, AdaptedState(state, tuple(records)))
+                else:
+                    self.cache.abandon((self.cache_key, *key), flight)
+
+    def _run(self, result: MergeResult, settings: Mapping[str, Any], device: str | None, records: list) -> Iterator:
         data, heads = self.data(), self.heads()
         previous = 0.0
         try:
-            for record in adapt(result.model, data, heads, steps, lr, per_task, seed, device, loss):
+            for record in adapt(result.model, data, heads, device=device, **settings):
                 result.history.append(record)
+                records.append(record)
                 result.adapt_steps += 1
                 result.adapt_seconds += record.elapsed - previous
                 previous = record.elapsed
                 yield record
         finally:
             release_workspaces(result.model)  # adaptation batches are large: do not keep their scratch memory
+
+    @staticmethod
+    def _restore(result: MergeResult, state: AdaptedState, key: Hashable) -> Iterator[AdaptStep]:
+        with torch.no_grad():
+            for name, parameter in result.model.named_parameters():
+                if name in state.trainable:
+                    parameter.copy_(state.trainable[name])
+        result.history.extend(state.records)
+        result.adapt_steps += len(state.records)
+        result.adapt_seconds += state.records[-1].elapsed if state.records else 0.0
+        result.key, result.from_cache = key, True
+        yield from state.records
+
+    def _routed_merge(self) -> MergeResult:
+        found = next((r for r in self.merges.values() if r.routes), None)
+        if found is None:
+            raise MethodError("wemoe_oracle needs a wemoe merge first: it routes each task to its own expert.")
+        return found
+
+    def _model_key(self, name: str) -> Hashable | None:
+        if name in (PRETRAINED, EXPERTS):
+            return (name,)
+        if name == ORACLE:
+            merge_key = self._routed_merge().key
+            return None if merge_key is None else (ORACLE, merge_key)
+        return None if name not in self.merges or self.merges[name].key is None else (self.merges[name].key,)
 
     def models(self, names: Sequence[str]) -> dict[str, Model]:
         """Models by name: ``pretrained``, ``experts`` (each on its own task), ``wemoe_oracle``, or a merge's name."""
@@ -142,12 +261,9 @@ class Workbench:
             if name == PRETRAINED:
                 chosen[name] = self.zoo.visual
             elif name == EXPERTS:
-                chosen[name] = {t: self.zoo.expert_visual(t) for t in self.task_names}
+                chosen[name] = self.loaded.expert_towers()
             elif name == ORACLE:
-                wemoe = next((r.model for r in self.merges.values() if routes(r.model)), None)
-                if wemoe is None:
-                    raise MethodError("wemoe_oracle needs a wemoe merge first: it routes each task to its own expert.")
-                chosen[name] = oracle_towers(wemoe, self.task_names)
+                chosen[name] = oracle_towers(self._routed_merge().model, self.task_names)
             elif name in self.merges:
                 chosen[name] = self.merges[name].model
             else:
@@ -157,19 +273,70 @@ class Workbench:
 
     def evaluate(self, names: Sequence[str], progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
         """Accuracy table (percent) of the named models on every task."""
+        scores = []
+        total = len(names) * len(self.task_names)
+        for score in self.iter_scores(names):
+            scores.append(score)
+            if progress is not None:
+                progress(len(scores) / total, f"{score.model} on {score.task}: {score.accuracy:.1f}%")
+        return table_from_scores(scores, self.task_names)
+
+    def iter_scores(self, names: Sequence[str]) -> Iterator[Score]:
+        """The evaluation as a stream of cells, model by model (rows computed before come from the cache at once)."""
         models = self.models(names)
         try:
-            return evaluate(models, self.data(), self.heads(), progress=progress)
+            for name, model in models.items():
+                yield from self._row(name, model)
         finally:
             _release(models)
 
-    def iter_scores(self, names: Sequence[str]):
-        """The evaluation as a stream of cells (for tables that fill as they go)."""
-        models = self.models(names)
+    def _row(self, name: str, model: Model) -> Iterator[Score]:
+        model_key = self._model_key(name)
+        if self.cache is None or model_key is None:
+            yield from iter_scores({name: model}, self.data(), self.heads())
+            return
+        key = (self.cache_key, "scores", *model_key)
+        while True:
+            action, found = self.cache.claim(key)
+            if action == "hit":
+                for score in found:
+                    yield Score(name, score.task, score.accuracy, score.samples)
+                return
+            if action == "compute":
+                break
+            found.done.wait(0.5)
+        row: list[Score] = []
         try:
-            yield from iter_scores(models, self.data(), self.heads())
+            for score in iter_scores({name: model}, self.data(), self.heads()):
+                row.append(score)
+                yield score
+        except BaseException:
+            self.cache.abandon(key, found)
+            raise
+        if len(row) == len(self.task_names):
+            self.cache.finish(key, found, tuple(row))
+        else:  # the consumer stopped early (GeneratorExit is raised at the yield above, handled there)
+            self.cache.abandon(key, found)
+
+    def routing_analysis(self, name: str, per_task: int | None = None) -> tuple[RoutingAnalysis, bool]:
+        """Features and routing of ``per_task`` test images of every task through merge ``name``; ``(analysis,
+        from_cache)``."""
+        if name not in self.merges:
+            raise MethodError(f"There is no {name!r} merge: merge with wemoe first.")
+        result = self.merges[name]
+        key = None if result.key is None else ("routing", result.key, per_task)
+        try:
+            return self._cached(key, lambda: analyse_routing(result.model, self.data(), per_task=per_task))
         finally:
-            _release(models)
+            release_workspaces(result.model)
+
+    def cached(self, key: Hashable | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """``compute()``'s result, shared through the cache under ``key`` (a tuple of its inputs; None: not shared)."""
+        return self._cached(None if key is None else ("derived", *key), compute)
+
+    def merge_key(self, name: str) -> Hashable | None:
+        """The inputs that made merge ``name`` as it is now (None when it is not reproducible from the cache)."""
+        return self.merges[name].key if name in self.merges and self.cache is not None else None
 
 
 def _release(models: Mapping[str, Model]) -> None:
