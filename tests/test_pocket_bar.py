@@ -3,7 +3,7 @@
 The bar: WEMoE after at most 300 adaptation steps recovers at least 2/3 of the gap between task arithmetic (best
 lambda) and the experts' average, measured with the CLI exactly as the README reports it: with the paper's entropy
 loss, and with IM (a named variant: entropy minus the entropy of each task's mean prediction). The paper's loss meets
-it at the CLI's default seeds with a small margin, and other seeds land lower (wemoe/pocket/FINDINGS.md, build5);
+it at the CLI's default seeds with a small margin, and other seeds land lower (research/pocket/FINDINGS.md, build5);
 IM meets it with room in every seed measured.
 """
 

@@ -1,15 +1,15 @@
-"""The adaptation diagnostics (wemoe.pocket.diagnose) against finite differences and the task-arithmetic model."""
+"""The adaptation diagnostics (research.pocket.diagnose) against finite differences and the task-arithmetic model."""
 
 from __future__ import annotations
 
 import torch
 
 import wemoe  # noqa: F401  (before open_clip)
+from research.pocket import diagnose
 from tests.helpers import tiny_zoo
 from wemoe.classify import entropy, logits_from_features
 from wemoe.methods import get_method
 from wemoe.moe import force_routing, upscale_to_wemoe
-from wemoe.pocket import diagnose
 
 
 def _setup(lam: float = 0.3):

@@ -21,9 +21,8 @@ from wemoe.export import save_model
 from wemoe.methods import get_method, list_methods
 from wemoe.presets import PRESETS
 from wemoe.report import build_report
+from wemoe.sweep import best_task_arithmetic
 from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
-
-LAMBDA_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 ADAPT_FLAGS = {
@@ -72,18 +71,6 @@ def run_adaptation(bench: Workbench, name: str, args: argparse.Namespace) -> Non
     for record in bench.adapt(name, **settings):
         if record.step % 50 == 0 or record.step == steps:
             _log(f"  {name} step {record.step}/{steps}: {settings['loss']} loss {record.loss:.4f} ({record.elapsed:.1f} s)")
-
-
-def best_task_arithmetic(bench: Workbench) -> dict[str, Any]:
-    """Sweep task arithmetic's lambda; keep the best merge in the workbench and return its params with the sweep."""
-    sweep = {}
-    for lam in LAMBDA_SWEEP:
-        bench.merge("task_arithmetic", {"lambda": lam}, name=f"ta@{lam}")
-        sweep[lam] = float(bench.evaluate([f"ta@{lam}"]).loc[f"ta@{lam}", "average"])
-        del bench.merges[f"ta@{lam}"]
-    best = max(sweep, key=sweep.get)
-    bench.merge("task_arithmetic", {"lambda": best})
-    return {"lambda": best, "lambda_sweep": {str(k): round(v, 2) for k, v in sweep.items()}}
 
 
 def command_table(args: argparse.Namespace) -> dict[str, Any]:

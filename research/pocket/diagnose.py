@@ -50,9 +50,12 @@ def path(
 
 
 def entropy_gradients(
-    tower: nn.Module, data: Mapping[str, tuple[torch.Tensor, torch.Tensor]], heads: Mapping[str, torch.Tensor], init_lambda: float
+    tower: nn.Module,
+    data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    heads: Mapping[str, torch.Tensor],
+    init_lambda: float,
 ) -> torch.Tensor:
-    """``G[t, s]``: gradient of task t's mean entropy (under head t) with respect to expert s's shared routing weight."""
+    """``G[t, s]``: gradient of task t's mean entropy (under head t) w.r.t. expert s's shared routing weight."""
     tasks = list(data)
     rows = []
     for task in tasks:

@@ -1,7 +1,7 @@
 """Leg 3 of the pocket bar: how much of the TA -> experts gap WEMoE adaptation recovers, per adaptation setting.
 
-    python bench/pocket_adapt_sweep.py --run /tmp/pocket_runs/r1 --lr 1e-4 3e-4 1e-3 --steps 300
-    python bench/pocket_adapt_sweep.py --lr 1e-3 --lambda 0.1 0.3          # the shipped assets/pocket
+    python research/pocket/pocket_adapt_sweep.py --run /tmp/pocket_runs/r1 --lr 1e-4 3e-4 1e-3 --steps 300
+    python research/pocket/pocket_adapt_sweep.py --lr 1e-3 --lambda 0.1 0.3          # the shipped assets/pocket
 
 For each (init lambda, lr, router hidden layers) it adapts a fresh WEMoE with the engine (wemoe.moe.upscale_to_wemoe,
 wemoe.adapt.adapt: Adam on the routers, entropy under each task's own head, 16 images per task per step) and prints
@@ -20,34 +20,18 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `python research/pocket/<script>.py`
 
 import wemoe  # noqa: E402,F401
-from safetensors.torch import load_file  # noqa: E402
-
+from research.pocket.candidates import load_candidate  # noqa: E402
 from wemoe.adapt import adapt  # noqa: E402
 from wemoe.classify import predict  # noqa: E402
 from wemoe.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.moe import capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
-from wemoe.pocket.train import create_pocket_clip, to_tensor  # noqa: E402
+from wemoe.pocket.train import to_tensor  # noqa: E402
 from wemoe.task_images import TaskImages  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
-
-
-def load(run: str | None) -> Zoo:
-    """A research run folder (clip.safetensors + <task>.safetensors) or, without one, the shipped pocket zoo."""
-    if run is None or (Path(run) / "manifest.json").is_file():
-        from wemoe.pocket import load_pocket_zoo
-
-        return load_pocket_zoo() if run is None else load_pocket_zoo(run)
-    config_path = Path(run) / "config.json"  # a research run with another tiny-CLIP config (bench/pocket_research.py)
-    config = json.loads(config_path.read_text()) if config_path.is_file() else None
-    clip, preprocess, tokenizer = create_pocket_clip(config)
-    clip.load_state_dict(load_file(str(Path(run) / "clip.safetensors")))
-    experts = {t: load_file(str(Path(run) / f"{t}.safetensors")) for t in TASK_NAMES}
-    return Zoo(Path(run).name, clip, experts, preprocess, tokenizer)
 
 
 def average(model, data, heads) -> tuple[float, dict[str, float]]:
@@ -69,31 +53,6 @@ def routing_matrix(tower, data, samples: int = 64) -> torch.Tensor:
             tower(d.images[:samples])
         rows.append(record.layers[last].mean(0))
     return torch.stack(rows)
-
-
-def adapt_im(model, data, heads, steps: int, lr: float, per_task: int = 16, seed: int = 0):
-    """Variant (not the paper's): per task, mean entropy minus the entropy of the mean prediction (information
-    maximisation, as in SHOT), so collapsing a task onto one class is penalised. Same sampling as wemoe.adapt."""
-    from wemoe.adapt import AdaptStep
-    from wemoe.classify import logits_from_features
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    tasks = list(data)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        picks = {t: torch.randint(len(data[t]), (per_task,), generator=generator) for t in tasks}
-        features = model(torch.cat([data[t].images[picks[t]] for t in tasks]))
-        loss = torch.zeros(())
-        for i, t in enumerate(tasks):
-            probs = logits_from_features(features[i * per_task : (i + 1) * per_task], heads[t]).softmax(-1)
-            mean = probs.mean(0)
-            loss = loss - (probs * probs.clamp_min(1e-12).log()).sum(-1).mean() + (mean * mean.clamp_min(1e-12).log()).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        yield AdaptStep(step, float(loss.detach()), {}, time.perf_counter() - start)
 
 
 def use_bounded_routers() -> None:
@@ -164,7 +123,7 @@ def main() -> None:
     if args.bounded:
         use_bounded_routers()
     task_batch = use_task_batch_routing(16) if args.task_batch_routing else {"on": False}
-    zoo = load(args.run)
+    zoo = load_candidate(args.run)
     if args.head_logit_scale is not None:
         zoo.clip.logit_scale.data.fill_(math.log(args.head_logit_scale))
     heads = {t: build_head(zoo.clip, zoo.tokenizer, POCKET_TASKS[t]) for t in TASK_NAMES}
@@ -180,8 +139,7 @@ def main() -> None:
                 tower = upscale_to_wemoe(zoo, lam, hidden)
                 start = time.perf_counter()
                 label = f"lambda {lam} hidden {hidden} lr {lr:g}"
-                steps = adapt(tower, data, heads, steps=args.steps, lr=lr, seed=args.seed, device="cpu") if args.loss == "entropy" \
-                    else adapt_im(tower, data, heads, steps=args.steps, lr=lr, seed=args.seed)
+                steps = adapt(tower, data, heads, steps=args.steps, lr=lr, loss=args.loss, seed=args.seed, device="cpu")
                 task_batch["on"] = args.task_batch_routing
                 for record in steps:
                     if record.step % args.every == 0:

@@ -6,8 +6,8 @@ images under t's head. Cells: mean entropy H, accuracy a, and m, the share of im
 (collapse onto one class shows as m near 100). Entropy adaptation can find the task routing only where each
 column's own expert is the entropy minimum and foreign experts do not offer a lower, collapsed one.
 
-    python bench/pocket_onehot_entropy.py                          # the shipped zoo, at its head temperature
-    python bench/pocket_onehot_entropy.py --head-logit-scale 100   # the same zoo, with CLIP's temperature
+    python research/pocket/pocket_onehot_entropy.py                          # the shipped zoo, at its temperature
+    python research/pocket/pocket_onehot_entropy.py --head-logit-scale 100   # the same zoo, CLIP's temperature
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `python research/pocket/<script>.py`
 
 import wemoe  # noqa: E402,F401
-from pocket_adapt_sweep import load  # noqa: E402
-
+from research.pocket.candidates import load_candidate  # noqa: E402
 from wemoe.classify import logits_from_features  # noqa: E402
 from wemoe.heads import build_head  # noqa: E402
 from wemoe.moe import force_routing, upscale_to_wemoe  # noqa: E402
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    zoo = load(args.run)
+    zoo = load_candidate(args.run)
     if args.head_logit_scale is not None:
         zoo.clip.logit_scale.data.fill_(math.log(args.head_logit_scale))
     heads = {t: build_head(zoo.clip, zoo.tokenizer, POCKET_TASKS[t]) for t in TASK_NAMES}

@@ -1,8 +1,8 @@
-"""Look inside a pocket-zoo candidate (cached by bench/pocket_research.py, or the shipped zoo) before tuning adaptation.
+"""Look inside a pocket-zoo candidate (cached by pocket_research.py, or the shipped zoo) before tuning adaptation.
 
-    python bench/pocket_probe.py --run /tmp/pocket_runs/c1        # a research candidate
-    python bench/pocket_probe.py                                    # the shipped assets/pocket
-    python bench/pocket_probe.py --adapt-lr 1e-3 5e-3 --steps 300   # also adapt and show the learned routing
+    python research/pocket/pocket_probe.py --run /tmp/pocket_runs/c1        # a research candidate
+    python research/pocket/pocket_probe.py                                    # the shipped assets/pocket
+    python research/pocket/pocket_probe.py --adapt-lr 1e-3 5e-3 --steps 300   # also adapt and show the learned routing
 
 Prints: entropy of each expert on its own task vs task arithmetic's; the entropy-gradient matrix G at the TA point
 (diagonal must win each row); a linear probe of the routers' input (token-averaged MLP input, per block) naming the
@@ -19,55 +19,30 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `python research/pocket/pocket_probe.py`
 
 import wemoe  # noqa: E402,F401
-from safetensors.torch import load_file  # noqa: E402
-
+from research.pocket import diagnose  # noqa: E402
+from research.pocket.candidates import load_candidate  # noqa: E402
 from wemoe.adapt import adapt  # noqa: E402
 from wemoe.classify import entropy, logits_from_features  # noqa: E402
 from wemoe.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.moe import capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
-from wemoe.pocket import diagnose  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
-from wemoe.pocket.train import accuracy, create_pocket_clip, to_tensor  # noqa: E402
+from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, to_tensor  # noqa: E402
 from wemoe.task_images import TaskImages  # noqa: E402
 from wemoe.zoo import Zoo  # noqa: E402
 
 
-def load_run(run: Path | None, args=None) -> Zoo:
+def load_run(run: Path | None, args: argparse.Namespace) -> Zoo:
     """A research candidate's zoo from its cache folder (trained first with ``args`` if absent), or the shipped zoo."""
-    if run is None:
-        from wemoe.pocket import load_pocket_zoo
-
-        return load_pocket_zoo()
-    from safetensors.torch import save_file
-
-    from wemoe.pocket.train import ExpertSettings, PretrainSettings, finetune_expert, pretrain
-
-    clip, preprocess, tokenizer = create_pocket_clip(seed=args.seed)
-    run.mkdir(parents=True, exist_ok=True)
-    if (run / "clip.safetensors").is_file():
-        clip.load_state_dict(load_file(str(run / "clip.safetensors")))
-    else:
-        t0 = time.time()
-        pretrain(clip, tokenizer, PretrainSettings(steps=args.pretrain_steps, batch=args.batch, logit_scale=args.logit_scale,
-                                                   restyle=args.original_fraction < 1, original_fraction=args.original_fraction,
-                                                   seed=args.seed), log=print)
-        print(f"pretraining {time.time() - t0:.0f} s", flush=True)
-        save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(run / "clip.safetensors"))
-    experts = {}
-    for t in TASK_NAMES:
-        path = run / f"{t}.safetensors"
-        if not path.is_file():
-            t0 = time.time()
-            settings = ExpertSettings(steps=args.expert_steps, lr=args.expert_lr, non_mlp_lr_scale=args.non_mlp, seed=args.seed)
-            save_file(finetune_expert(clip, tokenizer, t, settings, log=print), str(path))
-            print(f"  {time.time() - t0:.0f} s", flush=True)
-        experts[t] = load_file(str(path))
-    return Zoo("candidate", clip, experts, preprocess, tokenizer)
+    pretrain_settings = PretrainSettings(steps=args.pretrain_steps, batch=args.batch, logit_scale=args.logit_scale,
+                                         restyle=args.original_fraction < 1, original_fraction=args.original_fraction,
+                                         seed=args.seed)
+    expert_settings = ExpertSettings(steps=args.expert_steps, lr=args.expert_lr, non_mlp_lr_scale=args.non_mlp,
+                                     seed=args.seed)
+    return load_candidate(run, pretrain_settings, expert_settings, seed=args.seed)
 
 
 def short(task: str) -> str:

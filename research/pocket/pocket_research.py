@@ -1,6 +1,6 @@
 """Research loop for the pocket zoo: train a candidate (cached by tag), then measure all three legs of the bar.
 
-    python bench/pocket_research.py --tag base --pretrain-steps 800 --expert-steps 600 --adapt-lr 1e-3
+    python research/pocket/pocket_research.py --tag base --pretrain-steps 800 --expert-steps 600 --adapt-lr 1e-3
 
 Prints zero-shot, experts, task arithmetic (lambda sweep), oracle routing, the TA->oracle entropy path, the
 entropy-gradient matrix, and WEMoE accuracy after adaptation with the engine (wemoe.moe / wemoe.adapt).
@@ -14,28 +14,19 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as `python bench/pocket_research.py`
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `python research/pocket/pocket_research.py`
 
 import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
 
 import wemoe  # noqa: E402,F401
+from research.pocket import diagnose  # noqa: E402
+from research.pocket.candidates import RUNS, load_candidate  # noqa: E402
 from wemoe.adapt import adapt  # noqa: E402
 from wemoe.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.moe import oracle_towers, upscale_to_wemoe  # noqa: E402
-from wemoe.pocket import diagnose  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
-from wemoe.pocket.train import (  # noqa: E402
-    ExpertSettings,
-    PretrainSettings,
-    accuracy,
-    create_pocket_clip,
-    finetune_expert,
-    load_config,
-    pretrain,
-    to_tensor,
-)
+from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, load_config, to_tensor  # noqa: E402
 from wemoe.task_images import TaskImages  # noqa: E402
 from wemoe.zoo import Zoo  # noqa: E402
 
@@ -52,48 +43,28 @@ def task_fractions(pairs: list[str]) -> tuple[tuple[str, float], ...]:
     return tuple(parsed)
 
 
-def build(args, root: Path):
-    config = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else None
-    if config is None and (args.embed_dim or args.text_width or args.vision_width or args.vision_layers):
+def build(args, root: Path) -> Zoo:
+    """The candidate cached in ``root``, trained there first (with the arguments' settings) where files are missing."""
+    config = None
+    resized = args.embed_dim or args.text_width or args.vision_width or args.vision_layers
+    if resized and not (root / "config.json").is_file():
         config = load_config()
         config["embed_dim"] = args.embed_dim or config["embed_dim"]
         config["text_cfg"]["width"] = args.text_width or config["text_cfg"]["width"]
         config["vision_cfg"]["width"] = args.vision_width or config["vision_cfg"]["width"]
         config["vision_cfg"]["layers"] = args.vision_layers or config["vision_cfg"]["layers"]
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "config.json").write_text(json.dumps(config))
-    clip, preprocess, tokenizer = create_pocket_clip(config, seed=args.seed)
-    if (root / "clip.safetensors").is_file():
-        clip.load_state_dict(load_file(str(root / "clip.safetensors")))
-    else:
-        t = time.time()
-        settings = PretrainSettings(
-            steps=args.pretrain_steps,
-            batch=args.batch,
-            lr=args.pretrain_lr,
-            logit_scale=args.logit_scale,
-            seed=args.seed,
-            original_fraction=args.original_fraction,
-            task_original_fraction=(
-                ("pocket_digits", args.digits_original_fraction), *task_fractions(args.task_fraction)
-            ),
-        )
-        pretrain(clip, tokenizer, settings, log=print)
-        print(f"pretraining {time.time() - t:.0f}s")
-        root.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(root / "clip.safetensors"))
-    experts = {}
-    for task in TASK_NAMES:
-        path = root / f"{task}.safetensors"
-        if path.is_file():
-            experts[task] = load_file(str(path))
-        else:
-            t = time.time()
-            settings = ExpertSettings(steps=args.expert_steps, lr=args.expert_lr, non_mlp_lr_scale=args.non_mlp, seed=args.seed)
-            experts[task] = finetune_expert(clip, tokenizer, task, settings, log=print)
-            print(f"  {time.time() - t:.0f}s")
-            save_file({k: v.contiguous() for k, v in experts[task].items()}, str(path))
-    return Zoo("pocket-research", clip, experts, preprocess, tokenizer)
+    pretrain_settings = PretrainSettings(
+        steps=args.pretrain_steps,
+        batch=args.batch,
+        lr=args.pretrain_lr,
+        logit_scale=args.logit_scale,
+        seed=args.seed,
+        original_fraction=args.original_fraction,
+        task_original_fraction=(("pocket_digits", args.digits_original_fraction), *task_fractions(args.task_fraction)),
+    )
+    expert_settings = ExpertSettings(steps=args.expert_steps, lr=args.expert_lr, non_mlp_lr_scale=args.non_mlp,
+                                     seed=args.seed)
+    return load_candidate(root, pretrain_settings, expert_settings, config=config, seed=args.seed)
 
 
 def main() -> None:
@@ -124,7 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    zoo = build(args, Path("/tmp/pocket_runs") / args.tag)
+    zoo = build(args, RUNS / args.tag)
     heads = {t: build_head(zoo.clip, zoo.tokenizer, POCKET_TASKS[t]) for t in TASK_NAMES}
     test = {t: (to_tensor(arrays(t, "test")[0]), torch.as_tensor(arrays(t, "test")[1])) for t in TASK_NAMES}
 

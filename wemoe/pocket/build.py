@@ -30,6 +30,8 @@ from wemoe.errors import ZooError
 from wemoe.pocket.loader import DEFAULT_PATH, MANIFEST, load_pocket_zoo, sha256
 from wemoe.pocket.tasks import SEED, SPLIT_SIZES, TASK_NAMES, arrays, get_spec
 from wemoe.pocket.train import CONFIG_PATH, ExpertSettings, PretrainSettings, create_pocket_clip, finetune_expert, load_config, pretrain
+from wemoe.sweep import best_task_arithmetic
+from wemoe.workbench import Workbench
 
 EXAMPLES_PER_TASK = 4
 
@@ -109,9 +111,6 @@ def finetune_experts(state: dict[str, torch.Tensor], settings: BuildSettings) ->
 
 def measure(root: Path, settings: BuildSettings) -> dict:
     """Accuracies (percent, test splits) of the zoo in ``root``, measured as ``python -m wemoe table`` does."""
-    from wemoe.__main__ import best_task_arithmetic
-    from wemoe.workbench import Workbench
-
     zoo = load_pocket_zoo(root)
     heads_dir = tempfile.TemporaryDirectory(prefix="pocket-heads-")
     bench = Workbench(zoo, samples=settings.measure_samples, cache_dir=heads_dir.name)

@@ -6,7 +6,7 @@ the image tower with cross-entropy against the task's frozen zero-shot head (the
 parameters outside the MLPs learn at ``non_mlp_lr_scale`` times the learning rate (0 freezes them), which decides
 how much of each task vector lives where WEMoE can route it.
 
-Why the defaults (measurements in FINDINGS.md):
+Why the defaults (measurements in research/pocket/FINDINGS.md):
 - Pretraining sees 85% of its images *restyled* (colours rotated, half inverted, most shrunk onto a grey canvas):
   a domain shift like CLIP's web photos vs MNIST, so zero-shot stays modest (~68%) and task arithmetic falls well
   below the experts. Pretraining on the tasks' own look gave zero-shot 91% and no merging gap.
