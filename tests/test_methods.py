@@ -164,3 +164,54 @@ def test_workbench_frees_wemoe_scratch_memory_after_adapting_and_evaluating():
         cells()
         assert workspace.kept_bytes() == 0
         use()
+
+
+def test_a_second_method_under_a_taken_name_is_refused():
+    from wemoe.methods import register
+    from wemoe.methods.base import MergeMethod
+
+    class Impostor(MergeMethod):
+        name = "task_arithmetic"
+        pretty_name = description = "impostor"
+        reference_url = "https://example.org"
+
+        def merge(self, zoo, **params):
+            return zoo.visual
+
+    with pytest.raises(MethodError, match=r"wemoe\.methods\.task_arithmetic\.TaskArithmetic is registered"):
+        register(Impostor)
+    assert type(get_method("task_arithmetic")).__name__ == "TaskArithmetic"  # the registry is unchanged
+
+
+def test_discovery_runs_once(monkeypatch):
+    import wemoe.methods.registry as registry
+
+    names = list_methods()
+
+    def no_second_scan(*args, **kwargs):
+        raise AssertionError("the method modules were scanned again")
+
+    monkeypatch.setattr(registry.pkgutil, "iter_modules", no_second_scan)
+    assert list_methods() == names and get_method(names[0]).name == names[0]
+
+
+def test_threads_asking_first_all_see_every_method():
+    import subprocess
+    import sys
+
+    code = (
+        "import threading\n"
+        "from wemoe.methods import list_methods\n"
+        "barrier, seen = threading.Barrier(8), []\n"
+        "def ask():\n"
+        "    barrier.wait()\n"
+        "    seen.append(tuple(list_methods()))\n"
+        "threads = [threading.Thread(target=ask) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "assert len(seen) == 8 and len(set(seen)) == 1, seen\n"
+        "print(','.join(seen[0]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().split(",") == list_methods()

@@ -1,5 +1,9 @@
 """What the WEMoE routers do with images: routing weights per layer, the task they point to, 2-D maps of features.
 
+The routing itself is computed in :meth:`wemoe.moe.Router.forward` (each sample's MLP-input tokens, averaged, through
+the router: one weight per expert); this module only reads those weights (``wemoe.moe.capture_routing``) and
+interprets them.
+
 - :func:`features_and_routing`: one pass of a WEMoE tower over images gives each image's features ``[D]`` and its
   routing weights ``[layers, experts]`` (one row per upscaled block).
 - Which task an image belongs to, as the routers see it, two ways:
