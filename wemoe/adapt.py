@@ -131,6 +131,125 @@ def time_step(
     return best
 
 
+@dataclass
+class Checkpoint:
+    """Everything a run needs to go on where it stopped, as CPU tensors (picklable, device-free): the steps done,
+    the trainable tensors by name, Adam's state, the batch generator's state and the seconds spent."""
+
+    settings: dict[str, Any]
+    step: int
+    trainable: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    generator: torch.Tensor
+    elapsed: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        """Whether every requested step has run."""
+        return self.step >= self.settings["steps"]
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+class AdaptationRun:
+    """One adaptation run that can stop after any step and go on later, on another device or in another process.
+
+    ``run(k)`` takes up to ``k`` more steps; ``checkpoint()`` gives the state to go on from (CPU tensors);
+    ``AdaptationRun.resume(model, ..., checkpoint)`` continues a checkpointed run on a model with the same
+    architecture. A run cut into chunks gives bitwise the results of the same run in one go (same batches, same Adam
+    state), which is what ZeroGPU needs: each GPU call gets a checkpoint and returns the next one.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Mapping[str, TaskImages],
+        heads: Mapping[str, torch.Tensor],
+        settings: Mapping[str, Any] | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        """``settings``: the adaptation settings (checked against :data:`SETTINGS`; defaults for the rest)."""
+        self.settings = resolve_settings(settings)
+        self.model, self.data = model, data
+        self.params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+        if not self.params:
+            raise ValueError("This model has nothing to adapt: merge with an adaptive method (wemoe, adamerging) first.")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.heads = {t: heads[t].to(self.device) for t in data}
+        self.generator = torch.Generator().manual_seed(self.settings["seed"])
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.settings["lr"])
+        self.step = 0
+        self.elapsed = 0.0
+
+    @classmethod
+    def resume(
+        cls,
+        model: nn.Module,
+        data: Mapping[str, TaskImages],
+        heads: Mapping[str, torch.Tensor],
+        checkpoint: Checkpoint,
+        device: str | torch.device | None = None,
+    ) -> AdaptationRun:
+        """The run of ``checkpoint`` continued on ``model`` (its trainable tensors are set from the checkpoint)."""
+        run = cls(model, data, heads, checkpoint.settings, device)
+        with torch.no_grad():
+            for name, value in checkpoint.trainable.items():
+                run.params[name].copy_(value)
+        run.optimizer.load_state_dict(checkpoint.optimizer)
+        run.generator.set_state(checkpoint.generator)
+        run.step, run.elapsed = checkpoint.step, checkpoint.elapsed
+        return run
+
+    def checkpoint(self) -> Checkpoint:
+        """The state to go on from, as CPU tensors."""
+        trainable = {n: p.detach().to("cpu", copy=True) for n, p in self.params.items()}
+        return Checkpoint(dict(self.settings), self.step, trainable, _to_cpu(self.optimizer.state_dict()),
+                          self.generator.get_state(), self.elapsed)
+
+    def run(self, k: int | None = None) -> Iterator[AdaptStep]:
+        """Take up to ``k`` more steps (default: to the end), yielding an AdaptStep after each.
+
+        The model is on the run's device while it runs and back on the CPU after, also when the caller stops early.
+        """
+        steps, lr, per_task = self.settings["steps"], self.settings["lr"], self.settings["per_task"]
+        objective = LOSSES[self.settings["loss"]]
+        last = steps if k is None else min(steps, self.step + k)
+        params = list(self.params.values())
+        self.model.to(self.device)
+        start = time.perf_counter() - self.elapsed
+        try:
+            while self.step < last:
+                step = self.step + 1
+                total, per_task_entropy = _batch_loss(
+                    self.model, self.data, self.heads, per_task, self.generator, objective, self.device
+                )
+                if not torch.isfinite(total):
+                    raise AdaptationDiverged(step, steps, "loss", lr)
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                    raise AdaptationDiverged(step, steps, "gradient", lr)
+                before = [p.detach().clone() for p in params]
+                self.optimizer.step()
+                if not all(torch.isfinite(p).all() for p in params):
+                    with torch.no_grad():
+                        for p, kept in zip(params, before):
+                            p.copy_(kept)
+                    raise AdaptationDiverged(step, steps, "parameters", lr)
+                self.step, self.elapsed = step, time.perf_counter() - start
+                yield AdaptStep(step, float(total.detach()), per_task_entropy, self.elapsed)
+        finally:
+            self.model.to("cpu")
+
+
 def adapt(
     model: nn.Module,
     data: Mapping[str, TaskImages],
@@ -147,39 +266,10 @@ def adapt(
     The settings are checked against :data:`SETTINGS` first (MethodError). The model is moved to ``device``
     (default: CUDA if available) for the run and back to the CPU at the end, including when the caller stops early.
     A step whose loss or gradients are not finite is not taken: :class:`AdaptationDiverged` is raised and the model
-    keeps the parameters of the last finite step.
+    keeps the parameters of the last finite step. :class:`AdaptationRun` is the same run, resumable in chunks.
     """
-    settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
-    steps, lr, per_task, loss, seed = (settings[k] for k in ("steps", "lr", "per_task", "loss", "seed"))
-    objective = LOSSES[loss]
-    params = trainable_parameters(model)
-    if not params:
-        raise ValueError("This model has nothing to adapt: merge with an adaptive method (wemoe, adamerging) first.")
-    device = torch.device(device) if device is not None else default_device()
-    generator = torch.Generator().manual_seed(seed)
-    task_heads = {t: heads[t].to(device) for t in data}
-    optimizer = torch.optim.Adam(params, lr=lr)
-    model.to(device)
-    start = time.perf_counter()
-    try:
-        for step in range(1, steps + 1):
-            total, per_task_entropy = _batch_loss(model, data, task_heads, per_task, generator, objective, device)
-            if not torch.isfinite(total):
-                raise AdaptationDiverged(step, steps, "loss", lr)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
-                raise AdaptationDiverged(step, steps, "gradient", lr)
-            before = [p.detach().clone() for p in params]
-            optimizer.step()
-            if not all(torch.isfinite(p).all() for p in params):
-                with torch.no_grad():
-                    for p, kept in zip(params, before):
-                        p.copy_(kept)
-                raise AdaptationDiverged(step, steps, "parameters", lr)
-            yield AdaptStep(step, float(total.detach()), per_task_entropy, time.perf_counter() - start)
-    finally:
-        model.to("cpu")
+    settings = {"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed}
+    yield from AdaptationRun(model, data, heads, settings, device).run()
 
 
 def run_adaptation(model: nn.Module, data, heads, **kwargs) -> list[AdaptStep]:

@@ -1,0 +1,102 @@
+"""What every session of one app process shares, owned by one object: loaded zoos, the result cache, the memory budget.
+
+Sessions read what is here and never change it: a zoo is loaded once per (choice, test images per task) and every
+session that picks it gets the same :class:`~wemoe.loaded_zoo.LoadedZoo`; merges, adaptation runs, table rows and
+routing maps are computed once per process (:class:`~wemoe.result_cache.ResultCache`, single flight) and sessions get
+copies of what they may change. Custom zoos are the session's own (never shared). Heavy work is refused, with a
+message, while the process is above its memory budget; idle sessions' merges are dropped by :meth:`Shared.sweep`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from wemoe.loaded_zoo import LoadedZoo
+from wemoe.result_cache import ResultCache
+from wemoe.workbench import Workbench
+
+ProgressFn = Callable[[float, str], None]
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MiB (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class MemoryBudgetExceeded(RuntimeError):
+    """The process is above its memory budget: new heavy work is refused until memory is freed."""
+
+
+class Shared:
+    """Loaded zoos and deterministic results for every session of one process, each owned here behind a lock."""
+
+    def __init__(self, memory_budget_mb: float | None = None, zoo_slots: int = 4, results: int = 512) -> None:
+        """``memory_budget_mb``: refuse heavy work above this RSS (default: $MERGE_EXPLORER_MEMORY_MB or 8192)."""
+        if memory_budget_mb is None:
+            memory_budget_mb = float(os.environ.get("MERGE_EXPLORER_MEMORY_MB", "8192"))
+        self.memory_budget_mb = memory_budget_mb
+        self.zoos = ResultCache(max_entries=zoo_slots)
+        self.results = ResultCache(max_entries=results)
+        self._sessions: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def workbench(
+        self, choice: str, samples: int | None, load: Callable[[ProgressFn], tuple[Any, list | None]], progress: ProgressFn
+    ) -> tuple[Workbench, bool]:
+        """A new workbench on the shared zoo ``choice`` (loaded on first use); ``(bench, zoo_was_loaded_before)``."""
+
+        def build() -> LoadedZoo:
+            zoo, tasks = load(lambda f, m: progress(0.6 * f, m))
+            loaded = LoadedZoo(zoo, tasks, samples=samples, seed=0)
+            loaded.data(progress=lambda f, m: progress(0.6 + 0.3 * f, m))
+            progress(0.95, "building zero-shot heads")
+            loaded.heads()
+            return loaded
+
+        loaded, reused = self.zoos.get_or_compute((choice, samples), build)
+        return Workbench.sharing(loaded, self.results, (choice, samples)), reused
+
+    def check_memory(self) -> None:
+        """Raise MemoryBudgetExceeded when the process uses more than its budget."""
+        used = rss_mb()
+        if used > self.memory_budget_mb:
+            raise MemoryBudgetExceeded(
+                f"The server is using {used / 1024:.1f} GB, above its {self.memory_budget_mb / 1024:.1f} GB budget, so "
+                "new heavy work is paused. Try again in a minute, or use fewer images per task."
+            )
+
+    def track(self, session: Any) -> None:
+        """Remember a session (weakly) so that :meth:`sweep` can drop its heavy state when it idles."""
+        with self._lock:
+            self._sessions.add(session)
+
+    def sweep(self, idle_seconds: float, now: float | None = None) -> int:
+        """Drop the merges of every session idle for more than ``idle_seconds``; returns how many were dropped."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            sessions = list(self._sessions)
+        return sum(session.drop_if_idle(idle_seconds, now) for session in sessions)
+
+    def start_sweeper(self, idle_seconds: float, every: float = 60.0) -> threading.Thread:
+        """A daemon thread calling :meth:`sweep` every ``every`` seconds."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(every)
+                self.sweep(idle_seconds)
+
+        thread = threading.Thread(target=loop, name="idle-session-sweeper", daemon=True)
+        thread.start()
+        return thread
