@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -21,6 +22,7 @@ def load_script(name: str) -> ModuleType:
     """Import ``bench/<name>.py`` as a module (bench/ is a folder of scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)
     return module
 
@@ -119,3 +121,19 @@ def test_sketch_digits_bench_tiny(capsys):
         for when in ("before", "after"):
             assert result[f"{name}_{when}"] == 10.0 * sum(p == y for p, y in zip(predictions[when], range(10)))
     assert result["expert_after"] > result["expert_before"]
+
+
+def test_classroom_two_students_tiny(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    result = load_script("classroom").main(["--students", "2", "--steps", "2", "--samples", "8", "--probes", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    for key in ("students", "errors", "hung", "mismatched_tables", "classify_p95_s", "last_adapted_s", "last_table_s",
+                "peak_rss_mb", "per_session_mb", "endpoints"):
+        assert key in result, key
+    assert result["errors"] == 0, result["error_messages"]
+    assert result["students"] == result["adapted"] == result["tables"] == 2 and result["steps"] == 2
+    assert result["probes"] == 1 and result["per_session_mb"] is not None
+    assert result["mismatched_tables"] == 0  # both students (and the probe) got the same accuracy table
+    assert result["classify_calls"] == 6 and result["endpoints"]["/classify_example"]["failed"] == 0
+    assert result["peak_rss_mb"] > 0 and result["last_table_s"] >= result["last_adapted_s"] > 0

@@ -11,7 +11,7 @@ progress and stop between steps; the model keeps the parameters of the last fini
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +214,18 @@ class AdaptationRun:
         return Checkpoint(dict(self.settings), self.step, trainable, _to_cpu(self.optimizer.state_dict()),
                           self.generator.get_state(), self.elapsed)
 
+    def _step_loss(self, per_task: int, objective) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """One step's ``(loss to backpropagate, loss to report, mean entropy by task)`` (the same loss here; a
+        distributed run backpropagates its rank's share and reports the whole batch's loss)."""
+        total, per_task_entropy = _batch_loss(
+            self.model, self.data, self.heads, per_task, self.generator, objective, self.device
+        )
+        return total, total.detach(), per_task_entropy
+
+    def _backward(self, total: torch.Tensor) -> None:
+        """The step's gradients into ``.grad`` of the trainable parameters."""
+        total.backward()
+
     def run(self, k: int | None = None) -> Iterator[AdaptStep]:
         """Take up to ``k`` more steps (default: to the end), yielding an AdaptStep after each.
 
@@ -228,13 +240,11 @@ class AdaptationRun:
         try:
             while self.step < last:
                 step = self.step + 1
-                total, per_task_entropy = _batch_loss(
-                    self.model, self.data, self.heads, per_task, self.generator, objective, self.device
-                )
-                if not torch.isfinite(total):
+                total, loss, per_task_entropy = self._step_loss(per_task, objective)
+                if not torch.isfinite(loss):
                     raise AdaptationDiverged(step, steps, "loss", lr)
                 self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                self._backward(total)
                 if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
                     raise AdaptationDiverged(step, steps, "gradient", lr)
                 before = [p.detach().clone() for p in params]
@@ -245,7 +255,7 @@ class AdaptationRun:
                             p.copy_(kept)
                     raise AdaptationDiverged(step, steps, "parameters", lr)
                 self.step, self.elapsed = step, time.perf_counter() - start
-                yield AdaptStep(step, float(total.detach()), per_task_entropy, self.elapsed)
+                yield AdaptStep(step, float(loss), per_task_entropy, self.elapsed)
         finally:
             self.model.to("cpu")
 
@@ -275,3 +285,53 @@ def adapt(
 def run_adaptation(model: nn.Module, data, heads, **kwargs) -> list[AdaptStep]:
     """Run :func:`adapt` to the end and return every step's record."""
     return list(adapt(model, data, heads, **kwargs))
+
+
+ChunkRunner = Callable[[nn.Module, Mapping[str, TaskImages], Mapping[str, torch.Tensor], Checkpoint, int], Iterable]
+"""Runs up to k steps of a checkpointed run somewhere (a ZeroGPU worker) and yields its AdaptSteps, then the new
+Checkpoint; whatever it changes in place may be lost (a forked process)."""
+
+
+def run_chunk(
+    model: nn.Module,
+    data: Mapping[str, TaskImages],
+    heads: Mapping[str, torch.Tensor],
+    checkpoint: Checkpoint,
+    k: int,
+    device: str | torch.device | None = None,
+) -> Iterator[AdaptStep | Checkpoint]:
+    """Up to ``k`` steps of ``checkpoint``'s run on ``model``: yields each AdaptStep, then the new Checkpoint."""
+    run = AdaptationRun.resume(model, data, heads, checkpoint, device)
+    yield from run.run(k)
+    yield run.checkpoint()
+
+
+def adapt_in_chunks(
+    model: nn.Module,
+    data: Mapping[str, TaskImages],
+    heads: Mapping[str, torch.Tensor],
+    settings: Mapping[str, Any],
+    chunk_steps: int,
+    runner: ChunkRunner = run_chunk,
+) -> Iterator[AdaptStep]:
+    """Adapt ``model`` in chunks of ``chunk_steps`` steps, each run by ``runner`` from a checkpoint (e.g. in a ZeroGPU
+    worker, which returns its state instead of changing ``model``); equal, bit for bit, to one uninterrupted run.
+
+    A chunk's steps are yielded once its checkpoint is back and loaded into ``model``, so a chunk that fails (out of
+    GPU time) leaves the model at the last finished chunk, and every step yielded is a step the model has.
+    """
+    checkpoint = AdaptationRun(model, data, heads, settings, device="cpu").checkpoint()
+    named = dict(model.named_parameters())
+    while not checkpoint.done:
+        records: list[AdaptStep] = []
+        for item in runner(model, data, heads, checkpoint, max(1, chunk_steps)):
+            if isinstance(item, Checkpoint):
+                checkpoint = item
+            else:
+                records.append(item)
+        with torch.no_grad():
+            for name, value in checkpoint.trainable.items():
+                named[name].copy_(value)
+        if not records:
+            raise RuntimeError("An adaptation chunk returned no steps: the worker stopped before its first step.")
+        yield from records

@@ -1,0 +1,642 @@
+"""A classroom against one launched app: N simulated students, one ``gradio_client`` session each, started together.
+
+Each student does the lesson the page suggests, top to bottom: load the pocket zoo, merge task arithmetic + WEMoE,
+adapt WEMoE with the page's defaults, classify three example images (right after starting the adaptation, so
+classification is measured while others adapt or evaluate), fill the accuracy table, show the routing (PCA).
+
+Printed: p50 / p95 / max latency per endpoint, the time from the first click until the last student has an adapted
+WEMoE and an accuracy table, the server's RSS (peak; after the first zoo load; after the first finished lesson; after
+all lessons; with ``--linger``, 20 s after the clients closed), every error, and, as the last line, one JSON object.
+Every student's accuracy table is compared with the first student's (``mismatched_tables``): the defaults must give
+every student the same numbers as a single user.
+
+    python bench/classroom.py --students 30             # launches python app.py on 127.0.0.1 (a free port)
+    python bench/classroom.py --students 4 --steps 20 --samples 32
+    python bench/classroom.py --url http://127.0.0.1:7860/ --server-pid 1234   # a running app (RSS needs its pid)
+
+Only talks to 127.0.0.1. Bounded: 8 calls per student, each waited for at most ``--timeout`` seconds (a call over it
+counts as hung and as an error, and ends that student's lesson).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LESSON_METHODS = ["task_arithmetic", "wemoe"]
+ADAPT_ENDPOINTS = ("/adapt_after_merge", "/adapt")  # the page's 'Merge (and adapt)' chain, else 'Adapt more'
+LONG_ENDPOINTS = {"/adapt_after_merge", "/adapt", "/evaluate", "/routing"}  # heavy calls others classify during
+ENDPOINT_ORDER = ("/load_zoo", "/merge", *ADAPT_ENDPOINTS, "/classify_example", "/evaluate", "/routing")
+LINGER_S = 20.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--students", type=int, default=30, help="simulated students (sessions), started together")
+    p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the app's default)")
+    p.add_argument("--examples", type=int, default=3, help="example images each student classifies")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds one call may take before it counts as hung")
+    p.add_argument("--samples", type=int, default=0, help="test images per task passed to load_zoo (0: all)")
+    p.add_argument("--zoo", default="pocket", help="the zoo each student loads")
+    p.add_argument("--url", default=None, help="use this running app (on 127.0.0.1) instead of launching app.py")
+    p.add_argument("--server-pid", type=int, default=None, help="with --url: the app's pid, to sample its RSS")
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the launched app (default: unset)")
+    p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the app to answer")
+    p.add_argument("--probes", type=int, default=3,
+                   help="after the class, this many more students, one after another, to measure memory per session")
+    p.add_argument("--linger", action="store_true", help=f"also report RSS {LINGER_S:.0f} s after the clients closed")
+    args = p.parse_args(argv)
+    if args.students < 1 or args.examples < 0 or args.probes < 0 or args.timeout <= 0:
+        p.error("--students must be >= 1, --examples and --probes >= 0, and --timeout > 0")
+    if args.url is not None and urllib.parse.urlparse(args.url).hostname not in LOCAL_HOSTS:
+        p.error("--url must point at this machine (127.0.0.1)")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The server: launch, wait, RSS
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answering(url: str, timeout: float, process: subprocess.Popen | None = None) -> float:
+    """Poll ``url`` until it answers HTTP; returns the seconds waited. Raises if ``process`` exits or on timeout."""
+    start = time.perf_counter()
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"app.py exited with {process.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status < 500:
+                    return time.perf_counter() - start
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def launch_app(port: int, threads: int | None, log_path: Path) -> subprocess.Popen:
+    """Start ``python app.py --port PORT`` on 127.0.0.1, its output going to ``log_path``."""
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_DATASETS_OFFLINE": "1"}
+    env.pop("SPACE_ID", None)  # app.py would serve on 0.0.0.0 on a Space
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--host", "127.0.0.1"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def read_status_kb(pid: int, key: str) -> int | None:
+    """A ``/proc/<pid>/status`` field in kB (``VmRSS``, ``VmHWM``), or None when the process or field is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` seconds in a daemon thread; keeps the peak and the latest value."""
+
+    def __init__(self, pid: int | None, interval: float = 0.2) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak_kb = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.now_mb()
+            self._stop.wait(self.interval)
+
+    def start(self) -> RssSampler:
+        """Start sampling (a no-op without a pid)."""
+        if self.pid is not None:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def now_mb(self) -> float | None:
+        """The RSS now, in MB (also counted towards the peak); None without a pid or once the process is gone."""
+        if self.pid is None:
+            return None
+        kb = read_status_kb(self.pid, "VmRSS")
+        if kb is None:
+            return None
+        self.peak_kb = max(self.peak_kb, kb)
+        self.samples += 1
+        return kb / 1024
+
+    def peak_mb(self, own_process: bool) -> float | None:
+        """The peak RSS in MB: sampled, and for a process this script launched also the kernel's mark (VmHWM)."""
+        if self.pid is None:
+            return None
+        hwm = read_status_kb(self.pid, "VmHWM") if own_process else None
+        return max(self.peak_kb, hwm or 0) / 1024
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Calls by parameter name
+
+
+@dataclass
+class Endpoints:
+    """The app's named endpoints (``view_api``): parameter names, and which of them have no default."""
+
+    params: dict[str, list[str]]
+    required: dict[str, set[str]]
+    defaults: dict[str, dict[str, Any]]
+
+    @classmethod
+    def read(cls, client) -> Endpoints:
+        """Read them from a connected client."""
+        named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in named.items()}
+        required = {name: {p["parameter_name"] for p in info["parameters"] if not p.get("parameter_has_default")}
+                    for name, info in named.items()}
+        defaults = {name: {p["parameter_name"]: p.get("parameter_default") for p in info["parameters"]
+                           if p.get("parameter_has_default")} for name, info in named.items()}
+        return cls(params, required, defaults)
+
+    def first(self, names: tuple[str, ...]) -> str:
+        """The first of ``names`` the app has."""
+        for name in names:
+            if name in self.params:
+                return name
+        raise RuntimeError(f"the app has none of the endpoints {', '.join(names)}")
+
+    def kwargs(self, endpoint: str, wanted: dict[str, Any]) -> dict[str, Any]:
+        """The values of ``wanted`` the endpoint takes (others dropped), None for a parameter it requires that the
+        lesson does not know (e.g. a new one); its defaults fill in the rest."""
+        if endpoint not in self.params:
+            raise RuntimeError(f"the app has no endpoint {endpoint}")
+        known = {k: v for k, v in wanted.items() if k in self.params[endpoint]}
+        return known | {k: None for k in self.required[endpoint] if k not in known}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One student
+
+
+class CallFailed(Exception):
+    """A call that raised or hung; its message names the endpoint."""
+
+    def __init__(self, endpoint: str, error: BaseException) -> None:
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        super().__init__(f"{endpoint}: {type(error).__name__}: {text}")
+
+
+@dataclass
+class Call:
+    """One timed call: the endpoint, when it started and ended (seconds after the first click), and how it went."""
+
+    endpoint: str
+    start: float
+    end: float
+    ok: bool
+    during_heavy: bool = False  # a long call (adapt, evaluate, routing; the student's own too) ran at its start
+
+    @property
+    def seconds(self) -> float:
+        """How long the call took."""
+        return self.end - self.start
+
+
+@dataclass
+class Student:
+    """What one student's lesson left: timed calls, errors, and what the page showed."""
+
+    index: int
+    calls: list[Call] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    hung: int = 0
+    adapted_at: float | None = None  # seconds after the first click
+    table_at: float | None = None
+    lesson_done_at: float | None = None
+    status: str | None = None  # the adaptation's last status line
+    table: Any = None  # (headers, rows) of the accuracy table
+
+
+class Classroom:
+    """The shared clock, the heavy calls in flight, and the RSS snapshots taken when students reach milestones."""
+
+    def __init__(self, args: argparse.Namespace, url: str, endpoints: Endpoints, sampler: RssSampler) -> None:
+        self.args, self.url, self.endpoints, self.sampler = args, url, endpoints, sampler
+        self.t0 = 0.0
+        self.barrier = threading.Barrier(args.students, action=self._first_click, timeout=args.startup_timeout)
+        self.lock = threading.Lock()
+        self.heavy_in_flight = 0
+        self.rss_after_first_load: float | None = None
+        self.rss_after_first_lesson: float | None = None
+        self.clients: list[Any] = []
+
+    def _first_click(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def clock(self) -> float:
+        """Seconds since the first click (the barrier's release)."""
+        return time.perf_counter() - self.t0
+
+    def call(self, student: Student, client, endpoint: str, wanted: dict[str, Any],
+             submitted: threading.Event | None = None) -> Any:
+        """Submit ``endpoint`` with the ``wanted`` values it takes (then set ``submitted``); wait at most
+        ``--timeout``; time it.
+
+        Returns the final output (for a generator, its last update). Raises on an error or a hung call (recorded).
+        """
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        long = endpoint in LONG_ENDPOINTS
+        with self.lock:
+            during = self.heavy_in_flight > 0
+            self.heavy_in_flight += long
+        start = self.clock()
+        ok = False
+        try:
+            job = client.submit(api_name=endpoint, **self.endpoints.kwargs(endpoint, wanted))
+            if submitted is not None:
+                submitted.set()
+            try:
+                result = job.result(timeout=self.args.timeout)
+            except FutureTimeout:
+                job.cancel()
+                student.hung += 1
+                raise TimeoutError(f"no answer within {self.args.timeout:.0f} s (hung)") from None
+            ok = True
+            return result
+        except Exception as error:
+            raise CallFailed(endpoint, error) from error
+        finally:
+            with self.lock:
+                self.heavy_in_flight -= long
+            student.calls.append(Call(endpoint, start, self.clock(), ok, during_heavy=during))
+
+    def lesson(self, index: int, together: bool = True) -> Student:
+        """One student's lesson (``together``: started with the others by the barrier, else at once); errors end it
+        early and are recorded, never raised."""
+        from gradio_client import Client
+
+        student = Student(index)
+        step = "connecting"
+        try:
+            try:
+                client = Client(self.url, verbose=False, download_files=False, analytics_enabled=False)
+            except Exception:
+                if together:
+                    self.barrier.abort()
+                raise
+            with self.lock:
+                self.clients.append(client)
+            step = "waiting for the others"
+            if together:
+                self.barrier.wait()
+            step = "the lesson"
+            self._run_lesson(student, client)
+            student.lesson_done_at = self.clock()
+            with self.lock:
+                if together and self.rss_after_first_lesson is None:
+                    self.rss_after_first_lesson = self.sampler.now_mb()
+        except Exception as error:  # noqa: BLE001  (every failure is a finding: recorded, the others go on)
+            if isinstance(error, CallFailed):
+                student.errors.append(f"student {index} {error}")
+            else:
+                message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+                student.errors.append(f"student {index} ({step}): {type(error).__name__}: {message}")
+        return student
+
+    def _run_lesson(self, student: Student, client) -> None:
+        args, endpoints = self.args, self.endpoints
+        loaded = self.call(student, client, "/load_zoo", {"zoo": args.zoo, "samples": args.samples})
+        with self.lock:
+            if self.rss_after_first_load is None:
+                self.rss_after_first_load = self.sampler.now_mb()
+        examples = pick_examples(loaded, student.index, args.examples)
+        merged = self.call(student, client, "/merge", {"methods": LESSON_METHODS})
+        target = dropdown_value(merged[1]) if isinstance(merged, (list, tuple)) and len(merged) > 1 else None
+        adapt = endpoints.first(ADAPT_ENDPOINTS)
+        wanted = {"target": target or "wemoe"} | ({"steps": args.steps} if args.steps is not None else {})
+        # The adaptation runs while this student classifies: the call is timed in a thread of its own.
+        done: dict[str, Any] = {}
+        submitted = threading.Event()
+        adapting = threading.Thread(target=self._adapt, args=(student, client, adapt, wanted, done, submitted),
+                                    daemon=True)
+        adapting.start()
+        submitted.wait(timeout=args.timeout)  # the adaptation is on its way (or failed) before the first click
+        for example in examples:
+            self.call(student, client, "/classify_example", {"example": example})
+        adapting.join(timeout=args.timeout + 10)
+        if "error" in done:
+            raise done["error"]
+        if adapting.is_alive():
+            raise TimeoutError(f"{adapt} did not come back")
+        status = done["result"][0] if isinstance(done["result"], (list, tuple)) else done["result"]
+        student.status = status if isinstance(status, str) else repr(status)
+        if not (isinstance(status, str) and status.startswith("Adapted")):
+            raise RuntimeError(f"{adapt} ended without adapting: {student.status[:200]}")
+        student.adapted_at = done["end"]
+        table = self.call(student, client, "/evaluate", {"oracle": False})
+        student.table = table_rows(table[0] if isinstance(table, (list, tuple)) else table)
+        student.table_at = self.clock()
+        if not student.table or not student.table[1]:
+            raise RuntimeError("/evaluate gave no accuracy table")
+        self.call(student, client, "/routing", {"feature_map": "pca"})
+
+    def _adapt(self, student: Student, client, endpoint: str, wanted: dict[str, Any], done: dict[str, Any],
+               submitted: threading.Event) -> None:
+        try:
+            done["result"] = self.call(student, client, endpoint, wanted, submitted)
+            done["end"] = self.clock()
+        except Exception as error:  # noqa: BLE001  (handed to the lesson's thread)
+            done["error"] = error
+        finally:
+            submitted.set()
+
+
+def dropdown_value(update: Any) -> Any:
+    """The value of a dropdown update as the client returns it (a dict with ``value``, or the value itself)."""
+    return update.get("value") if isinstance(update, dict) else update
+
+
+def table_rows(table: Any) -> tuple[tuple, tuple] | None:
+    """A Dataframe output as (headers, rows), comparable between students; None when it is not a table."""
+    if isinstance(table, dict) and "data" in table:
+        return tuple(table.get("headers") or ()), tuple(tuple(row) for row in table["data"])
+    return None
+
+
+def gallery_names(outputs: Any) -> list[str]:
+    """Example names (``task/file``) among the outputs of /load_zoo: the gallery's captions."""
+    for output in outputs if isinstance(outputs, (list, tuple)) else []:
+        if not isinstance(output, list):
+            continue
+        names = []
+        for item in output:
+            caption = item.get("caption") if isinstance(item, dict) else (item[1] if isinstance(item, (list, tuple))
+                                                                          and len(item) > 1 else None)
+            if isinstance(caption, str) and "/" in caption:
+                names.append(caption)
+        if names:
+            return names
+    return []
+
+
+def pick_examples(loaded: Any, index: int, count: int) -> list[str]:
+    """``count`` example names for student ``index``: each from another task, starting at a task that moves on with
+    the student (the gallery's names, else the files under assets/examples)."""
+    names = gallery_names(loaded) or sorted(f"{p.parent.name}/{p.name}" for p in EXAMPLES_DIR.glob("*/*.png"))
+    if not names or count <= 0:
+        return []
+    by_task: dict[str, list[str]] = {}
+    for name in names:
+        by_task.setdefault(name.split("/")[0], []).append(name)
+    tasks = sorted(by_task)
+    picked = []
+    for i in range(count):
+        turn = index + i
+        task_examples = by_task[tasks[turn % len(tasks)]]
+        picked.append(task_examples[(turn // len(tasks)) % len(task_examples)])
+    return picked
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) by nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def latency_table(students: list[Student]) -> dict[str, dict[str, Any]]:
+    """Per endpoint: calls, failed calls, p50 / p95 / max seconds (of every call, failed ones included)."""
+    found: dict[str, list[Call]] = {}
+    for student in students:
+        for call in student.calls:
+            found.setdefault(call.endpoint, []).append(call)
+    order = [e for e in ENDPOINT_ORDER if e in found] + sorted(e for e in found if e not in ENDPOINT_ORDER)
+    table = {}
+    for endpoint in order:
+        seconds = [c.seconds for c in found[endpoint]]
+        table[endpoint] = {"calls": len(seconds), "failed": sum(not c.ok for c in found[endpoint]),
+                           "p50_s": _round(percentile(seconds, 0.5)), "p95_s": _round(percentile(seconds, 0.95)),
+                           "max_s": _round(max(seconds))}
+    return table
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarise(args: argparse.Namespace, room: Classroom, students: list[Student], probes: list[Student], steps: Any,
+              rss: dict[str, float | None], wall_s: float) -> dict[str, Any]:
+    """The benchmark's figures as one JSON-ready dict (``rss``: end, probed, linger, peak in MB; None: unknown).
+
+    Latencies and times are the class's; errors, hung calls and table mismatches also count the probes'.
+    """
+    n = len(students)
+    rss_end = rss["end"]
+    classify = [c for s in students for c in s.calls if c.endpoint == "/classify_example"]
+    everyone = students + probes
+    reference = next((s.table for s in everyone if s.table is not None), None)  # student 0's unless it failed
+    mismatched = sum(s.table != reference for s in everyone if s.table is not None)
+    adapted = [s.adapted_at for s in students if s.adapted_at is not None]
+    tables = [s.table_at for s in students if s.table_at is not None]
+    one = room.rss_after_first_lesson
+    in_class = (rss_end - one) / (n - 1) if n > 1 and rss_end is not None and one is not None else None
+    probed = rss["probed"]
+    by_probes = (probed - rss_end) / len(probes) if probes and probed is not None and rss_end is not None else None
+    per_session = by_probes if probes else in_class
+    base = room.rss_after_first_load
+    upper = (rss_end - base) / (n - 1) if n > 1 and rss_end is not None and base is not None else None
+    errors = [e for s in everyone for e in s.errors]
+    return {
+        "students": n, "steps": steps, "samples": args.samples, "examples": args.examples, "zoo": args.zoo,
+        "errors": len(errors), "hung": sum(s.hung for s in everyone), "probes": len(probes),
+        "adapted": len(adapted), "tables": len(tables), "mismatched_tables": mismatched,
+        "classify_p50_s": _round(percentile([c.seconds for c in classify], 0.5)),
+        "classify_p95_s": _round(percentile([c.seconds for c in classify], 0.95)),
+        "classify_max_s": _round(max((c.seconds for c in classify), default=None) if classify else None),
+        "classify_during_heavy": sum(c.during_heavy for c in classify), "classify_calls": len(classify),
+        "last_adapted_s": _round(max(adapted) if len(adapted) == n else None, 2),
+        "first_adapted_s": _round(min(adapted, default=None) if adapted else None, 2),
+        "last_table_s": _round(max(tables) if len(tables) == n else None, 2),
+        "last_lesson_s": _round(max((s.lesson_done_at or 0) for s in students) if all(
+            s.lesson_done_at is not None for s in students) else None, 2),
+        "peak_rss_mb": _round(rss["peak"], 1), "rss_after_first_load_mb": _round(base, 1),
+        "rss_after_first_lesson_mb": _round(one, 1), "rss_end_mb": _round(rss_end, 1),
+        "rss_after_probes_mb": _round(probed, 1), "per_session_mb": _round(per_session, 2),
+        "per_session_class_mb": _round(in_class, 2), "per_session_upper_mb": _round(upper, 2),
+        "rss_linger_mb": _round(rss["linger"], 1), "wall_s": round(wall_s, 2),
+        "students_timeline": [timeline(s) for s in everyone],
+        "endpoints": latency_table(students), "error_messages": errors[:20],
+    }
+
+
+def timeline(student: Student) -> str:
+    """One line per student: when it had an adapted model, a table, its whole lesson, and its adaptation status."""
+    def at(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} s"
+
+    return (f"student {student.index}: adapted {at(student.adapted_at)}, table {at(student.table_at)}, lesson "
+            f"{at(student.lesson_done_at)}; {(student.status or '-')[:110]}")
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the human-readable figures (the JSON line follows)."""
+    print(f"classroom: {result['students']} students, zoo {result['zoo']}, {result['steps']} adaptation steps, "
+          f"samples {result['samples']}, {result['examples']} examples each")
+    print(f"{'endpoint':<20} {'calls':>5} {'failed':>6} {'p50 s':>8} {'p95 s':>8} {'max s':>8}")
+    for endpoint, row in result["endpoints"].items():
+        print(f"{endpoint:<20} {row['calls']:>5} {row['failed']:>6} {_fmt(row['p50_s']):>8} {_fmt(row['p95_s']):>8} "
+              f"{_fmt(row['max_s']):>8}")
+    print(f"classification: p95 {_fmt(result['classify_p95_s'], ' s')} ({result['classify_during_heavy']} of "
+          f"{result['classify_calls']} calls started while an adapt/evaluate/routing call ran)")
+    print(f"adapted: {result['adapted']}/{result['students']} (first {_fmt(result['first_adapted_s'], ' s')}, last "
+          f"{_fmt(result['last_adapted_s'], ' s')}); tables: {result['tables']}/{result['students']} (last "
+          f"{_fmt(result['last_table_s'], ' s')}); tables differing from student 0's: {result['mismatched_tables']}")
+    print(f"server RSS: peak {_fmt(result['peak_rss_mb'], ' MB')}, after the first zoo load "
+          f"{_fmt(result['rss_after_first_load_mb'], ' MB')}, after the first lesson "
+          f"{_fmt(result['rss_after_first_lesson_mb'], ' MB')}, after all lessons {_fmt(result['rss_end_mb'], ' MB')}"
+          + (f", {LINGER_S:.0f} s after the clients closed {_fmt(result['rss_linger_mb'], ' MB')}"
+             if result["rss_linger_mb"] is not None else ""))
+    print(f"per extra session: {_fmt(result['per_session_mb'], ' MB')} (RSS after {result['probes']} probe lessons "
+          f"after the class {_fmt(result['rss_after_probes_mb'], ' MB')}, minus after all lessons, / probes); in the "
+          f"class: {_fmt(result['per_session_class_mb'], ' MB')} ((after all lessons - after the first lesson) / "
+          f"(N-1)); at most {_fmt(result['per_session_upper_mb'], ' MB')} ((after all lessons - after the first zoo "
+          "load) / (N-1))")
+    for line in result["students_timeline"]:
+        print("  " + line)
+    print(f"errors: {result['errors']} (hung calls: {result['hung']}); wall {result['wall_s']} s")
+    for message in result["error_messages"]:
+        print("  " + message)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: bool) -> dict[str, Any]:
+    """Connect, read the endpoints, run every student's lesson together; return the figures."""
+    from gradio_client import Client
+
+    probe = Client(url, verbose=False, download_files=False, analytics_enabled=False)
+    try:
+        endpoints = Endpoints.read(probe)
+    finally:
+        probe.close()
+    adapt = endpoints.first(ADAPT_ENDPOINTS)
+    steps = args.steps if args.steps is not None else endpoints.defaults.get(adapt, {}).get("steps")
+    sampler = RssSampler(pid).start()
+    room = Classroom(args, url, endpoints, sampler)
+    students: list[Student | None] = [None] * args.students
+    start = time.perf_counter()
+
+    def run(i: int) -> None:
+        students[i] = room.lesson(i)
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"student-{i}", daemon=True) for i in range(args.students)]
+    for thread in threads:
+        thread.start()
+    budget = args.startup_timeout + 8 * (args.timeout + 10)  # connect + every call of one lesson, bounded
+    for thread in threads:
+        thread.join(timeout=max(1.0, budget - (time.perf_counter() - start)))
+    done = [s if s is not None else Student(i, errors=[f"student {i}: lesson still running at the end (hung)"], hung=1)
+            for i, s in enumerate(students)]
+    rss_end = sampler.now_mb()
+    probes = []
+    for k in range(args.probes):  # the same lesson on the warm app, one session at a time
+        probes.append(room.lesson(args.students + k, together=False))
+    rss_probed = sampler.now_mb() if probes else None
+    for client in room.clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001,S110  (closing is best effort)
+            pass
+    rss_linger = None
+    if args.linger:
+        time.sleep(LINGER_S)
+        rss_linger = sampler.now_mb()
+    sampler.stop()
+    rss = {"end": rss_end, "probed": rss_probed, "linger": rss_linger, "peak": sampler.peak_mb(own_process)}
+    return summarise(args, room, done, probes, steps, rss, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point: launch the app (unless ``--url``), run the class, print the figures and the JSON line."""
+    args = parse_args(argv)
+    process = None
+    with tempfile.TemporaryDirectory(prefix="classroom-") as tmp:
+        log_path = Path(tmp) / "app.log"
+        try:
+            if args.url is None:
+                port = free_port()
+                url = f"http://127.0.0.1:{port}/"
+                process = launch_app(port, args.threads, log_path)
+                try:
+                    startup = wait_until_answering(url, args.startup_timeout, process)
+                except Exception:
+                    print(log_path.read_text()[-3000:], file=sys.stderr)
+                    raise
+                print(f"app.py answered on {url} after {startup:.1f} s (pid {process.pid})")
+                pid = process.pid
+            else:
+                url, pid = args.url, args.server_pid
+                wait_until_answering(url, args.startup_timeout)
+            result = run_class(args, url, pid, own_process=process is not None)
+        finally:
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=15)
+        if process is not None and result["errors"]:
+            print("--- the end of the app's log ---\n" + log_path.read_text()[-2000:])
+    report(result)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
