@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(status)
         print(", ".join(f"{k} {v:.1f}" for k, v in times.items()))
         report = {k: round(v, 2) for k, v in times.items()} | {"steps": args.steps, "loss": args.loss}
-        print(json.dumps(report))
-        return report
     finally:
         demo.close()
+    print(json.dumps(report))  # after closing: gradio prints a line when it stops the server
+    return report
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Targets: upload -> predictions + heatmap <= 0.5 s (pocket), <= 2 s (ViT-B/32).
 
     python bench/app_latency.py                  # both zoos
     python bench/app_latency.py --zoos pocket --uploads 5
+    python bench/app_latency.py --zoos pocket --in-process   # the app in this process: no process start-up
 The last line printed is one JSON object.
 """
 
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=16, help="test images per task the app loads (its --samples)")
     p.add_argument("--threads", type=int, default=2, help="OMP/torch threads of the app process")
     p.add_argument("--startup-timeout", type=float, default=180.0)
+    p.add_argument("--in-process", action="store_true",
+                   help="launch the app in this process (start-up is then building and launching it, no imports)")
     return p.parse_args(argv)
 
 
@@ -75,6 +78,20 @@ def start_app(port: int, samples: int, threads: int, timeout: float) -> tuple[su
                 process.kill()
                 raise TimeoutError(f"app.py did not answer within {timeout:.0f} s") from None
             time.sleep(0.2)
+
+
+def start_in_process(samples: int) -> tuple[object, float, object]:
+    """Build and launch the app in this process; return the demo, the seconds until a client connects, the client."""
+    from gradio_client import Client
+
+    from app import AppConfig, build_demo
+
+    start = time.perf_counter()
+    demo = build_demo(AppConfig(samples=samples))
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    client = Client(demo.local_url, verbose=False, analytics_enabled=False)
+    return demo, time.perf_counter() - start, client
 
 
 def write_b32_zoo(folder: Path) -> dict[str, str]:
@@ -142,17 +159,24 @@ def measure_zoo(client, zoo: str, folder: Path, args: argparse.Namespace) -> dic
 def main(argv: list[str] | None = None) -> dict:
     """Entry point: one app process per zoo (start-up timed each time); prints a summary and one JSON line."""
     args = parse_args(argv)
-    result: dict = {"samples": args.samples, "uploads": args.uploads, "threads": args.threads}
+    result: dict = {"samples": args.samples, "uploads": args.uploads, "threads": args.threads, "in_process": args.in_process}
     targets = {"pocket": 0.5, "b32": 2.0}
     with tempfile.TemporaryDirectory(prefix="app-latency-") as tmp:
         for zoo in [z.strip() for z in args.zoos.split(",") if z.strip()]:
-            process, startup_s, client = start_app(free_port(), args.samples, args.threads, args.startup_timeout)
+            if args.in_process:
+                demo, startup_s, client = start_in_process(args.samples)
+                stop = demo.close
+            else:
+                process, startup_s, client = start_app(free_port(), args.samples, args.threads, args.startup_timeout)
+
+                def stop(process: subprocess.Popen = process) -> None:
+                    process.terminate()
+                    process.wait(timeout=30)
             try:
                 figures = measure_zoo(client, zoo, Path(tmp), args)
             finally:
                 client.close()
-                process.terminate()
-                process.wait(timeout=30)
+                stop()
             result[zoo] = {"startup_s": startup_s, **figures}
             target = targets.get(zoo)
             print(f"{zoo}: start-up {startup_s:.1f} s, load zoo {figures['load_s']:.1f} s, merge {figures['merge_s']:.2f} s, "

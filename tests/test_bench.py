@@ -85,17 +85,38 @@ def _pocket_zoo_missing() -> str | None:
     return None
 
 
-@pytest.mark.slow
-def test_adapt_speed_and_app_latency_on_the_pocket_zoo(capsys):
+def test_adapt_speed_on_the_pocket_zoo(capsys):
     if why := _pocket_zoo_missing():
         pytest.skip(why)
     adapt = load_script("adapt_speed").main(["--steps", "2", "--samples", "8"])
     assert adapt["steps"] == 2 and adapt["adapt_s"] > 0
-    app = load_script("app_latency").main(["--zoos", "pocket", "--uploads", "1", "--samples", "4"])
-    assert app["pocket"]["startup_s"] > 0 and app["pocket"]["upload_median_s"] > 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == app
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == adapt
+
+
+def test_app_flow_on_the_pocket_zoo(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
     flow = load_script("app_flow").main(["--steps", "2", "--samples", "8"])
     assert flow["steps"] == 2 and flow["total_s"] >= flow["adapt_s"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == flow
+
+
+def test_app_latency_in_process_on_the_pocket_zoo(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    app = load_script("app_latency").main(["--zoos", "pocket", "--uploads", "1", "--samples", "4", "--in-process"])
+    assert app["in_process"] and app["pocket"]["startup_s"] > 0 and app["pocket"]["upload_median_s"] > 0
+    assert app["pocket"]["load_s"] > 0 and app["pocket"]["merge_s"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == app
+
+
+@pytest.mark.slow
+def test_app_latency_starts_the_app_on_the_pocket_zoo(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    app = load_script("app_latency").main(["--zoos", "pocket", "--uploads", "1", "--samples", "4"])
+    assert not app["in_process"] and app["pocket"]["startup_s"] > 0 and app["pocket"]["upload_median_s"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == app
 
 
 def test_ensembled_linear_variants_agree_with_the_library(capsys):
