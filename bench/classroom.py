@@ -6,7 +6,8 @@ classification is measured while others adapt or evaluate), fill the accuracy ta
 
 Printed: p50 / p95 / max latency per endpoint, the time from the first click until the last student has an adapted
 WEMoE and an accuracy table, the server's RSS (peak; after the first zoo load; after the first finished lesson; after
-all lessons; with ``--linger``, 20 s after the clients closed), every error, and, as the last line, one JSON object.
+all lessons; after ``--probes`` more lessons run one by one, which give the memory per extra session; with
+``--linger``, 20 s after the clients closed), every error, and, as the last line, one JSON object.
 Every student's accuracy table is compared with the first student's (``mismatched_tables``): the defaults must give
 every student the same numbers as a single user.
 
