@@ -26,14 +26,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"))))
     parser.add_argument("--host", default=None, help="default: 0.0.0.0 on Hugging Face Spaces, else 127.0.0.1")
     parser.add_argument("--samples", type=int, default=0, help="test images per task (0 = all)")
+    parser.add_argument("--max-image-size", default=None,
+                        help="largest image upload, e.g. 20mb (default: $WEMOE_MAX_IMAGE_SIZE or 20mb)")
+    parser.add_argument("--max-checkpoint-size", default=None,
+                        help="largest checkpoint or task upload, e.g. 8gb, none for no limit (default: "
+                             "$WEMOE_MAX_CHECKPOINT_SIZE, else 1gb on Hugging Face Spaces and 8gb elsewhere)")
     return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> AppConfig:
+    """The app's settings from the command line (upload limits left out fall back to AppConfig's defaults)."""
+    limits = {"max_image_size": args.max_image_size, "max_checkpoint_size": args.max_checkpoint_size}
+    return AppConfig(samples=args.samples, **{k: v for k, v in limits.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> None:
     """Build and serve the app (queue on, upload size limited)."""
     args = parse_args(argv)
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-    config = AppConfig(samples=args.samples)
+    config = make_config(args)
     demo = build_demo(config)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=args.port, max_file_size=config.max_file_size, show_error=False)

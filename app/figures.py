@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 COLOURSCALE = "Viridis"
+DIVERGING = "RdBu"  # routing coefficients: red below 0, blue above (plotly's RdBu runs red to blue)
 
 
 def empty_figure(message: str) -> go.Figure:
@@ -22,20 +23,35 @@ def empty_figure(message: str) -> go.Figure:
 
 
 def routing_heatmap(routing: np.ndarray, layers: Sequence[int], experts: Sequence[str], title: str) -> go.Figure:
-    """One image's routing weights: rows are upscaled blocks, columns experts; values on hover."""
+    """One image's routing weights: rows are upscaled blocks, columns experts; values on the cells and on hover.
+
+    A weight is the coefficient with which that layer adds the expert's task vector (its change of the pretrained weights)
+    for this image: not a probability, so it may be negative or above 1, and a row need not sum to 1. A diverging
+    colour scale centred on 0 shows the sign.
+    """
+    routing = np.asarray(routing)
+    finite = routing[np.isfinite(routing)]
+    reach = float(np.abs(finite).max()) if finite.size else 1.0
     figure = go.Figure(
         go.Heatmap(
-            z=np.asarray(routing),
-            x=list(experts),
+            z=routing,
+            x=short_names(experts),
             y=[f"block {i}" for i in layers],
-            colorscale=COLOURSCALE,
-            colorbar={"title": "weight"},
-            hovertemplate="%{y}, expert %{x}: %{z:.3f}<extra></extra>",
+            colorscale=DIVERGING,
+            zmid=0.0,
+            zmin=-reach,
+            zmax=reach,
+            colorbar={"title": {"text": "coefficient"}},
+            hovertemplate="%{y}: expert %{x}'s task vector added with coefficient %{z:.3f}<extra></extra>",
             texttemplate="%{z:.2f}",
         )
     )
-    figure.update_layout(title=title, xaxis_title="expert (task it was fine-tuned on)", yaxis_title="layer",
-                         yaxis={"autorange": "reversed"}, height=300 + 18 * len(layers), margin={"t": 50})
+    figure.update_layout(
+        title={"text": title, "subtitle": {"text": "task-vector coefficients, not probabilities:<br>"
+                                                   "they may be negative or above 1 and need not sum to 1"}},
+        xaxis_title="expert (task it was fine-tuned on)", yaxis_title="layer",
+        yaxis={"autorange": "reversed"}, height=320 + 18 * len(layers), margin={"t": 90},
+    )
     return figure
 
 
@@ -60,37 +76,81 @@ def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Seq
         figure.add_trace(
             go.Heatmap(
                 z=average[i], x=list(experts), y=[f"block {b}" for b in layers], zmin=low, zmax=high,
-                colorscale=COLOURSCALE, showscale=i == 0, colorbar={"title": "weight"},
-                hovertemplate=f"images of {task}<br>%{{y}}, expert %{{x}}: %{{z:.3f}}<extra></extra>",
+                colorscale=COLOURSCALE, showscale=i == 0, colorbar={"title": {"text": "coefficient"}},
+                hovertemplate=f"images of {task}<br>%{{y}}, expert %{{x}}: coefficient %{{z:.3f}}<extra></extra>",
             ),
             row=i // columns + 1, col=i % columns + 1,
         )
     figure.update_yaxes(autorange="reversed")
     figure.update_xaxes(tickangle=-30)
-    figure.update_layout(title="Average routing weights per task (rows: layers, columns: experts)",
+    figure.update_layout(title="Average routing weights per task (rows: layers, columns: experts; each weight is the "
+                               "coefficient of that expert's task vector, not a probability)",
                          height=300 * rows + 80, margin={"t": 80})
     return figure
 
 
-def loss_curve(histories: Mapping[str, Sequence], title: str = "Adaptation: entropy loss per step") -> go.Figure:
-    """Loss (sum over tasks of the mean prediction entropy) per step, one line per adapted merge."""
+LOSS_NAMES = {"entropy": "entropy (the paper's)", "im": "IM loss"}
+"""How the plots name each adaptation loss (``wemoe.adapt.LOSSES``)."""
+LOSS_AXES = {
+    "entropy": "entropy (nats, summed over tasks)",
+    "im": "IM loss (nats, summed over tasks)",
+}
+
+
+def _segments(history: Sequence, losses: Sequence[str] | None) -> list[tuple[str | None, list[int], list[float]]]:
+    """One merge's steps on a continued axis (1, 2, ... across adaptation runs), cut where the loss changes.
+
+    ``losses`` names the loss of each step (``None`` or missing: unknown). Returns (loss, steps, values) pieces.
+    """
+    losses = list(losses or [])
+    pieces: list[tuple[str | None, list[int], list[float]]] = []
+    for index, record in enumerate(history):
+        loss = losses[index] if index < len(losses) else None
+        if not pieces or pieces[-1][0] != loss:
+            pieces.append((loss, [], []))
+        pieces[-1][1].append(index + 1)
+        pieces[-1][2].append(record.loss)
+    return pieces
+
+
+def loss_curve(histories: Mapping[str, Sequence], losses: Mapping[str, Sequence[str]] | None = None) -> go.Figure:
+    """The adaptation loss per step, one line per adapted merge, named by the loss used.
+
+    ``losses`` maps a merge to the loss (``entropy`` or ``im``) of each step of its history. Steps continue across
+    runs ("Adapt more" goes on at step 101 after 100 steps); a change of loss starts a new line, as the two losses'
+    values are not comparable.
+    """
     if not any(histories.values()):
         return empty_figure("No adaptation yet: merge with WEMoE, then adapt.")
+    losses = losses or {}
     figure = go.Figure()
-    for name, history in histories.items():
-        if history:
-            figure.add_trace(go.Scatter(x=[r.step for r in history], y=[r.loss for r in history], mode="lines", name=name))
-    figure.update_layout(title=title, xaxis_title="step", yaxis_title="entropy (nats, summed over tasks)", height=320)
+    used: list[str | None] = []
+    pieces = {name: _segments(history, losses.get(name)) for name, history in histories.items() if history}
+    for loss in (loss for parts in pieces.values() for loss, _, _ in parts):
+        if loss not in used:
+            used.append(loss)
+    for name, parts in pieces.items():
+        for loss, steps, values in parts:
+            label = name if len(used) == 1 else f"{name} ({LOSS_NAMES.get(loss, 'loss')})"
+            figure.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=label))
+    if len(used) == 1 and used[0] in LOSS_NAMES:
+        title, axis = f"Adaptation: {LOSS_NAMES[used[0]]} per step", LOSS_AXES[used[0]]
+    else:
+        names = " and ".join(LOSS_NAMES[loss] for loss in used if loss in LOSS_NAMES)
+        title, axis = "Adaptation loss per step" + (f" ({names})" if names else ""), "loss (nats, summed over tasks)"
+    figure.update_layout(title=title, xaxis_title="step (counted over every adaptation run)", yaxis_title=axis,
+                         height=320)
     return figure
 
 
 def task_entropy_curve(history: Sequence, name: str) -> go.Figure:
-    """Per-task mean entropy per step of one adapted merge."""
+    """Per-task mean entropy per step of one adapted merge (steps counted over every adaptation run)."""
     if not history:
         return empty_figure("No adaptation yet.")
     figure = go.Figure()
+    steps = list(range(1, len(history) + 1))
     for task in history[0].entropy:
-        figure.add_trace(go.Scatter(x=[r.step for r in history], y=[r.entropy[task] for r in history], mode="lines", name=task))
+        figure.add_trace(go.Scatter(x=steps, y=[r.entropy[task] for r in history], mode="lines", name=task))
     figure.update_layout(title=f"{name}: prediction entropy per task", xaxis_title="step", yaxis_title="entropy (nats)", height=320)
     return figure
 
@@ -99,6 +159,8 @@ def accuracy_bars(table: pd.DataFrame) -> go.Figure:
     """Grouped bars: tasks on the x axis, one bar per model."""
     if table is None or table.empty:
         return empty_figure("Run the evaluation to fill this chart.")
+    tasks = [c for c in table.columns if c != "average"]  # the average first and short task names, as in the table
+    table = table[[c for c in ("average", *tasks) if c in table.columns]].rename(columns=dict(zip(tasks, short_names(tasks))))
     figure = go.Figure()
     for model, row in table.iterrows():
         figure.add_trace(go.Bar(name=str(model), x=[str(c) for c in row.index], y=row.values,

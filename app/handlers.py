@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -39,25 +40,76 @@ def _noop_progress(fraction: float, desc: str = "", **_: Any) -> None:
     pass
 
 
+def refuse(message: str, title: str = "Error") -> gr.Error:
+    """A ``gr.Error`` for a user mistake (or a cancelled job): gradio shows ``message`` and prints no traceback.
+
+    The event wrappers of ``app.layout`` log each refusal as one line.
+    """
+    return gr.Error(message, title=title, print_exception=False)
+
+
 @contextlib.contextmanager
 def friendly(action: str) -> Iterator[None]:
-    """Turn any failure inside into a ``gr.Error`` saying what failed and why (the traceback goes to the log)."""
+    """Turn any failure inside into a ``gr.Error`` saying what failed and why.
+
+    A user mistake (``gr.Error``, or a ``WemoeError``: bad parameters, unknown names, a diverged adaptation) is
+    passed on as a message without a traceback; only unexpected failures log their traceback.
+    """
     try:
         yield
     except gr.Error:
         raise
     except WemoeError as error:
-        raise gr.Error(f"{action}: {error}") from None
+        raise refuse(f"{action}: {error}") from None
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         log.exception("%s failed", action)
-        raise gr.Error(f"{action} failed: {error}. Nothing was changed; check the input and try again.") from None
+        raise refuse(f"{action} failed: {error}. Nothing was changed; check the input and try again.") from None
+
+
+def number(value: Any, field: str, *, whole: bool = False, minimum: float | None = None, maximum: float | None = None,
+           hint: str = "") -> float | int:
+    """``value`` as a finite number (an ``int`` when ``whole``) within [minimum, maximum], else a ``gr.Error`` naming
+    ``field`` (the control's label) and what to enter. Accepts numbers and numeric text ("3", "1e-3")."""
+    what = "a whole number" if whole else "a number"
+    if minimum is not None and maximum is not None:
+        what += f" from {minimum:g} to {maximum:g}"
+    elif minimum is not None:
+        what += f" of at least {minimum:g}"
+    elif maximum is not None:
+        what += f" of at most {maximum:g}"
+    refused = refuse(f"{field}: enter {what}{f' ({hint})' if hint else ''}, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise refused
+    try:
+        parsed = float(value.strip()) if isinstance(value, str) else float(value)
+    except (ValueError, OverflowError):
+        raise refused from None
+    if not math.isfinite(parsed) or (whole and not parsed.is_integer()):
+        raise refused
+    if (minimum is not None and parsed < minimum) or (maximum is not None and parsed > maximum):
+        raise refused
+    return int(parsed) if whole else parsed
+
+
+def flag(value: Any, field: str) -> bool:
+    """``value`` as a checkbox's ``bool`` (None is off), else a ``gr.Error`` naming ``field``."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise refuse(f"{field}: enter true or false, got {value!r}.")
+
+
+def _setting(name: str):
+    """The declared adaptation setting ``name`` (``wemoe.adapt.SETTINGS``: its range is the app's too)."""
+    from wemoe.adapt import SETTINGS
+
+    return next(p for p in SETTINGS if p.name == name)
 
 
 @contextlib.contextmanager
 def busy(session: Session, timeout: float = 120.0) -> Iterator[None]:
     """Hold the session's lock (one computation on its models at a time); waits for a running step to finish."""
     if not session.lock.acquire(timeout=timeout):
-        raise gr.Error("This session is busy with another job. Wait for it to finish, or press Cancel.")
+        raise refuse("This session is busy with another job. Wait for it to finish, or press Cancel.")
     try:
         yield
     finally:
@@ -66,7 +118,7 @@ def busy(session: Session, timeout: float = 120.0) -> Iterator[None]:
 
 def _bench(session: Session):
     if session.bench is None:
-        raise gr.Error(NO_ZOO)
+        raise refuse(NO_ZOO)
     return session.bench
 
 
@@ -102,6 +154,49 @@ def custom_spec(base_model: str, base_pretrained: str, experts_text: str, expert
     return {"name": "custom", "model": base_model, "pretrained": (base_pretrained or "").strip() or None, "experts": experts}
 
 
+def read_tasks(tasks_text: str, task_files: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
+    """The custom zoo's own tasks, and a Markdown table of what was read (classes, test images, where from).
+
+    ``tasks_text`` has one ``task: source`` line per task (``wemoe.tasks.task_from_source``): an image folder
+    (``class/xxx.png``), a ``.zip`` of one or a ``.parquet`` file (local, or the name of an uploaded file), or
+    ``hf:owner/dataset`` with ``split=``, ``image=``, ``label=`` options. Uploaded files not named in it become
+    the task named by the file's stem. Class names are read from the data.
+    """
+    from wemoe.tasks import task_from_source
+
+    uploads = {Path(f).name: str(f) for f in (task_files or [])}
+    lines: dict[str, str] = {}
+    for number, line in enumerate((tasks_text or "").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, source = line.partition(":")
+        if not sep or not name.strip() or not source.strip() or " " in name.strip():
+            raise gr.Error(f"Custom zoo, tasks line {number} ({line!r}) must look like 'task: source', e.g. "
+                           "'pets: pets.zip' or 'digits: hf:ylecun/mnist split=test image=image label=label'.")
+        if name.strip() in lines:
+            raise gr.Error(f"Custom zoo: task {name.strip()!r} is given twice in the tasks.")
+        lines[name.strip()] = source.strip()
+    named = {s.split()[0] for s in lines.values() if s.split()}
+    for file_name in uploads:
+        if file_name not in named:
+            lines.setdefault(Path(file_name).stem, file_name)
+    tasks = {}
+    with friendly("Reading the custom tasks"):
+        for name, source in lines.items():
+            tasks[name] = task_from_source(source, name, uploads=uploads)
+        rows = []
+        for task in tasks.values():
+            shown = ", ".join(task.classnames[:6]) + (", ..." if len(task.classnames) > 6 else "")
+            where = task.source if task.source.startswith("hf:") else Path(task.source).name
+            rows.append(f"| {task.name} | {len(task.classnames)} | {len(task.dataset('test'))} | {shown} | "
+                        f"{where} | {task.templates[0]} |")
+    if not tasks:
+        return {}, "_No custom tasks: every expert must be named after a registered task._"
+    header = "| task | classes | test images | class names | from | prompt |\n|---|---|---|---|---|---|\n"
+    return tasks, f"**Read {len(tasks)} task{'s' if len(tasks) != 1 else ''}**\n\n{header}" + "\n".join(rows)
+
+
 def load_zoo(
     session: Session,
     config: AppConfig,
@@ -112,20 +207,45 @@ def load_zoo(
     experts_text: str = "",
     expert_files: Sequence[str] | None = None,
     progress: Any = _noop_progress,
+    tasks_text: str = "",
+    task_files: Sequence[str] | None = None,
 ) -> str:
     """Load a zoo, its tasks' test images and heads into the session; returns the description of what is loaded."""
     from wemoe.workbench import Workbench
 
+    if samples is not None:
+        samples = number(samples, "Test images per task", whole=True, hint="0 = every image")
     samples_per_task = int(samples) if samples else (config.samples or None)
     if samples_per_task is not None and samples_per_task < 1:
         raise gr.Error("Test images per task must be at least 1 (or 0 for every image).")
     if choice == CUSTOM:
+        from app.session import format_size, parse_size
+        from wemoe.tasks import list_tasks
+
         spec = custom_spec(base_model, base_pretrained, experts_text, expert_files)
+        limit = parse_size(config.max_checkpoint_size)
+        for file in expert_files or []:
+            if limit is not None and Path(file).is_file() and Path(file).stat().st_size > limit:
+                raise gr.Error(f"Custom zoo: {Path(file).name!r} is {format_size(Path(file).stat().st_size)}, more "
+                               f"than the {format_size(limit)} this app accepts for a checkpoint upload. Give a hub id "
+                               "or a local path instead (or raise --max-checkpoint-size).")
+        custom, _ = read_tasks(tasks_text, task_files)
+        registered = set(list_tasks())
+        orphans = [t for t in custom if t not in spec["experts"]]
+        if orphans:
+            raise gr.Error(f"Custom zoo: task(s) {orphans} have no expert. Experts: {', '.join(spec['experts'])}.")
 
         def loader(report):
+            from wemoe.errors import TaskError
+            from wemoe.tasks import get_task
             from wemoe.zoo import load_zoo as library_load_zoo
 
-            return library_load_zoo(spec, progress=report), None
+            zoo = library_load_zoo(spec, progress=report)  # first: a checkpoint that does not fit says so first
+            untasked = [e for e in zoo.task_names if e not in custom and e not in registered]
+            if untasked:
+                raise TaskError(f"expert(s) {untasked} have no task. Give each a line 'name: image folder, .zip or "
+                                f"hf:dataset' under Tasks, or name it after a registered task ({', '.join(sorted(registered))}).")
+            return zoo, [custom[name] if name in custom else get_task(name) for name in zoo.task_names]
     elif choice in config.zoos:
         loader = config.zoos[choice][1]
     else:
@@ -221,41 +341,97 @@ def measure_step(session: Session, name: str, per_task: int) -> float:
     return seconds
 
 
-def estimate(session: Session, target: str | None, steps: float, per_task: float) -> str:
-    """Markdown: how long ``steps`` adaptation steps of ``target`` should take here (from a measured step)."""
-    if session.bench is None or not target or target not in session.bench.merges:
+def estimate(session: Session, target: str | None, steps: Any, per_task: Any) -> str:
+    """Markdown: how long ``steps`` adaptation steps of ``target`` should take here (from a measured step), and
+    that merging again would replace an adapted ``target``."""
+    if session.bench is None or not isinstance(target, str) or target not in session.bench.merges:
         return "_Merge with WEMoE to see how long adaptation will take on this machine._"
-    seconds = session.step_seconds.get((target, int(per_task)))
+    try:
+        steps = number(steps, "Adaptation steps", whole=True, minimum=0)
+        per_task = number(per_task, "Images per task per step", whole=True, minimum=1)
+    except gr.Error as error:
+        return f"_{error.message}_"
+    adapted = session.bench.merges[target].adapt_steps
+    replaced = (f" Pressing Merge again replaces {target} and its {adapted} adaptation steps; 'Adapt more' continues "
+                "from them." if adapted else "")
+    seconds = session.step_seconds.get((target, per_task))
     if seconds is None:
-        return f"_The time per step of {target} with {int(per_task)} images per task is measured at its first step._"
-    total = seconds * int(steps)
-    return (f"Estimated time: **{total:.0f} s** for {int(steps)} steps of {target} on this {_device_name()} "
-            f"({seconds:.3f} s per step measured).")
+        return (f"_The time per step of {target} with {per_task} images per task is measured at its first step._"
+                f"{replaced}")
+    total = seconds * steps
+    return (f"Estimated time: **{total:.0f} s** for {steps} steps of {target} on this {_device_name()} "
+            f"({seconds:.3f} s per step measured).{replaced}")
 
 
 def merge(
-    session: Session, methods: Sequence[str], params: Mapping[str, Mapping[str, Any]], per_task: float = 16, default_steps: int = 100
+    session: Session,
+    methods: Sequence[str],
+    params: Mapping[str, Mapping[str, Any]],
+    per_task: Any = 16,
+    default_steps: int = 100,
+    progress: Any = _noop_progress,
 ) -> str:
-    """Merge with each chosen method (parameters checked before any work); returns a status line with timings."""
+    """Merge with each chosen method (parameters checked before any work); returns a status line with timings.
+
+    All new models are made (and a WEMoE step timed) before any replaces the session's merges, in one swap at the
+    end: Cancel before that swap (:func:`cancelled`) leaves every merge as it was and raises a ``gr.Error`` titled
+    "Cancelled" (so the adaptation chained after a merge does not start). Replacing an adapted merge says so.
+    """
+    from wemoe.adapt import time_step
     from wemoe.methods import get_method
+    from wemoe.workbench import MergeResult
 
     bench = _bench(session)
-    methods = list(methods or [])
+    methods = [methods] if isinstance(methods, str) else methods
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods):
+        raise refuse(f"Merge methods: give a list of method names, e.g. ['task_arithmetic', 'wemoe'], got {methods!r}.")
+    methods = list(dict.fromkeys(methods))
     if not methods:
-        raise gr.Error("Choose at least one merge method.")
+        raise refuse("Choose at least one merge method.")
+    images = _setting("per_task")
+    per_task = number(per_task, "Images per task per step", whole=True, minimum=images.min, maximum=images.max)
     with friendly("Checking the merge parameters"):
-        resolved = {m: get_method(m).resolve(params.get(m)) for m in methods}
-    parts = []
-    with friendly("Merging"), busy(session):
-        for method in methods:
-            result = bench.merge(method, resolved[method])
-            parts.append(f"{method} ({result.merge_seconds:.1f} s)")
-        session.reset_results()
-        session.last_merged = list(methods)
-        for method in methods:
-            if bench.merges[method].adaptive:
-                measure_step(session, method, int(per_task))
-    message = f"Merged: {', '.join(parts)}."
+        resolved = {m: get_method(m).resolve((params or {}).get(m)) for m in methods}
+    made: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    job = session.begin("merge")
+    try:
+        with friendly("Merging"), busy(session):
+            for i, method in enumerate(methods):
+                if session.stop.is_set():
+                    break
+                progress(i / len(methods), desc=f"merging {method}")
+                start = time.perf_counter()
+                model = get_method(method).merge(bench.zoo, **resolved[method])
+                made[method] = MergeResult(method, resolved[method], model, merge_seconds=time.perf_counter() - start)
+            for method, result in made.items():
+                if result.adaptive and not session.stop.is_set():
+                    progress(0.95, desc=f"timing one adaptation step of {method}")
+                    seconds[method] = time_step(result.model, bench.data(), bench.heads(), per_task=per_task,
+                                                device=adapt_device())
+            replaced = {m: bench.merges[m].adapt_steps for m in made
+                        if m in bench.merges and bench.merges[m].adapt_steps}
+
+            def swap() -> None:
+                bench.merges.update(made)
+                for method in made:
+                    session.step_losses.pop(method, None)
+                session.step_seconds.update({(m, per_task): s for m, s in seconds.items()})
+                session.last_merged = list(made)
+                session.reset_results()
+
+            swapped = len(made) == len(methods) and session.commit(job, swap)
+    finally:
+        session.finish(job)
+    if not swapped:
+        raise refuse("Merge cancelled: the session's merges are as they were (nothing was replaced).",
+                     title="Cancelled")
+    message = "Merged: " + ", ".join(f"{m} ({r.merge_seconds:.1f} s)" for m, r in made.items()) + "."
+    for method, count in replaced.items():
+        note = (f"Replaced the adapted {method}: its {count} adaptation steps are gone and the new {method} starts "
+                "from step 0 ('Adapt more' continues an adapted merge instead).")
+        message += " " + note
+        gr.Warning(note)
     adaptive = [m for m in methods if bench.merges[m].adaptive]
     if adaptive:
         message += " " + estimate(session, adaptive[-1], default_steps, per_task)
@@ -265,70 +441,127 @@ def merge(
 def adapt(
     session: Session,
     target: str | None,
-    steps: float,
-    lr: float,
-    per_task: float,
+    steps: Any,
+    lr: Any,
+    per_task: Any,
     loss: str = DEFAULT_LOSS,
     progress: Any = _noop_progress,
     update_every: float = 0.5,
+    chained: bool = False,
 ) -> Iterator[tuple[str, Any]]:
     """Adapt merge ``target`` step by step with ``loss`` (``entropy``, the paper's, or ``im``); yields (status,
-    loss curve) after the first and last step and at most every ``update_every`` seconds between. Stopping keeps the
-    last finished step."""
+    loss curve) after the first and last step and at most every ``update_every`` seconds between.
+
+    Cancel (:func:`cancelled`, or closing the generator) stops it between steps; the routers keep the last
+    finished step. ``chained``: this run follows a merge (:func:`adapt_after_merge`), so a Cancel that came during
+    that merge stops it too.
+    """
     bench = _bench(session)
-    if not target or target not in bench.merges:
-        raise gr.Error("Merge with WEMoE first: adaptation trains the routers of a WEMoE (or AdaMerging) merge.")
+    if not isinstance(target, str) or target not in bench.merges:
+        raise refuse("Merge with WEMoE first: adaptation trains the routers of a WEMoE (or AdaMerging) merge.")
     if not bench.merges[target].adaptive:
-        raise gr.Error(f"The {target} merge has nothing to adapt: only WEMoE and AdaMerging merges adapt.")
-    steps, per_task = int(steps), int(per_task)
-    if not 1 <= steps <= MAX_STEPS:
-        raise gr.Error(f"Adaptation steps must be between 1 and {MAX_STEPS}, got {steps}.")
-    if not (lr and lr > 0 and math.isfinite(lr)):
-        raise gr.Error(f"The learning rate must be a positive number, got {lr}.")
-    if per_task < 1:
-        raise gr.Error("Images per task must be at least 1.")
-    if loss not in LOSSES:
-        raise gr.Error(f"Unknown adaptation loss {loss!r}; choose one of {', '.join(LOSSES)}.")
+        raise refuse(f"The {target} merge has nothing to adapt: only WEMoE and AdaMerging merges adapt.")
+    steps = number(steps, "Adaptation steps", whole=True, minimum=1, maximum=MAX_STEPS)
+    rate, images = _setting("lr"), _setting("per_task")
+    lr = number(lr, "Learning rate", minimum=rate.min, maximum=rate.max, hint="the paper uses 1e-3")
+    per_task = number(per_task, "Images per task per step", whole=True, minimum=images.min, maximum=images.max)
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise refuse(f"Unknown adaptation loss {loss!r}; choose one of {', '.join(LOSSES)}.")
     result = bench.merges[target]
-    start_step, start_loss = result.adapt_steps, None
-    known = session.step_seconds.get((target, per_task))
-    if known is not None:  # say how long before starting (the step time was measured when merging)
-        note = (f"Adapting {target}: {steps} steps, about {known * steps:.0f} s on this {_device_name()} "
-                f"({known:.3f} s per step measured)...")
-        yield note, figures.loss_curve({target: result.history})
-    records = bench.adapt(target, steps=steps, lr=float(lr), per_task=per_task, device=adapt_device(), loss=loss)
-    last_yield, status = 0.0, ""
-    with friendly(f"Adapting {target}"), contextlib.closing(records):
-        while True:
-            with busy(session):
-                record = next(records, None)
-            if record is None:
-                break
-            start_loss = record.loss if start_loss is None else start_loss
-            if record.step == 1:
-                session.step_seconds[(target, per_task)] = record.elapsed
-            per_step = record.elapsed / record.step
-            remaining = per_step * (steps - record.step)
-            status = (f"{target}: step {record.step}/{steps} (total {start_step + record.step}), loss "
-                      f"{record.loss:.3f}; about {remaining:.0f} s left on this {_device_name()} "
-                      f"(estimated total {per_step * steps:.0f} s).")
-            progress(record.step / steps, desc=f"adapting {target}: step {record.step}/{steps}")
-            now = time.perf_counter()
-            if record.step in (1, steps) or now - last_yield >= update_every:
-                last_yield = now
-                yield status, figures.loss_curve({target: result.history})
-    done = (f"Adapted {target}: {steps} steps in {result.history[-1].elapsed if result.history else 0:.1f} s, "
-            f"loss {start_loss if start_loss is not None else float('nan'):.3f} -> "
-            f"{result.history[-1].loss if result.history else float('nan'):.3f} ({result.adapt_steps} steps in all).")
+    start_step, start_loss, ran, elapsed = result.adapt_steps, None, 0, 0.0
+    losses = session.step_losses
+
+    def curve():
+        return figures.loss_curve({target: result.history}, losses)
+
+    job = session.begin("adapt", target, fresh=not chained)
+    try:
+        known = session.step_seconds.get((target, per_task))
+        if known is not None:  # say how long before starting (the step time was measured when merging)
+            note = (f"Adapting {target}: {steps} steps, about {known * steps:.0f} s on this {_device_name()} "
+                    f"({known:.3f} s per step measured)...")
+            yield note, curve()
+        records = bench.adapt(target, steps=steps, lr=lr, per_task=per_task, device=adapt_device(), loss=loss)
+        last_yield, stopped = 0.0, False
+        with friendly(f"Adapting {target}"), contextlib.closing(records):
+            while True:
+                with busy(session):
+                    if session.stop.is_set():  # checked under the lock: Cancel, waiting for it, counts exactly
+                        stopped = True
+                        break
+                    record = next(records, None)
+                    kept = losses.setdefault(target, [])
+                    kept.extend([loss] * (len(result.history) - len(kept)))
+                if record is None:
+                    break
+                ran, elapsed = ran + 1, record.elapsed
+                start_loss = record.loss if start_loss is None else start_loss
+                if record.step == 1:
+                    first_elapsed = record.elapsed  # the first step also pays one-off warm-up costs
+                else:  # refine the time per step from the running steps, leaving the first one out
+                    session.step_seconds[(target, per_task)] = (record.elapsed - first_elapsed) / (record.step - 1)
+                per_step = session.step_seconds.get((target, per_task), record.elapsed / record.step)
+                remaining = per_step * (steps - record.step)
+                status = (f"{target}: step {record.step}/{steps} (total {start_step + record.step}), loss "
+                          f"{record.loss:.3f}; about {remaining:.0f} s left on this {_device_name()} "
+                          f"(estimated total {record.elapsed + remaining:.0f} s).")
+                progress(record.step / steps, desc=f"adapting {target}: step {record.step}/{steps}")
+                now = time.perf_counter()
+                if record.step in (1, steps) or now - last_yield >= update_every:
+                    last_yield = now
+                    yield status, curve()
+    finally:
+        session.finish(job)
+    change = (f"loss {start_loss:.3f} -> {result.history[-1].loss:.3f}" if ran else "no step run")
     session.reset_results()
-    yield done, figures.loss_curve({target: result.history})
+    if stopped:
+        yield (f"Stopped after {ran} of {steps} steps ({change}). The {target} routers are kept as they were after "
+               f"step {result.adapt_steps}."), curve()
+        return
+    yield (f"Adapted {target}: {ran} steps in {elapsed:.1f} s, {change} ({result.adapt_steps} steps in all)."), curve()
 
 
-def cancelled(session: Session, target: str | None) -> str:
-    """Status after Cancel: where the routers were kept."""
-    if session.bench is None or not target or target not in session.bench.merges:
+def adapt_after_merge(
+    session: Session,
+    target: str | None,
+    steps: Any,
+    lr: Any,
+    per_task: Any,
+    loss: str = DEFAULT_LOSS,
+    progress: Any = _noop_progress,
+    update_every: float = 0.5,
+) -> Iterator[tuple[Any, Any]]:
+    """The adaptation chained after "Merge (and adapt)": adapts ``target`` only when that merge has just made it
+    and was not cancelled; otherwise (also for 0 steps) yields one pair of ``gr.skip()``."""
+    steps = number(steps, "Adaptation steps", whole=True, minimum=0, maximum=MAX_STEPS,
+                   hint="0 merges without adapting")
+    if not steps or session.stop.is_set() or session.bench is None or not isinstance(target, str) \
+            or target not in session.last_merged:
+        yield gr.skip(), gr.skip()
+        return
+    yield from adapt(session, target, steps, lr, per_task, loss, progress, update_every, chained=True)
+
+
+def cancelled(session: Session, target: str | None = None, wait: float = 120.0) -> str:
+    """Cancel: stop the session's running merge or adaptation at its next check, and say what is kept.
+
+    A merge replaces nothing. An adaptation finishes the step running now (it is kept), so this waits for it and
+    names the step the routers really stay at.
+    """
+    job = session.request_stop()
+    if job is not None and job[0] == "merge":
+        return "Cancelled the merge: the session's merges stay as they were (nothing is replaced)."
+    bench = session.bench
+    if job is not None and job[0] == "adapt":
+        target = job[1]
+        if not session.lock.acquire(timeout=wait):
+            return f"Stopping {target} after the step running now."
+        session.lock.release()  # the running step has finished: the routers stay as after it
+        if bench is not None and target in bench.merges:
+            return f"Stopped. The {target} routers are kept as they were after step {bench.merges[target].adapt_steps}."
+    if bench is None or not isinstance(target, str) or target not in bench.merges:
         return "Nothing to cancel."
-    return f"Stopped. The {target} routers are kept as they were after step {session.bench.merges[target].adapt_steps}."
+    return f"Nothing is running. The {target} routers are as they were after step {bench.merges[target].adapt_steps}."
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,6 +575,7 @@ def read_upload(path: str | None, config: AppConfig) -> Image.Image:
     file = Path(path)
     if not file.is_file() or file.stat().st_size == 0:
         raise gr.Error("The uploaded file is empty. Upload an image file (PNG, JPEG, WebP, BMP or TIFF).")
+    check_image_size(file, config)
     try:
         with Image.open(file) as image:
             width, height = image.size
@@ -353,9 +587,25 @@ def read_upload(path: str | None, config: AppConfig) -> Image.Image:
             return normalise_image(image, config)
     except gr.Error:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError as error:  # PIL refuses images this large as soon as it reads their header
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f" ({int(pixels.group(1)) / 1e6:.0f} megapixels)" if pixels else ""
+        raise gr.Error(f"{file.name!r} is too large{size}: this app accepts at most {config.max_pixels / 1e6:.0f} "
+                       "megapixels. Downscale it (the models see 32-224 px anyway) and upload again.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise gr.Error(f"{file.name!r} is not an image this app can read ({type(error).__name__}). "
                        "Upload a PNG, JPEG, WebP, BMP or TIFF image.") from None
+
+
+def check_image_size(file: Path, config: AppConfig) -> None:
+    """Refuse an image file over ``config.max_image_size`` (Gradio's own limit is the larger checkpoint limit)."""
+    from app.session import format_size, parse_size
+
+    limit, size = parse_size(config.max_image_size), file.stat().st_size
+    if limit is not None and size > limit:
+        raise gr.Error(f"{file.name!r} is {format_size(size)}, more than the {format_size(limit)} this app accepts for "
+                       "an image (checkpoints have their own, larger limit). Downscale or compress it (the models see "
+                       "32-224 px anyway) and upload again.")
 
 
 def normalise_image(image: Image.Image, config: AppConfig) -> Image.Image:
@@ -431,9 +681,57 @@ def _centroids(session: Session, name: str, config: AppConfig):
     return session._centroids[key]
 
 
+ALL_TASKS = "all tasks together"
+
+
+def _merged_name(session: Session) -> str | None:
+    """The merge the compact predictions show: the WEMoE merge if there is one, else the latest merge."""
+    merges = list(session.bench.merges)
+    return _wemoe_merge(session) or (merges[-1] if merges else None)
+
+
+def _routing_guess(session: Session, name: str, routing, config: AppConfig) -> tuple[str | None, str]:
+    """The routers' task guess for one image's routing ``[1, L, T]`` (None when routing says nothing) and its text."""
+    from wemoe.routing import guess_task_argmax, uninformative_routing
+
+    bench = session.bench
+    centroids = _centroids(session, name, config)
+    why_not = uninformative_routing(routing[0], centroids.centroids)
+    if why_not is not None:
+        advice = ("adapt first" if "same weight" in why_not or "alike" in why_not
+                  else "merge again, and adapt with a smaller learning rate")
+        return None, (f"**No guess yet: {advice}.** The {name} routing of this image says nothing about its task: "
+                      f"{why_not}.")
+    order = centroids.distances(routing)[0].argsort().tolist()
+    guess = centroids.task_names[order[0]]
+    runner_up = f" (next closest: {centroids.task_names[order[1]]})" if len(order) > 1 else ""
+    text = (f"**The {name} routers' guess: {guess}**{runner_up}. This image's routing, over all layers, is closest "
+            f"to the average routing of {guess} test images.")
+    heaviest = guess_task_argmax(routing, bench.task_names)[0]
+    if heaviest != guess:
+        text += (f" The heatmap's largest weight, averaged over layers, is on another expert ({heaviest}): routers "
+                 "need not favour a task's own expert, so the guess compares whole routing patterns instead.")
+    return guess, text
+
+
+def _joint_head(session: Session) -> tuple[Any, list[str]]:
+    """One head over every task's classes (``task: class`` names): predictions that assume no task."""
+    bench = session.bench
+    heads = bench.heads()
+    shorts = dict(zip(bench.task_names, figures.short_names(bench.task_names)))
+    head = torch.cat([heads[t.name] for t in bench.tasks])
+    return head, [f"{shorts[t.name]}: {c}" for t in bench.tasks for c in t.classnames]
+
+
 def predict(session: Session, image: Image.Image, task_choice: str | None, config: AppConfig) -> tuple[Image.Image, pd.DataFrame, str, Any]:
-    """Top-5 of every model under one task's head, the routers' task guess and this image's routing heatmap."""
-    from wemoe.routing import features_and_routing, guess_task_argmax, top_k, top_k_from_features
+    """Top-5 of every model under one task's head, the routers' task guess and this image's routing heatmap.
+
+    The head is the chosen task's, or with "auto" the routers' guess; when there is no guess (no WEMoE merge, or
+    routing that says nothing, e.g. unadapted routers) the classes of all tasks together. The table returned is the
+    compact one (the merged model and the expert of the task, rows in rank order) unless the session shows every model
+    (:func:`prediction_view`); the full one is kept in ``session.predictions``.
+    """
+    from wemoe.routing import features_and_routing, top_k, top_k_from_features
     from wemoe.task_images import encode_images
 
     bench = _bench(session)
@@ -443,34 +741,32 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
     with friendly("Classifying the image"), busy(session):
         batch = encode_images([image], bench.zoo.preprocess)
         wemoe_name = _wemoe_merge(session)
-        guess_text, heatmap, guess = "", None, None
+        guess = None
         known_features = {}  # one pass through the WEMoE tower gives its routing and its predictions
         if wemoe_name is not None:
             tower = bench.merges[wemoe_name].model
             known_features[wemoe_name], routing = features_and_routing(tower, batch)
-            centroids = _centroids(session, wemoe_name, config)
-            order = centroids.distances(routing)[0].argsort().tolist()
-            guess = centroids.task_names[order[0]]
-            runner_up = f"; next closest: {centroids.task_names[order[1]]}" if len(order) > 1 else ""
-            dominant = guess_task_argmax(routing, bench.task_names)[0]
-            guess_text = (f"The **{wemoe_name}** routers think this image is from **{guess}**: its routing (all layers) is "
-                          f"closest to the average routing of {guess} test images{runner_up}. The expert they weigh most, "
-                          f"averaged over layers: {dominant}.")
+            guess, guess_text = _routing_guess(session, wemoe_name, routing, config)
             layers = sorted(routing_layers(tower))
             heatmap = figures.routing_heatmap(routing[0].numpy(), layers, bench.task_names,
                                               f"Routing of this image ({wemoe_name})")
         else:
-            guess_text = "_Merge with WEMoE to see which task the routers think this image is from._"
+            guess_text = "_No guess: merge with WEMoE to see which task the routers think this image is from._"
             heatmap = figures.empty_figure("Merge with WEMoE to see this image's routing per layer.")
-        task = guess if task_choice == AUTO_TASK and guess is not None else (
-            task_choice if task_choice != AUTO_TASK else bench.task_names[0])
-        how = "chosen by you" if task_choice != AUTO_TASK else ("the routers' guess" if guess else "the first task: no WEMoE yet")
-        guess_text += f"\n\nPredictions use the head of **{task}** ({how})."
-        head = bench.heads()[task]
-        classnames = next(t.classnames for t in bench.tasks if t.name == task)
+        task = task_choice if task_choice != AUTO_TASK else guess
+        if task is not None:
+            head = bench.heads()[task]
+            classnames = next(t.classnames for t in bench.tasks if t.name == task)
+            how = "chosen by you" if task_choice != AUTO_TASK else "the routers' guess"
+            guess_text += f"\n\nPredictions use the head of **{task}** ({how})."
+        else:
+            head, classnames = _joint_head(session)
+            guess_text += (f"\n\nPredictions use the classes of **{ALL_TASKS}** (no task guessed); choose a task above "
+                           "to use its head.")
         towers = [("pretrained", bench.zoo.visual)]
         towers += [(name, result.model) for name, result in bench.merges.items()]
-        towers += [(f"expert {short}", _expert_tower(session, t)) for t, short in zip(bench.task_names, figures.short_names(bench.task_names))]
+        experts = {t: f"expert {short}" for t, short in zip(bench.task_names, figures.short_names(bench.task_names))}
+        towers += [(experts[t], _expert_tower(session, t)) for t in bench.task_names]
         columns = {}
         for name, tower in towers:
             if name in known_features:
@@ -480,8 +776,26 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
             columns[name] = [f"{c} ({100 * p:.1f}%)" for c, p in ranked]
         depth = max(len(v) for v in columns.values())
         table = pd.DataFrame({"rank": list(range(1, depth + 1)), **{k: v + [""] * (depth - len(v)) for k, v in columns.items()}})
+    merged = _merged_name(session)  # compact: no rank column (the rows are in rank order), so it fits a phone
+    session.prediction_columns = [merged or "pretrained", experts[task] if task is not None else "pretrained"]
+    session.predictions = table
     session.image = image
-    return enlarged(image), table, guess_text, heatmap
+    return enlarged(image), prediction_view(session), guess_text, heatmap
+
+
+def prediction_view(session: Session, show_all: bool | None = None) -> pd.DataFrame:
+    """The last predictions: compact (the merged model, the expert of the task used) or every model with their rank.
+
+    ``show_all`` None keeps the session's choice; True or False sets it (the 'every model' checkbox).
+    """
+    if show_all is not None:
+        session.show_all_predictions = bool(show_all)
+    table = session.predictions
+    if table is None:
+        return pd.DataFrame({"rank": []})
+    if session.show_all_predictions:
+        return table
+    return table[list(dict.fromkeys(c for c in session.prediction_columns if c in table.columns))]
 
 
 def enlarged(image: Image.Image, side: int = 192) -> Image.Image:
@@ -501,12 +815,41 @@ def routing_layers(tower) -> list[int]:
 # 4. Accuracy
 
 
+# the marked best merge: a translucent green under the theme's own text colour reads in light and dark mode
+BEST_STYLE = "font-weight: bold; background-color: rgba(34, 160, 80, 0.32)"
+REFERENCE_STYLE = "font-style: italic"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table as shown: a ``model`` column, then ``average``, then the tasks (short names), one decimal."""
+    from wemoe.evaluate import AVERAGE
+
+    shown = table.round(1)
+    tasks = [c for c in shown.columns if c != AVERAGE]
+    shown = shown[[c for c in (AVERAGE, *tasks) if c in shown.columns]]
+    shown = shown.rename(columns=dict(zip(tasks, figures.short_names(tasks))))
+    return shown.reset_index()
+
+
 def style_table(table: pd.DataFrame):
-    """The accuracy table for display: one decimal, each column's best in bold."""
-    shown = table.round(1).reset_index()
+    """The accuracy table for display (:func:`display_table`): in each column the best *merge* in bold on green;
+    the reference rows (pretrained, experts, oracle) in italics and never marked."""
+    from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED
+
+    shown = display_table(table)
     numeric = [c for c in shown.columns if c != "model"]
-    return shown.style.format({c: "{:.1f}" for c in numeric}, na_rep="").highlight_max(
-        subset=numeric, axis=0, props="font-weight: bold; background-color: #d9f2d9")
+    is_merge = ~shown["model"].isin([PRETRAINED, EXPERTS, ORACLE])
+
+    def best_merge(column: pd.Series) -> list[str]:
+        merges = column[is_merge]
+        best = merges.max() if merges.notna().any() else None
+        return [BEST_STYLE if best is not None and m and v == best else "" for v, m in zip(column, is_merge)]
+
+    def reference(row: pd.Series) -> list[str]:
+        return ["" if is_merge[row.name] else REFERENCE_STYLE] * len(row)
+
+    return (shown.style.format({c: "{:.1f}" for c in numeric}, na_rep="")
+            .apply(reference, axis=1).apply(best_merge, subset=numeric, axis=0))
 
 
 def evaluation_names(session: Session, include_oracle: bool = False) -> list[str]:
@@ -525,6 +868,7 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
     from wemoe.report import build_report
 
     bench = _bench(session)
+    include_oracle = flag(include_oracle, "Also the WEMoE oracle")
     names = evaluation_names(session, include_oracle)
     total = len(names) * len(bench.task_names)
     scores = []
@@ -563,7 +907,7 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
     name = _wemoe_merge(session)
     if name is None:
         raise gr.Error("Merge with WEMoE first (step 2): routing belongs to the WEMoE routers.")
-    if method not in {"umap", "pca"}:
+    if not isinstance(method, str) or method not in {"umap", "pca"}:
         raise gr.Error(f"Unknown map {method!r}: choose umap or pca.")
     result = bench.merges[name]
     histories = {n: r.history for n, r in bench.merges.items() if r.history}
@@ -573,7 +917,7 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
             analysis = analyse_routing(result.model, bench.data(), per_task=config.routing_per_task)
         tasks = list(dict.fromkeys(analysis.labels))
         heat = figures.task_routing_heatmaps(analysis.task_average().numpy(), tasks, analysis.layers, analysis.task_names)
-        curve = figures.loss_curve(histories)
+        curve = figures.loss_curve(histories, session.step_losses)
         entropy = figures.task_entropy_curve(result.history, name)
         dominant = analysis.dominant_expert()
         agree = sum(d == t for d, t in zip(dominant, analysis.labels)) / len(dominant)
@@ -599,7 +943,7 @@ def export(session: Session, name: str | None) -> str:
     from wemoe.export import save_model
 
     bench = _bench(session)
-    if not name or name not in bench.merges:
+    if not isinstance(name, str) or name not in bench.merges:
         known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
         raise gr.Error(f"Choose a merge to export. Merges: {known}.")
     model = bench.merges[name].model

@@ -7,7 +7,10 @@ session; heavy events share one concurrency queue.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 import pandas as pd
@@ -22,8 +25,10 @@ ADAPT_LOSS_CHOICES = [
     ("IM: entropy minus the entropy of the mean prediction (variant)", "im"),
 ]
 
-HEAVY = {"concurrency_id": "heavy", "concurrency_limit": 2}
+# Heavy events share one queue; none draws gradio's progress overlay or error badges on its outputs (see Events)
+HEAVY = {"concurrency_id": "heavy", "concurrency_limit": 2, "show_progress": "hidden"}
 DEFAULT_METHODS = ("task_arithmetic", "wemoe")
+log = logging.getLogger(__name__)
 
 
 def param_control(method: str, param) -> gr.components.Component:
@@ -39,6 +44,65 @@ def param_control(method: str, param) -> gr.components.Component:
     if param.type in (int, float):
         return gr.Number(value=param.default, label=label, info=param.help, precision=0 if param.type is int else None)
     return gr.Textbox(value=str(param.default), label=label, info=param.help)
+
+
+def quiet(fn: Callable) -> Callable:
+    """An event function whose refusals (``gr.Error``: user mistakes, cancelled jobs) are logged as one line each
+    and reach gradio without a traceback on the console. Generators stay generators (gradio streams them)."""
+
+    def refused(error: gr.Error) -> gr.Error:
+        log.warning("%s refused: %s", fn.__name__, error.message)
+        return gr.Error(error.message, duration=error.duration, visible=error.visible, title=error.title,
+                        print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error as error:
+                raise refused(error) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as error:
+            raise refused(error) from None
+    return call
+
+
+class GalleryClick(gr.EventData):
+    """What a gallery's select event says (``index``: the image clicked); ``index`` is None when the event comes
+    through the API, which sends no event data (gr.SelectData would fail there)."""
+
+    def __init__(self, target, data) -> None:
+        super().__init__(target, data)
+        self.index = data.get("index") if isinstance(data, dict) else None
+
+
+def _reported(updates: Iterator[tuple], width: int = 2, status: int = 0, first: str | None = None) -> Iterator[tuple]:
+    """A job's updates (tuples of ``width`` outputs, item ``status`` its status text), after ``first`` on the status.
+
+    A refusal after something was shown also goes to the status line (instead of a stale progress text), then on
+    to gradio's toast; the other outputs keep their values.
+    """
+
+    def only(text: str) -> tuple:
+        return tuple(text if i == status else gr.skip() for i in range(width))
+
+    shown = first is not None
+    if shown:
+        yield only(first)
+    try:
+        for update in updates:
+            shown = True
+            yield update
+    except gr.Error as error:
+        if shown:
+            yield only(f"**{error.message}**")
+        raise
 
 
 def _with_signature(fn, names: list[str], leading: list[str]):
@@ -71,12 +135,22 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             samples = gr.Number(value=config.samples, precision=0, minimum=0, label="Test images per task (0 = all)",
                                 info="Fewer images make evaluation and adaptation faster.")
             with gr.Accordion("Custom zoo", open=False):
-                base_model = gr.Textbox(value="ViT-B-32", label="Base model (open_clip name)")
-                base_tag = gr.Textbox(value="openai", label="Base weights (open_clip tag or checkpoint path)")
+                base_model = gr.Textbox(value="ViT-B-32", label="Base model (open_clip name, or local-dir:PATH)")
+                base_tag = gr.Textbox(value="openai", label="Base weights (open_clip tag, checkpoint path, or a Hugging "
+                                      "Face CLIPModel: its folder or hub id)")
                 experts_text = gr.Textbox("", lines=4, label="Experts (one 'task: source' per line)",
                                           placeholder="mnist: tanganke/clip-vit-base-patch32_mnist\nsvhn: /path/svhn.safetensors")
                 expert_files = gr.File(file_count="multiple", file_types=[".safetensors", ".pt", ".pth", ".bin"],
                                        label="Expert checkpoint files (task = file name unless named above)")
+                tasks_text = gr.Textbox("", lines=3, label="Tasks of experts not named after a registered task "
+                                        "(one 'task: source' per line; class names are read from the data)",
+                                        placeholder="pets: pets.zip   (an uploaded zip or a folder of class/xxx.png)\n"
+                                                    "digits: hf:ylecun/mnist split=test image=image label=label")
+                task_files = gr.File(file_count="multiple", file_types=[".zip", ".parquet"],
+                                     label="Task image zips or parquet files (task = file name unless named above)")
+                with gr.Row():
+                    read_tasks_button = gr.Button("Read tasks", elem_id="read-tasks")
+                tasks_info = gr.Markdown(elem_id="tasks-info")
             load_button = gr.Button("Load zoo", variant="primary", elem_id="load-zoo")
             zoo_info = gr.Markdown("_Nothing loaded yet: press 'Load zoo'._", elem_id="zoo-info")
 
@@ -111,8 +185,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         # 3. Try images ---------------------------------------------------------------------------------------
         with gr.Group(elem_id="panel-try"):
             gr.Markdown(texts.TRY)
-            with gr.Row():
-                with gr.Column(scale=3):
+            with gr.Row(elem_id="try-row"):  # the columns wrap (min_width) and stack on a phone
+                with gr.Column(scale=3, min_width=300, elem_id="try-inputs"):
                     upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload", height=110)
                     gallery = gr.Gallery(handlers.list_examples(config), label="Example images (click one)", columns=6,
                                          height=190, allow_preview=False)
@@ -120,18 +194,24 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                         example_name = gr.Dropdown([name for _, name in handlers.list_examples(config)], label="Example image",
                                                    scale=2)
                         example_button = gr.Button("Classify the example", scale=1)
-                with gr.Column(scale=2):
+                with gr.Column(scale=2, min_width=260, elem_id="try-sketch"):
                     sketch = gr.Sketchpad(value=Image.new("RGB", (224, 224), "black"), type="pil", label="Draw a digit",
                                           canvas_size=(224, 224), height=300, layers=False,
                                           brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", default_size=16,
                                                          color_mode="fixed"))
                     sketch_button = gr.Button("Classify the drawing")
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, min_width=300, elem_id="try-result"):
                     preview = gr.Image(label="Image being classified", interactive=False, type="pil", height=200, elem_id="preview")
                     task_choice = gr.Dropdown(handlers.task_choices(Session()), value=handlers.AUTO_TASK,
-                                              label="Task (head)", info="Which task's classes to predict; auto uses the routers' guess.")
+                                              label="Task (head)",
+                                              info="Which task's classes to predict; auto uses the routers' guess, or "
+                                                   "every task's classes when they make none.")
                     guess = gr.Markdown(elem_id="guess")
-            predictions = gr.Dataframe(label="Top-5 predictions", interactive=False, wrap=True, elem_id="predictions")
+            all_models = gr.Checkbox(False, label="Every model (pretrained, every merge, every expert)", elem_id="all-models",
+                                     info="Off: the merged model next to the expert of the task used.")
+            predictions = gr.Dataframe(pd.DataFrame({"merged model": [], "expert": []}), label="Top-5 predictions",
+                                       interactive=False, wrap=True, elem_id="predictions")
+            gr.Markdown(texts.ROUTING_WEIGHTS, elem_id="routing-weights-note")
             heatmap = gr.Plot(figures.empty_figure("Classify an image to see its routing."), label="Router heatmap", elem_id="heatmap")
 
         # 4. Accuracy -----------------------------------------------------------------------------------------
@@ -169,75 +249,118 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             model_file = gr.File(label="Model file", interactive=False)
 
         # Events ------------------------------------------------------------------------------------------------
+        # Progress shows as status text (merge_status, table_note, routing_note), never as an overlay on the plots;
+        # errors go to a toast (and, once a job has shown its progress, to its status line), never as badges on
+        # the outputs, which keep their values. Events whose inputs include numbers skip gradio's preprocessing
+        # (preprocess=False): the handlers check every value and say which field is wrong.
+        def uploaded(files) -> list[str]:
+            """Paths of a gr.File's value without preprocessing: one or more paths or FileData dicts."""
+            if isinstance(files, (str, dict)):
+                files = [files]
+            return [f.get("path") if isinstance(f, dict) else f for f in (files or [])]
+
+        @quiet
         def load_event(state, zoo, samples=0, base_model="", base_weights="", experts="", expert_files=None,
-                       progress=gr.Progress()):
-            info = handlers.load_zoo(state, config, zoo, samples, base_model, base_weights, experts, expert_files,
-                                     progress=progress)
+                       tasks="", task_files=None, progress=gr.Progress()):
+            if not isinstance(zoo, str):  # what the radio's own check did before preprocess=False
+                raise gr.Error(f"Zoo: choose one of {', '.join([*config.zoos, CUSTOM])}, got {zoo!r}.")
+            fields = ["" if text is None else str(text) for text in (base_model, base_weights, experts)]
+            info = handlers.load_zoo(state, config, zoo, samples, *fields, uploaded(expert_files), progress=progress,
+                                     tasks_text="" if tasks is None else str(tasks), task_files=uploaded(task_files))
             examples = handlers.list_examples(config, state.bench.task_names)
             return (info, gr.Dropdown(choices=handlers.task_choices(state), value=handlers.AUTO_TASK), examples,
                     gr.Dropdown(choices=[name for _, name in examples], value=None),
                     gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None),
                     figures.empty_figure("The loss curve appears while the routers adapt."), "")
 
-        load_button.click(load_event, [session, zoo_choice, samples, base_model, base_tag, experts_text, expert_files],
+        load_button.click(load_event, [session, zoo_choice, samples, base_model, base_tag, experts_text, expert_files,
+                                       tasks_text, task_files],
                           [zoo_info, task_choice, gallery, example_name, target, export_name, loss_plot, merge_status],
-                          api_name="load_zoo", **HEAVY)
+                          api_name="load_zoo", preprocess=False, show_progress_on=[zoo_info],
+                          **(HEAVY | {"show_progress": "full"}))
 
+        @quiet
+        def read_tasks_event(tasks="", task_files=None):
+            return handlers.read_tasks("" if tasks is None else str(tasks), uploaded(task_files))[1]
+
+        read_tasks_button.click(read_tasks_event, [tasks_text, task_files], [tasks_info], api_name="read_tasks",
+                                preprocess=False, **HEAVY)
+
+        @quiet
         def merge_event(state, chosen, images_per_task, *values, progress=gr.Progress()):
             params: dict[str, dict] = {}
             for (method, param), value in zip(specs, values):
                 params.setdefault(method, {})[param.name] = value
-            message = handlers.merge(state, chosen, params, images_per_task, config.default_steps)
+            names = ", ".join([chosen] if isinstance(chosen, str) else chosen or []) or "nothing chosen"
+            yield f"Merging ({names})...", gr.skip(), gr.skip(), gr.skip()
+            try:
+                message = handlers.merge(state, chosen, params, images_per_task, config.default_steps)
+            except gr.Error as error:  # the status line says it too, instead of "Merging..."
+                yield f"**{error.message}**", gr.skip(), gr.skip(), gr.skip()
+                raise
             adaptive = handlers.adaptive_merges(state)
             default = "wemoe" if "wemoe" in adaptive else (adaptive[0] if adaptive else None)
             merges = list(state.bench.merges)
-            return (message, gr.Dropdown(choices=adaptive, value=default),
-                    gr.Dropdown(choices=merges, value=default or merges[-1]),
-                    handlers.estimate(state, default, config.default_steps, images_per_task))
+            yield (message, gr.Dropdown(choices=adaptive, value=default),
+                   gr.Dropdown(choices=merges, value=default or merges[-1]),
+                   handlers.estimate(state, default, config.default_steps, images_per_task))
 
         _with_signature(merge_event, [f"{m}__{p.name}" for m, p in specs], ["state", "methods", "images_per_task"])
         merge_inputs = [session, method_choice, per_task, *controls]
         merged = merge_button.click(merge_event, merge_inputs, [merge_status, target, export_name, estimate_note],
-                                    api_name="merge", **HEAVY)
+                                    api_name="merge", preprocess=False, **HEAVY)
 
+        @quiet
         def adapt_event(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
-                        loss=config.default_loss, progress=gr.Progress()):
-            yield from handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, progress=progress)
+                        loss=config.default_loss):
+            yield from _reported(handlers.adapt(state, target, steps, lr, images_per_task, loss=loss))
 
+        @quiet
         def adapt_after_merge(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
-                              loss=config.default_loss, progress=gr.Progress()):
-            if not steps or state.bench is None or target not in state.last_merged:  # adapt only what was just merged
-                yield gr.skip(), gr.skip()
-                return
-            yield from handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, progress=progress)
+                              loss=config.default_loss):  # adapts only what the merge just made, unless cancelled
+            yield from _reported(handlers.adapt_after_merge(state, target, steps, lr, images_per_task, loss=loss))
 
         adapt_inputs = [session, target, steps, lr, per_task, loss]
         chained = merged.success(adapt_after_merge, adapt_inputs, [merge_status, loss_plot],
-                                 api_name="adapt_after_merge", **HEAVY)
-        adapting = adapt_button.click(adapt_event, adapt_inputs, [merge_status, loss_plot], api_name="adapt", **HEAVY)
-        cancel_button.click(handlers.cancelled, [session, target], [merge_status], cancels=[chained, adapting],
-                            api_name="cancel")
+                                 api_name="adapt_after_merge", preprocess=False, **HEAVY)
+        adapting = adapt_button.click(adapt_event, adapt_inputs, [merge_status, loss_plot], api_name="adapt",
+                                      preprocess=False, **HEAVY)
+        for name, run in (("estimate_after_merge", chained), ("estimate_after_adapt", adapting)):
+            run.then(quiet(handlers.estimate), [session, target, steps, per_task], [estimate_note], api_name=name,
+                     preprocess=False, show_progress="hidden")
+        # Cancel sets the session's stop flag (the running merge or adaptation stops at its next check, for API
+        # callers too) and drops the page's queued jobs; it never waits in the heavy queue.
+        cancel_button.click(quiet(handlers.cancelled), [session, target], [merge_status],
+                            cancels=[merged, chained, adapting], api_name="cancel", preprocess=False,
+                            show_progress="hidden", concurrency_limit=None)
         for control in (steps, per_task, target):
-            control.change(handlers.estimate, [session, target, steps, per_task], [estimate_note],
+            control.change(quiet(handlers.estimate), [session, target, steps, per_task], [estimate_note],
                            api_name=f"estimate_{'steps' if control is steps else 'per_task' if control is per_task else 'target'}",
-                           show_progress="hidden")
+                           preprocess=False, show_progress="hidden")
 
         prediction_outputs = [preview, predictions, guess, heatmap]
 
+        @quiet
         def classify_upload(state, image, task=handlers.AUTO_TASK):
             return handlers.predict(state, handlers.read_upload(image, config), task, config)
 
+        @quiet
         def classify_sketch(state, drawing, task=handlers.AUTO_TASK):
             return handlers.predict(state, handlers.read_sketch(drawing, config, state, task), task, config)
 
+        @quiet
         def classify_example(state, example, task=handlers.AUTO_TASK):
             return handlers.predict(state, handlers.read_example(example, config), task, config)
 
-        def select_example(state, task, evt: gr.SelectData):
-            examples = handlers.list_examples(config, state.bench.task_names if state.bench else None)
-            name = examples[evt.index][1]
-            return (*handlers.predict(state, handlers.read_example(name, config), task, config), name)
+        @quiet
+        def select_example(state, task=handlers.AUTO_TASK, example=None, evt: GalleryClick = None):
+            """A gallery click (the page sends which image: ``evt.index``) or, through the API, the example's name."""
+            if evt is not None and isinstance(evt.index, int):
+                examples = handlers.list_examples(config, state.bench.task_names if state.bench else None)
+                example = examples[evt.index][1] if 0 <= evt.index < len(examples) else None
+            return (*handlers.predict(state, handlers.read_example(example, config), task, config), example)
 
+        @quiet
         def reclassify(state, task):
             if state.image is None or state.bench is None:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -247,26 +370,33 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         sketch_button.click(classify_sketch, [session, sketch, task_choice], prediction_outputs, api_name="classify_sketch", **HEAVY)
         example_button.click(classify_example, [session, example_name, task_choice], prediction_outputs,
                              api_name="classify_example", **HEAVY)
-        gallery.select(select_example, [session, task_choice], [*prediction_outputs, example_name],
-                       api_name="select_example", **HEAVY)
+        gallery.select(select_example, [session, task_choice, example_name], [*prediction_outputs, example_name],
+                       api_name="select_example", preprocess=False, **HEAVY)
         task_choice.input(reclassify, [session, task_choice], prediction_outputs, api_name="reclassify", **HEAVY)
+        all_models.change(handlers.prediction_view, [session, all_models], [predictions], api_name="prediction_view",
+                          show_progress="hidden")
 
+        @quiet
         @on_gpu(duration=120)
-        def evaluate_event(state, oracle=False, progress=gr.Progress()):
-            yield from handlers.evaluate(state, oracle, progress=progress)
+        def evaluate_event(state, oracle=False):
+            yield from _reported(handlers.evaluate(state, oracle), width=5, status=2, first="Evaluating...")
 
         evaluate_button.click(evaluate_event, [session, oracle], [table, bars, table_note, csv_file, json_file],
-                              api_name="evaluate", **HEAVY)
+                              api_name="evaluate", preprocess=False, **HEAVY)
 
+        @quiet
         @on_gpu(duration=120)
-        def routing_event(state, feature_map="umap", progress=gr.Progress()):
-            yield from handlers.routing(state, feature_map, config, progress=progress)
+        def routing_event(state, feature_map="umap"):
+            yield from _reported(handlers.routing(state, feature_map, config), width=5, status=4,
+                                 first="Routing the test images through the WEMoE model...")
 
         routing_button.click(routing_event, [session, map_method], [task_heat, curve, entropy, feature_map, routing_note],
-                             api_name="routing", **HEAVY)
+                             api_name="routing", preprocess=False, **HEAVY)
 
+        @quiet
         def export_event(state, merge):
             return handlers.export(state, merge)
 
-        export_button.click(export_event, [session, export_name], [model_file], api_name="export", **HEAVY)
+        export_button.click(export_event, [session, export_name], [model_file], api_name="export", preprocess=False,
+                            **HEAVY)
     return demo

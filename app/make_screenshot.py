@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import wemoe  # noqa: F401  (before open_clip)
 from app import build_demo
-from app.session import EXAMPLES_DIR, ROOT, AppConfig
+from app.session import EXAMPLES_DIR, ROOT, AppConfig, pocket_label
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -39,7 +39,7 @@ def main() -> None:
 
         return (load_pocket_zoo(args.zoo, progress=progress) if args.zoo else load_pocket_zoo(progress=progress)), None
 
-    config = AppConfig(zoos={"pocket": ("Pocket zoo (offline, tiny CLIP + 6 experts)", loader)}, examples_dir=args.examples)
+    config = AppConfig(zoos={"pocket": (pocket_label(args.zoo), loader)}, examples_dir=args.examples)
     demo = build_demo(config)
     demo.queue()
     demo.launch(prevent_thread_lock=True, quiet=True)
@@ -58,7 +58,7 @@ def main() -> None:
             examples = sorted(Path(args.examples).glob("*/*.png"))
             example = next((f for f in examples if args.example in str(f)), examples[0])
             page.locator("#upload input[type=file]").set_input_files(str(example))
-            expect(page.locator("#guess")).to_contain_text("routers think", timeout=120_000)
+            expect(page.locator("#guess")).to_contain_text("guess", timeout=120_000)
             page.wait_for_timeout(1500)
             page.locator("#panel-try").first.screenshot(path=str(args.out))
             if not args.only_main:

@@ -7,6 +7,8 @@ only module-level object is the read-only :class:`AppConfig`.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 import threading
@@ -24,6 +26,7 @@ ZooLoader = Callable[[ProgressFn], tuple[Any, list | None]]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
+POCKET_DIR = ROOT / "assets" / "pocket"  # the shipped pocket zoo (wemoe.pocket.DEFAULT_PATH)
 CUSTOM = "custom"
 
 
@@ -36,14 +39,67 @@ def _registry_loader(spec: str) -> ZooLoader:
     return load
 
 
+def pocket_label(path: str | Path | None = None) -> str:
+    """The pocket zoo's label in the zoo choice, with its number of experts read from its manifest.
+
+    Reads the manifest's JSON directly: building the app imports no part of ``wemoe.pocket``.
+    """
+    try:
+        count = len(json.loads((Path(path or POCKET_DIR) / "manifest.json").read_text())["tasks"])
+    except (OSError, ValueError, KeyError, TypeError):  # no or a broken manifest: loading it says what is wrong
+        return "Pocket zoo (offline, tiny CLIP and one expert per pocket task)"
+    return f"Pocket zoo (offline, tiny CLIP + {count} expert{'s' if count != 1 else ''})"
+
+
 def default_zoos() -> dict[str, tuple[str, ZooLoader]]:
     """Zoo choices: value -> (label shown, loader): the pocket zoo and the presets (names only; nothing is loaded)."""
     from wemoe.presets import PRESETS
 
-    zoos = {"pocket": ("Pocket zoo (offline, tiny CLIP + 6 experts)", _registry_loader("pocket"))}
+    zoos = {"pocket": (pocket_label(), _registry_loader("pocket"))}
     for name, spec in PRESETS.items():
         zoos[name] = (f"{name} (Hugging Face hub: {spec.description.split(':')[0]})", _registry_loader(name))
     return zoos
+
+
+DEFAULT_IMAGE_SIZE = "20mb"
+# A ViT-B/32 expert is about 350 MB, a ViT-L/14 one 1.2 GB, a whole ViT-L/14 CLIP 1.7 GB: large locally; on a Space
+# (SPACE_ID set) uploads fill its disk and memory, so less: bigger checkpoints can come as hub ids instead.
+DEFAULT_CHECKPOINT_SIZE = "8gb"
+SPACE_CHECKPOINT_SIZE = "1gb"
+_UNITS = {"": 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40}
+
+
+def default_checkpoint_size() -> str:
+    """``$WEMOE_MAX_CHECKPOINT_SIZE``, else 1gb on Hugging Face Spaces and 8gb elsewhere."""
+    return os.environ.get("WEMOE_MAX_CHECKPOINT_SIZE") or (
+        SPACE_CHECKPOINT_SIZE if os.environ.get("SPACE_ID") else DEFAULT_CHECKPOINT_SIZE)
+
+
+def parse_size(size: str | int | None, what: str = "size") -> int | None:
+    """Bytes in an upload limit such as ``"20mb"``, ``"1.5 GB"`` or ``350000000`` (units of 1024, as Gradio's);
+    None, ``""`` or ``"none"`` is no limit. Anything else raises a ValueError naming ``what``."""
+    if size is None or isinstance(size, int):
+        return size
+    text = str(size).strip().lower().replace(" ", "")
+    if text in ("", "none", "unlimited"):
+        return None
+    number = text.rstrip("kmgtb")
+    unit = text[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value <= 0:
+        raise ValueError(f"{what} {size!r} is not a size: write it like 20mb, 1.5gb or 500kb (or none for no limit).")
+    return int(value * _UNITS[unit])
+
+
+def format_size(size: int) -> str:
+    """A byte count for messages: ``"350.2 MB"``."""
+    for unit, factor in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} bytes"
 
 
 @dataclass
@@ -63,7 +119,21 @@ class AppConfig:
     centroid_per_task: int = 32  # images per task that define each task's routing pattern
     max_pixels: int = 40_000_000  # refuse larger uploads (decompression bombs, memory)
     display_side: int = 1024  # larger images are downscaled before anything else
-    max_file_size: str = "20mb"
+    # Upload limits. Gradio's launch(max_file_size=...) is one limit for every upload, so it is the larger of the two
+    # (the checkpoint limit) and read_upload enforces the image limit itself. Environment: WEMOE_MAX_IMAGE_SIZE,
+    # WEMOE_MAX_CHECKPOINT_SIZE; app.py: --max-image-size, --max-checkpoint-size. "none" = no limit.
+    max_image_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_IMAGE_SIZE", DEFAULT_IMAGE_SIZE))
+    max_checkpoint_size: str = field(default_factory=lambda: default_checkpoint_size())
+
+    def __post_init__(self) -> None:
+        parse_size(self.max_image_size, "max_image_size")  # a typo in a flag or variable fails at start, not upload
+        parse_size(self.max_checkpoint_size, "max_checkpoint_size")
+
+    @property
+    def max_file_size(self) -> int | None:
+        """Gradio's launch limit in bytes (None: no limit): the larger of the image and checkpoint limits."""
+        limits = [parse_size(self.max_image_size), parse_size(self.max_checkpoint_size)]
+        return None if None in limits else max(limits)
 
 
 class Session:
@@ -75,10 +145,17 @@ class Session:
         self.expert_towers: dict[str, Any] = {}
         self.table: pd.DataFrame | None = None
         self.image: Image.Image | None = None  # the image last tried
+        self.predictions: pd.DataFrame | None = None  # its top-5 under every model (handlers.predict)
+        self.prediction_columns: list[str] = []  # the compact view's columns: the merged model, its expert
+        self.show_all_predictions = False  # the 'every model' checkbox
         self.last_merged: list[str] = []  # methods of the last merge (what "merge and adapt" adapts)
         self.step_seconds: dict[tuple[str, int], float] = {}  # (merge, per_task) -> measured seconds per step
         self._centroids: dict[tuple[str, int], Any] = {}
         self.lock = threading.Lock()  # one heavy job per session at a time
+        self.stop = threading.Event()  # set by Cancel; the running merge or adaptation checks it between steps
+        self.job: tuple[str, str | None] | None = None  # what runs now: ("merge", None) or ("adapt", merge name)
+        self._job_guard = threading.Lock()  # makes Cancel and a job's last check-and-commit one atomic step
+        self.step_losses: dict[str, list[str]] = {}  # merge -> the loss each of its adaptation steps used
         self._workdir: str | None = None
 
     @property
@@ -93,10 +170,44 @@ class Session:
         self.table = None
         self._centroids.clear()
 
+    def begin(self, kind: str, target: str | None = None, fresh: bool = True) -> tuple[str, str | None]:
+        """Mark a job (``merge`` or ``adapt``) as running; ``fresh`` forgets an earlier Cancel (a job chained to the
+        previous one keeps it, so Cancel during a merge also stops the adaptation after it). Returns the job's token."""
+        job = (kind, target)
+        with self._job_guard:
+            if fresh:
+                self.stop.clear()
+            self.job = job
+        return job
+
+    def finish(self, job: tuple[str, str | None]) -> None:
+        """The job ``job`` (the token from :meth:`begin`) is over."""
+        with self._job_guard:
+            if self.job is job:
+                self.job = None
+
+    def request_stop(self) -> tuple[str, str | None] | None:
+        """Cancel: ask the running job to stop at its next check; returns that job (None when nothing runs)."""
+        with self._job_guard:
+            self.stop.set()
+            return self.job
+
+    def commit(self, job: tuple[str, str | None], swap: Callable[[], None]) -> bool:
+        """Run ``swap`` (a job's results replacing the session's) unless Cancel came first, and end the job, in one
+        step that Cancel cannot split. True when ``swap`` ran."""
+        with self._job_guard:
+            if self.stop.is_set():
+                return False
+            swap()
+            if self.job is job:
+                self.job = None
+            return True
+
     def close(self) -> None:
         """Drop models and delete the download folder."""
         self.bench = None
         self.last_merged = []
+        self.step_losses.clear()
         self.expert_towers.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)

@@ -134,8 +134,10 @@ def test_adapt_needs_an_adaptive_merge(session):
 
 
 def test_bad_adaptation_settings(merged):
-    for steps, lr, per_task, message in [(0, 1e-3, 2, "between 1"), (3, 0.0, 2, "positive"), (3, float("nan"), 2, "positive"),
-                                         (3, 1e-3, 0, "at least 1")]:
+    for steps, lr, per_task, message in [(0, 1e-3, 2, "Adaptation steps: enter a whole number from 1 to 5000"),
+                                         (3, 0.0, 2, "Learning rate: enter a number from 1e-07 to 1"),
+                                         (3, float("nan"), 2, "Learning rate"),
+                                         (3, 1e-3, 0, "Images per task per step: enter a whole number from 1")]:
         with pytest.raises(gr.Error, match=message):
             next(handlers.adapt(merged, "wemoe", steps, lr, per_task))
     assert merged.bench.merges["wemoe"].adapt_steps == 0
@@ -167,6 +169,126 @@ def test_stopping_adaptation_keeps_the_routers_of_the_last_step(merged):
     assert not _same(after_two, _routers(merged))
 
 
+def test_adaptation_refines_the_step_time_leaving_the_first_step_out(merged, monkeypatch):
+    from wemoe.adapt import AdaptStep
+
+    result = merged.bench.merges["wemoe"]
+
+    def fake_adapt(name, steps, **_):  # step 1 pays 4 s of warm-up, every later step takes 1 s
+        for step, elapsed in enumerate([5.0, 6.0, 7.0][:steps], start=1):
+            record = AdaptStep(step, 1.0, {"task0": 0.5}, elapsed)
+            result.history.append(record)
+            result.adapt_steps += 1
+            yield record
+
+    monkeypatch.setattr(merged.bench, "adapt", fake_adapt)
+    updates = [status for status, _ in handlers.adapt(merged, "wemoe", 3, 1e-3, 3, update_every=0)]
+    assert merged.step_seconds[("wemoe", 3)] == pytest.approx(1.0)
+    assert "step 2/3" in updates[2] and "about 1 s left" in updates[2] and "estimated total 7 s" in updates[2]
+    assert "Estimated time: **100 s** for 100 steps" in handlers.estimate(merged, "wemoe", 100, 3)
+
+
+def test_the_pocket_label_counts_its_experts(tmp_path):
+    from app.session import default_zoos, pocket_label
+    from wemoe.pocket.loader import DEFAULT_PATH, read_manifest
+
+    if (DEFAULT_PATH / "manifest.json").is_file():
+        count = len(read_manifest()["tasks"])
+        assert f"tiny CLIP + {count} experts" in default_zoos()["pocket"][0]
+    (tmp_path / "manifest.json").write_text(json.dumps({"tasks": ["a", "b", "c"]}))
+    assert "tiny CLIP + 3 experts" in pocket_label(tmp_path)
+    assert "one expert per pocket task" in pocket_label(tmp_path / "missing")
+
+
+def test_cancel_stops_a_running_adaptation_at_the_step_it_names(merged):
+    """#14 item 4: Cancel (handlers.cancelled, what /cancel runs) stops the adaptation itself, between steps, and the
+    step it names is the one the routers stay at, also when it comes in the middle of a step."""
+    import threading
+    import time
+
+    updates: list = []
+    worker = threading.Thread(target=lambda: updates.extend(handlers.adapt(merged, "wemoe", 2000, 1e-3, 3, update_every=0)))
+    worker.start()
+    result = merged.bench.merges["wemoe"]
+    deadline = time.monotonic() + 60
+    while result.adapt_steps < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    message = handlers.cancelled(merged, "wemoe")
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the adaptation went on after Cancel"
+    kept = int(message.split("after step ")[1].rstrip("."))
+    assert 2 <= kept == result.adapt_steps == len(result.history) < 2000
+    assert updates[-1][0].startswith("Stopped after") and f"after step {kept}." in updates[-1][0]
+    assert merged.job is None and "Nothing is running" in handlers.cancelled(merged, "wemoe")
+    *_, (done, _) = handlers.adapt(merged, "wemoe", 2, 1e-3, 3)  # the next run is not stopped by the old Cancel
+    assert done.startswith("Adapted wemoe: 2 steps") and result.adapt_steps == kept + 2
+
+
+def test_a_cancelled_merge_changes_nothing(merged):
+    """#14 item 5: Cancel during a merge keeps every merge (an adapted WEMoE keeps its steps), the chained
+    adaptation does not run, and merging an adapted merge again says that its adaptation is replaced."""
+    list(handlers.adapt(merged, "wemoe", 3, 1e-2, 3))
+    before = dict(merged.bench.merges)
+    routers = _routers(merged)
+
+    def press_cancel_during_wemoe(fraction, desc=""):
+        if "wemoe" in desc:
+            assert handlers.cancelled(merged, "wemoe").startswith("Cancelled the merge")
+
+    with pytest.raises(gr.Error, match="Merge cancelled: the session's merges are as they were"):
+        handlers.merge(merged, ["task_arithmetic", "wemoe"], {"task_arithmetic": {"lambda": 0.9}}, per_task=3,
+                       progress=press_cancel_during_wemoe)
+    assert merged.bench.merges == before and merged.bench.merges["wemoe"].adapt_steps == 3
+    assert merged.bench.merges["task_arithmetic"].params == {"lambda": 0.4} and _same(routers, _routers(merged))
+    assert list(handlers.adapt_after_merge(merged, "wemoe", 5, 1e-2, 3)) == [(gr.skip(), gr.skip())]
+    assert merged.bench.merges["wemoe"].adapt_steps == 3  # the adaptation chained to the merge did not start
+    assert "Pressing Merge again replaces wemoe and its 3 adaptation steps" in handlers.estimate(merged, "wemoe", 10, 3)
+    with pytest.warns(UserWarning, match="Replaced the adapted wemoe"):
+        message = handlers.merge(merged, ["wemoe"], {}, per_task=3)
+    assert "Replaced the adapted wemoe: its 3 adaptation steps are gone" in message
+    assert merged.bench.merges["wemoe"].adapt_steps == 0 and merged.bench.merges["task_arithmetic"] is before["task_arithmetic"]
+    *_, (done, _) = handlers.adapt_after_merge(merged, "wemoe", 2, 1e-2, 3)  # a merge that went through chains on
+    assert done.startswith("Adapted wemoe: 2 steps")
+
+
+def test_the_loss_plot_names_its_loss_and_continues_the_steps(merged, config):
+    """#14 item 8: the curve is titled by the loss used (IM values are not an entropy) and "Adapt more" continues
+    the step axis instead of drawing over the first run."""
+    *_, (_, first) = handlers.adapt(merged, "wemoe", 2, 1e-3, 2, loss="im")
+    assert first.layout.title.text == "Adaptation: IM loss per step" and "IM loss" in first.layout.yaxis.title.text
+    *_, (_, more) = handlers.adapt(merged, "wemoe", 3, 1e-3, 2, loss="im")
+    assert [list(t.x) for t in more.data] == [[1, 2, 3, 4, 5]]
+    assert list(more.data[0].y) == [r.loss for r in merged.bench.merges["wemoe"].history]
+    *_, (_, mixed) = handlers.adapt(merged, "wemoe", 2, 1e-3, 2, loss="entropy")
+    assert [list(t.x) for t in mixed.data] == [[1, 2, 3, 4, 5], [6, 7]]
+    assert [t.name for t in mixed.data] == ["wemoe (IM loss)", "wemoe (entropy (the paper's))"]
+    (_, curve, tasks, _, _), = list(handlers.routing(merged, "pca", config))
+    assert [list(t.x) for t in curve.data] == [[1, 2, 3, 4, 5], [6, 7]] and list(tasks.data[0].x) == list(range(1, 8))
+
+
+def test_numbers_are_checked_with_the_field_named(merged, config):
+    """#14 item 12: non-numeric values get a message naming the field and what to enter, not a crash."""
+    for call, message in [
+        (lambda: next(handlers.adapt(merged, "wemoe", 3, "x", 2)), "Learning rate: enter a number from 1e-07 to 1"),
+        (lambda: next(handlers.adapt(merged, "wemoe", None, 1e-3, 2)), "Adaptation steps: enter a whole number"),
+        (lambda: next(handlers.adapt(merged, "wemoe", "abc", 1e-3, 2)), "Adaptation steps: enter a whole number"),
+        (lambda: next(handlers.adapt(merged, "wemoe", 3, 1e-3, 1.5)), "Images per task per step: enter a whole number"),
+        (lambda: next(handlers.adapt_after_merge(merged, "wemoe", "x", 1e-3, 2)), "Adaptation steps: enter a whole"),
+        (lambda: handlers.merge(merged, ["task_arithmetic"], {"task_arithmetic": {"lambda": "abc"}}),
+         "task_arithmetic.lambda must be a float, got 'abc'"),
+        (lambda: handlers.merge(merged, ["task_arithmetic"], {"task_arithmetic": {"lambda": None}}),
+         "task_arithmetic.lambda must be a float, got None"),
+        (lambda: handlers.merge(merged, ["task_arithmetic"], {}, per_task="x"), "Images per task per step: enter"),
+        (lambda: handlers.load_zoo(merged, config, "tiny", samples="abc"), "Test images per task: enter a whole number"),
+        (lambda: next(handlers.evaluate(merged, "abc")), "Also the WEMoE oracle: enter true or false"),
+    ]:
+        with pytest.raises(gr.Error, match=message) as error:
+            call()
+        assert error.value.print_exception is False  # a user mistake: no traceback on the console
+    assert "enter a whole number" in handlers.estimate(merged, "wemoe", "abc", 3)
+    assert merged.bench.merges["wemoe"].adapt_steps == 0 and merged.bench.merges["task_arithmetic"].params == {"lambda": 0.4}
+
+
 # 3. Try images --------------------------------------------------------------------------------------------------
 
 
@@ -190,6 +312,14 @@ def test_huge_images_are_refused_or_downscaled(tmp_path, config):
         handlers.read_upload(str(tmp_path / "big.png"), small)
     shrunk = handlers.read_upload(str(tmp_path / "big.png"), AppConfig(display_side=60))
     assert shrunk.size == (60, 40) and shrunk.mode == "RGB"
+
+
+def test_a_png_too_large_for_pil_is_called_too_large(tmp_path, config):
+    path = tmp_path / "huge.png"
+    Image.new("1", (14_000, 14_000)).save(path)  # 196 megapixels: PIL refuses it on open (DecompressionBombError)
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(gr.Error, match=r"'huge.png' is too large \(196 megapixels\).*at most 40 megapixels.*Downscale"):
+        handlers.read_upload(str(path), config)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P", "LA"])
@@ -225,17 +355,74 @@ def test_predictions_before_and_after_wemoe(session, config):
     image = handlers.read_example("task1/example0.png", config)
     shown, table, guess, heatmap = handlers.predict(session, image, handlers.AUTO_TASK, config)
     assert shown.size == (192, 192)
-    assert list(table.columns) == ["rank", "pretrained", "expert task0", "expert task1", "expert task2"]
-    assert "Merge with WEMoE" in guess and "head of **task0**" in guess
+    assert list(table.columns) == ["pretrained"]  # nothing merged, no task: the pretrained model alone
+    assert "merge with WEMoE" in guess and "all tasks together" in guess
+    handlers.merge(session, ["task_arithmetic"], {})
+    _, table, _, _ = handlers.predict(session, image, "task2", config)
+    assert list(table.columns) == ["task_arithmetic", "expert task2"]  # no WEMoE: the latest merge
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, per_task=2)
     shown, table, guess, heatmap = handlers.predict(session, image, "task2", config)
-    assert list(table.columns)[1:4] == ["pretrained", "task_arithmetic", "wemoe"] and len(table) == 3  # 3 classes
-    assert "head of **task2** (chosen by you)" in guess and "routers think this image is from" in guess
+    assert list(table.columns) == ["wemoe", "expert task2"] and len(table) == 3  # 3 classes
+    assert "head of **task2** (chosen by you)" in guess
     z = np.asarray(heatmap.data[0].z)
     assert z.shape == (3, 3) and np.allclose(z, 0.3, atol=1e-5)  # untrained routers: lambda everywhere
     assert session.image is image and shown.size == (192, 192)  # 32 px shown 6x larger, pixels kept sharp
     with pytest.raises(gr.Error, match="Unknown task"):
         handlers.predict(session, image, "nope", config)
+
+
+def test_predictions_are_compact_with_every_model_on_demand(merged, config):
+    image = handlers.read_example("task0/example1.png", config)
+    _, compact, _, _ = handlers.predict(merged, image, "task1", config)
+    assert list(compact.columns) == ["wemoe", "expert task1"]  # what fits a phone: the merge vs its expert
+    every = ["rank", "pretrained", "task_arithmetic", "wemoe", "expert task0", "expert task1", "expert task2"]
+    full = handlers.prediction_view(merged, True)
+    assert list(full.columns) == every and full["wemoe"].tolist() == compact["wemoe"].tolist()
+    assert list(handlers.predict(merged, image, "task1", config)[1].columns) == every  # the choice is kept
+    assert list(handlers.prediction_view(merged, False).columns) == ["wemoe", "expert task1"]
+    assert list(handlers.prediction_view(Session(), True).columns) == ["rank"]  # nothing classified yet
+
+
+def test_unadapted_or_nan_routing_makes_no_guess(merged, config):
+    image = handlers.read_example("task1/example0.png", config)
+    _, table, guess, _ = handlers.predict(merged, image, handlers.AUTO_TASK, config)  # routers: 0.3 everywhere
+    assert guess.startswith("**No guess yet: adapt first.**") and "same weight" in guess
+    assert "guess: task" not in guess and "head of" not in guess and "all tasks together" in guess
+    # the neutral choice: every task's classes together, none favoured
+    assert list(table.columns) == ["wemoe", "pretrained"] and len(table) == 5
+    assert all(cell.split(":")[0] in {"task0", "task1", "task2"} for cell in table["wemoe"])
+    for layer in moe_layers(merged.bench.merges["wemoe"].model).values():
+        layer.router.net[-1].bias.data.fill_(float("nan"))
+    merged.reset_results()
+    _, _, guess, _ = handlers.predict(merged, image, handlers.AUTO_TASK, config)
+    assert guess.startswith("**No guess yet: merge again") and "not numbers" in guess and "all tasks together" in guess
+
+
+def test_adapted_routers_guess_one_task_in_one_plain_statement(merged, config):
+    torch.manual_seed(3)
+    for layer in moe_layers(merged.bench.merges["wemoe"].model).values():
+        for p in layer.router.parameters():
+            p.data.normal_(0, 0.3)
+    merged.reset_results()
+    for name in ("task0/example0.png", "task1/example0.png", "task2/example1.png"):
+        _, table, guess, _ = handlers.predict(merged, handlers.read_example(name, config), handlers.AUTO_TASK, config)
+        chosen = guess.split("routers' guess: ")[1].split("**")[0]
+        assert chosen in {"task0", "task1", "task2"} and f"head of **{chosen}** (the routers' guess)" in guess
+        assert list(table.columns) == ["wemoe", f"expert {chosen}"]
+        assert "think this image is from" not in guess and "The expert they weigh most" not in guess
+        if "largest weight" in guess:  # the other measure is named only to say why it differs
+            assert "is on another expert" in guess and "need not favour a task's own expert" in guess
+
+
+def test_the_routing_heatmap_explains_its_coefficients(merged, config):
+    from app import texts
+
+    _, _, _, heatmap = handlers.predict(merged, handlers.read_example("task0/example0.png", config), "task0", config)
+    trace = heatmap.data[0]
+    assert trace.colorbar.title.text == "coefficient" and "task vector" in trace.hovertemplate and trace.zmid == 0
+    assert "not probabilities" in heatmap.layout.title.subtitle.text and "need not sum to 1" in heatmap.layout.title.subtitle.text
+    assert "task vector" in texts.ROUTING_WEIGHTS and "negative" in texts.ROUTING_WEIGHTS
+    assert "not probabilities" in texts.ROUTING_WEIGHTS and "need not sum to 1" in texts.ROUTING_WEIGHTS
 
 
 def test_predicted_probabilities_match_the_library(merged, config):
@@ -272,11 +459,22 @@ def test_evaluation_fills_the_table_and_writes_the_downloads(merged):
     assert html.count("font-weight: bold") >= 1 and f"{best:.1f}" in html
 
 
-def test_table_style_bolds_each_columns_best():
-    table = pd.DataFrame({"a": [10.0, 90.0], "b": [70.0, 20.0], "average": [40.0, 55.0]}, index=pd.Index(["x", "y"], name="model"))
-    styles = handlers.style_table(table)._compute().ctx
-    bold = {(r, c) for (r, c), props in styles.items() if ("font-weight", "bold") in props}
-    assert bold == {(1, 1), (0, 2), (1, 3)}  # column 0 is the model name
+def test_the_accuracy_table_shows_the_average_first_and_marks_the_best_merge():
+    rows = ["pretrained", "experts", "task_arithmetic", "wemoe", "wemoe_oracle"]
+    table = pd.DataFrame({"pocket_digits": [50.0, 99.0, 70.0, 80.0, 95.0], "pocket_shapes": [40.0, 98.0, 85.0, 85.0, 97.0],
+                          "average": [45.0, 98.5, 77.5, 82.5, 96.0]}, index=pd.Index(rows, name="model"))
+    styled = handlers.style_table(table)
+    assert list(styled.data.columns) == ["model", "average", "digits", "shapes"]  # average first, short task names
+    styles = styled._compute().ctx
+    best = {(r, c) for (r, c), props in styles.items() if ("font-weight", "bold") in props}
+    # the best merge per column (ties both marked), never a reference row (experts, pretrained, oracle)
+    assert best == {(3, 1), (3, 2), (2, 3), (3, 3)}
+    italic = {r for (r, _), props in styles.items() if ("font-style", "italic") in props}
+    assert italic == {0, 1, 4}
+    backgrounds = {v for props in styles.values() for k, v in props if k == "background-color"}
+    assert backgrounds and all(v.startswith("rgba(") for v in backgrounds)  # translucent: readable in dark mode too
+    only_references = handlers.style_table(table.loc[["pretrained", "experts"]])._compute().ctx
+    assert not any(("font-weight", "bold") in props for props in only_references.values())
 
 
 def test_routing_panel(session, config):

@@ -148,6 +148,19 @@ def test_shipped_zoo_matches_its_manifest():
     assert on_disk == set(manifest["files"]) | {"manifest.json"}
 
 
+def test_loading_says_nothing_about_random_weights(caplog):
+    """open_clip warns 'initialized randomly' when the model is created; the base weights are loaded right after."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        zoo = load_pocket_zoo()
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()], caplog.text
+    assert zoo.task_names == list(TASK_NAMES)
+    with caplog.at_level(logging.WARNING):  # only that message, only during loading: others still get through
+        logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")  # noqa: LOG015
+    assert "initialized randomly" in caplog.text
+
+
 def test_experts_are_the_same_whether_fine_tuned_in_one_process_or_in_parallel_workers():
     state = create_pocket_clip(seed=0)[0].state_dict()
     settings = BuildSettings(expert=ExpertSettings(steps=3, batch=8), train_size=32)

@@ -19,6 +19,7 @@ from wemoe.routing import (
     routing_weights,
     task_average_routing,
     top_k,
+    uninformative_routing,
 )
 from wemoe.task_images import TaskImages
 
@@ -61,6 +62,23 @@ def test_argmax_guess_follows_the_routers_bias(zoo):
     assert guess_task_argmax(routing, ["a", "b", "c"]) == ["b", "b", "b"]
     with pytest.raises(ValueError, match="3 experts but 2"):
         guess_task_argmax(routing, ["a", "b"])
+
+
+def test_untrained_or_nan_routing_carries_no_task_information(zoo):
+    images = torch.randn(4, 3, 32, 32)
+    untrained = routing_weights(upscale_to_wemoe(zoo, init_lambda=0.3), images)
+    assert "same weight" in uninformative_routing(untrained)
+    assert "same weight" in uninformative_routing(untrained[0] + 1e-6 * torch.randn_like(untrained[0]))  # rounding
+    assert "not numbers" in uninformative_routing(torch.full((2, 3), float("nan")))
+    assert "not numbers" in uninformative_routing(torch.tensor([[0.3, float("inf"), 0.1]]))
+    trained = routing_weights(_trained_looking(upscale_to_wemoe(zoo)), images)
+    assert uninformative_routing(trained) is None and uninformative_routing(trained[0]) is None
+    # weights that differ between experts but alike for every task's images cannot point to a task either
+    same_for_all = trained[:1].expand(3, -1, -1)
+    assert "routed alike" in uninformative_routing(trained[0], centroids=same_for_all)
+    assert "not numbers" in uninformative_routing(trained[0], centroids=torch.full((3, 6), float("nan")))
+    assert uninformative_routing(trained[0], centroids=trained[:3]) is None
+    assert uninformative_routing(trained[0], centroids=trained[:1]) is None  # one task: nothing to tell apart
 
 
 def test_centroids_pick_the_nearest_task_pattern():

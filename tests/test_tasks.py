@@ -10,7 +10,17 @@ from PIL import Image
 from wemoe.errors import TaskError
 from wemoe.presets import PAPER_TASKS, PRESETS
 from wemoe.standard_tasks import STANDARD_TASKS, hub_loader
-from wemoe.tasks import get_task, list_tasks, task_from_folder, task_from_parquet
+import zipfile
+
+from wemoe.tasks import (
+    get_task,
+    list_tasks,
+    task_from_folder,
+    task_from_hub,
+    task_from_parquet,
+    task_from_source,
+    task_from_zip,
+)
 
 
 @pytest.mark.parametrize("name", list_tasks())
@@ -158,3 +168,63 @@ def test_parquet_plain_labels_need_classnames(tmp_path):
     assert task_from_parquet(path, classnames=["no", "yes"]).classnames == ("no", "yes")
     with pytest.raises(TaskError, match="does not exist"):
         task_from_parquet(tmp_path / "nope.parquet")
+
+
+def test_zip_task_unpacks_safely(tmp_path):
+    _write_images(tmp_path / "src" / "pets", ["cat", "hot_dog"], per_class=2, seed=4)
+    path = tmp_path / "pets.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for image in sorted((tmp_path / "src").rglob("*.png")):
+            archive.write(image, image.relative_to(tmp_path / "src").as_posix())  # inside one top folder, pets/
+        archive.writestr("__MACOSX/pets/cat/._0.png", b"resource fork")
+        archive.writestr("pets/notes.txt", "not an image")
+    task = task_from_zip(path, templates=("a {c}.",))
+    assert task.name == "pets" and task.classnames == ("cat", "hot dog") and len(task.dataset()) == 4
+    with zipfile.ZipFile(tmp_path / "slip.zip", "w") as archive:
+        archive.writestr("../escape/a/0.png", b"x")
+    with pytest.raises(TaskError, match="outside its folder"):
+        task_from_zip(tmp_path / "slip.zip")
+    with pytest.raises(TaskError, match="more than this accepts"):
+        task_from_zip(path, max_bytes=10)
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(TaskError, match="not a zip file"):
+        task_from_zip(tmp_path / "bad.zip")
+
+
+def test_dataset_task_reads_split_columns_and_class_names(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    path = _parquet(tmp_path, with_classlabel=True)
+    path.rename(folder / "validation.parquet")  # a local dataset folder as load_dataset reads it (one split)
+    task = task_from_source(f"hf:{folder} split=validation image=img label=target", "yesno")
+    assert task.name == "yesno" and task.classnames == ("no", "yes") and task.source == f"hf:{folder}"
+    data = task.dataset("test")  # the chosen split is the task's test split
+    assert data.column_names == ["image", "label"] and data["label"] == [0, 1, 1, 0]
+    with pytest.raises(TaskError, match="has no split 'test'"):
+        task_from_hub(str(folder))
+    with pytest.raises(TaskError, match="has no column 'picture'"):
+        task_from_hub(str(folder), split="validation", image_column="picture")
+    with pytest.raises(TaskError, match="unknown option 'colour=red'"):
+        task_from_source(f"hf:{folder} colour=red", "x")
+
+
+def test_dataset_task_offline_says_how_to_download(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(TaskError, match=r"wemoe-tests/never-cached.*load_dataset\('wemoe-tests/never-cached'"):
+        task_from_source("hf:wemoe-tests/never-cached split=test", "x")
+
+
+def test_task_source_lines(tmp_path):
+    _write_images(tmp_path / "shapes", ["circle", "square"], per_class=1, seed=5)
+    task = task_from_source(f'{tmp_path / "shapes"} template="a drawing of a {{c}}."', "mine")
+    assert task.name == "mine" and task.prompts("circle") == ["a drawing of a circle."]
+    plain = _parquet(tmp_path, with_classlabel=False)
+    named = task_from_source("up.parquet classes=no,yes", "p", uploads={"up.parquet": str(plain)})
+    assert named.classnames == ("no", "yes")
+    with pytest.raises(TaskError, match="only apply to hf: datasets"):
+        task_from_source(f"{tmp_path / 'shapes'} split=train", "x")
+    with pytest.raises(TaskError, match="must hold {c} once"):
+        task_from_source(f"{tmp_path / 'shapes'} template=nothing", "x")

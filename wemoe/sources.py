@@ -6,16 +6,24 @@
 - a preset name (``wemoe.presets``, e.g. the paper's ViT-B/32 + 8 experts);
 - a custom spec, as a :class:`ZooSpec`, a mapping with its fields, or the path of a ``.json`` file holding one.
 
-A spec names the base (an open_clip model name plus a pretrained tag or a local checkpoint) and, per task, an
-expert source: a hub id (``owner/name``, a Hugging Face CLIPVisionModel), a local Hugging Face folder, or a local
-open_clip state dict (``.safetensors``; ``.pt/.pth/.bin`` only through ``torch.load(weights_only=True)``), either a
-full CLIP state dict or the image tower alone.
+A spec names the base (an open_clip model name plus a pretrained tag or a local checkpoint, or a Hugging Face
+``CLIPModel``: its folder, hub id or weights file, converted to open_clip) and, per task, an expert source: a hub id
+(``owner/name``, a Hugging Face CLIPVisionModel), a local Hugging Face folder, or a local state dict
+(``.safetensors``; ``.pt/.pth/.bin`` only through ``torch.load(weights_only=True)``): open_clip's full CLIP or image
+tower, or Hugging Face's.
+
+Neither layout stores the activation (QuickGELU or GELU) in its weights; a wrong one changes every feature without
+any error. So a Hugging Face checkpoint's ``config.json`` is checked against the base, and one without a config is
+taken only when the base's activation was stated (an open_clip tag, ``quick_gelu`` in the spec, a model or Hugging
+Face config) and its weights are a fine-tune of the base's (:func:`to_image_tower`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import tempfile
@@ -30,7 +38,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from wemoe.errors import ZooError
-from wemoe.hf_convert import check_hf_config, hf_vision_to_open_clip, is_hf_vision_state
+from wemoe.hf_convert import (
+    check_hf_config,
+    hf_clip_to_open_clip,
+    hf_vision_to_open_clip,
+    is_hf_clip_config,
+    is_hf_clip_state,
+    is_hf_vision_state,
+    open_clip_config,
+)
 from wemoe.zoo import StateDict, Zoo
 
 ProgressFn = Callable[[float, str], None]
@@ -116,11 +132,24 @@ def read_weights(path: str | Path) -> StateDict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def read_hf_config(folder: str | Path) -> dict:
+    """A Hugging Face folder's ``config.json`` ({} when there is none)."""
+    path = Path(folder).expanduser() / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ZooError(f"Could not read {str(path)!r} as JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ZooError(f"{str(path)!r} is not a Hugging Face config (a JSON object).")
+    return config
+
+
 def read_hf_folder(folder: str | Path) -> tuple[StateDict, dict]:
     """The weights and ``config.json`` of a Hugging Face model folder (as written by ``save_pretrained``)."""
     folder = Path(folder).expanduser()
-    config_path = folder / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = read_hf_config(folder)
     for name in HF_WEIGHT_FILES:
         if (folder / name).is_file():
             return read_weights(folder / name), config
@@ -215,6 +244,29 @@ def visual_activation(clip: nn.Module) -> str | None:
     return "quick_gelu" if type(act).__name__ == "QuickGELU" else "gelu"
 
 
+ACTIVATION_SOURCE = "wemoe_activation_source"
+
+
+def activation_source(clip: nn.Module) -> str | None:
+    """Where the base's activation was stated (``"the pretrained tag 'openai'"``...), or None when it is only
+    open_clip's default for the architecture (a local checkpoint or random weights without ``quick_gelu``)."""
+    return getattr(clip, ACTIVATION_SOURCE, None)
+
+
+def _stated_activation(model: str, pretrained: str | None, quick_gelu: bool | None, model_config: Mapping | None,
+                       tag_cfg: Mapping) -> str | None:
+    cfg = model_config if model_config is not None else (open_clip.get_model_config(model) or {})
+    if cfg.get("quick_gelu"):  # force_quick_gelu=False cannot turn a config's QuickGELU off
+        return f"quick_gelu in the model config of {model!r}"
+    if quick_gelu is not None:
+        return f"quick_gelu={bool(quick_gelu)} in the zoo spec"
+    if tag_cfg:
+        return f"the pretrained tag {pretrained!r}"
+    if "quick_gelu" in cfg:
+        return f"quick_gelu in the model config of {model!r}"
+    return None
+
+
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", ".", "~")) or text.endswith(WEIGHT_SUFFIXES) or text.count("/") > 1 or "\\" in text
 
@@ -232,6 +284,12 @@ def create_clip(
     schemas, which carry their config and weights; ``pretrained`` is then ignored). ``quick_gelu=None`` follows the
     tag (OpenAI weights were trained with QuickGELU; open_clip 3.x only uses it with a ``-quickgelu`` model name or
     ``force_quick_gelu``). Safe to call from several threads at once (open_clip's registry is used under a lock).
+
+    A Hugging Face ``CLIPModel`` is a base too, converted to open_clip with its architecture and activation from its
+    ``config.json``: ``model`` as ``local-dir:PATH`` or a folder path, or ``pretrained`` as its folder, its hub id
+    (``owner/name``) or its weights file (without a config.json next to it, ``model`` names the open_clip
+    architecture and the activation must be stated, e.g. ``quick_gelu``). The clip records where its activation was
+    stated (:func:`activation_source`), which decides whether experts without a config can be trusted.
     """
     with _OPEN_CLIP_REGISTRY:
         return _create_clip(model, pretrained, quick_gelu, model_config)
@@ -244,6 +302,9 @@ def _create_clip(
     model_config: Mapping | None = None,
 ) -> tuple[nn.Module, Callable, Callable]:
     """The body of :func:`create_clip` (called under the registry lock)."""
+    hf_folder = _hf_base_folder(model, pretrained)
+    if hf_folder is not None:
+        return _create_hf_clip(hf_folder, quick_gelu, model_config)
     if model.startswith(("hf-hub:", "local-dir:")):  # open_clip reads config and weights from there itself
         try:
             clip, _, preprocess = open_clip.create_model_and_transforms(
@@ -252,6 +313,7 @@ def _create_clip(
         except Exception as error:
             hint = offline_hint(model.removeprefix("hf-hub:")) if model.startswith("hf-hub:") else "Check the folder."
             raise ZooError(f"Could not load open_clip model {model!r}: {error}. {hint}") from error
+        setattr(clip, ACTIVATION_SOURCE, f"the open_clip config of {model!r}")
         return clip.eval(), preprocess, open_clip.get_tokenizer(model)
     if model_config is not None:
         register_model_config(model, model_config)
@@ -269,6 +331,7 @@ def _create_clip(
             f"Unknown pretrained tag {pretrained!r} for {model!r}. Known tags: {', '.join(tags) or 'none'}; "
             "or give the path of a local checkpoint."
         )
+    stated = _stated_activation(model, pretrained, quick_gelu, model_config, tag_cfg)
     if quick_gelu is None:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or bool((model_config or {}).get("quick_gelu", False))
     if tag_cfg:
@@ -284,10 +347,103 @@ def _create_clip(
                 f"{f' (hub id {repo!r})' if repo else ''}: {error}. {hint}"
             ) from error
     else:
+        state = read_weights(pretrained) if pretrained else None
+        if state is not None and is_hf_clip_state(state):  # a CLIPModel's weights file without its config.json
+            if stated is None:
+                raise ZooError(
+                    f"Base checkpoint {pretrained!r} is a Hugging Face CLIPModel without its config.json, so the "
+                    "activation it was trained with (hidden_act: quick_gelu or gelu) is unknown. Give the folder "
+                    'holding config.json and the weights, or state it in the spec: "quick_gelu": true for OpenAI '
+                    'CLIP, "quick_gelu": false for GELU models.'
+                )
+            state = hf_clip_to_open_clip(state)
         clip, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, force_quick_gelu=quick_gelu)
-        if pretrained:
-            _load_base_state(clip, read_weights(pretrained), pretrained)
+        if state is not None:
+            _load_base_state(clip, state, pretrained)
+    setattr(clip, ACTIVATION_SOURCE, stated)
     return clip.eval(), preprocess, open_clip.get_tokenizer(model)
+
+
+def _hf_base_folder(model: str, pretrained: str | None) -> Path | None:
+    """The folder of a Hugging Face ``CLIPModel`` base (downloaded for a hub id), or None for an open_clip base.
+
+    It is ``model`` as ``local-dir:PATH`` (without open_clip's ``open_clip_config.json``) or as a folder path, or
+    ``pretrained`` as a folder, a hub id (``owner/name``, not an open_clip tag) or a weights file whose folder holds a
+    CLIPModel ``config.json``.
+    """
+    folder = None
+    if model.startswith("local-dir:"):
+        path = Path(model.removeprefix("local-dir:")).expanduser()
+        if (path / "config.json").is_file() and not (path / "open_clip_config.json").is_file():
+            folder = path
+    elif not model.startswith("hf-hub:") and (Path(model).expanduser() / "config.json").is_file():
+        folder = Path(model).expanduser()
+    elif pretrained:
+        path = Path(pretrained).expanduser()
+        if path.is_dir():
+            folder = path
+        elif path.is_file():
+            if path.name in HF_WEIGHT_FILES and is_hf_clip_config(read_hf_config(path.parent)):
+                folder = path.parent
+        elif _HUB_ID.match(pretrained) and not _looks_like_path(pretrained):
+            if model in open_clip.list_models() and open_clip.get_pretrained_cfg(model, pretrained):
+                return None
+            folder = download_hf(pretrained)
+    return folder
+
+
+def _create_hf_clip(
+    folder: Path, quick_gelu: bool | None, model_config: Mapping | None
+) -> tuple[nn.Module, Callable, Callable]:
+    """An open_clip CLIP holding a Hugging Face ``CLIPModel``'s weights, its architecture from its config.json."""
+    where = str(folder / "config.json")
+    config = read_hf_config(folder)
+    if not config:
+        raise ZooError(
+            f"Base folder {str(folder)!r} has no config.json: give the folder of a Hugging Face CLIPModel "
+            "(written by save_pretrained), or an open_clip model name with a checkpoint."
+        )
+    if not is_hf_clip_config(config):
+        kind = config.get("model_type") or ", ".join(config.get("architectures", [])) or "not CLIP"
+        raise ZooError(
+            f"{where} is not a CLIPModel config ({kind}): a base needs both towers (a CLIPModel); "
+            "a CLIPVisionModel can only be an expert."
+        )
+    cfg = open_clip_config(config, where)
+    if model_config is not None:
+        raise ZooError(f"The base {str(folder)!r} brings its architecture in {where}: drop model_config from the spec.")
+    if quick_gelu is not None and bool(quick_gelu) != cfg["quick_gelu"]:
+        raise ZooError(
+            f"{where} says the base was trained with {'quick_gelu' if cfg['quick_gelu'] else 'gelu'}, but the spec "
+            f"asks quick_gelu={bool(quick_gelu)}: drop quick_gelu from the spec (the config says how it was trained)."
+        )
+    state, _ = read_hf_folder(folder)
+    converted = hf_clip_to_open_clip(state)
+    name = "hf-clip-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+    register_model_config(name, cfg)
+    processor = _preprocessor(folder)
+    clip, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=None, force_quick_gelu=cfg["quick_gelu"], **processor
+    )
+    _load_base_state(clip, converted, str(folder))
+    setattr(clip, ACTIVATION_SOURCE, f"hidden_act in {where}")
+    return clip.eval(), preprocess, open_clip.get_tokenizer(name)
+
+
+def _preprocessor(folder: Path) -> dict:
+    """``image_mean``/``image_std`` from a Hugging Face ``preprocessor_config.json`` (open_clip's defaults are
+    OpenAI CLIP's, as Hugging Face's)."""
+    path = folder / "preprocessor_config.json"
+    try:
+        processor = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    out = {}
+    for key in ("image_mean", "image_std"):
+        value = processor.get(key)
+        if isinstance(value, list) and len(value) == 3:
+            out[key] = tuple(float(v) for v in value)
+    return out
 
 
 def _load_base_state(clip: nn.Module, state: StateDict, source: str) -> None:
@@ -313,21 +469,64 @@ def _load_base_state(clip: nn.Module, state: StateDict, source: str) -> None:
 # Experts
 
 
+# An expert fine-tuned from the base stays within a few percent of its weights (ViT-B/32 task vectors: 1-3%); an
+# unrelated model of the same shape is about sqrt(2) away.
+FINE_TUNED_DISTANCE = 0.5
+
+
+def relative_distance(state: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> float:
+    """``|state - base| / |base|`` over the parameters both hold with the same shape (the whole-tower norm)."""
+    diff = total = 0.0
+    for key, value in base.items():
+        other = state.get(key)
+        if other is None or tuple(other.shape) != tuple(value.shape) or not value.is_floating_point():
+            continue
+        diff += float((other.double() - value.double()).pow(2).sum())
+        total += float(value.double().pow(2).sum())
+    return math.sqrt(diff / total) if total > 0 else math.inf
+
+
 def to_image_tower(task: str, state: Mapping[str, torch.Tensor], config: Mapping, clip: nn.Module) -> StateDict:
     """An expert's weights in open_clip image-tower layout, whatever layout they came in.
 
-    Hugging Face layout is converted (projection from the base, activation checked against ``config``); a full
-    open_clip CLIP state dict gives its ``visual.`` part; anything else is taken as an image tower as is (the Zoo
-    checks it against the base).
+    Hugging Face layout is converted (projection from the base). Its activation is checked against ``config``; with
+    no config it is the base's when the base's activation was stated and the expert is a fine-tune of the base (its
+    weights within :data:`FINE_TUNED_DISTANCE` of the base tower's), else the expert is refused, naming what is
+    missing. A full open_clip CLIP state dict gives its ``visual.`` part; anything else is taken as an image tower as
+    is (the Zoo checks it against the base).
     """
     if is_hf_vision_state(state):
+        tower = hf_vision_to_open_clip(state, clip.visual.proj)
         activation = visual_activation(clip)
-        if activation is not None:
+        if activation is not None and config:
             check_hf_config(task, config, activation, float(clip.visual.ln_pre.eps))
-        return hf_vision_to_open_clip(state, clip.visual.proj)
+        elif activation is not None:
+            _check_activation_without_config(task, tower, clip, activation)
+        return tower
     if any(k.startswith("visual.") for k in state):
         return {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
     return dict(state)
+
+
+def _check_activation_without_config(task: str, tower: StateDict, clip: nn.Module, activation: str) -> None:
+    stated = activation_source(clip)
+    distance = relative_distance({k: v for k, v in tower.items() if k != "proj"}, clip.visual.state_dict())
+    if stated is not None and distance <= FINE_TUNED_DISTANCE:
+        return  # fine-tuned from this base: trained with the base's activation
+    if stated is None:
+        why = (f"and the base's activation ({activation}) is only open_clip's default for this architecture, not "
+               "stated anywhere")
+        fix = ('state the base\'s activation in the spec ("quick_gelu": true for OpenAI CLIP and its fine-tunes, '
+               'false for GELU models)')
+    else:
+        why = (f"and its weights are not a fine-tune of this base (relative distance {distance:.2f} from the base "
+               f"tower, more than {FINE_TUNED_DISTANCE}), so the base's {activation} ({stated}) says nothing about it")
+        fix = "use an expert fine-tuned from this base"
+    raise ZooError(
+        f"Expert {task!r} is a Hugging Face CLIP checkpoint without its config.json, so the activation it was trained "
+        f"with (hidden_act: quick_gelu or gelu) is unknown, {why}. Give the folder holding config.json and the "
+        f"weights (or put config.json next to the weights file), or {fix}."
+    )
 
 
 def load_expert(task: str, source: str | Path | Mapping[str, torch.Tensor], clip: nn.Module) -> StateDict:
@@ -338,8 +537,8 @@ def load_expert(task: str, source: str | Path | Mapping[str, torch.Tensor], clip
     path = Path(text).expanduser()
     if path.is_dir():
         state, config = read_hf_folder(path)
-    elif path.is_file():
-        state, config = read_weights(path), {}
+    elif path.is_file():  # a save_pretrained folder's weights file given alone: its config.json still applies
+        state, config = read_weights(path), read_hf_config(path.parent) if path.name in HF_WEIGHT_FILES else {}
     elif _looks_like_path(text) or not _HUB_ID.match(text):
         raise ZooError(
             f"Expert {task!r}: {text!r} does not exist. Give an existing file or folder, or a hub id (owner/name)."

@@ -2,18 +2,24 @@
 
 A task's data is a ``datasets.Dataset`` with two columns: ``image`` (PIL images) and ``label`` (int class index).
 Registered tasks come from ``wemoe.standard_tasks`` (the 8 tasks of the WEMoE paper, data from the hub) and
-``wemoe.pocket.tasks`` (the offline pocket benchmark); any image folder or parquet file becomes a custom task
-through :func:`task_from_folder` / :func:`task_from_parquet`.
+``wemoe.pocket.tasks`` (the offline pocket benchmark); any image folder, zip of one, parquet file or Hugging Face
+dataset becomes a custom task through :func:`task_from_folder`, :func:`task_from_zip`, :func:`task_from_parquet`
+and :func:`task_from_hub`, or from one text line through :func:`task_from_source`.
 """
 
 from __future__ import annotations
 
 import importlib
+import shlex
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+from datasets.exceptions import DatasetNotFoundError
 
 from wemoe.errors import TaskError
 
@@ -121,7 +127,7 @@ def task_from_folder(
         raise TaskError(f"Image folder {str(root)!r} does not exist. Give a folder with one subfolder per class.")
     has_splits = (root / "test").is_dir()
     test_root = root / "test" if has_splits else root
-    classes = sorted(p.name for p in test_root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in test_root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if not classes:
         raise TaskError(f"Image folder {str(root)!r} has no class subfolders (expected root/<class>/<image>).")
 
@@ -178,4 +184,216 @@ def task_from_parquet(
         load_split=load_split,
         description=f"Custom parquet task from {path}",
         source=str(path),
+    )
+
+
+DEFAULT_TEMPLATES = ("a photo of a {c}.",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ZIP_MAX_BYTES = 4 * 2**30  # uncompressed: refuse zip bombs
+ZIP_MAX_FILES = 200_000
+
+
+def _class_root(folder: Path) -> Path:
+    """Where the class (or train/test) folders are: a zip of ``pets/`` holds ``pets/cat/...``, so descend through
+    single wrapping folders that hold no images themselves."""
+    while True:
+        entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__"))]
+        dirs = [p for p in entries if p.is_dir()]
+        if len(dirs) != 1 or any(p.is_file() for p in entries) or (folder / "test").is_dir():
+            return folder
+        inner = dirs[0]
+        if not any(p.is_dir() for p in inner.iterdir()):  # root/<one class>/<images>: not a wrapper
+            return folder
+        folder = inner
+
+
+def task_from_zip(
+    path: str | Path,
+    name: str | None = None,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    extract_to: str | Path | None = None,
+    max_bytes: int = ZIP_MAX_BYTES,
+    max_files: int = ZIP_MAX_FILES,
+) -> Task:
+    """A custom task from a zip of an image folder (``class/xxx.png``, optionally inside one top folder or with
+    ``train``/``test`` folders), as :func:`task_from_folder`.
+
+    Only image files are extracted, into ``extract_to`` or a temporary folder removed with the task. Entries that
+    would land outside it, and archives over ``max_bytes`` uncompressed or ``max_files`` images, are refused.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TaskError(f"Zip file {str(path)!r} does not exist.")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise TaskError(f"{path.name!r} is not a zip file this app can read ({error}).") from error
+    with archive:
+        for member in archive.infolist():
+            parts = Path(member.filename.replace("\\", "/")).parts
+            if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in member.filename:
+                raise TaskError(f"{path.name!r} holds an entry outside its folder ({member.filename!r}): refused.")
+        members = [
+            m for m in archive.infolist()
+            if not m.is_dir() and m.filename.lower().endswith(IMAGE_SUFFIXES)
+            and not any(part.startswith((".", "__")) for part in Path(m.filename).parts)
+        ]
+        if not members:
+            raise TaskError(f"{path.name!r} holds no images: zip a folder with one subfolder of images per class.")
+        total = sum(m.file_size for m in members)
+        if total > max_bytes or len(members) > max_files:
+            raise TaskError(
+                f"{path.name!r} unpacks to {len(members)} images, {total / 2**20:.0f} MiB: more than this accepts "
+                f"({max_files} images, {max_bytes / 2**20:.0f} MiB). Use fewer or smaller test images."
+            )
+        owner = None
+        if extract_to is None:
+            owner = tempfile.TemporaryDirectory(prefix=f"wemoe-task-{path.stem}-")
+            root = Path(owner.name)
+        else:
+            root = Path(extract_to).expanduser()
+            root.mkdir(parents=True, exist_ok=True)
+        for member in members:
+            target = root.joinpath(*Path(member.filename.replace("\\", "/")).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+    folder = _class_root(root)
+    task = task_from_folder(folder, name=name or path.stem, templates=templates)
+    read_folder = task.load_split
+
+    def load_split(split: str, _images: tempfile.TemporaryDirectory | None = owner) -> datasets.Dataset:
+        return read_folder(split)  # `_images` keeps the extracted folder as long as the task lives
+
+    return Task(
+        name=task.name,
+        classnames=task.classnames,
+        templates=task.templates,
+        load_split=load_split,
+        description=f"Custom task from the zip {path.name}",
+        source=str(path),
+    )
+
+
+def task_from_hub(
+    dataset: str,
+    split: str = "test",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    config: str | None = None,
+    name: str | None = None,
+    classnames: Sequence[str] | None = None,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+) -> Task:
+    """A custom task from a Hugging Face dataset (a hub id, or a local folder ``datasets.load_dataset`` reads).
+
+    ``split`` is the split evaluated and adapted on (the task's ``test`` split); the image and label columns are
+    found by their features unless named. Class names come from the label column's ClassLabel feature, else from
+    ``classnames``. The split is read once here, so a wrong id, split or column is reported at once.
+    """
+    label = name or dataset.rstrip("/").split("/")[-1]
+
+    def load(which: str) -> datasets.Dataset:
+        which = split if which == "test" else which
+        call = f"datasets.load_dataset({dataset!r}{f', {config!r}' if config else ''}, split={which!r})"
+        try:
+            data = datasets.load_dataset(dataset, config, split=which)
+        except DatasetNotFoundError as error:
+            raise TaskError(
+                f"Task {label!r}: the dataset {dataset!r} does not exist or is private ({error})."
+            ) from error
+        except ValueError as error:  # an unknown split or config
+            raise TaskError(f"Task {label!r}: {dataset!r} has no split {which!r} ({error}).") from error
+        except (ConnectionError, FileNotFoundError, OSError) as error:
+            raise TaskError(
+                f"Could not load the {which!r} split of task {label!r} from the dataset {dataset!r} (no network, or "
+                f"offline and not cached: {error}). Pre-download it where there is network with "
+                f'`python -c "import datasets; {call}"`, then set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1.'
+            ) from error
+        if not isinstance(data, datasets.Dataset):
+            raise TaskError(f"Task {label!r}: {call} is not one split (give split=...).")
+        for column in (image_column, label_column):
+            if column is not None and column not in data.column_names:
+                raise TaskError(f"Task {label!r}: {dataset!r} has no column {column!r} (columns: {data.column_names}).")
+        try:
+            return normalise_columns(data, image_column, label_column)
+        except TaskError as error:
+            raise TaskError(f"Task {label!r} ({dataset}): {error} Name them with image=... label=...") from error
+
+    first = load("test")
+    feature = first.features["label"]
+    if isinstance(feature, datasets.ClassLabel):
+        names = tuple(feature.names)
+    elif classnames is not None:
+        names = tuple(classnames)
+    else:
+        raise TaskError(
+            f"Task {label!r}: the label column of {dataset!r} holds plain integers, not class names (no ClassLabel "
+            "feature): give the class names in label order (classes=name1,name2,...)."
+        )
+    if not isinstance(first.features["image"], datasets.Image):
+        raise TaskError(
+            f"Task {label!r}: the image column of {dataset!r} does not hold images (choose it with image=...)."
+        )
+    return Task(
+        name=label,
+        classnames=names,
+        templates=tuple(templates),
+        load_split=lambda which: first if which == "test" else load(which),
+        description=f"Custom task from the dataset {dataset}" + (f" ({config})" if config else "") + f", split {split}",
+        source=f"hf:{dataset}" + (f" ({config})" if config else ""),
+    )
+
+
+_SOURCE_OPTIONS = ("split", "image", "label", "config", "classes", "template")
+
+
+def task_from_source(
+    text: str, name: str, uploads: dict[str, str] | None = None, extract_to: str | Path | None = None
+) -> Task:
+    """A custom task named ``name`` from one line of text: a local image folder (``class/xxx.png``), a ``.zip`` of
+    one, a ``.parquet`` file, or ``hf:owner/dataset`` (a Hugging Face dataset), then ``key=value`` options:
+    ``split=`` (default test), ``image=`` and ``label=`` (column names), ``config=``, ``classes=a,b,c`` (for plain
+    integer labels) and ``template="a photo of a {c}."``. ``uploads`` maps uploaded files' names to their paths.
+
+        pets: ./data/pets
+        pets: pets.zip
+        digits: hf:ylecun/mnist split=test image=image label=label
+    """
+    try:
+        words = shlex.split(text)
+    except ValueError as error:
+        raise TaskError(f"Task {name!r}: cannot read {text!r} ({error}).") from error
+    if not words:
+        raise TaskError(f"Task {name!r} has no source: give a folder, a .zip, a .parquet file or hf:owner/dataset.")
+    source, options = words[0], {}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not sep or key not in _SOURCE_OPTIONS:
+            known = ", ".join(k + "=" for k in _SOURCE_OPTIONS)
+            raise TaskError(f"Task {name!r}: unknown option {word!r}; options are {known}.")
+        options[key] = value
+    template = options.pop("template", None)
+    if template is not None and template.count("{c}") != 1:
+        raise TaskError(f"Task {name!r}: the template {template!r} must hold {{c}} once (where the class name goes).")
+    templates = (template,) if template else DEFAULT_TEMPLATES
+    classes = options.pop("classes", None)
+    classnames = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+    if source.startswith("hf:"):
+        return task_from_hub(source.removeprefix("hf:"), options.pop("split", "test"), options.pop("image", None),
+                             options.pop("label", None), options.pop("config", None), name, classnames, templates)
+    if options:
+        raise TaskError(f"Task {name!r}: {', '.join(k + '=' for k in options)} only apply to hf: datasets.")
+    path = Path((uploads or {}).get(source, source)).expanduser()
+    if path.is_dir():
+        return task_from_folder(path, name=name, templates=templates)
+    if path.suffix.lower() == ".zip":
+        return task_from_zip(path, name=name, templates=templates, extract_to=extract_to)
+    if path.suffix.lower() == ".parquet":
+        return task_from_parquet(path, classnames=classnames, name=name, templates=templates)
+    if path.exists():
+        raise TaskError(f"Task {name!r}: {source!r} is not a folder, .zip or .parquet file.")
+    raise TaskError(
+        f"Task {name!r}: {source!r} does not exist. Give an image folder (class/xxx.png), a .zip or .parquet file, "
+        "or a Hugging Face dataset as hf:owner/name."
     )

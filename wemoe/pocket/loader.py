@@ -7,18 +7,22 @@ open_clip config ``pocket_clip.json``, the base CLIP ``base.safetensors`` and on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-import wemoe  # noqa: F401  (before open_clip)
+import wemoe.pocket.tasks  # noqa: F401  (registers the pocket tasks the experts belong to)
 from wemoe.errors import ZooError
 from wemoe.zoo import Zoo
 
+MODEL_NAME = "pocket-clip"
+"""The name the pocket CLIP's open_clip config is registered under."""
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "assets" / "pocket"
 MANIFEST = "manifest.json"
 REBUILD_HINT = "Rebuild it with `python -m wemoe.pocket.build --force` (or restore the folder from git)."
@@ -71,9 +75,26 @@ def _as_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
 
 
+class _NotRandomInit(logging.Filter):
+    """Drops open_clip's 'No pretrained weights loaded ... initialized randomly' (its root-logger warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded for model")
+
+
+@contextlib.contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    """Silence only open_clip's random-initialisation warning, only inside the block."""
+    quiet = _NotRandomInit()
+    logging.root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.root.removeFilter(quiet)
+
+
 def load_pocket_zoo(path: str | Path = DEFAULT_PATH, progress: Callable[[float, str], None] | None = None) -> Zoo:
     """The pocket zoo in ``path`` (default: the shipped ``assets/pocket``), checked against its manifest."""
-    from wemoe.pocket.train import MODEL_NAME
     from wemoe.sources import create_clip
 
     report = progress or (lambda fraction, message: None)
@@ -81,15 +102,14 @@ def load_pocket_zoo(path: str | Path = DEFAULT_PATH, progress: Callable[[float, 
     report(0.0, f"Checking the pocket zoo in {root}")
     manifest = verify(root)
     config = json.loads((root / manifest["config"]).read_text())
-    clip, preprocess, tokenizer = create_clip(MODEL_NAME, None, False, config)
+    with _quiet_random_init():  # the base weights are loaded on the next line
+        clip, preprocess, tokenizer = create_clip(MODEL_NAME, None, False, config)
     clip.load_state_dict(_as_float32(load_file(str(root / manifest["base"]))))
     tasks = manifest["tasks"]
     experts = {}
     for i, task in enumerate(tasks, start=1):
         report(i / (len(tasks) + 1), f"Loading expert {task!r} ({i}/{len(tasks)})")
         experts[task] = _as_float32(load_file(str(root / manifest["experts"][task])))
-    import wemoe.pocket.tasks  # noqa: F401  (registers the pocket tasks the experts belong to)
-
     zoo = Zoo(
         name="pocket",
         clip=clip,
