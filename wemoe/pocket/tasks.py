@@ -15,7 +15,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from wemoe.pocket import generators as g
+import wemoe.pocket.generators as g
 from wemoe.tasks import Task, register_task
 
 SEED = 20240211

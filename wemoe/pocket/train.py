@@ -33,14 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import wemoe  # noqa: F401  (before open_clip)
 from wemoe.heads import build_head
 from wemoe.pocket.generators import SIZE
+from wemoe.pocket.loader import MODEL_NAME
 from wemoe.pocket.tasks import SPECS, arrays, get_spec
 from wemoe.sources import create_clip
 
 CONFIG_PATH = Path(__file__).with_name("pocket_clip.json")
-MODEL_NAME = "pocket-clip"
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
 STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
 GENERIC_TEMPLATES = ("a photo of {c}.", "{c}.", "an image of {c}.")
