@@ -4,6 +4,7 @@
     python -m wemoe table --zoo pocket --methods pretrained,experts,task_arithmetic,ties,adamerging,wemoe \\
         --adapt-steps 300 --json results.json [--param wemoe.lambda=0.3] [--lambda 0.3] [--samples N]
     python -m wemoe merge --zoo pocket --method wemoe --adapt-steps 300 --out wemoe.safetensors
+    python -m wemoe table ... --devices 4 [--accelerator cuda] [--strategy ddp]   # adapt on 4 GPUs (Fabric DDP)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from wemoe.adapt import SETTINGS as ADAPT_SETTINGS
 from wemoe.adapt import resolve_settings
+from wemoe.distributed import ACCELERATORS, STRATEGIES, check_devices, finish_fabric, is_main_process, start_fabric
 from wemoe.errors import WemoeError
 from wemoe.export import save_model
 from wemoe.methods import get_method, list_methods
@@ -61,14 +63,35 @@ def load_workbench(spec: str, samples: int | None, seed: int) -> Workbench:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if is_main_process():  # with --devices N only rank 0 speaks
+        print(message, file=sys.stderr, flush=True)
 
 
-def run_adaptation(bench: Workbench, name: str, args: argparse.Namespace) -> None:
-    """Adapt a merge as the arguments say, logging every 50 steps."""
+def start_devices(args: argparse.Namespace) -> Any | None:
+    """With ``--devices N`` (N > 1) a launched Lightning Fabric (this process is rank 0 and starts ranks 1..N-1,
+    which run the same command), kept as ``args.fabric``; None for one device. Checked before any work."""
+    check_devices(args.devices, args.accelerator, args.strategy, args.per_task)
+    args.fabric = start_fabric(args.devices, args.accelerator, args.strategy) if args.devices > 1 else None
+    return args.fabric
+
+
+def load_on_every_rank(args: argparse.Namespace, fabric: Any | None) -> Workbench:
+    """The workbench; under Fabric rank 0 loads the zoo, its images and heads first (downloads, head cache) and
+    the other ranks then read them."""
+    if fabric is None:
+        return load_workbench(args.zoo, args.samples, args.seed)
+    with fabric.rank_zero_first():
+        bench = load_workbench(args.zoo, args.samples, args.seed)
+        bench.heads(), bench.data()
+    return bench
+
+
+def run_adaptation(bench: Workbench, name: str, args: argparse.Namespace, fabric: Any | None = None) -> None:
+    """Adapt a merge as the arguments say (on every rank of ``fabric`` when given), logging every 50 steps."""
     settings = adapt_settings(args)
     steps = settings["steps"]
-    for record in bench.adapt(name, **settings):
+    device = None if fabric is not None or args.accelerator == "auto" else args.accelerator
+    for record in bench.adapt(name, **settings, device=device, fabric=fabric):
         if record.step % 50 == 0 or record.step == steps:
             _log(f"  {name} step {record.step}/{steps}: {settings['loss']} loss {record.loss:.4f} ({record.elapsed:.1f} s)")
 
@@ -81,11 +104,14 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         if name not in {PRETRAINED, EXPERTS, ORACLE}:
             get_method(name).resolve(params.get(name))  # fail before any work
-    bench = load_workbench(args.zoo, args.samples, args.seed)
+    fabric = start_devices(args)
+    bench = load_on_every_rank(args, fabric)
     report_params: dict[str, dict[str, Any]] = {}
     for name in names:
         if name in {PRETRAINED, EXPERTS, ORACLE}:
             continue
+        if not is_main_process() and not get_method(name).adaptive:
+            continue  # the other ranks only help adapt
         _log(f"merging {name} ...")
         if name == "task_arithmetic" and args.lambda_ is None and "lambda" not in params.get(name, {}):
             report_params[name] = best_task_arithmetic(bench)
@@ -96,9 +122,11 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
         result = bench.merge(name, method_params)
         report_params[name] = result.params
         if get_method(name).adaptive and args.adapt_steps > 0:
-            run_adaptation(bench, name, args)
+            run_adaptation(bench, name, args, fabric)
             report_params[name] = {**result.params, "adapt_lr": args.adapt_lr, "adapt_loss": args.adapt_loss,
                                    "per_task": args.per_task}
+    if not is_main_process():
+        return {}  # rank 0 evaluates, prints and writes
     if ORACLE in names and "wemoe" not in bench.merges:
         bench.merge("wemoe", params.get("wemoe"))
     _log("evaluating ...")
@@ -118,10 +146,13 @@ def command_merge(args: argparse.Namespace) -> None:
     params = parse_params(args.param).get(args.method, {})
     get_method(args.method).resolve(params)
     adapt_settings(args)  # fail before any work
-    bench = load_workbench(args.zoo, args.samples, args.seed)
+    fabric = start_devices(args)
+    bench = load_on_every_rank(args, fabric)
     result = bench.merge(args.method, params)
     if get_method(args.method).adaptive and args.adapt_steps > 0:
-        run_adaptation(bench, args.method, args)
+        run_adaptation(bench, args.method, args, fabric)
+    if not is_main_process():
+        return
     save_model(bench.zoo.clip, result.model, args.out)
     _log(f"wrote {args.out}")
 
@@ -151,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(flag, dest=dest, type=setting.type, default=setting.default,
                              help=f"{setting.help} ({allowed}; default {setting.default})")
         sub.add_argument("--samples", type=int, default=None, help="limit the test images per task")
+        sub.add_argument("--devices", type=int, default=1,
+                         help="adapt on N devices, one process each (Lightning Fabric DDP); default 1")
+        sub.add_argument("--accelerator", choices=ACCELERATORS, default="auto",
+                         help="cpu or cuda (default auto: cuda when there is a GPU)")
+        sub.add_argument("--strategy", choices=STRATEGIES, default="ddp", help="how N devices share the work")
 
     table = commands.add_parser("table", help="accuracy table of pretrained, experts and merges")
     common(table)
@@ -175,11 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line and exit with status 2."""
     args = build_parser().parse_args(argv)
+    failed = True
     try:
         args.run(args)
+        failed = False
     except WemoeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if getattr(args, "fabric", None) is not None:
+            finish_fabric(args.fabric, failed)
     return 0
 
 

@@ -178,8 +178,12 @@ class Workbench:
         seed: int = 0,
         device: str | None = None,
         loss: str = DEFAULT_LOSS,
+        fabric: Any | None = None,
     ) -> Iterator[AdaptStep]:
         """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step.
+
+        ``fabric``: a launched Lightning Fabric (``wemoe.distributed.start_fabric``) to adapt on all its ranks, each
+        taking its share of every step's images (call it on every rank; ``device`` is then the rank's own).
 
         With a cache, a run with the same inputs as one finished before is not recomputed: its trainable state is
         loaded and its records are yielded at once (``from_cache``). A run stopped early or diverged is not cached.
@@ -191,6 +195,7 @@ class Workbench:
             raise MethodError(f"The {name!r} merge has nothing to adapt: only wemoe and adamerging merges adapt.")
         settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
         key = None if result.key is None or self.cache is None else (result.key, tuple(settings[k] for k in ADAPT_RUN))
+        key = None if fabric is not None else key  # every rank must take every step: never from the cache
         while key is not None:
             action, found = self.cache.claim((self.cache_key, *key))
             if action == "hit":
@@ -203,7 +208,7 @@ class Workbench:
         records: list[AdaptStep] = []
         finished = False
         try:
-            yield from self._run(result, settings, device, records)
+            yield from self._run(result, settings, device, records, fabric)
             finished = True
         finally:
             result.key, result.from_cache = (key if finished else None), False
@@ -214,11 +219,19 @@ class Workbench:
                 else:
                     self.cache.abandon((self.cache_key, *key), flight)
 
-    def _run(self, result: MergeResult, settings: Mapping[str, Any], device: str | None, records: list) -> Iterator:
+    def _run(
+        self, result: MergeResult, settings: Mapping[str, Any], device: str | None, records: list, fabric: Any = None
+    ) -> Iterator:
         data, heads = self.data(), self.heads()
         previous = 0.0
+        if fabric is None:
+            steps = adapt(result.model, data, heads, device=device, **settings)
+        else:
+            from wemoe.distributed import adapt_distributed
+
+            steps = adapt_distributed(fabric, result.model, data, heads, **settings)
         try:
-            for record in adapt(result.model, data, heads, device=device, **settings):
+            for record in steps:
                 result.history.append(record)
                 records.append(record)
                 result.adapt_steps += 1
