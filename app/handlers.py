@@ -238,7 +238,7 @@ def load_zoo(
         def loader(report):
             from wemoe.errors import TaskError
             from wemoe.tasks import get_task
-            from wemoe.zoo import load_zoo as library_load_zoo
+            from wemoe.loading import load_zoo as library_load_zoo
 
             zoo = library_load_zoo(spec, progress=report)  # first: a checkpoint that does not fit says so first
             untasked = [e for e in zoo.task_names if e not in custom and e not in registered]

@@ -32,7 +32,7 @@ CUSTOM = "custom"
 
 def _registry_loader(spec: str) -> ZooLoader:
     def load(progress: ProgressFn) -> tuple[Any, None]:
-        from wemoe.zoo import load_zoo
+        from wemoe.loading import load_zoo
 
         return load_zoo(spec, progress=progress), None
 

@@ -135,8 +135,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark on the shipped pocket zoo; print per-drawing predictions, accuracies and a JSON line."""
+    from wemoe.loading import load_zoo
     from wemoe.workbench import Workbench
-    from wemoe.zoo import load_zoo
 
     args = parse_args(argv)
     result = measure(Workbench(load_zoo("pocket")), args.per_digit, args.save_dir)

@@ -40,12 +40,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def tiny_cli_zoo(monkeypatch):
     """``load_zoo`` (as the CLI calls it) gives a tiny 2-expert zoo whose tasks are registered."""
-    import wemoe.zoo
+    import wemoe.loading
     from tests.helpers import tiny_task, tiny_zoo
     from wemoe.tasks import register_task
 
     zoo = tiny_zoo(n_experts=2, seed=11)
     for i, name in enumerate(zoo.task_names):
         register_task(tiny_task(name, n_classes=3, n_images=9, seed=i))
-    monkeypatch.setattr(wemoe.zoo, "load_zoo", lambda spec, progress=None: zoo)
+    monkeypatch.setattr(wemoe.loading, "load_zoo", lambda spec, progress=None: zoo)
     return zoo

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import wemoe  # torchvision shim before open_clip; also wemoe.errors below
-from wemoe.sources import create_clip
+from wemoe.clip_models import create_clip
 from wemoe.tasks import Task
 from wemoe.zoo import Zoo
 

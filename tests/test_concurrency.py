@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 
 from tests.helpers import tiny_zoo
+from wemoe.loading import load_zoo
 from wemoe.methods import get_method
 from wemoe.moe import router_parameters
-from wemoe.zoo import load_zoo
 
 
 def _run_together(work: Callable[[int], object], n: int) -> tuple[list, list[BaseException]]:

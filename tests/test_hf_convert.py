@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import save_file
 
 from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_clip
+from wemoe.clip_models import create_clip
 from wemoe.errors import ZooError
 from wemoe.hf_convert import hf_vision_to_open_clip, is_hf_vision_state
-from wemoe.sources import create_clip, load_expert
-from wemoe.zoo import load_zoo
+from wemoe.loading import load_zoo
+from wemoe.sources import load_expert
 
 transformers = pytest.importorskip("transformers")
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from wemoe.classify import entropy, logits
+from wemoe.loading import load_zoo
 from wemoe.workbench import Workbench
-from wemoe.zoo import load_zoo
 
 
 @pytest.fixture(scope="module")

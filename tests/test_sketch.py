@@ -45,8 +45,8 @@ def test_dark_ink_on_a_light_canvas_is_read_the_same_and_an_empty_drawing_is_ref
 def pocket_bench():
     if why := _pocket_zoo_missing():
         pytest.skip(why)
+    from wemoe.loading import load_zoo
     from wemoe.workbench import Workbench
-    from wemoe.zoo import load_zoo
 
     return Workbench(load_zoo("pocket"))
 

@@ -9,15 +9,15 @@ import torch
 from safetensors.torch import save_file
 
 from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_zoo
-from wemoe.errors import ZooError
-from wemoe.presets import PRESETS, get_preset
-from wemoe.sources import (
-    ZooSpec,
+from wemoe.checkpoints import read_weights
+from wemoe.clip_models import (
     create_clip,
-    open_clip,  # the module sources uses (imported after the torchvision shim)
-    read_weights,
+    open_clip,  # the module clip_models uses (imported after the torchvision shim)
 )
-from wemoe.zoo import load_zoo
+from wemoe.errors import ZooError
+from wemoe.loading import load_zoo
+from wemoe.presets import PRESETS, get_preset
+from wemoe.zoo import ZooSpec
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_tiny_zoo_experts_differ_and_are_deterministic():
 
 
 def test_pocket_is_delegated_with_progress(monkeypatch):
-    import wemoe.pocket
+    import wemoe.loading
 
     zoo = tiny_zoo(n_experts=1)
     calls = []
@@ -201,7 +201,7 @@ def test_pocket_is_delegated_with_progress(monkeypatch):
         calls.append(progress)
         return zoo
 
-    monkeypatch.setattr(wemoe.pocket, "load_pocket_zoo", fake_pocket)
+    monkeypatch.setitem(wemoe.loading.ZOO_LOADERS, "pocket", fake_pocket)
 
     def report(fraction: float, message: str) -> None:
         pass

@@ -13,3 +13,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from wemoe import _torchvision_compat  # noqa: E402, F401  (must run before anything imports open_clip)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``wemoe.load_zoo`` (``wemoe.loading.load_zoo``), imported on first use so ``import wemoe`` stays light."""
+    if name == "load_zoo":
+        from wemoe.loading import load_zoo
+
+        return load_zoo
+    raise AttributeError(f"module 'wemoe' has no attribute {name!r}")

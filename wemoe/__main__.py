@@ -15,6 +15,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from wemoe import loading  # loading.load_zoo looked up at each call (tests replace it)
 from wemoe.adapt import SETTINGS as ADAPT_SETTINGS
 from wemoe.adapt import resolve_settings
 from wemoe.distributed import ACCELERATORS, STRATEGIES, check_devices, finish_fabric, is_main_process, start_fabric
@@ -57,9 +58,7 @@ def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
 
 def load_workbench(spec: str, samples: int | None, seed: int) -> Workbench:
     """A Workbench on the zoo named by ``spec`` (``pocket``, a preset name, ...)."""
-    from wemoe.zoo import load_zoo
-
-    return Workbench(load_zoo(spec), samples=samples, seed=seed)
+    return Workbench(loading.load_zoo(spec), samples=samples, seed=seed)
 
 
 def _log(message: str) -> None:

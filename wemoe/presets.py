@@ -8,7 +8,7 @@ same OpenAI weights (``openai/clip-vit-base-patch32`` / ``-large-patch14`` on th
 from __future__ import annotations
 
 from wemoe.errors import ZooError
-from wemoe.sources import ZooSpec
+from wemoe.zoo import ZooSpec
 
 PAPER_TASKS = ("sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd")
 """The 8 tasks of the paper, in its order; the names match ``wemoe.standard_tasks``."""

@@ -1,15 +1,16 @@
-"""A Zoo: one base open_clip CLIP model (image + text towers) and named expert image towers.
+"""The zoo's data: a Zoo (one base open_clip CLIP, image + text towers, and named expert image towers) and the
+ZooSpec that says where a zoo's weights come from.
 
 Experts are kept as image-tower state dicts in open_clip's layout (the keys of ``clip.visual.state_dict()``),
 one per task, each checked against the base when the zoo is made. Merge methods read the base tower and the
-experts from here; heads come from the base text tower.
+experts from here; heads come from the base text tower. Loading is elsewhere: ``wemoe.loading.load_zoo``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -95,11 +96,37 @@ class Zoo:
         return {"image_tower": visual, "text_and_rest": total - visual, "experts": visual * len(self.experts)}
 
 
-def load_zoo(spec, progress: Callable[[float, str], None] | None = None) -> Zoo:
-    """Load a Zoo from ``"pocket"``, a preset name, a ``.json`` spec file or a spec mapping (see ``wemoe.sources``).
+@dataclass(frozen=True)
+class ZooSpec:
+    """Where a zoo's base and experts come from.
 
-    ``progress(fraction, message)``, if given, is called as the base and each expert load.
+    ``model`` is an open_clip model name (``ViT-B-32``); ``pretrained`` an open_clip tag (``openai``) or the path of
+    a full CLIP state dict, or None for random weights. ``experts`` maps a task name to a hub id, a local Hugging
+    Face folder or a local state-dict file. ``quick_gelu`` None means "as the pretrained tag was trained" (OpenAI
+    weights need QuickGELU). ``model_config`` is an open_clip architecture config (``embed_dim``, ``vision_cfg``,
+    ``text_cfg``...) registered under ``model`` for architectures open_clip does not ship.
     """
-    from wemoe.sources import load_zoo as _load_zoo  # lazy: sources imports this module
 
-    return _load_zoo(spec, progress)
+    model: str
+    experts: Mapping[str, str] = field(default_factory=dict)
+    pretrained: str | None = None
+    name: str = "custom"
+    description: str = ""
+    quick_gelu: bool | None = None
+    model_config: Mapping | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> ZooSpec:
+        """A spec from a plain mapping (parsed JSON), with a clear error for unknown or missing fields."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ZooError(f"Unknown zoo spec field(s) {unknown}. Known fields: {', '.join(known)}.")
+        if "model" not in data:
+            raise ZooError('A zoo spec needs "model" (an open_clip model name such as "ViT-B-32").')
+        experts = data.get("experts", {})
+        if not isinstance(experts, Mapping):
+            raise ZooError(
+                '"experts" must map task names to sources, e.g. {"mnist": "tanganke/clip-vit-base-patch32_mnist"}.'
+            )
+        return cls(**{**data, "experts": dict(experts)})

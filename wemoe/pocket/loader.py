@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 import wemoe.pocket.tasks  # noqa: F401  (registers the pocket tasks the experts belong to)
+from wemoe.clip_models import create_clip
 from wemoe.errors import ZooError
 from wemoe.zoo import Zoo
 
@@ -95,8 +96,6 @@ def _quiet_random_init() -> Iterator[None]:
 
 def load_pocket_zoo(path: str | Path = DEFAULT_PATH, progress: Callable[[float, str], None] | None = None) -> Zoo:
     """The pocket zoo in ``path`` (default: the shipped ``assets/pocket``), checked against its manifest."""
-    from wemoe.sources import create_clip
-
     report = progress or (lambda fraction, message: None)
     root = Path(path)
     report(0.0, f"Checking the pocket zoo in {root}")

@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wemoe.clip_models import create_clip
 from wemoe.heads import build_head
 from wemoe.pocket.generators import SIZE
 from wemoe.pocket.loader import MODEL_NAME
 from wemoe.pocket.tasks import SPECS, arrays, get_spec
-from wemoe.sources import create_clip
 
 CONFIG_PATH = Path(__file__).with_name("pocket_clip.json")
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)

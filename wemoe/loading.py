@@ -1,0 +1,38 @@
+"""The one way to load a zoo: :func:`load_zoo` (also ``wemoe.load_zoo``).
+
+A name in :data:`ZOO_LOADERS` (``"pocket"``: the small offline zoo shipped under ``assets/``) runs its loader;
+anything else is a spec for ``wemoe.sources.load_spec``: a preset name (``wemoe.presets``), the path of a ``.json``
+spec file, a mapping of ZooSpec fields or a ZooSpec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from wemoe.pocket.loader import load_pocket_zoo
+from wemoe.sources import ProgressFn, load_spec
+from wemoe.zoo import Zoo, ZooSpec
+
+ZooLoader = Callable[[ProgressFn | None], Zoo]
+"""A named zoo's loader: ``loader(progress)`` gives the zoo."""
+
+
+def _pocket(progress: ProgressFn | None) -> Zoo:
+    """The shipped pocket zoo, checked against its manifest."""
+    return load_pocket_zoo(progress=progress)
+
+
+ZOO_LOADERS: dict[str, ZooLoader] = {"pocket": _pocket}
+"""Zoos loaded by name, not from a spec."""
+
+
+def load_zoo(spec: str | Path | Mapping | ZooSpec, progress: ProgressFn | None = None) -> Zoo:
+    """Load a Zoo: a name in :data:`ZOO_LOADERS` (``"pocket"``), a preset name, a ``.json`` spec file, a mapping of
+    ZooSpec fields or a ZooSpec.
+
+    ``progress(fraction, message)``, if given, is called as the base and each expert load (fraction in [0, 1]).
+    """
+    if isinstance(spec, str) and spec in ZOO_LOADERS:
+        return ZOO_LOADERS[spec](progress)
+    return load_spec(spec, progress)
