@@ -37,7 +37,7 @@ from wemoe.clip_models import create_clip
 from wemoe.heads import build_head
 from wemoe.pocket.generators import SIZE
 from wemoe.pocket.loader import MODEL_NAME
-from wemoe.pocket.tasks import SPECS, arrays, get_spec
+from wemoe.pocket.tasks import POCKET_TASKS, SPECS, arrays, get_spec
 
 CONFIG_PATH = Path(__file__).with_name("pocket_clip.json")
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
@@ -203,8 +203,6 @@ def finetune_expert(
     clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None = None, log: Progress | None = None
 ) -> dict[str, torch.Tensor]:
     """Fine-tune a copy of the image tower on ``task`` against its frozen zero-shot head; returns its state dict."""
-    from wemoe.pocket.tasks import POCKET_TASKS
-
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     head = build_head(clip, tokenizer, POCKET_TASKS[task]).detach()
