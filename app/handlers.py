@@ -9,12 +9,13 @@ as it goes and a Cancel button can stop it between steps. No merge math here: ev
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app import figures
 from app.gpu import adapt_device
+from app.shared import MemoryBudgetExceeded, Shared
 from app.session import CUSTOM, AppConfig, Session
 from wemoe.adapt import DEFAULT_LOSS, LOSSES
 from wemoe.errors import WemoeError
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 AUTO_TASK = "auto (the routers' guess)"
 DIGITS_TASK = "pocket_digits"  # drawings for this task are redrawn like its images (read_sketch)
 MAX_STEPS = 5000
+CACHED = "; computed earlier with the same settings, from the server's cache"
 NO_ZOO = "Load a zoo first (step 1, 'Load zoo')."
 
 
@@ -117,8 +120,13 @@ def busy(session: Session, timeout: float = 120.0) -> Iterator[None]:
 
 
 def _bench(session: Session):
+    """The session's workbench (a clear error before any zoo is loaded); says once if idle merges were dropped."""
     if session.bench is None:
         raise refuse(NO_ZOO)
+    session.touch()
+    if session.dropped_note:
+        gr.Warning(session.dropped_note)
+        session.dropped_note = None
     return session.bench
 
 
@@ -254,17 +262,66 @@ def load_zoo(
     def report(fraction: float, message: str) -> None:
         progress(0.6 * fraction, desc=message)
 
+    reused = False
     with friendly(f"Loading the {choice} zoo"), busy(session):
-        zoo, tasks = loader(report)
-        bench = Workbench(zoo, tasks, samples=samples_per_task, seed=0)
-        bench.data(progress=lambda f, m: progress(0.6 + 0.3 * f, desc=m))
-        progress(0.95, desc="building zero-shot heads")
-        bench.heads()
+        if choice == CUSTOM:  # the session's own zoo: never shared
+            zoo, tasks = loader(report)
+            bench = Workbench(zoo, tasks, samples=samples_per_task, seed=0)
+            bench.data(progress=lambda f, m: progress(0.6 + 0.3 * f, desc=m))
+            progress(0.95, desc="building zero-shot heads")
+            bench.heads()
+        else:  # loaded once per process and shared, read-only, by every session that picks it
+            guard_memory(config.shared)
+            bench, reused = config.shared.workbench(choice, samples_per_task, loader, lambda f, m: progress(f, desc=m))
     session.close()
     session.zoo_name, session.bench = choice, bench
     session.reset_results()
     session.image = None
-    return zoo_summary(session)
+    session.touch()
+    session.shared = config.shared
+    config.shared.track(session)
+    note = "\n\n_This zoo was already loaded on this server: it is shared with every session that uses it._" \
+        if reused else ""
+    return zoo_summary(session) + note
+
+
+@contextlib.contextmanager
+def long_job(session: Session, what: str) -> Iterator[None]:
+    """Run a long job (adaptation, evaluation, routing map): at most one per session, so that one student cannot
+    hold several of the few shared long-job slots; a second one is refused with what runs."""
+    running = session.claim_long(what)
+    if running is not None:
+        raise refuse(f"This session is already {running}: wait for it to finish (or press Cancel), then try again.",
+                     title="One job at a time")
+    try:
+        yield
+    finally:
+        session.release_long()
+
+
+def one_long_job(what: str) -> Callable:
+    """Decorator: the generator handler runs as the session's one long job (see :func:`long_job`)."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(session: Session, *args: Any, **kwargs: Any) -> Iterator:
+            with long_job(session, what):
+                yield from fn(session, *args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+def guard_memory(shared: Shared | None) -> None:
+    """Refuse new heavy work (a ``gr.Error`` saying what to do) while the process is above its memory budget."""
+    if shared is None:
+        return
+    try:
+        shared.check_memory()
+    except MemoryBudgetExceeded as error:
+        log.warning("refused heavy work: %s", error)
+        raise refuse(str(error), title="Server busy") from None
 
 
 def _megabytes(tensors) -> float:
@@ -379,7 +436,6 @@ def merge(
     """
     from wemoe.adapt import time_step
     from wemoe.methods import get_method
-    from wemoe.workbench import MergeResult
 
     bench = _bench(session)
     methods = [methods] if isinstance(methods, str) else methods
@@ -401,14 +457,15 @@ def merge(
                 if session.stop.is_set():
                     break
                 progress(i / len(methods), desc=f"merging {method}")
-                start = time.perf_counter()
-                model = get_method(method).merge(bench.zoo, **resolved[method])
-                made[method] = MergeResult(method, resolved[method], model, merge_seconds=time.perf_counter() - start)
+                made[method] = bench.build(method, resolved[method])  # from the cache when made before
             for method, result in made.items():
                 if result.adaptive and not session.stop.is_set():
                     progress(0.95, desc=f"timing one adaptation step of {method}")
-                    seconds[method] = time_step(result.model, bench.data(), bench.heads(), per_task=per_task,
-                                                device=adapt_device())
+                    device = adapt_device()
+                    seconds[method], _ = bench.cached(
+                        None if result.key is None else ("step_seconds", result.key, per_task, str(device)),
+                        lambda r=result: time_step(r.model, bench.data(), bench.heads(), per_task=per_task,
+                                                   device=device))
             replaced = {m: bench.merges[m].adapt_steps for m in made
                         if m in bench.merges and bench.merges[m].adapt_steps}
 
@@ -426,7 +483,8 @@ def merge(
     if not swapped:
         raise refuse("Merge cancelled: the session's merges are as they were (nothing was replaced).",
                      title="Cancelled")
-    message = "Merged: " + ", ".join(f"{m} ({r.merge_seconds:.1f} s)" for m, r in made.items()) + "."
+    message = "Merged: " + ", ".join(f"{m} ({r.merge_seconds:.1f} s{CACHED if r.from_cache else ''})"
+                                     for m, r in made.items()) + "."
     for method, count in replaced.items():
         note = (f"Replaced the adapted {method}: its {count} adaptation steps are gone and the new {method} starts "
                 "from step 0 ('Adapt more' continues an adapted merge instead).")
@@ -438,6 +496,7 @@ def merge(
     return message
 
 
+@one_long_job("adapting")
 def adapt(
     session: Session,
     target: str | None,
@@ -467,6 +526,7 @@ def adapt(
     per_task = number(per_task, "Images per task per step", whole=True, minimum=images.min, maximum=images.max)
     if not isinstance(loss, str) or loss not in LOSSES:
         raise refuse(f"Unknown adaptation loss {loss!r}; choose one of {', '.join(LOSSES)}.")
+    guard_memory(session.shared)
     result = bench.merges[target]
     start_step, start_loss, ran, elapsed = result.adapt_steps, None, 0, 0.0
     losses = session.step_losses
@@ -517,6 +577,10 @@ def adapt(
     if stopped:
         yield (f"Stopped after {ran} of {steps} steps ({change}). The {target} routers are kept as they were after "
                f"step {result.adapt_steps}."), curve()
+        return
+    if result.from_cache:
+        yield (f"Adapted {target}: {ran} steps, {change} ({result.adapt_steps} steps in all). Computed earlier with "
+               f"the same settings (it took {elapsed:.1f} s then), so it came from the server's cache at once."), curve()
         return
     yield (f"Adapted {target}: {ran} steps in {elapsed:.1f} s, {change} ({result.adapt_steps} steps in all)."), curve()
 
@@ -661,9 +725,7 @@ def read_example(name: str | None, config: AppConfig) -> Image.Image:
 
 
 def _expert_tower(session: Session, task: str):
-    if task not in session.expert_towers:
-        session.expert_towers[task] = session.bench.zoo.expert_visual(task)
-    return session.expert_towers[task]
+    return session.bench.loaded.expert_tower(task)  # built once per process, shared by every session
 
 
 def _wemoe_merge(session: Session) -> str | None:
@@ -671,12 +733,10 @@ def _wemoe_merge(session: Session) -> str | None:
 
 
 def _centroids(session: Session, name: str, config: AppConfig):
-    from wemoe.routing import analyse_routing
-
     result = session.bench.merges[name]
     key = (name, result.adapt_steps, id(result.model))
     if key not in session._centroids:
-        analysis = analyse_routing(result.model, session.bench.data(), per_task=config.centroid_per_task)
+        analysis, _ = session.bench.routing_analysis(name, config.centroid_per_task)  # shared when made before
         session._centroids = {key: analysis.centroids()}
     return session._centroids[key]
 
@@ -862,6 +922,7 @@ def evaluation_names(session: Session, include_oracle: bool = False) -> list[str
     return names
 
 
+@one_long_job("evaluating")
 def evaluate(session: Session, include_oracle: bool = False, progress: Any = _noop_progress) -> Iterator[tuple]:
     """Evaluate every model on every task, yielding (table, bar chart, note, CSV path, JSON path) as cells arrive."""
     from wemoe.evaluate import table_from_scores
@@ -872,6 +933,7 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
     names = evaluation_names(session, include_oracle)
     total = len(names) * len(bench.task_names)
     scores = []
+    guard_memory(session.shared)
     with friendly("Evaluating"):
         cells = bench.iter_scores(names)
         while True:
@@ -891,6 +953,9 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
         Path(f"{stem}.json").write_text(json.dumps(report, indent=2))
     session.table = table
     note = "Test images per task: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + "."
+    cached = sorted({s.model for s in scores if s.cached})
+    if cached:
+        note += (f" Rows computed earlier with the same settings came from the server's cache: {', '.join(cached)}.")
     yield style_table(table), figures.accuracy_bars(table), note, f"{stem}.csv", f"{stem}.json"
 
 
@@ -898,9 +963,10 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
 # 5. Routing
 
 
+@one_long_job("mapping the routing")
 def routing(session: Session, method: str = "umap", config: AppConfig | None = None, progress: Any = _noop_progress) -> Iterator[tuple]:
     """Per-task routing heatmaps, adaptation curves and the 2-D feature map (PCA first, then UMAP if asked)."""
-    from wemoe.routing import analyse_routing, embed_2d
+    from wemoe.routing import embed_2d
 
     config = config or AppConfig()
     bench = _bench(session)
@@ -913,8 +979,15 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
     histories = {n: r.history for n, r in bench.merges.items() if r.history}
     with friendly("Analysing the routing"):
         progress(0.1, desc="routing the test images")
+        guard_memory(session.shared)
         with busy(session):
-            analysis = analyse_routing(result.model, bench.data(), per_task=config.routing_per_task)
+            analysis, from_cache = bench.routing_analysis(name, config.routing_per_task)
+            merge_key = bench.merge_key(name)
+
+        def embedding(kind: str):
+            key = None if merge_key is None else ("embedding", merge_key, config.routing_per_task, kind)
+            return bench.cached(key, lambda: embed_2d(analysis.features, kind, seed=0))[0]
+
         tasks = list(dict.fromkeys(analysis.labels))
         heat = figures.task_routing_heatmaps(analysis.task_average().numpy(), tasks, analysis.layers, analysis.task_names)
         curve = figures.loss_curve(histories, session.step_losses)
@@ -925,12 +998,14 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
                 f"adaptation steps. For {100 * agree:.0f}% of them the most-weighted expert (layer average) is their own "
                 "task's expert. Left map: images of one task should form a group; right map: do the routers' "
                 "favourite experts follow those groups?")
+        if from_cache:
+            note += " Computed earlier with the same settings: the routing came from the server's cache."
         progress(0.5, desc="PCA map")
-        pca = figures.feature_maps(embed_2d(analysis.features, "pca"), analysis.labels, dominant, "pca")
+        pca = figures.feature_maps(embedding("pca"), analysis.labels, dominant, "pca")
         yield heat, curve, entropy, pca, note + (" UMAP is computing (the first run compiles it: up to a minute)..." if method == "umap" else "")
         if method == "umap":
             progress(0.7, desc="UMAP map (the first run compiles numba code)")
-            points = embed_2d(analysis.features, "umap", seed=0)
+            points = embedding("umap")
             yield heat, curve, entropy, figures.feature_maps(points, analysis.labels, dominant, "umap"), note
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import logging
 from collections.abc import Callable, Iterator
 
@@ -25,8 +26,14 @@ ADAPT_LOSS_CHOICES = [
     ("IM: entropy minus the entropy of the mean prediction (variant)", "im"),
 ]
 
-# Heavy events share one queue; none draws gradio's progress overlay or error badges on its outputs (see Events)
-HEAVY = {"concurrency_id": "heavy", "concurrency_limit": 2, "show_progress": "hidden"}
+# Three queues, so that nothing light waits behind something long (a class on a 2-core Space): light events
+# (classify, estimates, views) have their own; loading, merging and exporting theirs; long jobs (adaptation,
+# evaluation, routing maps) share a limit sized to the CPU, and a session runs at most one of them at a time
+# (handlers.long_job). No event draws gradio's progress overlay or error badges on plots and tables: long jobs show
+# their queue position and time on their status text only.
+LIGHT = {"concurrency_id": "light", "concurrency_limit": 8, "show_progress": "hidden"}
+MODELS = {"concurrency_id": "models", "concurrency_limit": 2, "show_progress": "hidden"}
+LONG = {"concurrency_id": "long", "concurrency_limit": max(1, min(4, os.cpu_count() or 1)), "show_progress": "minimal"}
 DEFAULT_METHODS = ("task_arithmetic", "wemoe")
 log = logging.getLogger(__name__)
 
@@ -261,7 +268,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         @quiet
         def load_event(state, zoo, samples=0, base_model="", base_weights="", experts="", expert_files=None,
-                       tasks="", task_files=None, progress=gr.Progress()):
+                       tasks="", task_files=None, progress=gr.Progress(), request: gr.Request = None):
+            state.session_hash = getattr(request, "session_hash", None)  # so that closing the tab frees the session
             if not isinstance(zoo, str):  # what the radio's own check did before preprocess=False
                 raise gr.Error(f"Zoo: choose one of {', '.join([*config.zoos, CUSTOM])}, got {zoo!r}.")
             fields = ["" if text is None else str(text) for text in (base_model, base_weights, experts)]
@@ -277,14 +285,14 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                        tasks_text, task_files],
                           [zoo_info, task_choice, gallery, example_name, target, export_name, loss_plot, merge_status],
                           api_name="load_zoo", preprocess=False, show_progress_on=[zoo_info],
-                          **(HEAVY | {"show_progress": "full"}))
+                          **(MODELS | {"show_progress": "full"}))
 
         @quiet
         def read_tasks_event(tasks="", task_files=None):
             return handlers.read_tasks("" if tasks is None else str(tasks), uploaded(task_files))[1]
 
         read_tasks_button.click(read_tasks_event, [tasks_text, task_files], [tasks_info], api_name="read_tasks",
-                                preprocess=False, **HEAVY)
+                                preprocess=False, **LIGHT)
 
         @quiet
         def merge_event(state, chosen, images_per_task, *values, progress=gr.Progress()):
@@ -308,7 +316,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         _with_signature(merge_event, [f"{m}__{p.name}" for m, p in specs], ["state", "methods", "images_per_task"])
         merge_inputs = [session, method_choice, per_task, *controls]
         merged = merge_button.click(merge_event, merge_inputs, [merge_status, target, export_name, estimate_note],
-                                    api_name="merge", preprocess=False, **HEAVY)
+                                    api_name="merge", preprocess=False, **MODELS)
 
         @quiet
         def adapt_event(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
@@ -322,12 +330,13 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         adapt_inputs = [session, target, steps, lr, per_task, loss]
         chained = merged.success(adapt_after_merge, adapt_inputs, [merge_status, loss_plot],
-                                 api_name="adapt_after_merge", preprocess=False, **HEAVY)
+                                 api_name="adapt_after_merge", preprocess=False, show_progress_on=[merge_status],
+                                 **LONG)
         adapting = adapt_button.click(adapt_event, adapt_inputs, [merge_status, loss_plot], api_name="adapt",
-                                      preprocess=False, **HEAVY)
+                                      preprocess=False, show_progress_on=[merge_status], **LONG)
         for name, run in (("estimate_after_merge", chained), ("estimate_after_adapt", adapting)):
             run.then(quiet(handlers.estimate), [session, target, steps, per_task], [estimate_note], api_name=name,
-                     preprocess=False, show_progress="hidden")
+                     preprocess=False, **LIGHT)
         # Cancel sets the session's stop flag (the running merge or adaptation stops at its next check, for API
         # callers too) and drops the page's queued jobs; it never waits in the heavy queue.
         cancel_button.click(quiet(handlers.cancelled), [session, target], [merge_status],
@@ -336,7 +345,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         for control in (steps, per_task, target):
             control.change(quiet(handlers.estimate), [session, target, steps, per_task], [estimate_note],
                            api_name=f"estimate_{'steps' if control is steps else 'per_task' if control is per_task else 'target'}",
-                           preprocess=False, show_progress="hidden")
+                           preprocess=False, **LIGHT)
 
         prediction_outputs = [preview, predictions, guess, heatmap]
 
@@ -366,15 +375,15 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return handlers.predict(state, state.image, task, config)
 
-        upload.upload(classify_upload, [session, upload, task_choice], prediction_outputs, api_name="classify_upload", **HEAVY)
-        sketch_button.click(classify_sketch, [session, sketch, task_choice], prediction_outputs, api_name="classify_sketch", **HEAVY)
+        upload.upload(classify_upload, [session, upload, task_choice], prediction_outputs, api_name="classify_upload", **LIGHT)
+        sketch_button.click(classify_sketch, [session, sketch, task_choice], prediction_outputs, api_name="classify_sketch", **LIGHT)
         example_button.click(classify_example, [session, example_name, task_choice], prediction_outputs,
-                             api_name="classify_example", **HEAVY)
+                             api_name="classify_example", **LIGHT)
         gallery.select(select_example, [session, task_choice, example_name], [*prediction_outputs, example_name],
-                       api_name="select_example", preprocess=False, **HEAVY)
-        task_choice.input(reclassify, [session, task_choice], prediction_outputs, api_name="reclassify", **HEAVY)
+                       api_name="select_example", preprocess=False, **LIGHT)
+        task_choice.input(reclassify, [session, task_choice], prediction_outputs, api_name="reclassify", **LIGHT)
         all_models.change(handlers.prediction_view, [session, all_models], [predictions], api_name="prediction_view",
-                          show_progress="hidden")
+                          **LIGHT)
 
         @quiet
         @on_gpu(duration=120)
@@ -382,7 +391,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             yield from _reported(handlers.evaluate(state, oracle), width=5, status=2, first="Evaluating...")
 
         evaluate_button.click(evaluate_event, [session, oracle], [table, bars, table_note, csv_file, json_file],
-                              api_name="evaluate", preprocess=False, **HEAVY)
+                              api_name="evaluate", preprocess=False, show_progress_on=[table_note], **LONG)
 
         @quiet
         @on_gpu(duration=120)
@@ -391,12 +400,17 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                  first="Routing the test images through the WEMoE model...")
 
         routing_button.click(routing_event, [session, map_method], [task_heat, curve, entropy, feature_map, routing_note],
-                             api_name="routing", preprocess=False, **HEAVY)
+                             api_name="routing", preprocess=False, show_progress_on=[routing_note], **LONG)
 
         @quiet
         def export_event(state, merge):
             return handlers.export(state, merge)
 
         export_button.click(export_event, [session, export_name], [model_file], api_name="export", preprocess=False,
-                            **HEAVY)
+                            **MODELS)
+
+        def tab_closed(request: gr.Request):
+            config.shared.close(request.session_hash)  # free the closed tab's merges and files now, not in an hour
+
+        demo.unload(tab_closed)
     return demo

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 from PIL import Image
+
+from app.shared import Shared
 
 ProgressFn = Callable[[float, str], None]
 # A zoo loader returns the zoo and, for zoos whose tasks are not in the task registry, their tasks.
@@ -125,6 +128,11 @@ class AppConfig:
     max_image_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_IMAGE_SIZE", DEFAULT_IMAGE_SIZE))
     max_checkpoint_size: str = field(default_factory=lambda: default_checkpoint_size())
 
+    # What every session shares (loaded zoos, the result cache, the memory budget): one object for the whole app.
+    shared: Shared = field(default_factory=Shared)
+    idle_minutes: float = field(default_factory=lambda: float(os.environ.get("MERGE_EXPLORER_IDLE_MINUTES", "20")))
+    warm_start: bool = False  # compute the default lesson in the background at start-up (app.py turns it on)
+
     def __post_init__(self) -> None:
         parse_size(self.max_image_size, "max_image_size")  # a typo in a flag or variable fails at start, not upload
         parse_size(self.max_checkpoint_size, "max_checkpoint_size")
@@ -142,7 +150,6 @@ class Session:
     def __init__(self) -> None:
         self.zoo_name: str | None = None
         self.bench = None  # wemoe.workbench.Workbench
-        self.expert_towers: dict[str, Any] = {}
         self.table: pd.DataFrame | None = None
         self.image: Image.Image | None = None  # the image last tried
         self.predictions: pd.DataFrame | None = None  # its top-5 under every model (handlers.predict)
@@ -157,6 +164,47 @@ class Session:
         self._job_guard = threading.Lock()  # makes Cancel and a job's last check-and-commit one atomic step
         self.step_losses: dict[str, list[str]] = {}  # merge -> the loss each of its adaptation steps used
         self._workdir: str | None = None
+        self.session_hash: str | None = None  # gradio's id of the browser session (closed on its unload)
+        self.shared: Shared | None = None  # the app's shared zoos and cache (set when a zoo is loaded)
+        self.last_active = time.monotonic()
+        self.long_running: str | None = None  # the long job running now (one per session: see claim_long)
+        self.dropped_note: str | None = None  # why the merges are gone (idle), said once when the user comes back
+
+    def claim_long(self, what: str) -> str | None:
+        """Start a long job (adapting, evaluating, mapping the routing) unless one runs: None, or what runs."""
+        with self._job_guard:
+            if self.long_running is not None:
+                return self.long_running
+            self.long_running = what
+            return None
+
+    def release_long(self) -> None:
+        """The long job is over."""
+        with self._job_guard:
+            self.long_running = None
+
+    def touch(self) -> None:
+        """The user did something: the session is not idle."""
+        self.last_active = time.monotonic()
+
+    def drop_if_idle(self, idle_seconds: float, now: float) -> bool:
+        """Drop the merges (the heavy part) of a session idle for over ``idle_seconds`` that runs nothing; True if
+        dropped. The loaded zoo is shared and stays; the next action says what happened."""
+        busy = self.job is not None or self.long_running is not None
+        if not self.bench or not self.bench.merges or now - self.last_active < idle_seconds or busy:
+            return False
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            self.bench.merges.clear()
+            self.last_merged, self.table, self.predictions = [], None, None
+            self.step_losses.clear()
+            self._centroids.clear()
+            self.dropped_note = (f"Your merges were dropped after {idle_seconds / 60:.0f} minutes without activity, to "
+                                 "free memory for others. Press 'Merge' again: settings used before come back at once.")
+        finally:
+            self.lock.release()
+        return True
 
     @property
     def workdir(self) -> Path:
@@ -208,7 +256,6 @@ class Session:
         self.bench = None
         self.last_merged = []
         self.step_losses.clear()
-        self.expert_towers.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

@@ -16,9 +16,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from wemoe.loaded_zoo import LoadedZoo
 from wemoe.result_cache import ResultCache
-from wemoe.workbench import Workbench
 
 ProgressFn = Callable[[float, str], None]
 
@@ -54,8 +52,10 @@ class Shared:
 
     def workbench(
         self, choice: str, samples: int | None, load: Callable[[ProgressFn], tuple[Any, list | None]], progress: ProgressFn
-    ) -> tuple[Workbench, bool]:
+    ) -> tuple[Any, bool]:
         """A new workbench on the shared zoo ``choice`` (loaded on first use); ``(bench, zoo_was_loaded_before)``."""
+        from wemoe.loaded_zoo import LoadedZoo  # here, not at import: building the page loads no model code
+        from wemoe.workbench import Workbench
 
         def build() -> LoadedZoo:
             zoo, tasks = load(lambda f, m: progress(0.6 * f, m))
@@ -81,6 +81,19 @@ class Shared:
         """Remember a session (weakly) so that :meth:`sweep` can drop its heavy state when it idles."""
         with self._lock:
             self._sessions.add(session)
+
+    def close(self, session_hash: str | None) -> int:
+        """Close every tracked session of the browser session ``session_hash`` (its tab was closed); how many."""
+        with self._lock:
+            closing = [s for s in self._sessions if session_hash is not None and s.session_hash == session_hash]
+        for session in closing:
+            session.close()
+        return len(closing)
+
+    def sessions(self) -> int:
+        """How many sessions are tracked (alive)."""
+        with self._lock:
+            return len(self._sessions)
 
     def sweep(self, idle_seconds: float, now: float | None = None) -> int:
         """Drop the merges of every session idle for more than ``idle_seconds``; returns how many were dropped."""

@@ -11,6 +11,7 @@ import torch
 from tests.helpers import tiny_task, tiny_zoo
 from wemoe.adaptive import trainable_parameters
 from wemoe.loaded_zoo import LoadedZoo
+from wemoe.methods import get_method
 from wemoe.result_cache import ResultCache
 from wemoe.workbench import Workbench
 
@@ -68,6 +69,16 @@ def test_a_cached_merge_adaptation_and_table_equal_a_fresh_computation_bitwise(s
     analyses = [bench.routing_analysis("wemoe", per_task=4) for bench in (fresh, first, second)]
     assert [hit for _, hit in analyses] == [False, False, True]
     assert torch.equal(analyses[0][0].routing, analyses[2][0].routing)
+
+
+def test_a_merge_from_the_cache_is_the_merge_as_made_whoever_adapted_theirs(shared):
+    loaded, cache = shared
+    first, second = Workbench.sharing(loaded, cache, "z"), Workbench.sharing(loaded, cache, "z")
+    pristine = [p.detach().clone() for p in trainable_parameters(get_method("wemoe")(loaded.zoo))]
+    first.merge("wemoe")
+    list(first.adapt("wemoe", **RUN))  # the first computed the merge, then adapted its model
+    second.merge("wemoe")
+    assert second.merges["wemoe"].from_cache and _same(_routers(second), pristine)
 
 
 def test_adapting_a_cached_copy_further_changes_no_one_else(shared):

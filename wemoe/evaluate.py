@@ -25,6 +25,7 @@ class Score:
     task: str
     accuracy: float  # percent
     samples: int
+    cached: bool = False  # measured before with the same inputs (wemoe.result_cache), not now
 
 
 def tower_for(model: Model, task: str) -> nn.Module:

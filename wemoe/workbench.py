@@ -155,19 +155,23 @@ class Workbench:
     def merge(self, method: str, params: Mapping[str, Any] | None = None, name: str | None = None) -> MergeResult:
         """Merge with a registered method (parameters checked first) and keep the result under ``name`` (default: method).
 
-        The session's merges change only once the merge succeeded.
+        The workbench's merges change only once the merge succeeded.
         """
+        result = self.build(method, params)
+        self.merges[name or method] = result
+        return result
+
+    def build(self, method: str, params: Mapping[str, Any] | None = None) -> MergeResult:
+        """A merge with a registered method (from the cache when made before), not yet kept in :attr:`merges`."""
         merger = get_method(method)
         resolved = merger.resolve(params)
         key = ("merge", method, _frozen(resolved))
         start = time.perf_counter()
         model, hit = self._cached(key, lambda: merger.merge(self.zoo, **resolved))
-        if hit and trainable_parameters(model):
-            model = own_copy(model)  # the cache's model stays as it was: this one's routers are the session's own
-        result = MergeResult(method, resolved, model, merge_seconds=time.perf_counter() - start,
-                             key=key if self.cache is not None else None, from_cache=hit)
-        self.merges[name or method] = result
-        return result
+        if self.cache is not None and trainable_parameters(model):
+            model = own_copy(model)  # the cache's model stays as it was made: these routers are this workbench's own
+        return MergeResult(method, resolved, model, merge_seconds=time.perf_counter() - start,
+                           key=key if self.cache is not None else None, from_cache=hit)
 
     def adapt(
         self,
@@ -313,7 +317,7 @@ class Workbench:
             action, found = self.cache.claim(key)
             if action == "hit":
                 for score in found:
-                    yield Score(name, score.task, score.accuracy, score.samples)
+                    yield Score(name, score.task, score.accuracy, score.samples, cached=True)
                 return
             if action == "compute":
                 break

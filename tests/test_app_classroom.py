@@ -1,0 +1,140 @@
+"""A class on one app process: one shared zoo, shared deterministic results, fair queues, closed sessions freed."""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+
+import pytest
+import torch
+from gradio_client import Client
+
+from app import handlers
+from app.layout import build_demo
+from app.session import Session
+from tests.app_support import tiny_config, write_examples
+
+
+@pytest.fixture
+def config(tmp_path):
+    return tiny_config(write_examples(tmp_path / "examples"))
+
+
+def _student(config) -> Session:
+    session = Session()
+    handlers.load_zoo(session, config, "tiny")
+    return session
+
+
+def _routers(session: Session) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in session.bench.merges["wemoe"].model.parameters() if p.requires_grad]
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _lesson(session: Session, steps: int = 3) -> list[str]:
+    handlers.merge(session, ["task_arithmetic", "wemoe"], {}, per_task=3)
+    return [status for status, _ in handlers.adapt(session, "wemoe", steps, 1e-2, 3, loss="im")]
+
+
+def test_every_session_shares_one_zoo_object(config):
+    first, second = _student(config), _student(config)
+    assert first.bench is not second.bench
+    assert first.bench.zoo is second.bench.zoo and first.bench.loaded is second.bench.loaded
+    assert "already loaded on this server" in handlers.zoo_summary(second) + handlers.load_zoo(Session(), config, "tiny")
+
+
+def test_the_second_student_gets_the_first_ones_results_from_the_cache_bitwise(config):
+    first, second = _student(config), _student(config)
+    _lesson(first)
+    statuses = _lesson(second)
+    assert "from the server's cache" in statuses[-1]
+    assert _same(_routers(first), _routers(second))
+    assert second.bench.merges["wemoe"].model is not first.bench.merges["wemoe"].model
+    tables = [list(handlers.evaluate(s))[-1] for s in (first, second)]
+    assert tables[0][0].data.equals(tables[1][0].data)
+    assert "came from the server's cache" in tables[1][2]
+
+
+def test_two_sessions_adapting_copies_of_the_same_default_merge_stay_apart(config):
+    first, second = _student(config), _student(config)
+    for session in (first, second):
+        handlers.merge(session, ["wemoe"], {}, per_task=3)
+    untouched = _routers(second)
+    list(handlers.adapt(first, "wemoe", 3, 1e-2, 3))
+    assert _same(_routers(second), untouched) and not _same(_routers(first), untouched)
+    list(handlers.adapt(second, "wemoe", 3, 5e-2, 3))
+    assert not _same(_routers(first), _routers(second))
+
+
+def test_a_session_runs_one_long_job_at_a_time(config):
+    student = _student(config)
+    handlers.merge(student, ["wemoe"], {}, per_task=3)
+    running = handlers.adapt(student, "wemoe", 50, 1e-2, 3)
+    next(running)
+    with pytest.raises(Exception, match="already adapting"):
+        next(handlers.evaluate(student))
+    running.close()
+    assert list(handlers.evaluate(student))  # the slot is free again
+
+
+def test_a_closed_tab_frees_its_session(config):
+    student = _student(config)
+    student.session_hash = "tab-1"
+    _lesson(student)
+    bench = weakref.ref(student.bench)
+    model = weakref.ref(student.bench.merges["wemoe"].model)
+    assert config.shared.close("tab-1") == 1
+    gc.collect()
+    assert student.bench is None and bench() is None and model() is None
+
+
+def test_idle_merges_are_dropped_with_a_message_and_busy_sessions_are_kept(config):
+    idle, busy = _student(config), _student(config)
+    for session in (idle, busy):
+        handlers.merge(session, ["wemoe"], {}, per_task=3)
+    busy.claim_long("adapting")
+    assert config.shared.sweep(idle_seconds=60, now=time.monotonic() + 3600) == 1
+    assert idle.bench.merges == {} and "wemoe" in busy.bench.merges
+    with pytest.raises(Exception, match="Merge with WEMoE first"):
+        next(handlers.adapt(idle, "wemoe", 3, 1e-2, 3))
+
+
+def test_heavy_work_is_refused_with_a_message_above_the_memory_budget(config):
+    student = _student(config)
+    handlers.merge(student, ["wemoe"], {}, per_task=3)
+    config.shared.memory_budget_mb = 1.0
+    try:
+        with pytest.raises(Exception, match="Try again in a minute"):
+            next(handlers.adapt(student, "wemoe", 3, 1e-2, 3))
+        assert "wemoe" in student.bench.merges  # nothing the student had is lost
+    finally:
+        config.shared.memory_budget_mb = 8192
+
+
+def test_a_classification_is_not_queued_behind_long_jobs(config):
+    demo = build_demo(config)
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        others = [Client(demo.local_url, verbose=False) for _ in range(3)]
+        for client in others:
+            client.predict(zoo="tiny", api_name="/load_zoo")
+            client.predict(methods=["wemoe"], images_per_task=3, api_name="/merge")
+        jobs = [c.submit(target="wemoe", steps=5000, lr=1e-3, images_per_task=3, api_name="/adapt") for c in others]
+        deadline = time.monotonic() + 120
+        while sum(bool(j.outputs()) for j in jobs) < 2 and time.monotonic() < deadline:  # both long slots are busy
+            time.sleep(0.05)
+        student = Client(demo.local_url, verbose=False)
+        student.predict(zoo="tiny", api_name="/load_zoo")
+        result = student.predict(example="task0/example0.png", api_name="/classify_example")
+        assert result[1] is not None
+        assert not any(job.done() for job in jobs)  # the classification came back while all long jobs still ran
+        for client, job in zip(others, jobs):
+            client.predict(api_name="/cancel")
+            job.cancel()
+    finally:
+        demo.close()
