@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import wemoe  # noqa: F401  (the torchvision shim, before anything imports open_clip)
 from app import AppConfig, build_demo  # the package app/, not this file
+from app.warm import start_warming
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-checkpoint-size", default=None,
                         help="largest checkpoint or task upload, e.g. 8gb, none for no limit (default: "
                              "$WEMOE_MAX_CHECKPOINT_SIZE, else 1gb on Hugging Face Spaces and 8gb elsewhere)")
+    parser.add_argument("--no-warm", action="store_true",
+                        help="do not compute the default lesson in the background at start-up (it fills the shared "
+                             "cache so that a class gets it at once)")
     return parser.parse_args(argv)
 
 
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     config = make_config(args)
     demo = build_demo(config)
+    config.shared.start_sweeper(idle_seconds=60 * config.idle_minutes)
+    if not args.no_warm and os.environ.get("MERGE_EXPLORER_WARM", "1") != "0":
+        start_warming(config)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=args.port, max_file_size=config.max_file_size, show_error=False)
 

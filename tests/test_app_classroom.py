@@ -138,3 +138,17 @@ def test_a_classification_is_not_queued_behind_long_jobs(config):
             job.cancel()
     finally:
         demo.close()
+
+
+def test_the_warmed_default_lesson_is_what_a_student_then_gets_from_the_cache(config):
+    from app.warm import DEFAULT_LR, DEFAULT_PER_TASK, warm_default_lesson
+
+    warm_default_lesson(config)
+    student = _student(config)
+    status = handlers.merge(student, ["task_arithmetic", "wemoe"], {}, DEFAULT_PER_TASK, config.default_steps)
+    assert status.count("from the server's cache") == 2
+    statuses = [s for s, _ in handlers.adapt(student, "wemoe", config.default_steps, DEFAULT_LR, DEFAULT_PER_TASK,
+                                             loss=config.default_loss)]
+    assert "from the server's cache" in statuses[-1]
+    note = list(handlers.evaluate(student))[-1][2]
+    assert "came from the server's cache: experts, pretrained, task_arithmetic, wemoe" in note

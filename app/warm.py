@@ -1,0 +1,53 @@
+"""Warm the default lesson at start-up: the page's defaults computed once, in the background, into the shared cache.
+
+A class opening the page at once asks for the same default lesson (load the pocket zoo, merge task arithmetic +
+WEMoE, adapt with the defaults, evaluate, map the routing). Run through the handlers on a session of its own, exactly
+as a student's clicks run, it fills the cache with the same keys; students who arrive while it runs wait for the
+computation in flight instead of starting their own. It never delays the first page: it starts in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from app import handlers
+from app.session import AppConfig, Session
+
+log = logging.getLogger(__name__)
+DEFAULT_LR = 1e-3  # the page's learning-rate box
+DEFAULT_PER_TASK = 16  # the page's images-per-task slider
+
+
+def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_arithmetic", "wemoe")) -> float:
+    """Run the page's default lesson once (results land in ``config.shared``); returns the seconds it took."""
+    start = time.perf_counter()
+    session = Session()
+    try:
+        handlers.load_zoo(session, config, config.default_zoo)
+        handlers.merge(session, list(methods), {}, DEFAULT_PER_TASK, config.default_steps)
+        for _ in handlers.adapt(session, "wemoe", config.default_steps, DEFAULT_LR, DEFAULT_PER_TASK,
+                                loss=config.default_loss):
+            pass
+        for _ in handlers.evaluate(session):
+            pass
+        for _ in handlers.routing(session, "pca", config):
+            pass
+    finally:
+        session.close()
+    return time.perf_counter() - start
+
+
+def start_warming(config: AppConfig) -> threading.Thread:
+    """:func:`warm_default_lesson` in a daemon thread; a failure is logged, never raised (the app works without)."""
+
+    def run() -> None:
+        try:
+            log.info("default lesson warmed in %.1f s", warm_default_lesson(config))
+        except Exception:  # noqa: BLE001 - warming is an optimisation: log and serve anyway
+            log.exception("warming the default lesson failed; sessions compute it themselves")
+
+    thread = threading.Thread(target=run, name="warm-default-lesson", daemon=True)
+    thread.start()
+    return thread
