@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app import figures
-from app.gpu import adapt_device
+from app.gpu import adapt_device, chunk_steps, zero_gpu, zero_gpu_runner
 from app.shared import MemoryBudgetExceeded, Shared
 from app.session import CUSTOM, AppConfig, Session
 from wemoe.adapt import DEFAULT_LOSS, LOSSES
@@ -514,6 +515,10 @@ def adapt(
     Cancel (:func:`cancelled`, or closing the generator) stops it between steps; the routers keep the last
     finished step. ``chained``: this run follows a merge (:func:`adapt_after_merge`), so a Cancel that came during
     that merge stops it too.
+
+    On ZeroGPU the steps run in GPU calls of :func:`app.gpu.chunk_steps` steps each (sized from the measured time per
+    step); Cancel then stops at the end of the running chunk, and a call that runs out of GPU time leaves the routers
+    of the last finished chunk, with a message saying how many steps were done.
     """
     bench = _bench(session)
     if not isinstance(target, str) or target not in bench.merges:
@@ -541,18 +546,35 @@ def adapt(
             note = (f"Adapting {target}: {steps} steps, about {known * steps:.0f} s on this {_device_name()} "
                     f"({known:.3f} s per step measured)...")
             yield note, curve()
-        records = bench.adapt(target, steps=steps, lr=lr, per_task=per_task, device=adapt_device(), loss=loss)
-        last_yield, stopped = 0.0, False
+        chunk, options = 0, {"device": adapt_device()}
+        if zero_gpu():  # each chunk in a ZeroGPU call, sized from the measured (CPU: pessimistic) time per step
+            per_step = known if known is not None else measure_step(session, target, per_task)
+            chunk = chunk_steps(per_step)
+            options = {"device": None, "runner": zero_gpu_runner(per_step), "chunk_steps": chunk}
+        records = bench.adapt(target, steps=steps, lr=lr, per_task=per_task, loss=loss, stop=session.stop.is_set,
+                              **options)
+        last_yield, stopped, out_of_time = 0.0, False, None
         with friendly(f"Adapting {target}"), contextlib.closing(records):
             while True:
                 with busy(session):
-                    if session.stop.is_set():  # checked under the lock: Cancel, waiting for it, counts exactly
+                    # checked under the lock: Cancel, waiting for it, counts exactly (in chunks: at a chunk's end,
+                    # where the model and its history agree)
+                    if session.stop.is_set() and (not chunk or ran % chunk == 0):
                         stopped = True
                         break
-                    record = next(records, None)
+                    try:
+                        record = next(records, None)
+                    except WemoeError:
+                        raise
+                    except Exception as error:  # noqa: BLE001 - a GPU call that failed or ran out of time
+                        if not chunk:
+                            raise
+                        log.warning("adaptation chunk failed after %d steps: %s", ran, error)
+                        out_of_time, record = error, None
                     kept = losses.setdefault(target, [])
                     kept.extend([loss] * (len(result.history) - len(kept)))
                 if record is None:
+                    stopped = stopped or session.stop.is_set()  # Cancel while waiting for another session's same run
                     break
                 ran, elapsed = ran + 1, record.elapsed
                 start_loss = record.loss if start_loss is None else start_loss
@@ -574,6 +596,11 @@ def adapt(
         session.finish(job)
     change = (f"loss {start_loss:.3f} -> {result.history[-1].loss:.3f}" if ran else "no step run")
     session.reset_results()
+    if out_of_time is not None:
+        yield (f"**Out of GPU time after {ran} of {steps} steps** ({change}): the {target} routers are kept as they "
+               f"were after step {result.adapt_steps}, the last finished chunk. Log in to Hugging Face for more GPU "
+               f"quota, or adapt again with fewer steps. ({_first_line(out_of_time)})"), curve()
+        return
     if stopped:
         yield (f"Stopped after {ran} of {steps} steps ({change}). The {target} routers are kept as they were after "
                f"step {result.adapt_steps}."), curve()
@@ -583,6 +610,12 @@ def adapt(
                f"the same settings (it took {elapsed:.1f} s then), so it came from the server's cache at once."), curve()
         return
     yield (f"Adapted {target}: {ran} steps in {elapsed:.1f} s, {change} ({result.adapt_steps} steps in all)."), curve()
+
+
+def _first_line(error: BaseException, width: int = 200) -> str:
+    """An error's first line, at most ``width`` characters (a worker's error carries its whole traceback)."""
+    text = str(getattr(error, "message", None) or error or type(error).__name__).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:width]
 
 
 def adapt_after_merge(
@@ -791,56 +824,76 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
     compact one (the merged model and the expert of the task, rows in rank order) unless the session shows every model
     (:func:`prediction_view`); the full one is kept in ``session.predictions``.
     """
-    from wemoe.routing import features_and_routing, top_k, top_k_from_features
-    from wemoe.task_images import encode_images
-
     bench = _bench(session)
     task_choice = task_choice or AUTO_TASK
     if task_choice != AUTO_TASK and task_choice not in bench.task_names:
         raise gr.Error(f"Unknown task {task_choice!r}. Choose one of: {', '.join(bench.task_names)}.")
     with friendly("Classifying the image"), busy(session):
-        batch = encode_images([image], bench.zoo.preprocess)
-        wemoe_name = _wemoe_merge(session)
-        guess = None
-        known_features = {}  # one pass through the WEMoE tower gives its routing and its predictions
-        if wemoe_name is not None:
-            tower = bench.merges[wemoe_name].model
-            known_features[wemoe_name], routing = features_and_routing(tower, batch)
-            guess, guess_text = _routing_guess(session, wemoe_name, routing, config)
-            layers = sorted(routing_layers(tower))
-            heatmap = figures.routing_heatmap(routing[0].numpy(), layers, bench.task_names,
-                                              f"Routing of this image ({wemoe_name})")
-        else:
-            guess_text = "_No guess: merge with WEMoE to see which task the routers think this image is from._"
-            heatmap = figures.empty_figure("Merge with WEMoE to see this image's routing per layer.")
-        task = task_choice if task_choice != AUTO_TASK else guess
-        if task is not None:
-            head = bench.heads()[task]
-            classnames = next(t.classnames for t in bench.tasks if t.name == task)
-            how = "chosen by you" if task_choice != AUTO_TASK else "the routers' guess"
-            guess_text += f"\n\nPredictions use the head of **{task}** ({how})."
-        else:
-            head, classnames = _joint_head(session)
-            guess_text += (f"\n\nPredictions use the classes of **{ALL_TASKS}** (no task guessed); choose a task above "
-                           "to use its head.")
-        towers = [("pretrained", bench.zoo.visual)]
-        towers += [(name, result.model) for name, result in bench.merges.items()]
-        experts = {t: f"expert {short}" for t, short in zip(bench.task_names, figures.short_names(bench.task_names))}
-        towers += [(experts[t], _expert_tower(session, t)) for t in bench.task_names]
-        columns = {}
-        for name, tower in towers:
-            if name in known_features:
-                ranked = top_k_from_features(known_features[name], head, classnames, k=5)[0]
-            else:
-                ranked = top_k(tower, batch, head, classnames, k=5)[0]
-            columns[name] = [f"{c} ({100 * p:.1f}%)" for c, p in ranked]
-        depth = max(len(v) for v in columns.values())
-        table = pd.DataFrame({"rank": list(range(1, depth + 1)), **{k: v + [""] * (depth - len(v)) for k, v in columns.items()}})
+        key = _prediction_key(session, image, task_choice, config)
+        (table, guess_text, heatmap, task), _ = bench.cached(
+            key, lambda: _predictions(session, image, task_choice, config))
+    experts = {t: f"expert {short}" for t, short in zip(bench.task_names, figures.short_names(bench.task_names))}
     merged = _merged_name(session)  # compact: no rank column (the rows are in rank order), so it fits a phone
     session.prediction_columns = [merged or "pretrained", experts[task] if task is not None else "pretrained"]
     session.predictions = table
     session.image = image
     return enlarged(image), prediction_view(session), guess_text, heatmap
+
+
+def _prediction_key(session: Session, image: Image.Image, task_choice: str, config: AppConfig) -> tuple | None:
+    """What a classification depends on: the image's pixels, the task chosen, every merge as made (None: a merge the
+    cache does not know, e.g. a custom zoo's), the routing reference images. Equal keys give equal predictions."""
+    keys = tuple((name, session.bench.merge_key(name)) for name in session.bench.merges)
+    if any(key is None for _, key in keys):
+        return None
+    pixels = hashlib.sha256(image.tobytes()).hexdigest()
+    return ("predict", pixels, image.size, image.mode, task_choice, keys, config.centroid_per_task)
+
+
+def _predictions(session: Session, image: Image.Image, task_choice: str, config: AppConfig) -> tuple:
+    """(every model's top-5 table, the guess text, the routing heatmap, the task whose head was used)."""
+    from wemoe.routing import features_and_routing, top_k, top_k_from_features
+    from wemoe.task_images import encode_images
+
+    bench = session.bench
+    batch = encode_images([image], bench.zoo.preprocess)
+    wemoe_name = _wemoe_merge(session)
+    guess = None
+    known_features = {}  # one pass through the WEMoE tower gives its routing and its predictions
+    if wemoe_name is not None:
+        tower = bench.merges[wemoe_name].model
+        known_features[wemoe_name], routing = features_and_routing(tower, batch)
+        guess, guess_text = _routing_guess(session, wemoe_name, routing, config)
+        layers = sorted(routing_layers(tower))
+        heatmap = figures.routing_heatmap(routing[0].numpy(), layers, bench.task_names,
+                                          f"Routing of this image ({wemoe_name})")
+    else:
+        guess_text = "_No guess: merge with WEMoE to see which task the routers think this image is from._"
+        heatmap = figures.empty_figure("Merge with WEMoE to see this image's routing per layer.")
+    task = task_choice if task_choice != AUTO_TASK else guess
+    if task is not None:
+        head = bench.heads()[task]
+        classnames = next(t.classnames for t in bench.tasks if t.name == task)
+        how = "chosen by you" if task_choice != AUTO_TASK else "the routers' guess"
+        guess_text += f"\n\nPredictions use the head of **{task}** ({how})."
+    else:
+        head, classnames = _joint_head(session)
+        guess_text += (f"\n\nPredictions use the classes of **{ALL_TASKS}** (no task guessed); choose a task above "
+                       "to use its head.")
+    towers = [("pretrained", bench.zoo.visual)]
+    towers += [(name, result.model) for name, result in bench.merges.items()]
+    experts = {t: f"expert {short}" for t, short in zip(bench.task_names, figures.short_names(bench.task_names))}
+    towers += [(experts[t], _expert_tower(session, t)) for t in bench.task_names]
+    columns = {}
+    for name, tower in towers:
+        if name in known_features:
+            ranked = top_k_from_features(known_features[name], head, classnames, k=5)[0]
+        else:
+            ranked = top_k(tower, batch, head, classnames, k=5)[0]
+        columns[name] = [f"{c} ({100 * p:.1f}%)" for c, p in ranked]
+    depth = max(len(v) for v in columns.values())
+    table = pd.DataFrame({"rank": list(range(1, depth + 1)), **{k: v + [""] * (depth - len(v)) for k, v in columns.items()}})
+    return table, guess_text, heatmap, task
 
 
 def prediction_view(session: Session, show_all: bool | None = None) -> pd.DataFrame:
@@ -922,9 +975,27 @@ def evaluation_names(session: Session, include_oracle: bool = False) -> list[str
     return names
 
 
+def evaluation_scores(session: Session, names: Sequence[str]) -> Iterator[Any]:
+    """The accuracy cells (``wemoe.evaluate.Score``) of models ``names`` on every task, as they are computed.
+
+    Reads the session and changes nothing in it, so on ZeroGPU it can run in the GPU worker (``app.layout``
+    decorates it); :func:`evaluate` builds the table and updates the session from its Scores in the main process.
+    """
+    yield from session.bench.iter_scores(names)
+
+
 @one_long_job("evaluating")
-def evaluate(session: Session, include_oracle: bool = False, progress: Any = _noop_progress) -> Iterator[tuple]:
-    """Evaluate every model on every task, yielding (table, bar chart, note, CSV path, JSON path) as cells arrive."""
+def evaluate(
+    session: Session,
+    include_oracle: bool = False,
+    progress: Any = _noop_progress,
+    scores_of: Callable[[Session, Sequence[str]], Iterator[Any]] = evaluation_scores,
+) -> Iterator[tuple]:
+    """Evaluate every model on every task, yielding (table, bar chart, note, CSV path, JSON path) as cells arrive.
+
+    ``scores_of``: what computes the cells (:func:`evaluation_scores`, on ZeroGPU inside ``spaces.GPU``); the table,
+    the files and ``session.table`` are made here from what it yields.
+    """
     from wemoe.evaluate import table_from_scores
     from wemoe.report import build_report
 
@@ -935,7 +1006,7 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
     scores = []
     guard_memory(session.shared)
     with friendly("Evaluating"):
-        cells = bench.iter_scores(names)
+        cells = scores_of(session, names)
         while True:
             with busy(session):
                 score = next(cells, None)
@@ -964,23 +1035,50 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
 
 
 @one_long_job("mapping the routing")
-def routing(session: Session, method: str = "umap", config: AppConfig | None = None, progress: Any = _noop_progress) -> Iterator[tuple]:
-    """Per-task routing heatmaps, adaptation curves and the 2-D feature map (PCA first, then UMAP if asked)."""
-    from wemoe.routing import embed_2d
+def routing(
+    session: Session,
+    method: str = "umap",
+    config: AppConfig | None = None,
+    progress: Any = _noop_progress,
+    maps_of: Callable[[Session, str, str, AppConfig], Iterator[tuple]] | None = None,
+) -> Iterator[tuple]:
+    """Per-task routing heatmaps, adaptation curves and the 2-D feature map (PCA first, then UMAP if asked).
 
+    ``maps_of``: what computes them (:func:`routing_maps`, on ZeroGPU inside ``spaces.GPU``); the checks, the
+    session's lock and its one long job stay here in the main process.
+    """
     config = config or AppConfig()
-    bench = _bench(session)
+    _bench(session)
     name = _wemoe_merge(session)
     if name is None:
         raise gr.Error("Merge with WEMoE first (step 2): routing belongs to the WEMoE routers.")
     if not isinstance(method, str) or method not in {"umap", "pca"}:
         raise gr.Error(f"Unknown map {method!r}: choose umap or pca.")
-    result = bench.merges[name]
-    histories = {n: r.history for n, r in bench.merges.items() if r.history}
     with friendly("Analysing the routing"):
         progress(0.1, desc="routing the test images")
         guard_memory(session.shared)
-        with busy(session):
+        maps = (maps_of or routing_maps)(session, name, method, config)
+        with busy(session):  # the test images through the routers: the models must not change meanwhile
+            first = next(maps)
+        progress(0.7 if method == "umap" else 1.0, desc="UMAP map (the first run compiles numba code)")
+        yield first
+        yield from maps
+
+
+def routing_maps(session: Session, name: str, method: str, config: AppConfig) -> Iterator[tuple]:
+    """(heatmaps, loss curve, entropy curve, feature map, note) of WEMoE merge ``name``: with the PCA map first,
+    then (``method`` umap) the UMAP one.
+
+    Reads the session and changes nothing in it, so on ZeroGPU it can run in the GPU worker; the caller
+    (:func:`routing`) holds the session's lock for the first item (the pass through the routers).
+    """
+    from wemoe.routing import embed_2d
+
+    bench = session.bench
+    result = bench.merges[name]
+    histories = {n: r.history for n, r in bench.merges.items() if r.history}
+    if True:
+        if True:
             analysis, from_cache = bench.routing_analysis(name, config.routing_per_task)
             merge_key = bench.merge_key(name)
 
@@ -1000,11 +1098,9 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
                 "favourite experts follow those groups?")
         if from_cache:
             note += " Computed earlier with the same settings: the routing came from the server's cache."
-        progress(0.5, desc="PCA map")
         pca = figures.feature_maps(embedding("pca"), analysis.labels, dominant, "pca")
         yield heat, curve, entropy, pca, note + (" UMAP is computing (the first run compiles it: up to a minute)..." if method == "umap" else "")
         if method == "umap":
-            progress(0.7, desc="UMAP map (the first run compiles numba code)")
             points = embedding("umap")
             yield heat, curve, entropy, figures.feature_maps(points, analysis.labels, dominant, "umap"), note
 

@@ -23,7 +23,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from wemoe.adapt import DEFAULT_LOSS, DEFAULT_LR, DEFAULT_PER_TASK, DEFAULT_STEPS, AdaptStep, adapt, resolve_settings
+from wemoe.adapt import (
+    DEFAULT_LOSS,
+    DEFAULT_LR,
+    DEFAULT_PER_TASK,
+    DEFAULT_STEPS,
+    AdaptStep,
+    ChunkRunner,
+    adapt,
+    adapt_in_chunks,
+    resolve_settings,
+)
 from wemoe.adaptive import routes, trainable_parameters
 from wemoe.errors import MethodError
 from wemoe.evaluate import Model, Score, iter_scores, table_from_scores
@@ -183,14 +193,23 @@ class Workbench:
         device: str | None = None,
         loss: str = DEFAULT_LOSS,
         fabric: Any | None = None,
+        runner: ChunkRunner | None = None,
+        chunk_steps: int = 0,
+        stop: Callable[[], bool] | None = None,
     ) -> Iterator[AdaptStep]:
         """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step.
+
+        ``runner``: run the adaptation in chunks of ``chunk_steps`` steps with :func:`wemoe.adapt.adapt_in_chunks`,
+        each chunk by ``runner`` (e.g. a ZeroGPU call that returns its checkpoint); bitwise the same run, and a chunk
+        that fails leaves the model at the last finished chunk.
 
         ``fabric``: a launched Lightning Fabric (``wemoe.distributed.start_fabric``) to adapt on all its ranks, each
         taking its share of every step's images (call it on every rank; ``device`` is then the rank's own).
 
         With a cache, a run with the same inputs as one finished before is not recomputed: its trainable state is
         loaded and its records are yielded at once (``from_cache``). A run stopped early or diverged is not cached.
+        While the same run is being computed for another workbench this one waits for it; ``stop`` (checked while
+        waiting) lets the caller give up, leaving the model as it was.
         """
         if name not in self.merges:
             raise MethodError(f"There is no {name!r} merge to adapt yet: merge with wemoe or adamerging first.")
@@ -207,12 +226,14 @@ class Workbench:
                 return
             if action == "compute":
                 break
+            if stop is not None and stop():  # the caller gave up waiting (Cancel): nothing happened to the model
+                return
             found.done.wait(0.5)  # the same run is being computed for someone else: wait for it
         flight = found if key is not None else None
         records: list[AdaptStep] = []
         finished = False
         try:
-            yield from self._run(result, settings, device, records, fabric)
+            yield from self._run(result, settings, device, records, fabric, runner, chunk_steps)
             finished = True
         finally:
             result.key, result.from_cache = (key if finished else None), False
@@ -224,11 +245,20 @@ class Workbench:
                     self.cache.abandon((self.cache_key, *key), flight)
 
     def _run(
-        self, result: MergeResult, settings: Mapping[str, Any], device: str | None, records: list, fabric: Any = None
+        self,
+        result: MergeResult,
+        settings: Mapping[str, Any],
+        device: str | None,
+        records: list,
+        fabric: Any = None,
+        runner: ChunkRunner | None = None,
+        chunk_steps: int = 0,
     ) -> Iterator:
         data, heads = self.data(), self.heads()
         previous = 0.0
-        if fabric is None:
+        if runner is not None:
+            steps = adapt_in_chunks(result.model, data, heads, settings, chunk_steps or settings["steps"], runner)
+        elif fabric is None:
             steps = adapt(result.model, data, heads, device=device, **settings)
         else:
             from wemoe.distributed import adapt_distributed
