@@ -189,7 +189,7 @@ def _seeded_linear(in_features: int, out_features: int, generator: torch.Generat
     """``nn.Linear``'s own initialisation (Kaiming-uniform weight, uniform bias), drawn from ``generator``.
 
     Drawn in the order ``nn.Linear.reset_parameters`` draws, so a generator seeded s gives the weights that
-    ``torch.manual_seed(s)`` followed by ``nn.Linear(...)`` gives.
+    seeding the global generator with s and then building ``nn.Linear(...)`` gives.
     """
     layer = nn.Linear(in_features, out_features, device="meta").to_empty(device="cpu")
     with torch.no_grad():
