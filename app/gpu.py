@@ -59,20 +59,43 @@ def chunk_seconds(seconds_per_step: float, k: int, limit: float = GPU_CALL_SECON
     return min(float(limit), START_SECONDS + k * max(float(seconds_per_step), 1e-6) * STEP_MARGIN)
 
 
+def _run_chunk(model: Any, data: Any, heads: Any, checkpoint: Any, k: int, seconds_per_step: float,
+               limit: float) -> list:
+    from wemoe.adapt import run_chunk
+
+    return list(run_chunk(model, data, heads, checkpoint, k))
+
+
+def _chunk_duration(model: Any, data: Any, heads: Any, checkpoint: Any, k: int, seconds_per_step: float,
+                    limit: float) -> float:
+    return chunk_seconds(seconds_per_step, k, limit)
+
+
+_decorated: dict[int, Callable[..., list]] = {}
+
+
+def gpu_chunk() -> Callable[..., list]:
+    """The one GPU function of chunked adaptation, ``spaces.GPU``-decorated once per ``spaces`` module (call it at
+    start-up, as ZeroGPU wants its functions decorated before the app launches)."""
+    import sys
+
+    key = id(sys.modules.get("spaces"))
+    if key not in _decorated:
+        _decorated[key] = on_gpu(_chunk_duration)(_run_chunk)
+    return _decorated[key]
+
+
 def zero_gpu_runner(seconds_per_step: float, limit: float = GPU_CALL_SECONDS) -> Callable[..., list]:
     """A chunk runner for :func:`wemoe.adapt.adapt_in_chunks`: ``runner(model, data, heads, checkpoint, k)`` runs up
     to ``k`` steps on the default device (CUDA in a ZeroGPU worker) and returns their AdaptSteps then the new
     Checkpoint as one list (the worker's in-place changes are lost; the checkpoint carries the state back).
 
-    Decorated with ``spaces.GPU`` where the package imports, its ``duration`` sized from ``seconds_per_step``
-    (:func:`chunk_seconds`); elsewhere it runs in this process.
+    The steps run in :func:`gpu_chunk` (``spaces.GPU`` where the package imports), its ``duration`` sized from
+    ``seconds_per_step`` (:func:`chunk_seconds`); elsewhere they run in this process.
     """
-    from wemoe.adapt import run_chunk
+    chunk = gpu_chunk()
 
-    def duration(model: Any, data: Any, heads: Any, checkpoint: Any, k: int) -> float:
-        return chunk_seconds(seconds_per_step, k, limit)
+    def runner(model: Any, data: Any, heads: Any, checkpoint: Any, k: int) -> list:
+        return chunk(model, data, heads, checkpoint, k, seconds_per_step, limit)
 
-    def run(model: Any, data: Any, heads: Any, checkpoint: Any, k: int) -> list:
-        return list(run_chunk(model, data, heads, checkpoint, k))
-
-    return on_gpu(duration)(run)
+    return runner

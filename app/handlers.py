@@ -1077,32 +1077,30 @@ def routing_maps(session: Session, name: str, method: str, config: AppConfig) ->
     bench = session.bench
     result = bench.merges[name]
     histories = {n: r.history for n, r in bench.merges.items() if r.history}
-    if True:
-        if True:
-            analysis, from_cache = bench.routing_analysis(name, config.routing_per_task)
-            merge_key = bench.merge_key(name)
+    analysis, from_cache = bench.routing_analysis(name, config.routing_per_task)
+    merge_key = bench.merge_key(name)
 
-        def embedding(kind: str):
-            key = None if merge_key is None else ("embedding", merge_key, config.routing_per_task, kind)
-            return bench.cached(key, lambda: embed_2d(analysis.features, kind, seed=0))[0]
+    def embedding(kind: str):
+        key = None if merge_key is None else ("embedding", merge_key, config.routing_per_task, kind)
+        return bench.cached(key, lambda: embed_2d(analysis.features, kind, seed=0))[0]
 
-        tasks = list(dict.fromkeys(analysis.labels))
-        heat = figures.task_routing_heatmaps(analysis.task_average().numpy(), tasks, analysis.layers, analysis.task_names)
-        curve = figures.loss_curve(histories, session.step_losses)
-        entropy = figures.task_entropy_curve(result.history, name)
-        dominant = analysis.dominant_expert()
-        agree = sum(d == t for d, t in zip(dominant, analysis.labels)) / len(dominant)
-        note = (f"{len(analysis.labels)} test images of {len(tasks)} tasks through {name} after {result.adapt_steps} "
-                f"adaptation steps. For {100 * agree:.0f}% of them the most-weighted expert (layer average) is their own "
-                "task's expert. Left map: images of one task should form a group; right map: do the routers' "
-                "favourite experts follow those groups?")
-        if from_cache:
-            note += " Computed earlier with the same settings: the routing came from the server's cache."
-        pca = figures.feature_maps(embedding("pca"), analysis.labels, dominant, "pca")
-        yield heat, curve, entropy, pca, note + (" UMAP is computing (the first run compiles it: up to a minute)..." if method == "umap" else "")
-        if method == "umap":
-            points = embedding("umap")
-            yield heat, curve, entropy, figures.feature_maps(points, analysis.labels, dominant, "umap"), note
+    tasks = list(dict.fromkeys(analysis.labels))
+    heat = figures.task_routing_heatmaps(analysis.task_average().numpy(), tasks, analysis.layers, analysis.task_names)
+    curve = figures.loss_curve(histories, session.step_losses)
+    entropy = figures.task_entropy_curve(result.history, name)
+    dominant = analysis.dominant_expert()
+    agree = sum(d == t for d, t in zip(dominant, analysis.labels)) / len(dominant)
+    note = (f"{len(analysis.labels)} test images of {len(tasks)} tasks through {name} after {result.adapt_steps} "
+            f"adaptation steps. For {100 * agree:.0f}% of them the most-weighted expert (layer average) is their own "
+            "task's expert. Left map: images of one task should form a group; right map: do the routers' "
+            "favourite experts follow those groups?")
+    if from_cache:
+        note += " Computed earlier with the same settings: the routing came from the server's cache."
+    pca = figures.feature_maps(embedding("pca"), analysis.labels, dominant, "pca")
+    yield heat, curve, entropy, pca, note + (" UMAP is computing (the first run compiles it: up to a minute)..." if method == "umap" else "")
+    if method == "umap":
+        points = embedding("umap")
+        yield heat, curve, entropy, figures.feature_maps(points, analysis.labels, dominant, "umap"), note
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from app import figures, handlers, texts
-from app.gpu import on_gpu
+from app.gpu import gpu_chunk, on_gpu
 from app.session import CUSTOM, AppConfig, Session, close_session
 
 ADAPT_LOSS_CHOICES = [
@@ -385,18 +385,22 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         all_models.change(handlers.prediction_view, [session, all_models], [predictions], api_name="prediction_view",
                           **LIGHT)
 
+        # on ZeroGPU only the computing parts run in the GPU worker: they yield results, the session is updated here
+        gpu_chunk()  # adaptation chunks' GPU function, decorated at start-up
+        evaluation_scores = on_gpu(duration=120)(handlers.evaluation_scores)
+        routing_maps = on_gpu(duration=120)(handlers.routing_maps)
+
         @quiet
-        @on_gpu(duration=120)
         def evaluate_event(state, oracle=False):
-            yield from _reported(handlers.evaluate(state, oracle), width=5, status=2, first="Evaluating...")
+            yield from _reported(handlers.evaluate(state, oracle, scores_of=evaluation_scores), width=5, status=2,
+                                 first="Evaluating...")
 
         evaluate_button.click(evaluate_event, [session, oracle], [table, bars, table_note, csv_file, json_file],
                               api_name="evaluate", preprocess=False, show_progress_on=[table_note], **LONG)
 
         @quiet
-        @on_gpu(duration=120)
         def routing_event(state, feature_map="umap"):
-            yield from _reported(handlers.routing(state, feature_map, config), width=5, status=4,
+            yield from _reported(handlers.routing(state, feature_map, config, maps_of=routing_maps), width=5, status=4,
                                  first="Routing the test images through the WEMoE model...")
 
         routing_button.click(routing_event, [session, map_method], [task_heat, curve, entropy, feature_map, routing_note],
