@@ -7,6 +7,7 @@ user presses 'Load zoo'. Serves on 127.0.0.1 locally, on 0.0.0.0 on Spaces (SPAC
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ def make_config(args: argparse.Namespace) -> AppConfig:
 def main(argv: list[str] | None = None) -> None:
     """Build and serve the app (queue on, upload size limited)."""
     args = parse_args(argv)
+    logging.basicConfig(level=os.environ.get("MERGE_EXPLORER_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     config = make_config(args)
     demo = build_demo(config)

@@ -551,6 +551,16 @@ def adapt(
             per_step = known if known is not None else measure_step(session, target, per_task)
             chunk = chunk_steps(per_step)
             options = {"device": None, "runner": zero_gpu_runner(per_step), "chunk_steps": chunk}
+        # Another session computing this very run: watch it without holding this session's lock, so that this
+        # student's classifications go on meanwhile; the run then comes from the cache.
+        last_yield = 0.0
+        for shared_progress in bench.waiting_for_run(target, steps=steps, lr=lr, per_task=per_task, loss=loss):
+            if session.stop.is_set():
+                break
+            if time.perf_counter() - last_yield >= update_every:
+                last_yield = time.perf_counter()
+                yield (f"Another session is computing this same adaptation ({target}, {steps} steps, the same "
+                       f"settings): {shared_progress}. You get its result as soon as it is done."), curve()
         records = bench.adapt(target, steps=steps, lr=lr, per_task=per_task, loss=loss, stop=session.stop.is_set,
                               **options)
         last_yield, stopped, out_of_time = 0.0, False, None

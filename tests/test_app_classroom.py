@@ -152,3 +152,25 @@ def test_the_warmed_default_lesson_is_what_a_student_then_gets_from_the_cache(co
     assert "from the server's cache" in statuses[-1]
     note = list(handlers.evaluate(student))[-1][2]
     assert "came from the server's cache: experts, pretrained, task_arithmetic, wemoe" in note
+
+
+def test_a_student_waiting_for_anothers_same_adaptation_can_classify_meanwhile(config):
+    from PIL import Image
+
+    first, second = _student(config), _student(config)
+    for session in (first, second):
+        handlers.merge(session, ["wemoe"], {}, per_task=3)
+    running = handlers.adapt(first, "wemoe", 20, 1e-2, 3, update_every=0.0)
+    while "step 1/20" not in next(running)[0]:  # the first student computes the run (paused after its first step)
+        pass
+    waiting = handlers.adapt(second, "wemoe", 20, 1e-2, 3, update_every=0.0)
+    status = next(waiting)[0]
+    if status.startswith("Adapting wemoe: 20 steps, about"):  # the estimate from the step time measured at merging
+        status = next(waiting)[0]
+    assert status.startswith("Another session is computing this same adaptation (wemoe, 20 steps")
+    # the waiting student's session is not locked: a classification answers now (busy() would raise after 120 s)
+    shown = handlers.predict(second, Image.new("RGB", (8, 8), (200, 30, 30)), None, config)
+    assert shown[1] is not None
+    list(running)
+    assert "from the server's cache" in list(waiting)[-1][0]
+    assert _same(_routers(first), _routers(second))

@@ -154,3 +154,22 @@ def test_a_failed_computation_stores_nothing_and_the_next_caller_computes():
     assert "k" not in cache
     assert cache.get_or_compute("k", lambda: 42) == (42, False)
     assert cache.get_or_compute("k", lambda: 0) == (42, True)
+
+
+def test_a_second_session_watches_the_run_in_flight_without_claiming_it_then_gets_it_from_the_cache(shared):
+    loaded, cache = shared
+    owner, waiter = Workbench.sharing(loaded, cache, "z"), Workbench.sharing(loaded, cache, "z")
+    for bench in (owner, waiter):
+        bench.merge("wemoe")
+    assert list(waiter.waiting_for_run("wemoe", **RUN)) == []  # nothing in flight: nothing to wait for
+    running = owner.adapt("wemoe", **RUN)
+    next(running)  # the owner has claimed the run and finished its first step; it pauses here
+    watching = waiter.waiting_for_run("wemoe", **RUN, every=0.01)
+    assert next(watching).startswith(f"step 1/{RUN['steps']}, loss ")
+    assert next(watching).startswith("step 1/")  # watching claims nothing: the flight is still the owner's
+    other = waiter.waiting_for_run("wemoe", steps=RUN["steps"] + 1, lr=RUN["lr"], per_task=RUN["per_task"])
+    assert list(other) == []  # another setting is another run: not this one's flight
+    list(running)
+    assert list(watching) == []  # the run finished: the wait ends
+    list(waiter.adapt("wemoe", **RUN))
+    assert waiter.merges["wemoe"].from_cache and _same(_routers(owner), _routers(waiter))

@@ -11,11 +11,15 @@ it. The cache owns its entries; callers treat what they get as read-only (copy b
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Flight:
 
     done: threading.Event = field(default_factory=threading.Event)
     progress: str = ""
+    started: float = field(default_factory=time.perf_counter)
 
 
 class ResultCache:
@@ -54,6 +59,11 @@ class ResultCache:
             self.hits += 1
             return self._entries[key]
 
+    def in_flight(self, key: Hashable) -> Flight | None:
+        """The computation of ``key`` in progress, if any (looks only: claims nothing)."""
+        with self._lock:
+            return self._flights.get(key)
+
     def claim(self, key: Hashable) -> tuple[str, Any]:
         """What to do for ``key``: ``("hit", result)``, ``("compute", flight)`` (yours: call :meth:`finish` or
         :meth:`abandon`), or ``("wait", flight)`` (another caller computes it: wait on ``flight.done``, then claim again).
@@ -79,6 +89,7 @@ class ResultCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight.done.set()
+        log.info("computed %s in %.2f s", _short(key), time.perf_counter() - flight.started)
 
     def abandon(self, key: Hashable, flight: Flight) -> None:
         """Give up a claimed computation (failed or cancelled): nothing is stored; waiters wake and claim again."""
@@ -86,6 +97,7 @@ class ResultCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight.done.set()
+        log.info("abandoned %s after %.2f s", _short(key), time.perf_counter() - flight.started)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], Any], wait_seconds: float = 0.5) -> tuple[Any, bool]:
         """``(result, from_cache)``: the stored result, or ``compute()``'s (stored unless it raises)."""
@@ -108,3 +120,9 @@ class ResultCache:
         """Drop every stored result (computations in flight finish and store theirs)."""
         with self._lock:
             self._entries.clear()
+
+
+def _short(key: Hashable, limit: int = 160) -> str:
+    """A key's repr cut to ``limit`` characters, for the log."""
+    text = repr(key)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -217,8 +217,8 @@ class Workbench:
         if not result.adaptive:
             raise MethodError(f"The {name!r} merge has nothing to adapt: only wemoe and adamerging merges adapt.")
         settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
-        key = None if result.key is None or self.cache is None else (result.key, tuple(settings[k] for k in ADAPT_RUN))
-        key = None if fabric is not None else key  # every rank must take every step: never from the cache
+        # with Fabric every rank must take every step: never from the cache
+        key = None if fabric is not None or self.cache is None else self._run_key(result, settings)
         while key is not None:
             action, found = self.cache.claim((self.cache_key, *key))
             if action == "hit":
@@ -233,7 +233,10 @@ class Workbench:
         records: list[AdaptStep] = []
         finished = False
         try:
-            yield from self._run(result, settings, device, records, fabric, runner, chunk_steps)
+            for record in self._run(result, settings, device, records, fabric, runner, chunk_steps):
+                if flight is not None:  # what sessions waiting for this same run show
+                    flight.progress = f"step {record.step}/{settings['steps']}, loss {record.loss:.3f}"
+                yield record
             finished = True
         finally:
             result.key, result.from_cache = (key if finished else None), False
@@ -243,6 +246,37 @@ class Workbench:
                     self.cache.finish((self.cache_key, *key), flight, AdaptedState(state, tuple(records)))
                 else:
                     self.cache.abandon((self.cache_key, *key), flight)
+
+    def waiting_for_run(
+        self,
+        name: str = "wemoe",
+        steps: int = DEFAULT_STEPS,
+        lr: float = DEFAULT_LR,
+        per_task: int = DEFAULT_PER_TASK,
+        seed: int = 0,
+        loss: str = DEFAULT_LOSS,
+        every: float = 0.5,
+    ) -> Iterator[str]:
+        """While another workbench computes the very run that :meth:`adapt` would start with these settings, yield
+        its progress (e.g. ``"step 12/100, loss 0.513"``) every ``every`` seconds; ends at once when none is running.
+
+        It only watches (claims nothing), so a caller can wait here without holding its own locks and then call
+        :meth:`adapt`, which gets the finished run from the cache; stopping the iteration early is always safe.
+        """
+        if name not in self.merges or self.cache is None or not self.merges[name].adaptive:
+            return
+        settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
+        key = self._run_key(self.merges[name], settings)
+        if key is None:
+            return
+        while (flight := self.cache.in_flight((self.cache_key, *key))) is not None:
+            yield flight.progress or "starting"
+            flight.done.wait(every)
+
+    @staticmethod
+    def _run_key(result: MergeResult, settings: Mapping[str, Any]) -> Hashable | None:
+        """What an adaptation run of ``result`` with ``settings`` depends on (None: not reproducible, not shared)."""
+        return None if result.key is None else (result.key, tuple(settings[k] for k in ADAPT_RUN))
 
     def _run(
         self,
