@@ -48,7 +48,7 @@ from torch import nn  # noqa: E402
 
 from wemoe import fused_kernel  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe import moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe import WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.zoo import Zoo  # noqa: E402
 
 VARIANTS = ("dense", "ours", "ours_torch_ops", "fusionbench")
@@ -112,7 +112,7 @@ def build_zoo(args: argparse.Namespace) -> Zoo:
 
 def build_ours(zoo: Zoo, args: argparse.Namespace) -> nn.Module:
     """Our WEMoE tower, every router given small random weights (seeded) so that each sample routes differently."""
-    tower = upscale_to_wemoe(zoo, init_lambda=args.init_lambda, router_hidden_layers=1)
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.init_lambda, router_hidden_layers=1))
     generator = torch.Generator().manual_seed(args.seed + 2)
     with torch.no_grad():
         for layer in moe_layers(tower).values():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers import tiny_zoo
-from wemoe.moe import WeightEnsemblingMLP, capture_routing, moe_layers, router_parameters, upscale_to_wemoe
+from wemoe.moe import WEMoEConfig, WeightEnsemblingMLP, capture_routing, moe_layers, router_parameters, upscale_to_wemoe
 from wemoe.task_vector import task_vectors
 
 
@@ -23,14 +23,14 @@ def _task_arithmetic_tower(zoo, lam):
 
 def test_untrained_wemoe_equals_task_arithmetic(zoo):
     images = torch.randn(5, 3, 32, 32)
-    moe = upscale_to_wemoe(zoo, init_lambda=0.3)
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3))
     ta = _task_arithmetic_tower(zoo, 0.3)
     with torch.no_grad():
         assert (moe(images) - ta(images)).abs().max() <= 1e-5
 
 
 def test_only_routers_train(zoo):
-    moe = upscale_to_wemoe(zoo, blocks=[1])
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(blocks=[1]))
     trainable = {n for n, p in moe.named_parameters() if p.requires_grad}
     assert trainable and all(".mlp.router." in n for n in trainable)
     assert list(moe_layers(moe)) == [1]
@@ -41,10 +41,10 @@ def test_router_initialisation_follows_the_seed_and_leaves_the_global_random_sta
     torch.manual_seed(123)
     expected_next = torch.rand(1)
     torch.manual_seed(123)
-    first = router_parameters(upscale_to_wemoe(zoo, seed=0))
+    first = router_parameters(upscale_to_wemoe(zoo, WEMoEConfig(seed=0)))
     assert torch.equal(torch.rand(1), expected_next)  # upscaling drew nothing from the global generator
-    again = router_parameters(upscale_to_wemoe(zoo, seed=0))
-    other = router_parameters(upscale_to_wemoe(zoo, seed=1))
+    again = router_parameters(upscale_to_wemoe(zoo, WEMoEConfig(seed=0)))
+    other = router_parameters(upscale_to_wemoe(zoo, WEMoEConfig(seed=1)))
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])  # the hidden layer's random weights differ
 
@@ -65,7 +65,7 @@ def _per_sample_reference(layer: WeightEnsemblingMLP, x: torch.Tensor) -> torch.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hidden_layers", [0, 1, 2])
 def test_batched_forward_matches_per_sample_loop(zoo, hidden_layers, dtype):
-    moe = upscale_to_wemoe(zoo, router_hidden_layers=hidden_layers)
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(router_hidden_layers=hidden_layers))
     layer = moe_layers(moe)[0].to(dtype)
     torch.manual_seed(1)
     for p in layer.router.parameters():  # trained-looking routers, so samples get different weights
@@ -98,7 +98,7 @@ def test_routing_is_per_sample(zoo):
 
 
 def test_capture_routing_records_every_sample_and_layer(zoo):
-    moe = upscale_to_wemoe(zoo, init_lambda=0.25)
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.25))
     with torch.no_grad(), capture_routing(moe) as record:
         moe(torch.randn(3, 3, 32, 32))
         moe(torch.randn(2, 3, 32, 32))
@@ -197,7 +197,7 @@ def test_two_threads_can_share_one_model(zoo):
 def test_forced_routing_shortcut_equals_the_per_sample_path(zoo):
     from wemoe.moe import force_routing
 
-    moe = upscale_to_wemoe(zoo, init_lambda=0.3)
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3))
     images = torch.randn(4, 3, 32, 32)
     weights = torch.tensor([0.7, -0.2, 0.4])
     for layer in moe_layers(moe).values():  # routers that output exactly these weights for every image

@@ -9,7 +9,7 @@ from research.pocket import diagnose
 from tests.helpers import tiny_zoo
 from wemoe.classify import entropy, logits_from_features
 from wemoe.methods import get_method
-from wemoe.moe import force_routing, upscale_to_wemoe
+from wemoe.moe import WEMoEConfig, force_routing, upscale_to_wemoe
 
 
 def _setup(lam: float = 0.3):
@@ -17,7 +17,7 @@ def _setup(lam: float = 0.3):
     generator = torch.Generator().manual_seed(0)
     data = {t: (torch.randn(8, 3, 32, 32, generator=generator), torch.randint(4, (8,), generator=generator)) for t in zoo.task_names}
     heads = {t: torch.nn.functional.normalize(torch.randn(4, 32, generator=generator), dim=-1) * 14.3 for t in zoo.task_names}
-    return zoo, upscale_to_wemoe(zoo, lam), data, heads
+    return zoo, upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=lam)), data, heads
 
 
 def test_entropy_gradients_match_finite_differences():

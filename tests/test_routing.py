@@ -8,7 +8,7 @@ from tests.helpers import tiny_task, tiny_zoo
 from wemoe.classify import logits
 from wemoe.errors import MethodError
 from wemoe.heads import build_head
-from wemoe.moe import moe_layers, upscale_to_wemoe
+from wemoe.moe import WEMoEConfig, moe_layers, upscale_to_wemoe
 from wemoe.routing import (
     RoutingCentroids,
     analyse_routing,
@@ -38,7 +38,7 @@ def _trained_looking(tower, seed=1):
 
 
 def test_routing_rows_are_each_layers_router_on_that_image_alone(zoo):
-    tower = _trained_looking(upscale_to_wemoe(zoo, blocks=[0, 2]))
+    tower = _trained_looking(upscale_to_wemoe(zoo, WEMoEConfig(blocks=[0, 2])))
     images = torch.randn(5, 3, 32, 32)
     features, routing = features_and_routing(tower, images, batch_size=2)
     assert routing.shape == (5, 2, 3)
@@ -50,7 +50,7 @@ def test_routing_rows_are_each_layers_router_on_that_image_alone(zoo):
 
 
 def test_untrained_routers_give_lambda_everywhere(zoo):
-    routing = routing_weights(upscale_to_wemoe(zoo, init_lambda=0.3), torch.randn(4, 3, 32, 32))
+    routing = routing_weights(upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3)), torch.randn(4, 3, 32, 32))
     assert torch.allclose(routing, torch.full((4, 3, 3), 0.3), atol=1e-6)
 
 
@@ -66,7 +66,7 @@ def test_argmax_guess_follows_the_routers_bias(zoo):
 
 def test_untrained_or_nan_routing_carries_no_task_information(zoo):
     images = torch.randn(4, 3, 32, 32)
-    untrained = routing_weights(upscale_to_wemoe(zoo, init_lambda=0.3), images)
+    untrained = routing_weights(upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3)), images)
     assert "same weight" in uninformative_routing(untrained)
     assert "same weight" in uninformative_routing(untrained[0] + 1e-6 * torch.randn_like(untrained[0]))  # rounding
     assert "not numbers" in uninformative_routing(torch.full((2, 3), float("nan")))

@@ -66,7 +66,7 @@ def load_wemoe(path: str | Path, base_visual: nn.Module) -> nn.Module:
     tower = copy.deepcopy(base_visual)
     blocks = tower.transformer.resblocks
     experts = len(config.task_names)
-    for index in config.blocks or range(len(blocks)):
+    for index in range(len(blocks)) if config.blocks is None else config.blocks:
         placeholder = [blocks[index].mlp.state_dict()] * experts  # shapes only; load_state_dict fills the values
         blocks[index].mlp = WeightEnsemblingMLP(blocks[index].mlp, placeholder, config.init_lambda, config.router_hidden_layers)
     try:

@@ -27,7 +27,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -315,12 +315,17 @@ class WeightEnsemblingMLP(nn.Module):
 
 @dataclass
 class WEMoEConfig:
-    """How a tower was upscaled: kept on the model and saved with it."""
+    """How to upscale a tower (the input of :func:`upscale_to_wemoe`); the tower keeps it, resolved, and is saved with it.
+
+    ``blocks``: the blocks whose MLP becomes a MoE (None: all; negative indices count from the last);
+    ``task_names``: the experts, in the routers' order (empty: the zoo's); ``seed``: the routers' random hidden layers.
+    """
 
     init_lambda: float = 0.3
     router_hidden_layers: int = 1
     blocks: list[int] | None = None
     task_names: list[str] = field(default_factory=list)
+    seed: int = 0
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-ready)."""
@@ -337,29 +342,28 @@ def _block_indices(num_blocks: int, blocks: Sequence[int] | None) -> list[int]:
     return chosen
 
 
-def upscale_to_wemoe(
-    zoo: Zoo,
-    init_lambda: float = 0.3,
-    router_hidden_layers: int = 1,
-    blocks: Sequence[int] | None = None,
-    seed: int = 0,
-) -> nn.Module:
-    """The WEMoE image tower of ``zoo``: task-arithmetic non-MLP parameters, MoE MLPs in ``blocks`` (default: all).
+def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
+    """The WEMoE image tower of ``zoo`` as ``config`` says (default: ``WEMoEConfig()``): task-arithmetic non-MLP
+    parameters, MoE MLPs in ``config.blocks`` (default: all).
 
-    Only the routers' parameters require grad. The routers' hidden layers are initialised randomly from ``seed``
-    through a local generator (torch's global one is neither read nor changed), so the same call gives the same
-    model, whatever other threads do. The tower carries its
-    ``wemoe_config`` (a WEMoEConfig).
+    Only the routers' parameters require grad. The routers' hidden layers are initialised randomly from
+    ``config.seed`` through a local generator (torch's global one is neither read nor changed), so the same call gives
+    the same model, whatever other threads do. The tower carries ``wemoe_config``: ``config`` with its blocks resolved
+    to indices and its task names filled in (what :func:`wemoe.export.load_wemoe` rebuilds from).
     """
+    config = config or WEMoEConfig()
+    if config.task_names and list(config.task_names) != list(zoo.task_names):
+        raise ValueError(f"The config's experts {list(config.task_names)} are not the zoo's {zoo.task_names}.")
+    init_lambda, router_hidden_layers = config.init_lambda, config.router_hidden_layers
     base = zoo.base_state
     vectors = list(task_vectors(base, zoo.experts).values())
     merged = sum(vectors).apply_to(base, init_lambda)
     tower = zoo.visual_with(merged)
     resblocks = tower.transformer.resblocks
-    chosen = _block_indices(len(resblocks), blocks)
+    chosen = _block_indices(len(resblocks), config.blocks)
     pretrained = zoo.visual.transformer.resblocks
     workspace = Workspace()
-    generator = torch.Generator().manual_seed(seed)  # local: concurrent merges never share a random stream
+    generator = torch.Generator().manual_seed(config.seed)  # local: concurrent merges never share a random stream
     for index in chosen:
         prefix = f"transformer.resblocks.{index}.mlp."
         expert_mlps = [
@@ -371,7 +375,7 @@ def upscale_to_wemoe(
     tower.requires_grad_(False)
     for module in moe_layers(tower).values():
         module.router.requires_grad_(True)
-    tower.wemoe_config = WEMoEConfig(init_lambda, router_hidden_layers, chosen, zoo.task_names)
+    tower.wemoe_config = replace(config, blocks=chosen, task_names=list(zoo.task_names))
     return tower
 
 

@@ -28,7 +28,7 @@ from wemoe.adapt import adapt  # noqa: E402
 from wemoe.classify import predict  # noqa: E402
 from wemoe.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe import capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import to_tensor  # noqa: E402
 from wemoe.task_images import TaskImages  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
     for lam in args.lambdas:
         for hidden in args.hidden:
             for lr in args.lr:
-                tower = upscale_to_wemoe(zoo, lam, hidden)
+                tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=lam, router_hidden_layers=hidden))
                 start = time.perf_counter()
                 label = f"lambda {lam} hidden {hidden} lr {lr:g}"
                 steps = adapt(tower, data, heads, steps=args.steps, lr=lr, loss=args.loss, seed=args.seed, device="cpu")

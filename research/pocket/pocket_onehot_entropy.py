@@ -25,7 +25,7 @@ import wemoe  # noqa: E402,F401
 from research.pocket.candidates import load_candidate  # noqa: E402
 from wemoe.classify import logits_from_features  # noqa: E402
 from wemoe.heads import build_head  # noqa: E402
-from wemoe.moe import force_routing, upscale_to_wemoe  # noqa: E402
+from wemoe.moe import WEMoEConfig, force_routing, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import to_tensor  # noqa: E402
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     for t in TASK_NAMES:
         images, labels = arrays(t, "test")
         data[t] = (to_tensor(images[: args.samples]), torch.as_tensor(labels[: args.samples].copy()))
-    tower = upscale_to_wemoe(zoo, args.lam)
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam))
     count = len(TASK_NAMES)
     routings = {f"TA {args.lam}": torch.full((count,), args.lam)}
     routings.update({f"only {t.removeprefix('pocket_')}": torch.eye(count)[i] for i, t in enumerate(TASK_NAMES)})

@@ -24,7 +24,7 @@ from research.pocket.candidates import RUNS, load_candidate  # noqa: E402
 from wemoe.adapt import adapt  # noqa: E402
 from wemoe.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe import oracle_towers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe import WEMoEConfig, oracle_towers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, load_config, to_tensor  # noqa: E402
 from wemoe.task_images import TaskImages  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
         avg = table(f"TA lambda {lam}", ta.merge(zoo, **{"lambda": lam}))
         best = max(best, (avg, lam))
     results["ta_best"], results["ta_lambda"] = best
-    tower = upscale_to_wemoe(zoo, args.lam, args.hidden)
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam, router_hidden_layers=args.hidden))
 
     results["oracle"] = table("oracle MLP routing", oracle_towers(tower, TASK_NAMES))
     sub = {t: (test[t][0][:160], test[t][1][:160]) for t in TASK_NAMES}
@@ -129,7 +129,7 @@ def main() -> None:
     data = {t: TaskImages(t, *test[t]) for t in TASK_NAMES}
     gap = results["experts"] - results["ta_best"]
     for lr in args.adapt_lr:
-        tower = upscale_to_wemoe(zoo, args.lam, args.hidden)
+        tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam, router_hidden_layers=args.hidden))
         t0 = time.time()
         for record in adapt(tower, data, heads, steps=args.adapt_steps, lr=lr, device="cpu"):
             if record.step % 100 == 0:

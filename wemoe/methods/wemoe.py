@@ -5,7 +5,7 @@ from torch import nn
 from wemoe.errors import MethodError
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
-from wemoe.moe import upscale_to_wemoe
+from wemoe.moe import WEMoEConfig, upscale_to_wemoe
 from wemoe.zoo import Zoo
 
 
@@ -37,8 +37,9 @@ class WEMoE(MergeMethod):
     )
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
-        blocks = parse_blocks(params["blocks"])
+        config = WEMoEConfig(init_lambda=params["lambda"], router_hidden_layers=params["router_hidden_layers"],
+                             blocks=parse_blocks(params["blocks"]), seed=params["seed"])
         try:
-            return upscale_to_wemoe(zoo, params["lambda"], params["router_hidden_layers"], blocks, params["seed"])
+            return upscale_to_wemoe(zoo, config)
         except ValueError as error:
             raise MethodError(f"wemoe.blocks: {error}") from None
