@@ -28,9 +28,16 @@ class Score:
     cached: bool = False  # measured before with the same inputs (wemoe.result_cache), not now
 
 
+def needs_task(model: Model) -> bool:
+    """Whether ``model`` is task-conditioned (e.g. EMR-Merging): it is given the task, ``model.for_task(task)``."""
+    return callable(getattr(model, "for_task", None))
+
+
 def tower_for(model: Model, task: str) -> nn.Module:
-    """The tower a model uses on ``task``."""
-    return model[task] if isinstance(model, Mapping) else model
+    """The tower a model uses on ``task``: its own in a per-task mapping, ``for_task`` for a task-conditioned model."""
+    if isinstance(model, Mapping):
+        return model[task]
+    return model.for_task(task) if needs_task(model) else model
 
 
 def iter_scores(
