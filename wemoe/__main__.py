@@ -20,6 +20,7 @@ from wemoe.adapt import SETTINGS as ADAPT_SETTINGS
 from wemoe.adapt import resolve_settings
 from wemoe.distributed import ACCELERATORS, STRATEGIES, check_devices, finish_fabric, is_main_process, start_fabric
 from wemoe.errors import WemoeError
+from wemoe.evaluate import needs_task
 from wemoe.export import save_model
 from wemoe.methods import get_method, list_methods
 from wemoe.presets import PRESETS
@@ -130,9 +131,12 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
         bench.merge("wemoe", params.get("wemoe"))
     _log("evaluating ...")
     table = bench.evaluate(names, progress=lambda f, msg: _log(f"  {msg}"))
-    print(table.round(2).to_string())
     merges = {name: bench.merges[name] for name in names if name in bench.merges}
+    given = [name for name, merge in merges.items() if needs_task(merge.model)]  # e.g. EMR: each task its own model
+    print(table.rename(index={name: f"{name} (task given)" for name in given}).round(2).to_string())
     report = build_report(args.zoo, bench.task_names, table, merges, report_params)
+    for name in given:
+        report["methods"][name]["task_given"] = True
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

@@ -30,7 +30,6 @@ from wemoe.zoo import Zoo
 def wudi_matrix(deltas: torch.Tensor, steps: int = 300, lr: float = 1e-5) -> tuple[torch.Tensor, list[float]]:
     """WUDI's merged task matrix of the stacked task matrices ``deltas`` ``[T, m, n]``, and the loss before each step
     and after the last one (``steps + 1`` values)."""
-    deltas = deltas.float()
     norms = deltas.flatten(1).norm(dim=1).square()
     live = deltas[norms > 0]
     weights = 1.0 / norms[norms > 0]
