@@ -1000,8 +1000,10 @@ def evaluate(
     include_oracle: bool = False,
     progress: Any = _noop_progress,
     scores_of: Callable[[Session, Sequence[str]], Iterator[Any]] = evaluation_scores,
+    update_every: float = 0.5,
 ) -> Iterator[tuple]:
-    """Evaluate every model on every task, yielding (table, bar chart, note, CSV path, JSON path) as cells arrive.
+    """Evaluate every model on every task, yielding (table, bar chart, note, CSV path, JSON path) as cells arrive:
+    at most every ``update_every`` seconds while cells are computed (none for cells from the cache), then the whole.
 
     ``scores_of``: what computes the cells (:func:`evaluation_scores`, on ZeroGPU inside ``spaces.GPU``); the table,
     the files and ``session.table`` are made here from what it yields.
@@ -1013,7 +1015,7 @@ def evaluate(
     include_oracle = flag(include_oracle, "Also the WEMoE oracle")
     names = evaluation_names(session, include_oracle)
     total = len(names) * len(bench.task_names)
-    scores = []
+    scores, last_update = [], 0.0
     guard_memory(session.shared)
     with friendly("Evaluating"):
         cells = scores_of(session, names)
@@ -1024,8 +1026,13 @@ def evaluate(
                 break
             scores.append(score)
             progress(len(scores) / total, desc=f"{score.model} on {score.task}: {score.accuracy:.1f}%")
-            table = table_from_scores(scores, bench.task_names)
-            yield style_table(table), figures.accuracy_bars(table), f"Evaluating: {len(scores)}/{total} done.", None, None
+            # every update is a table and a figure sent to the browser: a class asking for the cached table at
+            # once must not pay one per cell
+            if not score.cached and time.perf_counter() - last_update >= update_every:
+                last_update = time.perf_counter()
+                table = table_from_scores(scores, bench.task_names)
+                yield (style_table(table), figures.accuracy_bars(table), f"Evaluating: {len(scores)}/{total} done.",
+                       None, None)
         table = table_from_scores(scores, bench.task_names)
         counts = table.attrs["samples_per_task"]
         stem = session.workdir / f"results-{session.zoo_name}"

@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the app to answer")
     p.add_argument("--probes", type=int, default=3,
                    help="after the class, this many more students, one after another, to measure memory per session")
+    p.add_argument("--app-log", type=Path, default=None,
+                   help="keep the launched app's log here (it says when each shared result was computed, and in how long)")
     p.add_argument("--linger", action="store_true", help=f"also report RSS {LINGER_S:.0f} s after the clients closed")
     args = p.parse_args(argv)
     if args.students < 1 or args.examples < 0 or args.probes < 0 or args.timeout <= 0:
@@ -632,6 +635,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(timeout=15)
+        if process is not None and args.app_log is not None:
+            shutil.copyfile(log_path, args.app_log)
         if process is not None and result["errors"]:
             print("--- the end of the app's log ---\n" + log_path.read_text()[-2000:])
     report(result)

@@ -54,8 +54,10 @@ def test_the_second_student_gets_the_first_ones_results_from_the_cache_bitwise(c
     assert "from the server's cache" in statuses[-1]
     assert _same(_routers(first), _routers(second))
     assert second.bench.merges["wemoe"].model is not first.bench.merges["wemoe"].model
-    tables = [list(handlers.evaluate(s))[-1] for s in (first, second)]
+    updates = [list(handlers.evaluate(s)) for s in (first, second)]
+    tables = [u[-1] for u in updates]
     assert tables[0][0].data.equals(tables[1][0].data)
+    assert len(updates[1]) == 1  # every cell from the cache: one update, the whole table, not one per cell
     assert "came from the server's cache" in tables[1][2]
 
 
