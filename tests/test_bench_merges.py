@@ -1,0 +1,44 @@
+"""bench/merge_speed.py and bench/methods_vs_fusionbench.py run end to end with tiny settings (no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wemoe.methods import list_methods
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+FUSIONBENCH_PYTHON = BENCH / ".venv-fusionbench" / "bin" / "python"
+TINY = ["--width", "64", "--image-size", "32", "--patch-size", "16", "--experts", "3", "--wudi-steps", "5"]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merge_speed_times_every_method_tiny(capsys):
+    result = _script("merge_speed").main([*TINY, "--layers", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1]) == result and out[0].startswith("CPU:")
+    assert list(result["seconds"]) == list_methods() and all(s >= 0 for s in result["seconds"].values())
+    assert result["zoo"]["experts"] == 3
+
+
+@pytest.mark.skipif(not FUSIONBENCH_PYTHON.exists(),
+                    reason="FusionBench venv absent: run `bash bench/setup_fusionbench.sh` to test this bench")
+def test_methods_match_fusionbench_tiny():
+    done = subprocess.run([str(FUSIONBENCH_PYTHON), str(BENCH / "methods_vs_fusionbench.py"), *TINY],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result) == {"tsv_m", "iso_c", "iso_cts", "wudi", "emr_merging"}
+    assert all(diff <= 1e-5 for diff in result.values()), result
