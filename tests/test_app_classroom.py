@@ -10,7 +10,7 @@ import pytest
 import torch
 from gradio_client import Client
 
-from app import handlers
+from app import handlers, messages
 from app.layout import build_demo
 from app.session import Session
 from tests.app_support import tiny_config, write_examples
@@ -44,7 +44,7 @@ def test_every_session_shares_one_zoo_object(config):
     first, second = _student(config), _student(config)
     assert first.bench is not second.bench
     assert first.bench.zoo is second.bench.zoo and first.bench.loaded is second.bench.loaded
-    assert "already loaded on this server" in handlers.zoo_summary(second) + handlers.load_zoo(Session(), config, "tiny")
+    assert "already loaded on this server" in messages.zoo_summary(second.bench) + handlers.load_zoo(Session(), config, "tiny")
 
 
 def test_the_second_student_gets_the_first_ones_results_from_the_cache_bitwise(config):
@@ -176,3 +176,47 @@ def test_a_student_waiting_for_anothers_same_adaptation_can_classify_meanwhile(c
     list(running)
     assert "from the server's cache" in list(waiting)[-1][0]
     assert _same(_routers(first), _routers(second))
+
+
+def test_a_long_jobs_next_step_waits_for_a_running_classification():
+    import threading
+
+    from app.shared import LightFirst
+
+    gate, order = LightFirst(), []
+    stepped = threading.Event()
+
+    def long_job():
+        gate.wait(timeout=60)
+        order.append("step")
+        stepped.set()
+
+    with gate.light():
+        assert gate.running() == 1
+        worker = threading.Thread(target=long_job)
+        worker.start()
+        assert not stepped.wait(0.3)  # held while the light call runs
+        order.append("classified")
+    worker.join(timeout=60)
+    assert order == ["classified", "step"] and gate.running() == 0
+    assert gate.wait(timeout=60) < 1.0  # no light call: no wait
+
+
+def test_adaptation_steps_yield_to_a_classification_in_the_same_process(config):
+    first, second = _student(config), _student(config)
+    handlers.merge(first, ["wemoe"], {}, per_task=3)
+    running = handlers.adapt(first, "wemoe", 30, 1e-2, 3, update_every=0.0)
+    while "step 1/30" not in next(running)[0]:
+        pass
+    steps = first.bench.merges["wemoe"].adapt_steps
+    with first.shared.light_first.light():  # a classification of another student is running
+        import threading
+
+        advanced = threading.Event()
+        worker = threading.Thread(target=lambda: (next(running), advanced.set()))
+        worker.start()
+        assert not advanced.wait(0.2) and first.bench.merges["wemoe"].adapt_steps == steps
+    worker.join(timeout=60)
+    assert first.bench.merges["wemoe"].adapt_steps == steps + 1
+    running.close()
+    assert second.shared is first.shared
