@@ -44,7 +44,9 @@ def iso_cts_matrix(deltas: torch.Tensor, common_fraction: float) -> torch.Tensor
     common, per_task = subspace_sizes(min(deltas.shape[1:]), tasks, common_fraction)
     u, s, vh = torch.linalg.svd(deltas.sum(dim=0), full_matrices=False)
     u_common = u[:, :common]
-    specific = deltas - u_common @ (u_common.T @ deltas)  # each task's matrix outside the common subspace
+    # each task's matrix outside the common subspace, projected as the reference code does ((U U^T) tau): the
+    # task directions are cut inside a dense spectrum, where the rounding of (U (U^T tau)) moved them by 1e-4 relative
+    specific = deltas - (u_common @ u_common.T) @ deltas
     u_t, s_t, vh_t = torch.linalg.svd(specific, full_matrices=False)
     u_all = torch.cat([*u_t[:, :, :per_task], u_common], dim=1)
     s_all = torch.cat([s_t[:, :per_task].reshape(-1), s[:common]])
