@@ -158,3 +158,37 @@ def test_classroom_two_students_tiny(capsys):
     assert result["mismatched_tables"] == 0  # both students (and the probe) got the same accuracy table
     assert result["classify_calls"] == 6 and result["endpoints"]["/classify_example"]["failed"] == 0
     assert result["peak_rss_mb"] > 0 and result["last_table_s"] >= result["last_adapted_s"] > 0
+
+
+def test_wemoe_scaling_tiny(capsys):
+    result = load_script("wemoe_scaling").main(["--experts", "2,3", "--batches", "1,2", "--tokens", "5", "--width", "32",
+                                                "--rank", "4", "--runs", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["cpu"] and result["gemm_gflops"]["torch"] > 0
+    assert [(r["experts"], r["batch"]) for r in result["rows"]] == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    for row in result["rows"]:
+        for mode in ("fwd", "fwdbwd"):
+            assert row[mode]["dense"] in ("dense_torch", "dense_kernel")
+            assert row[mode]["dense_ms"] == min(row[mode]["ms"][n] for n in ("dense_torch", "dense_kernel") if n in row[mode]["ms"])
+            assert all(ratio > 0 for ratio in row[mode]["ratio"].values())
+
+
+def test_compressed_wemoe_tiny(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    result = load_script("compressed_wemoe").main([*TINY, "--rank", "4", "--ranks", "2", "--pocket-steps", "2",
+                                                   "--samples", "8", "--losses", "entropy,im"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    for key in ("fwd_ratio_dense", "fwdbwd_ratio_dense", "extra_model_memory_ratio"):
+        assert result[key] > 0, key
+    assert result["rank"] == 4 and 0 <= result["pocket_avg_compressed"] <= 100 and 0 <= result["pocket_avg_exact"] <= 100
+    tower = result["tower"]
+    assert tower["fwd"]["dense"] in ("dense_torch", "dense_kernel")
+    assert tower["max_abs_diff_vs_exact"]["dense_torch"] > 1e-6  # random routers: WEMoE is not task arithmetic
+    assert tower["max_abs_diff_vs_exact"]["dense_kernel"] == pytest.approx(tower["max_abs_diff_vs_exact"]["dense_torch"], abs=1e-5)
+    # fewer components, less memory: rank 2 holds less than rank 4, which holds less than the exact task vectors
+    memory = tower["memory"]
+    assert memory["rank_2"]["extra_experts_ratio"] < memory["rank_4"]["extra_experts_ratio"] < memory["exact"]["extra_experts_ratio"]
+    energy = result["pocket"]["energy"]
+    assert 0 < energy["2"]["mean"] < energy["4"]["mean"] <= 1
+    assert set(result["pocket"]["average"]) == {"entropy", "im"}

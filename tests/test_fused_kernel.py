@@ -75,6 +75,8 @@ def test_auto_policy_uses_the_kernel_only_where_it_measured_faster(monkeypatch):
     assert not fused_kernel.worthwhile(1, 50, 3072, 768)  # one uploaded image
     assert not fused_kernel.worthwhile(16, 197, 3072, 768)  # ViT-B/16: long matmuls, MKL wins
     assert not fused_kernel.worthwhile(96, 17, 512, 128)  # the pocket zoo
+    assert fused_kernel.worthwhile(16, 50, 3072, 768, 16)
+    assert not fused_kernel.worthwhile(16, 50, 3072, 768, 20)  # beyond the kernel's unrolled paths
     monkeypatch.setenv(fused_kernel.ENV_SWITCH, "1")
     assert fused_kernel.worthwhile(1, 17, 512, 128)
     monkeypatch.setenv(fused_kernel.ENV_SWITCH, "0")

@@ -4,7 +4,8 @@
   dict (the zoo's text tower + the merged image tower), loadable with
   ``open_clip.create_model(<architecture>, pretrained="merged.safetensors")``.
 - A WEMoE model is saved as the upscaled tower's state dict (merged non-MLP weights, pretrained MLPs, stacked MLP
-  task vectors, routers) with its WEMoEConfig in the file's metadata; :func:`load_wemoe` rebuilds it on a base tower.
+  task vectors or, with ``rank`` > 0, their low-rank factors, routers) with its WEMoEConfig in the file's metadata;
+  :func:`load_wemoe` rebuilds it on a base tower.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from wemoe.adaptive import routes, static_form
 from wemoe.errors import ZooError
-from wemoe.moe import WEMoEConfig, WeightEnsemblingMLP, moe_layers
+from wemoe.moe import WEMoEConfig, moe_layers, moe_mlp
 
 FORMAT_KEY = "wemoe_format"
 
@@ -68,7 +69,7 @@ def load_wemoe(path: str | Path, base_visual: nn.Module) -> nn.Module:
     experts = len(config.task_names)
     for index in range(len(blocks)) if config.blocks is None else config.blocks:
         placeholder = [blocks[index].mlp.state_dict()] * experts  # shapes only; load_state_dict fills the values
-        blocks[index].mlp = WeightEnsemblingMLP(blocks[index].mlp, placeholder, config.init_lambda, config.router_hidden_layers)
+        blocks[index].mlp = moe_mlp(blocks[index].mlp, placeholder, config)  # exact, or low-rank (config.rank)
     try:
         tower.load_state_dict(load_file(str(path)))
     except RuntimeError as error:

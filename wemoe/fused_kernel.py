@@ -73,16 +73,20 @@ def enabled() -> bool:
 MIN_BATCH = 8
 MAX_TOKENS = 64
 MIN_WEIGHTS = 2_000_000
+# The kernel's unrolled paths take up to 17 stack rows (16 experts + W_0); beyond, its generic loop is far slower:
+# T=20, ViT-B/32's MLP at batch 16-64: 43-45x the dense MLP against 4.7-5.7x for torch ops (bench/wemoe_scaling.py).
+MAX_EXPERTS = 16
 
 
-def worthwhile(batch: int, tokens: int, out_features: int, in_features: int) -> bool:
+def worthwhile(batch: int, tokens: int, out_features: int, in_features: int, experts: int = 0) -> bool:
     """Whether the kernel should serve a layer of this shape: always under ``WEMOE_FUSED_KERNEL=1``, never under ``0``,
     otherwise only where it measured faster (at least ``MIN_BATCH`` samples of at most ``MAX_TOKENS`` tokens, at least
-    ``MIN_WEIGHTS`` weights)."""
+    ``MIN_WEIGHTS`` weights, at most ``MAX_EXPERTS`` experts)."""
     switch = _switch()
     if switch != "auto":
         return switch == "1"
-    return batch >= MIN_BATCH and tokens <= MAX_TOKENS and out_features * in_features >= MIN_WEIGHTS
+    return (batch >= MIN_BATCH and tokens <= MAX_TOKENS and out_features * in_features >= MIN_WEIGHTS
+            and experts <= MAX_EXPERTS)
 
 
 def _cpu_signature() -> str:

@@ -12,6 +12,8 @@ Read top to bottom:
    Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
 3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
    stacked task vectors of every expert (frozen buffers) and a router (the only trainable part).
+   ``LowRankWeightEnsemblingMLP``: the same with each task vector kept as its top-k singular components
+   (``WEMoEConfig.rank``), computed as GEMMs over all tokens without any per-sample weights (``wemoe.lowrank``).
 4. ``upscale_to_wemoe``: the image tower with every non-MLP parameter merged by task arithmetic
    (``theta_0 + lambda * sum_t tau_t``) and the chosen blocks' MLPs replaced by WeightEnsemblingMLPs.
 5. ``capture_routing``: record each sample's routing weights per upscaled layer (for heatmaps and UMAPs);
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wemoe import fused_kernel
+from wemoe import fused_kernel, lowrank
 from wemoe.task_vector import task_vectors
 from wemoe.zoo import Zoo
 
@@ -136,7 +138,7 @@ class _EnsembledLinear(torch.autograd.Function):
         fused = (
             x.dim() == 3
             and x.numel() > 0
-            and fused_kernel.worthwhile(x.shape[0], x.shape[1], weight_stack.shape[1], weight_stack.shape[2])
+            and fused_kernel.worthwhile(x.shape[0], x.shape[1], *weight_stack.shape[1:], weight_stack.shape[0] - 1)
             and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs)
         )
         if fused:
@@ -251,9 +253,7 @@ class WeightEnsemblingMLP(nn.Module):
         base = {k: v.detach().float() for k, v in pretrained_mlp.state_dict().items()}
         for part in MLP_PARTS:
             weight, bias = base[f"{part}.weight"], base[f"{part}.bias"]
-            # [tau_1 .. tau_T, W_0]: the task vectors and, last, the pretrained weight (see _sample_weights)
-            tvs = [e[f"{part}.weight"].float() - weight for e in expert_mlps]
-            self.register_buffer(f"{part}_weight_stack", torch.stack([*tvs, weight]))
+            self._store_weights(part, weight, [e[f"{part}.weight"].float() - weight for e in expert_mlps])
             self.register_buffer(f"{part}_bias", bias.clone())
             self.register_buffer(f"{part}_bias_tvs", torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
         self.activation = pretrained_mlp.gelu
@@ -263,6 +263,10 @@ class WeightEnsemblingMLP(nn.Module):
         self.record_tokens = False
         self.forced_routing: torch.Tensor | None = None  # [T]: every sample gets these weights (diagnostics)
         self.workspace = workspace or Workspace()
+
+    def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
+        """Keep ``part``'s pretrained weight and task vectors as one stack ``[tau_1 .. tau_T, W_0]`` (``_sample_weights``)."""
+        self.register_buffer(f"{part}_weight_stack", torch.stack([*tvs, weight]))
 
     @property
     def num_experts(self) -> int:
@@ -305,12 +309,92 @@ class WeightEnsemblingMLP(nn.Module):
             self.recorder.append(routing.detach())
         if shared is not None:  # every sample has the same weights: one merged MLP serves the batch at dense speed
             return F.linear(self.activation(F.linear(x, *self._merged("c_fc", shared))), *self._merged("c_proj", shared))
-        hidden = self.activation(
-            stacked_ensembled_linear(x, routing, self.c_fc_weight_stack, self.c_fc_bias, self.c_fc_bias_tvs, self.workspace)
-        )
-        return stacked_ensembled_linear(
-            hidden, routing, self.c_proj_weight_stack, self.c_proj_bias, self.c_proj_bias_tvs, self.workspace
-        )
+        return self._linear("c_proj", self.activation(self._linear("c_fc", x, routing)), routing)
+
+    def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+        """``part`` applied to ``x`` ``[B, N, in]`` with each sample's own weights (routing ``[B, T]``)."""
+        stack, bias, bias_tvs = (getattr(self, f"{part}_{name}") for name in ("weight_stack", "bias", "bias_tvs"))
+        return stacked_ensembled_linear(x, routing, stack, bias, bias_tvs, self.workspace)
+
+
+class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
+    """A WeightEnsemblingMLP whose task vectors are kept as their top-``rank`` singular components (``wemoe.lowrank``).
+
+    Each matrix keeps ``up = [W_0 | U_1 S_1 .. U_T S_T]`` and ``down = [V_1 .. V_T]``, i.e. ``T*k*(in + out)`` floats
+    instead of ``T*out*in``, and computes ``y = x W_0^T + sum_t r_bt (x V_t)(U_t S_t)^T + c_b`` as two GEMMs over
+    all tokens: no per-sample weight matrix is built, so the workspace stays unused. Routing, recording and forced
+    routing are the exact layer's. ``rank`` >= ``min(out, in)`` keeps the full task vectors (exact up to rounding).
+    """
+
+    def __init__(
+        self,
+        pretrained_mlp: nn.Module,
+        expert_mlps: Sequence[Mapping[str, torch.Tensor]],
+        rank: int,
+        init_lambda: float = 0.3,
+        router_hidden_layers: int = 1,
+        workspace: Workspace | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """As :class:`WeightEnsemblingMLP`, with ``rank``: the singular components kept per task vector (>= 1)."""
+        self.requested_rank = rank  # read by _store_weights, which the base constructor calls
+        super().__init__(pretrained_mlp, expert_mlps, init_lambda, router_hidden_layers, workspace, generator)
+
+    def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
+        """Keep ``part`` as the packed factors ``{part}_up`` ``[out, in + T*k]`` and ``{part}_down`` ``[in, T*k]``."""
+        us, v = lowrank.low_rank_factors(torch.stack(tvs), self.requested_rank)
+        up, down = lowrank.pack_factors(weight, us, v)
+        self.register_buffer(f"{part}_up", up)
+        self.register_buffer(f"{part}_down", down)
+
+    def rank(self, part: str = "c_fc") -> int:
+        """The singular components kept per task vector of ``part``."""
+        return getattr(self, f"{part}_down").shape[1] // self.num_experts
+
+    @property
+    def c_fc_weight(self) -> torch.Tensor:
+        """Pretrained c_fc weight W_0 ``[hidden, d]`` (a view into ``c_fc_up``)."""
+        return self.c_fc_up[:, : self.c_fc_down.shape[0]]
+
+    @property
+    def c_fc_weight_tvs(self) -> torch.Tensor:
+        """The rank-k c_fc task vectors ``[T, hidden, d]`` this layer computes with (built on each call)."""
+        return lowrank.unpack_task_vectors(self.c_fc_up, self.c_fc_down, self.num_experts)
+
+    @property
+    def c_proj_weight(self) -> torch.Tensor:
+        """Pretrained c_proj weight W_0 ``[d, hidden]`` (a view into ``c_proj_up``)."""
+        return self.c_proj_up[:, : self.c_proj_down.shape[0]]
+
+    @property
+    def c_proj_weight_tvs(self) -> torch.Tensor:
+        """The rank-k c_proj task vectors ``[T, d, hidden]`` this layer computes with (built on each call)."""
+        return lowrank.unpack_task_vectors(self.c_proj_up, self.c_proj_down, self.num_experts)
+
+    def _merged(self, part: str, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One weight and bias for ``routing`` ``[T]`` shared by every sample: ``W_0 + sum_t r_t (U_t S_t) V_t^T``."""
+        weight = lowrank.merged_weight(getattr(self, f"{part}_up"), getattr(self, f"{part}_down"), routing)
+        return weight, getattr(self, f"{part}_bias") + routing @ getattr(self, f"{part}_bias_tvs")
+
+    def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+        """``part`` applied to ``x`` ``[B, N, in]`` through the low-rank factors (``wemoe.lowrank``)."""
+        up, down, bias, bias_tvs = (getattr(self, f"{part}_{name}") for name in ("up", "down", "bias", "bias_tvs"))
+        return lowrank.lowrank_ensembled_linear(x, routing, up, down, bias, bias_tvs)
+
+
+def moe_mlp(
+    pretrained_mlp: nn.Module,
+    expert_mlps: Sequence[Mapping[str, torch.Tensor]],
+    config: WEMoEConfig,
+    workspace: Workspace | None = None,
+    generator: torch.Generator | None = None,
+) -> WeightEnsemblingMLP:
+    """The MoE MLP ``config`` asks for: exact (``config.rank == 0``) or with rank-``config.rank`` experts."""
+    if config.rank > 0:
+        return LowRankWeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.rank, config.init_lambda,
+                                          config.router_hidden_layers, workspace, generator)
+    return WeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.init_lambda, config.router_hidden_layers, workspace,
+                               generator)
 
 
 @dataclass
@@ -318,7 +402,9 @@ class WEMoEConfig:
     """How to upscale a tower (the input of :func:`upscale_to_wemoe`); the tower keeps it, resolved, and is saved with it.
 
     ``blocks``: the blocks whose MLP becomes a MoE (None: all; negative indices count from the last);
-    ``task_names``: the experts, in the routers' order (empty: the zoo's); ``seed``: the routers' random hidden layers.
+    ``task_names``: the experts, in the routers' order (empty: the zoo's); ``seed``: the routers' random hidden layers;
+    ``rank``: 0 keeps every MLP task vector whole (exact WEMoE), k > 0 keeps its top-k singular components
+    (:class:`LowRankWeightEnsemblingMLP`).
     """
 
     init_lambda: float = 0.3
@@ -326,6 +412,7 @@ class WEMoEConfig:
     blocks: list[int] | None = None
     task_names: list[str] = field(default_factory=list)
     seed: int = 0
+    rank: int = 0
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-ready)."""
@@ -352,9 +439,11 @@ def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
     to indices and its task names filled in (what :func:`wemoe.export.load_wemoe` rebuilds from).
     """
     config = config or WEMoEConfig()
+    if config.rank < 0:
+        raise ValueError(f"rank must be 0 (exact experts) or a number of singular components >= 1, got {config.rank}.")
     if config.task_names and list(config.task_names) != list(zoo.task_names):
         raise ValueError(f"The config's experts {list(config.task_names)} are not the zoo's {zoo.task_names}.")
-    init_lambda, router_hidden_layers = config.init_lambda, config.router_hidden_layers
+    init_lambda = config.init_lambda
     base = zoo.base_state
     vectors = list(task_vectors(base, zoo.experts).values())
     merged = sum(vectors).apply_to(base, init_lambda)
@@ -369,9 +458,7 @@ def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
         expert_mlps = [
             {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()
         ]
-        resblocks[index].mlp = WeightEnsemblingMLP(
-            pretrained[index].mlp, expert_mlps, init_lambda, router_hidden_layers, workspace, generator
-        )
+        resblocks[index].mlp = moe_mlp(pretrained[index].mlp, expert_mlps, config, workspace, generator)
     tower.requires_grad_(False)
     for module in moe_layers(tower).values():
         module.router.requires_grad_(True)

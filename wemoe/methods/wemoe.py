@@ -34,11 +34,14 @@ class WEMoE(MergeMethod):
         Param("router_hidden_layers", int, 1, "Hidden Linear(d,d)+ReLU layers in each router.", choices=(0, 1, 2)),
         Param("blocks", str, "all", "Transformer blocks whose MLP becomes a MoE: 'all' or indices like '0,1,-1'."),
         Param("seed", int, 0, "Seed of the routers' random hidden layers (same seed, same model).", min=0),
+        Param("rank", int, 0, "0: the experts' MLP task vectors kept whole (exact); k > 0: each kept as its top-k "
+              "singular components (compressed experts: less memory and time).", min=0, max=4096),
     )
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         config = WEMoEConfig(init_lambda=params["lambda"], router_hidden_layers=params["router_hidden_layers"],
-                             blocks=parse_blocks(params["blocks"]), seed=params["seed"])
+                             blocks=parse_blocks(params["blocks"]), seed=params["seed"],
+                             rank=params["rank"])
         try:
             return upscale_to_wemoe(zoo, config)
         except ValueError as error:
