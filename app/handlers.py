@@ -21,14 +21,12 @@ from PIL import Image
 from app import figures, messages, views
 from app.errors import friendly, refuse
 from app.gpu import adapt_device
-from app.inputs import (AUTO_TASK, adapt_setting, adapt_value, adapt_values, custom_loader, flag, method_names,
-                        test_images_per_task)
+from app.inputs import (AUTO_TASK, adapt_setting, adapt_value, adapt_values, adaptive_target, chosen_task,
+                        custom_loader, flag, method_names, test_images_per_task)
 from app.jobs import (StepsOutcome, StepTally, adapt_options, busy, device_name, evaluation_scores, guard_memory,
-                      load_workbench, locked_steps, make_merges, one_long_job, routing_maps, write_results)
+                      light_call, load_workbench, locked_steps, make_merges, no_progress, one_long_job, routing_maps,
+                      watch_same_run, write_results)
 from app.session import CUSTOM, AppConfig, Session
-
-def _noop_progress(fraction: float, desc: str = "", **_: Any) -> None:
-    pass
 
 
 def _bench(session: Session):
@@ -47,7 +45,7 @@ def _bench(session: Session):
 
 def load_zoo(session: Session, config: AppConfig, choice: str, samples: float | None = None, base_model: str = "",
              base_pretrained: str = "", experts_text: str = "", expert_files: Sequence[str] | None = None,
-             progress: Any = _noop_progress, tasks_text: str = "", task_files: Sequence[str] | None = None) -> str:
+             progress: Any = no_progress, tasks_text: str = "", task_files: Sequence[str] | None = None) -> str:
     """Load a zoo, its tasks' test images and heads into the session; returns the description of what is loaded."""
     samples_per_task = test_images_per_task(samples, config)
     if choice == CUSTOM:
@@ -98,7 +96,7 @@ def estimate(session: Session, target: str | None, steps: Any, per_task: Any) ->
 
 def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping[str, Any]],
           per_task: Any = adapt_setting("per_task").default, default_steps: int = AppConfig.default_steps,
-          progress: Any = _noop_progress) -> str:
+          progress: Any = no_progress) -> str:
     """Merge with each chosen method (parameters checked before any work); returns a status line with timings.
 
     All new models are made (and a WEMoE step timed) before they replace the session's merges in one swap: Cancel
@@ -116,7 +114,8 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
     try:
         with friendly("Merging"), busy(session):
             made, seconds = make_merges(session, methods, resolved, per_task, progress)
-            replaced = {m: bench.merges[m].adapt_steps for m in made if m in bench.merges and bench.merges[m].adapt_steps}
+            replaced = {m: bench.merges[m].adapt_steps
+                        for m in made if m in bench.merges and bench.merges[m].adapt_steps}
 
             def swap() -> None:
                 bench.merges.update(made)
@@ -130,7 +129,8 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
     finally:
         session.finish(job)
     if not swapped:
-        raise refuse("Merge cancelled: the session's merges are as they were (nothing was replaced).", title="Cancelled")
+        raise refuse("Merge cancelled: the session's merges are as they were (nothing was replaced).",
+                     title="Cancelled")
     message = messages.merged(made)
     for method, count in replaced.items():
         note = messages.replaced(method, count)
@@ -144,7 +144,7 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
 
 @one_long_job("adapting")
 def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: Any,
-          loss: str = adapt_setting("loss").default, progress: Any = _noop_progress, update_every: float = 0.5,
+          loss: str = adapt_setting("loss").default, progress: Any = no_progress, update_every: float = 0.5,
           chained: bool = False, seed: Any = None) -> Iterator[tuple[str, Any]]:
     """Adapt merge ``target`` step by step (settings checked against ``wemoe.adapt.SETTINGS``; ``seed`` None: its
     default); yields (status, loss curve) after the first and last step and at most every ``update_every`` s between.
@@ -155,10 +155,7 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
     GPU time leaves the routers of the last finished chunk, with a message saying how many steps were done.
     """
     bench = _bench(session)
-    if not isinstance(target, str) or target not in bench.merges:
-        raise refuse("Merge with WEMoE first: adaptation trains the routers of a WEMoE (or AdaMerging) merge.")
-    if not bench.merges[target].adaptive:
-        raise refuse(f"The {target} merge has nothing to adapt: only WEMoE and AdaMerging merges adapt.")
+    target = adaptive_target(bench, target)
     settings = adapt_values(steps, lr, per_task, loss, seed)
     steps, per_task, loss = settings["steps"], settings["per_task"], settings["loss"]
     guard_memory(session.shared)
@@ -178,10 +175,13 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
         if known is not None:  # say how long before starting (the step time was measured when merging)
             yield messages.adapt_starting(target, steps, known, device_name()), curve()
         chunk, options = adapt_options(lambda: known if known is not None else measure_step(session, target, per_task))
+        for shared_progress in watch_same_run(session, target, settings, update_every):  # another session's
+            yield messages.adapt_waiting(target, steps, shared_progress), curve()
         records = bench.adapt(target, **settings, stop=session.stop.is_set, **options)
         last_yield = 0.0
         with friendly(f"Adapting {target}"), contextlib.closing(records):
-            for record in locked_steps(session, records, outcome, cancellable=True, chunk=chunk, after_step=note_losses):
+            steps_taken = locked_steps(session, records, outcome, cancellable=True, chunk=chunk, after_step=note_losses)
+            for record in steps_taken:
                 per_step = tally.add(record, session.step_seconds, (target, per_task))
                 progress(record.step / steps, desc=f"adapting {target}: step {record.step}/{steps}")
                 now = time.perf_counter()
@@ -196,7 +196,7 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
 
 
 def adapt_after_merge(session: Session, target: str | None, steps: Any, lr: Any, per_task: Any,
-                      loss: str = adapt_setting("loss").default, progress: Any = _noop_progress, update_every: float = 0.5,
+                      loss: str = adapt_setting("loss").default, progress: Any = no_progress, update_every: float = 0.5,
                       seed: Any = None) -> Iterator[tuple[Any, Any]]:
     """The adaptation chained after "Merge (and adapt)": adapts ``target`` only when that merge has just made it
     and was not cancelled; otherwise (also for 0 steps) yields one pair of ``gr.skip()``."""
@@ -238,15 +238,10 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
     (:func:`prediction_view`); the full one is kept in ``session.predictions``.
     """
     bench = _bench(session)
-    task_choice = task_choice or AUTO_TASK
-    if task_choice != AUTO_TASK and task_choice not in bench.task_names:
-        raise gr.Error(f"Unknown task {task_choice!r}. Choose one of: {', '.join(bench.task_names)}.")
-    with friendly("Classifying the image"), busy(session):
-        (result,) = bench.classify([image], None if task_choice == AUTO_TASK else task_choice, k=5,
-                                   centroid_per_task=config.centroid_per_task)
-    merges = list(bench.merges)
-    merged = bench.routed_merge() or (merges[-1] if merges else None)  # compact: the merge next to its expert
-    session.prediction_columns = views.compact_columns(result, bench.task_names, merged)
+    task = chosen_task(bench, task_choice)
+    with friendly("Classifying the image"), light_call(session), busy(session):
+        (result,) = bench.classify([image], task, k=5, centroid_per_task=config.centroid_per_task)
+    session.prediction_columns = views.compact_columns(result, bench)
     session.predictions = views.prediction_table(result, bench.task_names)
     session.image = image
     return (views.enlarged(image), prediction_view(session), messages.guess_text(result),
@@ -272,9 +267,11 @@ def prediction_view(session: Session, show_all: bool | None = None) -> Any:
 
 
 @one_long_job("evaluating")
-def evaluate(session: Session, include_oracle: bool = False, progress: Any = _noop_progress,
-             scores_of: Callable[[Session, Sequence[str]], Iterator[Any]] = evaluation_scores) -> Iterator[tuple]:
-    """Evaluate every model on every task, yielding (table, bar chart, note, CSV path, JSON path) as cells arrive.
+def evaluate(session: Session, include_oracle: bool = False, progress: Any = no_progress,
+             scores_of: Callable[[Session, Sequence[str]], Iterator[Any]] = evaluation_scores,
+             update_every: float = 0.5) -> Iterator[tuple]:
+    """Evaluate every model on every task, yielding (table, bar chart, note, CSV path, JSON path) as cells arrive:
+    at most every ``update_every`` seconds while cells are computed (none for cells from the cache), then the whole.
 
     ``scores_of``: what computes the cells (``app.jobs.evaluation_scores``, on ZeroGPU inside ``spaces.GPU``); the
     table, the files and ``session.table`` are made here from what it yields.
@@ -286,15 +283,19 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
     include_oracle = flag(include_oracle, "Also the WEMoE oracle")
     names = [PRETRAINED, EXPERTS, *bench.merges, *([ORACLE] if include_oracle and bench.routed_merge() else [])]
     total = len(names) * len(bench.task_names)
-    scores = []
+    scores, last_update = [], 0.0
     guard_memory(session.shared)
     with friendly("Evaluating"):
         for score in locked_steps(session, scores_of(session, names)):
             scores.append(score)
             progress(len(scores) / total, desc=f"{score.model} on {score.task}: {score.accuracy:.1f}%")
-            table = table_from_scores(scores, bench.task_names)
-            yield views.style_table(table), figures.accuracy_bars(table), f"Evaluating: {len(scores)}/{total} done.", \
-                None, None
+            # every update is a table and a figure sent to the browser: a class asking for the cached table at once
+            # must not pay one per cell
+            if not score.cached and time.perf_counter() - last_update >= update_every:
+                last_update = time.perf_counter()
+                table = table_from_scores(scores, bench.task_names)
+                yield (views.style_table(table), figures.accuracy_bars(table),
+                       f"Evaluating: {len(scores)}/{total} done.", None, None)
         table = table_from_scores(scores, bench.task_names)
         csv_path, json_path = write_results(session, table)
     session.table = table
@@ -306,7 +307,7 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = _no
 
 
 @one_long_job("mapping the routing")
-def routing(session: Session, method: str = "umap", config: AppConfig | None = None, progress: Any = _noop_progress,
+def routing(session: Session, method: str = "umap", config: AppConfig | None = None, progress: Any = no_progress,
             maps_of: Callable[[Session, str, str, AppConfig], Iterator[tuple]] | None = None) -> Iterator[tuple]:
     """Per-task routing heatmaps, adaptation curves and the 2-D feature map (PCA first, then UMAP if asked).
 

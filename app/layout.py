@@ -7,117 +7,29 @@ session; heavy events share one concurrency queue.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-import logging
-from collections.abc import Callable, Iterator
 
 import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from app import figures, handlers, texts
+from app import figures, handlers, inputs, jobs, texts, views
+from app.controls import param_control, setting_control, setting_default
+from app.events import GalleryClick, quiet, reported, uploaded, with_signature
 from app.gpu import gpu_chunk, on_gpu
 from app.session import CUSTOM, AppConfig, Session, close_session
-
-ADAPT_LOSS_CHOICES = [
-    ("entropy (the paper's)", "entropy"),
-    ("IM: entropy minus the entropy of the mean prediction (variant)", "im"),
-]
 
 # Three queues, so that nothing light waits behind something long (a class on a 2-core Space): light events
 # (classify, estimates, views) have their own; loading, merging and exporting theirs; long jobs (adaptation,
 # evaluation, routing maps) share a limit sized to the CPU, and a session runs at most one of them at a time
-# (handlers.long_job). No event draws gradio's progress overlay or error badges on plots and tables: long jobs show
+# (app.jobs.long_job). No event draws gradio's progress overlay or error badges on plots and tables: long jobs show
 # their queue position and time on their status text only.
 LIGHT = {"concurrency_id": "light", "concurrency_limit": 8, "show_progress": "hidden"}
 MODELS = {"concurrency_id": "models", "concurrency_limit": 2, "show_progress": "hidden"}
 LONG = {"concurrency_id": "long", "concurrency_limit": max(1, min(4, os.cpu_count() or 1)), "show_progress": "minimal"}
 DEFAULT_METHODS = ("task_arithmetic", "wemoe")
-log = logging.getLogger(__name__)
-
-
-def param_control(method: str, param) -> gr.components.Component:
-    """A UI control for one declared method parameter (slider, dropdown, checkbox, number or text box)."""
-    label = f"{method}.{param.name}"
-    if param.choices is not None:
-        return gr.Dropdown(choices=list(param.choices), value=param.default, label=label, info=param.help)
-    if param.type is bool:
-        return gr.Checkbox(value=bool(param.default), label=label, info=param.help)
-    if param.type in (int, float) and param.min is not None and param.max is not None:
-        step = 1 if param.type is int else (0.05 if param.max - param.min <= 5 else 1.0)
-        return gr.Slider(param.min, param.max, value=param.default, step=step, label=label, info=param.help)
-    if param.type in (int, float):
-        return gr.Number(value=param.default, label=label, info=param.help, precision=0 if param.type is int else None)
-    return gr.Textbox(value=str(param.default), label=label, info=param.help)
-
-
-def quiet(fn: Callable) -> Callable:
-    """An event function whose refusals (``gr.Error``: user mistakes, cancelled jobs) are logged as one line each
-    and reach gradio without a traceback on the console. Generators stay generators (gradio streams them)."""
-
-    def refused(error: gr.Error) -> gr.Error:
-        log.warning("%s refused: %s", fn.__name__, error.message)
-        return gr.Error(error.message, duration=error.duration, visible=error.visible, title=error.title,
-                        print_exception=False)
-
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def stream(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except gr.Error as error:
-                raise refused(error) from None
-        return stream
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error as error:
-            raise refused(error) from None
-    return call
-
-
-class GalleryClick(gr.EventData):
-    """What a gallery's select event says (``index``: the image clicked); ``index`` is None when the event comes
-    through the API, which sends no event data (gr.SelectData would fail there)."""
-
-    def __init__(self, target, data) -> None:
-        super().__init__(target, data)
-        self.index = data.get("index") if isinstance(data, dict) else None
-
-
-def _reported(updates: Iterator[tuple], width: int = 2, status: int = 0, first: str | None = None) -> Iterator[tuple]:
-    """A job's updates (tuples of ``width`` outputs, item ``status`` its status text), after ``first`` on the status.
-
-    A refusal after something was shown also goes to the status line (instead of a stale progress text), then on
-    to gradio's toast; the other outputs keep their values.
-    """
-
-    def only(text: str) -> tuple:
-        return tuple(text if i == status else gr.skip() for i in range(width))
-
-    shown = first is not None
-    if shown:
-        yield only(first)
-    try:
-        for update in updates:
-            shown = True
-            yield update
-    except gr.Error as error:
-        if shown:
-            yield only(f"**{error.message}**")
-        raise
-
-
-def _with_signature(fn, names: list[str], leading: list[str]):
-    """Give ``fn(*args, progress)`` a signature with one named parameter per input (names shown in the API)."""
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in [*leading, *names]]
-    params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress()))
-    fn.__signature__ = inspect.Signature(params)
-    return fn
+LOSS_NOTE = ("IM also keeps each task's predictions spread over its classes, which stops a weak task from collapsing "
+             "onto one class (see README).")
 
 
 def build_demo(config: AppConfig | None = None) -> gr.Blocks:
@@ -172,14 +84,12 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     gr.Markdown(f"{method.description} [paper]({method.reference_url})")
                     controls += [param_control(method.name, p) for p in method.params]
             gr.Markdown(texts.ADAPT)
-            with gr.Row():
-                steps = gr.Slider(0, 2000, value=config.default_steps, step=1, label="Adaptation steps", elem_id="steps",
-                                  info="0 merges without adapting.")
-                lr = gr.Number(value=1e-3, label="Learning rate")
-                per_task = gr.Slider(1, 64, value=16, step=1, label="Images per task per step")
-            loss = gr.Radio(ADAPT_LOSS_CHOICES, value=config.default_loss, label="Adaptation loss",
-                            info="The paper minimises entropy; IM also keeps each task's predictions spread over its "
-                                 "classes, which stops a weak task from collapsing onto one class (see README).")
+            with gr.Row():  # every adaptation control from its declaration (wemoe.adapt.SETTINGS)
+                steps = setting_control("steps", config.default_steps, "0 merges without adapting.", elem_id="steps")
+                lr = setting_control("lr")
+                per_task = setting_control("per_task")
+                seed = setting_control("seed")
+            loss = setting_control("loss", config.default_loss, LOSS_NOTE)
             target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
             estimate_note = gr.Markdown()
             with gr.Row():
@@ -195,10 +105,10 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             with gr.Row(elem_id="try-row"):  # the columns wrap (min_width) and stack on a phone
                 with gr.Column(scale=3, min_width=300, elem_id="try-inputs"):
                     upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload", height=110)
-                    gallery = gr.Gallery(handlers.list_examples(config), label="Example images (click one)", columns=6,
+                    gallery = gr.Gallery(inputs.list_examples(config), label="Example images (click one)", columns=6,
                                          height=190, allow_preview=False)
                     with gr.Row():
-                        example_name = gr.Dropdown([name for _, name in handlers.list_examples(config)], label="Example image",
+                        example_name = gr.Dropdown([name for _, name in inputs.list_examples(config)], label="Example image",
                                                    scale=2)
                         example_button = gr.Button("Classify the example", scale=1)
                 with gr.Column(scale=2, min_width=260, elem_id="try-sketch"):
@@ -209,7 +119,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     sketch_button = gr.Button("Classify the drawing")
                 with gr.Column(scale=3, min_width=300, elem_id="try-result"):
                     preview = gr.Image(label="Image being classified", interactive=False, type="pil", height=200, elem_id="preview")
-                    task_choice = gr.Dropdown(handlers.task_choices(Session()), value=handlers.AUTO_TASK,
+                    task_choice = gr.Dropdown(views.task_choices(Session()), value=inputs.AUTO_TASK,
                                               label="Task (head)",
                                               info="Which task's classes to predict; auto uses the routers' guess, or "
                                                    "every task's classes when they make none.")
@@ -260,12 +170,6 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         # errors go to a toast (and, once a job has shown its progress, to its status line), never as badges on
         # the outputs, which keep their values. Events whose inputs include numbers skip gradio's preprocessing
         # (preprocess=False): the handlers check every value and say which field is wrong.
-        def uploaded(files) -> list[str]:
-            """Paths of a gr.File's value without preprocessing: one or more paths or FileData dicts."""
-            if isinstance(files, (str, dict)):
-                files = [files]
-            return [f.get("path") if isinstance(f, dict) else f for f in (files or [])]
-
         @quiet
         def load_event(state, zoo, samples=0, base_model="", base_weights="", experts="", expert_files=None,
                        tasks="", task_files=None, progress=gr.Progress(), request: gr.Request = None):
@@ -275,8 +179,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             fields = ["" if text is None else str(text) for text in (base_model, base_weights, experts)]
             info = handlers.load_zoo(state, config, zoo, samples, *fields, uploaded(expert_files), progress=progress,
                                      tasks_text="" if tasks is None else str(tasks), task_files=uploaded(task_files))
-            examples = handlers.list_examples(config, state.bench.task_names)
-            return (info, gr.Dropdown(choices=handlers.task_choices(state), value=handlers.AUTO_TASK), examples,
+            examples = inputs.list_examples(config, state.bench.task_names)
+            return (info, gr.Dropdown(choices=views.task_choices(state), value=inputs.AUTO_TASK), examples,
                     gr.Dropdown(choices=[name for _, name in examples], value=None),
                     gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None),
                     figures.empty_figure("The loss curve appears while the routers adapt."), "")
@@ -289,7 +193,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         @quiet
         def read_tasks_event(tasks="", task_files=None):
-            return handlers.read_tasks("" if tasks is None else str(tasks), uploaded(task_files))[1]
+            return inputs.read_tasks("" if tasks is None else str(tasks), uploaded(task_files))[1]
 
         read_tasks_button.click(read_tasks_event, [tasks_text, task_files], [tasks_info], api_name="read_tasks",
                                 preprocess=False, **LIGHT)
@@ -306,29 +210,32 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             except gr.Error as error:  # the status line says it too, instead of "Merging..."
                 yield f"**{error.message}**", gr.skip(), gr.skip(), gr.skip()
                 raise
-            adaptive = handlers.adaptive_merges(state)
+            adaptive = views.adaptive_merges(state)
             default = "wemoe" if "wemoe" in adaptive else (adaptive[0] if adaptive else None)
             merges = list(state.bench.merges)
             yield (message, gr.Dropdown(choices=adaptive, value=default),
                    gr.Dropdown(choices=merges, value=default or merges[-1]),
                    handlers.estimate(state, default, config.default_steps, images_per_task))
 
-        _with_signature(merge_event, [f"{m}__{p.name}" for m, p in specs], ["state", "methods", "images_per_task"])
+        with_signature(merge_event, [f"{m}__{p.name}" for m, p in specs], ["state", "methods", "images_per_task"])
         merge_inputs = [session, method_choice, per_task, *controls]
         merged = merge_button.click(merge_event, merge_inputs, [merge_status, target, export_name, estimate_note],
                                     api_name="merge", preprocess=False, **MODELS)
 
         @quiet
-        def adapt_event(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
-                        loss=config.default_loss):
-            yield from _reported(handlers.adapt(state, target, steps, lr, images_per_task, loss=loss))
+        def adapt_event(state, target, steps=config.default_steps, lr=setting_default("lr"),
+                        images_per_task=setting_default("per_task"), loss=config.default_loss,
+                        seed=setting_default("seed")):
+            yield from reported(handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, seed=seed))
 
         @quiet
-        def adapt_after_merge(state, target, steps=config.default_steps, lr=1e-3, images_per_task=16,
-                              loss=config.default_loss):  # adapts only what the merge just made, unless cancelled
-            yield from _reported(handlers.adapt_after_merge(state, target, steps, lr, images_per_task, loss=loss))
+        def adapt_after_merge(state, target, steps=config.default_steps, lr=setting_default("lr"),
+                              images_per_task=setting_default("per_task"), loss=config.default_loss,
+                              seed=setting_default("seed")):  # adapts only what the merge just made, unless cancelled
+            yield from reported(handlers.adapt_after_merge(state, target, steps, lr, images_per_task, loss=loss,
+                                                           seed=seed))
 
-        adapt_inputs = [session, target, steps, lr, per_task, loss]
+        adapt_inputs = [session, target, steps, lr, per_task, loss, seed]
         chained = merged.success(adapt_after_merge, adapt_inputs, [merge_status, loss_plot],
                                  api_name="adapt_after_merge", preprocess=False, show_progress_on=[merge_status],
                                  **LONG)
@@ -350,24 +257,24 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         prediction_outputs = [preview, predictions, guess, heatmap]
 
         @quiet
-        def classify_upload(state, image, task=handlers.AUTO_TASK):
-            return handlers.predict(state, handlers.read_upload(image, config), task, config)
+        def classify_upload(state, image, task=inputs.AUTO_TASK):
+            return handlers.predict(state, inputs.read_upload(image, config), task, config)
 
         @quiet
-        def classify_sketch(state, drawing, task=handlers.AUTO_TASK):
-            return handlers.predict(state, handlers.read_sketch(drawing, config, state, task), task, config)
+        def classify_sketch(state, drawing, task=inputs.AUTO_TASK):
+            return handlers.predict(state, inputs.read_sketch(drawing, config, state, task), task, config)
 
         @quiet
-        def classify_example(state, example, task=handlers.AUTO_TASK):
-            return handlers.predict(state, handlers.read_example(example, config), task, config)
+        def classify_example(state, example, task=inputs.AUTO_TASK):
+            return handlers.predict(state, inputs.read_example(example, config), task, config)
 
         @quiet
-        def select_example(state, task=handlers.AUTO_TASK, example=None, evt: GalleryClick = None):
+        def select_example(state, task=inputs.AUTO_TASK, example=None, evt: GalleryClick = None):
             """A gallery click (the page sends which image: ``evt.index``) or, through the API, the example's name."""
             if evt is not None and isinstance(evt.index, int):
-                examples = handlers.list_examples(config, state.bench.task_names if state.bench else None)
+                examples = inputs.list_examples(config, state.bench.task_names if state.bench else None)
                 example = examples[evt.index][1] if 0 <= evt.index < len(examples) else None
-            return (*handlers.predict(state, handlers.read_example(example, config), task, config), example)
+            return (*handlers.predict(state, inputs.read_example(example, config), task, config), example)
 
         @quiet
         def reclassify(state, task):
@@ -387,12 +294,12 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         # on ZeroGPU only the computing parts run in the GPU worker: they yield results, the session is updated here
         gpu_chunk()  # adaptation chunks' GPU function, decorated at start-up
-        evaluation_scores = on_gpu(duration=120)(handlers.evaluation_scores)
-        routing_maps = on_gpu(duration=120)(handlers.routing_maps)
+        evaluation_scores = on_gpu(duration=120)(jobs.evaluation_scores)
+        routing_maps = on_gpu(duration=120)(jobs.routing_maps)
 
         @quiet
         def evaluate_event(state, oracle=False):
-            yield from _reported(handlers.evaluate(state, oracle, scores_of=evaluation_scores), width=5, status=2,
+            yield from reported(handlers.evaluate(state, oracle, scores_of=evaluation_scores), width=5, status=2,
                                  first="Evaluating...")
 
         evaluate_button.click(evaluate_event, [session, oracle], [table, bars, table_note, csv_file, json_file],
@@ -400,7 +307,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         @quiet
         def routing_event(state, feature_map="umap"):
-            yield from _reported(handlers.routing(state, feature_map, config, maps_of=routing_maps), width=5, status=4,
+            yield from reported(handlers.routing(state, feature_map, config, maps_of=routing_maps), width=5, status=4,
                                  first="Routing the test images through the WEMoE model...")
 
         routing_button.click(routing_event, [session, map_method], [task_heat, curve, entropy, feature_map, routing_note],

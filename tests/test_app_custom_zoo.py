@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import save_file
 
-from app import handlers
+from app import handlers, inputs
 from app.session import AppConfig, Session
 from tests.helpers import TINY_MODEL, tiny_zoo
 
@@ -54,8 +54,8 @@ def test_images_and_checkpoints_have_separate_limits(monkeypatch, tmp_path):
     assert (tmp_path / "big.png").stat().st_size > 4096
     small = AppConfig(zoos={}, max_image_size="4kb")
     with pytest.raises(gr.Error, match=r"'big.png' is 12.\d KB, more than the 4.0 KB this app accepts for an image"):
-        handlers.read_upload(str(tmp_path / "big.png"), small)
-    assert handlers.read_upload(str(tmp_path / "big.png"), AppConfig(zoos={})).size == (64, 64)
+        inputs.read_upload(str(tmp_path / "big.png"), small)
+    assert inputs.read_upload(str(tmp_path / "big.png"), AppConfig(zoos={})).size == (64, 64)
 
 
 def _zip_task(path: Path, classes, per_class=3, top="pets") -> Path:
@@ -90,7 +90,7 @@ def test_custom_zoo_tasks_come_from_image_zips_and_folders(custom_files):
         for i in range(2):
             Image.new("RGB", (32, 32), (40 * i, 80, 120)).save(folder / name / f"{i}.png")
     tasks_text = f"cars-of-mine: {folder}"
-    tasks, shown = handlers.read_tasks(tasks_text, [str(upload)])  # what was read, before anything is merged
+    tasks, shown = inputs.read_tasks(tasks_text, [str(upload)])  # what was read, before anything is merged
     assert tasks["pets"].classnames == ("cat", "hot dog")
     assert tasks["cars-of-mine"].classnames == ("pick up", "sedan", "van")
     assert "| pets | 2 | 6 | cat, hot dog | pets.zip |" in shown and "| cars-of-mine | 3 | 6 |" in shown
@@ -121,9 +121,9 @@ def test_custom_zoo_task_mistakes_are_named(custom_files):
         dogs = _zip_task(root / "d.zip", ["a", "b"])
         handlers.load_zoo(session, config, "custom", **base, tasks_text=f"dogs: {dogs}")
     with pytest.raises(gr.Error, match="'nowhere' does not exist.*hf:owner/name"):
-        handlers.read_tasks("pets: nowhere")
+        inputs.read_tasks("pets: nowhere")
     with pytest.raises(gr.Error, match="must look like 'task: source'"):
-        handlers.read_tasks("just words")
+        inputs.read_tasks("just words")
     assert session.bench is None
 
 

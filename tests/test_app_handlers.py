@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from app import handlers
+from app import handlers, inputs, messages, views
 from app.session import AppConfig, Session
 from tests.app_support import tiny_config, write_examples
 from wemoe.export import load_wemoe
@@ -49,9 +49,9 @@ def _same(a, b):
 
 
 def test_load_describes_the_zoo(session):
-    summary = handlers.zoo_summary(session)
+    summary = messages.zoo_summary(session.bench)
     assert "Experts: 3 (task0, task1, task2)" in summary and "| task1 | 3 | 12 |" in summary
-    assert handlers.task_choices(session) == [handlers.AUTO_TASK, "task0", "task1", "task2"]
+    assert views.task_choices(session) == [handlers.AUTO_TASK, "task0", "task1", "task2"]
 
 
 def test_bad_zoo_choices_leave_the_session_as_it_was(session, config):
@@ -88,16 +88,16 @@ def test_mismatched_checkpoint_is_refused(session, config, tmp_path):
 
 
 def test_custom_spec_maps_tasks_to_sources():
-    spec = handlers.custom_spec("ViT-B-32", "openai", "mnist: owner/mnist\n# comment\nsvhn = svhn.safetensors",
+    spec = inputs.custom_spec("ViT-B-32", "openai", "mnist: owner/mnist\n# comment\nsvhn = svhn.safetensors",
                                 ["/tmp/up/svhn.safetensors", "/tmp/up/gtsrb.pt"])
     assert spec["experts"] == {"mnist": "owner/mnist", "svhn": "/tmp/up/svhn.safetensors", "gtsrb": "/tmp/up/gtsrb.pt"}
     assert spec["model"] == "ViT-B-32" and spec["pretrained"] == "openai"
 
 
 def test_examples_are_listed_per_task(config):
-    names = [name for _, name in handlers.list_examples(config, ["task1"])]
+    names = [name for _, name in inputs.list_examples(config, ["task1"])]
     assert names == ["task1/example0.png", "task1/example1.png"]
-    assert handlers.list_examples(AppConfig(examples_dir=config.examples_dir / "missing")) == []
+    assert inputs.list_examples(AppConfig(examples_dir=config.examples_dir / "missing")) == []
 
 
 # 2. Merge and adapt ---------------------------------------------------------------------------------------------
@@ -297,20 +297,20 @@ def test_uploads_that_are_not_images_are_refused(tmp_path, config):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
     with pytest.raises(gr.Error, match="Upload an image first"):
-        handlers.read_upload(None, config)
+        inputs.read_upload(None, config)
     with pytest.raises(gr.Error, match="empty"):
-        handlers.read_upload(str(tmp_path / "empty.png"), config)
+        inputs.read_upload(str(tmp_path / "empty.png"), config)
     for name in ("notes.txt", "corrupt.png"):
         with pytest.raises(gr.Error, match="not an image this app can read"):
-            handlers.read_upload(str(tmp_path / name), config)
+            inputs.read_upload(str(tmp_path / name), config)
 
 
 def test_huge_images_are_refused_or_downscaled(tmp_path, config):
     Image.new("RGB", (300, 200), "red").save(tmp_path / "big.png")
     small = AppConfig(examples_dir=config.examples_dir, max_pixels=10_000)
     with pytest.raises(gr.Error, match="megapixels"):
-        handlers.read_upload(str(tmp_path / "big.png"), small)
-    shrunk = handlers.read_upload(str(tmp_path / "big.png"), AppConfig(display_side=60))
+        inputs.read_upload(str(tmp_path / "big.png"), small)
+    shrunk = inputs.read_upload(str(tmp_path / "big.png"), AppConfig(display_side=60))
     assert shrunk.size == (60, 40) and shrunk.mode == "RGB"
 
 
@@ -319,7 +319,7 @@ def test_a_png_too_large_for_pil_is_called_too_large(tmp_path, config):
     Image.new("1", (14_000, 14_000)).save(path)  # 196 megapixels: PIL refuses it on open (DecompressionBombError)
     assert path.stat().st_size < 2_000_000
     with pytest.raises(gr.Error, match=r"'huge.png' is too large \(196 megapixels\).*at most 40 megapixels.*Downscale"):
-        handlers.read_upload(str(path), config)
+        inputs.read_upload(str(path), config)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P", "LA"])
@@ -329,7 +329,7 @@ def test_other_image_modes_are_converted_to_rgb(tmp_path, config, mode):
     image = image.convert(mode) if mode != "I;16" else image
     path = tmp_path / f"image-{mode.replace(';', '')}.png"
     image.save(path)
-    converted = handlers.read_upload(str(path), config)
+    converted = inputs.read_upload(str(path), config)
     assert converted.mode == "RGB" and converted.size == (32, 32)
     assert np.asarray(converted).std() > 0  # the picture survived the conversion
 
@@ -337,22 +337,22 @@ def test_other_image_modes_are_converted_to_rgb(tmp_path, config, mode):
 def test_sketches(config):
     blank = Image.new("RGB", (64, 64), "black")
     with pytest.raises(gr.Error, match="draw a digit first"):
-        handlers.read_sketch({"background": blank, "layers": [], "composite": blank}, config)
+        inputs.read_sketch({"background": blank, "layers": [], "composite": blank}, config)
     with pytest.raises(gr.Error, match="draw a digit first"):
-        handlers.read_sketch(None, config)
+        inputs.read_sketch(None, config)
     drawn = blank.copy()
     drawn.paste((255, 255, 255), (20, 10, 30, 50))
-    assert handlers.read_sketch({"composite": drawn.convert("RGBA")}, config).mode == "RGB"
+    assert inputs.read_sketch({"composite": drawn.convert("RGBA")}, config).mode == "RGB"
 
 
 def test_examples_cannot_escape_their_folder(config):
     with pytest.raises(gr.Error, match="No example image"):
-        handlers.read_example("../../etc/passwd", config)
-    assert handlers.read_example("task0/example1.png", config).size == (32, 32)
+        inputs.read_example("../../etc/passwd", config)
+    assert inputs.read_example("task0/example1.png", config).size == (32, 32)
 
 
 def test_predictions_before_and_after_wemoe(session, config):
-    image = handlers.read_example("task1/example0.png", config)
+    image = inputs.read_example("task1/example0.png", config)
     shown, table, guess, heatmap = handlers.predict(session, image, handlers.AUTO_TASK, config)
     assert shown.size == (192, 192)
     assert list(table.columns) == ["pretrained"]  # nothing merged, no task: the pretrained model alone
@@ -372,7 +372,7 @@ def test_predictions_before_and_after_wemoe(session, config):
 
 
 def test_predictions_are_compact_with_every_model_on_demand(merged, config):
-    image = handlers.read_example("task0/example1.png", config)
+    image = inputs.read_example("task0/example1.png", config)
     _, compact, _, _ = handlers.predict(merged, image, "task1", config)
     assert list(compact.columns) == ["wemoe", "expert task1"]  # what fits a phone: the merge vs its expert
     every = ["rank", "pretrained", "task_arithmetic", "wemoe", "expert task0", "expert task1", "expert task2"]
@@ -384,7 +384,7 @@ def test_predictions_are_compact_with_every_model_on_demand(merged, config):
 
 
 def test_unadapted_or_nan_routing_makes_no_guess(merged, config):
-    image = handlers.read_example("task1/example0.png", config)
+    image = inputs.read_example("task1/example0.png", config)
     _, table, guess, _ = handlers.predict(merged, image, handlers.AUTO_TASK, config)  # routers: 0.3 everywhere
     assert guess.startswith("**No guess yet: adapt first.**") and "same weight" in guess
     assert "guess: task" not in guess and "head of" not in guess and "all tasks together" in guess
@@ -407,7 +407,7 @@ def test_adapted_routers_guess_one_task_in_one_plain_statement(merged, config):
     merged.bench.merges["wemoe"].key = None  # routers changed by hand: no longer the merge the cache knows
     merged.reset_results()
     for name in ("task0/example0.png", "task1/example0.png", "task2/example1.png"):
-        _, table, guess, _ = handlers.predict(merged, handlers.read_example(name, config), handlers.AUTO_TASK, config)
+        _, table, guess, _ = handlers.predict(merged, inputs.read_example(name, config), handlers.AUTO_TASK, config)
         chosen = guess.split("routers' guess: ")[1].split("**")[0]
         assert chosen in {"task0", "task1", "task2"} and f"head of **{chosen}** (the routers' guess)" in guess
         assert list(table.columns) == ["wemoe", f"expert {chosen}"]
@@ -419,7 +419,7 @@ def test_adapted_routers_guess_one_task_in_one_plain_statement(merged, config):
 def test_the_routing_heatmap_explains_its_coefficients(merged, config):
     from app import texts
 
-    _, _, _, heatmap = handlers.predict(merged, handlers.read_example("task0/example0.png", config), "task0", config)
+    _, _, _, heatmap = handlers.predict(merged, inputs.read_example("task0/example0.png", config), "task0", config)
     trace = heatmap.data[0]
     assert trace.colorbar.title.text == "coefficient" and "task vector" in trace.hovertemplate and trace.zmid == 0
     assert "not probabilities" in heatmap.layout.title.subtitle.text and "need not sum to 1" in heatmap.layout.title.subtitle.text
@@ -431,7 +431,7 @@ def test_predicted_probabilities_match_the_library(merged, config):
     from wemoe.routing import top_k
     from wemoe.task_images import encode_images
 
-    image = handlers.read_example("task0/example0.png", config)
+    image = inputs.read_example("task0/example0.png", config)
     _, table, _, _ = handlers.predict(merged, image, "task0", config)
     bench = merged.bench
     expected = top_k(bench.merges["wemoe"].model, encode_images([image], bench.zoo.preprocess), bench.heads()["task0"],
@@ -465,7 +465,7 @@ def test_the_accuracy_table_shows_the_average_first_and_marks_the_best_merge():
     rows = ["pretrained", "experts", "task_arithmetic", "wemoe", "wemoe_oracle"]
     table = pd.DataFrame({"pocket_digits": [50.0, 99.0, 70.0, 80.0, 95.0], "pocket_shapes": [40.0, 98.0, 85.0, 85.0, 97.0],
                           "average": [45.0, 98.5, 77.5, 82.5, 96.0]}, index=pd.Index(rows, name="model"))
-    styled = handlers.style_table(table)
+    styled = views.style_table(table)
     assert list(styled.data.columns) == ["model", "average", "digits", "shapes"]  # average first, short task names
     styles = styled._compute().ctx
     best = {(r, c) for (r, c), props in styles.items() if ("font-weight", "bold") in props}
@@ -475,7 +475,7 @@ def test_the_accuracy_table_shows_the_average_first_and_marks_the_best_merge():
     assert italic == {0, 1, 4}
     backgrounds = {v for props in styles.values() for k, v in props if k == "background-color"}
     assert backgrounds and all(v.startswith("rgba(") for v in backgrounds)  # translucent: readable in dark mode too
-    only_references = handlers.style_table(table.loc[["pretrained", "experts"]])._compute().ctx
+    only_references = views.style_table(table.loc[["pretrained", "experts"]])._compute().ctx
     assert not any(("font-weight", "bold") in props for props in only_references.values())
 
 

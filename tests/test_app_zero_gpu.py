@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from app import build_demo, gpu, handlers
+from app import build_demo, gpu, handlers, jobs
 from app.session import Session
 from tests import zero_gpu
 from tests.app_support import tiny_config, write_examples
@@ -66,7 +66,7 @@ def test_chunks_fit_the_call_limit():
 def test_adaptation_in_zero_gpu_chunks_equals_the_plain_run(examples, monkeypatch):
     plain = _adapted(examples)
     zero_gpu.install(monkeypatch)
-    monkeypatch.setattr(handlers, "chunk_steps", lambda seconds: 2)  # 5 steps: chunks of 2, 2, 1
+    monkeypatch.setattr(jobs, "chunk_steps", lambda seconds: 2)  # 5 steps: chunks of 2, 2, 1
     chunked = _adapted(examples)
     assert len(zero_gpu.calls) == 3 and all(0 < c <= gpu.GPU_CALL_SECONDS for c in zero_gpu.calls)
     a, b = _routers(plain), _routers(chunked)
@@ -78,7 +78,7 @@ def test_adaptation_in_zero_gpu_chunks_equals_the_plain_run(examples, monkeypatc
 def test_out_of_gpu_time_keeps_the_last_finished_chunk(examples, monkeypatch):
     plain = _adapted(examples, steps=2)
     zero_gpu.install(monkeypatch)
-    monkeypatch.setattr(handlers, "chunk_steps", lambda seconds: 2)
+    monkeypatch.setattr(jobs, "chunk_steps", lambda seconds: 2)
     asked = iter([60.0, 0.001])  # the second call gets no time: ZeroGPU aborts it
     monkeypatch.setattr(gpu, "chunk_seconds", lambda *_: next(asked))
     session, _ = _session(examples)

@@ -56,16 +56,16 @@ def _accuracy(predictions: list[int], labels: list[int]) -> float:
 
 
 def test_the_app_redraws_sketches_for_the_digits_task_and_they_are_read_far_better(pocket_bench):
-    from app import handlers
+    from app import inputs
     from app.session import AppConfig, Session
 
     config, session = AppConfig(), Session()
     session.bench = pocket_bench
     drawn = SKETCH.drawings(4)
     labels = [label for _, label, _ in drawn]
-    raw = [handlers.read_sketch({"composite": image}, config) for image, _, _ in drawn]  # no session: as drawn
-    for_digits = [handlers.read_sketch({"composite": image}, config, session, task)
-                  for (image, _, _), task in zip(drawn, [handlers.AUTO_TASK, handlers.DIGITS_TASK] * 20)]
+    raw = [inputs.read_sketch({"composite": image}, config) for image, _, _ in drawn]  # no session: as drawn
+    for_digits = [inputs.read_sketch({"composite": image}, config, session, task)
+                  for (image, _, _), task in zip(drawn, [inputs.AUTO_TASK, inputs.DIGITS_TASK] * 20)]
     assert len(drawn) == 40 and all(image.size == (32, 32) for image in for_digits)
     before, after = SKETCH.classify(pocket_bench, raw), SKETCH.classify(pocket_bench, for_digits)
     # Measured: expert 22.5% -> 85.0%, pretrained 20.0% -> 80.0% (bench/README.md); chance is 10%.
@@ -73,5 +73,5 @@ def test_the_app_redraws_sketches_for_the_digits_task_and_they_are_read_far_bett
     assert _accuracy(after["expert"], labels) >= _accuracy(before["expert"], labels) + 35
     assert _accuracy(after["pretrained"], labels) >= _accuracy(before["pretrained"], labels) + 35
     # a drawing for another task is classified as drawn
-    letters = handlers.read_sketch({"composite": drawn[0][0]}, config, session, "pocket_letters")
+    letters = inputs.read_sketch({"composite": drawn[0][0]}, config, session, "pocket_letters")
     assert letters.size == (224, 224)

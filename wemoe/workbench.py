@@ -14,6 +14,7 @@ one trains it); an adaptive merge is a copy whose frozen tensors are shared and 
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 
 from wemoe.adapt import (
@@ -35,14 +37,15 @@ from wemoe.adapt import (
     resolve_settings,
 )
 from wemoe.adaptive import routes, trainable_parameters
-from wemoe.errors import MethodError
+from wemoe.errors import MethodError, TaskError
 from wemoe.evaluate import Model, Score, iter_scores, table_from_scores
 from wemoe.loaded_zoo import LoadedZoo
 from wemoe.methods import get_method
 from wemoe.moe import oracle_towers, release_workspaces
+from wemoe.predictions import ImageClassification, classify_batch
 from wemoe.result_cache import ResultCache
-from wemoe.routing import RoutingAnalysis, analyse_routing
-from wemoe.task_images import TaskImages
+from wemoe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
+from wemoe.task_images import TaskImages, encode_images
 from wemoe.tasks import Task
 from wemoe.zoo import Zoo
 
@@ -115,12 +118,13 @@ class Workbench:
         self.cache: ResultCache | None = None
         self.cache_key: Hashable | None = None
         self.merges: dict[str, MergeResult] = {}
+        self._centroids: dict[str, tuple[Hashable, RoutingCentroids]] = {}
 
     @classmethod
     def sharing(cls, loaded: LoadedZoo, cache: ResultCache | None = None, key: Hashable | None = None) -> Workbench:
         """A workbench on an already loaded zoo; with a ``cache`` and the zoo's ``key`` its results are shared."""
         bench = cls.__new__(cls)
-        bench.loaded, bench.merges = loaded, {}
+        bench.loaded, bench.merges, bench._centroids = loaded, {}, {}
         bench.cache, bench.cache_key = (cache, key) if cache is not None and key is not None else (None, None)
         return bench
 
@@ -321,11 +325,15 @@ class Workbench:
         result.key, result.from_cache = key, True
         yield from state.records
 
+    def routed_merge(self) -> str | None:
+        """The name of the first merge that routes each image (a WEMoE merge), or None."""
+        return next((name for name, result in self.merges.items() if result.routes), None)
+
     def _routed_merge(self) -> MergeResult:
-        found = next((r for r in self.merges.values() if r.routes), None)
-        if found is None:
+        name = self.routed_merge()
+        if name is None:
             raise MethodError("wemoe_oracle needs a wemoe merge first: it routes each task to its own expert.")
-        return found
+        return self.merges[name]
 
     def _model_key(self, name: str) -> Hashable | None:
         if name in (PRETRAINED, EXPERTS):
@@ -410,6 +418,52 @@ class Workbench:
             return self._cached(key, lambda: analyse_routing(result.model, self.data(), per_task=per_task))
         finally:
             release_workspaces(result.model)
+
+    def routing_centroids(self, name: str, per_task: int | None = 32) -> RoutingCentroids:
+        """Each task's mean routing through merge ``name`` over ``per_task`` test images (kept while the merge is
+        as it is: same object, same steps, same cache key)."""
+        result = self.merges[name]
+        state = (id(result), id(result.model), result.adapt_steps, result.key, per_task)
+        kept = self._centroids.get(name)
+        if kept is None or kept[0] != state:
+            analysis, _ = self.routing_analysis(name, per_task)
+            kept = self._centroids[name] = (state, analysis.centroids())
+        return kept[1]
+
+    def classify(
+        self,
+        images: Sequence[Image.Image] | torch.Tensor,
+        task: str | None = None,
+        k: int = 5,
+        centroid_per_task: int | None = 32,
+    ) -> list[ImageClassification]:
+        """Per image: the top-``k`` classes of the pretrained model, every merge and every expert, and with a WEMoE
+        merge its routing and the routers' task guess (see :mod:`wemoe.predictions`).
+
+        ``images``: PIL images, or a batch already preprocessed for the zoo. The head is ``task``'s; with ``task``
+        None the routers' guess (nearest mean routing of ``centroid_per_task`` test images per task), else every
+        task's classes together. With a cache, the same images under the same merges are classified once.
+        """
+        if task is not None and task not in self.task_names:
+            raise TaskError(f"Unknown task {task!r}. Tasks: {', '.join(self.task_names)}.")
+        batch = images if isinstance(images, torch.Tensor) else encode_images(list(images), self.zoo.preprocess)
+        merge_keys = tuple((name, self.merge_key(name)) for name in self.merges)
+        key = None
+        if all(merge_key is not None for _, merge_key in merge_keys):
+            digest = hashlib.sha256(batch.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+            key = ("classify", digest, tuple(batch.shape), task, k, centroid_per_task, merge_keys)
+        routed = self.routed_merge()
+
+        def compute() -> list[ImageClassification]:
+            centroids = None if routed is None else self.routing_centroids(routed, centroid_per_task)
+            models = {PRETRAINED: self.zoo.visual, **{n: r.model for n, r in self.merges.items()}}
+            try:
+                return classify_batch(batch, models, self.loaded.expert_towers(), self.heads(), self.tasks, task,
+                                      routed, centroids, k)
+            finally:
+                _release(models)
+
+        return self.cached(key, compute)[0]
 
     def cached(self, key: Hashable | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """``compute()``'s result, shared through the cache under ``key`` (a tuple of its inputs; None: not shared)."""

@@ -1,0 +1,290 @@
+"""Running a session's work: one computation on its models at a time (its lock), one long job at a time, steps taken
+under the lock so that Cancel and other events see the models between steps, and the computing parts of the long
+jobs (evaluation cells, routing maps), which read a session and change nothing, so on ZeroGPU they run in the GPU
+worker (``app.layout`` decorates them) while the session is updated in the main process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app import figures, messages
+from app.errors import refuse
+from app.gpu import adapt_device, chunk_steps, zero_gpu, zero_gpu_runner
+from app.session import CUSTOM, AppConfig, Session
+from app.shared import MemoryBudgetExceeded, Shared
+from wemoe.errors import WemoeError
+
+log = logging.getLogger(__name__)
+
+
+def no_progress(fraction: float, desc: str = "", **_: Any) -> None:
+    """A ``gr.Progress`` stand-in that shows nothing (verbs called without a page)."""
+
+
+@contextlib.contextmanager
+def busy(session: Session, timeout: float = 120.0) -> Iterator[None]:
+    """Hold the session's lock (one computation on its models at a time); waits for a running step to finish."""
+    if not session.lock.acquire(timeout=timeout):
+        raise refuse("This session is busy with another job. Wait for it to finish, or press Cancel.")
+    try:
+        yield
+    finally:
+        session.lock.release()
+
+
+@contextlib.contextmanager
+def long_job(session: Session, what: str) -> Iterator[None]:
+    """Run a long job (adaptation, evaluation, routing map): at most one per session, so that one student cannot
+    hold several of the few shared long-job slots; a second one is refused with what runs."""
+    running = session.claim_long(what)
+    if running is not None:
+        raise refuse(f"This session is already {running}: wait for it to finish (or press Cancel), then try again.",
+                     title="One job at a time")
+    try:
+        yield
+    finally:
+        session.release_long()
+
+
+def one_long_job(what: str) -> Callable:
+    """Decorator: the generator handler runs as the session's one long job (see :func:`long_job`)."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(session: Session, *args: Any, **kwargs: Any) -> Iterator:
+            with long_job(session, what):
+                yield from fn(session, *args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+def guard_memory(shared: Shared | None) -> None:
+    """Refuse new heavy work (a ``gr.Error`` saying what to do) while the process is above its memory budget."""
+    if shared is None:
+        return
+    try:
+        shared.check_memory()
+    except MemoryBudgetExceeded as error:
+        log.warning("refused heavy work: %s", error)
+        raise refuse(str(error), title="Server busy") from None
+
+
+@contextlib.contextmanager
+def light_call(session: Session) -> Iterator[None]:
+    """A light call (a classification): long jobs of every session hold their next step while it runs
+    (``app.shared.LightFirst``)."""
+    gate = session.shared.light_first if session.shared is not None else None
+    with gate.light() if gate is not None else contextlib.nullcontext():
+        yield
+
+
+def light_first(session: Session) -> None:
+    """Before a long job's next step: wait (at most half a second) while light calls run (``app.shared.LightFirst``)."""
+    if session.shared is not None:
+        session.shared.light_first.wait()
+
+
+@dataclass
+class StepsOutcome:
+    """How :func:`locked_steps` ended: stopped by Cancel, or by a failed chunk (``failed``: its error)."""
+
+    stopped: bool = False
+    failed: BaseException | None = None
+
+
+def locked_steps(
+    session: Session,
+    steps: Iterator[Any],
+    outcome: StepsOutcome | None = None,
+    cancellable: bool = False,
+    chunk: int = 0,
+    after_step: Callable[[], None] | None = None,
+) -> Iterator[Any]:
+    """The items of ``steps``, each taken under the session's lock (the models do not change meanwhile).
+
+    ``cancellable``: Cancel (``session.stop``), checked under the lock, ends it before the next step (with chunks of
+    ``chunk`` steps, only at a chunk's end, where the model and its history agree). With chunks a failed chunk (a GPU
+    call out of time) ends it too, its error kept in ``outcome.failed``; a ``WemoeError`` always propagates.
+    ``after_step`` runs under the lock after each step taken. Each step waits first while light calls run.
+    """
+    outcome = outcome if outcome is not None else StepsOutcome()
+    taken = 0
+    while True:
+        light_first(session)  # a classification running now goes first: it takes 0.05 s alone, seconds beside us
+        with busy(session):
+            if cancellable and session.stop.is_set() and (not chunk or taken % chunk == 0):
+                outcome.stopped = True
+                return
+            try:
+                item = next(steps, None)
+            except WemoeError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a GPU call that failed or ran out of time
+                if not chunk:
+                    raise
+                log.warning("a chunk failed after %d steps: %s", taken, error)
+                outcome.failed, item = error, None
+            if after_step is not None:
+                after_step()
+        if item is None:
+            outcome.stopped = cancellable and (outcome.stopped or session.stop.is_set())
+            return
+        taken += 1
+        yield item
+
+
+def watch_same_run(session: Session, target: str, settings: Mapping[str, Any], every: float = 0.5) -> Iterator[str]:
+    """While another session computes the very adaptation run ``settings`` of ``target`` would start, its progress
+    every ``every`` seconds (until Cancel), watched without holding this session's lock, so that this student's
+    classifications go on meanwhile; the run then comes from the cache."""
+    last = 0.0
+    for progress in session.bench.waiting_for_run(target, **settings):
+        if session.stop.is_set():
+            return
+        if time.perf_counter() - last >= every:
+            last = time.perf_counter()
+            yield progress
+
+
+def device_name() -> str:
+    """Where adaptation runs, for messages: GPU or CPU."""
+    return "GPU" if adapt_device() is None and torch.cuda.is_available() else "CPU"
+
+
+def adapt_options(per_step: Callable[[], float]) -> tuple[int, dict[str, Any]]:
+    """``(chunk steps, Workbench.adapt options)``: on ZeroGPU, chunks sized from ``per_step()`` seconds, each run in
+    a GPU call; elsewhere one run on the adaptation device (chunk 0)."""
+    if not zero_gpu():
+        return 0, {"device": adapt_device()}
+    seconds = per_step()
+    chunk = chunk_steps(seconds)
+    return chunk, {"device": None, "runner": zero_gpu_runner(seconds), "chunk_steps": chunk}
+
+
+def load_workbench(config: AppConfig, choice: str, loader: Callable, samples: int | None,
+                   progress: Callable[..., None]) -> tuple[Any, bool]:
+    """``(workbench, reused)`` of zoo ``choice``: a custom zoo is the session's own (never shared); any other is
+    loaded once per process and shared, read-only, by every session that picks it (``reused``: it was already)."""
+    from wemoe.workbench import Workbench  # when a zoo loads: building the page loads no model code
+
+    if choice != CUSTOM:
+        guard_memory(config.shared)
+        return config.shared.workbench(choice, samples, loader, lambda f, m: progress(f, desc=m))
+    zoo, tasks = loader(lambda fraction, message: progress(0.6 * fraction, desc=message))
+    bench = Workbench(zoo, tasks, samples=samples, seed=0)
+    bench.data(progress=lambda f, m: progress(0.6 + 0.3 * f, desc=m))
+    progress(0.95, desc="building zero-shot heads")
+    bench.heads()
+    return bench, False
+
+
+def write_results(session: Session, table: Any) -> tuple[str, str]:
+    """The accuracy table as the downloads: a CSV and the JSON report (everything needed to rerun it)."""
+    from wemoe.report import build_report
+
+    bench = session.bench
+    stem = session.workdir / f"results-{session.zoo_name}"
+    table.round(2).to_csv(f"{stem}.csv")
+    report = build_report(session.zoo_name or bench.zoo.name, bench.task_names, table, bench.merges)
+    Path(f"{stem}.json").write_text(json.dumps(report, indent=2))
+    return f"{stem}.csv", f"{stem}.json"
+
+
+def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str, Mapping[str, Any]], per_task: int,
+                progress: Callable[..., None]) -> tuple[dict[str, Any], dict[str, float]]:
+    """``(made, seconds)``: each method's merge (from the cache when made before) and the seconds of one adaptation
+    step of each adaptive one, stopping at Cancel; the session's merges are not touched (the caller holds its lock)."""
+    from wemoe.adapt import time_step  # when merging: building the page loads no model code
+
+    bench = session.bench
+    made: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for i, method in enumerate(methods):
+        if session.stop.is_set():
+            break
+        progress(i / len(methods), desc=f"merging {method}")
+        made[method] = bench.build(method, resolved[method])
+    device = adapt_device()
+    for method, result in made.items():
+        if result.adaptive and not session.stop.is_set():
+            progress(0.95, desc=f"timing one adaptation step of {method}")
+            seconds[method], _ = bench.cached(
+                None if result.key is None else ("step_seconds", result.key, per_task, str(device)),
+                lambda r=result: time_step(r.model, bench.data(), bench.heads(), per_task=per_task, device=device))
+    return made, seconds
+
+
+@dataclass
+class StepTally:
+    """What an adaptation run has done so far: its steps, seconds and first loss."""
+
+    ran: int = 0
+    elapsed: float = 0.0
+    start_loss: float | None = None
+    first_elapsed: float = 0.0
+
+    def add(self, record: Any, step_seconds: dict, key: tuple[str, int]) -> float:
+        """Count step ``record``; returns the seconds per step, refined in ``step_seconds[key]`` from the running
+        steps (the first one, which also pays one-off warm-up costs, left out)."""
+        self.ran, self.elapsed = self.ran + 1, record.elapsed
+        self.start_loss = record.loss if self.start_loss is None else self.start_loss
+        if record.step == 1:
+            self.first_elapsed = record.elapsed
+        else:
+            step_seconds[key] = (record.elapsed - self.first_elapsed) / (record.step - 1)
+        return step_seconds.get(key, record.elapsed / record.step)
+
+
+def evaluation_scores(session: Session, names: Sequence[str]) -> Iterator[Any]:
+    """The accuracy cells (``wemoe.evaluate.Score``) of models ``names`` on every task, as they are computed.
+
+    Reads the session and changes nothing in it, so on ZeroGPU it can run in the GPU worker;
+    ``handlers.evaluate`` builds the table and updates the session from its Scores in the main process.
+    """
+    yield from session.bench.iter_scores(names)
+
+
+def routing_maps(session: Session, name: str, method: str, config: AppConfig) -> Iterator[tuple]:
+    """(heatmaps, loss curve, entropy curve, feature map, note) of WEMoE merge ``name``: with the PCA map first,
+    then (``method`` umap) the UMAP one.
+
+    Reads the session and changes nothing in it, so on ZeroGPU it can run in the GPU worker; the caller
+    (``handlers.routing``) holds the session's lock for the first item (the pass through the routers).
+    """
+    from wemoe.routing import embed_2d  # with the first map: building the page imports no routing code
+
+    bench = session.bench
+    result = bench.merges[name]
+    histories = {n: r.history for n, r in bench.merges.items() if r.history}
+    analysis, from_cache = bench.routing_analysis(name, config.routing_per_task)
+    merge_key = bench.merge_key(name)
+
+    def embedding(kind: str):
+        key = None if merge_key is None else ("embedding", merge_key, config.routing_per_task, kind)
+        return bench.cached(key, lambda: embed_2d(analysis.features, kind, seed=0))[0]
+
+    tasks = list(dict.fromkeys(analysis.labels))
+    heat = figures.task_routing_heatmaps(analysis.task_average().numpy(), tasks, analysis.layers, analysis.task_names)
+    curve = figures.loss_curve(histories, session.step_losses)
+    entropy = figures.task_entropy_curve(result.history, name)
+    dominant = analysis.dominant_expert()
+    agree = sum(d == t for d, t in zip(dominant, analysis.labels)) / len(dominant)
+    note = messages.routing_note(name, len(analysis.labels), len(tasks), result.adapt_steps, agree, from_cache)
+    pca = figures.feature_maps(embedding("pca"), analysis.labels, dominant, "pca")
+    computing = " UMAP is computing (the first run compiles it: up to a minute)..." if method == "umap" else ""
+    yield heat, curve, entropy, pca, note + computing
+    if method == "umap":
+        yield heat, curve, entropy, figures.feature_maps(embedding("umap"), analysis.labels, dominant, "umap"), note

@@ -1,0 +1,104 @@
+"""What the page shows of library results as tables and images: the accuracy table (the best merge marked), the
+top-k predictions of every model, the routing heatmap of one image, a tiny image made visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from app import figures
+from app.inputs import AUTO_TASK
+
+# the marked best merge: a translucent green under the theme's own text colour reads in light and dark mode
+BEST_STYLE = "font-weight: bold; background-color: rgba(34, 160, 80, 0.32)"
+REFERENCE_STYLE = "font-style: italic"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table as shown: a ``model`` column, then ``average``, then the tasks (short names), one decimal."""
+    from wemoe.evaluate import AVERAGE  # the library's models load when a table is made, not when the page is built
+
+    shown = table.round(1)
+    tasks = [c for c in shown.columns if c != AVERAGE]
+    shown = shown[[c for c in (AVERAGE, *tasks) if c in shown.columns]]
+    shown = shown.rename(columns=dict(zip(tasks, figures.short_names(tasks))))
+    return shown.reset_index()
+
+
+def style_table(table: pd.DataFrame) -> Any:
+    """The accuracy table for display (:func:`display_table`): in each column the best *merge* in bold on green;
+    the reference rows (pretrained, experts, oracle) in italics and never marked."""
+    from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED
+
+    shown = display_table(table)
+    numeric = [c for c in shown.columns if c != "model"]
+    is_merge = ~shown["model"].isin([PRETRAINED, EXPERTS, ORACLE])
+
+    def best_merge(column: pd.Series) -> list[str]:
+        merges = column[is_merge]
+        best = merges.max() if merges.notna().any() else None
+        return [BEST_STYLE if best is not None and m and v == best else "" for v, m in zip(column, is_merge)]
+
+    def reference(row: pd.Series) -> list[str]:
+        return ["" if is_merge[row.name] else REFERENCE_STYLE] * len(row)
+
+    return (shown.style.format({c: "{:.1f}" for c in numeric}, na_rep="")
+            .apply(reference, axis=1).apply(best_merge, subset=numeric, axis=0))
+
+
+def expert_columns(task_names: Sequence[str]) -> dict[str, str]:
+    """The predictions table's column of each task's expert: ``expert <short task name>``."""
+    return {t: f"expert {short}" for t, short in zip(task_names, figures.short_names(task_names))}
+
+
+def prediction_table(result: Any, task_names: Sequence[str]) -> pd.DataFrame:
+    """Every model's top-k for one image (a ``wemoe.predictions.ImageClassification``): a rank column, then the
+    pretrained model, every merge and every expert, each cell ``class (p%)`` (``task: class`` under the joint head)."""
+    shorts = dict(zip(task_names, figures.short_names(task_names)))
+    experts = expert_columns(task_names)
+    ranked = {**result.models, **{experts[t]: r for t, r in result.experts.items()}}
+
+    def cell(label: str, task: str, probability: float) -> str:
+        shown = label if result.task is not None else f"{shorts[task]}: {label}"
+        return f"{shown} ({100 * probability:.1f}%)"
+
+    columns = {name: [cell(*entry) for entry in zip(r.labels, r.tasks, r.probabilities)] for name, r in ranked.items()}
+    depth = max(len(v) for v in columns.values())
+    return pd.DataFrame({"rank": list(range(1, depth + 1)), **{k: v + [""] * (depth - len(v)) for k, v in columns.items()}})
+
+
+def compact_columns(result: Any, bench: Any) -> list[str]:
+    """The compact view's columns: the merged model (the WEMoE merge, else the latest; else pretrained) and the expert
+    of the task used (else pretrained): what fits a phone."""
+    merges = list(bench.merges)
+    merged = bench.routed_merge() or (merges[-1] if merges else "pretrained")
+    expert = expert_columns(bench.task_names)[result.task] if result.task is not None else "pretrained"
+    return list(dict.fromkeys([merged, expert]))
+
+
+def image_heatmap(result: Any, task_names: Sequence[str]) -> Any:
+    """The routing heatmap of one image (layers x experts), or a placeholder without a WEMoE merge."""
+    if result.routing is None:
+        return figures.empty_figure("Merge with WEMoE to see this image's routing per layer.")
+    return figures.routing_heatmap(result.routing.numpy(), list(result.layers), task_names,
+                                   f"Routing of this image ({result.routed_by})")
+
+
+def enlarged(image: Image.Image, side: int = 192) -> Image.Image:
+    """A tiny image scaled up (nearest neighbour, pixels stay sharp) so it is visible on the page."""
+    factor = side // max(image.size)
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
+
+
+def task_choices(session: Any) -> list[str]:
+    """Choices of the 'task (head)' dropdown: the routers' guess, then every task of the session's zoo."""
+    return [AUTO_TASK, *(session.bench.task_names if session.bench is not None else [])]
+
+
+def adaptive_merges(session: Any) -> list[str]:
+    """Names of the session's merges that can be adapted (WEMoE, AdaMerging)."""
+    return [] if session.bench is None else [n for n, r in session.bench.merges.items() if r.adaptive]
