@@ -1,9 +1,14 @@
 """Warm the default lesson at start-up: the page's defaults computed once, in the background, into the shared cache.
 
 A class opening the page at once asks for the same default lesson (load the pocket zoo, merge task arithmetic +
-WEMoE, adapt with the defaults, evaluate, map the routing). Run through the handlers on a session of its own, exactly
-as a student's clicks run, it fills the cache with the same keys; students who arrive while it runs wait for the
-computation in flight instead of starting their own. It never delays the first page: it starts in a daemon thread.
+WEMoE, adapt with the defaults, classify the gallery's examples, evaluate, map the routing). Run through the handlers
+on a session of its own, exactly as a student's clicks run, it fills the cache with the same keys; students who arrive
+while it runs wait for the computation in flight instead of starting their own. It never delays the first page: it
+starts in a daemon thread.
+
+The examples are classified twice, with the merges as made (what students see while their adaptation runs) and
+after the adaptation: a class clicking the gallery at once then gets every example from the cache, where each
+first classification costs a forward pass of every model beside everyone else's work.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import threading
 import time
 
 from app import handlers
+from app.inputs import AUTO_TASK, adapt_setting, list_examples, read_example
 from app.session import AppConfig, Session
 
 log = logging.getLogger(__name__)
-DEFAULT_LR = 1e-3  # the page's learning-rate box
-DEFAULT_PER_TASK = 16  # the page's images-per-task slider
+DEFAULT_LR = adapt_setting("lr").default  # the page's learning-rate box: its declared default
+DEFAULT_PER_TASK = adapt_setting("per_task").default  # the page's images-per-task slider: its declared default
 
 
 def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_arithmetic", "wemoe")) -> float:
@@ -27,9 +33,11 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
     try:
         handlers.load_zoo(session, config, config.default_zoo)
         handlers.merge(session, list(methods), {}, DEFAULT_PER_TASK, config.default_steps)
+        classify_examples(session, config)
         for _ in handlers.adapt(session, "wemoe", config.default_steps, DEFAULT_LR, DEFAULT_PER_TASK,
                                 loss=config.default_loss):
             pass
+        classify_examples(session, config)
         for _ in handlers.evaluate(session):
             pass
         for _ in handlers.routing(session, "pca", config):
@@ -37,6 +45,15 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
     finally:
         session.close()
     return time.perf_counter() - start
+
+
+def classify_examples(session: Session, config: AppConfig) -> int:
+    """Classify every example of the gallery of the session's zoo with its merges as they are now, as a click on it
+    does ("auto" task); returns how many."""
+    examples = list_examples(config, session.bench.task_names)
+    for _, name in examples:
+        handlers.predict(session, read_example(name, config), AUTO_TASK, config)
+    return len(examples)
 
 
 def start_warming(config: AppConfig) -> threading.Thread:

@@ -154,6 +154,14 @@ def test_the_warmed_default_lesson_is_what_a_student_then_gets_from_the_cache(co
     assert "from the server's cache" in statuses[-1]
     note = list(handlers.evaluate(student))[-1][2]
     assert "came from the server's cache: experts, pretrained, task_arithmetic, wemoe" in note
+    from app.inputs import AUTO_TASK, list_examples, read_example
+
+    examples = list_examples(config, student.bench.task_names)
+    assert examples
+    misses = config.shared.results.misses
+    for _, name in examples:  # the gallery was classified by the warm-up with these very merges
+        handlers.predict(student, read_example(name, config), AUTO_TASK, config)
+    assert config.shared.results.misses == misses
 
 
 def test_a_student_waiting_for_anothers_same_adaptation_can_classify_meanwhile(config):
