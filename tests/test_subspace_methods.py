@@ -193,3 +193,22 @@ def test_task_wise_adamerging_has_one_coefficient_per_task_and_starts_at_task_ar
     expected = zoo.base_state[key] + 0.2 * (experts[0][key] - zoo.base_state[key]) + 0.5 * (experts[1][key] - zoo.base_state[key])
     assert torch.allclose(model.merged_state()[key], expected, atol=1e-6)
     assert torch.allclose(model.static_tower().state_dict()[key], expected, atol=1e-6)
+
+
+def test_classify_gives_emr_the_heads_task_and_no_task_gives_its_mean():
+    from tests.helpers import tiny_images
+    from wemoe.classify import logits
+    from wemoe.task_images import encode_images
+
+    zoo = tiny_zoo(n_experts=3, seed=9)
+    bench = Workbench(zoo, [tiny_task(n, n_classes=4, n_images=6, seed=i) for i, n in enumerate(zoo.task_names)])
+    model = bench.merge("emr_merging").model
+    images = tiny_images(2, seed=3)
+    batch = encode_images(images, zoo.preprocess)
+    for task, tower in (("task1", model.for_task("task1")), (None, model)):
+        results = bench.classify(images, task=task, k=1)
+        head = bench.heads()["task1"] if task else torch.cat([bench.heads()[t] for t in zoo.task_names])
+        with torch.no_grad():
+            expected = logits(tower.eval(), batch, head).softmax(-1).max(-1).values
+        got = [r.models["emr_merging"].probabilities[0] for r in results]
+        assert got == pytest.approx(expected.tolist(), abs=1e-5)

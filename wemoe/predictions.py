@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from wemoe.classify import logits_from_features
+from wemoe.evaluate import needs_task, tower_for
 from wemoe.moe import moe_layers
 from wemoe.routing import RoutingCentroids, features_and_routing, guess_task_argmax, uninformative_routing
 from wemoe.tasks import Task
@@ -131,9 +132,12 @@ def classify_batch(
         def top(f: torch.Tensor) -> Ranked:
             return rank(f[i : i + 1], head, labels, label_tasks, k)[0]
 
+        # a task-conditioned model (EMR) runs as the head's task's model: the one given, or the routers' guess
+        given = {n: rank(features(tower_for(m, used), images[i : i + 1]), head, labels, label_tasks, k)[0]
+                 for n, m in models.items() if used is not None and needs_task(m)}
         results.append(ImageClassification(
             task=used, task_chosen=task is not None,
-            models={n: top(f) for n, f in model_features.items()},
+            models={n: given[n] if n in given else top(f) for n, f in model_features.items()},
             experts={t: top(f) for t, f in expert_features.items()},
             routed_by=routed_by, layers=layers,
             routing=routing[i] if routing is not None else None, guess=guess,
