@@ -24,8 +24,9 @@ def _bench() -> Workbench:
 
 
 def test_settings_are_declared_once_with_their_defaults():
-    assert [p.name for p in SETTINGS] == ["steps", "lr", "per_task", "loss", "seed"]
-    assert resolve_settings() == {"steps": 300, "lr": 1e-3, "per_task": 16, "loss": "entropy", "seed": 0}
+    assert [p.name for p in SETTINGS] == ["steps", "lr", "per_task", "loss", "seed", "split"]
+    assert resolve_settings() == {"steps": 300, "lr": 1e-3, "per_task": 16, "loss": "entropy", "seed": 0,
+                                  "split": "test"}
     assert resolve_settings({"lr": "0.01", "steps": "5"})["lr"] == 0.01
 
 

@@ -26,6 +26,7 @@ from wemoe.methods import get_method, list_methods
 from wemoe.presets import PRESETS
 from wemoe.report import build_report
 from wemoe.sweep import best_task_arithmetic
+from wemoe.views_cli import add_view_commands
 from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 
 
@@ -35,6 +36,7 @@ ADAPT_FLAGS = {
     "per_task": ("--per-task", "per_task"),
     "loss": ("--adapt-loss", "adapt_loss"),
     "seed": ("--seed", "seed"),  # also the seed of the test images drawn with --samples
+    "split": ("--adapt-split", "adapt_split"),  # heldout: the workbench keeps adaptation images out of the scored ones
 }
 """The CLI flag and argparse name of every adaptation setting."""
 
@@ -57,9 +59,9 @@ def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
     return dict(params)
 
 
-def load_workbench(spec: str, samples: int | None, seed: int) -> Workbench:
-    """A Workbench on the zoo named by ``spec`` (``pocket``, a preset name, ...)."""
-    return Workbench(loading.load_zoo(spec), samples=samples, seed=seed)
+def load_workbench(spec: str, samples: int | None, seed: int, adapt_split: str = "test") -> Workbench:
+    """A Workbench on the zoo named by ``spec`` (``pocket``, a preset name, ...), adapting on ``adapt_split``."""
+    return Workbench(loading.load_zoo(spec), samples=samples, seed=seed, adapt_split=adapt_split)
 
 
 def _log(message: str) -> None:
@@ -79,9 +81,9 @@ def load_on_every_rank(args: argparse.Namespace, fabric: Any | None) -> Workbenc
     """The workbench; under Fabric rank 0 loads the zoo, its images and heads first (downloads, head cache) and
     the other ranks then read them."""
     if fabric is None:
-        return load_workbench(args.zoo, args.samples, args.seed)
+        return load_workbench(args.zoo, args.samples, args.seed, args.adapt_split)
     with fabric.rank_zero_first():
-        bench = load_workbench(args.zoo, args.samples, args.seed)
+        bench = load_workbench(args.zoo, args.samples, args.seed, args.adapt_split)
         bench.heads(), bench.data()
     return bench
 
@@ -124,7 +126,7 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
         if get_method(name).adaptive and args.adapt_steps > 0:
             run_adaptation(bench, name, args, fabric)
             report_params[name] = {**result.params, "adapt_lr": args.adapt_lr, "adapt_loss": args.adapt_loss,
-                                   "per_task": args.per_task}
+                                   "per_task": args.per_task, "adapt_split": args.adapt_split}
     if not is_main_process():
         return {}  # rank 0 evaluates, prints and writes
     if ORACLE in names and "wemoe" not in bench.merges:
@@ -208,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = commands.add_parser("methods", help="list merge methods and their parameters")
     methods.set_defaults(run=command_methods)
+    add_view_commands(commands, common, lambda args: load_on_every_rank(args, None),
+                      lambda bench, name, args: run_adaptation(bench, name, args), parse_params)
     return parser
 
 

@@ -35,6 +35,9 @@ SETTINGS = (
     Param("loss", str, "entropy", "entropy (the paper's) or im (entropy minus the entropy of the mean prediction).",
           choices=tuple(LOSSES)),
     Param("seed", int, 0, "Seed of the images drawn for each step (same seed, same batches).", min=0),
+    Param("split", str, "test", "Images adapted on: test (the scored images, as in the paper) or heldout (unlabeled "
+          "images never scored: a pocket task's train split, else half of the test set; wemoe.splits).",
+          choices=("test", "heldout")),
 )
 """The adaptation settings, declared once: the app builds its controls, the CLI its flags and both their checks."""
 DEFAULTS = {p.name: p.default for p in SETTINGS}
@@ -270,15 +273,19 @@ def adapt(
     seed: int = 0,
     device: str | torch.device | None = None,
     loss: str = DEFAULT_LOSS,
+    split: str = "test",
 ) -> Iterator[AdaptStep]:
     """Adapt ``model`` in place for ``steps`` steps; yields an AdaptStep after each (0 steps yields nothing).
+
+    ``split`` only records which images ``data`` holds (the caller chooses them, e.g.
+    ``LoadedZoo.adaptation_data(split)``).
 
     The settings are checked against :data:`SETTINGS` first (MethodError). The model is moved to ``device``
     (default: CUDA if available) for the run and back to the CPU at the end, including when the caller stops early.
     A step whose loss or gradients are not finite is not taken: :class:`AdaptationDiverged` is raised and the model
     keeps the parameters of the last finite step. :class:`AdaptationRun` is the same run, resumable in chunks.
     """
-    settings = {"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed}
+    settings = {"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed, "split": split}
     yield from AdaptationRun(model, data, heads, settings, device).run()
 
 

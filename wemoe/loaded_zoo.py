@@ -17,6 +17,7 @@ from torch import nn
 
 from wemoe.errors import TaskError
 from wemoe.heads import HeadCache
+from wemoe.splits import ADAPT_SPLITS, HELDOUT, TEST, adapts_on_train, heldout_images
 from wemoe.task_images import TaskImages, load_task_images
 from wemoe.tasks import Task, get_task
 from wemoe.zoo import Zoo
@@ -32,14 +33,21 @@ class LoadedZoo:
         samples: int | None = None,
         seed: int = 0,
         cache_dir: str | None = None,
+        adapt_split: str = TEST,
     ) -> None:
-        """``samples``: test images per task (None: all), drawn with ``seed``; ``cache_dir``: where heads are cached."""
+        """``samples``: test images per task (None: all), drawn with ``seed``; ``cache_dir``: where heads are cached;
+        ``adapt_split``: ``heldout`` keeps adaptation images out of the scored ones (``wemoe.splits``; :meth:`data`
+        is then what is scored, :meth:`adaptation_data` what adapts), ``test`` adapts on the scored images."""
         self.zoo = zoo
         self.tasks = list(tasks) if tasks is not None else [get_task(name) for name in zoo.task_names]
         if [t.name for t in self.tasks] != zoo.task_names:
             raise TaskError(f"Tasks {[t.name for t in self.tasks]} do not match the zoo's experts {zoo.task_names}.")
         self.samples = samples
         self.seed = seed
+        if adapt_split not in ADAPT_SPLITS:
+            raise TaskError(f"Unknown adaptation split {adapt_split!r}: use one of {', '.join(ADAPT_SPLITS)}.")
+        self.adapt_split = adapt_split
+        self._adapt_data: dict[str, TaskImages] = {}
         self.head_cache = HeadCache(zoo.clip, zoo.tokenizer, cache_dir)
         self._heads: dict[str, torch.Tensor] = {}
         self._data: dict[str, TaskImages] = {}
@@ -66,10 +74,32 @@ class LoadedZoo:
                 if task.name not in self._data:
                     if progress is not None:
                         progress(i / len(self.tasks), f"loading {task.name} test images")
-                    self._data[task.name] = load_task_images(
-                        task, self.zoo.preprocess, "test", self.samples, self.seed
-                    )
+                    test = load_task_images(task, self.zoo.preprocess, "test", self.samples, self.seed)
+                    if self.adapt_split == HELDOUT:
+                        self._adapt_data[task.name], test = heldout_images(task, self.zoo.preprocess, test, self.seed)
+                    self._data[task.name] = test
             return dict(self._data)
+
+    def adaptation_data(self, split: str | None = None) -> dict[str, TaskImages]:
+        """The images adaptation draws from under ``split`` (default: this zoo's ``adapt_split``): ``test``, the
+        scored images (:meth:`data`); ``heldout``, images never scored (``wemoe.splits``)."""
+        split = split or self.adapt_split
+        if split == TEST:
+            return self.data()
+        if split != HELDOUT:
+            raise TaskError(f"Unknown adaptation split {split!r}: use one of {', '.join(ADAPT_SPLITS)}.")
+        scored = self.data()
+        if self.adapt_split == HELDOUT:
+            return dict(self._adapt_data)
+        halved = [t.name for t in self.tasks if not adapts_on_train(t)]
+        if halved:
+            raise TaskError(f"Task(s) {', '.join(halved)} have no held-out images in this zoo: load it with "
+                            "adapt_split='heldout' so their test sets are split in two (half adapts, half is scored).")
+        with self._lock:
+            for task in self.tasks:
+                if task.name not in self._adapt_data:
+                    self._adapt_data[task.name] = heldout_images(task, self.zoo.preprocess, scored[task.name], self.seed)[0]
+            return dict(self._adapt_data)
 
     def expert_tower(self, task: str) -> nn.Module:
         """The image tower of ``task``'s expert (built once; its weights are the zoo's expert tensors, not a copy)."""

@@ -52,7 +52,7 @@ from wemoe.zoo import Zoo
 PRETRAINED = "pretrained"
 EXPERTS = "experts"
 ORACLE = "wemoe_oracle"
-ADAPT_RUN = ("steps", "lr", "per_task", "loss", "seed")
+ADAPT_RUN = ("steps", "lr", "per_task", "loss", "seed", "split")
 
 
 @dataclass
@@ -112,9 +112,11 @@ class Workbench:
         samples: int | None = None,
         seed: int = 0,
         cache_dir: str | None = None,
+        adapt_split: str = "test",
     ) -> None:
-        """A workbench on its own LoadedZoo (no result cache); see :meth:`sharing` for one shared with others."""
-        self.loaded = LoadedZoo(zoo, tasks, samples, seed, cache_dir)
+        """A workbench on its own LoadedZoo (no result cache); see :meth:`sharing` for one shared with others.
+        ``adapt_split``: ``heldout`` keeps the images adaptation sees out of the scored ones (``wemoe.splits``)."""
+        self.loaded = LoadedZoo(zoo, tasks, samples, seed, cache_dir, adapt_split)
         self.cache: ResultCache | None = None
         self.cache_key: Hashable | None = None
         self.merges: dict[str, MergeResult] = {}
@@ -200,8 +202,12 @@ class Workbench:
         runner: ChunkRunner | None = None,
         chunk_steps: int = 0,
         stop: Callable[[], bool] | None = None,
+        split: str | None = None,
     ) -> Iterator[AdaptStep]:
         """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step.
+
+        ``split``: the images adapted on, ``test`` (the scored ones) or ``heldout`` (never scored; default: the
+        loaded zoo's ``adapt_split``; see :meth:`wemoe.loaded_zoo.LoadedZoo.adaptation_data`).
 
         ``runner``: run the adaptation in chunks of ``chunk_steps`` steps with :func:`wemoe.adapt.adapt_in_chunks`,
         each chunk by ``runner`` (e.g. a ZeroGPU call that returns its checkpoint); bitwise the same run, and a chunk
@@ -220,7 +226,8 @@ class Workbench:
         result = self.merges[name]
         if not result.adaptive:
             raise MethodError(f"The {name!r} merge has nothing to adapt: only wemoe and adamerging merges adapt.")
-        settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
+        settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed,
+                                     "split": split or self.loaded.adapt_split})
         # with Fabric every rank must take every step: never from the cache
         key = None if fabric is not None or self.cache is None else self._run_key(result, settings)
         while key is not None:
@@ -260,6 +267,7 @@ class Workbench:
         seed: int = 0,
         loss: str = DEFAULT_LOSS,
         every: float = 0.5,
+        split: str | None = None,
     ) -> Iterator[str]:
         """While another workbench computes the very run that :meth:`adapt` would start with these settings, yield
         its progress (e.g. ``"step 12/100, loss 0.513"``) every ``every`` seconds; ends at once when none is running.
@@ -269,7 +277,8 @@ class Workbench:
         """
         if name not in self.merges or self.cache is None or not self.merges[name].adaptive:
             return
-        settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed})
+        settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed,
+                                     "split": split or self.loaded.adapt_split})
         key = self._run_key(self.merges[name], settings)
         if key is None:
             return
@@ -292,7 +301,7 @@ class Workbench:
         runner: ChunkRunner | None = None,
         chunk_steps: int = 0,
     ) -> Iterator:
-        data, heads = self.data(), self.heads()
+        data, heads = self.loaded.adaptation_data(settings["split"]), self.heads()
         previous = 0.0
         if runner is not None:
             steps = adapt_in_chunks(result.model, data, heads, settings, chunk_steps or settings["steps"], runner)
