@@ -14,6 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from app import figures, handlers, inputs, jobs, texts, views
+from app.analysis_tab import build_analysis_tab
 from app.controls import param_control, setting_control, setting_default
 from app.events import GalleryClick, quiet, reported, uploaded, with_signature
 from app.gpu import gpu_chunk, on_gpu
@@ -319,6 +320,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         export_button.click(export_event, [session, export_name], [model_file], api_name="export", preprocess=False,
                             **MODELS)
+
+        build_analysis_tab(session, LIGHT, LONG)  # 7. Analysis (app/analysis_tab.py, #20)
 
         def tab_closed(request: gr.Request):
             config.shared.close(request.session_hash)  # free the closed tab's merges and files now, not in an hour

@@ -1,0 +1,194 @@
+"""The analysis panel (issue #20): one tab per view of ``wemoe``'s analysis functions, one plotly figure each.
+
+Routing per patch, interference of the task vectors, expert x task cross-accuracy, the lambda sweep, robustness
+under corruptions, and cost next to accuracy. Each is a named endpoint (``api_name`` = the view's name) that reads
+the session's workbench under its lock; the numbers come from the library (``wemoe.patch_routing``,
+``wemoe.interference``, ``wemoe.cross_accuracy``, ``wemoe.sweep``, ``wemoe.robustness``, ``wemoe.cost``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from app.errors import friendly, refuse
+from app.events import quiet
+from app.jobs import busy
+from app.session import Session
+from wemoe.corruptions import CORRUPTIONS, corrupt_tensor, normalization
+from wemoe.cost import cost_table
+from wemoe.cross_accuracy import cross_accuracy
+from wemoe.interference import interference
+from wemoe.patch_routing import patch_routing
+from wemoe.robustness import robustness_table
+from wemoe.sample_eval import accuracy_by_task, sample_data, with_average
+from wemoe.sweep import lambda_sweep
+from wemoe.task_images import encode_images
+
+PER_TASK = 48  # test images per task each view scores (each view renders in under 3 s on the pocket zoo)
+BUILT_IN = ("pretrained", "experts")
+
+
+def _bench(session: Session):
+    if session.bench is None:
+        raise refuse("Load a zoo first (step 1).")
+    return session.bench
+
+
+def _short(names: list[str]) -> list[str]:
+    return [n.removeprefix("pocket_") for n in names]
+
+
+def routing_patches_view(session: Session, image: Any = None, layer: float | None = -1, corruption: str = "none",
+                         severity: float = 3) -> go.Figure:
+    """The upload (or the first test image) and each patch's dominant expert in ``layer``, side by side."""
+    bench = _bench(session)
+    name = bench.routed_merge()
+    if name is None:
+        raise refuse("Merge with WEMoE first (step 2): routing belongs to the WEMoE routers.")
+    with friendly("Routing the image's patches"), busy(session):
+        batch = (encode_images([image], bench.zoo.preprocess) if image is not None
+                 else bench.data()[bench.task_names[0]].images[:1])
+        if corruption and corruption != "none":
+            mean, std = normalization(bench.zoo.preprocess)
+            batch = corrupt_tensor(batch, corruption, int(severity), 0, mean, std)
+        found = patch_routing(bench.merges[name].model, batch, None if layer is None else int(layer))
+    mean, std = normalization(bench.zoo.preprocess)
+    pixels = (batch[0].permute(1, 2, 0).numpy() * np.array(std) + np.array(mean)).clip(0, 1) * 255
+    dominant = found.dominant_expert()[0].numpy()
+    names = _short(found.task_names)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("image (as the model sees it)", f"dominant expert, block {found.layer}"))
+    figure.add_trace(go.Image(z=pixels.astype(np.uint8)), row=1, col=1)
+    figure.add_trace(go.Heatmap(z=dominant, text=[[names[i] for i in row] for row in dominant], texttemplate="%{text}",
+                                colorscale="Turbo", zmin=0, zmax=len(names) - 1, showscale=False), row=1, col=2)
+    figure.update_yaxes(autorange="reversed", row=1, col=2)
+    figure.update_layout(height=380, margin={"t": 40, "b": 10})
+    return figure
+
+
+def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
+    """Cosine similarity of the task vectors, the sign-conflict share per block and the norms per block."""
+    bench = _bench(session)
+    with friendly("Comparing the task vectors"):
+        found = interference(bench.zoo, float(top_k))
+    names = _short(found.task_names)
+    figure = make_subplots(rows=1, cols=3, subplot_titles=("cosine similarity", f"sign conflicts (top {found.top_k:g}%)",
+                                                           "norm per block"))
+    figure.add_trace(go.Heatmap(z=found.cosine.numpy(), x=names, y=names, colorscale="RdBu", zmid=0, showscale=False),
+                     row=1, col=1)
+    figure.add_trace(go.Bar(x=list(found.conflicts.index), y=list(found.conflicts.values * 100)), row=1, col=2)
+    figure.add_trace(go.Heatmap(z=found.norms.values, x=list(found.norms.columns), y=names, colorscale="Viridis",
+                                showscale=False), row=1, col=3)
+    figure.update_layout(height=420, showlegend=False, margin={"t": 40})
+    return figure
+
+
+def cross_accuracy_view(session: Session) -> go.Figure:
+    """Each expert (rows) on every task (columns), in percent."""
+    bench = _bench(session)
+    with friendly("Scoring every expert on every task"), busy(session):
+        table = cross_accuracy(bench.loaded.expert_towers(), sample_data(bench.data(), PER_TASK), bench.heads())
+    figure = go.Figure(go.Heatmap(z=table.values, x=_short(list(table.columns)), y=_short(list(table.index)),
+                                  text=table.round(1).values, texttemplate="%{text}", colorscale="Viridis"))
+    figure.update_layout(title="expert x task accuracy (%)", height=420, yaxis={"autorange": "reversed"})
+    return figure
+
+
+def lambda_sweep_view(session: Session) -> go.Figure:
+    """Task arithmetic and TIES accuracy per task as lambda goes from 0 to 1; the chosen lambda marked."""
+    bench = _bench(session)
+    with friendly("Sweeping lambda"), busy(session):
+        swept = lambda_sweep(bench, per_task=PER_TASK)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=tuple(swept.tables), shared_yaxes=True)
+    for col, (method, table) in enumerate(swept.tables.items(), start=1):
+        for task in table.columns:
+            figure.add_trace(go.Scatter(x=table.index, y=table[task], name=task, legendgroup=task, showlegend=col == 1,
+                                        line={"width": 4 if task == "average" else 1.5}), row=1, col=col)
+        figure.add_vline(x=swept.chosen[method], line_dash="dash", row=1, col=col)
+    figure.update_layout(height=420, xaxis_title="lambda", yaxis_title="accuracy (%)")
+    return figure
+
+
+def _models(bench) -> list[str]:
+    return [*BUILT_IN[:1], *bench.merges]
+
+
+def robustness_view(session: Session, corruption: str = "gaussian_noise", severity: float = 3) -> go.Figure:
+    """Average accuracy of every merge, clean and under ``corruption`` at ``severity``."""
+    bench = _bench(session)
+    if corruption not in CORRUPTIONS:
+        raise refuse(f"Unknown corruption {corruption!r}: choose one of {', '.join(CORRUPTIONS)}.")
+    with friendly("Scoring the corrupted images"), busy(session):
+        table = robustness_table(bench, _models(bench), [corruption], int(severity), PER_TASK)
+    averages = table["average"].unstack(0)
+    figure = go.Figure([go.Bar(name=c, x=list(averages.index), y=list(averages[c])) for c in averages.columns])
+    figure.update_layout(barmode="group", title=f"average accuracy (%), {corruption} severity {int(severity)}", height=400)
+    return figure
+
+
+def cost_view(session: Session) -> go.Figure:
+    """Average accuracy against extra parameters (vs one model) and against adaptation seconds, per model."""
+    bench = _bench(session)
+    with friendly("Measuring the cost of each merge"), busy(session):
+        names = [*BUILT_IN, *bench.merges]
+        data, heads = sample_data(bench.data(), PER_TASK), bench.heads()
+        models = bench.models(names)
+        accuracy = pd.DataFrame.from_dict({n: with_average(accuracy_by_task(m, data, heads)) for n, m in models.items()},
+                                          orient="index")
+        table = cost_table(bench, accuracy)
+    figure = make_subplots(rows=1, cols=2, shared_yaxes=True,
+                           subplot_titles=("extra parameters (x one model)", "adaptation seconds"))
+    for col, column in ((1, "extra_vs_one_model"), (2, "adapt_seconds")):
+        figure.add_trace(go.Scatter(x=table[column], y=table["average_accuracy"], text=list(table.index),
+                                    mode="markers+text", textposition="top center", showlegend=False), row=1, col=col)
+    figure.update_layout(height=400, yaxis_title="average accuracy (%)")
+    return figure
+
+
+def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
+    """The analysis panel and its six named events (call inside the Blocks)."""
+    with gr.Group(elem_id="panel-analysis"):
+        gr.Markdown("## 7. Analysis: where routing looks, why tasks interfere, whether it holds up")
+        with gr.Tabs():
+            with gr.Tab("Routing per patch"):
+                with gr.Row():
+                    image = gr.Image(type="pil", label="Image (empty: the first test image)")
+                    with gr.Column():
+                        layer = gr.Number(value=-1, precision=0, label="Block (-1: the last routed block)")
+                        corruption = gr.Dropdown(["none", *CORRUPTIONS], value="none", label="Corruption")
+                        severity = gr.Slider(1, 5, value=3, step=1, label="Severity")
+                        patches_button = gr.Button("Show routing per patch")
+                patches_plot = gr.Plot(label="Routing per patch")
+            with gr.Tab("Interference"):
+                top_k = gr.Slider(1, 100, value=100, step=1, label="Percent of each task vector kept (TIES: 20)")
+                interference_button = gr.Button("Compare the task vectors")
+                interference_plot = gr.Plot(label="Interference")
+            with gr.Tab("Cross-accuracy"):
+                cross_button = gr.Button("Score every expert on every task")
+                cross_plot = gr.Plot(label="Cross-accuracy")
+            with gr.Tab("Lambda sweep"):
+                sweep_button = gr.Button("Sweep lambda")
+                sweep_plot = gr.Plot(label="Lambda sweep")
+            with gr.Tab("Robustness"):
+                with gr.Row():
+                    robust_corruption = gr.Dropdown(list(CORRUPTIONS), value="gaussian_noise", label="Corruption")
+                    robust_severity = gr.Slider(1, 5, value=3, step=1, label="Severity")
+                robust_button = gr.Button("Score every merge on corrupted images")
+                robust_plot = gr.Plot(label="Robustness")
+            with gr.Tab("Cost"):
+                cost_button = gr.Button("Accuracy against cost")
+                cost_plot = gr.Plot(label="Cost")
+    patches_button.click(quiet(routing_patches_view), [session, image, layer, corruption, severity], [patches_plot],
+                         api_name="routing_patches", **light)
+    interference_button.click(quiet(interference_view), [session, top_k], [interference_plot],
+                              api_name="interference", **light)
+    cross_button.click(quiet(cross_accuracy_view), [session], [cross_plot], api_name="cross_accuracy", **long)
+    sweep_button.click(quiet(lambda_sweep_view), [session], [sweep_plot], api_name="lambda_sweep", **long)
+    robust_button.click(quiet(robustness_view), [session, robust_corruption, robust_severity], [robust_plot],
+                        api_name="robustness", **long)
+    cost_button.click(quiet(cost_view), [session], [cost_plot], api_name="cost", **long)
