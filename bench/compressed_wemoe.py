@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-lambda", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pocket-steps", type=int, default=300, help="adaptation steps on the pocket zoo (0: skip it)")
-    p.add_argument("--losses", default="entropy", help="adaptation losses, comma-separated (entropy, im)")
+    p.add_argument("--losses", default="im,entropy", help="adaptation losses, comma-separated; the summary uses the first")
     p.add_argument("--per-task", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--samples", type=int, default=None, help="pocket test images per task (default: all)")

@@ -208,3 +208,14 @@ def test_matmul_t_through_the_kernel_equals_torch():
     assert torch.allclose(x.grad, torch.ones(x.shape[0], 24) @ weight)
     with fused_kernel.switched("0"):
         assert "KernelMatmul" not in type(lowrank.matmul_t(x, weight).grad_fn).__name__
+
+
+def test_model_bytes_counts_the_factors_instead_of_the_task_vectors(zoo):
+    from wemoe.moe import model_bytes
+
+    ta = model_bytes(get_method("task_arithmetic")(zoo))
+    exact, compressed = model_bytes(get_method("wemoe")(zoo)), model_bytes(get_method("wemoe")(zoo, rank=4))
+    assert ta < compressed < exact
+    layers = moe_layers(upscale_to_wemoe(zoo, WEMoEConfig(rank=4))).values()
+    factors = sum(3 * 4 * (64 + 256) * 4 * 2 for _ in layers)  # T * k * (in + out) floats, 2 matrices per layer
+    assert exact - compressed == pytest.approx(3 * 256 * 64 * 4 * 2 * len(layers) - factors, abs=0)

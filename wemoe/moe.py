@@ -474,6 +474,16 @@ def moe_layers(tower: nn.Module) -> dict[int, WeightEnsemblingMLP]:
     return {i: block.mlp for i, block in enumerate(blocks) if isinstance(getattr(block, "mlp", None), WeightEnsemblingMLP)}
 
 
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers, each storage counted once (what holding the model costs; the exact
+    WEMoE's stacked task vectors, or the compressed one's factors, included; a workspace's scratch not)."""
+    seen: dict[int, int] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
 def release_workspaces(model: nn.Module) -> None:
     """Free the scratch memory every WEMoE layer inside ``model`` keeps between calls (see :class:`Workspace`)."""
     for module in model.modules():

@@ -9,7 +9,7 @@ from dataclasses import replace
 from wemoe.methods.registry import register
 from wemoe.methods.wemoe import WEMoE
 
-DEFAULT_RANK = 8
+DEFAULT_RANK = 32
 """Singular components kept per MLP task vector by default (bench/README.md, "Compressed experts")."""
 
 
