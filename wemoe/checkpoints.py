@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from wemoe.errors import ZooError
+from wemoe.mapped_weights import map_safetensors
 from wemoe.zoo import StateDict
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -33,18 +33,23 @@ def read_weights(path: str | Path) -> StateDict:
 
     A checkpoint wrapping its weights in ``{"state_dict": ...}`` is unwrapped and a ``module.`` prefix dropped.
     Files that need arbitrary unpickling are refused (they could run code): re-save them as safetensors.
+
+    The tensors are memory-mapped, not copied: safetensors always (``wemoe.mapped_weights``: a tensor is read on
+    first use, a part never used is never read), torch's zip checkpoints where ``torch.load(mmap=True)`` can.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ZooError(f"Checkpoint file {str(path)!r} does not exist. Check the path.")
     if path.suffix == ".safetensors":
         try:
-            state = load_file(str(path))
+            state = map_safetensors(path)
+        except ZooError:
+            raise
         except Exception as error:
             raise ZooError(f"Could not read safetensors file {str(path)!r}: {error}") from error
     elif path.suffix in WEIGHT_SUFFIXES:
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = _torch_load(path)
         except Exception as error:
             raise ZooError(
                 f"Could not read {str(path)!r} as plain tensors (torch.load with weights_only=True): {error}. "
@@ -58,7 +63,19 @@ def read_weights(path: str | Path) -> StateDict:
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ZooError(f"{str(path)!r} is not a state dict of tensors (a mapping from parameter name to tensor).")
+    if not any(k.startswith("module.") for k in state):
+        return state  # as read (a mapped safetensors state keeps its fused reads)
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load`` with ``weights_only=True``, memory-mapped when the file is a zip checkpoint (torch >= 1.6)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):  # only the legacy (pre-zip) format cannot be mapped
+            raise
+    return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def read_hf_config(folder: str | Path) -> dict:

@@ -16,7 +16,7 @@ epsilon is in the weights: only a config says them (:func:`check_hf_config`).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -68,10 +68,30 @@ def is_hf_clip_state(state: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("text_model.") for k in state) and any(k.startswith("vision_model.") for k in state)
 
 
-def _convert_tower(tower: Mapping[str, torch.Tensor], renames: Mapping[str, str], what: str) -> StateDict:
-    """One transformer tower (keys without their ``vision_model.``/``text_model.`` prefix) in open_clip names."""
+Fuse = Callable[[list[str]], torch.Tensor]
+"""``fuse(keys)``: the tensors ``keys`` concatenated along dim 0 (``torch.cat``, or read fused from a file)."""
+
+
+def _fuser(state: Mapping[str, torch.Tensor], prefix: str) -> Fuse:
+    """How to fuse tensors of ``state`` named without ``prefix``: read straight from the file when ``state`` is a
+    mapped checkpoint (``wemoe.mapped_weights.MappedState.read_concat``: the parts' pages are never touched, so
+    they cost no memory), else ``torch.cat``."""
+    read = getattr(state, "read_concat", None)
+    if read is None:
+        return lambda keys: torch.cat([state[prefix + k] for k in keys], dim=0)
+    return lambda keys: read([prefix + k for k in keys])
+
+
+def _convert_tower(
+    tower: Mapping[str, torch.Tensor], renames: Mapping[str, str], what: str, fuse: Fuse | None = None
+) -> StateDict:
+    """One transformer tower (keys without their ``vision_model.``/``text_model.`` prefix) in open_clip names.
+
+    ``fuse`` builds each layer's ``in_proj`` from its q/k/v keys (default: ``torch.cat`` of ``tower``'s tensors).
+    """
+    fuse = fuse or (lambda keys: torch.cat([tower[k] for k in keys], dim=0))
     out: StateDict = {}
-    qkv: dict[int, dict[str, torch.Tensor]] = {}
+    qkv: dict[int, dict[str, str]] = {}
     unknown = []
     for key, value in tower.items():
         if key.endswith(_IGNORED_SUFFIXES):
@@ -88,7 +108,7 @@ def _convert_tower(tower: Mapping[str, torch.Tensor], renames: Mapping[str, str]
         if rest in _LAYER_RENAMES:
             out[prefix + _LAYER_RENAMES[rest]] = value
         elif rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
-            qkv.setdefault(layer, {})[rest.removeprefix("self_attn.")] = value
+            qkv.setdefault(layer, {})[rest.removeprefix("self_attn.")] = key
         else:
             unknown.append(key)
     if unknown:
@@ -102,22 +122,29 @@ def _convert_tower(tower: Mapping[str, torch.Tensor], renames: Mapping[str, str]
             missing = [n for n in names if n not in parts]
             if missing:
                 raise ZooError(f"Layer {layer} of the Hugging Face {what} checkpoint lacks self_attn.{missing[0]}.")
-            out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat([parts[n] for n in names], dim=0)
+            out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = fuse([parts[n] for n in names])
     return out
 
 
-def hf_vision_to_open_clip(state: Mapping[str, torch.Tensor], proj: torch.Tensor) -> StateDict:
+def hf_vision_to_open_clip(
+    state: Mapping[str, torch.Tensor], proj: torch.Tensor, fuse: Fuse | None = None
+) -> StateDict:
     """Convert a Hugging Face CLIP vision state dict to open_clip's image-tower layout.
 
     ``proj`` is the base model's image projection (open_clip ``visual.proj``, shape ``[width, embed_dim]``); it is
-    copied into the result because a ``CLIPVisionModel`` has none. Unknown keys raise a ZooError naming them.
+    copied into the result because a ``CLIPVisionModel`` has none. Unknown keys raise a ZooError naming them. The
+    result holds ``state``'s own tensors (renamed, not copied) but for the fused q/k/v projections, built by
+    ``fuse`` (given the keys without ``vision_model.``; default: read fused from the file when ``state`` is a mapped
+    checkpoint, else ``torch.cat``). A full ``CLIPModel``'s text tower is left alone (never read).
     """
+    prefixed = any(key.startswith("vision_model.") for key in state)
     vision = {
         key.removeprefix("vision_model."): value
         for key, value in state.items()
         if not key.startswith(_IGNORED_PREFIXES)
     }
-    return {"proj": proj.detach().clone(), **_convert_tower(vision, _RENAMES, "vision")}
+    fuse = fuse or _fuser(state, "vision_model." if prefixed else "")
+    return {"proj": proj.detach().clone(), **_convert_tower(vision, _RENAMES, "vision", fuse)}
 
 
 def hf_clip_to_open_clip(state: Mapping[str, torch.Tensor]) -> StateDict:
@@ -145,8 +172,10 @@ def hf_clip_to_open_clip(state: Mapping[str, torch.Tensor]) -> StateDict:
         raise ZooError(
             f"Unrecognised keys in a Hugging Face CLIPModel checkpoint: {others[:5]} ({len(others)} in all)."
         )
-    out = {f"visual.{k}": v for k, v in hf_vision_to_open_clip(vision, state["visual_projection.weight"].T).items()}
-    out.update(_convert_tower(text, _TEXT_RENAMES, "text"))
+    projection = state["visual_projection.weight"].T
+    vision_tower = hf_vision_to_open_clip(vision, projection, _fuser(state, "vision_model."))
+    out = {f"visual.{k}": v for k, v in vision_tower.items()}
+    out.update(_convert_tower(text, _TEXT_RENAMES, "text", _fuser(state, "text_model.")))
     out["text_projection"] = state["text_projection.weight"].detach().T.contiguous()
     out["logit_scale"] = state["logit_scale"].detach().clone().reshape(())
     out["visual.proj"] = out["visual.proj"].contiguous()

@@ -105,10 +105,14 @@ class LoadedZoo:
         """The image tower of ``task``'s expert (built once; its weights are the zoo's expert tensors, not a copy)."""
         with self._lock:
             if task not in self._experts:
-                tower = copy.deepcopy(self.zoo.visual)
                 expert = self.zoo.experts.get(task)
                 if expert is None:
                     return self.zoo.expert_visual(task)  # raises the ZooError naming the known experts
+                # copy the modules, not the base's weights (a whole tower allocated and dropped per expert), then
+                # put the expert's own tensors in (assign: the base's tensors stay untouched)
+                visual = self.zoo.visual
+                shared = {id(t): t for t in [*visual.parameters(), *visual.buffers()]}
+                tower = copy.deepcopy(visual, memo=shared)
                 tower.load_state_dict(expert, assign=True)
                 self._experts[task] = tower.eval().requires_grad_(False)
             return self._experts[task]
