@@ -1,8 +1,9 @@
 """The page: six panels top to bottom (models, merge, try images, accuracy, routing, export) and their events.
 
 Every event has an explicit ``api_name`` so ``gradio_client`` can drive the app headless. Controls of merge methods
-are built from the parameters each method declares in the registry. State lives in one ``gr.State`` per browser
-session; heavy events share one concurrency queue.
+are built from the parameters each method declares in the registry, the adaptation controls from
+``wemoe.adapt.SETTINGS`` (``app.controls``). State lives in one ``gr.State`` per browser session; light, model and
+long events have their own concurrency queues.
 """
 
 from __future__ import annotations

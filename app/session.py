@@ -157,7 +157,6 @@ class Session:
         self.show_all_predictions = False  # the 'every model' checkbox
         self.last_merged: list[str] = []  # methods of the last merge (what "merge and adapt" adapts)
         self.step_seconds: dict[tuple[str, int], float] = {}  # (merge, per_task) -> measured seconds per step
-        self._centroids: dict[tuple[str, int], Any] = {}
         self.lock = threading.Lock()  # one heavy job per session at a time
         self.stop = threading.Event()  # set by Cancel; the running merge or adaptation checks it between steps
         self.job: tuple[str, str | None] | None = None  # what runs now: ("merge", None) or ("adapt", merge name)
@@ -199,7 +198,6 @@ class Session:
             self.bench.merges.clear()
             self.last_merged, self.table, self.predictions = [], None, None
             self.step_losses.clear()
-            self._centroids.clear()
             self.dropped_note = (f"Your merges were dropped after {idle_seconds / 60:.0f} minutes without activity, to "
                                  "free memory for others. Press 'Merge' again: settings used before come back at once.")
         finally:
@@ -216,7 +214,6 @@ class Session:
     def reset_results(self) -> None:
         """Forget results that depend on the merges (called when merges change)."""
         self.table = None
-        self._centroids.clear()
 
     def begin(self, kind: str, target: str | None = None, fresh: bool = True) -> tuple[str, str | None]:
         """Mark a job (``merge`` or ``adapt``) as running; ``fresh`` forgets an earlier Cancel (a job chained to the
