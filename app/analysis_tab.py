@@ -21,14 +21,10 @@ from app.events import quiet
 from app.jobs import busy
 from app.session import Session
 from wemoe.corruptions import CORRUPTIONS, corrupt_tensor, normalization
-from wemoe.cost import cost_table
-from wemoe.cross_accuracy import cross_accuracy
-from wemoe.interference import interference
-from wemoe.patch_routing import patch_routing
-from wemoe.robustness import robustness_table
-from wemoe.sample_eval import accuracy_by_task, sample_data, with_average
-from wemoe.sweep import lambda_sweep
 from wemoe.task_images import encode_images
+
+# The views' library modules (wemoe.patch_routing, .sweep, .robustness, .cost, ...) import the workbench and the
+# routing code: each is imported on the first call, so building the page stays light (tests/test_app_startup.py).
 
 PER_TASK = 48  # test images per task each view scores (each view renders in under 3 s on the pocket zoo)
 BUILT_IN = ("pretrained", "experts")
@@ -47,6 +43,8 @@ def _short(names: list[str]) -> list[str]:
 def routing_patches_view(session: Session, image: Any = None, layer: float | None = -1, corruption: str = "none",
                          severity: float = 3) -> go.Figure:
     """The upload (or the first test image) and each patch's dominant expert in ``layer``, side by side."""
+    from wemoe.patch_routing import patch_routing
+
     bench = _bench(session)
     name = bench.routed_merge()
     if name is None:
@@ -73,6 +71,8 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
 
 def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
     """Cosine similarity of the task vectors, the sign-conflict share per block and the norms per block."""
+    from wemoe.interference import interference
+
     bench = _bench(session)
     with friendly("Comparing the task vectors"):
         found = interference(bench.zoo, float(top_k))
@@ -90,6 +90,9 @@ def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
 
 def cross_accuracy_view(session: Session) -> go.Figure:
     """Each expert (rows) on every task (columns), in percent."""
+    from wemoe.cross_accuracy import cross_accuracy
+    from wemoe.sample_eval import sample_data
+
     bench = _bench(session)
     with friendly("Scoring every expert on every task"), busy(session):
         table = cross_accuracy(bench.loaded.expert_towers(), sample_data(bench.data(), PER_TASK), bench.heads())
@@ -101,6 +104,8 @@ def cross_accuracy_view(session: Session) -> go.Figure:
 
 def lambda_sweep_view(session: Session) -> go.Figure:
     """Task arithmetic and TIES accuracy per task as lambda goes from 0 to 1; the chosen lambda marked."""
+    from wemoe.sweep import lambda_sweep
+
     bench = _bench(session)
     with friendly("Sweeping lambda"), busy(session):
         swept = lambda_sweep(bench, per_task=PER_TASK)
@@ -120,6 +125,8 @@ def _models(bench) -> list[str]:
 
 def robustness_view(session: Session, corruption: str = "gaussian_noise", severity: float = 3) -> go.Figure:
     """Average accuracy of every merge, clean and under ``corruption`` at ``severity``."""
+    from wemoe.robustness import robustness_table
+
     bench = _bench(session)
     if corruption not in CORRUPTIONS:
         raise refuse(f"Unknown corruption {corruption!r}: choose one of {', '.join(CORRUPTIONS)}.")
@@ -133,6 +140,9 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
 
 def cost_view(session: Session) -> go.Figure:
     """Average accuracy against extra parameters (vs one model) and against adaptation seconds, per model."""
+    from wemoe.cost import cost_table
+    from wemoe.sample_eval import accuracy_by_task, sample_data, with_average
+
     bench = _bench(session)
     with friendly("Measuring the cost of each merge"), busy(session):
         names = [*BUILT_IN, *bench.merges]
