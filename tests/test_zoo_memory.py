@@ -105,3 +105,21 @@ def test_zoo_memory_bench_tiny(tmp_path):
     for phase in result["phases"].values():
         assert phase["peak_mb"] >= phase["after_load_mb"] > 0 and phase["ratio"] > 0
     assert any(line.startswith("CPU:") for line in lines)
+
+
+def test_a_full_clip_checkpoint_as_expert_keeps_only_its_image_tower(tiny_cache):
+    zoo = load_spec(tiny_cache)
+    from wemoe.sources import load_expert
+
+    state = load_expert("sun397", tiny_cache["pretrained"], zoo.clip)  # the base file: a whole open_clip CLIP
+    assert sorted(state) == sorted(zoo.clip.visual.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in zoo.clip.visual.state_dict().items())
+
+
+def test_torch_zip_checkpoints_load_memory_mapped(tmp_path):
+    from wemoe.checkpoints import read_weights
+
+    tensors = {"module.a": torch.randn(8, 8), "module.b": torch.arange(3)}
+    torch.save({"state_dict": tensors}, tmp_path / "w.pt")
+    state = read_weights(tmp_path / "w.pt")
+    assert sorted(state) == ["a", "b"] and all(torch.equal(state[k[7:]], v) for k, v in tensors.items())
