@@ -177,11 +177,20 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
         chunk, options = adapt_options(lambda: known if known is not None else measure_step(session, target, per_task))
         for shared_progress in watch_same_run(session, target, settings, update_every):  # another session's
             yield messages.adapt_waiting(target, steps, shared_progress), curve()
-        records = bench.adapt(target, **settings, stop=session.stop.is_set, **options)
+        # report_waiting: should another session start this very run after the watch above, wait for it between
+        # items, outside this session's lock, too
+        from wemoe.workbench import Waiting  # here, not at import: building the page loads no model code
+
+        records = bench.adapt(target, **settings, stop=session.stop.is_set, report_waiting=True, **options)
         last_yield = 0.0
         with friendly(f"Adapting {target}"), contextlib.closing(records):
             steps_taken = locked_steps(session, records, outcome, cancellable=True, chunk=chunk, after_step=note_losses)
             for record in steps_taken:
+                if isinstance(record, Waiting):
+                    if time.perf_counter() - last_yield >= update_every:
+                        last_yield = time.perf_counter()
+                        yield messages.adapt_waiting(target, steps, record.progress), curve()
+                    continue
                 per_step = tally.add(record, session.step_seconds, (target, per_task))
                 progress(record.step / steps, desc=f"adapting {target}: step {record.step}/{steps}")
                 now = time.perf_counter()
@@ -239,7 +248,8 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
     """
     bench = _bench(session)
     task = chosen_task(bench, task_choice)
-    with friendly("Classifying the image"), light_call(session), busy(session):
+    # the session's own lock first: a classification waiting for its session's step must not hold every long job
+    with friendly("Classifying the image"), busy(session), light_call(session):
         (result,) = bench.classify([image], task, k=5, centroid_per_task=config.centroid_per_task)
     session.prediction_columns = views.compact_columns(result, bench)
     session.predictions = views.prediction_table(result, bench.task_names)

@@ -142,7 +142,7 @@ def locked_steps(
         if item is None:
             outcome.stopped = cancellable and (outcome.stopped or session.stop.is_set())
             return
-        taken += 1
+        taken += getattr(item, "counts_as_step", True)  # a Workbench.adapt ``Waiting`` item is no step
         yield item
 
 

@@ -228,3 +228,21 @@ def test_adaptation_steps_yield_to_a_classification_in_the_same_process(config):
     assert first.bench.merges["wemoe"].adapt_steps == steps + 1
     running.close()
     assert second.shared is first.shared
+
+
+def test_a_classification_waiting_for_its_own_sessions_lock_holds_no_long_job(config):
+    import threading
+
+    from PIL import Image
+
+    student = _student(config)
+    handlers.merge(student, ["wemoe"], {}, per_task=3)
+    done = threading.Event()
+    with student.lock:  # the session's own step is running
+        worker = threading.Thread(target=lambda: (handlers.predict(student, Image.new("RGB", (8, 8)), None, config),
+                                                  done.set()))
+        worker.start()
+        assert not done.wait(0.3)
+        assert student.shared.light_first.running() == 0  # waiting for its session, it holds back nobody else
+    worker.join(timeout=60)
+    assert done.is_set()

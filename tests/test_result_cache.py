@@ -173,3 +173,21 @@ def test_a_second_session_watches_the_run_in_flight_without_claiming_it_then_get
     assert list(watching) == []  # the run finished: the wait ends
     list(waiter.adapt("wemoe", **RUN))
     assert waiter.merges["wemoe"].from_cache and _same(_routers(owner), _routers(waiter))
+
+
+def test_adapt_reports_waiting_for_the_same_run_in_flight_item_by_item(shared):
+    from wemoe.workbench import Waiting
+
+    loaded, cache = shared
+    owner, waiter = Workbench.sharing(loaded, cache, "z"), Workbench.sharing(loaded, cache, "z")
+    for bench in (owner, waiter):
+        bench.merge("wemoe")
+    running = owner.adapt("wemoe", **RUN)
+    next(running)  # the owner claimed the run (paused after its first step)
+    waiting = waiter.adapt("wemoe", **RUN, report_waiting=True)
+    item = next(waiting)  # returns within half a second: a caller can release its lock between items
+    assert isinstance(item, Waiting) and item.progress.startswith("step 1/") and not item.counts_as_step
+    list(running)
+    records = [r for r in waiting if not isinstance(r, Waiting)]
+    assert [r.step for r in records] == [1, 2, 3] and waiter.merges["wemoe"].from_cache
+    assert _same(_routers(owner), _routers(waiter))

@@ -85,6 +85,14 @@ class MergeResult:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """What :meth:`Workbench.adapt` yields (with ``report_waiting``) while another workbench computes the same run."""
+
+    progress: str
+    counts_as_step = False  # for loops that count steps (e.g. to cancel at a chunk's end)
+
+
+@dataclass(frozen=True)
 class AdaptedState:
     """What one finished adaptation run left (the cache's entry): trainable tensors and the run's records."""
 
@@ -203,7 +211,8 @@ class Workbench:
         chunk_steps: int = 0,
         stop: Callable[[], bool] | None = None,
         split: str | None = None,
-    ) -> Iterator[AdaptStep]:
+        report_waiting: bool = False,
+    ) -> Iterator[AdaptStep | Waiting]:
         """Adapt the merge ``name`` step by step (a generator); stopping early keeps the last finished step.
 
         ``split``: the images adapted on, ``test`` (the scored ones) or ``heldout`` (never scored; default: the
@@ -219,7 +228,9 @@ class Workbench:
         With a cache, a run with the same inputs as one finished before is not recomputed: its trainable state is
         loaded and its records are yielded at once (``from_cache``). A run stopped early or diverged is not cached.
         While the same run is being computed for another workbench this one waits for it; ``stop`` (checked while
-        waiting) lets the caller give up, leaving the model as it was.
+        waiting) lets the caller give up, leaving the model as it was; ``report_waiting``: meanwhile yield a
+        :class:`Waiting` (the run's progress) every half second, so that a caller holding a lock per item can let go
+        of it between them.
         """
         if name not in self.merges:
             raise MethodError(f"There is no {name!r} merge to adapt yet: merge with wemoe or adamerging first.")
@@ -240,6 +251,8 @@ class Workbench:
             if stop is not None and stop():  # the caller gave up waiting (Cancel): nothing happened to the model
                 return
             found.done.wait(0.5)  # the same run is being computed for someone else: wait for it
+            if report_waiting:
+                yield Waiting(found.progress or "starting")
         flight = found if key is not None else None
         records: list[AdaptStep] = []
         finished = False
