@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="after the class, this many more students, one after another, to measure memory per session")
     p.add_argument("--app-log", type=Path, default=None,
                    help="keep the launched app's log here (it says when each shared result was computed, and in how long)")
+    p.add_argument("--after-warm-up", action="store_true",
+                   help="start the class once the launched app has warmed the default lesson (a Space started before "
+                        "the class arrives); default: at once, while it warms (the worst case)")
     p.add_argument("--linger", action="store_true", help=f"also report RSS {LINGER_S:.0f} s after the clients closed")
     args = p.parse_args(argv)
     if args.students < 1 or args.examples < 0 or args.probes < 0 or args.timeout <= 0:
@@ -113,6 +116,19 @@ def launch_app(port: int, threads: int | None, log_path: Path) -> subprocess.Pop
     with open(log_path, "w") as log:
         return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--host", "127.0.0.1"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_warm_up(log_path: Path, timeout: float) -> float:
+    """Seconds until the launched app's log says the default lesson is warmed (``app.warm``)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if "default lesson warmed" in text:
+            return time.perf_counter() - start
+        if "warming the default lesson failed" in text:
+            raise RuntimeError("the app could not warm the default lesson (see its log)")
+        time.sleep(0.2)
+    raise TimeoutError(f"the app did not warm the default lesson within {timeout:.0f} s")
 
 
 def read_status_kb(pid: int, key: str) -> int | None:
@@ -491,7 +507,7 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
     upper = (rss_end - base) / (n - 1) if n > 1 and rss_end is not None and base is not None else None
     errors = [e for s in everyone for e in s.errors]
     return {
-        "students": n, "steps": steps, "samples": args.samples, "examples": args.examples, "zoo": args.zoo,
+        "students": n, "after_warm_up": bool(getattr(args, "after_warm_up", False)), "steps": steps, "samples": args.samples, "examples": args.examples, "zoo": args.zoo,
         "errors": len(errors), "hung": sum(s.hung for s in everyone), "probes": len(probes),
         "adapted": len(adapted), "tables": len(tables), "mismatched_tables": mismatched,
         "classify_p50_s": _round(percentile([c.seconds for c in classify], 0.5)),
@@ -622,6 +638,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(log_path.read_text()[-3000:], file=sys.stderr)
                     raise
                 print(f"app.py answered on {url} after {startup:.1f} s (pid {process.pid})")
+                if args.after_warm_up:
+                    print(f"the app warmed the default lesson {wait_for_warm_up(log_path, args.startup_timeout):.1f} s "
+                          "later; the class starts now")
                 pid = process.pid
             else:
                 url, pid = args.url, args.server_pid

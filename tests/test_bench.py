@@ -192,3 +192,16 @@ def test_compressed_wemoe_tiny(capsys):
     energy = result["pocket"]["energy"]
     assert 0 < energy["2"]["mean"] < energy["4"]["mean"] <= 1
     assert set(result["pocket"]["average"]) == {"entropy", "im"}
+
+
+def test_classroom_waits_for_the_apps_warm_up_from_its_log(tmp_path):
+    wait = load_script("classroom").wait_for_warm_up
+    log = tmp_path / "app.log"
+    log.write_text("INFO app.warm: default lesson warmed in 41.0 s\n")
+    assert wait(log, timeout=5) < 5
+    log.write_text("ERROR app.warm: warming the default lesson failed; sessions compute it themselves\n")
+    with pytest.raises(RuntimeError, match="could not warm"):
+        wait(log, timeout=5)
+    log.write_text("INFO uvicorn: started\n")
+    with pytest.raises(TimeoutError):
+        wait(log, timeout=0.3)
