@@ -193,6 +193,8 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
             with gr.Tab("Cost"):
                 cost_button = gr.Button("Accuracy against cost")
                 cost_plot = gr.Plot(label="Cost")
+        status = gr.Markdown("")  # the long views' place in the queue: never an overlay (or an error badge) on a plot
+    long = long | {"show_progress_on": [status]}
     patches_button.click(quiet(routing_patches_view), [session, image, layer, corruption, severity], [patches_plot],
                          api_name="routing_patches", **light)
     interference_button.click(quiet(interference_view), [session, top_k], [interference_plot],

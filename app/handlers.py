@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 from PIL import Image
 
 from app import figures, messages, views
@@ -25,7 +24,7 @@ from app.inputs import (AUTO_TASK, adapt_setting, adapt_value, adapt_values, ada
                         custom_loader, flag, method_names, test_images_per_task)
 from app.jobs import (StepsOutcome, StepTally, adapt_options, busy, device_name, evaluation_scores, guard_memory,
                       light_call, load_workbench, locked_steps, make_merges, no_progress, one_long_job, routing_maps,
-                      watch_same_run, write_results)
+                      write_results)
 from app.session import CUSTOM, AppConfig, Session
 
 
@@ -175,18 +174,14 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
         if known is not None:  # say how long before starting (the step time was measured when merging)
             yield messages.adapt_starting(target, steps, known, device_name()), curve()
         chunk, options = adapt_options(lambda: known if known is not None else measure_step(session, target, per_task))
-        for shared_progress in watch_same_run(session, target, settings, update_every):  # another session's
-            yield messages.adapt_waiting(target, steps, shared_progress), curve()
-        # report_waiting: should another session start this very run after the watch above, wait for it between
-        # items, outside this session's lock, too
-        from wemoe.workbench import Waiting  # here, not at import: building the page loads no model code
-
+        # report_waiting: while another session computes this very run, wait for it item by item, outside this
+        # session's lock (its classifications go on meanwhile); the run then comes from the cache
         records = bench.adapt(target, **settings, stop=session.stop.is_set, report_waiting=True, **options)
         last_yield = 0.0
         with friendly(f"Adapting {target}"), contextlib.closing(records):
             steps_taken = locked_steps(session, records, outcome, cancellable=True, chunk=chunk, after_step=note_losses)
             for record in steps_taken:
-                if isinstance(record, Waiting):
+                if not getattr(record, "counts_as_step", True):  # a Workbench.adapt ``Waiting``: no step of ours
                     if time.perf_counter() - last_yield >= update_every:
                         last_yield = time.perf_counter()
                         yield messages.adapt_waiting(target, steps, record.progress), curve()
@@ -265,12 +260,7 @@ def prediction_view(session: Session, show_all: bool | None = None) -> Any:
     """
     if show_all is not None:
         session.show_all_predictions = bool(show_all)
-    table = session.predictions
-    if table is None:
-        return pd.DataFrame({"rank": []})
-    if session.show_all_predictions:
-        return table
-    return table[list(dict.fromkeys(c for c in session.prediction_columns if c in table.columns))]
+    return views.shown_predictions(session.predictions, session.prediction_columns, session.show_all_predictions)
 
 
 # 4. Accuracy -----------------------------------------------------------------------------------------------------

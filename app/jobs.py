@@ -146,19 +146,6 @@ def locked_steps(
         yield item
 
 
-def watch_same_run(session: Session, target: str, settings: Mapping[str, Any], every: float = 0.5) -> Iterator[str]:
-    """While another session computes the very adaptation run ``settings`` of ``target`` would start, its progress
-    every ``every`` seconds (until Cancel), watched without holding this session's lock, so that this student's
-    classifications go on meanwhile; the run then comes from the cache."""
-    last = 0.0
-    for progress in session.bench.waiting_for_run(target, **settings):
-        if session.stop.is_set():
-            return
-        if time.perf_counter() - last >= every:
-            last = time.perf_counter()
-            yield progress
-
-
 def device_name() -> str:
     """Where adaptation runs, for messages: GPU or CPU."""
     return "GPU" if adapt_device() is None and torch.cuda.is_available() else "CPU"

@@ -102,3 +102,12 @@ def task_choices(session: Any) -> list[str]:
 def adaptive_merges(session: Any) -> list[str]:
     """Names of the session's merges that can be adapted (WEMoE, AdaMerging)."""
     return [] if session.bench is None else [n for n, r in session.bench.merges.items() if r.adaptive]
+
+
+def shown_predictions(table: pd.DataFrame | None, compact_columns: Sequence[str], show_all: bool) -> pd.DataFrame:
+    """The predictions table as shown: every model (``show_all``) or only ``compact_columns`` (empty: nothing yet)."""
+    if table is None:
+        return pd.DataFrame({"rank": []})
+    if show_all:
+        return table
+    return table[list(dict.fromkeys(c for c in compact_columns if c in table.columns))]

@@ -57,3 +57,27 @@ def test_chunks_of_k_steps_equal_one_uninterrupted_run(setup, method, k):
     assert torch.equal(checkpoint.generator, expected.generator)
     for state, reference in zip(checkpoint.optimizer["state"].values(), expected.optimizer["state"].values()):
         assert all(torch.equal(state[key], reference[key]) for key in ("step", "exp_avg", "exp_avg_sq"))
+
+
+def test_running_out_of_device_memory_keeps_the_last_finished_step_and_says_what_to_do(setup, monkeypatch):
+    from wemoe.adapt import AdaptationOutOfMemory
+
+    zoo, data, heads = setup
+    model = get_method("wemoe")(zoo)
+    run = AdaptationRun(model, data, heads, SETTINGS)
+    records = [next(run.run(1))]
+    kept = [p.detach().clone() for p in trainable_parameters(model)]
+    real_step = run.optimizer.step
+
+    def step_cut_short():  # an out-of-memory in the middle of the optimizer's update: some parameters moved
+        with torch.no_grad():
+            trainable_parameters(model)[0].add_(1.0)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(run.optimizer, "step", step_cut_short)
+    with pytest.raises(AdaptationOutOfMemory, match=r"step 2 of 10 \(4 images per task.*fewer images per task \(e\.g\. 2\)"):
+        list(run.run())
+    assert [r.step for r in records] == [1] and run.step == 1
+    assert all(torch.equal(a, b) for a, b in zip(kept, trainable_parameters(model)))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    monkeypatch.setattr(run.optimizer, "step", real_step)

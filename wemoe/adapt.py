@@ -65,6 +65,19 @@ class AdaptationDiverged(WemoeError):
         )
 
 
+class AdaptationOutOfMemory(WemoeError):
+    """The device ran out of memory during a step; the model is back on the CPU with the last finished step."""
+
+    def __init__(self, step: int, steps: int, per_task: int, device: torch.device) -> None:
+        self.step_kept = step - 1
+        fewer = max(1, per_task // 2)
+        super().__init__(
+            f"The {device.type.upper()} ran out of memory at adaptation step {step} of {steps} ({per_task} images per "
+            f"task per step). The model is back on the CPU with the parameters of step {self.step_kept}. Adapt again "
+            f"with fewer images per task (e.g. {fewer}), or free the device's memory first."
+        )
+
+
 @dataclass
 class AdaptStep:
     """What one adaptation step did."""
@@ -243,15 +256,24 @@ class AdaptationRun:
         try:
             while self.step < last:
                 step = self.step + 1
-                total, loss, per_task_entropy = self._step_loss(per_task, objective)
-                if not torch.isfinite(loss):
-                    raise AdaptationDiverged(step, steps, "loss", lr)
-                self.optimizer.zero_grad(set_to_none=True)
-                self._backward(total)
-                if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
-                    raise AdaptationDiverged(step, steps, "gradient", lr)
                 before = [p.detach().clone() for p in params]
-                self.optimizer.step()
+                try:
+                    total, loss, per_task_entropy = self._step_loss(per_task, objective)
+                    if not torch.isfinite(loss):
+                        raise AdaptationDiverged(step, steps, "loss", lr)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._backward(total)
+                    if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                        raise AdaptationDiverged(step, steps, "gradient", lr)
+                    self.optimizer.step()
+                except torch.OutOfMemoryError:
+                    with torch.no_grad():  # an optimizer step cut short may have moved some parameters
+                        for p, kept in zip(params, before):
+                            p.copy_(kept)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    raise AdaptationOutOfMemory(step, steps, per_task, self.device) from None
                 if not all(torch.isfinite(p).all() for p in params):
                     with torch.no_grad():
                         for p, kept in zip(params, before):
