@@ -24,6 +24,11 @@ def test_table_writes_the_json_report(tiny_cli_zoo, tmp_path, capsys):
     assert methods["ties"]["params"]["top_k"] == 50.0
     assert methods["wemoe"]["adapt_steps"] == 2 and methods["wemoe"]["adapt_seconds"] > 0
     assert methods["wemoe"]["params"]["adapt_loss"] == "entropy"
+    from wemoe.adapt import SETTINGS  # every declared adaptation setting is reported, under its CLI name
+    from wemoe.__main__ import ADAPT_FLAGS
+
+    assert {ADAPT_FLAGS[p.name][1] for p in SETTINGS} <= set(methods["wemoe"]["params"])
+    assert methods["wemoe"]["params"]["adapt_steps"] == 2
     assert "lambda_sweep" in methods["task_arithmetic"]["params"]  # no --lambda: best of a sweep
     assert "task_arithmetic" in capsys.readouterr().out
 

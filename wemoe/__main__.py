@@ -125,8 +125,8 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
         report_params[name] = result.params
         if get_method(name).adaptive and args.adapt_steps > 0:
             run_adaptation(bench, name, args, fabric)
-            report_params[name] = {**result.params, "adapt_lr": args.adapt_lr, "adapt_loss": args.adapt_loss,
-                                   "per_task": args.per_task, "adapt_split": args.adapt_split}
+            # every declared adaptation setting, under its CLI name
+            report_params[name] = {**result.params, **{dest: getattr(args, dest) for _, dest in ADAPT_FLAGS.values()}}
     if not is_main_process():
         return {}  # rank 0 evaluates, prints and writes
     if ORACLE in names and "wemoe" not in bench.merges:
