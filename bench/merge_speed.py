@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 
+from dense_baseline import cpu_model  # noqa: E402
 from wemoe.methods import get_method, list_methods  # noqa: E402
 from wemoe.zoo import Zoo  # noqa: E402
 
@@ -63,15 +63,6 @@ def random_zoo(layers: int, width: int, patch_size: int, image_size: int, expert
         tasks[f"task{t}"] = {k: v + torch.randn(v.shape, generator=generator) * tv_scale * 0.02
                              if torch.is_floating_point(v) else v.clone() for k, v in base.items()}
     return Zoo("merge-speed", clip, tasks, preprocess=lambda image: image, tokenizer=lambda texts: texts)
-
-
-def cpu_model() -> str:
-    """The CPU's model name as ``lscpu`` prints it (empty when lscpu is missing)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
 
 
 def method_params(name: str, args: argparse.Namespace) -> dict:
