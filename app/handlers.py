@@ -182,9 +182,10 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
             steps_taken = locked_steps(session, records, outcome, cancellable=True, chunk=chunk, after_step=note_losses)
             for record in steps_taken:
                 if not getattr(record, "counts_as_step", True):  # a Workbench.adapt ``Waiting``: no step of ours
-                    if time.perf_counter() - last_yield >= update_every:
+                    if time.perf_counter() - last_yield >= update_every:  # the curve is unchanged: sent once
+                        plot = curve() if not last_yield else gr.skip()
                         last_yield = time.perf_counter()
-                        yield messages.adapt_waiting(target, steps, record.progress), curve()
+                        yield messages.adapt_waiting(target, steps, record.progress), plot
                     continue
                 per_step = tally.add(record, session.step_seconds, (target, per_task))
                 progress(record.step / steps, desc=f"adapting {target}: step {record.step}/{steps}")

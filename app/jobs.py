@@ -92,7 +92,7 @@ def light_call(session: Session) -> Iterator[None]:
 
 
 def light_first(session: Session) -> None:
-    """Before a long job's next step: wait (at most half a second) while light calls run (``app.shared.LightFirst``)."""
+    """Before a long job's next step: wait (at most two seconds) while light calls run (``app.shared.LightFirst``)."""
     if session.shared is not None:
         session.shared.light_first.wait()
 

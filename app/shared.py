@@ -61,7 +61,7 @@ class LightFirst:
         with self._changed:
             return self._running
 
-    def wait(self, timeout: float = 0.5) -> float:
+    def wait(self, timeout: float = 2.0) -> float:
         """Block until no light call runs, at most ``timeout`` seconds; returns the seconds waited."""
         start = time.monotonic()
         with self._changed:

@@ -4,9 +4,11 @@ top-k predictions of every model, the routing heatmap of one image, a tiny image
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -81,11 +83,23 @@ def compact_columns(result: Any, bench: Any) -> list[str]:
 
 
 def image_heatmap(result: Any, task_names: Sequence[str]) -> Any:
-    """The routing heatmap of one image (layers x experts), or a placeholder without a WEMoE merge."""
+    """The routing heatmap of one image (layers x experts), or a placeholder without a WEMoE merge.
+
+    The figure is made once per routing and shared by every call that shows it (gradio only reads it): building a
+    plotly figure took half of a cached classification's time on the server, 5.7 of 12 ms.
+    """
     if result.routing is None:
         return figures.empty_figure("Merge with WEMoE to see this image's routing per layer.")
-    return figures.routing_heatmap(result.routing.numpy(), list(result.layers), task_names,
-                                   f"Routing of this image ({result.routed_by})")
+    routing = result.routing.detach().cpu().contiguous().numpy()
+    return _heatmap_of(routing.tobytes(), routing.shape, str(routing.dtype), tuple(result.layers), tuple(task_names),
+                       str(result.routed_by))
+
+
+@functools.lru_cache(maxsize=512)
+def _heatmap_of(values: bytes, shape: tuple[int, ...], dtype: str, layers: tuple[int, ...], tasks: tuple[str, ...],
+                routed_by: str) -> Any:
+    routing = np.frombuffer(values, dtype=dtype).reshape(shape)
+    return figures.routing_heatmap(routing, list(layers), list(tasks), f"Routing of this image ({routed_by})")
 
 
 def enlarged(image: Image.Image, side: int = 192) -> Image.Image:

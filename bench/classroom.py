@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--after-warm-up", action="store_true",
                    help="start the class once the launched app has warmed the default lesson (a Space started before "
                         "the class arrives); default: at once, while it warms (the worst case)")
+    p.add_argument("--calls", type=Path, default=None,
+                   help="write every call here, one JSON object a line (student, endpoint, start and end seconds "
+                        "after the first click, ok): to see which calls were slow, and when")
     p.add_argument("--linger", action="store_true", help=f"also report RSS {LINGER_S:.0f} s after the clients closed")
     args = p.parse_args(argv)
     if args.students < 1 or args.examples < 0 or args.probes < 0 or args.timeout <= 0:
@@ -129,6 +132,21 @@ def wait_for_warm_up(log_path: Path, timeout: float) -> float:
             raise RuntimeError("the app could not warm the default lesson (see its log)")
         time.sleep(0.2)
     raise TimeoutError(f"the app did not warm the default lesson within {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None when unknown); of this process for pid None."""
+    if pid is None:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def read_status_kb(pid: int, key: str) -> int | None:
@@ -567,6 +585,10 @@ def report(result: dict[str, Any]) -> None:
           "load) / (N-1))")
     for line in result["students_timeline"]:
         print("  " + line)
+    cpu = result.get("cpu_s") or {}
+    if cpu:
+        print(f"CPU during the class ({cpu['class_wall_s']} s, {os.cpu_count()} cores): the server "
+              f"{_fmt(cpu['server'], ' s')}, this script's clients {_fmt(cpu['clients'], ' s')}")
     print(f"errors: {result['errors']} (hung calls: {result['hung']}); wall {result['wall_s']} s")
     for message in result["error_messages"]:
         print("  " + message)
@@ -590,6 +612,7 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     room = Classroom(args, url, endpoints, sampler)
     students: list[Student | None] = [None] * args.students
     start = time.perf_counter()
+    cpu_before = {"server": cpu_seconds(pid), "clients": cpu_seconds(None)}
 
     def run(i: int) -> None:
         students[i] = room.lesson(i)
@@ -603,6 +626,10 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     done = [s if s is not None else Student(i, errors=[f"student {i}: lesson still running at the end (hung)"], hung=1)
             for i, s in enumerate(students)]
     rss_end = sampler.now_mb()
+    cpu = {"class_wall_s": round(time.perf_counter() - start, 2)}
+    for who in ("server", "clients"):  # what the class cost each side (this script's clients share the cores)
+        now = cpu_seconds(pid if who == "server" else None)
+        cpu[who] = None if now is None or cpu_before[who] is None else round(now - cpu_before[who], 2)
     probes = []
     for k in range(args.probes):  # the same lesson on the warm app, one session at a time
         probes.append(room.lesson(args.students + k, together=False))
@@ -618,7 +645,20 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
         rss_linger = sampler.now_mb()
     sampler.stop()
     rss = {"end": rss_end, "probed": rss_probed, "linger": rss_linger, "peak": sampler.peak_mb(own_process)}
-    return summarise(args, room, done, probes, steps, rss, time.perf_counter() - start)
+    if args.calls is not None:
+        write_calls(args.calls, done + probes)
+    result = summarise(args, room, done, probes, steps, rss, time.perf_counter() - start)
+    result["cpu_s"] = cpu
+    return result
+
+
+def write_calls(path: Path, students: list[Student]) -> None:
+    """Every student's calls, one JSON object a line, in the order they started."""
+    calls = sorted(((s.index, c) for s in students for c in s.calls), key=lambda pair: pair[1].start)
+    with open(path, "w") as out:
+        for index, call in calls:
+            out.write(json.dumps({"student": index, "endpoint": call.endpoint, "start": round(call.start, 3),
+                                  "end": round(call.end, 3), "ok": call.ok}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

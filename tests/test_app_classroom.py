@@ -246,3 +246,62 @@ def test_a_classification_waiting_for_its_own_sessions_lock_holds_no_long_job(co
         assert student.shared.light_first.running() == 0  # waiting for its session, it holds back nobody else
     worker.join(timeout=60)
     assert done.is_set()
+
+
+def test_classifications_of_new_images_on_a_shared_zoo_take_turns(config, monkeypatch):
+    import threading
+
+    from PIL import Image
+
+    import wemoe.workbench as workbench
+
+    students = [_student(config), _student(config)]
+    for student in students:
+        handlers.merge(student, ["task_arithmetic"], {}, per_task=3)
+    assert students[0].bench.loaded is students[1].bench.loaded
+    real, inside, most, lock = workbench.classify_batch, [0], [0], threading.Lock()
+
+    def counted(*args, **kwargs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)  # long enough that two computations at once would overlap
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(workbench, "classify_batch", counted)
+    start = threading.Barrier(2)
+
+    def classify(i: int) -> None:
+        start.wait(timeout=60)
+        handlers.predict(students[i], Image.new("RGB", (8, 8), (40 + 100 * i, 10, 10)), "task0", config)
+
+    workers = [threading.Thread(target=classify, args=(i,)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert config.shared.results.misses >= 2 and most[0] == 1  # two new images, computed one after the other
+
+
+def test_the_warm_up_classifies_the_gallery_before_the_merges_time_a_step(config, monkeypatch):
+    import app.warm as warm
+    from app.inputs import AUTO_TASK, list_examples, read_example
+
+    seen = {}
+    real_merge = warm.handlers.merge
+
+    def merge(session, *args, **kwargs):
+        if "misses" not in seen:  # the warm-up's first 'Merge': is every example classified already?
+            misses = config.shared.results.misses
+            for _, name in list_examples(config, session.bench.task_names):
+                handlers.predict(session, read_example(name, config), AUTO_TASK, config)
+            seen["misses"] = config.shared.results.misses - misses
+        return real_merge(session, *args, **kwargs)
+
+    monkeypatch.setattr(warm.handlers, "merge", merge)
+    warm.warm_default_lesson(config)
+    assert seen == {"misses": 0}

@@ -367,6 +367,7 @@ def test_predictions_before_and_after_wemoe(session, config):
     z = np.asarray(heatmap.data[0].z)
     assert z.shape == (3, 3) and np.allclose(z, 0.3, atol=1e-5)  # untrained routers: lambda everywhere
     assert session.image is image and shown.size == (192, 192)  # 32 px shown 6x larger, pixels kept sharp
+    assert handlers.predict(session, image, "task2", config)[3] is heatmap  # the figure of this routing, made once
     with pytest.raises(gr.Error, match="Unknown task"):
         handlers.predict(session, image, "nope", config)
 
@@ -526,3 +527,18 @@ def test_the_paper_preset_offline_says_how_to_get_it(session, config):
     with pytest.raises(gr.Error, match="Loading the vit-b-32-8tasks zoo:.*(hub|download|offline|network)"):
         handlers.load_zoo(session, AppConfig(), "vit-b-32-8tasks")  # conftest sets HF_HUB_OFFLINE=1
     assert session.bench is bench
+
+
+def test_a_routing_heatmap_is_made_once_per_routing_and_shows_that_routing():
+    from types import SimpleNamespace
+
+    def result(values):
+        return SimpleNamespace(routing=torch.tensor(values, dtype=torch.float32), layers=(0, 2), routed_by="wemoe")
+
+    first = views.image_heatmap(result([[0.1, 0.5], [0.3, -0.2]]), ["task_a", "task_b"])
+    assert views.image_heatmap(result([[0.1, 0.5], [0.3, -0.2]]), ["task_a", "task_b"]) is first
+    other = views.image_heatmap(result([[0.1, 0.5], [0.3, 0.2]]), ["task_a", "task_b"])
+    assert other is not first and views.image_heatmap(result([[0.1, 0.5], [0.3, -0.2]]), ["a", "b"]) is not first
+    assert np.array_equal(np.asarray(first.data[0].z), np.float32([[0.1, 0.5], [0.3, -0.2]]))
+    assert np.array_equal(np.asarray(other.data[0].z), np.float32([[0.1, 0.5], [0.3, 0.2]]))
+    assert list(first.data[0].y) == ["block 0", "block 2"] and "wemoe" in first.layout.title.text

@@ -144,11 +144,18 @@ def test_sketch_digits_bench_tiny(capsys):
     assert result["expert_after"] > result["expert_before"]
 
 
-def test_classroom_two_students_tiny(capsys):
+def test_classroom_two_students_tiny(capsys, tmp_path):
     if why := _pocket_zoo_missing():
         pytest.skip(why)
-    result = load_script("classroom").main(["--students", "2", "--steps", "2", "--samples", "8", "--probes", "1"])
+    calls = tmp_path / "calls.jsonl"
+    result = load_script("classroom").main(["--students", "2", "--steps", "2", "--samples", "8", "--probes", "1",
+                                            "--calls", str(calls)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    written = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert len(written) == sum(row["calls"] for row in result["endpoints"].values()) + 8  # and the probe's 8 calls
+    assert [c["start"] for c in written] == sorted(c["start"] for c in written)
+    assert all(c["end"] >= c["start"] and c["ok"] for c in written)
+    assert result["cpu_s"]["server"] > 0 and result["cpu_s"]["clients"] > 0
     for key in ("students", "errors", "hung", "mismatched_tables", "classify_p95_s", "last_adapted_s", "last_table_s",
                 "peak_rss_mb", "per_session_mb", "endpoints"):
         assert key in result, key

@@ -53,6 +53,9 @@ class LoadedZoo:
         self._data: dict[str, TaskImages] = {}
         self._experts: dict[str, nn.Module] = {}
         self._lock = threading.RLock()
+        # Classifications of new images run one at a time: on a few cores a dozen of them at once (a class clicking
+        # the gallery) each took 30-70x their time alone, all finishing late; in turn each takes its time alone.
+        self.classify_turn = threading.Lock()
 
     @property
     def task_names(self) -> list[str]:

@@ -480,8 +480,9 @@ class Workbench:
             centroids = None if routed is None else self.routing_centroids(routed, centroid_per_task)
             models = {PRETRAINED: self.zoo.visual, **{n: r.model for n, r in self.merges.items()}}
             try:
-                return classify_batch(batch, models, self.loaded.expert_towers(), self.heads(), self.tasks, task,
-                                      routed, centroids, k)
+                with self.loaded.classify_turn:  # one classification at a time on a shared zoo (see LoadedZoo)
+                    return classify_batch(batch, models, self.loaded.expert_towers(), self.heads(), self.tasks, task,
+                                          routed, centroids, k)
             finally:
                 _release(models)
 
