@@ -42,19 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def switch_interval() -> float:
-    """Seconds a Python thread may hold the GIL while another waits ($MERGE_EXPLORER_SWITCH_INTERVAL, default 0.0002).
-
-    Python's default (0.005) starves a classification: every one of its torch calls lets go of the GIL and then
-    waits up to 5 ms to get it back from the threads serving the page, so a 0.02 s forward pass took 0.6-2.7 s in a
-    class of 30 on 2 cores. With 0.0002 the class's classification p95 went from 2.2 s to 0.75 s (bench/README.md).
-    """
-    value = float(os.environ.get("MERGE_EXPLORER_SWITCH_INTERVAL", "0.0002"))
-    if not 0 < value <= 1:
-        raise SystemExit(f"MERGE_EXPLORER_SWITCH_INTERVAL must be in (0, 1] seconds, not {value}.")
-    return value
-
-
 def make_config(args: argparse.Namespace) -> AppConfig:
     """The app's settings from the command line (upload limits left out fall back to AppConfig's defaults)."""
     limits = {"max_image_size": args.max_image_size, "max_checkpoint_size": args.max_checkpoint_size}
@@ -68,7 +55,6 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     config = make_config(args)
-    sys.setswitchinterval(switch_interval())
     demo = build_demo(config)
     config.shared.start_sweeper(idle_seconds=60 * config.idle_minutes)
     if not args.no_warm and os.environ.get("MERGE_EXPLORER_WARM", "1") != "0":

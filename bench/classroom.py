@@ -47,6 +47,7 @@ ADAPT_ENDPOINTS = ("/adapt_after_merge", "/adapt")  # the page's 'Merge (and ada
 LONG_ENDPOINTS = {"/adapt_after_merge", "/adapt", "/evaluate", "/routing"}  # heavy calls others classify during
 ENDPOINT_ORDER = ("/load_zoo", "/merge", *ADAPT_ENDPOINTS, "/classify_example", "/evaluate", "/routing")
 LINGER_S = 20.0
+CHANGED_LAMBDA = 0.5  # what a student of --changed sets on WEMoE before merging
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--after-warm-up", action="store_true",
                    help="start the class once the launched app has warmed the default lesson (a Space started before "
                         "the class arrives); default: at once, while it warms (the worst case)")
+    p.add_argument("--changed", type=int, default=0,
+                   help=f"this many of the students (the last ones) merge WEMoE with lambda {CHANGED_LAMBDA} instead of "
+                        "the default: their merge, adaptation and table are their own computation, queued with the rest")
     p.add_argument("--calls", type=Path, default=None,
                    help="write every call here, one JSON object a line (student, endpoint, start and end seconds "
                         "after the first click, ok): to see which calls were slow, and when")
@@ -76,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.students < 1 or args.examples < 0 or args.probes < 0 or args.timeout <= 0:
         p.error("--students must be >= 1, --examples and --probes >= 0, and --timeout > 0")
+    if not 0 <= args.changed < args.students:
+        p.error("--changed must be >= 0 and below --students (student 0 keeps the defaults: the reference table)")
     if args.url is not None and urllib.parse.urlparse(args.url).hostname not in LOCAL_HOSTS:
         p.error("--url must point at this machine (127.0.0.1)")
     return args
@@ -279,6 +285,7 @@ class Student:
     """What one student's lesson left: timed calls, errors, and what the page showed."""
 
     index: int
+    changed: bool = False  # merged WEMoE with lambda CHANGED_LAMBDA (--changed), not the defaults
     calls: list[Call] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     hung: int = 0
@@ -348,7 +355,7 @@ class Classroom:
         early and are recorded, never raised."""
         from gradio_client import Client
 
-        student = Student(index)
+        student = Student(index, changed=together and index >= self.args.students - self.args.changed)
         step = "connecting"
         try:
             try:
@@ -383,7 +390,8 @@ class Classroom:
             if self.rss_after_first_load is None:
                 self.rss_after_first_load = self.sampler.now_mb()
         examples = pick_examples(loaded, student.index, args.examples)
-        merged = self.call(student, client, "/merge", {"methods": LESSON_METHODS})
+        settings = {"wemoe__lambda": CHANGED_LAMBDA} if student.changed else {}
+        merged = self.call(student, client, "/merge", {"methods": LESSON_METHODS, **settings})
         target = dropdown_value(merged[1]) if isinstance(merged, (list, tuple)) and len(merged) > 1 else None
         adapt = endpoints.first(ADAPT_ENDPOINTS)
         wanted = {"target": target or "wemoe"} | ({"steps": args.steps} if args.steps is not None else {})
@@ -512,8 +520,10 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
     rss_end = rss["end"]
     classify = [c for s in students for c in s.calls if c.endpoint == "/classify_example"]
     everyone = students + probes
-    reference = next((s.table for s in everyone if s.table is not None), None)  # student 0's unless it failed
-    mismatched = sum(s.table != reference for s in everyone if s.table is not None)
+    reference = next((s.table for s in everyone if s.table is not None and not s.changed), None)  # student 0's
+    mismatched = sum(s.table != reference for s in everyone if s.table is not None and not s.changed)
+    changed = [s for s in students if s.changed]
+    changed_tables = {s.table for s in changed if s.table is not None}
     adapted = [s.adapted_at for s in students if s.adapted_at is not None]
     tables = [s.table_at for s in students if s.table_at is not None]
     one = room.rss_after_first_lesson
@@ -542,6 +552,13 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
         "rss_after_probes_mb": _round(probed, 1), "per_session_mb": _round(per_session, 2),
         "per_session_class_mb": _round(in_class, 2), "per_session_upper_mb": _round(upper, 2),
         "rss_linger_mb": _round(rss["linger"], 1), "wall_s": round(wall_s, 2),
+        "changed": len(changed), "changed_lambda": CHANGED_LAMBDA if changed else None,
+        "changed_last_adapted_s": _round(max((s.adapted_at for s in changed if s.adapted_at is not None),
+                                             default=None), 2) if changed else None,
+        "changed_last_table_s": _round(max((s.table_at for s in changed if s.table_at is not None), default=None),
+                                       2) if changed else None,
+        # their own computation: one table among them, not the defaults' (None without --changed)
+        "changed_tables_own": (len(changed_tables) == 1 and reference not in changed_tables) if changed else None,
         "students_timeline": [timeline(s) for s in everyone],
         "endpoints": latency_table(students), "error_messages": errors[:20],
     }
@@ -552,7 +569,8 @@ def timeline(student: Student) -> str:
     def at(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} s"
 
-    return (f"student {student.index}: adapted {at(student.adapted_at)}, table {at(student.table_at)}, lesson "
+    changed = f" (lambda {CHANGED_LAMBDA})" if student.changed else ""
+    return (f"student {student.index}{changed}: adapted {at(student.adapted_at)}, table {at(student.table_at)}, lesson "
             f"{at(student.lesson_done_at)}; {(student.status or '-')[:110]}")
 
 
@@ -573,6 +591,10 @@ def report(result: dict[str, Any]) -> None:
     print(f"adapted: {result['adapted']}/{result['students']} (first {_fmt(result['first_adapted_s'], ' s')}, last "
           f"{_fmt(result['last_adapted_s'], ' s')}); tables: {result['tables']}/{result['students']} (last "
           f"{_fmt(result['last_table_s'], ' s')}); tables differing from student 0's: {result['mismatched_tables']}")
+    if result["changed"]:
+        print(f"{result['changed']} students merged WEMoE with lambda {result['changed_lambda']}: last adapted "
+              f"{_fmt(result['changed_last_adapted_s'], ' s')}, last table {_fmt(result['changed_last_table_s'], ' s')}; "
+              f"their tables are their own (one table, not the defaults'): {result['changed_tables_own']}")
     print(f"server RSS: peak {_fmt(result['peak_rss_mb'], ' MB')}, after the first zoo load "
           f"{_fmt(result['rss_after_first_load_mb'], ' MB')}, after the first lesson "
           f"{_fmt(result['rss_after_first_lesson_mb'], ' MB')}, after all lessons {_fmt(result['rss_end_mb'], ' MB')}"

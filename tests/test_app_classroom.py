@@ -72,6 +72,23 @@ def test_two_sessions_adapting_copies_of_the_same_default_merge_stay_apart(confi
     assert not _same(_routers(first), _routers(second))
 
 
+def test_a_student_who_changes_a_setting_gets_their_own_computation(config):
+    first, second, third = _student(config), _student(config), _student(config)
+    _lesson(first)
+    status = handlers.merge(second, ["task_arithmetic", "wemoe"], {"wemoe": {"lambda": 0.5}}, per_task=3)
+    assert status.count("from the server's cache") == 1  # task arithmetic as before, WEMoE at lambda 0.5 made anew
+    assert second.bench.merges["wemoe"].params["lambda"] == 0.5
+    assert "from the server's cache" not in _lesson_adapt(second, steps=3)
+    handlers.merge(third, ["task_arithmetic", "wemoe"], {}, per_task=3)
+    assert "from the server's cache" not in _lesson_adapt(third, steps=5)  # more steps: a run of its own
+    assert not _same(_routers(first), _routers(second)) and not _same(_routers(first), _routers(third))
+    assert third.bench.merges["wemoe"].adapt_steps == 5 and first.bench.merges["wemoe"].adapt_steps == 3
+
+
+def _lesson_adapt(session: Session, steps: int) -> str:
+    return [status for status, _ in handlers.adapt(session, "wemoe", steps, 1e-2, 3, loss="im")][-1]
+
+
 def test_a_session_runs_one_long_job_at_a_time(config):
     student = _student(config)
     handlers.merge(student, ["wemoe"], {}, per_task=3)
@@ -305,3 +322,27 @@ def test_the_warm_up_classifies_the_gallery_before_the_merges_time_a_step(config
     monkeypatch.setattr(warm.handlers, "merge", merge)
     warm.warm_default_lesson(config)
     assert seen == {"misses": 0}
+
+
+def test_the_classify_turn_shortens_the_gil_switch_interval_only_while_held(monkeypatch):
+    import sys
+
+    from app.shared import ClassifyTurn, Shared, switch_interval
+
+    monkeypatch.delenv("MERGE_EXPLORER_SWITCH_INTERVAL", raising=False)
+    assert switch_interval() == 0.0002
+    monkeypatch.setenv("MERGE_EXPLORER_SWITCH_INTERVAL", "0")
+    with pytest.raises(ValueError, match="MERGE_EXPLORER_SWITCH_INTERVAL must be in"):
+        Shared()
+    monkeypatch.setenv("MERGE_EXPLORER_SWITCH_INTERVAL", "0.001")
+    before = sys.getswitchinterval()
+    turn = ClassifyTurn()
+    with turn:
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        assert not turn._lock.acquire(blocking=False)  # held: the next classification waits
+    assert sys.getswitchinterval() == before and turn._lock.acquire(blocking=False)
+
+
+def test_every_shared_zoo_classifies_in_the_process_wide_turn(config):
+    student = _student(config)
+    assert student.bench.loaded.classify_turn is config.shared.classify_turn

@@ -155,13 +155,3 @@ def test_custom_zoo_with_a_zip_task_through_the_api(custom_files, tmp_path):
     finally:
         demo.close()
 
-
-def test_the_gil_switch_interval_is_short_by_default_and_checked(monkeypatch):
-    app_main = _app_module()
-    monkeypatch.delenv("MERGE_EXPLORER_SWITCH_INTERVAL", raising=False)
-    assert app_main.switch_interval() == 0.0002
-    monkeypatch.setenv("MERGE_EXPLORER_SWITCH_INTERVAL", "0.001")
-    assert app_main.switch_interval() == 0.001
-    monkeypatch.setenv("MERGE_EXPLORER_SWITCH_INTERVAL", "0")
-    with pytest.raises(SystemExit, match="MERGE_EXPLORER_SWITCH_INTERVAL must be in"):
-        app_main.switch_interval()

@@ -148,8 +148,8 @@ def test_classroom_two_students_tiny(capsys, tmp_path):
     if why := _pocket_zoo_missing():
         pytest.skip(why)
     calls = tmp_path / "calls.jsonl"
-    result = load_script("classroom").main(["--students", "2", "--steps", "2", "--samples", "8", "--probes", "1",
-                                            "--calls", str(calls)])
+    result = load_script("classroom").main(["--students", "3", "--steps", "2", "--samples", "8", "--probes", "1",
+                                            "--calls", str(calls), "--changed", "1"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     written = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(written) == sum(row["calls"] for row in result["endpoints"].values()) + 8  # and the probe's 8 calls
@@ -160,10 +160,12 @@ def test_classroom_two_students_tiny(capsys, tmp_path):
                 "peak_rss_mb", "per_session_mb", "endpoints"):
         assert key in result, key
     assert result["errors"] == 0, result["error_messages"]
-    assert result["students"] == result["adapted"] == result["tables"] == 2 and result["steps"] == 2
+    assert result["students"] == result["adapted"] == result["tables"] == 3 and result["steps"] == 2
     assert result["probes"] == 1 and result["per_session_mb"] is not None
-    assert result["mismatched_tables"] == 0  # both students (and the probe) got the same accuracy table
-    assert result["classify_calls"] == 6 and result["endpoints"]["/classify_example"]["failed"] == 0
+    assert result["mismatched_tables"] == 0  # students 0 and 1 (and the probe) got the same accuracy table
+    assert result["changed"] == 1 and result["changed_tables_own"] is True  # student 2 (lambda 0.5) got its own
+    assert result["changed_last_table_s"] >= result["changed_last_adapted_s"] > 0
+    assert result["classify_calls"] == 9 and result["endpoints"]["/classify_example"]["failed"] == 0
     assert result["peak_rss_mb"] > 0 and result["last_table_s"] >= result["last_adapted_s"] > 0
 
 

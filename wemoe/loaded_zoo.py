@@ -8,6 +8,7 @@ tensors (no copy of the weights).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections.abc import Callable, Sequence
@@ -55,7 +56,8 @@ class LoadedZoo:
         self._lock = threading.RLock()
         # Classifications of new images run one at a time: on a few cores a dozen of them at once (a class clicking
         # the gallery) each took 30-70x their time alone, all finishing late; in turn each takes its time alone.
-        self.classify_turn = threading.Lock()
+        # Any context manager will do (an app sharing several zoos gives them one turn: app.shared.ClassifyTurn).
+        self.classify_turn: contextlib.AbstractContextManager = threading.Lock()
 
     @property
     def task_names(self) -> list[str]:
