@@ -179,7 +179,8 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
         records = bench.adapt(target, **settings, stop=session.stop.is_set, report_waiting=True, **options)
         last_yield = 0.0
         with friendly(f"Adapting {target}"), contextlib.closing(records):
-            steps_taken = locked_steps(session, records, outcome, cancellable=True, chunk=chunk, after_step=note_losses)
+            steps_taken = locked_steps(session, records, outcome, cancellable=True, chunk=chunk, after_step=note_losses,
+                                       compute_slot=True)
             for record in steps_taken:
                 if not getattr(record, "counts_as_step", True):  # a Workbench.adapt ``Waiting``: no step of ours
                     if time.perf_counter() - last_yield >= update_every:  # the curve is unchanged: sent once

@@ -112,8 +112,13 @@ def locked_steps(
     cancellable: bool = False,
     chunk: int = 0,
     after_step: Callable[[], None] | None = None,
+    compute_slot: bool = False,
 ) -> Iterator[Any]:
     """The items of ``steps``, each taken under the session's lock (the models do not change meanwhile).
+
+    ``compute_slot``: each item is taken in one of the process's compute slots (``Shared.compute_slots``, one per
+    CPU), except after a ``Waiting`` item (the run is another session's; waiting computes nothing), so that the
+    long-job queue's threads can serve waiting and cached jobs while adaptations of their own share the CPU.
 
     ``cancellable``: Cancel (``session.stop``), checked under the lock, ends it before the next step (with chunks of
     ``chunk`` steps, only at a chunk's end, where the model and its history agree). With chunks a failed chunk (a GPU
@@ -121,10 +126,12 @@ def locked_steps(
     ``after_step`` runs under the lock after each step taken. Each step waits first while light calls run.
     """
     outcome = outcome if outcome is not None else StepsOutcome()
-    taken = 0
+    taken, waiting = 0, False
+    slots = session.shared.compute_slots if compute_slot and session.shared is not None else None
     while True:
         light_first(session)  # a classification running now goes first: it takes 0.05 s alone, seconds beside us
-        with busy(session):
+        # the slot before the session's lock: a classification of this session never waits for a slot
+        with (slots if slots is not None and not waiting else contextlib.nullcontext()), busy(session):
             if cancellable and session.stop.is_set() and (not chunk or taken % chunk == 0):
                 outcome.stopped = True
                 return
@@ -142,7 +149,8 @@ def locked_steps(
         if item is None:
             outcome.stopped = cancellable and (outcome.stopped or session.stop.is_set())
             return
-        taken += getattr(item, "counts_as_step", True)  # a Workbench.adapt ``Waiting`` item is no step
+        waiting = not getattr(item, "counts_as_step", True)  # a Workbench.adapt ``Waiting`` item is no step
+        taken += not waiting
         yield item
 
 

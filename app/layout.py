@@ -8,7 +8,6 @@ long events have their own concurrency queues.
 
 from __future__ import annotations
 
-import os
 
 import gradio as gr
 import pandas as pd
@@ -28,7 +27,9 @@ from app.session import CUSTOM, AppConfig, Session, close_session
 # their queue position and time on their status text only.
 LIGHT = {"concurrency_id": "light", "concurrency_limit": 8, "show_progress": "hidden"}
 MODELS = {"concurrency_id": "models", "concurrency_limit": 2, "show_progress": "hidden"}
-LONG = {"concurrency_id": "long", "concurrency_limit": max(1, min(4, os.cpu_count() or 1)), "show_progress": "minimal"}
+# Long jobs: threads for 8 at once (students waiting for a run in flight, or served from the cache, compute nothing);
+# what they compute is bounded by the CPU: adaptation steps take one of Shared.compute_slots (one per CPU).
+LONG = {"concurrency_id": "long", "concurrency_limit": 8, "show_progress": "minimal"}
 DEFAULT_METHODS = ("task_arithmetic", "wemoe")
 LOSS_NOTE = ("IM also keeps each task's predictions spread over its classes, which stops a weak task from collapsing "
              "onto one class (see README).")

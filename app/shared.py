@@ -121,6 +121,8 @@ class Shared:
         self.results = ResultCache(max_entries=results)
         self.light_first = LightFirst()
         self.classify_turn = ClassifyTurn()
+        # adaptation steps computed at once (app.jobs.locked_steps): one per CPU, whoever's run they are
+        self.compute_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
         self._sessions: weakref.WeakSet = weakref.WeakSet()
         self._lock = threading.Lock()
 

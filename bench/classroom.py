@@ -553,6 +553,8 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
         "per_session_class_mb": _round(in_class, 2), "per_session_upper_mb": _round(upper, 2),
         "rss_linger_mb": _round(rss["linger"], 1), "wall_s": round(wall_s, 2),
         "changed": len(changed), "changed_lambda": CHANGED_LAMBDA if changed else None,
+        "default_last_adapted_s": _round(last_of([s.adapted_at for s in students if not s.changed]), 2),
+        "default_last_table_s": _round(last_of([s.table_at for s in students if not s.changed]), 2),
         "changed_last_adapted_s": _round(max((s.adapted_at for s in changed if s.adapted_at is not None),
                                              default=None), 2) if changed else None,
         "changed_last_table_s": _round(max((s.table_at for s in changed if s.table_at is not None), default=None),
@@ -562,6 +564,11 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
         "students_timeline": [timeline(s) for s in everyone],
         "endpoints": latency_table(students), "error_messages": errors[:20],
     }
+
+
+def last_of(times: list[float | None]) -> float | None:
+    """The latest of ``times``; None when one of them is missing (that student never got there)."""
+    return None if not times or any(t is None for t in times) else max(times)
 
 
 def timeline(student: Student) -> str:
@@ -592,6 +599,8 @@ def report(result: dict[str, Any]) -> None:
           f"{_fmt(result['last_adapted_s'], ' s')}); tables: {result['tables']}/{result['students']} (last "
           f"{_fmt(result['last_table_s'], ' s')}); tables differing from student 0's: {result['mismatched_tables']}")
     if result["changed"]:
+        print(f"the {result['students'] - result['changed']} students with the defaults: last adapted "
+              f"{_fmt(result['default_last_adapted_s'], ' s')}, last table {_fmt(result['default_last_table_s'], ' s')}")
         print(f"{result['changed']} students merged WEMoE with lambda {result['changed_lambda']}: last adapted "
               f"{_fmt(result['changed_last_adapted_s'], ' s')}, last table {_fmt(result['changed_last_table_s'], ' s')}; "
               f"their tables are their own (one table, not the defaults'): {result['changed_tables_own']}")

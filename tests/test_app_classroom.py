@@ -346,3 +346,33 @@ def test_the_classify_turn_shortens_the_gil_switch_interval_only_while_held(monk
 def test_every_shared_zoo_classifies_in_the_process_wide_turn(config):
     student = _student(config)
     assert student.bench.loaded.classify_turn is config.shared.classify_turn
+
+
+def test_an_adaptation_step_computes_in_a_compute_slot_and_waiting_takes_none(config):
+    import threading
+
+    from app.jobs import locked_steps
+    from wemoe.workbench import Waiting
+
+    student = _student(config)
+    slots, seen = student.shared.compute_slots, []
+    held = threading.BoundedSemaphore(1)
+    student.shared.compute_slots = held
+
+    def items():
+        for item in ("step", Waiting("step 3/10"), Waiting("step 4/10"), "restored"):
+            seen.append(not held.acquire(blocking=False))  # the slot taken (by locked_steps) while this item is made
+            if not seen[-1]:
+                held.release()
+            yield item
+
+    try:
+        assert list(locked_steps(student, items(), compute_slot=True))[0] == "step"
+        # made in the slot: the first item and the one after a step; after a Waiting item (waiting computes
+        # nothing) the next is made without one
+        assert seen == [True, True, False, False]
+        seen.clear()
+        list(locked_steps(student, items()))  # evaluation: no slot
+        assert seen == [False, False, False, False]
+    finally:
+        student.shared.compute_slots = slots

@@ -165,6 +165,7 @@ def test_classroom_two_students_tiny(capsys, tmp_path):
     assert result["mismatched_tables"] == 0  # students 0 and 1 (and the probe) got the same accuracy table
     assert result["changed"] == 1 and result["changed_tables_own"] is True  # student 2 (lambda 0.5) got its own
     assert result["changed_last_table_s"] >= result["changed_last_adapted_s"] > 0
+    assert result["last_table_s"] >= result["default_last_table_s"] >= result["default_last_adapted_s"] > 0
     assert result["classify_calls"] == 9 and result["endpoints"]["/classify_example"]["failed"] == 0
     assert result["peak_rss_mb"] > 0 and result["last_table_s"] >= result["last_adapted_s"] > 0
 

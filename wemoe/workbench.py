@@ -250,9 +250,9 @@ class Workbench:
                 break
             if stop is not None and stop():  # the caller gave up waiting (Cancel): nothing happened to the model
                 return
-            found.done.wait(0.5)  # the same run is being computed for someone else: wait for it
-            if report_waiting:
+            if report_waiting:  # at once, then every half second: the caller holds nothing meanwhile
                 yield Waiting(found.progress or "starting")
+            found.done.wait(0.5)  # the same run is being computed for someone else: wait for it
         flight = found if key is not None else None
         records: list[AdaptStep] = []
         finished = False
