@@ -92,7 +92,7 @@ class ClassifyTurn:
     def __init__(self, interval: float | None = None) -> None:
         self.interval = switch_interval() if interval is None else interval
         self._lock = threading.Lock()
-        self._saved = sys.getswitchinterval()
+        self._saved = 0.0  # the interval before the turn, kept while it is held
 
     def __enter__(self) -> ClassifyTurn:
         self._lock.acquire()
@@ -135,8 +135,7 @@ class Shared:
 
         def build() -> LoadedZoo:
             zoo, tasks = load(lambda f, m: progress(0.6 * f, m))
-            loaded = LoadedZoo(zoo, tasks, samples=samples, seed=0)
-            loaded.classify_turn = self.classify_turn  # one turn for the classifications of every shared zoo
+            loaded = LoadedZoo(zoo, tasks, samples=samples, seed=0, classify_turn=self.classify_turn)
             loaded.data(progress=lambda f, m: progress(0.6 + 0.3 * f, m))
             progress(0.95, "building zero-shot heads")
             loaded.heads()

@@ -28,8 +28,6 @@ DEFAULT_PER_TASK = adapt_setting("per_task").default  # the page's images-per-ta
 
 def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_arithmetic", "wemoe")) -> float:
     """Run the page's default lesson once (results land in ``config.shared``); returns the seconds it took."""
-    from wemoe.methods import get_method  # at start-up, in the warming thread: importing app.warm loads no model code
-
     start = time.perf_counter()
     session = Session()
     try:
@@ -37,7 +35,7 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
         # the merges first (what "Merge" makes with the page's defaults, the same cache keys) and the gallery at
         # once: a class arriving with the app classifies it while its merges still time an adaptation step
         for method in methods:
-            session.bench.merge(method, get_method(method).resolve(None))
+            session.bench.merge(method)  # the method's defaults, as an untouched page sends
         classify_examples(session, config)
         handlers.merge(session, list(methods), {}, DEFAULT_PER_TASK, config.default_steps)
         for _ in handlers.adapt(session, "wemoe", config.default_steps, DEFAULT_LR, DEFAULT_PER_TASK,

@@ -35,10 +35,12 @@ class LoadedZoo:
         seed: int = 0,
         cache_dir: str | None = None,
         adapt_split: str = TEST,
+        classify_turn: contextlib.AbstractContextManager | None = None,
     ) -> None:
         """``samples``: test images per task (None: all), drawn with ``seed``; ``cache_dir``: where heads are cached;
         ``adapt_split``: ``heldout`` keeps adaptation images out of the scored ones (``wemoe.splits``; :meth:`data`
-        is then what is scored, :meth:`adaptation_data` what adapts), ``test`` adapts on the scored images."""
+        is then what is scored, :meth:`adaptation_data` what adapts), ``test`` adapts on the scored images;
+        ``classify_turn``: the turn classifications of new images take (default: a lock of this zoo's own)."""
         self.zoo = zoo
         self.tasks = list(tasks) if tasks is not None else [get_task(name) for name in zoo.task_names]
         if [t.name for t in self.tasks] != zoo.task_names:
@@ -57,7 +59,7 @@ class LoadedZoo:
         # Classifications of new images run one at a time: on a few cores a dozen of them at once (a class clicking
         # the gallery) each took 30-70x their time alone, all finishing late; in turn each takes its time alone.
         # Any context manager will do (an app sharing several zoos gives them one turn: app.shared.ClassifyTurn).
-        self.classify_turn: contextlib.AbstractContextManager = threading.Lock()
+        self.classify_turn = classify_turn if classify_turn is not None else threading.Lock()
 
     @property
     def task_names(self) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from wemoe.classify import logits_from_features
-from wemoe.evaluate import Model, needs_task, tower_for
+from wemoe.evaluate import AVERAGE, Model, needs_task, tower_for
 from wemoe.task_images import TaskImages
 
 
@@ -63,6 +63,6 @@ def accuracy_by_task(
 
 
 def with_average(row: Mapping[str, float]) -> dict[str, float]:
-    """``row`` with its mean added as ``average``."""
+    """``row`` with its mean added as ``average`` (the accuracy table's column, ``wemoe.evaluate.AVERAGE``)."""
     values = list(row.values())
-    return {**row, "average": sum(values) / len(values) if values else float("nan")}
+    return {**row, AVERAGE: sum(values) / len(values) if values else float("nan")}

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from wemoe.errors import MethodError
+from wemoe.evaluate import AVERAGE
 from wemoe.methods import get_method
 from wemoe.methods.ties import ties_merge
 from wemoe.sample_eval import accuracy_by_task, sample_data, with_average
@@ -73,7 +74,7 @@ class LambdaSweep:
 
     def best(self, method: str) -> float:
         """The lambda with the highest average accuracy for ``method``."""
-        return float(self.tables[method]["average"].idxmax())
+        return float(self.tables[method][AVERAGE].idxmax())
 
     def to_dict(self) -> dict:
         """Plain lists and dicts (JSON-ready)."""
