@@ -10,9 +10,11 @@ import gradio as gr
 from app.inputs import ADAPT_LABELS, adapt_setting
 from wemoe.params import Param
 
-LOSS_LABELS = {"entropy": "entropy (the paper's)",
-               "im": "IM: entropy minus the entropy of the mean prediction (variant)"}
-"""How the loss choices read on the page (a choice not named here shows its own name)."""
+CHOICE_LABELS = {"entropy": "entropy (the paper's)",
+                 "im": "IM: entropy minus the entropy of the mean prediction (variant)",
+                 "test": "the scored test images (as in the paper: transductive)",
+                 "heldout": "held-out images, never scored (honest)"}
+"""How the choices of the loss and of the adaptation images read on the page (others show their own name)."""
 
 
 def param_control(method: str, param: Param) -> gr.components.Component:
@@ -40,7 +42,7 @@ def setting_control(name: str, value: Any = None, note: str = "", **options: Any
     value = setting.default if value is None else value
     common = {"label": ADAPT_LABELS[name], "info": f"{setting.help} {note}".strip(), **options}
     if setting.choices is not None:
-        choices = [(LOSS_LABELS.get(c, str(c)), c) for c in setting.choices]
+        choices = [(CHOICE_LABELS.get(c, str(c)), c) for c in setting.choices]
         return gr.Radio(choices, value=value, **common)
     if setting.type is int and setting.min is not None and setting.max is not None:
         return gr.Slider(setting.min, setting.max, value=value, step=1, **common)

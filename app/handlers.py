@@ -19,13 +19,13 @@ from PIL import Image
 
 from app import figures, messages, views
 from app.errors import friendly, refuse
-from app.gpu import adapt_device
 from app.inputs import (AUTO_TASK, adapt_setting, adapt_value, adapt_values, adaptive_target, chosen_task,
-                        custom_loader, flag, method_names, test_images_per_task)
+                        corruption_choice, custom_loader, flag, method_names, test_images_per_task)
 from app.jobs import (StepsOutcome, StepTally, adapt_options, busy, device_name, evaluation_scores, guard_memory,
-                      light_call, load_workbench, locked_steps, make_merges, no_progress, one_long_job, routing_maps,
-                      write_results)
+                      light_call, load_workbench, locked_steps, make_merges, measure_step, no_progress, one_long_job,
+                      routing_maps, write_results)
 from app.session import CUSTOM, AppConfig, Session
+from wemoe.corruptions import corrupt_as_seen
 
 
 def _bench(session: Session):
@@ -68,16 +68,6 @@ def load_zoo(session: Session, config: AppConfig, choice: str, samples: float | 
 
 
 # 2. Merge and adapt ----------------------------------------------------------------------------------------------
-
-
-def measure_step(session: Session, name: str, per_task: int) -> float:
-    """Seconds of one adaptation step of merge ``name`` on this machine (measured without changing the model)."""
-    from wemoe.adapt import time_step
-
-    bench = _bench(session)
-    seconds = time_step(bench.merges[name].model, bench.data(), bench.heads(), per_task=per_task, device=adapt_device())
-    session.step_seconds[(name, per_task)] = seconds
-    return seconds
 
 
 def estimate(session: Session, target: str | None, steps: Any, per_task: Any) -> str:
@@ -144,9 +134,10 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
 @one_long_job("adapting")
 def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: Any,
           loss: str = adapt_setting("loss").default, progress: Any = no_progress, update_every: float = 0.5,
-          chained: bool = False, seed: Any = None) -> Iterator[tuple[str, Any]]:
-    """Adapt merge ``target`` step by step (settings checked against ``wemoe.adapt.SETTINGS``; ``seed`` None: its
-    default); yields (status, loss curve) after the first and last step and at most every ``update_every`` s between.
+          chained: bool = False, seed: Any = None, split: Any = None) -> Iterator[tuple[str, Any]]:
+    """Adapt merge ``target`` step by step (settings checked against ``wemoe.adapt.SETTINGS``; ``seed``, ``split``
+    None: their defaults); yields (status, loss curve) after the first and last step, at most every ``update_every`` s
+    between.
 
     Cancel (:func:`cancelled`, or closing the generator) stops it between steps, keeping the last finished step;
     ``chained``: it follows a merge (:func:`adapt_after_merge`), so a Cancel during that merge stops it too. On ZeroGPU
@@ -155,8 +146,10 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
     """
     bench = _bench(session)
     target = adaptive_target(bench, target)
-    settings = adapt_values(steps, lr, per_task, loss, seed)
+    settings = adapt_values(steps, lr, per_task, loss, seed, split)
     steps, per_task, loss = settings["steps"], settings["per_task"], settings["loss"]
+    if settings["split"] == "heldout" and bench.loaded.without_heldout():
+        raise refuse(messages.no_heldout(bench.loaded.without_heldout()))
     guard_memory(session.shared)
     result, losses = bench.merges[target], session.step_losses
     start_step, tally, outcome = result.adapt_steps, StepTally(), StepsOutcome()
@@ -198,12 +191,12 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
         session.finish(job)
     session.reset_results()
     yield messages.adapt_outcome(target, tally.ran, steps, tally.start_loss, result, tally.elapsed, outcome.stopped,
-                                 outcome.failed), curve()
+                                 outcome.failed, settings["split"]), curve()
 
 
 def adapt_after_merge(session: Session, target: str | None, steps: Any, lr: Any, per_task: Any,
                       loss: str = adapt_setting("loss").default, progress: Any = no_progress, update_every: float = 0.5,
-                      seed: Any = None) -> Iterator[tuple[Any, Any]]:
+                      seed: Any = None, split: Any = None) -> Iterator[tuple[Any, Any]]:
     """The adaptation chained after "Merge (and adapt)": adapts ``target`` only when that merge has just made it
     and was not cancelled; otherwise (also for 0 steps) yields one pair of ``gr.skip()``."""
     steps = adapt_value("steps", steps, minimum=0, hint="0 merges without adapting")
@@ -211,7 +204,8 @@ def adapt_after_merge(session: Session, target: str | None, steps: Any, lr: Any,
             or target not in session.last_merged:
         yield gr.skip(), gr.skip()
         return
-    yield from adapt(session, target, steps, lr, per_task, loss, progress, update_every, chained=True, seed=seed)
+    yield from adapt(session, target, steps, lr, per_task, loss, progress, update_every, chained=True, seed=seed,
+                     split=split)
 
 
 def cancelled(session: Session, target: str | None = None, wait: float = 120.0) -> str:
@@ -236,22 +230,26 @@ def cancelled(session: Session, target: str | None = None, wait: float = 120.0) 
 # 3. Try images ---------------------------------------------------------------------------------------------------
 
 
-def predict(session: Session, image: Image.Image, task_choice: str | None, config: AppConfig) -> tuple:
+def predict(session: Session, image: Image.Image, task_choice: str | None, config: AppConfig,
+            corruption: Any = None, severity: Any = 3) -> tuple:
     """(the image enlarged, the top-5 table, the routers' guess, the image's routing heatmap) of ``Workbench.classify``.
 
     The head is the chosen task's; with "auto" the routers' guess, or without one all tasks' classes together. The
     table is the compact one (the merged model and the expert of the task) unless the session shows every model
-    (:func:`prediction_view`); the full one is kept in ``session.predictions``.
+    (:func:`prediction_view`); the full one is kept in ``session.predictions``. ``corruption`` (None or "none": the
+    image as it is) at ``severity`` 1-5 corrupts the image as the robustness view's test images are; the session
+    keeps the image uncorrupted, so another corruption or task reclassifies the original.
     """
     bench = _bench(session)
-    task = chosen_task(bench, task_choice)
+    task, (corruption, severity) = chosen_task(bench, task_choice), corruption_choice(corruption, severity)
     # the session's own lock first: a classification waiting for its session's step must not hold every long job
     with friendly("Classifying the image"), busy(session), light_call(session):
-        (result,) = bench.classify([image], task, k=5, centroid_per_task=config.centroid_per_task)
+        seen = image if corruption is None else corrupt_as_seen(image, bench.zoo.preprocess, corruption, severity)
+        (result,) = bench.classify([seen], task, k=5, centroid_per_task=config.centroid_per_task)
     session.prediction_columns = views.compact_columns(result, bench)
     session.predictions = views.prediction_table(result, bench.task_names)
     session.image = image
-    return (views.enlarged(image), prediction_view(session), messages.guess_text(result),
+    return (views.enlarged(seen), prediction_view(session), messages.guess_text(result),
             views.image_heatmap(result, bench.task_names))
 
 

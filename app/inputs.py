@@ -20,6 +20,7 @@ from app.errors import friendly, refuse
 from app.messages import tasks_table
 from app.session import AppConfig, Session, format_size, parse_size
 from wemoe.adapt import SETTINGS
+from wemoe.corruptions import CORRUPTIONS
 from wemoe.errors import TaskError
 from wemoe.params import Param
 from wemoe.task_images import to_rgb
@@ -28,8 +29,10 @@ from wemoe.tasks import Task, get_task, list_tasks, task_from_source
 AUTO_TASK = "auto (the routers' guess)"
 DIGITS_TASK = "pocket_digits"  # drawings for this task are redrawn like its images (read_sketch)
 ADAPT_LABELS = {"steps": "Adaptation steps", "lr": "Learning rate", "per_task": "Images per task per step",
-                "loss": "Adaptation loss", "seed": "Adaptation seed"}
+                "loss": "Adaptation loss", "seed": "Adaptation seed", "split": "Adaptation images"}
 """The page's label of each adaptation setting (``wemoe.adapt.SETTINGS``): its control's and its messages'."""
+NO_CORRUPTION = "none"
+CORRUPTION_CHOICES = [NO_CORRUPTION, *CORRUPTIONS]  # of "Try images": the robustness view's corruptions
 IMAGE_TYPES = "PNG, JPEG, WebP, BMP or TIFF"
 TOO_LARGE = "Downscale it (the models see 32-224 px anyway) and upload again."
 
@@ -83,12 +86,25 @@ def adapt_value(name: str, value: Any, *, minimum: float | None = None, hint: st
     return number(value, label, whole=setting.type is int, minimum=low, maximum=setting.max, hint=hint)
 
 
-def adapt_values(steps: Any, lr: Any, per_task: Any, loss: Any, seed: Any, *, min_steps: int = 1) -> dict[str, Any]:
-    """Every adaptation setting from the page, checked (:func:`adapt_value`); ``seed`` None is the declared default."""
+def adapt_values(steps: Any, lr: Any, per_task: Any, loss: Any, seed: Any, split: Any = None, *,
+                 min_steps: int = 1) -> dict[str, Any]:
+    """Every adaptation setting from the page, checked (:func:`adapt_value`); ``seed`` or ``split`` None is the
+    declared default."""
     seed = adapt_setting("seed").default if seed is None else seed
+    split = adapt_setting("split").default if split is None else split
     return {"steps": adapt_value("steps", steps, minimum=min_steps), "lr": adapt_value("lr", lr),
             "per_task": adapt_value("per_task", per_task), "loss": adapt_value("loss", loss),
-            "seed": adapt_value("seed", seed)}
+            "seed": adapt_value("seed", seed), "split": adapt_value("split", split)}
+
+
+def corruption_choice(corruption: Any, severity: Any) -> tuple[str | None, int]:
+    """The 'Corruption' and 'Severity' controls of "Try images" as (a corruption's name or None, severity 1-5), else a
+    ``gr.Error`` naming the choices."""
+    if corruption is None or corruption == NO_CORRUPTION:
+        return None, 3
+    if not isinstance(corruption, str) or corruption not in CORRUPTIONS:
+        raise refuse(f"Corruption: choose {NO_CORRUPTION} or one of {', '.join(CORRUPTIONS)}, got {corruption!r}.")
+    return corruption, number(severity, "Severity", whole=True, minimum=1, maximum=5)
 
 
 def chosen_task(bench: Any, choice: str | None) -> str | None:

@@ -28,6 +28,16 @@ from wemoe.errors import WemoeError
 log = logging.getLogger(__name__)
 
 
+def measure_step(session: Session, name: str, per_task: int) -> float:
+    """Seconds of one adaptation step of merge ``name`` on this machine (measured without changing the model)."""
+    from wemoe.adapt import time_step
+
+    bench = session.bench
+    seconds = time_step(bench.merges[name].model, bench.data(), bench.heads(), per_task=per_task, device=adapt_device())
+    session.step_seconds[(name, per_task)] = seconds
+    return seconds
+
+
 def no_progress(fraction: float, desc: str = "", **_: Any) -> None:
     """A ``gr.Progress`` stand-in that shows nothing (verbs called without a page)."""
 

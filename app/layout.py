@@ -95,6 +95,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 per_task = setting_control("per_task")
                 seed = setting_control("seed")
             loss = setting_control("loss", config.default_loss, LOSS_NOTE)
+            split = setting_control("split", None, "The accuracy table scores the test images either way.")
             target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
             estimate_note = gr.Markdown()
             with gr.Row():
@@ -129,6 +130,10 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                               label="Task (head)",
                                               info="Which task's classes to predict; auto uses the routers' guess, or "
                                                    "every task's classes when they make none.")
+                    with gr.Row():  # the robustness view's corruptions, applied to the image being classified
+                        corruption = gr.Dropdown(inputs.CORRUPTION_CHOICES, value=inputs.NO_CORRUPTION,
+                                                 label="Corruption", elem_id="try-corruption", min_width=140)
+                        severity = gr.Slider(1, 5, value=3, step=1, label="Severity", min_width=120)
                     guess = gr.Markdown(elem_id="guess")
             all_models = gr.Checkbox(False, label="Every model (pretrained, every merge, every expert)", elem_id="all-models",
                                      info="Off: the merged model next to the expert of the task used.")
@@ -231,17 +236,19 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         @quiet
         def adapt_event(state, target, steps=config.default_steps, lr=setting_default("lr"),
                         images_per_task=setting_default("per_task"), loss=config.default_loss,
-                        seed=setting_default("seed")):
-            yield from reported(handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, seed=seed))
+                        seed=setting_default("seed"), split=setting_default("split")):
+            yield from reported(handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, seed=seed,
+                                               split=split))
 
         @quiet
         def adapt_after_merge(state, target, steps=config.default_steps, lr=setting_default("lr"),
                               images_per_task=setting_default("per_task"), loss=config.default_loss,
-                              seed=setting_default("seed")):  # adapts only what the merge just made, unless cancelled
+                              seed=setting_default("seed"), split=setting_default("split")):
+            # adapts only what the merge just made, unless cancelled
             yield from reported(handlers.adapt_after_merge(state, target, steps, lr, images_per_task, loss=loss,
-                                                           seed=seed))
+                                                           seed=seed, split=split))
 
-        adapt_inputs = [session, target, steps, lr, per_task, loss, seed]
+        adapt_inputs = [session, target, steps, lr, per_task, loss, seed, split]
         chained = merged.success(adapt_after_merge, adapt_inputs, [merge_status, loss_plot],
                                  api_name="adapt_after_merge", preprocess=False, show_progress_on=[merge_status],
                                  **LONG)
@@ -263,38 +270,44 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         prediction_outputs = [preview, predictions, guess, heatmap]
 
         @quiet
-        def classify_upload(state, image, task=inputs.AUTO_TASK):
-            return handlers.predict(state, inputs.read_upload(image, config), task, config)
+        def classify_upload(state, image, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
+            return handlers.predict(state, inputs.read_upload(image, config), task, config, corruption, severity)
 
         @quiet
-        def classify_sketch(state, drawing, task=inputs.AUTO_TASK):
-            return handlers.predict(state, inputs.read_sketch(drawing, config, state, task), task, config)
+        def classify_sketch(state, drawing, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
+            return handlers.predict(state, inputs.read_sketch(drawing, config, state, task), task, config, corruption,
+                                    severity)
 
         @quiet
-        def classify_example(state, example, task=inputs.AUTO_TASK):
-            return handlers.predict(state, inputs.read_example(example, config), task, config)
+        def classify_example(state, example, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
+            return handlers.predict(state, inputs.read_example(example, config), task, config, corruption, severity)
 
         @quiet
-        def select_example(state, task=inputs.AUTO_TASK, example=None, evt: GalleryClick = None):
+        def select_example(state, task=inputs.AUTO_TASK, example=None, corruption=inputs.NO_CORRUPTION, severity=3,
+                           evt: GalleryClick = None):
             """A gallery click (the page sends which image: ``evt.index``) or, through the API, the example's name."""
             if evt is not None and isinstance(evt.index, int):
                 examples = inputs.list_examples(config, state.bench.task_names if state.bench else None)
                 example = examples[evt.index][1] if 0 <= evt.index < len(examples) else None
-            return (*handlers.predict(state, inputs.read_example(example, config), task, config), example)
+            return (*handlers.predict(state, inputs.read_example(example, config), task, config, corruption, severity),
+                    example)
 
         @quiet
-        def reclassify(state, task):
+        def reclassify(state, task, corruption=inputs.NO_CORRUPTION, severity=3):
             if state.image is None or state.bench is None:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            return handlers.predict(state, state.image, task, config)
+            return handlers.predict(state, state.image, task, config, corruption, severity)
 
-        upload.upload(classify_upload, [session, upload, task_choice], prediction_outputs, api_name="classify_upload", **LIGHT)
-        sketch_button.click(classify_sketch, [session, sketch, task_choice], prediction_outputs, api_name="classify_sketch", **LIGHT)
-        example_button.click(classify_example, [session, example_name, task_choice], prediction_outputs,
+        seen = [task_choice, corruption, severity]  # how every image is classified
+        upload.upload(classify_upload, [session, upload, *seen], prediction_outputs, api_name="classify_upload", **LIGHT)
+        sketch_button.click(classify_sketch, [session, sketch, *seen], prediction_outputs, api_name="classify_sketch", **LIGHT)
+        example_button.click(classify_example, [session, example_name, *seen], prediction_outputs,
                              api_name="classify_example", **LIGHT)
-        gallery.select(select_example, [session, task_choice, example_name], [*prediction_outputs, example_name],
-                       api_name="select_example", preprocess=False, **LIGHT)
-        task_choice.input(reclassify, [session, task_choice], prediction_outputs, api_name="reclassify", **LIGHT)
+        gallery.select(select_example, [session, task_choice, example_name, corruption, severity],
+                       [*prediction_outputs, example_name], api_name="select_example", preprocess=False, **LIGHT)
+        for control in seen:  # a new head or corruption reclassifies the image shown
+            control.input(reclassify, [session, *seen], prediction_outputs,
+                          api_name="reclassify" + ("" if control is task_choice else f"_{control.label.lower()}"), **LIGHT)
         all_models.change(handlers.prediction_view, [session, all_models], [predictions], api_name="prediction_view",
                           **LIGHT)
 

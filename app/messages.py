@@ -106,9 +106,12 @@ def adapt_progress(target: str, record: Any, steps: int, start_step: int, per_st
 
 
 def adapt_outcome(target: str, ran: int, steps: int, start_loss: float | None, result: Any, elapsed: float,
-                  stopped: bool, failed: BaseException | None) -> str:
-    """The last status of an adaptation: finished, from the cache, stopped by Cancel or out of GPU time."""
+                  stopped: bool, failed: BaseException | None, split: str = "test") -> str:
+    """The last status of an adaptation: finished, from the cache, stopped by Cancel or out of GPU time; ``split``
+    ``heldout`` says the images adapted on were never scored."""
     change = f"loss {start_loss:.3f} -> {result.history[-1].loss:.3f}" if ran else "no step run"
+    if split == "heldout" and ran:
+        change += ", on held-out images"
     if failed is not None:
         return (f"**Out of GPU time after {ran} of {steps} steps** ({change}): the {target} routers are kept as they "
                 f"were after step {result.adapt_steps}, the last finished chunk. Log in to Hugging Face for more GPU "
@@ -120,6 +123,14 @@ def adapt_outcome(target: str, ran: int, steps: int, start_loss: float | None, r
         return (f"Adapted {target}: {ran} steps, {change} ({result.adapt_steps} steps in all). Computed earlier with "
                 f"the same settings (it took {elapsed:.1f} s then), so it came from the server's cache at once.")
     return f"Adapted {target}: {ran} steps in {elapsed:.1f} s, {change} ({result.adapt_steps} steps in all)."
+
+
+def no_heldout(tasks: list[str]) -> str:
+    """Why held-out adaptation is refused for ``tasks``, and what to do instead."""
+    return (f"Adaptation images: {', '.join(tasks)} have no held-out images here (only the pocket tasks ship unlabeled "
+            "training images). Choose the scored test images, or score it from the command line with `python -m wemoe "
+            "table --methods wemoe --adapt-split heldout`, which splits each test set in two (half adapts, half is "
+            "scored).")
 
 
 def guess_text(result: Any) -> str:

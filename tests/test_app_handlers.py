@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from app import handlers, inputs, messages, views
+from app import handlers, inputs, jobs, messages, views
 from app.session import AppConfig, Session
 from tests.app_support import tiny_config, write_examples
 from wemoe.export import load_wemoe
@@ -116,7 +116,7 @@ def test_merge_measures_a_step_without_changing_the_routers(merged):
     assert merged.bench.merges["task_arithmetic"].params == {"lambda": 0.4}
     assert merged.step_seconds[("wemoe", 3)] > 0
     before = _routers(merged)
-    handlers.measure_step(merged, "wemoe", 3)
+    jobs.measure_step(merged, "wemoe", 3)
     assert _same(before, _routers(merged))
     assert "Estimated time" in handlers.estimate(merged, "wemoe", 100, 3)
     assert "measured at its first step" in handlers.estimate(merged, "wemoe", 100, 7)

@@ -173,3 +173,20 @@ def corrupt_tensor(
     pixels = ((images.float() * s + m).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     out = np.stack([corrupt_array(p, name, severity, np.random.default_rng([seed, i])) for i, p in enumerate(pixels)])
     return ((torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0 - m) / s).to(images.dtype)
+
+
+def corrupt_as_seen(
+    image: Image.Image,
+    preprocess: Callable,
+    name: str,
+    severity: int = 3,
+    seed: int = 0,
+) -> Image.Image:
+    """``image`` as the model sees it (``preprocess``'s resize and crop) corrupted like :func:`corrupt_tensor` corrupts
+    a test image: ``preprocess`` of the result equals ``corrupt_tensor(preprocess(image)[None], ...)[0]``, so an upload
+    is corrupted exactly as the robustness table's images are (an RGB image at the model's input size)."""
+    mean, std = normalization(preprocess)
+    batch = corrupt_tensor(preprocess(image.convert("RGB"))[None], name, severity, seed, mean, std)
+    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    pixels = ((batch[0] * s + m) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(pixels)

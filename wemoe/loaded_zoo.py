@@ -87,6 +87,11 @@ class LoadedZoo:
                     self._data[task.name] = test
             return dict(self._data)
 
+    def without_heldout(self) -> list[str]:
+        """The tasks that have no held-out adaptation images in this zoo: none when it was loaded with
+        ``adapt_split='heldout'``, else those whose held-out images would be half of their scored test images."""
+        return [] if self.adapt_split == HELDOUT else [t.name for t in self.tasks if not adapts_on_train(t)]
+
     def adaptation_data(self, split: str | None = None) -> dict[str, TaskImages]:
         """The images adaptation draws from under ``split`` (default: this zoo's ``adapt_split``): ``test``, the
         scored images (:meth:`data`); ``heldout``, images never scored (``wemoe.splits``)."""
@@ -98,7 +103,7 @@ class LoadedZoo:
         scored = self.data()
         if self.adapt_split == HELDOUT:
             return dict(self._adapt_data)
-        halved = [t.name for t in self.tasks if not adapts_on_train(t)]
+        halved = self.without_heldout()
         if halved:
             raise TaskError(f"Task(s) {', '.join(halved)} have no held-out images in this zoo: load it with "
                             "adapt_split='heldout' so their test sets are split in two (half adapts, half is scored).")
