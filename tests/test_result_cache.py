@@ -191,3 +191,20 @@ def test_adapt_reports_waiting_for_the_same_run_in_flight_item_by_item(shared):
     records = [r for r in waiting if not isinstance(r, Waiting)]
     assert [r.step for r in records] == [1, 2, 3] and waiter.merges["wemoe"].from_cache
     assert _same(_routers(owner), _routers(waiter))
+
+
+def test_zoos_loaded_with_another_adaptation_split_share_no_result():
+    """A heldout zoo scores half of each tiny test set (the other half adapts): under the same key as the test zoo
+    its table and adaptation runs must be its own, not the test zoo's from the cache."""
+    zoo = tiny_zoo(n_experts=2, seed=8, layers=3)
+    tasks = [tiny_task(n, n_classes=3, n_images=10, seed=i) for i, n in enumerate(zoo.task_names)]
+    cache = ResultCache()
+    plain = Workbench.sharing(LoadedZoo(zoo, tasks), cache, "zoo")
+    held = Workbench.sharing(LoadedZoo(zoo, tasks, adapt_split="heldout"), cache, "zoo")
+    first, second = plain.evaluate(["pretrained"]), held.evaluate(["pretrained"])
+    assert set(first.attrs["samples_per_task"].values()) == {10} and set(second.attrs["samples_per_task"].values()) == {5}
+    assert second.equals(Workbench(zoo, tasks, adapt_split="heldout").evaluate(["pretrained"]))
+    for bench in (plain, held):
+        bench.merge("wemoe")
+        records = list(bench.adapt("wemoe", **RUN, split="test"))
+        assert not any(r.from_cache for r in records if hasattr(r, "from_cache")) and not bench.merges["wemoe"].from_cache

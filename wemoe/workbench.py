@@ -132,9 +132,15 @@ class Workbench:
 
     @classmethod
     def sharing(cls, loaded: LoadedZoo, cache: ResultCache | None = None, key: Hashable | None = None) -> Workbench:
-        """A workbench on an already loaded zoo; with a ``cache`` and the zoo's ``key`` its results are shared."""
+        """A workbench on an already loaded zoo; with a ``cache`` and the zoo's ``key`` its results are shared.
+
+        The results are shared only with workbenches on the same scored and adaptation images: a zoo loaded with
+        ``adapt_split='heldout'`` scores (and adapts on) other images than one loaded with ``test``, so its results
+        are kept under ``(key, 'heldout')``."""
         bench = cls.__new__(cls)
         bench.loaded, bench.merges, bench._centroids = loaded, {}, {}
+        if loaded.adapt_split != "test" and key is not None:
+            key = (key, loaded.adapt_split)
         bench.cache, bench.cache_key = (cache, key) if cache is not None and key is not None else (None, None)
         return bench
 
