@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pandas as pd
+import plotly.colors as plotly_colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -40,15 +41,33 @@ def _short(names: list[str]) -> list[str]:
     return [n.removeprefix("pocket_") for n in names]
 
 
+DOMINANT = "dominant expert"
+
+
+def _expert_colours(count: int) -> list[tuple[float, str]]:
+    """A stepped colour scale for heatmap values 0..count-1: one distinct colour per expert."""
+    palette = plotly_colors.qualitative.Dark24 if count > 10 else plotly_colors.qualitative.D3
+    scale = []
+    for i in range(count):
+        scale += [(i / count, palette[i % len(palette)]), ((i + 1) / count, palette[i % len(palette)])]
+    return scale
+
+
 def routing_patches_view(session: Session, image: Any = None, layer: float | None = -1, corruption: str = "none",
-                         severity: float = 3) -> go.Figure:
-    """The upload (or the first test image) and each patch's dominant expert in ``layer``, side by side."""
+                         severity: float = 3, shown: str | None = DOMINANT) -> tuple[go.Figure, Any]:
+    """The upload (or the first test image) with each patch's routing in block ``layer`` laid over it: its dominant
+    expert, or the weight of expert ``shown``; beside it the image's routing in that block (the token average). Also
+    returns the 'Show' dropdown's choices for this zoo."""
     from wemoe.patch_routing import patch_routing
 
     bench = _bench(session)
     name = bench.routed_merge()
     if name is None:
         raise refuse("Merge with WEMoE first (step 2): routing belongs to the WEMoE routers.")
+    names = _short(bench.task_names)
+    shown = shown or DOMINANT
+    if shown != DOMINANT and shown not in names:
+        raise refuse(f"Show: choose {DOMINANT} or one of the experts {', '.join(names)}, got {shown!r}.")
     with friendly("Routing the image's patches"), busy(session):
         batch = (encode_images([image], bench.zoo.preprocess) if image is not None
                  else bench.data()[bench.task_names[0]].images[:1])
@@ -58,15 +77,33 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
         found = patch_routing(bench.merges[name].model, batch, None if layer is None else int(layer))
     mean, std = normalization(bench.zoo.preprocess)
     pixels = (batch[0].permute(1, 2, 0).numpy() * np.array(std) + np.array(mean)).clip(0, 1) * 255
-    dominant = found.dominant_expert()[0].numpy()
-    names = _short(found.task_names)
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("image (as the model sees it)", f"dominant expert, block {found.layer}"))
-    figure.add_trace(go.Image(z=pixels.astype(np.uint8)), row=1, col=1)
-    figure.add_trace(go.Heatmap(z=dominant, text=[[names[i] for i in row] for row in dominant], texttemplate="%{text}",
-                                colorscale="Turbo", zmin=0, zmax=len(names) - 1, showscale=False), row=1, col=2)
+    grid = found.patch_grid()[0].numpy()  # [g, g, T]
+    size = pixels.shape[0] / grid.shape[0]  # pixels per patch: the overlay's cells cover their patches
+    place = {"x0": size / 2 - 0.5, "dx": size, "y0": size / 2 - 0.5, "dy": size}
+    if shown == DOMINANT:
+        dominant = grid.argmax(-1)
+        overlay = go.Heatmap(z=dominant, text=[[names[i] for i in row] for row in dominant], texttemplate="%{text}",
+                             colorscale=_expert_colours(len(names)), zmin=-0.5, zmax=len(names) - 0.5, opacity=0.55,
+                             showscale=False, hovertemplate="patch (%{x:.0f}, %{y:.0f}): %{text}<extra></extra>", **place)
+    else:
+        weight = grid[..., names.index(shown)]
+        overlay = go.Heatmap(z=weight, text=[[f"{v:.2f}" for v in row] for row in weight], texttemplate="%{text}", colorscale="RdBu", zmid=0,
+                             opacity=0.6, colorbar={"title": shown, "x": 0.46, "len": 0.8}, **place)
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
+                           subplot_titles=(f"{shown if shown != DOMINANT else 'dominant expert'} per patch, block "
+                                           f"{found.layer}", f"this image's routing in block {found.layer}"))
+    figure.add_trace(go.Image(z=pixels.astype(np.uint8), hoverinfo="skip"), row=1, col=1)
+    figure.add_trace(overlay, row=1, col=1)
+    routing = found.image_routing[0].numpy()
+    colours = [c for _, c in _expert_colours(len(names))[::2]]
+    figure.add_trace(go.Bar(x=routing, y=names, orientation="h", marker_color=colours, showlegend=False,
+                            text=[f"{v:.3f}" for v in routing], textposition="auto"), row=1, col=2)
+    figure.update_xaxes(showticklabels=False, row=1, col=1)
+    figure.update_yaxes(showticklabels=False, row=1, col=1)
     figure.update_yaxes(autorange="reversed", row=1, col=2)
-    figure.update_layout(height=380, margin={"t": 40, "b": 10})
-    return figure
+    figure.update_xaxes(title_text="coefficient (token average)", row=1, col=2)
+    figure.update_layout(height=400, margin={"t": 40, "b": 10})
+    return figure, gr.Dropdown(choices=[DOMINANT, *names], value=shown)
 
 
 def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
@@ -79,11 +116,18 @@ def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
     names = _short(found.task_names)
     figure = make_subplots(rows=1, cols=3, subplot_titles=("cosine similarity", f"sign conflicts (top {found.top_k:g}%)",
                                                            "norm per block"))
-    figure.add_trace(go.Heatmap(z=found.cosine.numpy(), x=names, y=names, colorscale="RdBu", zmid=0, showscale=False),
+    cosine = found.cosine.numpy()
+    figure.add_trace(go.Heatmap(z=cosine, x=names, y=names, colorscale="RdBu", zmid=0, zmin=-1, zmax=1, showscale=False,
+                                text=[[f"{v:.2f}" for v in row] for row in cosine], texttemplate="%{text}" if len(names) <= 10 else ""),
                      row=1, col=1)
-    figure.add_trace(go.Bar(x=list(found.conflicts.index), y=list(found.conflicts.values * 100)), row=1, col=2)
-    figure.add_trace(go.Heatmap(z=found.norms.values, x=list(found.norms.columns), y=names, colorscale="Viridis",
-                                showscale=False), row=1, col=3)
+    conflicts = found.conflicts * 100
+    figure.add_trace(go.Bar(x=list(conflicts.index), y=list(conflicts.values), text=[f"{v:.1f}" for v in conflicts.values],
+                            textposition="auto"), row=1, col=2)
+    norms = found.norms.drop(columns=[c for c in ("whole",) if c in found.norms.columns])  # per block: comparable
+    figure.add_trace(go.Heatmap(z=norms.values, x=list(norms.columns), y=names, colorscale="Viridis", showscale=False,
+                                text=[[f"{v:.2f}" for v in row] for row in norms.values], texttemplate="%{text}" if norms.size <= 120 else ""),
+                     row=1, col=3)
+    figure.update_yaxes(title_text="% of parameters", row=1, col=2)
     figure.update_layout(height=420, showlegend=False, margin={"t": 40})
     return figure
 
@@ -133,7 +177,8 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
     with friendly("Scoring the corrupted images"), busy(session):
         table = robustness_table(bench, _models(bench), [corruption], int(severity), PER_TASK)
     averages = table["average"].unstack(0)
-    figure = go.Figure([go.Bar(name=c, x=list(averages.index), y=list(averages[c])) for c in averages.columns])
+    figure = go.Figure([go.Bar(name=c, x=list(averages.index), y=list(averages[c]), text=averages[c].round(1),
+                               textposition="auto") for c in averages.columns])
     figure.update_layout(barmode="group", title=f"average accuracy (%), {corruption} severity {int(severity)}", height=400)
     return figure
 
@@ -156,6 +201,10 @@ def cost_view(session: Session) -> go.Figure:
     for col, column in ((1, "extra_vs_one_model"), (2, "adapt_seconds")):
         figure.add_trace(go.Scatter(x=table[column], y=table["average_accuracy"], text=list(table.index),
                                     mode="markers+text", textposition="top center", showlegend=False), row=1, col=col)
+    for col, column in ((1, "extra_vs_one_model"), (2, "adapt_seconds")):  # room for the labels at both ends
+        low, high = float(table[column].min()), float(table[column].max())
+        pad = 0.15 * (high - low or 1.0)
+        figure.update_xaxes(range=[low - pad, high + pad], row=1, col=col)
     figure.update_layout(height=400, yaxis_title="average accuracy (%)")
     return figure
 
@@ -172,30 +221,33 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
                         layer = gr.Number(value=-1, precision=0, label="Block (-1: the last routed block)")
                         corruption = gr.Dropdown(["none", *CORRUPTIONS], value="none", label="Corruption")
                         severity = gr.Slider(1, 5, value=3, step=1, label="Severity")
-                        patches_button = gr.Button("Show routing per patch")
-                patches_plot = gr.Plot(label="Routing per patch")
+                        shown = gr.Dropdown([DOMINANT], value=DOMINANT, label="Show", allow_custom_value=True,
+                                            info="Each patch's dominant expert, or one expert's weight per patch.")
+                        patches_button = gr.Button("Show routing per patch", elem_id="run-routing_patches")
+                patches_plot = gr.Plot(label="Routing per patch", elem_id="view-routing_patches")
             with gr.Tab("Interference"):
                 top_k = gr.Slider(1, 100, value=100, step=1, label="Percent of each task vector kept (TIES: 20)")
-                interference_button = gr.Button("Compare the task vectors")
-                interference_plot = gr.Plot(label="Interference")
+                interference_button = gr.Button("Compare the task vectors", elem_id="run-interference")
+                interference_plot = gr.Plot(label="Interference", elem_id="view-interference")
             with gr.Tab("Cross-accuracy"):
-                cross_button = gr.Button("Score every expert on every task")
-                cross_plot = gr.Plot(label="Cross-accuracy")
+                cross_button = gr.Button("Score every expert on every task", elem_id="run-cross_accuracy")
+                cross_plot = gr.Plot(label="Cross-accuracy", elem_id="view-cross_accuracy")
             with gr.Tab("Lambda sweep"):
-                sweep_button = gr.Button("Sweep lambda")
-                sweep_plot = gr.Plot(label="Lambda sweep")
+                sweep_button = gr.Button("Sweep lambda", elem_id="run-lambda_sweep")
+                sweep_plot = gr.Plot(label="Lambda sweep", elem_id="view-lambda_sweep")
             with gr.Tab("Robustness"):
                 with gr.Row():
                     robust_corruption = gr.Dropdown(list(CORRUPTIONS), value="gaussian_noise", label="Corruption")
                     robust_severity = gr.Slider(1, 5, value=3, step=1, label="Severity")
-                robust_button = gr.Button("Score every merge on corrupted images")
-                robust_plot = gr.Plot(label="Robustness")
+                robust_button = gr.Button("Score every merge on corrupted images", elem_id="run-robustness")
+                robust_plot = gr.Plot(label="Robustness", elem_id="view-robustness")
             with gr.Tab("Cost"):
-                cost_button = gr.Button("Accuracy against cost")
-                cost_plot = gr.Plot(label="Cost")
+                cost_button = gr.Button("Accuracy against cost", elem_id="run-cost")
+                cost_plot = gr.Plot(label="Cost", elem_id="view-cost")
         status = gr.Markdown("")  # the long views' place in the queue: never an overlay (or an error badge) on a plot
     long = long | {"show_progress_on": [status]}
-    patches_button.click(quiet(routing_patches_view), [session, image, layer, corruption, severity], [patches_plot],
+    patches_button.click(quiet(routing_patches_view), [session, image, layer, corruption, severity, shown],
+                         [patches_plot, shown],
                          api_name="routing_patches", **light)
     interference_button.click(quiet(interference_view), [session, top_k], [interference_plot],
                               api_name="interference", **light)

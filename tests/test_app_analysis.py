@@ -26,8 +26,8 @@ def session() -> Session:
 
 def test_every_view_draws_a_figure(session):
     figures = [
-        routing_patches_view(session, tiny_images(1, seed=1)[0], -1, "contrast", 2),
-        routing_patches_view(session),
+        routing_patches_view(session, tiny_images(1, seed=1)[0], -1, "contrast", 2)[0],
+        routing_patches_view(session)[0],
         interference_view(session, 20),
         cross_accuracy_view(session),
         lambda_sweep_view(session),
@@ -48,3 +48,27 @@ def test_the_views_are_named_endpoints():
         demo = build_demo(tiny_config(write_examples(Path(root))))
     names = {d["api_name"] for d in demo.config["dependencies"]}
     assert set(VIEWS) <= names
+
+
+def test_the_patch_overlay_shows_the_library_numbers(session):
+    """The overlay's cells are each patch's routing (dominant expert or one expert's weight), the bars the image's
+    routing in that block, computed directly with wemoe.patch_routing; the cells cover their patches' pixels."""
+    import gradio as gr
+    import numpy as np
+
+    from wemoe.patch_routing import patch_routing
+    from wemoe.task_images import encode_images
+
+    bench, image = session.bench, tiny_images(1, seed=2)[0]
+    found = patch_routing(bench.merges["wemoe"].model, encode_images([image], bench.zoo.preprocess), 1)
+    dominant, choices = routing_patches_view(session, image, 1)
+    assert choices.constructor_args["choices"][1:] == bench.task_names  # tiny names have no pocket_ prefix
+    cells = dominant.data[1]
+    assert np.array_equal(np.asarray(cells.z), found.dominant_expert()[0].numpy())
+    assert np.allclose(dominant.data[2].x, found.image_routing[0].numpy(), atol=1e-6)
+    size = np.asarray(dominant.data[0].z).shape[0] / len(cells.z)
+    assert cells.dx == size and cells.x0 == size / 2 - 0.5  # cell i is centred on patch i's pixels
+    weight, _ = routing_patches_view(session, image, 1, shown=bench.task_names[1])
+    assert np.allclose(np.asarray(weight.data[1].z), found.patch_grid()[0, ..., 1].numpy(), atol=1e-6)
+    with pytest.raises(gr.Error, match="Show: choose dominant expert or one of the experts"):
+        routing_patches_view(session, image, 1, shown="nobody")

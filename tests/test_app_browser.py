@@ -1,5 +1,6 @@
-"""A real browser (Playwright driving Debian's Chromium) runs the default merge, adapts a few steps, tries an image,
-evaluates, and checks the page at a desktop width (1280 px), a phone width (390 px) and in dark mode.
+"""A real browser (Playwright driving Debian's Chromium) runs the default merge, adapts a few steps, tries an image
+(and a corruption of it), evaluates, draws every analysis view, and checks the page at a desktop width (1280 px), a
+phone width (390 px) and in dark mode.
 
 Screenshots go to the folder named by ``BROWSER_ARTIFACTS`` (default ``test-artifacts/``); their paths are printed
 (``pytest -s`` shows them). Under CI=true this test must run; elsewhere it skips when ``/usr/bin/chromium`` is
@@ -99,6 +100,37 @@ def _check_best_cell_readable(page) -> None:
     assert ratio >= 4.5, (colours, ratio)
 
 
+ANALYSIS_VIEWS = (("Routing per patch", "routing_patches"), ("Interference", "interference"),
+                  ("Cross-accuracy", "cross_accuracy"), ("Lambda sweep", "lambda_sweep"), ("Robustness", "robustness"),
+                  ("Cost", "cost"))
+
+
+def _check_analysis_views(page) -> None:
+    """Each view of "7. Analysis" (#20) draws its figure in the page; a screenshot of each."""
+    from playwright.sync_api import expect
+
+    for number, (tab, view) in enumerate(ANALYSIS_VIEWS, start=1):
+        page.locator("#panel-analysis").get_by_role("tab", name=tab, exact=True).click()
+        page.locator(f"#run-{view}").click()
+        plot = page.locator(f"#view-{view} .js-plotly-plot")
+        expect(plot).to_be_visible(timeout=60_000)
+        expect(page.locator(f"#view-{view} .main-svg").first).to_be_visible()
+        assert page.locator(f"#view-{view} .trace, #view-{view} .hm, #view-{view} image").count() > 0, view
+        _shot(page, f"browser-analysis-{number}-{view}.png", f"#view-{view}")
+
+
+def _check_corruption(page) -> None:
+    """Choosing a corruption in "Try images" reclassifies the image shown, corrupted (the preview changes)."""
+    from playwright.sync_api import expect
+
+    before = page.locator("#preview img").first.get_attribute("src")
+    box = page.locator("#try-corruption input").first
+    box.click()
+    page.get_by_role("option", name="pixelate", exact=True).click()
+    expect(page.locator("#preview img").first).not_to_have_attribute("src", before or "", timeout=30_000)
+    _shot(page, f"browser-3b-try-pixelate-{DESKTOP}.png", "#panel-try")
+
+
 def test_default_merge_adapt_try_an_image_and_evaluate(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -131,12 +163,15 @@ def test_default_merge_adapt_try_an_image_and_evaluate(tmp_path):
             expect(page.locator("#heatmap .js-plotly-plot")).to_be_visible(timeout=60_000)
             expect(page.locator("#heatmap")).to_contain_text("block 0")
             _shot(page, f"browser-3-try-{DESKTOP}.png", "#panel-try")
+            _check_corruption(page)
 
             page.locator("#evaluate").click()
             expect(page.locator("#panel-accuracy").first).to_contain_text("Test images per task", timeout=120_000)
             _shot(page, f"browser-4-accuracy-{DESKTOP}.png", "#panel-accuracy")
             _check_average_visible(page)
             _check_best_cell_readable(page)
+
+            _check_analysis_views(page)
 
             dark = browser.new_page(viewport={"width": 400, "height": 300})
             dark.goto(demo.local_url + "?__theme=dark")  # what ?__theme=dark does: gradio puts class 'dark' on <body>
