@@ -163,6 +163,52 @@ def lambda_sweep_view(session: Session) -> go.Figure:
     return figure
 
 
+MAX_TASK_SLIDERS = 20  # the largest benchmark of the field (the 20-task ViT suites); more tasks: the CLI
+
+
+def _uniform_lambda(bench) -> float:
+    made = bench.merges.get("task_arithmetic")
+    return float(made.params["lambda"]) if made is not None else 0.3
+
+
+def task_sliders(session: Session) -> list[Any]:
+    """The per-task lambda sliders for the loaded zoo: one per task (labelled, at task arithmetic's lambda), the
+    rest hidden."""
+    bench = _bench(session)
+    names = _short(bench.task_names)
+    if len(names) > MAX_TASK_SLIDERS:
+        raise refuse(f"This zoo has {len(names)} tasks; the page has sliders for {MAX_TASK_SLIDERS}. Use "
+                     "`python -m wemoe sweep --task-lambdas ...` for more.")
+    start = _uniform_lambda(bench)
+    return [gr.Slider(visible=True, label=f"lambda {names[i]}", value=start) if i < len(names)
+            else gr.Slider(visible=False) for i in range(MAX_TASK_SLIDERS)]
+
+
+def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
+    """Accuracy per task of ``theta_0 + sum_t lambda_t tau_t`` (the first len(tasks) of ``lambdas``, one per task in
+    the zoo's order) next to task arithmetic's one lambda, on a sample of each task's test images."""
+    from app.inputs import number
+    from wemoe.sweep import per_task_lambdas
+
+    bench = _bench(session)
+    names = bench.task_names
+    if len(lambdas) < len(names):
+        raise refuse(f"Give one lambda per task: {len(names)} tasks ({', '.join(names)}), got {len(lambdas)}.")
+    chosen = {t: number(v, f"lambda {t}", minimum=-1.0, maximum=2.0) for t, v in zip(names, lambdas)}
+    uniform = _uniform_lambda(bench)
+    with friendly("Scoring the per-task lambdas"), busy(session):
+        mine = per_task_lambdas(bench, chosen, per_task=PER_TASK)
+        reference = per_task_lambdas(bench, dict.fromkeys(names, uniform), per_task=PER_TASK)
+    columns = _short(list(mine))
+    figure = go.Figure([go.Bar(name="your lambdas", x=columns, y=list(mine.values()),
+                               text=[f"{v:.1f}" for v in mine.values()], textposition="auto"),
+                        go.Bar(name=f"task arithmetic, lambda {uniform:g}", x=columns, y=list(reference.values()),
+                               text=[f"{v:.1f}" for v in reference.values()], textposition="auto")])
+    figure.update_layout(barmode="group", height=380, yaxis_title="accuracy (%)",
+                         title=f"one lambda per task ({PER_TASK} test images per task)")
+    return figure
+
+
 def _models(bench) -> list[str]:
     return [*BUILT_IN[:1], *bench.merges]
 
@@ -216,7 +262,7 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
         with gr.Tabs():
             with gr.Tab("Routing per patch"):
                 with gr.Row():
-                    image = gr.Image(type="pil", label="Image (empty: the first test image)")
+                    image = gr.Image(type="pil", label="Image (empty: the first test image)", height=240)
                     with gr.Column():
                         layer = gr.Number(value=-1, precision=0, label="Block (-1: the last routed block)")
                         corruption = gr.Dropdown(["none", *CORRUPTIONS], value="none", label="Corruption")
@@ -235,6 +281,11 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
             with gr.Tab("Lambda sweep"):
                 sweep_button = gr.Button("Sweep lambda", elem_id="run-lambda_sweep")
                 sweep_plot = gr.Plot(label="Lambda sweep", elem_id="view-lambda_sweep")
+                sliders_button = gr.Button("One lambda per task: show the sliders", elem_id="run-task_lambdas")
+                with gr.Row():  # shown for the loaded zoo's tasks; moving one re-scores a sample of every task
+                    sliders = [gr.Slider(-1, 2, value=0.3, step=0.05, visible=False, min_width=160)
+                               for _ in range(MAX_TASK_SLIDERS)]
+                task_lambdas_plot = gr.Plot(label="One lambda per task", elem_id="view-per_task_lambdas")
             with gr.Tab("Robustness"):
                 with gr.Row():
                     robust_corruption = gr.Dropdown(list(CORRUPTIONS), value="gaussian_noise", label="Corruption")
@@ -253,6 +304,11 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
                               api_name="interference", **light)
     cross_button.click(quiet(cross_accuracy_view), [session], [cross_plot], api_name="cross_accuracy", **long)
     sweep_button.click(quiet(lambda_sweep_view), [session], [sweep_plot], api_name="lambda_sweep", **long)
+    shown = sliders_button.click(quiet(task_sliders), [session], sliders, api_name="task_sliders", **light)
+    gr.on([s.release for s in sliders], quiet(per_task_lambdas_view), [session, *sliders], [task_lambdas_plot],
+          api_name="per_task_lambdas", **light)
+    shown.success(quiet(per_task_lambdas_view), [session, *sliders], [task_lambdas_plot],
+                  api_visibility="undocumented", **light)  # the first bars, at task arithmetic's lambda
     robust_button.click(quiet(robustness_view), [session, robust_corruption, robust_severity], [robust_plot],
                         api_name="robustness", **long)
     cost_button.click(quiet(cost_view), [session], [cost_plot], api_name="cost", **long)

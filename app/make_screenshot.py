@@ -3,8 +3,9 @@
     python -m app.make_screenshot [--zoo assets/pocket] [--examples assets/examples] [--steps 100]
         [--example pocket_shapes] [--out assets/screenshot.png]
 
-Needs Debian's chromium (``apt-get install chromium``) and python playwright. Also writes full-page and per-panel
-screenshots next to ``--out`` (``*-full.png``, ``*-merge.png``, ``*-accuracy.png``) unless ``--only-main``.
+Needs Debian's chromium (``apt-get install chromium``) and python playwright. Also writes the routing-per-patch
+analysis view of the same image (``*-analysis.png``), and full-page and per-panel screenshots next to ``--out``
+(``*-full.png``, ``*-merge.png``, ``*-accuracy.png``) unless ``--only-main``.
 """
 
 from __future__ import annotations
@@ -61,11 +62,19 @@ def main() -> None:
             expect(page.locator("#guess")).to_contain_text("guess", timeout=120_000)
             page.wait_for_timeout(1500)
             page.locator("#panel-try").first.screenshot(path=str(args.out))
+            stem = args.out.with_suffix("")
+            # the analysis view the README shows: where in this image the adapted routers look
+            page.locator("#panel-analysis").get_by_role("tab", name="Routing per patch", exact=True).click()
+            page.locator("#panel-analysis input[type=file]").first.set_input_files(str(example))
+            page.wait_for_timeout(1000)
+            page.locator("#run-routing_patches").click()
+            expect(page.locator("#view-routing_patches .js-plotly-plot")).to_be_visible(timeout=120_000)
+            page.wait_for_timeout(1500)
+            page.locator("#panel-analysis").first.screenshot(path=f"{stem}-analysis.png")
             if not args.only_main:
                 page.locator("#evaluate").click()
                 expect(page.locator("#panel-accuracy").first).to_contain_text("Test images per task", timeout=300_000)
                 page.wait_for_timeout(1500)
-                stem = args.out.with_suffix("")
                 page.locator("#panel-merge").first.screenshot(path=f"{stem}-merge.png")
                 page.locator("#panel-accuracy").first.screenshot(path=f"{stem}-accuracy.png")
                 page.screenshot(path=f"{stem}-full.png", full_page=True)

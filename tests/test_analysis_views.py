@@ -264,3 +264,17 @@ def test_cli_adapt_split_heldout(tiny_cli_zoo, tmp_path):
     report = json.loads(out.read_text())
     assert report["methods"]["wemoe"]["params"]["adapt_split"] == "heldout"
     assert report["samples_per_task"] == {"task0": 5, "task1": 5}  # 9 test images: 4 adapt, 5 are scored
+
+
+def test_cli_sweep_scores_one_lambda_per_task(tiny_cli_zoo, capsys):
+    from wemoe import loading
+    from wemoe.__main__ import main
+
+    assert main(["sweep", "--zoo", "tiny", "--sweep-methods", "task_arithmetic", "--task-lambdas", "task0=0.7,task1=0.1",
+                 "--view-samples", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["per_task_lambdas"]
+    assert report["lambdas"] == {"task0": 0.7, "task1": 0.1}
+    direct = per_task_lambdas(Workbench(loading.load_zoo("tiny")), {"task0": 0.7, "task1": 0.1}, per_task=None)
+    assert report["accuracy"] == pytest.approx({k: round(v, 4) for k, v in direct.items()})
+    assert main(["sweep", "--zoo", "tiny", "--task-lambdas", "task0=lots"]) != 0
+    assert "error: --task-lambdas: 'task0=lots' is not task=number" in capsys.readouterr().err

@@ -5,13 +5,14 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import pytest
 
-from app.analysis_tab import (cost_view, cross_accuracy_view, interference_view, lambda_sweep_view, robustness_view,
-                              routing_patches_view)
+from app.analysis_tab import (MAX_TASK_SLIDERS, cost_view, cross_accuracy_view, interference_view, lambda_sweep_view,
+                              per_task_lambdas_view, robustness_view, routing_patches_view, task_sliders)
 from app.session import Session
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
 from wemoe.workbench import Workbench
 
-VIEWS = ("routing_patches", "interference", "cross_accuracy", "lambda_sweep", "robustness", "cost")
+VIEWS = ("routing_patches", "interference", "cross_accuracy", "lambda_sweep", "robustness", "cost", "task_sliders",
+         "per_task_lambdas")
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,30 @@ def test_the_patch_overlay_shows_the_library_numbers(session):
     assert np.allclose(np.asarray(weight.data[1].z), found.patch_grid()[0, ..., 1].numpy(), atol=1e-6)
     with pytest.raises(gr.Error, match="Show: choose dominant expert or one of the experts"):
         routing_patches_view(session, image, 1, shown="nobody")
+
+
+def test_one_lambda_per_task_scores_what_the_library_scores(session):
+    """The sliders: one per task at task arithmetic's lambda, the rest hidden; the bars are wemoe.sweep's
+    per_task_lambdas of the sliders' values next to task arithmetic's one lambda, on the view's sample."""
+    import gradio as gr
+
+    from app.analysis_tab import PER_TASK
+    from wemoe.sweep import per_task_lambdas
+
+    bench = session.bench
+    sliders = task_sliders(session)
+    assert len(sliders) == MAX_TASK_SLIDERS
+    shown = [s for s in sliders if s.constructor_args.get("visible")]
+    assert [s.constructor_args["label"] for s in shown] == [f"lambda {t}" for t in bench.task_names]
+    assert all(s.constructor_args["value"] == bench.merges["task_arithmetic"].params["lambda"] for s in shown)
+    figure = per_task_lambdas_view(session, 0.9, 0.0, *[0.3] * (MAX_TASK_SLIDERS - 2))  # hidden sliders: ignored
+    mine, uniform = figure.data
+    expected = per_task_lambdas(bench, dict(zip(bench.task_names, (0.9, 0.0))), per_task=PER_TASK)
+    assert list(mine.y) == pytest.approx(list(expected.values()))
+    lam = bench.merges["task_arithmetic"].params["lambda"]
+    reference = per_task_lambdas(bench, dict.fromkeys(bench.task_names, lam), per_task=PER_TASK)
+    assert list(uniform.y) == pytest.approx(list(reference.values())) and list(mine.x)[-1] == "average"
+    with pytest.raises(gr.Error, match="lambda task1: enter a number from -1 to 2"):
+        per_task_lambdas_view(session, 0.3, "lots")
+    with pytest.raises(gr.Error, match="one lambda per task"):
+        per_task_lambdas_view(session, 0.3)

@@ -117,6 +117,30 @@ def _check_analysis_views(page) -> None:
         expect(page.locator(f"#view-{view} .main-svg").first).to_be_visible()
         assert page.locator(f"#view-{view} .trace, #view-{view} .hm, #view-{view} image").count() > 0, view
         _shot(page, f"browser-analysis-{number}-{view}.png", f"#view-{view}")
+        if view == "lambda_sweep":
+            _check_task_sliders(page)
+
+
+def _check_task_sliders(page) -> None:
+    """One lambda per task: the sliders appear for the zoo's tasks, the bars are drawn, and dragging a slider to 0
+    re-scores (the bars change)."""
+    from playwright.sync_api import expect
+
+    page.locator("#run-task_lambdas").click()
+    plot = page.locator("#view-per_task_lambdas .js-plotly-plot")
+    expect(plot).to_be_visible(timeout=60_000)
+    first = page.locator("#panel-analysis input[type=range]").filter(visible=True).first
+    expect(first).to_be_visible()
+    page.wait_for_timeout(500)
+    before = page.locator("#view-per_task_lambdas .bars text, #view-per_task_lambdas .bartext").all_inner_texts()
+    box = first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 3 + 1, box["y"] + box["height"] / 2)  # about lambda 0: press, release
+    expect(page.locator("#view-per_task_lambdas .bartext").first).to_be_visible(timeout=30_000)
+    page.wait_for_function("""([selector, before]) => {
+        const texts = [...document.querySelectorAll(selector)].map(e => e.textContent);
+        return texts.length > 0 && texts.join('|') !== before.join('|');
+    }""", arg=["#view-per_task_lambdas .bartext", before], timeout=30_000)
+    _shot(page, "browser-analysis-4b-per_task_lambdas.png", "#panel-analysis")
 
 
 def _check_corruption(page) -> None:

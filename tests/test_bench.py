@@ -101,6 +101,16 @@ def test_app_flow_on_the_pocket_zoo(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == flow
 
 
+def test_analysis_views_bench_on_the_pocket_zoo(capsys):
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    views = load_script("analysis_views").main(["--steps", "2", "--corruptions", "contrast"])
+    assert set(views["seconds"]) == {"routing_patches", "interference", "cross_accuracy", "lambda_sweep", "cost",
+                                     "per_task_lambdas"}
+    assert list(views["robustness_seconds"]) == ["contrast"] and views["models"][0] == "pretrained"
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == views
+
+
 def test_app_latency_in_process_on_the_pocket_zoo(capsys):
     if why := _pocket_zoo_missing():
         pytest.skip(why)

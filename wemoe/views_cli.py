@@ -2,7 +2,7 @@
 
     python -m wemoe interference --zoo pocket [--top-k 20]
     python -m wemoe cross_accuracy --zoo pocket [--normalized-methods task_arithmetic,ties]
-    python -m wemoe sweep --zoo pocket [--sweep-methods task_arithmetic,ties] [--view-samples 64]
+    python -m wemoe sweep --zoo pocket [--sweep-methods task_arithmetic,ties] [--view-samples 64] [--task-lambdas t=0.5,...]
     python -m wemoe robustness --zoo pocket --methods task_arithmetic,wemoe [--corruptions all] [--severity 3]
     python -m wemoe routing_patches --zoo pocket --task pocket_digits --index 0 [--layer -1] [--adapt-steps 100]
     python -m wemoe cost --zoo pocket --methods task_arithmetic,ties,wemoe [--adapt-steps 100]
@@ -27,7 +27,7 @@ from wemoe.interference import interference
 from wemoe.patch_routing import patch_routing
 from wemoe.robustness import robustness_table, routing_shift, table_to_dict
 from wemoe.sample_eval import accuracy_by_task, sample_data, with_average
-from wemoe.sweep import lambda_sweep
+from wemoe.sweep import lambda_sweep, per_task_lambdas
 from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 
 BUILT_IN = (PRETRAINED, EXPERTS, ORACLE)
@@ -105,7 +105,26 @@ def command_sweep(args: argparse.Namespace, bench: Workbench, adapt: Callable) -
                          params=args.parsed_params)
     text = "\n\n".join(f"{m} (chosen lambda {swept.chosen[m]:g}, best {swept.best(m):g}):\n{_frame(t)}"
                        for m, t in swept.tables.items())
-    return emit(args, text, {"view": "lambda_sweep", "zoo": args.zoo, **swept.to_dict()})
+    report = {"view": "lambda_sweep", "zoo": args.zoo, **swept.to_dict()}
+    if args.task_lambdas:
+        lambdas = _task_lambdas(args.task_lambdas)
+        scored = per_task_lambdas(bench, lambdas, per_task=args.view_samples, seed=args.seed)
+        report["per_task_lambdas"] = {"lambdas": lambdas, "accuracy": {k: round(float(v), 4) for k, v in scored.items()}}
+        text += "\n\none lambda per task " + ", ".join(f"{t}={v:g}" for t, v in lambdas.items()) + ":\n" + "\n".join(
+            f"  {k:24s} {v:6.2f}" for k, v in scored.items())
+    return emit(args, text, report)
+
+
+def _task_lambdas(text: str) -> dict[str, float]:
+    """``task=lambda,task=lambda`` as a dict (a WemoeError naming the bad item otherwise)."""
+    lambdas = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        task, _, value = item.partition("=")
+        try:
+            lambdas[task.strip()] = float(value)
+        except ValueError:
+            raise WemoeError(f"--task-lambdas: {item!r} is not task=number (e.g. pocket_digits=0.5).") from None
+    return lambdas
 
 
 def command_robustness(args: argparse.Namespace, bench: Workbench, adapt: Callable) -> dict[str, Any]:
@@ -189,6 +208,8 @@ def add_view_commands(commands: Any, common: Callable[[argparse.ArgumentParser],
             sub.add_argument("--normalized-methods", default="", help="comma list of merges to show as % of the experts")
         if name == "sweep":
             sub.add_argument("--sweep-methods", default="task_arithmetic,ties", help="task_arithmetic and/or ties")
+            sub.add_argument("--task-lambdas", default="",
+                             help="also score one lambda per task, e.g. pocket_digits=0.5,pocket_shapes=0.2 (others: 0)")
         if name in ("robustness", "cost"):
             sub.add_argument("--methods", default="pretrained,task_arithmetic,ties,wemoe",
                              help="comma list of models (pretrained, experts, wemoe_oracle and method names)")
