@@ -12,14 +12,14 @@ import os
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from app import figures, handlers, inputs, jobs, texts, views
 from app.analysis_tab import build_analysis_tab
 from app.controls import param_control, setting_control, setting_default
-from app.events import GalleryClick, quiet, reported, uploaded, with_signature
+from app.events import quiet, reported, uploaded, with_signature
 from app.gpu import gpu_chunk, on_gpu
 from app.session import CUSTOM, AppConfig, Session, close_session
+from app.try_panel import build_try_panel
 
 # Three queues, so that nothing light waits behind something long (a class on a 2-core Space): light events
 # (classify, estimates, views) have their own; loading, merging and exporting theirs; long jobs (adaptation,
@@ -105,42 +105,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             merge_status = gr.Markdown(elem_id="merge-status")
             loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."), label="Adaptation loss")
 
-        # 3. Try images ---------------------------------------------------------------------------------------
-        with gr.Group(elem_id="panel-try"):
-            gr.Markdown(texts.TRY)
-            with gr.Row(elem_id="try-row"):  # the columns wrap (min_width) and stack on a phone
-                with gr.Column(scale=3, min_width=300, elem_id="try-inputs"):
-                    upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload", height=110)
-                    gallery = gr.Gallery(inputs.list_examples(config), label="Example images (click one)", columns=6,
-                                         height=190, allow_preview=False)
-                    with gr.Row():
-                        example_name = gr.Dropdown([name for _, name in inputs.list_examples(config)], label="Example image",
-                                                   scale=2)
-                        example_button = gr.Button("Classify the example", scale=1)
-                with gr.Column(scale=2, min_width=260, elem_id="try-sketch"):
-                    sketch = gr.Sketchpad(value=Image.new("RGB", (224, 224), "black"), type="pil", label="Draw a digit",
-                                          canvas_size=(224, 224), height=300, layers=False,
-                                          brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", default_size=16,
-                                                         color_mode="fixed"))
-                    sketch_button = gr.Button("Classify the drawing")
-                with gr.Column(scale=3, min_width=300, elem_id="try-result"):
-                    preview = gr.Image(label="Image being classified", interactive=False, type="pil", height=200,
-                                       elem_id="preview", format="png")  # png: 0.6 ms to encode, webp 2.8 ms
-                    task_choice = gr.Dropdown(views.task_choices(Session()), value=inputs.AUTO_TASK,
-                                              label="Task (head)",
-                                              info="Which task's classes to predict; auto uses the routers' guess, or "
-                                                   "every task's classes when they make none.")
-                    with gr.Row():  # the robustness view's corruptions, applied to the image being classified
-                        corruption = gr.Dropdown(inputs.CORRUPTION_CHOICES, value=inputs.NO_CORRUPTION,
-                                                 label="Corruption", elem_id="try-corruption", min_width=140)
-                        severity = gr.Slider(1, 5, value=3, step=1, label="Severity", min_width=120)
-                    guess = gr.Markdown(elem_id="guess")
-            all_models = gr.Checkbox(False, label="Every model (pretrained, every merge, every expert)", elem_id="all-models",
-                                     info="Off: the merged model next to the expert of the task used.")
-            predictions = gr.Dataframe(pd.DataFrame({"merged model": [], "expert": []}), label="Top-5 predictions",
-                                       interactive=False, wrap=True, elem_id="predictions")
-            gr.Markdown(texts.ROUTING_WEIGHTS, elem_id="routing-weights-note")
-            heatmap = gr.Plot(figures.empty_figure("Classify an image to see its routing."), label="Router heatmap", elem_id="heatmap")
+        try_panel = build_try_panel(session, config, LIGHT)  # 3. Try images (app/try_panel.py)
 
         # 4. Accuracy -----------------------------------------------------------------------------------------
         with gr.Group(elem_id="panel-accuracy"):
@@ -198,7 +163,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         load_button.click(load_event, [session, zoo_choice, samples, base_model, base_tag, experts_text, expert_files,
                                        tasks_text, task_files],
-                          [zoo_info, task_choice, gallery, example_name, target, export_name, loss_plot, merge_status],
+                          [zoo_info, try_panel.task_choice, try_panel.gallery, try_panel.example_name, target, export_name,
+                           loss_plot, merge_status],
                           api_name="load_zoo", preprocess=False, show_progress_on=[zoo_info],
                           **(MODELS | {"show_progress": "full"}))
 
@@ -266,50 +232,6 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             control.change(quiet(handlers.estimate), [session, target, steps, per_task], [estimate_note],
                            api_name=f"estimate_{'steps' if control is steps else 'per_task' if control is per_task else 'target'}",
                            preprocess=False, **LIGHT)
-
-        prediction_outputs = [preview, predictions, guess, heatmap]
-
-        @quiet
-        def classify_upload(state, image, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
-            return handlers.predict(state, inputs.read_upload(image, config), task, config, corruption, severity)
-
-        @quiet
-        def classify_sketch(state, drawing, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
-            return handlers.predict(state, inputs.read_sketch(drawing, config, state, task), task, config, corruption,
-                                    severity)
-
-        @quiet
-        def classify_example(state, example, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
-            return handlers.predict(state, inputs.read_example(example, config), task, config, corruption, severity)
-
-        @quiet
-        def select_example(state, task=inputs.AUTO_TASK, example=None, corruption=inputs.NO_CORRUPTION, severity=3,
-                           evt: GalleryClick = None):
-            """A gallery click (the page sends which image: ``evt.index``) or, through the API, the example's name."""
-            if evt is not None and isinstance(evt.index, int):
-                examples = inputs.list_examples(config, state.bench.task_names if state.bench else None)
-                example = examples[evt.index][1] if 0 <= evt.index < len(examples) else None
-            return (*handlers.predict(state, inputs.read_example(example, config), task, config, corruption, severity),
-                    example)
-
-        @quiet
-        def reclassify(state, task, corruption=inputs.NO_CORRUPTION, severity=3):
-            if state.image is None or state.bench is None:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            return handlers.predict(state, state.image, task, config, corruption, severity)
-
-        seen = [task_choice, corruption, severity]  # how every image is classified
-        upload.upload(classify_upload, [session, upload, *seen], prediction_outputs, api_name="classify_upload", **LIGHT)
-        sketch_button.click(classify_sketch, [session, sketch, *seen], prediction_outputs, api_name="classify_sketch", **LIGHT)
-        example_button.click(classify_example, [session, example_name, *seen], prediction_outputs,
-                             api_name="classify_example", **LIGHT)
-        gallery.select(select_example, [session, task_choice, example_name, corruption, severity],
-                       [*prediction_outputs, example_name], api_name="select_example", preprocess=False, **LIGHT)
-        for control in seen:  # a new head or corruption reclassifies the image shown
-            control.input(reclassify, [session, *seen], prediction_outputs,
-                          api_name="reclassify" + ("" if control is task_choice else f"_{control.label.lower()}"), **LIGHT)
-        all_models.change(handlers.prediction_view, [session, all_models], [predictions], api_name="prediction_view",
-                          **LIGHT)
 
         # on ZeroGPU only the computing parts run in the GPU worker: they yield results, the session is updated here
         gpu_chunk()  # adaptation chunks' GPU function, decorated at start-up
