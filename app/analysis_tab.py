@@ -84,10 +84,12 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
         dominant = grid.argmax(-1)
         overlay = go.Heatmap(z=dominant, text=[[names[i] for i in row] for row in dominant], texttemplate="%{text}",
                              colorscale=_expert_colours(len(names)), zmin=-0.5, zmax=len(names) - 0.5, opacity=0.55,
-                             showscale=False, hovertemplate="patch (%{x:.0f}, %{y:.0f}): %{text}<extra></extra>", **place)
+                             showscale=False, hovertemplate="patch (%{x:.0f}, %{y:.0f}): %{text}<extra></extra>",
+                             **place)
     else:
         weight = grid[..., names.index(shown)]
-        overlay = go.Heatmap(z=weight, text=[[f"{v:.2f}" for v in row] for row in weight], texttemplate="%{text}", colorscale="RdBu", zmid=0,
+        overlay = go.Heatmap(z=weight, text=[[f"{v:.2f}" for v in row] for row in weight], texttemplate="%{text}",
+                             colorscale="RdBu", zmid=0,
                              opacity=0.6, colorbar={"title": shown, "x": 0.46, "len": 0.8}, **place)
     figure = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
                            subplot_titles=(f"{shown if shown != DOMINANT else 'dominant expert'} per patch, block "
@@ -114,18 +116,20 @@ def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
     with friendly("Comparing the task vectors"):
         found = interference(bench.zoo, float(top_k))
     names = _short(found.task_names)
-    figure = make_subplots(rows=1, cols=3, subplot_titles=("cosine similarity", f"sign conflicts (top {found.top_k:g}%)",
-                                                           "norm per block"))
+    titles = ("cosine similarity", f"sign conflicts (top {found.top_k:g}%)", "norm per block")
+    figure = make_subplots(rows=1, cols=3, subplot_titles=titles)
     cosine = found.cosine.numpy()
     figure.add_trace(go.Heatmap(z=cosine, x=names, y=names, colorscale="RdBu", zmid=0, zmin=-1, zmax=1, showscale=False,
-                                text=[[f"{v:.2f}" for v in row] for row in cosine], texttemplate="%{text}" if len(names) <= 10 else ""),
+                                text=[[f"{v:.2f}" for v in row] for row in cosine],
+                                texttemplate="%{text}" if len(names) <= 10 else ""),
                      row=1, col=1)
     conflicts = found.conflicts * 100
-    figure.add_trace(go.Bar(x=list(conflicts.index), y=list(conflicts.values), text=[f"{v:.1f}" for v in conflicts.values],
-                            textposition="auto"), row=1, col=2)
+    figure.add_trace(go.Bar(x=list(conflicts.index), y=list(conflicts.values),
+                            text=[f"{v:.1f}" for v in conflicts.values], textposition="auto"), row=1, col=2)
     norms = found.norms.drop(columns=[c for c in ("whole",) if c in found.norms.columns])  # per block: comparable
     figure.add_trace(go.Heatmap(z=norms.values, x=list(norms.columns), y=names, colorscale="Viridis", showscale=False,
-                                text=[[f"{v:.2f}" for v in row] for row in norms.values], texttemplate="%{text}" if norms.size <= 120 else ""),
+                                text=[[f"{v:.2f}" for v in row] for row in norms.values],
+                                texttemplate="%{text}" if norms.size <= 120 else ""),
                      row=1, col=3)
     figure.update_yaxes(title_text="% of parameters", row=1, col=2)
     figure.update_layout(height=420, showlegend=False, margin={"t": 40})
@@ -225,7 +229,8 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
     averages = table["average"].unstack(0)
     figure = go.Figure([go.Bar(name=c, x=list(averages.index), y=list(averages[c]), text=averages[c].round(1),
                                textposition="auto") for c in averages.columns])
-    figure.update_layout(barmode="group", title=f"average accuracy (%), {corruption} severity {int(severity)}", height=400)
+    figure.update_layout(barmode="group", title=f"average accuracy (%), {corruption} severity {int(severity)}",
+                         height=400)
     return figure
 
 
@@ -239,8 +244,8 @@ def cost_view(session: Session) -> go.Figure:
         names = [*BUILT_IN, *bench.merges]
         data, heads = sample_data(bench.data(), PER_TASK), bench.heads()
         models = bench.models(names)
-        accuracy = pd.DataFrame.from_dict({n: with_average(accuracy_by_task(m, data, heads)) for n, m in models.items()},
-                                          orient="index")
+        accuracy = pd.DataFrame.from_dict(
+            {n: with_average(accuracy_by_task(m, data, heads)) for n, m in models.items()}, orient="index")
         table = cost_table(bench, accuracy)
     figure = make_subplots(rows=1, cols=2, shared_yaxes=True,
                            subplot_titles=("extra parameters (x one model)", "adaptation seconds"))

@@ -112,8 +112,10 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             gr.Markdown(texts.ACCURACY)
             with gr.Row():
                 oracle = gr.Checkbox(False, label="Also the WEMoE oracle (each task routed to its own expert)")
+                normalized = gr.Checkbox(False, label="Normalized: each task as % of its expert", elem_id="normalized")
                 evaluate_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
-            table = gr.Dataframe(pd.DataFrame({"model": []}), label="Accuracy (%)", interactive=False, elem_id="accuracy")
+            table = gr.Dataframe(pd.DataFrame({"model": []}), label=views.ACCURACY_LABEL, interactive=False,
+                                 elem_id="accuracy")
             table_note = gr.Markdown()
             bars = gr.Plot(figures.accuracy_bars(None), label="Accuracy chart")
             with gr.Row():
@@ -243,8 +245,11 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             yield from reported(handlers.evaluate(state, oracle, scores_of=evaluation_scores), width=5, status=2,
                                  first="Evaluating...")
 
-        evaluate_button.click(evaluate_event, [session, oracle], [table, bars, table_note, csv_file, json_file],
-                              api_name="evaluate", preprocess=False, show_progress_on=[table_note], **LONG)
+        evaluated = evaluate_button.click(evaluate_event, [session, oracle],
+                                          [table, bars, table_note, csv_file, json_file], api_name="evaluate",
+                                          preprocess=False, show_progress_on=[table_note], **LONG)
+        for event, name in ((evaluated.success, "accuracy_after_evaluate"), (normalized.change, "accuracy_view")):
+            event(quiet(views.accuracy_view), [session, normalized], [table], api_name=name, **LIGHT)
 
         @quiet
         def routing_event(state, feature_map="umap"):

@@ -34,8 +34,8 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
                 gallery = gr.Gallery(inputs.list_examples(config), label="Example images (click one)", columns=6,
                                      height=190, allow_preview=False)
                 with gr.Row():
-                    example_name = gr.Dropdown([name for _, name in inputs.list_examples(config)], label="Example image",
-                                               scale=2)
+                    example_name = gr.Dropdown([name for _, name in inputs.list_examples(config)],
+                                               label="Example image", scale=2)
                     example_button = gr.Button("Classify the example", scale=1)
             with gr.Column(scale=2, min_width=260, elem_id="try-sketch"):
                 sketch = gr.Sketchpad(value=Image.new("RGB", (224, 224), "black"), type="pil", label="Draw a digit",
@@ -55,12 +55,14 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
                                              label="Corruption", elem_id="try-corruption", min_width=140)
                     severity = gr.Slider(1, 5, value=3, step=1, label="Severity", min_width=120)
                 guess = gr.Markdown(elem_id="guess")
-        all_models = gr.Checkbox(False, label="Every model (pretrained, every merge, every expert)", elem_id="all-models",
+        all_models = gr.Checkbox(False, label="Every model (pretrained, every merge, every expert)",
+                                 elem_id="all-models",
                                  info="Off: the merged model next to the expert of the task used.")
         predictions = gr.Dataframe(pd.DataFrame({"merged model": [], "expert": []}), label="Top-5 predictions",
                                    interactive=False, wrap=True, elem_id="predictions")
         gr.Markdown(texts.ROUTING_WEIGHTS, elem_id="routing-weights-note")
-        heatmap = gr.Plot(figures.empty_figure("Classify an image to see its routing."), label="Router heatmap", elem_id="heatmap")
+        heatmap = gr.Plot(figures.empty_figure("Classify an image to see its routing."), label="Router heatmap",
+                          elem_id="heatmap")
 
     prediction_outputs = [preview, predictions, guess, heatmap]
 
@@ -95,7 +97,8 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
 
     seen = [task_choice, corruption, severity]  # how every image is classified
     upload.upload(classify_upload, [session, upload, *seen], prediction_outputs, api_name="classify_upload", **light)
-    sketch_button.click(classify_sketch, [session, sketch, *seen], prediction_outputs, api_name="classify_sketch", **light)
+    sketch_button.click(classify_sketch, [session, sketch, *seen], prediction_outputs, api_name="classify_sketch",
+                        **light)
     example_button.click(classify_example, [session, example_name, *seen], prediction_outputs,
                          api_name="classify_example", **light)
     gallery.select(select_example, [session, task_choice, example_name, corruption, severity],

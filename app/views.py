@@ -52,6 +52,30 @@ def style_table(table: pd.DataFrame) -> Any:
             .apply(reference, axis=1).apply(best_merge, subset=numeric, axis=0))
 
 
+ACCURACY_LABEL, NORMALIZED_LABEL = "Accuracy (%)", "Normalized accuracy (% of each task's expert)"
+
+
+def accuracy_view(session: Any, normalized: Any = False) -> Any:
+    """The accuracy table of the session's last evaluation as measured, or ``normalized``: each task as percent of
+    its expert (``wemoe.cross_accuracy.normalized_accuracy``; ``average`` the mean of those). Nothing evaluated yet:
+    the table stays as it is."""
+    import gradio as gr
+
+    from app.inputs import flag
+    from wemoe.cross_accuracy import normalized_accuracy
+    from wemoe.workbench import EXPERTS
+
+    normalized = flag(normalized, "Normalized accuracy")
+    table = session.table
+    if table is None:
+        return gr.skip()
+    if normalized:
+        if EXPERTS not in table.index:
+            raise gr.Error("Normalized accuracy divides by the experts' accuracy: evaluate again with the experts.")
+        table = normalized_accuracy(table, table.loc[EXPERTS])
+    return gr.Dataframe(style_table(table), label=NORMALIZED_LABEL if normalized else ACCURACY_LABEL)
+
+
 def expert_columns(task_names: Sequence[str]) -> dict[str, str]:
     """The predictions table's column of each task's expert: ``expert <short task name>``."""
     return {t: f"expert {short}" for t, short in zip(task_names, figures.short_names(task_names))}

@@ -72,16 +72,26 @@ def main(argv: list[str] | None = None) -> dict:
         "cross_accuracy": (tab.cross_accuracy_view, session),
         "lambda_sweep": (tab.lambda_sweep_view, session),
         "cost": (tab.cost_view, session),
-        "per_task_lambdas": (tab.per_task_lambdas_view, session,
-                             *[0.3 + 0.05 * i for i in range(len(session.bench.task_names))]),
+        "per_task_lambdas": (
+            tab.per_task_lambdas_view,
+            session,
+            *[0.3 + 0.05 * i for i in range(len(session.bench.task_names))],
+        ),
     }
     seconds = {name: {"cold": _timed(*call), "warm": _timed(*call)} for name, call in views.items()}
     corruptions = [c for c in args.corruptions.split(",") if c]
     robustness = {c: _timed(tab.robustness_view, session, c, 3) for c in corruptions}
     result = {
-        "cpu": cpu_model(), "threads": args.threads, "zoo": "pocket", "per_task": tab.PER_TASK,
-        "adapt_steps": args.steps, "models": ["pretrained", *session.bench.merges], "seconds": seconds,
-        "robustness_seconds": robustness, "target_s": TARGET_S, "robustness_target_s": ROBUSTNESS_TARGET_S,
+        "cpu": cpu_model(),
+        "threads": args.threads,
+        "zoo": "pocket",
+        "per_task": tab.PER_TASK,
+        "adapt_steps": args.steps,
+        "models": ["pretrained", *session.bench.merges],
+        "seconds": seconds,
+        "robustness_seconds": robustness,
+        "target_s": TARGET_S,
+        "robustness_target_s": ROBUSTNESS_TARGET_S,
         "sliders_target_s": SLIDERS_TARGET_S,
         "all_within_target": all(v["cold"] < TARGET_S for v in seconds.values())
         and all(v < ROBUSTNESS_TARGET_S for v in robustness.values())

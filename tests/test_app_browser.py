@@ -194,6 +194,12 @@ def test_default_merge_adapt_try_an_image_and_evaluate(tmp_path):
             _shot(page, f"browser-4-accuracy-{DESKTOP}.png", "#panel-accuracy")
             _check_average_visible(page)
             _check_best_cell_readable(page)
+            page.locator("#normalized input").check()  # each task as % of its expert: the experts' row reads 100.0
+            expect(page.locator("#panel-accuracy").first).to_contain_text("Normalized accuracy", timeout=30_000)
+            expect(page.locator("#accuracy")).to_contain_text("100.0")
+            _shot(page, f"browser-4b-accuracy-normalized-{DESKTOP}.png", "#panel-accuracy")
+            page.locator("#normalized input").uncheck()
+            expect(page.locator("#panel-accuracy").first).not_to_contain_text("Normalized accuracy", timeout=30_000)
 
             _check_analysis_views(page)
 

@@ -462,6 +462,26 @@ def test_evaluation_fills_the_table_and_writes_the_downloads(merged):
     assert html.count("font-weight: bold") >= 1 and f"{best:.1f}" in html
 
 
+def test_normalized_accuracy_toggle_divides_each_task_by_its_expert(merged):
+    assert merged.table is None and views.accuracy_view(merged, True) == gr.skip()  # nothing evaluated: no change
+    *_, last = handlers.evaluate(merged)
+    measured, normalized = views.accuracy_view(merged, False), views.accuracy_view(merged, True)
+    assert measured.label == views.ACCURACY_LABEL and normalized.label == views.NORMALIZED_LABEL
+    table = merged.table
+    shown = normalized.value["data"]
+    columns = normalized.value["headers"]
+    rows = {row[0]: dict(zip(columns, row)) for row in shown}
+    for task in ("task0", "task1", "task2"):
+        expected = table.loc["task_arithmetic", task] / table.loc["experts", task] * 100
+        assert float(rows["task_arithmetic"][task]) == pytest.approx(round(expected, 1), abs=0.051)
+        assert float(rows["experts"][task]) == pytest.approx(100.0)
+    tasks = [table.loc["wemoe", t] / table.loc["experts", t] * 100 for t in ("task0", "task1", "task2")]
+    assert float(rows["wemoe"]["average"]) == pytest.approx(round(sum(tasks) / 3, 1), abs=0.051)
+    assert [r[0] for r in measured.value["data"]] == [r[0] for r in shown]
+    with pytest.raises(gr.Error, match="Normalized accuracy: enter true or false"):
+        views.accuracy_view(merged, "yes")
+
+
 def test_the_accuracy_table_shows_the_average_first_and_marks_the_best_merge():
     rows = ["pretrained", "experts", "task_arithmetic", "wemoe", "wemoe_oracle"]
     table = pd.DataFrame({"pocket_digits": [50.0, 99.0, 70.0, 80.0, 95.0], "pocket_shapes": [40.0, 98.0, 85.0, 85.0, 97.0],

@@ -24,9 +24,13 @@ def config(tmp_path_factory):
         tasks = []
         for i, name in enumerate(zoo.task_names):
             test, train = tiny_task(name, n_images=8, seed=i), tiny_task(name, n_images=20, seed=40 + i)
-            tasks.append(dataclasses.replace(test, source="wemoe.pocket (a stand-in with a train split)",
-                                             load_split=lambda split, t=test, r=train: (r if split == "train" else t)
-                                             .load_split("test")))
+            tasks.append(
+                dataclasses.replace(
+                    test,
+                    source="wemoe.pocket (a stand-in with a train split)",
+                    load_split=lambda split, t=test, r=train: (r if split == "train" else t).load_split("test"),
+                )
+            )
         return zoo, tasks
 
     config = tiny_config(write_examples(tmp_path_factory.mktemp("examples")))
@@ -66,15 +70,23 @@ def test_try_images_classifies_the_corrupted_image_and_keeps_the_original(merged
     assert clean[1].equals(handlers.predict(merged, image, "task1", config)[1])
 
 
-@pytest.mark.parametrize("corruption, severity, message", [("fog", 3, "Corruption: choose none or one of motion_blur"),
-                                                           ("contrast", 0, "Severity: enter a whole number from 1 to 5"),
-                                                           ("contrast", 2.5, "Severity"), (["contrast"], 3, "Corruption")])
+@pytest.mark.parametrize(
+    "corruption, severity, message",
+    [
+        ("fog", 3, "Corruption: choose none or one of motion_blur"),
+        ("contrast", 0, "Severity: enter a whole number from 1 to 5"),
+        ("contrast", 2.5, "Severity"),
+        (["contrast"], 3, "Corruption"),
+    ],
+)
 def test_a_bad_corruption_is_refused_keeping_the_last_predictions(merged, config, corruption, severity, message):
     image = inputs.read_example("task0/example0.png", config)
     handlers.predict(merged, image, "task0", config)
     before = merged.predictions.copy()
     with pytest.raises(gr.Error, match=message):
-        handlers.predict(merged, inputs.read_example("task1/example1.png", config), "task0", config, corruption, severity)
+        handlers.predict(
+            merged, inputs.read_example("task1/example1.png", config), "task0", config, corruption, severity
+        )
     assert merged.predictions.equals(before) and merged.image is image
 
 
@@ -89,7 +101,9 @@ def test_heldout_adaptation_adapts_on_images_never_scored(config):
     assert seen == ["heldout"] and "on held-out images" in done and session.bench.merges["wemoe"].adapt_steps == 2
     scored, adapted = loaded.data(), real("heldout")
     for task in session.bench.task_names:
-        assert not {i.numpy().tobytes() for i in scored[task].images} & {i.numpy().tobytes() for i in adapted[task].images}
+        assert not {i.numpy().tobytes() for i in scored[task].images} & {
+            i.numpy().tobytes() for i in adapted[task].images
+        }
     *_, (again, _) = handlers.adapt(session, "wemoe", 2, 1e-2, 2)  # the default: the scored test images
     assert seen[-1] == "test" and "held-out" not in again
     session.close()
