@@ -218,19 +218,39 @@ def _models(bench) -> list[str]:
 
 
 def robustness_view(session: Session, corruption: str = "gaussian_noise", severity: float = 3) -> go.Figure:
-    """Average accuracy of every merge, clean and under ``corruption`` at ``severity``."""
-    from wemoe.robustness import robustness_table
+    """Every model's accuracy, clean and under ``corruption`` at ``severity`` (bars: the average; hover: per task);
+    with a WEMoE merge, also how its routing moves per task: the share of images whose task guess survives, the
+    share guessed right clean and corrupted (``wemoe.robustness.routing_shift``; hover: the routing distance)."""
+    from wemoe.robustness import robustness_table, routing_shift
 
     bench = _bench(session)
     if corruption not in CORRUPTIONS:
         raise refuse(f"Unknown corruption {corruption!r}: choose one of {', '.join(CORRUPTIONS)}.")
+    from app.inputs import number
+
+    severity = number(severity, "Severity", whole=True, minimum=1, maximum=5)
+    routed = bench.routed_merge()
     with friendly("Scoring the corrupted images"), busy(session):
-        table = robustness_table(bench, _models(bench), [corruption], int(severity), PER_TASK)
-    averages = table["average"].unstack(0)
-    figure = go.Figure([go.Bar(name=c, x=list(averages.index), y=list(averages[c]), text=averages[c].round(1),
-                               textposition="auto") for c in averages.columns])
-    figure.update_layout(barmode="group", title=f"average accuracy (%), {corruption} severity {int(severity)}",
-                         height=400)
+        table = robustness_table(bench, _models(bench), [corruption], severity, PER_TASK)
+        shift = routing_shift(bench, routed, corruption, severity, PER_TASK) if routed else None
+    title = f"{corruption}, severity {severity}"
+    titles = ["average accuracy (%)", *([f"{routed} routing: task guess (%)"] if shift is not None else [])]
+    figure = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    tasks = [c for c in table.columns if c != "average"]
+    for condition in table.index.get_level_values(0).unique():
+        rows = table.loc[condition]
+        hover = ["<br>".join(f"{short}: {rows.loc[m, t]:.1f}" for short, t in zip(_short(tasks), tasks))
+                 for m in rows.index]
+        figure.add_trace(go.Bar(name=condition, x=list(rows.index), y=list(rows["average"]), hovertext=hover,
+                                text=[f"{v:.1f}" for v in rows["average"]], textposition="auto"), row=1, col=1)
+    if shift is not None:
+        labels = _short(list(shift.index))
+        distance = [f"routing distance {d:.3f}" for d in shift["distance"]]
+        for column, label in (("guess_right_clean", "right, clean"), ("guess_right_corrupted", "right, corrupted"),
+                              ("guess_survives", "guess survives")):
+            figure.add_trace(go.Bar(name=label, x=labels, y=list(shift[column]), hovertext=distance,
+                                    text=[f"{v:.0f}" for v in shift[column]], textposition="auto"), row=1, col=2)
+    figure.update_layout(barmode="group", title=title, height=420)
     return figure
 
 

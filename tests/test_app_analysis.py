@@ -100,3 +100,25 @@ def test_one_lambda_per_task_scores_what_the_library_scores(session):
         per_task_lambdas_view(session, 0.3, "lots")
     with pytest.raises(gr.Error, match="one lambda per task"):
         per_task_lambdas_view(session, 0.3)
+
+
+def test_the_robustness_view_shows_accuracy_and_routing_shift_of_the_library(session):
+    """Bars: each model's average accuracy, clean and corrupted (robustness_table); with a WEMoE merge, the routing
+    shift per task (routing_shift): the share of guesses that survive, right clean and right corrupted."""
+    import gradio as gr
+
+    from app.analysis_tab import PER_TASK
+    from wemoe.robustness import robustness_table, routing_shift
+
+    bench = session.bench
+    figure = robustness_view(session, "pixelate", 2)
+    table = robustness_table(bench, ["pretrained", *bench.merges], ["pixelate"], 2, PER_TASK)
+    shift = routing_shift(bench, "wemoe", "pixelate", 2, PER_TASK)
+    bars = {trace.name: trace for trace in figure.data}
+    for condition in ("clean", "pixelate"):
+        assert list(bars[condition].x) == ["pretrained", *bench.merges]
+        assert list(bars[condition].y) == pytest.approx(list(table.loc[condition, "average"]))
+    assert list(bars["guess survives"].y) == pytest.approx(list(shift["guess_survives"]))
+    assert list(bars["right, corrupted"].y) == pytest.approx(list(shift["guess_right_corrupted"]))
+    with pytest.raises(gr.Error, match="Severity: enter a whole number from 1 to 5"):
+        robustness_view(session, "pixelate", 9)
