@@ -108,17 +108,23 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
     return figure, gr.Dropdown(choices=[DOMINANT, *names], value=shown)
 
 
-def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
-    """Cosine similarity of the task vectors, the sign-conflict share per block and the norms per block."""
-    from wemoe.interference import interference
+def interference_view(session: Session, top_k: float = 100.0, block: str | None = "whole") -> tuple[go.Figure, Any]:
+    """Cosine similarity of the task vectors (whole, or of one ``block``), the sign-conflict share per block and the
+    norms per block; also returns the 'Cosine of' dropdown's choices for this zoo."""
+    from app.inputs import number
+    from wemoe.interference import WHOLE, interference
 
     bench = _bench(session)
+    top_k = number(top_k, "Percent of each task vector kept", minimum=1, maximum=100)
     with friendly("Comparing the task vectors"):
-        found = interference(bench.zoo, float(top_k))
+        found = interference(bench.zoo, top_k)
+    block = block or WHOLE
+    if block != WHOLE and block not in found.blocks:
+        raise refuse(f"Cosine of: choose {WHOLE} or one of the blocks {', '.join(found.blocks)}, got {block!r}.")
     names = _short(found.task_names)
-    titles = ("cosine similarity", f"sign conflicts (top {found.top_k:g}%)", "norm per block")
+    titles = (f"cosine similarity ({block})", f"sign conflicts (top {found.top_k:g}%)", "norm per block")
     figure = make_subplots(rows=1, cols=3, subplot_titles=titles)
-    cosine = found.cosine.numpy()
+    cosine = found.cosine_frame(block).values
     figure.add_trace(go.Heatmap(z=cosine, x=names, y=names, colorscale="RdBu", zmid=0, zmin=-1, zmax=1, showscale=False,
                                 text=[[f"{v:.2f}" for v in row] for row in cosine],
                                 texttemplate="%{text}" if len(names) <= 10 else ""),
@@ -133,7 +139,7 @@ def interference_view(session: Session, top_k: float = 100.0) -> go.Figure:
                      row=1, col=3)
     figure.update_yaxes(title_text="% of parameters", row=1, col=2)
     figure.update_layout(height=420, showlegend=False, margin={"t": 40})
-    return figure
+    return figure, gr.Dropdown(choices=[WHOLE, *found.blocks], value=block)
 
 
 def cross_accuracy_view(session: Session) -> go.Figure:
@@ -298,6 +304,8 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
                 patches_plot = gr.Plot(label="Routing per patch", elem_id="view-routing_patches")
             with gr.Tab("Interference"):
                 top_k = gr.Slider(1, 100, value=100, step=1, label="Percent of each task vector kept (TIES: 20)")
+                cosine_of = gr.Dropdown(["whole"], value="whole", label="Cosine of", allow_custom_value=True,
+                                        info="The whole task vectors, or one block's part of them.")
                 interference_button = gr.Button("Compare the task vectors", elem_id="run-interference")
                 interference_plot = gr.Plot(label="Interference", elem_id="view-interference")
             with gr.Tab("Cross-accuracy"):
@@ -325,7 +333,7 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
     patches_button.click(quiet(routing_patches_view), [session, image, layer, corruption, severity, shown],
                          [patches_plot, shown],
                          api_name="routing_patches", **light)
-    interference_button.click(quiet(interference_view), [session, top_k], [interference_plot],
+    interference_button.click(quiet(interference_view), [session, top_k, cosine_of], [interference_plot, cosine_of],
                               api_name="interference", **light)
     cross_button.click(quiet(cross_accuracy_view), [session], [cross_plot], api_name="cross_accuracy", **long)
     sweep_button.click(quiet(lambda_sweep_view), [session], [sweep_plot], api_name="lambda_sweep", **long)

@@ -29,7 +29,7 @@ def test_every_view_draws_a_figure(session):
     figures = [
         routing_patches_view(session, tiny_images(1, seed=1)[0], -1, "contrast", 2)[0],
         routing_patches_view(session)[0],
-        interference_view(session, 20),
+        interference_view(session, 20)[0],
         cross_accuracy_view(session),
         lambda_sweep_view(session),
         robustness_view(session, "pixelate", 2),
@@ -122,3 +122,22 @@ def test_the_robustness_view_shows_accuracy_and_routing_shift_of_the_library(ses
     assert list(bars["right, corrupted"].y) == pytest.approx(list(shift["guess_right_corrupted"]))
     with pytest.raises(gr.Error, match="Severity: enter a whole number from 1 to 5"):
         robustness_view(session, "pixelate", 9)
+
+
+def test_the_interference_view_shows_the_library_numbers(session):
+    import gradio as gr
+    import numpy as np
+
+    from wemoe.interference import interference
+
+    found = interference(session.bench.zoo, 20.0)
+    figure, choices = interference_view(session, 20, found.blocks[1])
+    assert choices.constructor_args["choices"] == ["whole", *found.blocks]
+    assert np.allclose(np.asarray(figure.data[0].z), found.cosine_frame(found.blocks[1]).values)
+    assert list(figure.data[1].y) == pytest.approx(list(found.conflicts.values * 100))
+    whole, _ = interference_view(session, 20)
+    assert np.allclose(np.asarray(whole.data[0].z), found.cosine.numpy())
+    with pytest.raises(gr.Error, match="Cosine of: choose whole or one of the blocks"):
+        interference_view(session, 20, "block99")
+    with pytest.raises(gr.Error, match="Percent of each task vector kept"):
+        interference_view(session, 0)
