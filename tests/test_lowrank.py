@@ -15,7 +15,10 @@ from wemoe.export import load_wemoe, save_wemoe
 from wemoe.methods import get_method
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK
 from wemoe.moe import (
+    ANCHORS,
     MLP_PARTS,
+    PRETRAINED,
+    TASK_ARITHMETIC,
     LowRankWeightEnsemblingMLP,
     WEMoEConfig,
     force_routing,
@@ -34,18 +37,25 @@ def zoo() -> Zoo:
     return tiny_zoo(n_experts=3, seed=0, layers=3)
 
 
-def rank_k_zoo(zoo: Zoo, rank: int) -> Zoo:
-    """``zoo`` with every expert's MLP weight task vectors replaced by their top-``rank`` singular components."""
+def rank_k_zoo(zoo: Zoo, rank: int, anchor_lambda: float = 0.0) -> Zoo:
+    """``zoo`` with every expert's MLP weight task vectors tau_t replaced by their top-``rank`` singular components
+    tau~_t; with ``anchor_lambda`` a > 0 also the base's MLP weights moved to ``W_0 + a * sum_t (tau_t - tau~_t)``:
+    the exact WEMoE that a low-rank WEMoE anchored at task arithmetic (lambda a) equals."""
     base = zoo.base_state
-    experts = {}
-    for name, state in zoo.experts.items():
-        state = dict(state)
-        for key, value in base.items():
-            if ".mlp." in key and key.endswith(".weight"):
+    new_base = {k: v.clone() for k, v in base.items()}
+    experts = {name: dict(state) for name, state in zoo.experts.items()}
+    for key, value in base.items():
+        if ".mlp." in key and key.endswith(".weight"):
+            low = {}
+            for name, state in zoo.experts.items():
                 us, v = lowrank.low_rank_factors((state[key] - value).unsqueeze(0), rank)
-                state[key] = value + us[0] @ v[0].T
-        experts[name] = state
-    return Zoo(zoo.name, zoo.clip, experts, zoo.preprocess, zoo.tokenizer)
+                low[name] = us[0] @ v[0].T
+            new_base[key] = value + anchor_lambda * sum(zoo.experts[n][key] - value - low[n] for n in low)
+            for name in experts:
+                experts[name][key] = new_base[key] + low[name]
+    clip = copy.deepcopy(zoo.clip)
+    clip.visual.load_state_dict(new_base)
+    return Zoo(zoo.name, clip, experts, zoo.preprocess, zoo.tokenizer)
 
 
 def trained_routers(*towers: torch.nn.Module, seed: int = 1) -> None:
@@ -76,9 +86,10 @@ def images(n: int = 5, seed: int = 3) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def test_full_rank_equals_exact_wemoe(zoo):
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_full_rank_equals_exact_wemoe(zoo, anchor):
     exact = upscale_to_wemoe(zoo)
-    full = upscale_to_wemoe(zoo, WEMoEConfig(rank=WIDTH))
+    full = upscale_to_wemoe(zoo, WEMoEConfig(rank=WIDTH, anchor=anchor))
     trained_routers(exact, full)
     assert all(layer.rank(part) == WIDTH for layer in moe_layers(full).values() for part in MLP_PARTS)
     out_exact, grads_exact = outputs_and_router_grads(exact, images())
@@ -93,9 +104,12 @@ def test_a_rank_above_full_keeps_full_rank(zoo):
 
 
 @pytest.mark.parametrize("rank", [1, 4, 16])
-def test_rank_k_equals_exact_wemoe_of_the_rank_k_task_vectors(zoo, rank):
-    compressed = upscale_to_wemoe(zoo, WEMoEConfig(rank=rank))
-    exact_of_rank_k = upscale_to_wemoe(rank_k_zoo(zoo, rank))
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_rank_k_equals_exact_wemoe_of_the_rank_k_task_vectors(zoo, rank, anchor):
+    """Plain (anchor pretrained): exact WEMoE of the rank-k task vectors. Anchored at task arithmetic: the same, on
+    the pretrained weights ``W_0 + lambda * sum_t (tau_t - tau~_t)`` that keep task arithmetic's merge exact."""
+    compressed = upscale_to_wemoe(zoo, WEMoEConfig(rank=rank, anchor=anchor))
+    exact_of_rank_k = upscale_to_wemoe(rank_k_zoo(zoo, rank, 0.3 if anchor == TASK_ARITHMETIC else 0.0))
     trained_routers(compressed, exact_of_rank_k)
     out_c, grads_c = outputs_and_router_grads(compressed, images())
     out_e, grads_e = outputs_and_router_grads(exact_of_rank_k, images())
@@ -105,8 +119,9 @@ def test_rank_k_equals_exact_wemoe_of_the_rank_k_task_vectors(zoo, rank):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_low_rank_layer_matches_the_per_sample_loop(zoo, dtype):
-    layer = moe_layers(upscale_to_wemoe(zoo, WEMoEConfig(rank=4)))[1].to(dtype)
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_the_low_rank_layer_matches_the_per_sample_loop(zoo, dtype, anchor):
+    layer = moe_layers(upscale_to_wemoe(zoo, WEMoEConfig(rank=4, anchor=anchor)))[1].to(dtype)
     assert isinstance(layer, LowRankWeightEnsemblingMLP)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():  # trained-looking routers, so samples get different weights
@@ -134,8 +149,9 @@ def test_low_rank_linear_gradients_pass_gradcheck():
     x, routing = randn(3, 4, 5).requires_grad_(True), randn(3, 2).requires_grad_(True)
     up, down = lowrank.pack_factors(randn(6, 5), randn(2, 6, 3), randn(2, 5, 3))
     bias, bias_tvs = randn(6), randn(2, 6)
-    assert torch.autograd.gradcheck(lambda a, r: lowrank.lowrank_ensembled_linear(a, r, up, down, bias, bias_tvs),
-                                    (x, routing))
+    for anchor in (0.0, 0.3):
+        assert torch.autograd.gradcheck(
+            lambda a, r: lowrank.lowrank_ensembled_linear(a, r, up, down, bias, bias_tvs, anchor), (x, routing))
 
 
 def test_untrained_compressed_wemoe_equals_task_arithmetic_of_the_rank_k_vectors(zoo):
@@ -143,15 +159,29 @@ def test_untrained_compressed_wemoe_equals_task_arithmetic_of_the_rank_k_vectors
     small = rank_k_zoo(zoo, rank)
     vectors = task_vectors(small.base_state, small.experts)
     ta = small.visual_with(sum(vectors.values()).apply_to(small.base_state, 0.3))
-    compressed = get_method("wemoe")(zoo, rank=rank)
+    compressed = get_method("wemoe")(zoo, rank=rank, anchor=PRETRAINED)
     with torch.no_grad():
         assert (compressed(images()) - ta(images())).abs().max() <= 1e-5
 
 
-def test_forced_routing_uses_the_rank_k_vectors(zoo):
+@pytest.mark.parametrize("rank", [1, 4])
+def test_untrained_wemoe_anchored_at_task_arithmetic_is_task_arithmetic_itself(zoo, rank):
+    """The anchor keeps task arithmetic's merge exact: untrained routers (r = lambda) give it whatever k."""
+    vectors = task_vectors(zoo.base_state, zoo.experts)
+    ta = zoo.visual_with(sum(vectors.values()).apply_to(zoo.base_state, 0.3))
+    compressed = get_method("wemoe")(zoo, rank=rank)  # the default anchor
+    assert compressed.wemoe_config.anchor == TASK_ARITHMETIC
+    with torch.no_grad():
+        assert (compressed(images()) - ta(images())).abs().max() <= 1e-5
+        plain = get_method("wemoe")(zoo, rank=rank, anchor=PRETRAINED)
+        assert (plain(images()) - ta(images())).abs().max() > 1e-4  # the plain form truncates the merge itself
+
+
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_forced_routing_uses_the_rank_k_vectors(zoo, anchor):
     rank = 4
-    compressed = upscale_to_wemoe(zoo, WEMoEConfig(rank=rank))
-    exact_of_rank_k = upscale_to_wemoe(rank_k_zoo(zoo, rank))
+    compressed = upscale_to_wemoe(zoo, WEMoEConfig(rank=rank, anchor=anchor))
+    exact_of_rank_k = upscale_to_wemoe(rank_k_zoo(zoo, rank, 0.3 if anchor == TASK_ARITHMETIC else 0.0))
     with torch.no_grad(), force_routing(compressed, [0.0, 1.0, 0.5]), force_routing(exact_of_rank_k, [0.0, 1.0, 0.5]):
         assert (compressed(images()) - exact_of_rank_k(images())).abs().max() <= 1e-5
 
@@ -178,6 +208,27 @@ def test_export_round_trip_gives_identical_outputs(zoo, tmp_path):
     assert all(p.requires_grad for p in router_parameters(again))
     exact = save_wemoe(get_method("wemoe")(zoo, blocks="0,2"), tmp_path / "exact.safetensors")
     assert path.stat().st_size < exact.stat().st_size
+
+
+def test_a_compressed_model_saved_before_anchors_reloads_as_the_plain_form(zoo, tmp_path):
+    """Files written before ``anchor`` existed have no such key: they hold the plain (pretrained-anchored) form."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from wemoe.export import read_metadata
+
+    tower = get_method("wemoe")(zoo, rank=4, anchor=PRETRAINED)
+    trained_routers(tower, seed=9)
+    path = save_wemoe(tower, tmp_path / "plain.safetensors")
+    metadata = read_metadata(path)
+    config = json.loads(metadata["config"])
+    del config["anchor"]
+    save_file(load_file(str(path)), str(path), metadata={**metadata, "config": json.dumps(config)})
+    again = load_wemoe(path, zoo.visual)
+    assert again.wemoe_config.anchor == PRETRAINED
+    with torch.no_grad():
+        assert torch.equal(again(images()), tower(images()))
 
 
 def test_energy_kept_is_one_at_full_rank_and_grows_with_k(zoo):

@@ -21,7 +21,7 @@ from torch import nn
 
 from wemoe.adaptive import routes, static_form
 from wemoe.errors import ZooError
-from wemoe.moe import WEMoEConfig, moe_layers, moe_mlp
+from wemoe.moe import PRETRAINED, WEMoEConfig, moe_layers, moe_mlp
 
 FORMAT_KEY = "wemoe_format"
 
@@ -63,7 +63,10 @@ def load_wemoe(path: str | Path, base_visual: nn.Module) -> nn.Module:
     metadata = read_metadata(path)
     if metadata.get(FORMAT_KEY) != "wemoe":
         raise ZooError(f"{path} is not a WEMoE model file (saved by wemoe.export.save_wemoe).")
-    config = WEMoEConfig(**json.loads(metadata["config"]))
+    saved = json.loads(metadata["config"])
+    if saved.get("rank") and "anchor" not in saved:  # saved before anchors existed: the plain low-rank form
+        saved["anchor"] = PRETRAINED
+    config = WEMoEConfig(**saved)
     tower = copy.deepcopy(base_visual)
     blocks = tower.transformer.resblocks
     experts = len(config.task_names)

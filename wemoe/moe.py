@@ -317,13 +317,19 @@ class WeightEnsemblingMLP(nn.Module):
         return stacked_ensembled_linear(x, routing, stack, bias, bias_tvs, self.workspace)
 
 
+TASK_ARITHMETIC, PRETRAINED = ANCHORS = ("task_arithmetic", "pretrained")
+"""What low-rank experts correct (:class:`LowRankWeightEnsemblingMLP`, ``WEMoEConfig.anchor``)."""
+
+
 class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
     """A WeightEnsemblingMLP whose task vectors are kept as their top-``rank`` singular components (``wemoe.lowrank``).
 
-    Each matrix keeps ``up = [W_0 | U_1 S_1 .. U_T S_T]`` and ``down = [V_1 .. V_T]``, i.e. ``T*k*(in + out)`` floats
-    instead of ``T*out*in``, and computes ``y = x W_0^T + sum_t r_bt (x V_t)(U_t S_t)^T + c_b`` as two GEMMs over
-    all tokens: no per-sample weight matrix is built, so the workspace stays unused. Routing, recording and forced
-    routing are the exact layer's. ``rank`` >= ``min(out, in)`` keeps the full task vectors (exact up to rounding).
+    Each matrix keeps ``up = [A | U_1 S_1 .. U_T S_T]`` and ``down = [V_1 .. V_T]``, i.e. ``T*k*(in + out)`` floats
+    instead of ``T*out*in``, and computes ``y = x A^T + sum_t (r_bt - a) (x V_t)(U_t S_t)^T + c_b`` as two GEMMs over
+    all tokens, where the anchor ``A`` is task arithmetic's merged weight ``W_0 + a * sum_t tau_t`` (``a`` = lambda,
+    the exact task vectors) or ``W_0`` (``a`` = 0). No per-sample weight matrix is built, so the workspace stays
+    unused. Routing, recording and forced routing are the exact layer's. ``rank`` >= ``min(out, in)`` keeps the full
+    task vectors (exact up to rounding).
     """
 
     def __init__(
@@ -335,17 +341,35 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
         router_hidden_layers: int = 1,
         workspace: Workspace | None = None,
         generator: torch.Generator | None = None,
+        anchor: str = TASK_ARITHMETIC,
     ) -> None:
-        """As :class:`WeightEnsemblingMLP`, with ``rank``: the singular components kept per task vector (>= 1)."""
+        """As :class:`WeightEnsemblingMLP`, with ``rank``: the singular components kept per task vector (>= 1), and
+        ``anchor``: what the rank-k experts correct, ``task_arithmetic`` (``W_0 + init_lambda * sum_t tau_t``, exact)
+        or ``pretrained`` (``W_0``); see :mod:`wemoe.lowrank`."""
+        if anchor not in ANCHORS:
+            raise ValueError(f"Unknown anchor {anchor!r}: use one of {', '.join(ANCHORS)}.")
         self.requested_rank = rank  # read by _store_weights, which the base constructor calls
+        self.anchor_lambda = float(init_lambda) if anchor == TASK_ARITHMETIC else 0.0
         super().__init__(pretrained_mlp, expert_mlps, init_lambda, router_hidden_layers, workspace, generator)
 
     def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
-        """Keep ``part`` as the packed factors ``{part}_up`` ``[out, in + T*k]`` and ``{part}_down`` ``[in, T*k]``."""
-        us, v = lowrank.low_rank_factors(torch.stack(tvs), self.requested_rank)
-        up, down = lowrank.pack_factors(weight, us, v)
+        """Keep ``part`` as the packed factors ``{part}_up`` ``[out, in + T*k]`` and ``{part}_down`` ``[in, T*k]``;
+        ``up``'s first block is the anchor (task arithmetic's merged weight with the exact task vectors, or W_0)."""
+        stacked = torch.stack(tvs)
+        us, v = lowrank.low_rank_factors(stacked, self.requested_rank)
+        anchor = weight + self.anchor_lambda * stacked.sum(dim=0) if self.anchor_lambda else weight
+        up, down = lowrank.pack_factors(anchor, us, v)
         self.register_buffer(f"{part}_up", up)
         self.register_buffer(f"{part}_down", down)
+
+    def _base(self, part: str) -> torch.Tensor:
+        """The pretrained weight of the exact WEMoE layer this one equals: W_0, or with the task-arithmetic anchor
+        ``W_0 + lambda * sum_t (tau_t - tau~_t)`` (so that it plus ``sum_t r_t tau~_t`` is the layer's weight)."""
+        up, down = getattr(self, f"{part}_up"), getattr(self, f"{part}_down")
+        anchor = up[:, : down.shape[0]]
+        if not self.anchor_lambda:
+            return anchor
+        return anchor - self.anchor_lambda * lowrank.unpack_task_vectors(up, down, self.num_experts).sum(dim=0)
 
     def rank(self, part: str = "c_fc") -> int:
         """The singular components kept per task vector of ``part``."""
@@ -353,8 +377,9 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
 
     @property
     def c_fc_weight(self) -> torch.Tensor:
-        """Pretrained c_fc weight W_0 ``[hidden, d]`` (a view into ``c_fc_up``)."""
-        return self.c_fc_up[:, : self.c_fc_down.shape[0]]
+        """The c_fc base weight ``[hidden, d]`` of the exact layer this one equals (:meth:`_base`; with the
+        pretrained anchor a view of W_0 in ``c_fc_up``)."""
+        return self._base("c_fc")
 
     @property
     def c_fc_weight_tvs(self) -> torch.Tensor:
@@ -363,8 +388,8 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
 
     @property
     def c_proj_weight(self) -> torch.Tensor:
-        """Pretrained c_proj weight W_0 ``[d, hidden]`` (a view into ``c_proj_up``)."""
-        return self.c_proj_up[:, : self.c_proj_down.shape[0]]
+        """The c_proj base weight ``[d, hidden]`` of the exact layer this one equals (:meth:`_base`)."""
+        return self._base("c_proj")
 
     @property
     def c_proj_weight_tvs(self) -> torch.Tensor:
@@ -372,14 +397,16 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
         return lowrank.unpack_task_vectors(self.c_proj_up, self.c_proj_down, self.num_experts)
 
     def _merged(self, part: str, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One weight and bias for ``routing`` ``[T]`` shared by every sample: ``W_0 + sum_t r_t (U_t S_t) V_t^T``."""
-        weight = lowrank.merged_weight(getattr(self, f"{part}_up"), getattr(self, f"{part}_down"), routing)
+        """One weight and bias for ``routing`` ``[T]`` shared by every sample: the anchor plus
+        ``sum_t (r_t - anchor lambda) (U_t S_t) V_t^T``."""
+        weight = lowrank.merged_weight(getattr(self, f"{part}_up"), getattr(self, f"{part}_down"), routing,
+                                       self.anchor_lambda)
         return weight, getattr(self, f"{part}_bias") + routing @ getattr(self, f"{part}_bias_tvs")
 
     def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
         """``part`` applied to ``x`` ``[B, N, in]`` through the low-rank factors (``wemoe.lowrank``)."""
         up, down, bias, bias_tvs = (getattr(self, f"{part}_{name}") for name in ("up", "down", "bias", "bias_tvs"))
-        return lowrank.lowrank_ensembled_linear(x, routing, up, down, bias, bias_tvs)
+        return lowrank.lowrank_ensembled_linear(x, routing, up, down, bias, bias_tvs, self.anchor_lambda)
 
 
 def moe_mlp(
@@ -392,7 +419,7 @@ def moe_mlp(
     """The MoE MLP ``config`` asks for: exact (``config.rank == 0``) or with rank-``config.rank`` experts."""
     if config.rank > 0:
         return LowRankWeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.rank, config.init_lambda,
-                                          config.router_hidden_layers, workspace, generator)
+                                          config.router_hidden_layers, workspace, generator, config.anchor)
     return WeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.init_lambda, config.router_hidden_layers, workspace,
                                generator)
 
@@ -404,7 +431,8 @@ class WEMoEConfig:
     ``blocks``: the blocks whose MLP becomes a MoE (None: all; negative indices count from the last);
     ``task_names``: the experts, in the routers' order (empty: the zoo's); ``seed``: the routers' random hidden layers;
     ``rank``: 0 keeps every MLP task vector whole (exact WEMoE), k > 0 keeps its top-k singular components
-    (:class:`LowRankWeightEnsemblingMLP`).
+    (:class:`LowRankWeightEnsemblingMLP`); ``anchor`` (with ``rank`` > 0): what those correct, ``task_arithmetic``
+    (the merged weight ``W_0 + init_lambda * sum_t tau_t`` stays exact) or ``pretrained`` (``W_0``; :mod:`wemoe.lowrank`).
     """
 
     init_lambda: float = 0.3
@@ -413,6 +441,7 @@ class WEMoEConfig:
     task_names: list[str] = field(default_factory=list)
     seed: int = 0
     rank: int = 0
+    anchor: str = "task_arithmetic"
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-ready)."""

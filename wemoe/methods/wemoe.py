@@ -5,7 +5,7 @@ from torch import nn
 from wemoe.errors import MethodError
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
-from wemoe.moe import WEMoEConfig, upscale_to_wemoe
+from wemoe.moe import ANCHORS, TASK_ARITHMETIC, WEMoEConfig, upscale_to_wemoe
 from wemoe.zoo import Zoo
 
 
@@ -36,12 +36,15 @@ class WEMoE(MergeMethod):
         Param("seed", int, 0, "Seed of the routers' random hidden layers (same seed, same model).", min=0),
         Param("rank", int, 0, "0: the experts' MLP task vectors kept whole (exact); k > 0: each kept as its top-k "
               "singular components (compressed experts: less memory and time).", min=0, max=4096),
+        Param("anchor", str, TASK_ARITHMETIC, "With rank > 0, what the compressed experts correct: task_arithmetic "
+              "(its merged MLP weights stay exact; untrained routers give task arithmetic) or pretrained (the "
+              "pretrained weights).", choices=ANCHORS),
     )
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         config = WEMoEConfig(init_lambda=params["lambda"], router_hidden_layers=params["router_hidden_layers"],
                              blocks=parse_blocks(params["blocks"]), seed=params["seed"],
-                             rank=params["rank"])
+                             rank=params["rank"], anchor=params["anchor"])
         try:
             return upscale_to_wemoe(zoo, config)
         except ValueError as error:
