@@ -6,7 +6,8 @@ experts = base + random task vectors, batch 16 at 224x224, 2 threads). Variants:
 - dense_torch / dense_kernel: the task-arithmetic merge, its MLP matrices through torch's GEMM / through our fused
   kernel with no experts; ``dense`` is the faster one (named in the output);
 - exact: ``upscale_to_wemoe`` (every block), routers with small random weights;
-- rank_k: the same tower with ``WEMoEConfig(rank=k)`` (``wemoe.moe.LowRankWeightEnsemblingMLP``), the same routers.
+- rank_k: the same tower with ``WEMoEConfig(rank=k, anchor=...)`` (``wemoe.moe.LowRankWeightEnsemblingMLP``;
+  ``--anchor``: task_arithmetic, the default, or pretrained, the plain form), the same routers.
   The factors are computed once at the largest k and truncated for the smaller ones (the top-k of an SVD are its
   first k components).
 
@@ -46,7 +47,7 @@ import moe_vs_fusionbench as tower_bench  # noqa: E402
 from dense_baseline import cpu_model, fastest_dense, gemm_gflops, with_kernel_mlps  # noqa: E402
 from wemoe import lowrank  # noqa: E402
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
-from wemoe.moe import MLP_PARTS, WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe import ANCHORS, MLP_PARTS, TASK_ARITHMETIC, WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.zoo import Zoo  # noqa: E402
 
 
@@ -78,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--samples", type=int, default=None, help="pocket test images per task (default: all)")
     p.add_argument("--no-tower", action="store_true", help="skip part 1 (the ViT-B/32-shaped timings)")
+    p.add_argument("--anchor", choices=ANCHORS, default=TASK_ARITHMETIC,
+                   help="what the rank-k experts correct: task_arithmetic (the default) or pretrained (the plain form)")
     args = p.parse_args(argv)
     args.device = "cpu"
     args.all_ranks = sorted({args.rank, *args.ranks})
@@ -118,7 +121,8 @@ def build_towers(args: argparse.Namespace) -> dict[str, nn.Module]:
     towers: dict[str, nn.Module] = {"dense_torch": tower_bench.build_dense(zoo, args)}
     towers["dense_kernel"] = with_kernel_mlps(towers["dense_torch"])
     towers["exact"] = tower_bench.build_ours(zoo, args)
-    largest = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.init_lambda, rank=max(args.all_ranks)))
+    largest = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.init_lambda, rank=max(args.all_ranks),
+                                                anchor=args.anchor))
     largest.load_state_dict(towers["exact"].state_dict(), strict=False)  # the same routers (the factors stay)
     for rank in args.all_ranks:
         towers[f"rank_{rank}"] = truncated(largest, rank)
@@ -178,7 +182,8 @@ def pocket_part(args: argparse.Namespace) -> dict:
     for loss in args.losses.split(","):
         averages = {}
         for name, rank in names.items():
-            bench.merge("wemoe", {"lambda": args.init_lambda, "rank": rank}, name=name)
+            params = {"lambda": args.init_lambda, "rank": rank, **({"anchor": args.anchor} if rank else {})}
+            bench.merge("wemoe", params, name=name)
             for _ in bench.adapt(name, steps=args.pocket_steps, lr=args.lr, per_task=args.per_task, loss=loss):
                 pass
             averages[name] = float(bench.evaluate([name])["average"].iloc[0])
