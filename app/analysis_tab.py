@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.errors import friendly, refuse
+from app.inputs import corruption_choice, number
 from app.events import quiet
 from app.jobs import busy
 from app.session import Session
@@ -68,14 +69,14 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
     shown = shown or DOMINANT
     if shown != DOMINANT and shown not in names:
         raise refuse(f"Show: choose {DOMINANT} or one of the experts {', '.join(names)}, got {shown!r}.")
+    corruption, severity = corruption_choice(corruption, severity)
+    mean, std = normalization(bench.zoo.preprocess)
     with friendly("Routing the image's patches"), busy(session):
         batch = (encode_images([image], bench.zoo.preprocess) if image is not None
                  else bench.data()[bench.task_names[0]].images[:1])
-        if corruption and corruption != "none":
-            mean, std = normalization(bench.zoo.preprocess)
-            batch = corrupt_tensor(batch, corruption, int(severity), 0, mean, std)
+        if corruption is not None:
+            batch = corrupt_tensor(batch, corruption, severity, 0, mean, std)
         found = patch_routing(bench.merges[name].model, batch, None if layer is None else int(layer))
-    mean, std = normalization(bench.zoo.preprocess)
     pixels = (batch[0].permute(1, 2, 0).numpy() * np.array(std) + np.array(mean)).clip(0, 1) * 255
     grid = found.patch_grid()[0].numpy()  # [g, g, T]
     size = pixels.shape[0] / grid.shape[0]  # pixels per patch: the overlay's cells cover their patches
@@ -111,7 +112,6 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
 def interference_view(session: Session, top_k: float = 100.0, block: str | None = "whole") -> tuple[go.Figure, Any]:
     """Cosine similarity of the task vectors (whole, or of one ``block``), the sign-conflict share per block and the
     norms per block; also returns the 'Cosine of' dropdown's choices for this zoo."""
-    from app.inputs import number
     from wemoe.interference import WHOLE, interference
 
     bench = _bench(session)
@@ -197,7 +197,6 @@ def task_sliders(session: Session) -> list[Any]:
 def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
     """Accuracy per task of ``theta_0 + sum_t lambda_t tau_t`` (the first len(tasks) of ``lambdas``, one per task in
     the zoo's order) next to task arithmetic's one lambda, on a sample of each task's test images."""
-    from app.inputs import number
     from wemoe.sweep import per_task_lambdas
 
     bench = _bench(session)
@@ -230,11 +229,9 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
     from wemoe.robustness import robustness_table, routing_shift
 
     bench = _bench(session)
-    if corruption not in CORRUPTIONS:
-        raise refuse(f"Unknown corruption {corruption!r}: choose one of {', '.join(CORRUPTIONS)}.")
-    from app.inputs import number
-
-    severity = number(severity, "Severity", whole=True, minimum=1, maximum=5)
+    corruption, severity = corruption_choice(corruption, severity)
+    if corruption is None:
+        raise refuse(f"Choose a corruption: one of {', '.join(CORRUPTIONS)}.")
     routed = bench.routed_merge()
     with friendly("Scoring the corrupted images"), busy(session):
         table = robustness_table(bench, _models(bench), [corruption], severity, PER_TASK)
