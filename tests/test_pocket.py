@@ -16,7 +16,7 @@ from wemoe.pocket import DEFAULT_PATH, generators, load_pocket_zoo, verify
 from wemoe.pocket.build import BuildSettings, build, finetune_experts, write_examples
 from wemoe.pocket.generators import digit_indices
 from wemoe.pocket.tasks import POCKET_TASKS, SPLIT_SIZES, TASK_NAMES, arrays, get_spec, split_seed
-from wemoe.pocket.train import ExpertSettings, PretrainSettings, create_pocket_clip, restyle, to_tensor
+from wemoe.pocket.train import ExpertSettings, PretrainSettings, create_pocket_clip, finetune_expert, restyle, to_tensor
 from wemoe.tasks import get_task
 
 
@@ -171,3 +171,16 @@ def test_experts_are_the_same_whether_fine_tuned_in_one_process_or_in_parallel_w
         assert any(not torch.equal(one[task][k], state[f"visual.{k}"]) for k in one[task]), "fine-tuning changed nothing"
         for key, value in one[task].items():
             assert torch.equal(value, two[task][key]), f"{task} {key} differs between 1 and 2 workers"
+
+
+def test_pocket_clip_and_expert_seeds_stay_local_and_reproduce_the_same_weights():
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    clip, _, tokenizer = create_pocket_clip(seed=3)
+    again = create_pocket_clip(seed=3)[0].state_dict()
+    expert = finetune_expert(clip, tokenizer, "pocket_shapes", ExpertSettings(steps=2, batch=4), train_size=16)
+    assert torch.equal(torch.random.get_rng_state(), before), "building changed the process-wide random stream"
+    assert all(torch.equal(v, again[k]) for k, v in clip.state_dict().items())
+    other = create_pocket_clip(seed=4)[0].state_dict()
+    assert any(not torch.equal(v, other[k]) for k, v in again.items()), "the seed decides nothing"
+    assert any(not torch.equal(v, clip.visual.state_dict()[k]) for k, v in expert.items())

@@ -21,10 +21,11 @@ Why the defaults (measurements in research/pocket/FINDINGS.md):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,10 +84,21 @@ def load_config(path: str | Path = CONFIG_PATH) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's global generator seeded with ``seed`` inside the block and put back as it was after.
+
+    open_clip's initialisers draw from the global generator; seeding it inside ``fork_rng`` keeps the shipped zoo's
+    random stream (the same weights as before) without leaving a process-wide seed behind for other callers."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def create_pocket_clip(config: dict | None = None, seed: int = 0):
-    """A randomly initialised tiny CLIP (seeded), its eval transform and its tokenizer."""
-    torch.manual_seed(seed)
-    return create_clip(MODEL_NAME, None, False, config or load_config())
+    """A randomly initialised tiny CLIP (seeded locally), its eval transform and its tokenizer."""
+    with seeded(seed):
+        return create_clip(MODEL_NAME, None, False, config or load_config())
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -203,7 +215,13 @@ def finetune_expert(
     clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None = None, log: Progress | None = None
 ) -> dict[str, torch.Tensor]:
     """Fine-tune a copy of the image tower on ``task`` against its frozen zero-shot head; returns its state dict."""
-    torch.manual_seed(settings.seed)
+    with seeded(settings.seed):
+        return _finetune(clip, tokenizer, task, settings, train_size, log)
+
+
+def _finetune(
+    clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None, log: Progress | None
+) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(settings.seed)
     head = build_head(clip, tokenizer, POCKET_TASKS[task]).detach()
     tower = copy.deepcopy(clip.visual).train()
