@@ -45,6 +45,7 @@ from wemoe.moe import oracle_towers, release_workspaces
 from wemoe.predictions import ImageClassification, classify_batch
 from wemoe.result_cache import ResultCache
 from wemoe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
+from wemoe.splits import TEST
 from wemoe.task_images import TaskImages, encode_images
 from wemoe.tasks import Task
 from wemoe.zoo import Zoo
@@ -139,7 +140,7 @@ class Workbench:
         are kept under ``(key, 'heldout')``."""
         bench = cls.__new__(cls)
         bench.loaded, bench.merges, bench._centroids = loaded, {}, {}
-        if loaded.adapt_split != "test" and key is not None:
+        if loaded.adapt_split != TEST and key is not None:
             key = (key, loaded.adapt_split)
         bench.cache, bench.cache_key = (cache, key) if cache is not None and key is not None else (None, None)
         return bench
