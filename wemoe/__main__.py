@@ -5,6 +5,7 @@
         --adapt-steps 300 --json results.json [--param wemoe.lambda=0.3] [--lambda 0.3] [--samples N]
     python -m wemoe merge --zoo pocket --method wemoe --adapt-steps 300 --out wemoe.safetensors
     python -m wemoe table ... --devices 4 [--accelerator cuda] [--strategy ddp]   # adapt on 4 GPUs (Fabric DDP)
+    python -m wemoe calibrate-kernel      # where the fused CPU kernel pays on this machine (about two minutes)
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import sys
 from collections import defaultdict
 from typing import Any
+
+import torch
 
 from wemoe import loading  # loading.load_zoo looked up at each call (tests replace it)
 from wemoe.adapt import SETTINGS as ADAPT_SETTINGS
@@ -162,6 +165,34 @@ def command_merge(args: argparse.Namespace) -> None:
     _log(f"wrote {args.out}")
 
 
+def _whole_numbers(text: str) -> list[int]:
+    """``"1,4,16"`` -> ``[1, 4, 16]``; argparse reports anything else as a bad value."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def command_calibrate_kernel(args: argparse.Namespace) -> None:
+    """Measure where the fused kernel pays on this CPU and store the policy (``wemoe.kernel_policy``)."""
+    from wemoe import kernel_calibration, kernel_policy  # only this command needs them
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise WemoeError(f"--threads needs a whole number >= 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+    kernel_calibration.check_grid(args.batches, args.tokens, args.experts, args.rows, args.width, args.runs)
+    _log(f"timing the fused kernel against torch ops on {kernel_policy.cpu_model()}, {torch.get_num_threads()} threads")
+    policy = kernel_calibration.calibrate(args.batches, args.tokens, args.experts, args.rows, args.width, args.runs,
+                                          progress=_log)
+    if args.no_write:
+        print(policy.to_json())
+        return
+    path = kernel_policy.write(policy)
+    wins = sum(cell.kernel_wins for cell in policy.cells)
+    print(f"kernel faster in {wins} of {len(policy.cells)} WEMoE cells; policy written to {path}")
+
+
 def command_methods(_: argparse.Namespace) -> None:
     """List every registered method and its parameters."""
     for name in list_methods():
@@ -207,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--method", required=True, help=", ".join(list_methods()))
     merge.add_argument("--out", required=True, help="output .safetensors path")
     merge.set_defaults(run=command_merge)
+
+    calibrate = commands.add_parser("calibrate-kernel", help="measure where the fused CPU kernel pays on this machine")
+    for flag, default, help_text in (("--batches", "1,4,16,64", "samples per batch"),
+                                     ("--tokens", "50,197", "tokens per sample (ViT-B/32: 50, ViT-B/16: 197)"),
+                                     ("--experts", "2,8,16", "experts (at most 16)"),
+                                     ("--rows", "50,200,800,3200", "rows of the compressed experts' GEMM")):
+        calibrate.add_argument(flag, type=_whole_numbers, default=_whole_numbers(default), help=f"{help_text}, "
+                               f"comma-separated (default {default})")
+    calibrate.add_argument("--width", type=int, default=768, help="token width; the MLP is width -> 4 width -> width")
+    calibrate.add_argument("--runs", type=int, default=3, help="timed rounds per cell (median; default 3)")
+    calibrate.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current count)")
+    calibrate.add_argument("--no-write", action="store_true", help="print the policy as JSON instead of storing it")
+    calibrate.set_defaults(run=command_calibrate_kernel)
 
     methods = commands.add_parser("methods", help="list merge methods and their parameters")
     methods.set_defaults(run=command_methods)

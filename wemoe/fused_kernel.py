@@ -7,7 +7,8 @@ It is used for the forward pass on CPU in float32; everything else (CUDA, other 
 torch ops, and so does every call when the kernel cannot be built.
 
 It pays only for large layers, many samples and few tokens (ViT-B/32 at batch 8 and more: :func:`worthwhile`);
-``wemoe.moe`` asks it for each call. ``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every
+``wemoe.moe`` asks it for each call. Where exactly depends on the CPU: ``python -m wemoe calibrate-kernel`` measures
+it on this machine and stores a policy that :func:`worthwhile` then follows (``wemoe.kernel_policy``). ``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every
 float32 CPU call (the tests use this), ``0`` never.
 
 The first call compiles it with ``$CXX`` (default ``g++``), ``-O3 -march=native``, about 2 s, into
@@ -24,7 +25,6 @@ import functools
 import hashlib
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +33,10 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).resolve().parent / "kernels" / "ensembled_linear.cpp"
+from wemoe import kernel_policy
+from wemoe.kernel_cache import KERNEL_SOURCE, cache_dir, cpu_signature
+
+SOURCE = KERNEL_SOURCE
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 ENV_SWITCH = "WEMOE_FUSED_KERNEL"
 
@@ -80,34 +83,25 @@ MAX_EXPERTS = 16
 
 def worthwhile(batch: int, tokens: int, out_features: int, in_features: int, experts: int = 0) -> bool:
     """Whether the kernel should serve a layer of this shape: always under ``WEMOE_FUSED_KERNEL=1``, never under ``0``,
-    otherwise only where it measured faster (at least ``MIN_BATCH`` samples of at most ``MAX_TOKENS`` tokens, at least
-    ``MIN_WEIGHTS`` weights, at most ``MAX_EXPERTS`` experts)."""
+    otherwise only where it measured faster: at least ``MIN_WEIGHTS`` weights and at most ``MAX_EXPERTS`` experts,
+    and then this CPU's measured policy (``python -m wemoe calibrate-kernel``, ``wemoe.kernel_policy``) or, without
+    one, the built-in rule (at least ``MIN_BATCH`` samples of at most ``MAX_TOKENS`` tokens)."""
     switch = _switch()
     if switch != "auto":
         return switch == "1"
-    return (batch >= MIN_BATCH and tokens <= MAX_TOKENS and out_features * in_features >= MIN_WEIGHTS
-            and experts <= MAX_EXPERTS)
-
-
-def _cpu_signature() -> str:
-    """What ``-march=native`` depends on: the CPU's model and feature flags."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    wanted = [line for line in lines if line.startswith(("model name", "flags"))]
-    return "\n".join(sorted(set(wanted)))
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("WEMOE_KERNEL_CACHE", Path.home() / ".cache" / "wemoe" / "kernels"))
+    if out_features * in_features < MIN_WEIGHTS or experts > MAX_EXPERTS:
+        return False
+    policy = kernel_policy.measured()
+    if policy is not None:
+        return policy.kernel_for(batch, tokens, experts)
+    return batch >= MIN_BATCH and tokens <= MAX_TOKENS
 
 
 def _compile(compiler: str) -> Path:
     """Build the shared library (or find it built) and return its path; raises on a failed build."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_signature()]).encode())
-    target = _cache_dir() / f"ensembled_linear-{key.hexdigest()[:16]}.so"
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS, cpu_signature()]).encode())
+    target = cache_dir() / f"ensembled_linear-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

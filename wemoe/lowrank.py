@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from wemoe import fused_kernel
+from wemoe import fused_kernel, kernel_policy
 
 KERNEL_MIN_ROWS = 512
 """The fused kernel (with no experts) serves a plain GEMM of at least this many rows (see :func:`matmul_t`)."""
@@ -104,10 +104,14 @@ def matmul_t(x: torch.Tensor, weight: torch.Tensor, kernel: bool | None = None) 
 
     On CPU in float32 with at least ``KERNEL_MIN_ROWS`` rows the fused kernel with no experts runs it: on the AMD EPYC
     box its matmul beat MKL's by 1.4-1.6x at 800 rows of ViT-B/32's MLP shapes, and lost 1.4-2x at 50 rows
-    (bench/README.md, "Compressed experts"); ``WEMOE_FUSED_KERNEL=0`` turns it off. Elsewhere: torch.
+    (bench/README.md, "Compressed experts"); a policy measured on this CPU (``python -m wemoe calibrate-kernel``)
+    replaces that row limit by its own measurements. ``WEMOE_FUSED_KERNEL=0`` turns it off. Elsewhere: torch.
     ``kernel``: True uses the kernel whatever the rows (where it is usable), False never (None: the rule above).
     """
-    wanted = x.shape[0] >= KERNEL_MIN_ROWS if kernel is None else kernel
+    if kernel is None:
+        policy = kernel_policy.measured()
+        kernel = policy.matmul_kernel_for(x.shape[0]) if policy is not None else x.shape[0] >= KERNEL_MIN_ROWS
+    wanted = kernel
     if wanted and fused_kernel.usable(x, weight) and weight.is_contiguous():
         return _KernelMatmul.apply(x.contiguous(), weight)
     return x @ weight.T
