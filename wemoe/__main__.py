@@ -244,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      ("--tokens", "50,197", "tokens per sample (ViT-B/32: 50, ViT-B/16: 197)"),
                                      ("--experts", "2,8,16", "experts (at most 16)"),
                                      ("--rows", "50,200,800,3200", "rows of the compressed experts' GEMM")):
-        calibrate.add_argument(flag, type=_whole_numbers, default=_whole_numbers(default), help=f"{help_text}, "
-                               f"comma-separated (default {default})")
+        calibrate.add_argument(flag, type=_whole_numbers, default=_whole_numbers(default),
+                               help=f"{help_text}, comma-separated (default {default})")
     calibrate.add_argument("--width", type=int, default=768, help="token width; the MLP is width -> 4 width -> width")
     calibrate.add_argument("--runs", type=int, default=3, help="timed rounds per cell (median; default 3)")
     calibrate.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current count)")

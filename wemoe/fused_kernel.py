@@ -8,8 +8,9 @@ torch ops, and so does every call when the kernel cannot be built.
 
 It pays only for large layers, many samples and few tokens (ViT-B/32 at batch 8 and more: :func:`worthwhile`);
 ``wemoe.moe`` asks it for each call. Where exactly depends on the CPU: ``python -m wemoe calibrate-kernel`` measures
-it on this machine and stores a policy that :func:`worthwhile` then follows (``wemoe.kernel_policy``). ``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every
-float32 CPU call (the tests use this), ``0`` never.
+it on this machine and stores a policy that :func:`worthwhile` then follows (``wemoe.kernel_policy``).
+``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every float32 CPU call (the tests use
+this), ``0`` never.
 
 The first call compiles it with ``$CXX`` (default ``g++``), ``-O3 -march=native``, about 2 s, into
 ``$WEMOE_KERNEL_CACHE`` (default ``~/.cache/wemoe/kernels``), keyed by the source, the compiler and the CPU, so a

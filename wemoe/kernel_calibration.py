@@ -80,7 +80,8 @@ def calibrate(batches: Sequence[int] = BATCHES, tokens: Sequence[int] = TOKENS, 
     for n_experts in experts:
         stacks = [torch.randn(n_experts + 1, hidden, width, generator=generator) * 0.02,
                   torch.randn(n_experts + 1, width, hidden, generator=generator) * 0.02]
-        biases = [(torch.zeros(hidden), torch.zeros(n_experts, hidden)), (torch.zeros(width), torch.zeros(n_experts, width))]
+        biases = [(torch.zeros(hidden), torch.zeros(n_experts, hidden)),
+                  (torch.zeros(width), torch.zeros(n_experts, width))]
         workspace = Workspace()
         for batch in batches:
             routing = torch.rand(batch, n_experts, generator=generator)
