@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
-from wemoe.classify import logits
+from wemoe.classify import logits, stable_top_k
 from wemoe.errors import TaskError
 from wemoe.moe import moe_layers
 from wemoe.predictions import joint_head
@@ -100,3 +100,9 @@ def test_a_cache_classifies_the_same_images_once(images):
     second.merge("task_arithmetic")
     assert first.classify(images[:2], task="task0") is second.classify(images[:2], task="task0")
     assert first.classify(images[:2], task="task1") is not first.classify(images[:2], task="task0")
+
+
+def test_tied_classes_rank_in_head_order():
+    probabilities = torch.tensor([[0.1, 0.3, 0.2, 0.3, 0.1]])
+    values, indices = stable_top_k(probabilities, 3)
+    assert indices.tolist() == [[1, 3, 2]] and torch.equal(values, torch.tensor([[0.3, 0.3, 0.2]]))

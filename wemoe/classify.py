@@ -12,6 +12,16 @@ def logits_from_features(features: torch.Tensor, head: torch.Tensor) -> torch.Te
     return F.normalize(features, dim=-1) @ head.T
 
 
+def stable_top_k(probabilities: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest values along the last dimension and their indices, equal values in index order.
+
+    ``Tensor.topk`` leaves the order of ties to the backend (it differed between an AMD and an Intel CPU); tied
+    classes are common in a joint head (two tasks with a class of the same name), so a stable sort keeps the first,
+    as ``argmax`` does."""
+    values, indices = probabilities.sort(dim=-1, descending=True, stable=True)
+    return values[..., :k], indices[..., :k]
+
+
 def logits(tower: nn.Module, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
     """Logits of ``images`` under ``head`` through the image tower."""
     return logits_from_features(tower(images), head)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wemoe.classify import logits_from_features
+from wemoe.classify import logits_from_features, stable_top_k
 from wemoe.evaluate import needs_task, tower_for
 from wemoe.moe import moe_layers
 from wemoe.routing import RoutingCentroids, features_and_routing, guess_task_argmax, uninformative_routing
@@ -71,7 +71,7 @@ def rank(
     if head.shape[0] != len(labels):
         raise ValueError(f"The head has {head.shape[0]} classes but {len(labels)} class names were given.")
     probabilities = logits_from_features(features.float(), head.float()).softmax(dim=-1)
-    values, indices = probabilities.topk(min(k, len(labels)), dim=-1)
+    values, indices = stable_top_k(probabilities, min(k, len(labels)))
     return [Ranked(tuple(labels[i] for i in ix), tuple(tasks[i] for i in ix), tuple(vs))
             for vs, ix in zip(values.tolist(), indices.tolist())]
 

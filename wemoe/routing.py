@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wemoe.classify import logits_from_features
+from wemoe.classify import logits_from_features, stable_top_k
 from wemoe.errors import MethodError
 from wemoe.moe import capture_routing, moe_layers
 from wemoe.task_images import TaskImages
@@ -232,5 +232,5 @@ def top_k_from_features(
     if head.shape[0] != len(classnames):
         raise ValueError(f"The head has {head.shape[0]} classes but {len(classnames)} class names were given.")
     probabilities = logits_from_features(features.float(), head.float()).softmax(dim=-1)
-    values, indices = probabilities.topk(min(k, len(classnames)), dim=-1)
+    values, indices = stable_top_k(probabilities, min(k, len(classnames)))
     return [[(classnames[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]
