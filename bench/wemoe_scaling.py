@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +37,7 @@ from torch import nn  # noqa: E402
 
 from dense_baseline import KernelLinear, cpu_model, fastest_dense, gemm_gflops  # noqa: E402
 from wemoe import fused_kernel  # noqa: E402
+from wemoe.kernel_calibration import time_round_robin  # noqa: E402
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
 from wemoe.moe import LowRankWeightEnsemblingMLP, WeightEnsemblingMLP, Workspace  # noqa: E402
 
@@ -111,18 +110,6 @@ def step(layer: nn.Module, x: torch.Tensor, mode: str, switch: str | None = None
             run()
 
     return switched
-
-
-def time_round_robin(steps: dict[str, Callable[[], None]], runs: int) -> dict[str, float]:
-    """Median ms per step: one warm-up round, then ``runs`` rounds in which every step runs once in turn."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(runs + 1):
-        for name, run in steps.items():
-            start = time.perf_counter()
-            run()
-            if round_ > 0:
-                times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(ms) for name, ms in times.items()}
 
 
 def measure(layers: dict[str, nn.Module], batch: int, tokens: int, width: int, runs: int, seed: int) -> dict:

@@ -113,6 +113,6 @@ def test_calibrate_refuses_a_bad_grid_with_what_to_do(cache, capsys, argv, messa
 
 
 def test_calibrate_says_when_there_is_no_kernel(cache, monkeypatch):
-    monkeypatch.setattr(fused_kernel, "available", lambda: False)
+    monkeypatch.setattr(fused_kernel, "load", lambda: None)  # no compiler, or a failed build
     with pytest.raises(WemoeError, match="nothing to calibrate"):
         kernel_calibration.calibrate(batches=(1,), tokens=(1,), experts=(1,), rows=(1,), width=8, runs=1)

@@ -181,8 +181,6 @@ def command_calibrate_kernel(args: argparse.Namespace) -> None:
         if args.threads < 1:
             raise WemoeError(f"--threads needs a whole number >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
-    kernel_calibration.check_grid(args.batches, args.tokens, args.experts, args.rows, args.width, args.runs)
-    _log(f"timing the fused kernel against torch ops on {kernel_policy.cpu_model()}, {torch.get_num_threads()} threads")
     policy = kernel_calibration.calibrate(args.batches, args.tokens, args.experts, args.rows, args.width, args.runs,
                                           progress=_log)
     if args.no_write:

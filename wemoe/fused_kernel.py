@@ -37,7 +37,6 @@ import torch
 from wemoe import kernel_policy
 from wemoe.kernel_cache import KERNEL_SOURCE, cache_dir, cpu_signature
 
-SOURCE = KERNEL_SOURCE
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 ENV_SWITCH = "WEMOE_FUSED_KERNEL"
 
@@ -101,14 +100,15 @@ def worthwhile(batch: int, tokens: int, out_features: int, in_features: int, exp
 def _compile(compiler: str) -> Path:
     """Build the shared library (or find it built) and return its path; raises on a failed build."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS, cpu_signature()]).encode())
+    key = hashlib.sha256("\n".join([KERNEL_SOURCE.read_text(), compiler, version, *FLAGS, cpu_signature()]).encode())
     target = cache_dir() / f"ensembled_linear-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+        result = subprocess.run([compiler, *FLAGS, str(KERNEL_SOURCE), "-o", str(built)],
+                                capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed:\n{result.stderr.strip()[-2000:]}")
         os.replace(built, target)  # atomic: two processes building at once both end with a whole file

@@ -30,8 +30,9 @@ ROWS = (50, 200, 800, 3200)
 COMPRESSED_INNER = 8 * 8  # the compressed experts' default: rank 8 for each of 8 experts
 
 
-def _median_ms(paths: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median milliseconds of each path over ``runs`` interleaved rounds after one warm-up round."""
+def time_round_robin(paths: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median milliseconds of each path: one warm-up round, then ``runs`` rounds in which every path runs once in
+    turn (the benchmarks time their variants this way too)."""
     times: dict[str, list[float]] = {name: [] for name in paths}
     for round_ in range(runs + 1):
         for name, run in paths.items():
@@ -68,12 +69,13 @@ def calibrate(batches: Sequence[int] = BATCHES, tokens: Sequence[int] = TOKENS, 
               progress: Callable[[str], None] | None = None) -> MeasuredPolicy:
     """Time the kernel against torch ops on this machine over the grid; returns the measured policy (not stored).
 
-    WemoeError when the kernel cannot run here (no compiler, or ``WEMOE_FUSED_KERNEL=0``) or the grid is bad."""
+    WemoeError when the kernel cannot be built here (no compiler, or a failed build) or the grid is bad."""
     check_grid(batches, tokens, experts, rows, width, runs)
-    with fused_kernel.switched("1"):
-        if not fused_kernel.available():
-            raise WemoeError("The fused kernel is not available here (no C++ compiler, or its build failed): every "
-                             "layer runs torch ops already, so there is nothing to calibrate.")
+    if fused_kernel.load() is None:
+        raise WemoeError("The fused kernel is not available here (no C++ compiler, or its build failed): every "
+                         "layer runs torch ops already, so there is nothing to calibrate.")
+    if progress is not None:
+        progress(f"timing the fused kernel against torch ops on {cpu_model()}, {torch.get_num_threads()} threads")
     generator = torch.Generator().manual_seed(seed)
     hidden = 4 * width
     cells = []
@@ -93,7 +95,7 @@ def calibrate(batches: Sequence[int] = BATCHES, tokens: Sequence[int] = TOKENS, 
                     for x, stack, (bias, bias_tvs) in zip(inputs, stacks, biases):
                         stacked_ensembled_linear(x, routing, stack, bias, bias_tvs, workspace)
 
-                ms = _median_ms({"kernel": _with_switch("1", mlp), "torch": _with_switch("0", mlp)}, runs)
+                ms = time_round_robin({"kernel": _with_switch("1", mlp), "torch": _with_switch("0", mlp)}, runs)
                 cells.append(Cell(batch, n_tokens, n_experts, round(ms["kernel"], 3), round(ms["torch"], 3)))
                 if progress is not None:
                     progress(f"T={n_experts:2d} batch {batch:3d} tokens {n_tokens:3d}: kernel {ms['kernel']:8.1f} ms, "
@@ -104,7 +106,7 @@ def calibrate(batches: Sequence[int] = BATCHES, tokens: Sequence[int] = TOKENS, 
     rows_cells = []
     for n_rows in rows:
         xs = [torch.randn(n_rows, w.shape[1], generator=generator) for w in packed]
-        ms = _median_ms({
+        ms = time_round_robin({
             "kernel": lambda: [lowrank.matmul_t(x, w, kernel=True) for x, w in zip(xs, packed)],
             "torch": lambda: [lowrank.matmul_t(x, w, kernel=False) for x, w in zip(xs, packed)],
         }, runs)
@@ -116,4 +118,4 @@ def calibrate(batches: Sequence[int] = BATCHES, tokens: Sequence[int] = TOKENS, 
                           width=width, measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-__all__ = ["calibrate", "check_grid", "BATCHES", "TOKENS", "EXPERTS", "ROWS"]
+__all__ = ["calibrate", "check_grid", "time_round_robin", "BATCHES", "TOKENS", "EXPERTS", "ROWS"]

@@ -31,8 +31,20 @@ ENV_POLICY = "WEMOE_KERNEL_POLICY"
 FORMAT = 1
 
 
+class _Timed:
+    """Both paths' milliseconds of one measured shape (``kernel_ms``, ``torch_ms``: fields of the subclasses)."""
+
+    kernel_ms: float
+    torch_ms: float
+
+    @property
+    def kernel_wins(self) -> bool:
+        """Whether the kernel was the faster path here."""
+        return self.kernel_ms < self.torch_ms
+
+
 @dataclass(frozen=True)
-class Cell:
+class Cell(_Timed):
     """One measured shape: an exact WEMoE MLP (both matrices) at ``batch`` x ``tokens`` with ``experts`` experts."""
 
     batch: int
@@ -41,24 +53,14 @@ class Cell:
     kernel_ms: float
     torch_ms: float
 
-    @property
-    def kernel_wins(self) -> bool:
-        """Whether the kernel was the faster path here."""
-        return self.kernel_ms < self.torch_ms
-
 
 @dataclass(frozen=True)
-class RowsCell:
+class RowsCell(_Timed):
     """One measured plain GEMM ``[rows, in] x [out, in]^T`` (the compressed experts' big product)."""
 
     rows: int
     kernel_ms: float
     torch_ms: float
-
-    @property
-    def kernel_wins(self) -> bool:
-        """Whether the kernel was the faster path here."""
-        return self.kernel_ms < self.torch_ms
 
 
 def _nearest(cells: Sequence, point: Sequence[int], coordinates) -> object:
@@ -103,11 +105,14 @@ class MeasuredPolicy:
                    measured_at=str(data.get("measured_at", "")))
 
 
+@functools.lru_cache(maxsize=16)
+def _key(threads: int) -> str:
+    return hashlib.sha256(f"{cpu_signature()}\n{source_digest()}\n{threads}".encode()).hexdigest()[:16]
+
+
 def policy_path(threads: int | None = None) -> Path:
     """Where this CPU's policy at ``threads`` (default: torch's current count) is kept."""
-    threads = torch.get_num_threads() if threads is None else threads
-    key = hashlib.sha256(f"{cpu_signature()}\n{source_digest()}\n{threads}".encode()).hexdigest()[:16]
-    return cache_dir() / f"policy-{key}.json"
+    return cache_dir() / f"policy-{_key(torch.get_num_threads() if threads is None else threads)}.json"
 
 
 @functools.lru_cache(maxsize=8)
