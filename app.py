@@ -42,10 +42,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_config(args: argparse.Namespace) -> AppConfig:
-    """The app's settings from the command line (upload limits left out fall back to AppConfig's defaults)."""
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def serves_others(host: str) -> bool:
+    """Whether an app listening on ``host`` serves others: on a Space, or on any address beyond this machine."""
+    return bool(os.environ.get("SPACE_ID")) or host not in LOCAL_HOSTS
+
+
+def make_config(args: argparse.Namespace, host: str = "127.0.0.1") -> AppConfig:
+    """The app's settings from the command line (upload limits left out fall back to AppConfig's defaults); an app
+    that serves others takes no server path from its visitors (``wemoe.source_policy``)."""
+    from wemoe.source_policy import SourcePolicy
+
     limits = {"max_image_size": args.max_image_size, "max_checkpoint_size": args.max_checkpoint_size}
-    return AppConfig(samples=args.samples, **{k: v for k, v in limits.items() if v is not None})
+    return AppConfig(samples=args.samples, sources=SourcePolicy.for_app(served=serves_others(host)),
+                     **{k: v for k, v in limits.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("MERGE_EXPLORER_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-    config = make_config(args)
+    config = make_config(args, host)
     demo = build_demo(config)
     config.shared.start_sweeper(idle_seconds=60 * config.idle_minutes)
     if not args.no_warm and os.environ.get("MERGE_EXPLORER_WARM", "1") != "0":

@@ -7,6 +7,7 @@ session. The adaptation settings are checked against their declarations (``wemoe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,8 +22,9 @@ from app.messages import tasks_table
 from app.session import AppConfig, Session, format_size, parse_size
 from wemoe.adapt import SETTINGS
 from wemoe.corruptions import CORRUPTIONS
-from wemoe.errors import TaskError
+from wemoe.errors import TaskError, WemoeError
 from wemoe.params import Param
+from wemoe.source_policy import SourcePolicy
 from wemoe.task_images import to_rgb
 from wemoe.tasks import Task, get_task, list_tasks, task_from_source
 
@@ -156,15 +158,36 @@ def _lines(text: str | None) -> Iterator[tuple[int, str]]:
             yield number_, line
 
 
-def custom_spec(base_model: str, base_pretrained: str, experts_text: str, expert_files: Sequence[str] | None) -> dict:
-    """A zoo spec mapping from the custom-zoo fields.
+@contextlib.contextmanager
+def naming_uploads(files: Sequence[str] | None) -> Iterator[None]:
+    """Messages raised inside name uploaded files by their names, not by the server folder they were stored in."""
+    try:
+        yield
+    except (gr.Error, WemoeError) as error:
+        text = error.message if isinstance(error, gr.Error) else str(error)
+        scrubbed = text
+        for file in files or []:
+            scrubbed = scrubbed.replace(str(file), Path(file).name).replace(str(Path(file).parent), "(upload)")
+        if scrubbed == text:
+            raise
+        if isinstance(error, gr.Error):
+            raise refuse(scrubbed, title=error.title) from None
+        raise type(error)(scrubbed) from None
+
+
+def custom_spec(base_model: str, base_pretrained: str, experts_text: str, expert_files: Sequence[str] | None,
+                policy: SourcePolicy | None = None) -> dict:
+    """A zoo spec mapping from the custom-zoo fields, every source checked by ``policy`` (served: no server paths).
 
     ``experts_text`` has one ``task: source`` line per expert (source: hub id, local file or folder, or the name of
     an uploaded file); uploaded files not named in it become experts of the task named by the file's stem.
     """
+    policy = policy or SourcePolicy()
     base_model = (base_model or "").strip()
     if not base_model:
         raise gr.Error("Custom zoo: give the base model's open_clip name, e.g. ViT-B-32.")
+    with friendly("Custom zoo"):
+        base_model, base_pretrained = policy.base_model(base_model), policy.base_weights(base_pretrained or "")
     uploads = {Path(f).name: str(f) for f in (expert_files or [])}
     experts: dict[str, str] = {}
     for number_, line in _lines(experts_text):
@@ -173,22 +196,27 @@ def custom_spec(base_model: str, base_pretrained: str, experts_text: str, expert
             raise gr.Error(f"Custom zoo, experts line {number_} ({line!r}) must look like 'task: source', "
                            "e.g. 'mnist: tanganke/clip-vit-base-patch32_mnist'.")
         source = source.strip()
-        experts[task.strip()] = uploads.pop(source, source)
+        with friendly("Custom zoo"):
+            experts[task.strip()] = policy.source(source, f"Expert {task.strip()!r}", uploads)
+        uploads.pop(source, None)
     for name, path in uploads.items():
         experts.setdefault(Path(name).stem, path)
     if not experts:
         raise gr.Error("Custom zoo: name at least one expert ('task: hub id or file' lines) or upload checkpoint files.")
-    return {"name": "custom", "model": base_model, "pretrained": (base_pretrained or "").strip() or None, "experts": experts}
+    return {"name": "custom", "model": base_model, "pretrained": base_pretrained or None, "experts": experts}
 
 
-def read_tasks(tasks_text: str, task_files: Sequence[str] | None = None) -> tuple[dict[str, Task], str]:
+def read_tasks(tasks_text: str, task_files: Sequence[str] | None = None,
+               policy: SourcePolicy | None = None) -> tuple[dict[str, Task], str]:
     """The custom zoo's own tasks, and a Markdown table of what was read (classes, test images, where from).
 
     ``tasks_text`` has one ``task: source`` line per task (``wemoe.tasks.task_from_source``): an image folder
     (``class/xxx.png``), a ``.zip`` of one or a ``.parquet`` file (local, or the name of an uploaded file), or
     ``hf:owner/dataset`` with ``split=``, ``image=``, ``label=`` options. Uploaded files not named in it become
-    the task named by the file's stem. Class names are read from the data.
+    the task named by the file's stem. Class names are read from the data. Each source is checked by ``policy``
+    (served: uploads and ``hf:`` ids only, or paths under the operator's allowed folders) before anything is read.
     """
+    policy = policy or SourcePolicy()
     uploads = {Path(f).name: str(f) for f in (task_files or [])}
     lines: dict[str, str] = {}
     for number_, line in _lines(tasks_text):
@@ -204,7 +232,9 @@ def read_tasks(tasks_text: str, task_files: Sequence[str] | None = None) -> tupl
         if file_name not in named:
             lines.setdefault(Path(file_name).stem, file_name)
     with friendly("Reading the custom tasks"):
-        tasks = {name: task_from_source(source, name, uploads=uploads) for name, source in lines.items()}
+        checked = {name: policy.task_source(source, f"Task {name!r}", uploads) for name, source in lines.items()}
+    with friendly("Reading the custom tasks"), naming_uploads(task_files):
+        tasks = {name: task_from_source(source, name) for name, source in checked.items()}
         shown = tasks_table(tasks.values())
     return tasks, shown
 
@@ -213,14 +243,14 @@ def custom_loader(config: AppConfig, base_model: str, base_pretrained: str, expe
                   expert_files: Sequence[str] | None, tasks_text: str, task_files: Sequence[str] | None) -> Callable:
     """The custom zoo's loader (``report -> (zoo, tasks)``), every field checked first: the expert lines and uploads
     (size limit), the tasks (each needs an expert); an expert without a task is refused once the zoo is read."""
-    spec = custom_spec(base_model, base_pretrained, experts_text, expert_files)
+    spec = custom_spec(base_model, base_pretrained, experts_text, expert_files, config.sources)
     limit = parse_size(config.max_checkpoint_size)
     for file in map(Path, expert_files or []):
         if limit is not None and file.is_file() and file.stat().st_size > limit:
             raise gr.Error(f"Custom zoo: {file.name!r} is {format_size(file.stat().st_size)}, more than the "
                            f"{format_size(limit)} this app accepts for a checkpoint upload. Give a hub id or a local "
                            "path instead (or raise --max-checkpoint-size).")
-    custom, _ = read_tasks(tasks_text, task_files)
+    custom, _ = read_tasks(tasks_text, task_files, config.sources)
     registered = set(list_tasks())
     orphans = [t for t in custom if t not in spec["experts"]]
     if orphans:
@@ -229,7 +259,8 @@ def custom_loader(config: AppConfig, base_model: str, base_pretrained: str, expe
     def loader(report: Callable[[float, str], None]) -> tuple[Any, list[Task]]:
         from wemoe.loading import load_zoo as library_load_zoo  # here: building the page reads no checkpoint code
 
-        zoo = library_load_zoo(spec, progress=report)  # first: a checkpoint that does not fit says so first
+        with naming_uploads(expert_files):
+            zoo = library_load_zoo(spec, progress=report)  # first: a checkpoint that does not fit says so first
         untasked = [e for e in zoo.task_names if e not in custom and e not in registered]
         if untasked:
             raise TaskError(f"expert(s) {untasked} have no task. Give each a line 'name: image folder, .zip or "

@@ -172,10 +172,11 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
 
         @quiet
         def read_tasks_event(tasks="", task_files=None):
-            return inputs.read_tasks("" if tasks is None else str(tasks), uploaded(task_files))[1]
+            return inputs.read_tasks("" if tasks is None else str(tasks), uploaded(task_files), config.sources)[1]
 
+        # reading tasks unpacks archives: the models queue, so that it never holds the light slots of classifications
         read_tasks_button.click(read_tasks_event, [tasks_text, task_files], [tasks_info], api_name="read_tasks",
-                                preprocess=False, **LIGHT)
+                                preprocess=False, **MODELS)
 
         @quiet
         def merge_event(state, chosen, images_per_task, *values, progress=gr.Progress()):

@@ -22,6 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from app.shared import Shared
+from wemoe.source_policy import SourcePolicy
 
 ProgressFn = Callable[[float, str], None]
 # A zoo loader returns the zoo and, for zoos whose tasks are not in the task registry, their tasks.
@@ -127,6 +128,10 @@ class AppConfig:
     # WEMOE_MAX_CHECKPOINT_SIZE; app.py: --max-image-size, --max-checkpoint-size. "none" = no limit.
     max_image_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_IMAGE_SIZE", DEFAULT_IMAGE_SIZE))
     max_checkpoint_size: str = field(default_factory=lambda: default_checkpoint_size())
+
+    # Where the app serves others (a Space, or listening beyond localhost) a visitor's sources are uploads and hub ids,
+    # paths only under $WEMOE_ALLOWED_PATHS (wemoe.source_policy); app.py sets it from where it listens.
+    sources: SourcePolicy = field(default_factory=lambda: SourcePolicy.for_app(served=bool(os.environ.get("SPACE_ID"))))
 
     # What every session shares (loaded zoos, the result cache, the memory budget): one object for the whole app.
     shared: Shared = field(default_factory=Shared)

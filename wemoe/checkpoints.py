@@ -23,6 +23,11 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 """A Hugging Face hub id: ``owner/name``."""
 
 
+class HubId(str):
+    """A source that is a hub id and nothing else: loaders download it and never read it as a local path (a served
+    app's visitor names no server path, ``wemoe.source_policy``)."""
+
+
 def looks_like_path(text: str) -> bool:
     """Whether ``text`` reads as a file path (not a hub id, a model name or a pretrained tag)."""
     return text.startswith(("/", ".", "~")) or text.endswith(WEIGHT_SUFFIXES) or text.count("/") > 1 or "\\" in text

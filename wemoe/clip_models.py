@@ -21,6 +21,7 @@ from torch import nn
 from wemoe.checkpoints import (
     HF_WEIGHT_FILES,
     HUB_ID,
+    HubId,
     download_hf,
     looks_like_path,
     offline_hint,
@@ -198,6 +199,10 @@ def _hf_base_folder(model: str, pretrained: str | None) -> Path | None:
             folder = path
     elif not model.startswith("hf-hub:") and (Path(model).expanduser() / "config.json").is_file():
         folder = Path(model).expanduser()
+    elif isinstance(pretrained, HubId):  # a visitor's hub id: never a local path
+        if model in open_clip.list_models() and open_clip.get_pretrained_cfg(model, pretrained):
+            return None
+        folder = download_hf(pretrained)
     elif pretrained:
         path = Path(pretrained).expanduser()
         if path.is_dir():

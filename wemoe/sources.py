@@ -34,6 +34,7 @@ from torch import nn
 from wemoe.checkpoints import (
     HF_WEIGHT_FILES,
     HUB_ID,
+    HubId,
     download_hf,
     looks_like_path,
     read_hf_config,
@@ -123,7 +124,9 @@ def load_expert(task: str, source: str | Path | Mapping[str, torch.Tensor], clip
         return to_image_tower(task, source, {}, clip)
     text = str(source)
     path = Path(text).expanduser()
-    if path.is_dir():
+    if isinstance(source, HubId):  # a visitor's hub id: never a local path
+        state, config = read_hf_folder(download_hf(text))
+    elif path.is_dir():
         state, config = read_hf_folder(path)
     elif path.is_file():  # a save_pretrained folder's weights file given alone: its config.json still applies
         state, config = read_weights(path), read_hf_config(path.parent) if path.name in HF_WEIGHT_FILES else {}
