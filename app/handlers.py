@@ -19,11 +19,11 @@ from PIL import Image
 
 from app import figures, messages, views
 from app.errors import friendly, refuse
-from app.inputs import (AUTO_TASK, adapt_setting, adapt_value, adapt_values, adaptive_target, chosen_task,
+from app.inputs import (adapt_setting, adapt_value, adapt_values, adaptive_target, chosen_task,
                         corruption_choice, custom_loader, flag, method_names, test_images_per_task)
 from app.jobs import (StepsOutcome, StepTally, adapt_options, busy, device_name, evaluation_scores, guard_memory,
                       light_call, load_workbench, locked_steps, make_merges, measure_step, no_progress, one_long_job,
-                      routing_maps, write_results)
+                      routing_maps, step_estimate, step_key, write_results)
 from app.session import CUSTOM, AppConfig, Session
 from wemoe.corruptions import corrupt_as_seen
 
@@ -37,6 +37,15 @@ def _bench(session: Session):
         gr.Warning(session.dropped_note)
         session.dropped_note = None
     return session.bench
+
+
+def _begin(session: Session, kind: str, target: str | None = None, fresh: bool = True) -> tuple[str, str | None]:
+    """Start the session's one model job (``Session.begin``), or refuse, naming what runs."""
+    job = session.begin(kind, target, fresh)
+    if job is None:
+        raise refuse(f"This session is {session.running() or 'busy'}: wait for it to finish (or press Cancel), then "
+                     "try again. Nothing was changed.", title="One job at a time")
+    return job
 
 
 # 1. Models -------------------------------------------------------------------------------------------------------
@@ -53,8 +62,12 @@ def load_zoo(session: Session, config: AppConfig, choice: str, samples: float | 
         loader = config.zoos[choice][1]
     else:
         raise gr.Error(f"Unknown zoo {choice!r}. Choose one of: {', '.join([*config.zoos, CUSTOM])}.")
-    with friendly(f"Loading the {choice} zoo"), busy(session):
-        bench, reused = load_workbench(config, choice, loader, samples_per_task, progress)
+    job = _begin(session, "load", choice)
+    try:
+        with friendly(f"Loading the {choice} zoo"), busy(session):
+            bench, reused = load_workbench(config, choice, loader, samples_per_task, progress)
+    finally:
+        session.finish(job)
     session.close()
     session.zoo_name, session.bench = choice, bench
     session.reset_results()
@@ -79,7 +92,7 @@ def estimate(session: Session, target: str | None, steps: Any, per_task: Any) ->
         steps, per_task = adapt_value("steps", steps), adapt_value("per_task", per_task)
     except gr.Error as error:
         return f"_{error.message}_"
-    return messages.estimate(target, steps, per_task, session.step_seconds.get((target, per_task)),
+    return messages.estimate(target, steps, per_task, step_estimate(session, target, per_task),
                              session.bench.merges[target].adapt_steps, device_name())
 
 
@@ -99,7 +112,7 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
     per_task = adapt_value("per_task", per_task)
     with friendly("Checking the merge parameters"):
         resolved = {m: get_method(m).resolve((params or {}).get(m)) for m in methods}
-    job = session.begin("merge")
+    job = _begin(session, "merge")
     try:
         with friendly("Merging"), busy(session):
             made, seconds = make_merges(session, methods, resolved, per_task, progress)
@@ -110,7 +123,6 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
                 bench.merges.update(made)
                 for method in made:
                     session.step_losses.pop(method, None)
-                session.step_seconds.update({(m, per_task): s for m, s in seconds.items()})
                 session.last_merged = list(made)
                 session.reset_results()
 
@@ -161,9 +173,9 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
         kept = losses.setdefault(target, [])
         kept.extend([loss] * (len(result.history) - len(kept)))
 
-    job = session.begin("adapt", target, fresh=not chained)
+    job = _begin(session, "adapt", target, fresh=not chained)
     try:
-        known = session.step_seconds.get((target, per_task))
+        known = step_estimate(session, target, per_task)
         if known is not None:  # say how long before starting (the step time was measured when merging)
             yield messages.adapt_starting(target, steps, known, device_name()), curve()
         chunk, options = adapt_options(lambda: known if known is not None else measure_step(session, target, per_task))
@@ -181,7 +193,7 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
                         last_yield = time.perf_counter()
                         yield messages.adapt_waiting(target, steps, record.progress), plot
                     continue
-                per_step = tally.add(record, session.step_seconds, (target, per_task))
+                per_step = tally.add(record, session.step_times, step_key(session, target, per_task))
                 progress(record.step / steps, desc=f"adapting {target}: step {record.step}/{steps}")
                 now = time.perf_counter()
                 if record.step in (1, steps) or now - last_yield >= update_every:
@@ -213,7 +225,9 @@ def cancelled(session: Session, target: str | None = None, wait: float = 120.0) 
     replaces nothing; an adaptation finishes (and keeps) the step running now, so this waits for it and names it."""
     job = session.request_stop()
     if job is not None and job[0] == "merge":
-        return "Cancelled the merge: the session's merges stay as they were (nothing is replaced)."
+        return "Cancelled the merge: it stops at its next step and the session's merges stay as they were."
+    if job is not None and job[0] == "load":
+        return f"The {job[1]} zoo is loading: a load cannot be stopped halfway. It ends by itself."
     bench = session.bench
     if job is not None and job[0] == "adapt":
         target = job[1]
@@ -222,6 +236,8 @@ def cancelled(session: Session, target: str | None = None, wait: float = 120.0) 
         session.lock.release()  # the running step has finished: the routers stay as after it
         if bench is not None and target in bench.merges:
             return f"Stopped. The {target} routers are kept as they were after step {bench.merges[target].adapt_steps}."
+    if session.long_running is not None and job is None:
+        return f"This session is {session.long_running}: Cancel stops merges and adaptations; this ends by itself."
     if bench is None or not isinstance(target, str) or target not in bench.merges:
         return "Nothing to cancel."
     return f"Nothing is running. The {target} routers are as they were after step {bench.merges[target].adapt_steps}."

@@ -7,10 +7,13 @@ worker (``app.layout`` decorates them) while the session is updated in the main 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,23 @@ from app.gpu import adapt_device, chunk_steps, zero_gpu, zero_gpu_runner
 from app.session import CUSTOM, AppConfig, Session
 from app.shared import MemoryBudgetExceeded, Shared
 from wemoe.errors import WemoeError
+from wemoe.stopping import Stopped
 
 log = logging.getLogger(__name__)
+
+
+def step_key(session: Session, name: str, per_task: int) -> tuple:
+    """What an adaptation step's time depends on: the merge (its inputs, or this workbench's own merge), the images
+    per task and the device (``Session.step_times`` keys)."""
+    bench = session.bench
+    return (bench.merge_key(name) or (id(bench), name), per_task, str(adapt_device()))
+
+
+def step_estimate(session: Session, name: str, per_task: int) -> float | None:
+    """Seconds per adaptation step of merge ``name`` from the latest steps run or timed on this machine, or None."""
+    if session.bench is None or name not in session.bench.merges:
+        return None
+    return session.step_times.estimate(step_key(session, name, per_task))
 
 
 def measure_step(session: Session, name: str, per_task: int) -> float:
@@ -33,8 +51,42 @@ def measure_step(session: Session, name: str, per_task: int) -> float:
 
     bench = session.bench
     seconds = time_step(bench.merges[name].model, bench.data(), bench.heads(), per_task=per_task, device=adapt_device())
-    session.step_seconds[(name, per_task)] = seconds
+    session.step_times.record(step_key(session, name, per_task), seconds)
     return seconds
+
+
+def run_beside(work: Callable[[], Any], abandon: Callable[[], None], every: float = 1.0) -> Generator[float, None, Any]:
+    """Run ``work()`` in a thread of its own and return its result (or raise its error), yielding the seconds so far
+    every ``every`` seconds meanwhile.
+
+    An event whose generator waits here stays able to notice that its caller went away: gradio closes the generator
+    of a cancelled event (the page's Cancel, a client's ``job.cancel()``, a closed tab) at its next yield, and closing
+    this one calls ``abandon()`` (say, the session's stop flag) while ``work`` still runs, so the work stops at its
+    next check instead of finishing unseen. The thread runs in a copy of the caller's context (gradio's toasts work).
+    """
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = context.run(work)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="merge-explorer-beside", daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(every)
+            if thread.is_alive():
+                yield time.perf_counter() - start
+    finally:
+        if thread.is_alive():  # closed while the work runs: the caller is gone
+            abandon()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def no_progress(fraction: float, desc: str = "", **_: Any) -> None:
@@ -210,7 +262,8 @@ def write_results(session: Session, table: Any) -> tuple[str, str]:
 def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str, Mapping[str, Any]], per_task: int,
                 progress: Callable[..., None]) -> tuple[dict[str, Any], dict[str, float]]:
     """``(made, seconds)``: each method's merge (from the cache when made before) and the seconds of one adaptation
-    step of each adaptive one, stopping at Cancel; the session's merges are not touched (the caller holds its lock)."""
+    step of each adaptive one (the recent figure of ``Session.step_times``, timed when there is none), stopping at
+    Cancel; the session's merges are not touched (the caller holds its lock)."""
     from wemoe.adapt import time_step  # when merging: building the page loads no model code
 
     bench = session.bench
@@ -220,15 +273,26 @@ def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str,
         if session.stop.is_set():
             break
         progress(i / len(methods), desc=f"merging {method}")
-        made[method] = bench.build(method, resolved[method])
+        try:
+            made[method] = bench.build(method, resolved[method], stop=session.stop.is_set)
+        except Stopped:  # Cancel: the method stopped between its steps, nothing of it is kept
+            break
     device = adapt_device()
     for method, result in made.items():
         if result.adaptive and not session.stop.is_set():
             progress(0.95, desc=f"timing one adaptation step of {method}")
-            seconds[method], _ = bench.cached(
-                None if result.key is None else ("step_seconds", result.key, per_task, str(device)),
-                lambda r=result: time_step(r.model, bench.data(), bench.heads(), per_task=per_task, device=device))
+            key = ((result.key if bench.cache is not None else None) or (id(bench), method), per_task, str(device))
+            recent = session.step_times.estimate(key)
+            if recent is None:
+                recent = time_step(result.model, bench.data(), bench.heads(), per_task=per_task, device=device)
+                session.step_times.record(key, recent)
+            seconds[method] = recent
     return made, seconds
+
+
+def step_clock() -> float:
+    """The clock that tells a computed step from a replayed one (:meth:`StepTally.add`)."""
+    return time.perf_counter()
 
 
 @dataclass
@@ -239,17 +303,28 @@ class StepTally:
     elapsed: float = 0.0
     start_loss: float | None = None
     first_elapsed: float = 0.0
+    previous_elapsed: float = 0.0
+    first_seen: float = 0.0
+    recorded: bool = False  # a step of this run is in the step times (its first replaced the older figure)
 
-    def add(self, record: Any, step_seconds: dict, key: tuple[str, int]) -> float:
-        """Count step ``record``; returns the seconds per step, refined in ``step_seconds[key]`` from the running
-        steps (the first one, which also pays one-off warm-up costs, left out)."""
+    def add(self, record: Any, step_times: Any, key: tuple, now: float | None = None) -> float:
+        """Count step ``record`` and record its seconds in ``step_times`` (``app.shared.StepTimes``) under ``key``
+        (not for a run replayed from the cache, whose steps arrive faster than they once took); returns the seconds
+        per step of this run (the first step, which also pays one-off warm-up costs, left out; before a second step,
+        the recent figure)."""
+        now = step_clock() if now is None else now
         self.ran, self.elapsed = self.ran + 1, record.elapsed
         self.start_loss = record.loss if self.start_loss is None else self.start_loss
-        if record.step == 1:
-            self.first_elapsed = record.elapsed
-        else:
-            step_seconds[key] = (record.elapsed - self.first_elapsed) / (record.step - 1)
-        return step_seconds.get(key, record.elapsed / record.step)
+        if record.step == 1 or self.ran == 1:
+            self.first_elapsed = self.previous_elapsed = record.elapsed
+            self.first_seen = now
+            recent = step_times.estimate(key)
+            return recent if recent is not None else record.elapsed / record.step
+        if now - self.first_seen >= 0.5 * (record.elapsed - self.first_elapsed):  # computed now, not replayed
+            step_times.record(key, record.elapsed - self.previous_elapsed, new_run=not self.recorded)
+            self.recorded = True
+        self.previous_elapsed = record.elapsed
+        return (record.elapsed - self.first_elapsed) / (self.ran - 1)
 
 
 def evaluation_scores(session: Session, names: Sequence[str]) -> Iterator[Any]:

@@ -99,8 +99,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
             estimate_note = gr.Markdown()
             with gr.Row():
-                merge_button = gr.Button("Merge (and adapt)", variant="primary", elem_id="merge")
-                adapt_button = gr.Button("Adapt more")
+                merge_button = gr.Button("Merge (and adapt)", variant="primary", elem_id="merge", interactive=False)
+                adapt_button = gr.Button("Adapt more", interactive=False)
                 cancel_button = gr.Button("Cancel", variant="stop")
             merge_status = gr.Markdown(elem_id="merge-status")
             loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."), label="Adaptation loss")
@@ -113,7 +113,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             with gr.Row():
                 oracle = gr.Checkbox(False, label="Also the WEMoE oracle (each task routed to its own expert)")
                 normalized = gr.Checkbox(False, label="Normalized: each task as % of its expert", elem_id="normalized")
-                evaluate_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
+                evaluate_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate", interactive=False)
             table = gr.Dataframe(pd.DataFrame({"model": []}), label=views.ACCURACY_LABEL, interactive=False,
                                  elem_id="accuracy")
             table_note = gr.Markdown()
@@ -127,7 +127,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             gr.Markdown(texts.ROUTING)
             with gr.Row():
                 map_method = gr.Radio([("UMAP", "umap"), ("PCA (fast)", "pca")], value="umap", label="Feature map")
-                routing_button = gr.Button("Show routing", variant="primary")
+                routing_button = gr.Button("Show routing", variant="primary", interactive=False)
             routing_note = gr.Markdown()
             task_heat = gr.Plot(label="Routing per task")
             with gr.Row():
@@ -140,7 +140,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             gr.Markdown(texts.EXPORT)
             with gr.Row():
                 export_name = gr.Dropdown(choices=[], label="Merge to export", allow_custom_value=True)
-                export_button = gr.Button("Export model")
+                export_button = gr.Button("Export model", interactive=False)
             model_file = gr.File(label="Model file", interactive=False)
 
         # Events ------------------------------------------------------------------------------------------------
@@ -161,12 +161,16 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             return (info, gr.Dropdown(choices=views.task_choices(state), value=inputs.AUTO_TASK), examples,
                     gr.Dropdown(choices=[name for _, name in examples], value=None),
                     gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None),
-                    figures.empty_figure("The loss curve appears while the routers adapt."), "")
+                    figures.empty_figure("The loss curve appears while the routers adapt."), "",
+                    # every status line answers this load, so none keeps the red mark of an earlier failure
+                    "", "", "", *[gr.Button(interactive=True)] * len(needs_zoo))
 
+        # buttons that need a loaded zoo: disabled until the first load succeeds (the handlers refuse without one too)
+        needs_zoo = [merge_button, adapt_button, evaluate_button, routing_button, export_button]
         load_button.click(load_event, [session, zoo_choice, samples, base_model, base_tag, experts_text, expert_files,
                                        tasks_text, task_files],
                           [zoo_info, try_panel.task_choice, try_panel.gallery, try_panel.example_name, target, export_name,
-                           loss_plot, merge_status],
+                           loss_plot, merge_status, table_note, routing_note, estimate_note, *needs_zoo],
                           api_name="load_zoo", preprocess=False, show_progress_on=[zoo_info],
                           **(MODELS | {"show_progress": "full"}))
 
@@ -185,16 +189,25 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 params.setdefault(method, {})[param.name] = value
             names = ", ".join([chosen] if isinstance(chosen, str) else chosen or []) or "nothing chosen"
             yield f"Merging ({names})...", gr.skip(), gr.skip(), gr.skip()
+            # the merge runs beside this generator: a client-side cancel closes it, which stops the merge (jobs.run_beside)
+            work = jobs.run_beside(lambda: handlers.merge(state, chosen, params, images_per_task, config.default_steps),
+                                   state.request_stop)
             try:
-                message = handlers.merge(state, chosen, params, images_per_task, config.default_steps)
+                while True:
+                    seconds = next(work)
+                    yield f"Merging ({names})... {seconds:.0f} s", gr.skip(), gr.skip(), gr.skip()
+            except StopIteration as done:
+                message = done.value
             except gr.Error as error:  # the status line says it too, instead of "Merging..."
                 yield f"**{error.message}**", gr.skip(), gr.skip(), gr.skip()
                 raise
+            finally:
+                work.close()
             adaptive = views.adaptive_merges(state)
             default = "wemoe" if "wemoe" in adaptive else (adaptive[0] if adaptive else None)
             merges = list(state.bench.merges)
             yield (message, gr.Dropdown(choices=adaptive, value=default),
-                   gr.Dropdown(choices=merges, value=default or merges[-1]),
+                   gr.Dropdown(choices=merges, value=default or (merges[-1] if merges else None)),
                    handlers.estimate(state, default, config.default_steps, images_per_task))
 
         with_signature(merge_event, [f"{m}__{p.name}" for m, p in specs], ["state", "methods", "images_per_task"])

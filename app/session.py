@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from app.shared import Shared
+from app.shared import Shared, StepTimes
 from wemoe.source_policy import SourcePolicy
 
 ProgressFn = Callable[[float, str], None]
@@ -161,7 +161,7 @@ class Session:
         self.prediction_columns: list[str] = []  # the compact view's columns: the merged model, its expert
         self.show_all_predictions = False  # the 'every model' checkbox
         self.last_merged: list[str] = []  # methods of the last merge (what "merge and adapt" adapts)
-        self.step_seconds: dict[tuple[str, int], float] = {}  # (merge, per_task) -> measured seconds per step
+        self._own_step_times: StepTimes | None = None  # before a zoo is shared (app.shared.StepTimes)
         self.lock = threading.Lock()  # one heavy job per session at a time
         self.stop = threading.Event()  # set by Cancel; the running merge or adaptation checks it between steps
         self.job: tuple[str, str | None] | None = None  # what runs now: ("merge", None) or ("adapt", merge name)
@@ -186,6 +186,16 @@ class Session:
         """The long job is over."""
         with self._job_guard:
             self.long_running = None
+
+    @property
+    def step_times(self) -> StepTimes:
+        """Recent seconds per adaptation step: the app's (shared by every session on this machine) once a zoo is
+        loaded, else this session's own."""
+        if self.shared is not None:
+            return self.shared.step_times
+        if self._own_step_times is None:
+            self._own_step_times = StepTimes()
+        return self._own_step_times
 
     def touch(self) -> None:
         """The user did something: the session is not idle."""
@@ -220,15 +230,30 @@ class Session:
         """Forget results that depend on the merges (called when merges change)."""
         self.table = None
 
-    def begin(self, kind: str, target: str | None = None, fresh: bool = True) -> tuple[str, str | None]:
-        """Mark a job (``merge`` or ``adapt``) as running; ``fresh`` forgets an earlier Cancel (a job chained to the
-        previous one keeps it, so Cancel during a merge also stops the adaptation after it). Returns the job's token."""
+    def begin(self, kind: str, target: str | None = None, fresh: bool = True) -> tuple[str, str | None] | None:
+        """Mark a job (``load``, ``merge`` or ``adapt``) as running and return its token, or None (nothing changed)
+        when the session already runs one: one model job per session, so a Merge pressed while the session adapts
+        or loads is refused instead of racing it. A load also waits for no long job (it replaces the models they
+        read). ``fresh`` forgets an earlier Cancel (a job chained to the previous one keeps it, so Cancel during a
+        merge also stops the adaptation after it)."""
         job = (kind, target)
         with self._job_guard:
+            adapting_elsewhere = self.long_running == "adapting" and kind != "adapt"
+            if self.job is not None or adapting_elsewhere or (kind == "load" and self.long_running is not None):
+                return None
             if fresh:
                 self.stop.clear()
             self.job = job
         return job
+
+    def running(self) -> str | None:
+        """What the session runs now, in words ("adapting wemoe", "loading the pocket zoo"), or None."""
+        with self._job_guard:
+            if self.job is not None:
+                kind, target = self.job
+                return {"merge": "merging", "adapt": f"adapting {target}",
+                        "load": f"loading the {target} zoo"}.get(kind, kind)
+            return self.long_running
 
     def finish(self, job: tuple[str, str | None]) -> None:
         """The job ``job`` (the token from :meth:`begin`) is over."""

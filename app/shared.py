@@ -9,8 +9,10 @@ message, while the process is above its memory budget; idle sessions' merges are
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import statistics
 import sys
 import threading
 import time
@@ -70,6 +72,34 @@ class LightFirst:
         return time.monotonic() - start
 
 
+class StepTimes:
+    """Seconds per adaptation step on this machine now, per (merge, images per task, device): the median of the
+    latest run's steps (or of the latest single timing), whichever session ran it, so an estimate follows the
+    machine's load of the last run, never the one the first student met at start-up. Entries older than ``max_age``
+    seconds are forgotten."""
+
+    def __init__(self, window: int = 10, max_age: float = 900.0) -> None:
+        self.window, self.max_age = window, max_age
+        self._steps: dict[Any, collections.deque] = {}
+        self._lock = threading.Lock()
+
+    def record(self, key: Any, seconds: float, new_run: bool = True) -> None:
+        """One step of ``key`` took ``seconds`` (just now); ``new_run``: it replaces what was known (a timing, or a
+        run's first step), else it joins the steps of the same run."""
+        with self._lock:
+            steps = self._steps.setdefault(key, collections.deque(maxlen=self.window))
+            if new_run:
+                steps.clear()
+            steps.append((time.monotonic(), seconds))
+
+    def estimate(self, key: Any) -> float | None:
+        """The median of the recent steps of ``key``, or None when none is recent."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [s for t, s in self._steps.get(key, ()) if now - t <= self.max_age]
+        return statistics.median(recent) if recent else None
+
+
 def switch_interval() -> float:
     """The GIL switch interval while a classification computes ($MERGE_EXPLORER_SWITCH_INTERVAL, default 0.0002 s)."""
     value = float(os.environ.get("MERGE_EXPLORER_SWITCH_INTERVAL", "0.0002"))
@@ -121,6 +151,7 @@ class Shared:
         self.results = ResultCache(max_entries=results)
         self.light_first = LightFirst()
         self.classify_turn = ClassifyTurn()
+        self.step_times = StepTimes()  # seconds per adaptation step now, for estimates (app.jobs.step_key)
         # adaptation steps computed at once (app.jobs.locked_steps): one per CPU, whoever's run they are
         self.compute_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
         self._sessions: weakref.WeakSet = weakref.WeakSet()

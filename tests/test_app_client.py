@@ -8,7 +8,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app import build_demo
-from app.handlers import AUTO_TASK
+from app.inputs import AUTO_TASK
 from app.session import AppConfig
 from tests.app_support import tiny_config, write_examples
 

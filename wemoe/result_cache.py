@@ -19,6 +19,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wemoe.stopping import check_stop
+
 log = logging.getLogger(__name__)
 
 
@@ -107,6 +109,7 @@ class ResultCache:
                 return value, True
             if action == "wait":
                 value.done.wait(wait_seconds)
+                check_stop()  # a cancelled caller stops waiting for another's computation
                 continue
             try:
                 result = compute()

@@ -46,6 +46,7 @@ from wemoe.predictions import ImageClassification, classify_batch
 from wemoe.result_cache import ResultCache
 from wemoe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
 from wemoe.splits import TEST
+from wemoe.stopping import check_stop, stopping
 from wemoe.task_images import TaskImages, encode_images
 from wemoe.tasks import Task
 from wemoe.zoo import Zoo
@@ -192,13 +193,20 @@ class Workbench:
         self.merges[name or method] = result
         return result
 
-    def build(self, method: str, params: Mapping[str, Any] | None = None) -> MergeResult:
-        """A merge with a registered method (from the cache when made before), not yet kept in :attr:`merges`."""
+    def build(self, method: str, params: Mapping[str, Any] | None = None,
+              stop: Callable[[], bool] | None = None) -> MergeResult:
+        """A merge with a registered method (from the cache when made before), not yet kept in :attr:`merges`.
+
+        ``stop``: checked between the steps of methods with loops (``wemoe.stopping``); once true the merge raises
+        ``wemoe.stopping.Stopped`` and nothing is made or cached.
+        """
         merger = get_method(method)
         resolved = merger.resolve(params)
         key = ("merge", method, _frozen(resolved))
         start = time.perf_counter()
-        model, hit = self._cached(key, lambda: merger.merge(self.zoo, **resolved))
+        with stopping(stop):
+            check_stop()
+            model, hit = self._cached(key, lambda: merger.merge(self.zoo, **resolved))
         if self.cache is not None and trainable_parameters(model):
             model = own_copy(model)  # the cache's model stays as it was made: these routers are this workbench's own
         return MergeResult(method, resolved, model, merge_seconds=time.perf_counter() - start,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from wemoe.stopping import check_stop
 from wemoe.task_vector import TaskVector
 
 MatrixRule = Callable[[torch.Tensor], torch.Tensor]
@@ -23,6 +24,7 @@ def merge_matrices(vectors: list[TaskVector], rule: MatrixRule) -> TaskVector:
     """The merged task vector: ``rule`` on every 2-D tensor (stacked over tasks), the mean on the others."""
     merged = {}
     for key in vectors[0].keys():
+        check_stop()  # a cancelled merge stops between matrices
         stacked = torch.stack([v[key] for v in vectors])
         if stacked.ndim == 3 and bool(stacked.any()):
             merged[key] = rule(stacked)

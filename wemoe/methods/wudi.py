@@ -23,6 +23,7 @@ from torch import nn
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.matrix_merge import merge_matrices
 from wemoe.methods.registry import register
+from wemoe.stopping import check_stop
 from wemoe.task_vector import task_vectors
 from wemoe.zoo import Zoo
 
@@ -54,6 +55,7 @@ def wudi_matrix(deltas: torch.Tensor, steps: int = 300, lr: float = 1e-5) -> tup
                 break
             merged.grad = 2.0 * (va - b)
         optimizer.step()
+        check_stop()  # a cancelled merge stops between steps (5000 steps per matrix can take minutes)
     return merged.detach(), losses
 
 
