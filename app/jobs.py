@@ -32,10 +32,16 @@ log = logging.getLogger(__name__)
 
 
 def step_key(session: Session, name: str, per_task: int) -> tuple:
-    """What an adaptation step's time depends on: the merge (its inputs, or this workbench's own merge), the images
-    per task and the device (``Session.step_times`` keys)."""
-    bench = session.bench
-    return (bench.merge_key(name) or (id(bench), name), per_task, str(adapt_device()))
+    """What an adaptation step's time depends on (``Session.step_times`` keys): the merge's zoo, method and
+    parameters (not how far it adapted), the images per task and the device."""
+    return merge_step_key(session.bench, session.bench.merges[name], per_task)
+
+
+def merge_step_key(bench: Any, result: Any, per_task: int) -> tuple:
+    """:func:`step_key` of merge ``result`` of workbench ``bench`` (a shared zoo by its name, a session's own by
+    identity)."""
+    zoo = bench.cache_key if bench.cache_key is not None else id(bench)
+    return (zoo, result.method, repr(sorted(result.params.items())), per_task, str(adapt_device()))
 
 
 def step_estimate(session: Session, name: str, per_task: int) -> float | None:
@@ -281,7 +287,7 @@ def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str,
     for method, result in made.items():
         if result.adaptive and not session.stop.is_set():
             progress(0.95, desc=f"timing one adaptation step of {method}")
-            key = ((result.key if bench.cache is not None else None) or (id(bench), method), per_task, str(device))
+            key = merge_step_key(bench, result, per_task)
             recent = session.step_times.estimate(key)
             if recent is None:
                 recent = time_step(result.model, bench.data(), bench.heads(), per_task=per_task, device=device)

@@ -51,7 +51,7 @@ def _same(a, b):
 def test_load_describes_the_zoo(session):
     summary = messages.zoo_summary(session.bench)
     assert "Experts: 3 (task0, task1, task2)" in summary and "| task1 | 3 | 12 |" in summary
-    assert views.task_choices(session) == [handlers.AUTO_TASK, "task0", "task1", "task2"]
+    assert views.task_choices(session) == [inputs.AUTO_TASK, "task0", "task1", "task2"]
 
 
 def test_bad_zoo_choices_leave_the_session_as_it_was(session, config):
@@ -356,7 +356,7 @@ def test_examples_cannot_escape_their_folder(config):
 
 def test_predictions_before_and_after_wemoe(session, config):
     image = inputs.read_example("task1/example0.png", config)
-    shown, table, guess, heatmap = handlers.predict(session, image, handlers.AUTO_TASK, config)
+    shown, table, guess, heatmap = handlers.predict(session, image, inputs.AUTO_TASK, config)
     assert shown.size == (192, 192)
     assert list(table.columns) == ["pretrained"]  # nothing merged, no task: the pretrained model alone
     assert "merge with WEMoE" in guess and "all tasks together" in guess
@@ -389,7 +389,7 @@ def test_predictions_are_compact_with_every_model_on_demand(merged, config):
 
 def test_unadapted_or_nan_routing_makes_no_guess(merged, config):
     image = inputs.read_example("task1/example0.png", config)
-    _, table, guess, _ = handlers.predict(merged, image, handlers.AUTO_TASK, config)  # routers: 0.3 everywhere
+    _, table, guess, _ = handlers.predict(merged, image, inputs.AUTO_TASK, config)  # routers: 0.3 everywhere
     assert guess.startswith("**No guess yet: adapt first.**") and "same weight" in guess
     assert "guess: task" not in guess and "head of" not in guess and "all tasks together" in guess
     # the neutral choice: every task's classes together, none favoured
@@ -399,7 +399,7 @@ def test_unadapted_or_nan_routing_makes_no_guess(merged, config):
         layer.router.net[-1].bias.data.fill_(float("nan"))
     merged.bench.merges["wemoe"].key = None  # routers changed by hand: no longer the merge the cache knows
     merged.reset_results()
-    _, _, guess, _ = handlers.predict(merged, image, handlers.AUTO_TASK, config)
+    _, _, guess, _ = handlers.predict(merged, image, inputs.AUTO_TASK, config)
     assert guess.startswith("**No guess yet: merge again") and "not numbers" in guess and "all tasks together" in guess
 
 
@@ -411,7 +411,7 @@ def test_adapted_routers_guess_one_task_in_one_plain_statement(merged, config):
     merged.bench.merges["wemoe"].key = None  # routers changed by hand: no longer the merge the cache knows
     merged.reset_results()
     for name in ("task0/example0.png", "task1/example0.png", "task2/example1.png"):
-        _, table, guess, _ = handlers.predict(merged, inputs.read_example(name, config), handlers.AUTO_TASK, config)
+        _, table, guess, _ = handlers.predict(merged, inputs.read_example(name, config), inputs.AUTO_TASK, config)
         chosen = guess.split("routers' guess: ")[1].split("**")[0]
         assert chosen in {"task0", "task1", "task2"} and f"head of **{chosen}** (the routers' guess)" in guess
         assert list(table.columns) == ["wemoe", f"expert {chosen}"]
