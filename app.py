@@ -22,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import wemoe  # noqa: F401  (the torchvision shim, before anything imports open_clip)
 from app import AppConfig, build_demo  # the package app/, not this file
+from app.files import own_gradio_folder
 from app.warm import start_warming
 
 
@@ -67,12 +68,13 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     config = make_config(args, host)
+    own_gradio_folder()  # before the Blocks: files served come from this process's own folder
     demo = build_demo(config)
     config.shared.start_sweeper(idle_seconds=60 * config.idle_minutes)
     if not args.no_warm and os.environ.get("MERGE_EXPLORER_WARM", "1") != "0":
         start_warming(config)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=args.port, max_file_size=config.max_file_size, show_error=False)
+    demo.launch(server_name=host, server_port=args.port, **config.launch_options())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from PIL import Image
 
 from app import figures, messages, views
 from app.errors import friendly, refuse
+from app.files import atomic_path
 from app.inputs import (adapt_setting, adapt_value, adapt_values, adaptive_target, chosen_task,
                         corruption_choice, custom_loader, flag, method_names, test_images_per_task)
 from app.jobs import (StepsOutcome, StepTally, adapt_options, busy, device_name, evaluation_scores, guard_memory,
@@ -359,6 +360,6 @@ def export(session: Session, name: str | None) -> str:
         known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
         raise gr.Error(f"Choose a merge to export. Merges: {known}.")
     path = session.workdir / f"{session.zoo_name}-{name}.safetensors"
-    with friendly(f"Exporting {name}"), busy(session):
-        save_model(bench.zoo.clip, bench.merges[name].model, path)
+    with friendly(f"Exporting {name}"), busy(session), atomic_path(path) as written:
+        save_model(bench.zoo.clip, bench.merges[name].model, written)
     return str(path)

@@ -15,13 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from app import figures, messages
 from app.errors import refuse
+from app.files import atomic_path
 from app.gpu import adapt_device, chunk_steps, zero_gpu, zero_gpu_runner
 from app.session import CUSTOM, AppConfig, Session
 from app.shared import MemoryBudgetExceeded, Shared
@@ -259,9 +259,11 @@ def write_results(session: Session, table: Any) -> tuple[str, str]:
 
     bench = session.bench
     stem = session.workdir / f"results-{session.zoo_name}"
-    table.round(2).to_csv(f"{stem}.csv")
+    with atomic_path(f"{stem}.csv") as csv:
+        table.round(2).to_csv(csv)
     report = build_report(session.zoo_name or bench.zoo.name, bench.task_names, table, bench.merges)
-    Path(f"{stem}.json").write_text(json.dumps(report, indent=2))
+    with atomic_path(f"{stem}.json") as written:
+        written.write_text(json.dumps(report, indent=2))
     return f"{stem}.csv", f"{stem}.json"
 
 

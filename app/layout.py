@@ -45,7 +45,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
     methods = [get_method(m) for m in list_methods()]
     specs = [(m.name, p) for m in methods for p in m.params]
 
-    with gr.Blocks(title="Merge explorer") as demo:
+    # gradio's cache of uploads and served files: every 10 minutes, files older than an hour go (a class fills no disk)
+    with gr.Blocks(title="Merge explorer", delete_cache=(600, 3600)) as demo:
         session = gr.State(Session(), delete_callback=close_session)  # deep-copied per session: a fresh Session
         gr.Markdown(texts.TITLE)
         gr.Markdown(texts.INTRO)

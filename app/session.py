@@ -69,6 +69,7 @@ DEFAULT_IMAGE_SIZE = "20mb"
 # A ViT-B/32 expert is about 350 MB, a ViT-L/14 one 1.2 GB, a whole ViT-L/14 CLIP 1.7 GB: large locally; on a Space
 # (SPACE_ID set) uploads fill its disk and memory, so less: bigger checkpoints can come as hub ids instead.
 DEFAULT_CHECKPOINT_SIZE = "8gb"
+DEFAULT_ARCHIVE_SIZE = "256mb"
 SPACE_CHECKPOINT_SIZE = "1gb"
 _UNITS = {"": 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40}
 
@@ -128,6 +129,8 @@ class AppConfig:
     # WEMOE_MAX_CHECKPOINT_SIZE; app.py: --max-image-size, --max-checkpoint-size. "none" = no limit.
     max_image_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_IMAGE_SIZE", DEFAULT_IMAGE_SIZE))
     max_checkpoint_size: str = field(default_factory=lambda: default_checkpoint_size())
+    # task archives (.zip, .parquet): the library's own bound on what a task may unpack to (wemoe.tasks.TASK_MAX_BYTES)
+    max_archive_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_ARCHIVE_SIZE", DEFAULT_ARCHIVE_SIZE))
 
     # Where the app serves others (a Space, or listening beyond localhost) a visitor's sources are uploads and hub ids,
     # paths only under $WEMOE_ALLOWED_PATHS (wemoe.source_policy); app.py sets it from where it listens.
@@ -141,12 +144,28 @@ class AppConfig:
     def __post_init__(self) -> None:
         parse_size(self.max_image_size, "max_image_size")  # a typo in a flag or variable fails at start, not upload
         parse_size(self.max_checkpoint_size, "max_checkpoint_size")
+        parse_size(self.max_archive_size, "max_archive_size")
 
     @property
     def max_file_size(self) -> int | None:
-        """Gradio's launch limit in bytes (None: no limit): the larger of the image and checkpoint limits."""
-        limits = [parse_size(self.max_image_size), parse_size(self.max_checkpoint_size)]
+        """Gradio's launch limit in bytes (None: no limit): the largest of the limits by kind."""
+        limits = list(self.upload_limits().values())
         return None if None in limits else max(limits)
+
+    def upload_limits(self) -> dict[str, int | None]:
+        """Bytes an upload may have by kind (``app.upload_limits.upload_kind``; None: no limit)."""
+        return {"image": parse_size(self.max_image_size), "checkpoint": parse_size(self.max_checkpoint_size),
+                "archive": parse_size(self.max_archive_size)}
+
+    def launch_options(self) -> dict[str, Any]:
+        """``Blocks.launch`` keywords every launch of this app uses: gradio's upload limit and the limits by kind
+        enforced at the upload itself (``app.upload_limits.UploadLimits``)."""
+        from starlette.middleware import Middleware
+
+        from app.upload_limits import UploadLimits
+
+        return {"max_file_size": self.max_file_size, "show_error": False,
+                "app_kwargs": {"middleware": [Middleware(UploadLimits, limits=self.upload_limits())]}}
 
 
 class Session:
