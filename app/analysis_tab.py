@@ -3,11 +3,14 @@
 Routing per patch, interference of the task vectors, expert x task cross-accuracy, the lambda sweep, robustness
 under corruptions, and cost next to accuracy. Each is a named endpoint (``api_name`` = the view's name) that reads
 the session's workbench under its lock; the numbers come from the library (``wemoe.patch_routing``,
-``wemoe.interference``, ``wemoe.cross_accuracy``, ``wemoe.sweep``, ``wemoe.robustness``, ``wemoe.cost``).
+``wemoe.interference``, ``wemoe.cross_accuracy``, ``wemoe.sweep``, ``wemoe.robustness``, ``wemoe.cost``). The events
+skip gradio's preprocessing: each view checks every value it is given (refusals name the field, before any work) and
+reads an uploaded image as "Try images" reads its uploads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gradio as gr
@@ -15,13 +18,15 @@ import numpy as np
 import pandas as pd
 import plotly.colors as plotly_colors
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from app.errors import friendly, refuse
-from app.inputs import corruption_choice, number
 from app.events import quiet
+from app.inputs import corruption_choice, number, read_upload
 from app.jobs import busy
-from app.session import Session
+from app.session import AppConfig, Session
+from app.try_panel import image_path, severity_level, shown_value
 from wemoe.corruptions import CORRUPTIONS, corrupt_tensor, normalization
 from wemoe.task_images import encode_images
 
@@ -54,12 +59,33 @@ def _expert_colours(count: int) -> list[tuple[float, str]]:
     return scale
 
 
+def _blocks_text(blocks: Sequence[int]) -> str:
+    contiguous = list(blocks) == list(range(blocks[0], blocks[-1] + 1))
+    return f"{blocks[0]} to {blocks[-1]}" if contiguous and len(blocks) > 2 else ", ".join(map(str, blocks))
+
+
+def routed_block(layer: Any, blocks: Sequence[int]) -> int:
+    """The 'Block' field as -1 (the last routed block; also for None, an empty field) or one of the routed
+    ``blocks`` (sorted), else a ``gr.Error`` saying which blocks are routed."""
+    hint = f"-1: the last routed block; routed blocks: {_blocks_text(blocks)}"
+    chosen = -1 if layer is None else number(layer, "Block", whole=True, minimum=-1, maximum=blocks[-1], hint=hint)
+    if chosen != -1 and chosen not in blocks:
+        raise refuse(f"Block: enter -1 or a routed block ({_blocks_text(blocks)}), got {shown_value(layer)}.")
+    return chosen
+
+
 def routing_patches_view(session: Session, image: Any = None, layer: float | None = -1, corruption: str = "none",
-                         severity: float = 3, shown: str | None = DOMINANT) -> tuple[go.Figure, Any]:
+                         severity: float = 3, shown: str | None = DOMINANT, *,
+                         config: AppConfig | None = None) -> tuple[go.Figure, Any]:
     """The upload (or the first test image) with each patch's routing in block ``layer`` laid over it: its dominant
     expert, or the weight of expert ``shown``; beside it the image's routing in that block (the token average). Also
-    returns the 'Show' dropdown's choices for this zoo."""
+    returns the 'Show' dropdown's choices for this zoo.
+
+    ``image``: a PIL image, or an upload's file (a path or gradio's FileData dict) read as "Try images" reads its
+    uploads under ``config``'s limits (``app.inputs.read_upload``); None: the first test image. Every value is
+    checked before any work."""
     from wemoe.patch_routing import patch_routing
+    from wemoe.routing import require_wemoe
 
     bench = _bench(session)
     name = bench.routed_merge()
@@ -67,16 +93,21 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
         raise refuse("Merge with WEMoE first (step 2): routing belongs to the WEMoE routers.")
     names = _short(bench.task_names)
     shown = shown or DOMINANT
-    if shown != DOMINANT and shown not in names:
-        raise refuse(f"Show: choose {DOMINANT} or one of the experts {', '.join(names)}, got {shown!r}.")
-    corruption, severity = corruption_choice(corruption, severity)
+    if not isinstance(shown, str) or (shown != DOMINANT and shown not in names):
+        raise refuse(f"Show: choose {DOMINANT} or one of the experts {', '.join(names)}, got {shown_value(shown)}.")
+    corruption, severity = corruption_choice(corruption, severity_level(severity))
+    model = bench.merges[name].model
+    layer = routed_block(layer, require_wemoe(model))
+    if not isinstance(image, Image.Image):
+        path = image_path(image)
+        image = None if path is None else read_upload(path, config or AppConfig())
     mean, std = normalization(bench.zoo.preprocess)
     with friendly("Routing the image's patches"), busy(session):
         batch = (encode_images([image], bench.zoo.preprocess) if image is not None
                  else bench.data()[bench.task_names[0]].images[:1])
         if corruption is not None:
             batch = corrupt_tensor(batch, corruption, severity, 0, mean, std)
-        found = patch_routing(bench.merges[name].model, batch, None if layer is None else int(layer))
+        found = patch_routing(model, batch, layer)
     pixels = (batch[0].permute(1, 2, 0).numpy() * np.array(std) + np.array(mean)).clip(0, 1) * 255
     grid = found.patch_grid()[0].numpy()  # [g, g, T]
     size = pixels.shape[0] / grid.shape[0]  # pixels per patch: the overlay's cells cover their patches
@@ -116,9 +147,11 @@ def interference_view(session: Session, top_k: float = 100.0, block: str | None 
 
     bench = _bench(session)
     top_k = number(top_k, "Percent of each task vector kept", minimum=1, maximum=100)
+    block = block or WHOLE
+    if not isinstance(block, str):
+        raise refuse(f"Cosine of: choose {WHOLE} or one of the blocks (block0, block1, ...), got {shown_value(block)}.")
     with friendly("Comparing the task vectors"):
         found = interference(bench.zoo, top_k)
-    block = block or WHOLE
     if block != WHOLE and block not in found.blocks:
         raise refuse(f"Cosine of: choose {WHOLE} or one of the blocks {', '.join(found.blocks)}, got {block!r}.")
     names = _short(found.task_names)
@@ -195,15 +228,22 @@ def task_sliders(session: Session) -> list[Any]:
 
 
 def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
-    """Accuracy per task of ``theta_0 + sum_t lambda_t tau_t`` (the first len(tasks) of ``lambdas``, one per task in
-    the zoo's order) next to task arithmetic's one lambda, on a sample of each task's test images."""
+    """Accuracy per task of ``theta_0 + sum_t lambda_t tau_t`` next to task arithmetic's one lambda, on a sample of
+    each task's test images.
+
+    ``lambdas``: one per task in the zoo's order, or the page's ``MAX_TASK_SLIDERS`` sliders (the first len(tasks)
+    are the tasks'; the hidden rest are checked as numbers when given, and ignored); any other count is refused."""
     from wemoe.sweep import per_task_lambdas
 
     bench = _bench(session)
     names = bench.task_names
-    if len(lambdas) < len(names):
-        raise refuse(f"Give one lambda per task: {len(names)} tasks ({', '.join(names)}), got {len(lambdas)}.")
+    if len(lambdas) < len(names) or len(lambdas) not in (len(names), MAX_TASK_SLIDERS):
+        raise refuse(f"Give one lambda per task: {len(names)} values for the tasks {', '.join(names)} (or the page's "
+                     f"{MAX_TASK_SLIDERS} sliders), got {len(lambdas)}.")
     chosen = {t: number(v, f"lambda {t}", minimum=-1.0, maximum=2.0) for t, v in zip(names, lambdas)}
+    for index, value in enumerate(lambdas[len(names):], start=len(names) + 1):
+        if value is not None:  # a hidden slider: no task of this zoo
+            number(value, f"lambda slider {index} (no task in this zoo)", minimum=-1.0, maximum=2.0)
     uniform = _uniform_lambda(bench)
     with friendly("Scoring the per-task lambdas"), busy(session):
         mine = per_task_lambdas(bench, chosen, per_task=PER_TASK)
@@ -229,7 +269,7 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
     from wemoe.robustness import robustness_table, routing_shift
 
     bench = _bench(session)
-    corruption, severity = corruption_choice(corruption, severity)
+    corruption, severity = corruption_choice(corruption, severity_level(severity))
     if corruption is None:
         raise refuse(f"Choose a corruption: one of {', '.join(CORRUPTIONS)}.")
     routed = bench.routed_merge()
@@ -283,8 +323,10 @@ def cost_view(session: Session) -> go.Figure:
     return figure
 
 
-def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
-    """The analysis panel and its six named events (call inside the Blocks)."""
+def build_analysis_tab(session: gr.State, light: dict, long: dict, config: AppConfig | None = None) -> None:
+    """The analysis panel and its six named events (call inside the Blocks); ``config``: the app's limits on an
+    uploaded image (``AppConfig.max_image_size``, ``max_pixels``; default: ``AppConfig()``'s)."""
+    config = config or AppConfig()
     with gr.Group(elem_id="panel-analysis"):
         gr.Markdown("## 7. Analysis: where routing looks, why tasks interfere, whether it holds up")
         with gr.Tabs():
@@ -327,8 +369,14 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict) -> None:
                 cost_plot = gr.Plot(label="Cost", elem_id="view-cost")
         status = gr.Markdown("")  # the long views' place in the queue: never an overlay (or an error badge) on a plot
     long = long | {"show_progress_on": [status]}
-    patches_button.click(quiet(routing_patches_view), [session, image, layer, corruption, severity, shown],
-                         [patches_plot, shown],
+    # every view checks its own values (preprocess=False): a bad one is refused naming its field, no traceback
+    light, long = light | {"preprocess": False}, long | {"preprocess": False}
+
+    @quiet
+    def routing_patches(session, image=None, layer=-1, corruption="none", severity=3, shown=DOMINANT):
+        return routing_patches_view(session, image, layer, corruption, severity, shown, config=config)
+
+    patches_button.click(routing_patches, [session, image, layer, corruption, severity, shown], [patches_plot, shown],
                          api_name="routing_patches", **light)
     interference_button.click(quiet(interference_view), [session, top_k, cosine_of], [interference_plot, cosine_of],
                               api_name="interference", **light)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from wemoe.errors import WemoeError
 from wemoe.moe import capture_routing
 from wemoe.routing import require_wemoe
 
@@ -79,4 +80,5 @@ def _layer(layers: Sequence[int], layer: int | None) -> int:
         return layer
     if layer < 0 and -len(layers) <= layer:
         return layers[layer]
-    raise ValueError(f"Block {layer} has no router: the upscaled blocks are {list(layers)}.")
+    raise WemoeError(f"Block {layer} has no router: the upscaled blocks are {', '.join(map(str, layers))} (or -1 to "
+                     f"-{len(layers)}, counted from the last).")
