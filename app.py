@@ -61,11 +61,19 @@ def make_config(args: argparse.Namespace, host: str = "127.0.0.1") -> AppConfig:
                      **{k: v for k, v in limits.items() if v is not None})
 
 
+def quiet_logs(level: str) -> None:
+    """The app's own loggers (``app``, ``wemoe``) at ``level``; every other library (open_clip's model building,
+    httpx's requests, datasets' progress bars) at warnings only: a class's console shows events, not routine."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("app", "wemoe"):
+        logging.getLogger(name).setLevel(level)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build and serve the app (queue on, upload size limited)."""
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("MERGE_EXPLORER_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_logs(os.environ.get("MERGE_EXPLORER_LOG_LEVEL", "INFO"))
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     config = make_config(args, host)
     own_gradio_folder()  # before the Blocks: files served come from this process's own folder

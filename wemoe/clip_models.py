@@ -7,12 +7,14 @@ goes through one lock, so several threads can create models at once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import open_clip  # safe: importing any wemoe module first runs wemoe/__init__.py and its torchvision shim
@@ -90,6 +92,22 @@ def _stated_activation(model: str, pretrained: str | None, quick_gelu: bool | No
     if "quick_gelu" in cfg:
         return f"quick_gelu in the model config of {model!r}"
     return None
+
+
+class _DropRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    """open_clip warns "Model initialized randomly" (on the root logger) when a model is made to be loaded after."""
+    drop = _DropRandomInit()
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
 
 
 def create_clip(
@@ -178,7 +196,9 @@ def _create_clip(
                     'CLIP, "quick_gelu": false for GELU models.'
                 )
             state = hf_clip_to_open_clip(state)
-        clip, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, force_quick_gelu=quick_gelu)
+        with _quiet_random_init():  # the weights are loaded just below: "initialized randomly" would mislead
+            clip, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None,
+                                                                        force_quick_gelu=quick_gelu)
         if state is not None:
             _load_base_state(clip, state, pretrained)
     setattr(clip, ACTIVATION_SOURCE, stated)

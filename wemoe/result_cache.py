@@ -21,6 +21,8 @@ from typing import Any
 
 from wemoe.stopping import check_stop
 
+NOTABLE_SECONDS = 1.0  # computations at least this long are logged at INFO (a zoo load, a merge, a run)
+
 log = logging.getLogger(__name__)
 
 
@@ -91,7 +93,10 @@ class ResultCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight.done.set()
-        log.info("computed %s in %.2f s", _short(key), time.perf_counter() - flight.started)
+        seconds = time.perf_counter() - flight.started
+        # routine results (a classification, a cached table cell) at debug level: a class makes hundreds a minute
+        log.log(logging.INFO if seconds >= NOTABLE_SECONDS else logging.DEBUG, "computed %s in %.2f s", _short(key),
+                seconds)
 
     def abandon(self, key: Hashable, flight: Flight) -> None:
         """Give up a claimed computation (failed or cancelled): nothing is stored; waiters wake and claim again."""
@@ -99,7 +104,7 @@ class ResultCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight.done.set()
-        log.info("abandoned %s after %.2f s", _short(key), time.perf_counter() - flight.started)
+        log.debug("abandoned %s after %.2f s", _short(key), time.perf_counter() - flight.started)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], Any], wait_seconds: float = 0.5) -> tuple[Any, bool]:
         """``(result, from_cache)``: the stored result, or ``compute()``'s (stored unless it raises)."""
