@@ -36,7 +36,8 @@ def friendly(action: str) -> Iterator[None]:
         raise refuse(f"{action}: {error}") from None
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         log.exception("%s failed", action)
-        raise refuse(f"{action} failed: {error}. Nothing was changed; check the input and try again.") from None
+        reason = str(error).rstrip(". ") or type(error).__name__
+        raise refuse(f"{action} failed: {reason}. Nothing was changed; check the input and try again.") from None
 
 
 def first_line(error: BaseException, width: int = 200) -> str:

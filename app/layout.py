@@ -264,7 +264,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                           [table, bars, table_note, csv_file, json_file], api_name="evaluate",
                                           preprocess=False, show_progress_on=[table_note], **LONG)
         for event, name in ((evaluated.success, "accuracy_after_evaluate"), (normalized.change, "accuracy_view")):
-            event(quiet(views.accuracy_view), [session, normalized], [table], api_name=name, **LIGHT)
+            event(quiet(views.accuracy_view), [session, normalized], [table], api_name=name, preprocess=False, **LIGHT)
 
         @quiet
         def routing_event(state, feature_map="umap"):
@@ -281,7 +281,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         export_button.click(export_event, [session, export_name], [model_file], api_name="export", preprocess=False,
                             **MODELS)
 
-        build_analysis_tab(session, LIGHT, LONG)  # 7. Analysis (app/analysis_tab.py, #20)
+        build_analysis_tab(session, LIGHT, LONG, config=config)  # 7. Analysis (app/analysis_tab.py, #20)
 
         def tab_closed(request: gr.Request):
             config.shared.close(request.session_hash)  # free the closed tab's merges and files now, not in an hour

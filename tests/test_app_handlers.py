@@ -565,3 +565,11 @@ def test_a_routing_heatmap_is_made_once_per_routing_and_shows_that_routing():
     assert np.array_equal(np.asarray(first.data[0].z), np.float32([[0.1, 0.5], [0.3, -0.2]]))
     assert np.array_equal(np.asarray(other.data[0].z), np.float32([[0.1, 0.5], [0.3, 0.2]]))
     assert list(first.data[0].y) == ["block 0", "block 2"] and "wemoe" in first.layout.title.text
+
+
+def test_a_failure_message_has_one_period():
+    from app.errors import friendly
+
+    with pytest.raises(gr.Error) as refused, friendly("Mapping"):
+        raise ValueError("Block 99 has no router.")
+    assert refused.value.message == "Mapping failed: Block 99 has no router. Nothing was changed; check the input and try again."
