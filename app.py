@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-checkpoint-size", default=None,
                         help="largest checkpoint or task upload, e.g. 8gb, none for no limit (default: "
                              "$WEMOE_MAX_CHECKPOINT_SIZE, else 1gb on Hugging Face Spaces and 8gb elsewhere)")
+    parser.add_argument("--served", action="store_true",
+                        help="treat visitors as on a public Space even on localhost: uploads and hub ids only, no "
+                             "server paths (on a Space, or on any host beyond localhost, this is always on)")
     parser.add_argument("--no-warm", action="store_true",
                         help="do not compute the default lesson in the background at start-up (it fills the shared "
                              "cache so that a class gets it at once)")
@@ -57,7 +60,8 @@ def make_config(args: argparse.Namespace, host: str = "127.0.0.1") -> AppConfig:
     from wemoe.source_policy import SourcePolicy
 
     limits = {"max_image_size": args.max_image_size, "max_checkpoint_size": args.max_checkpoint_size}
-    return AppConfig(samples=args.samples, sources=SourcePolicy.for_app(served=serves_others(host)),
+    served = serves_others(host) or getattr(args, "served", False)
+    return AppConfig(samples=args.samples, sources=SourcePolicy.for_app(served=served),
                      **{k: v for k, v in limits.items() if v is not None})
 
 

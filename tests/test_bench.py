@@ -225,3 +225,17 @@ def test_classroom_waits_for_the_apps_warm_up_from_its_log(tmp_path):
     log.write_text("INFO uvicorn: started\n")
     with pytest.raises(TimeoutError):
         wait(log, timeout=0.3)
+
+
+def test_hostile_visitor_tiny(capsys):
+    """Every hostile call refused with a specific message, no traceback logged, the victim's merges unchanged."""
+    if why := _pocket_zoo_missing():
+        pytest.skip(why)
+    result = load_script("hostile_visitor").main(["--crowd", "2", "--crowd-images", "40", "--classifications", "2"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["calls"] >= 40 and result["generic_messages"] == [] and result["not_refused"] == []
+    assert result["tracebacks"] == 0 and result["victim_unchanged"] and result["server_up"]
+    by_case = {row["case"]: row["message"] for row in result["cases"]}
+    assert "serves others" in by_case["task source '/etc/passwd'"] and "/etc/passwd" not in by_case["task source '/etc'"]
+    assert "413" in by_case["25 MB image"] and "1.0 GiB" in by_case["task upload bomb.zip"]
+    assert "adapting wemoe" in by_case["merge while adapting"] and "Stopped" in by_case["cancel while adapting"]
