@@ -136,7 +136,9 @@ def test_sampling_is_seeded(tmp_path):
     first = task.dataset(samples=5, seed=0)
     assert len(first) == 5
     assert task.dataset(samples=5, seed=0)["label"] == first["label"]
-    pick = lambda d: [np.asarray(im).tobytes() for im in d["image"]]
+    def pick(data):
+        return [np.asarray(im).tobytes() for im in data["image"]]
+
     assert pick(task.dataset(samples=5, seed=0)) == pick(first)
     assert pick(task.dataset(samples=5, seed=1)) != pick(first)
 

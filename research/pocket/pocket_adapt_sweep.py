@@ -12,7 +12,6 @@ the last upscaled block after the run (a learned task routing has its largest we
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
