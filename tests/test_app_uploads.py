@@ -98,3 +98,11 @@ def test_each_process_serves_from_a_folder_of_its_own(monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", "/operator/choice")
     assert own_gradio_folder() == "/operator/choice"
     Path(folder).rmdir()
+
+
+def test_reading_custom_tasks_never_holds_the_slots_of_classifications(server):
+    """Unpacking a task archive runs in the models queue (2 at a time); classifications keep their own light queue, so
+    eight sessions reading archives at once do not keep a student's classification waiting."""
+    queues = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in server.fns.values()}
+    assert queues["read_tasks"] == queues["load_zoo"] == ("models", 2)
+    assert queues["classify_upload"][0] == "light" and queues["classify_upload"][0] != queues["read_tasks"][0]
