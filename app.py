@@ -56,8 +56,8 @@ def serves_others(host: str) -> bool:
 
 def make_config(args: argparse.Namespace, host: str = "127.0.0.1") -> AppConfig:
     """The app's settings from the command line (upload limits left out fall back to AppConfig's defaults); an app
-    that serves others takes no server path from its visitors (``wemoe.source_policy``)."""
-    from wemoe.source_policy import SourcePolicy
+    that serves others takes no server path from its visitors (``wemoe.zoo.source_policy``)."""
+    from wemoe.zoo.source_policy import SourcePolicy
 
     limits = {"max_image_size": args.max_image_size, "max_checkpoint_size": args.max_checkpoint_size}
     served = serves_others(host) or getattr(args, "served", False)

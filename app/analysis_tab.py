@@ -2,8 +2,8 @@
 
 Routing per patch, interference of the task vectors, expert x task cross-accuracy, the lambda sweep, robustness
 under corruptions, and cost next to accuracy. Each is a named endpoint (``api_name`` = the view's name) that reads
-the session's workbench under its lock; the numbers come from the library (``wemoe.patch_routing``,
-``wemoe.interference``, ``wemoe.cross_accuracy``, ``wemoe.sweep``, ``wemoe.robustness``, ``wemoe.cost``). The events
+the session's workbench under its lock; the numbers come from the library (``wemoe.moe.patch_routing``,
+``wemoe.analysis.interference``, ``wemoe.analysis.cross_accuracy``, ``wemoe.analysis.sweep``, ``wemoe.analysis.robustness``, ``wemoe.analysis.cost``). The events
 skip gradio's preprocessing: each view checks every value it is given (refusals name the field, before any work) and
 reads an uploaded image as "Try images" reads its uploads.
 """
@@ -27,10 +27,10 @@ from app.inputs import corruption_choice, number, read_upload
 from app.jobs import busy
 from app.session import AppConfig, Session
 from app.try_panel import image_path, severity_level, shown_value
-from wemoe.corruptions import CORRUPTIONS, corrupt_tensor, normalization
-from wemoe.task_images import encode_images
+from wemoe.tasks.corruptions import CORRUPTIONS, corrupt_tensor, normalization
+from wemoe.tasks.images import encode_images
 
-# The views' library modules (wemoe.patch_routing, .sweep, .robustness, .cost, ...) import the workbench and the
+# The views' library modules (wemoe.moe.patch_routing, .sweep, .robustness, .cost, ...) import the workbench and the
 # routing code: each is imported on the first call, so building the page stays light (tests/test_app_startup.py).
 
 PER_TASK = 48  # test images per task each view scores (each view renders in under 3 s on the pocket zoo)
@@ -84,8 +84,8 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
     ``image``: a PIL image, or an upload's file (a path or gradio's FileData dict) read as "Try images" reads its
     uploads under ``config``'s limits (``app.inputs.read_upload``); None: the first test image. Every value is
     checked before any work."""
-    from wemoe.patch_routing import patch_routing
-    from wemoe.routing import require_wemoe
+    from wemoe.moe.patch_routing import patch_routing
+    from wemoe.moe.routing import require_wemoe
 
     bench = _bench(session)
     name = bench.routed_merge()
@@ -143,7 +143,7 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
 def interference_view(session: Session, top_k: float = 100.0, block: str | None = "whole") -> tuple[go.Figure, Any]:
     """Cosine similarity of the task vectors (whole, or of one ``block``), the sign-conflict share per block and the
     norms per block; also returns the 'Cosine of' dropdown's choices for this zoo."""
-    from wemoe.interference import WHOLE, interference
+    from wemoe.analysis.interference import WHOLE, interference
 
     bench = _bench(session)
     top_k = number(top_k, "Percent of each task vector kept", minimum=1, maximum=100)
@@ -177,8 +177,8 @@ def interference_view(session: Session, top_k: float = 100.0, block: str | None 
 
 def cross_accuracy_view(session: Session) -> go.Figure:
     """Each expert (rows) on every task (columns), in percent."""
-    from wemoe.cross_accuracy import cross_accuracy
-    from wemoe.sample_eval import sample_data
+    from wemoe.analysis.cross_accuracy import cross_accuracy
+    from wemoe.evaluation.sample_eval import sample_data
 
     bench = _bench(session)
     with friendly("Scoring every expert on every task"), busy(session):
@@ -191,7 +191,7 @@ def cross_accuracy_view(session: Session) -> go.Figure:
 
 def lambda_sweep_view(session: Session) -> go.Figure:
     """Task arithmetic and TIES accuracy per task as lambda goes from 0 to 1; the chosen lambda marked."""
-    from wemoe.sweep import lambda_sweep
+    from wemoe.analysis.sweep import lambda_sweep
 
     bench = _bench(session)
     with friendly("Sweeping lambda"), busy(session):
@@ -233,7 +233,7 @@ def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
 
     ``lambdas``: one per task in the zoo's order, or the page's ``MAX_TASK_SLIDERS`` sliders (the first len(tasks)
     are the tasks'; the hidden rest are checked as numbers when given, and ignored); any other count is refused."""
-    from wemoe.sweep import per_task_lambdas
+    from wemoe.analysis.sweep import per_task_lambdas
 
     bench = _bench(session)
     names = bench.task_names
@@ -265,8 +265,8 @@ def _models(bench) -> list[str]:
 def robustness_view(session: Session, corruption: str = "gaussian_noise", severity: float = 3) -> go.Figure:
     """Every model's accuracy, clean and under ``corruption`` at ``severity`` (bars: the average; hover: per task);
     with a WEMoE merge, also how its routing moves per task: the share of images whose task guess survives, the
-    share guessed right clean and corrupted (``wemoe.robustness.routing_shift``; hover: the routing distance)."""
-    from wemoe.robustness import robustness_table, routing_shift
+    share guessed right clean and corrupted (``wemoe.analysis.robustness.routing_shift``; hover: the routing distance)."""
+    from wemoe.analysis.robustness import robustness_table, routing_shift
 
     bench = _bench(session)
     corruption, severity = corruption_choice(corruption, severity_level(severity))
@@ -299,8 +299,8 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
 
 def cost_view(session: Session) -> go.Figure:
     """Average accuracy against extra parameters (vs one model) and against adaptation seconds, per model."""
-    from wemoe.cost import cost_table
-    from wemoe.sample_eval import accuracy_by_task, sample_data, with_average
+    from wemoe.analysis.cost import cost_table
+    from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 
     bench = _bench(session)
     with friendly("Measuring the cost of each merge"), busy(session):

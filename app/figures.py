@@ -90,7 +90,7 @@ def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Seq
 
 
 LOSS_NAMES = {"entropy": "entropy (the paper's)", "im": "IM loss"}
-"""How the plots name each adaptation loss (``wemoe.adapt.LOSSES``)."""
+"""How the plots name each adaptation loss (``wemoe.adaptation.adapt.LOSSES``)."""
 LOSS_AXES = {
     "entropy": "entropy (nats, summed over tasks)",
     "im": "IM loss (nats, summed over tasks)",

@@ -61,7 +61,7 @@ def chunk_seconds(seconds_per_step: float, k: int, limit: float = GPU_CALL_SECON
 
 def _run_chunk(model: Any, data: Any, heads: Any, checkpoint: Any, k: int, seconds_per_step: float,
                limit: float) -> list:
-    from wemoe.adapt import run_chunk
+    from wemoe.adaptation.adapt import run_chunk
 
     return list(run_chunk(model, data, heads, checkpoint, k))
 
@@ -86,7 +86,7 @@ def gpu_chunk() -> Callable[..., list]:
 
 
 def zero_gpu_runner(seconds_per_step: float, limit: float = GPU_CALL_SECONDS) -> Callable[..., list]:
-    """A chunk runner for :func:`wemoe.adapt.adapt_in_chunks`: ``runner(model, data, heads, checkpoint, k)`` runs up
+    """A chunk runner for :func:`wemoe.adaptation.adapt.adapt_in_chunks`: ``runner(model, data, heads, checkpoint, k)`` runs up
     to ``k`` steps on the default device (CUDA in a ZeroGPU worker) and returns their AdaptSteps then the new
     Checkpoint as one list (the worker's in-place changes are lost; the checkpoint carries the state back).
 

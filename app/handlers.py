@@ -26,7 +26,7 @@ from app.jobs import (StepsOutcome, StepTally, adapt_options, busy, device_name,
                       light_call, load_workbench, locked_steps, make_merges, measure_step, no_progress, one_long_job,
                       routing_maps, step_estimate, step_key, write_results)
 from app.session import CUSTOM, AppConfig, Session
-from wemoe.corruptions import corrupt_as_seen
+from wemoe.tasks.corruptions import corrupt_as_seen
 
 
 def _bench(session: Session):
@@ -148,7 +148,7 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
 def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: Any,
           loss: str = adapt_setting("loss").default, progress: Any = no_progress, update_every: float = 0.5,
           chained: bool = False, seed: Any = None, split: Any = None) -> Iterator[tuple[str, Any]]:
-    """Adapt merge ``target`` step by step (settings checked against ``wemoe.adapt.SETTINGS``; ``seed``, ``split``
+    """Adapt merge ``target`` step by step (settings checked against ``wemoe.adaptation.adapt.SETTINGS``; ``seed``, ``split``
     None: their defaults); yields (status, loss curve) after the first and last step, at most every ``update_every`` s
     between.
 
@@ -293,8 +293,8 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = no_
     ``scores_of``: what computes the cells (``app.jobs.evaluation_scores``, on ZeroGPU inside ``spaces.GPU``); the
     table, the files and ``session.table`` are made here from what it yields.
     """
-    from wemoe.evaluate import table_from_scores
-    from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED
+    from wemoe.evaluation.evaluate import table_from_scores
+    from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED
 
     bench = _bench(session)
     include_oracle = flag(include_oracle, "Also the WEMoE oracle")
@@ -353,7 +353,7 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
 
 def export(session: Session, name: str | None) -> str:
     """Save merge ``name`` (static: open_clip CLIP safetensors; WEMoE: the WEMoE format) and return the file path."""
-    from wemoe.export import save_model
+    from wemoe.evaluation.export import save_model
 
     bench = _bench(session)
     if not isinstance(name, str) or name not in bench.merges:

@@ -2,7 +2,7 @@
 drawn and example images, and the custom zoo's experts and tasks (zip, folder, parquet or hub dataset).
 
 Every reader refuses bad input with a ``gr.Error`` that names the field and says what to enter; none changes a
-session. The adaptation settings are checked against their declarations (``wemoe.adapt.SETTINGS``).
+session. The adaptation settings are checked against their declarations (``wemoe.adaptation.adapt.SETTINGS``).
 """
 
 from __future__ import annotations
@@ -20,19 +20,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app.errors import friendly, refuse
 from app.messages import tasks_table
 from app.session import AppConfig, Session, format_size, parse_size
-from wemoe.adapt import SETTINGS
-from wemoe.corruptions import CORRUPTIONS
+from wemoe.adaptation.adapt import SETTINGS
+from wemoe.tasks.corruptions import CORRUPTIONS
 from wemoe.errors import TaskError, WemoeError
 from wemoe.params import Param
-from wemoe.source_policy import SourcePolicy
-from wemoe.task_images import to_rgb
-from wemoe.tasks import Task, get_task, list_tasks, task_from_source
+from wemoe.zoo.source_policy import SourcePolicy
+from wemoe.tasks.images import to_rgb
+from wemoe.tasks.readers import task_from_source
+from wemoe.tasks.registry import Task, get_task, list_tasks
 
 AUTO_TASK = "auto (the routers' guess)"
 DIGITS_TASK = "pocket_digits"  # drawings for this task are redrawn like its images (read_sketch)
 ADAPT_LABELS = {"steps": "Adaptation steps", "lr": "Learning rate", "per_task": "Images per task per step",
                 "loss": "Adaptation loss", "seed": "Adaptation seed", "split": "Adaptation images"}
-"""The page's label of each adaptation setting (``wemoe.adapt.SETTINGS``): its control's and its messages'."""
+"""The page's label of each adaptation setting (``wemoe.adaptation.adapt.SETTINGS``): its control's and its messages'."""
 NO_CORRUPTION = "none"
 CORRUPTION_CHOICES = [NO_CORRUPTION, *CORRUPTIONS]  # of "Try images": the robustness view's corruptions
 IMAGE_TYPES = "PNG, JPEG, WebP, BMP or TIFF"
@@ -72,7 +73,7 @@ def flag(value: Any, field: str) -> bool:
 
 
 def adapt_setting(name: str) -> Param:
-    """The declared adaptation setting ``name`` (``wemoe.adapt.SETTINGS``)."""
+    """The declared adaptation setting ``name`` (``wemoe.adaptation.adapt.SETTINGS``)."""
     return next(p for p in SETTINGS if p.name == name)
 
 
@@ -210,7 +211,7 @@ def read_tasks(tasks_text: str, task_files: Sequence[str] | None = None,
                policy: SourcePolicy | None = None) -> tuple[dict[str, Task], str]:
     """The custom zoo's own tasks, and a Markdown table of what was read (classes, test images, where from).
 
-    ``tasks_text`` has one ``task: source`` line per task (``wemoe.tasks.task_from_source``): an image folder
+    ``tasks_text`` has one ``task: source`` line per task (``wemoe.tasks.readers.task_from_source``): an image folder
     (``class/xxx.png``), a ``.zip`` of one or a ``.parquet`` file (local, or the name of an uploaded file), or
     ``hf:owner/dataset`` with ``split=``, ``image=``, ``label=`` options. Uploaded files not named in it become
     the task named by the file's stem. Class names are read from the data. Each source is checked by ``policy``

@@ -53,7 +53,7 @@ def step_estimate(session: Session, name: str, per_task: int) -> float | None:
 
 def measure_step(session: Session, name: str, per_task: int) -> float:
     """Seconds of one adaptation step of merge ``name`` on this machine (measured without changing the model)."""
-    from wemoe.adapt import time_step
+    from wemoe.adaptation.adapt import time_step
 
     bench = session.bench
     seconds = time_step(bench.merges[name].model, bench.data(), bench.heads(), per_task=per_task, device=adapt_device())
@@ -240,7 +240,7 @@ def load_workbench(config: AppConfig, choice: str, loader: Callable, samples: in
                    progress: Callable[..., None]) -> tuple[Any, bool]:
     """``(workbench, reused)`` of zoo ``choice``: a custom zoo is the session's own (never shared); any other is
     loaded once per process and shared, read-only, by every session that picks it (``reused``: it was already)."""
-    from wemoe.workbench import Workbench  # when a zoo loads: building the page loads no model code
+    from wemoe.workbench.workbench import Workbench  # when a zoo loads: building the page loads no model code
 
     if choice != CUSTOM:
         guard_memory(config.shared)
@@ -255,7 +255,7 @@ def load_workbench(config: AppConfig, choice: str, loader: Callable, samples: in
 
 def write_results(session: Session, table: Any) -> tuple[str, str]:
     """The accuracy table as the downloads: a CSV and the JSON report (everything needed to rerun it)."""
-    from wemoe.report import build_report
+    from wemoe.evaluation.report import build_report
 
     bench = session.bench
     stem = session.workdir / f"results-{session.zoo_name}"
@@ -272,7 +272,7 @@ def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str,
     """``(made, seconds)``: each method's merge (from the cache when made before) and the seconds of one adaptation
     step of each adaptive one (the recent figure of ``Session.step_times``, timed when there is none), stopping at
     Cancel; the session's merges are not touched (the caller holds its lock)."""
-    from wemoe.adapt import time_step  # when merging: building the page loads no model code
+    from wemoe.adaptation.adapt import time_step  # when merging: building the page loads no model code
 
     bench = session.bench
     made: dict[str, Any] = {}
@@ -336,7 +336,7 @@ class StepTally:
 
 
 def evaluation_scores(session: Session, names: Sequence[str]) -> Iterator[Any]:
-    """The accuracy cells (``wemoe.evaluate.Score``) of models ``names`` on every task, as they are computed.
+    """The accuracy cells (``wemoe.evaluation.evaluate.Score``) of models ``names`` on every task, as they are computed.
 
     Reads the session and changes nothing in it, so on ZeroGPU it can run in the GPU worker;
     ``handlers.evaluate`` builds the table and updates the session from its Scores in the main process.
@@ -351,7 +351,7 @@ def routing_maps(session: Session, name: str, method: str, config: AppConfig) ->
     Reads the session and changes nothing in it, so on ZeroGPU it can run in the GPU worker; the caller
     (``handlers.routing``) holds the session's lock for the first item (the pass through the routers).
     """
-    from wemoe.routing import embed_2d  # with the first map: building the page imports no routing code
+    from wemoe.moe.routing import embed_2d  # with the first map: building the page imports no routing code
 
     bench = session.bench
     result = bench.merges[name]

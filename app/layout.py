@@ -2,7 +2,7 @@
 
 Every event has an explicit ``api_name`` so ``gradio_client`` can drive the app headless. Controls of merge methods
 are built from the parameters each method declares in the registry, the adaptation controls from
-``wemoe.adapt.SETTINGS`` (``app.controls``). State lives in one ``gr.State`` per browser session; light, model and
+``wemoe.adaptation.adapt.SETTINGS`` (``app.controls``). State lives in one ``gr.State`` per browser session; light, model and
 long events have their own concurrency queues.
 """
 
@@ -90,7 +90,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     gr.Markdown(f"{method.description} [paper]({method.reference_url})")
                     controls += [param_control(method.name, p) for p in method.params]
             gr.Markdown(texts.ADAPT)
-            with gr.Row():  # every adaptation control from its declaration (wemoe.adapt.SETTINGS)
+            with gr.Row():  # every adaptation control from its declaration (wemoe.adaptation.adapt.SETTINGS)
                 steps = setting_control("steps", config.default_steps, "0 merges without adapting.", elem_id="steps")
                 lr = setting_control("lr")
                 per_task = setting_control("per_task")

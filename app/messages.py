@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import first_line
-from wemoe.moe import model_bytes
+from wemoe.moe.layer import model_bytes
 
 CACHED = "; computed earlier with the same settings, from the server's cache"
 NO_ZOO = "Load a zoo first (step 1, 'Load zoo')."
@@ -134,7 +134,7 @@ def no_heldout(tasks: list[str]) -> str:
 
 
 def guess_text(result: Any) -> str:
-    """Markdown: the routers' guess for one image (a ``wemoe.predictions.ImageClassification``) and which head its
+    """Markdown: the routers' guess for one image (a ``wemoe.evaluation.predictions.ImageClassification``) and which head its
     predictions use."""
     guess, name = result.guess, result.routed_by
     if guess is None:

@@ -22,7 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from app.shared import Shared, StepTimes
-from wemoe.source_policy import SourcePolicy
+from wemoe.zoo.source_policy import SourcePolicy
 
 ProgressFn = Callable[[float, str], None]
 # A zoo loader returns the zoo and, for zoos whose tasks are not in the task registry, their tasks.
@@ -57,7 +57,7 @@ def pocket_label(path: str | Path | None = None) -> str:
 
 def default_zoos() -> dict[str, tuple[str, ZooLoader]]:
     """Zoo choices: value -> (label shown, loader): the pocket zoo and the presets (names only; nothing is loaded)."""
-    from wemoe.presets import PRESETS
+    from wemoe.zoo.presets import PRESETS
 
     zoos = {"pocket": (pocket_label(), _registry_loader("pocket"))}
     for name, spec in PRESETS.items():
@@ -129,11 +129,11 @@ class AppConfig:
     # WEMOE_MAX_CHECKPOINT_SIZE; app.py: --max-image-size, --max-checkpoint-size. "none" = no limit.
     max_image_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_IMAGE_SIZE", DEFAULT_IMAGE_SIZE))
     max_checkpoint_size: str = field(default_factory=lambda: default_checkpoint_size())
-    # task archives (.zip, .parquet): the library's own bound on what a task may unpack to (wemoe.tasks.TASK_MAX_BYTES)
+    # task archives (.zip, .parquet): the library's own bound on what a task may unpack to (wemoe.tasks.readers.TASK_MAX_BYTES)
     max_archive_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_ARCHIVE_SIZE", DEFAULT_ARCHIVE_SIZE))
 
     # Where the app serves others (a Space, or listening beyond localhost) a visitor's sources are uploads and hub ids,
-    # paths only under $WEMOE_ALLOWED_PATHS (wemoe.source_policy); app.py sets it from where it listens.
+    # paths only under $WEMOE_ALLOWED_PATHS (wemoe.zoo.source_policy); app.py sets it from where it listens.
     sources: SourcePolicy = field(default_factory=lambda: SourcePolicy.for_app(served=bool(os.environ.get("SPACE_ID"))))
 
     # What every session shares (loaded zoos, the result cache, the memory budget): one object for the whole app.
@@ -173,7 +173,7 @@ class Session:
 
     def __init__(self) -> None:
         self.zoo_name: str | None = None
-        self.bench = None  # wemoe.workbench.Workbench
+        self.bench = None  # wemoe.workbench.workbench.Workbench
         self.table: pd.DataFrame | None = None
         self.image: Image.Image | None = None  # the image last tried
         self.predictions: pd.DataFrame | None = None  # its top-5 under every model (handlers.predict)

@@ -22,7 +22,7 @@ REFERENCE_STYLE = "font-style: italic"
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The accuracy table as shown: a ``model`` column, then ``average``, then the tasks (short names), one decimal."""
-    from wemoe.evaluate import AVERAGE  # the library's models load when a table is made, not when the page is built
+    from wemoe.evaluation.evaluate import AVERAGE  # the library's models load when a table is made, not when the page is built
 
     shown = table.round(1)
     tasks = [c for c in shown.columns if c != AVERAGE]
@@ -34,7 +34,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 def style_table(table: pd.DataFrame) -> Any:
     """The accuracy table for display (:func:`display_table`): in each column the best *merge* in bold on green;
     the reference rows (pretrained, experts, oracle) in italics and never marked."""
-    from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED
+    from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED
 
     shown = display_table(table)
     numeric = [c for c in shown.columns if c != "model"]
@@ -57,13 +57,13 @@ ACCURACY_LABEL, NORMALIZED_LABEL = "Accuracy (%)", "Normalized accuracy (% of ea
 
 def accuracy_view(session: Any, normalized: Any = False) -> Any:
     """The accuracy table of the session's last evaluation as measured, or ``normalized``: each task as percent of
-    its expert (``wemoe.cross_accuracy.normalized_accuracy``; ``average`` the mean of those). Nothing evaluated yet:
+    its expert (``wemoe.analysis.cross_accuracy.normalized_accuracy``; ``average`` the mean of those). Nothing evaluated yet:
     the table stays as it is."""
     import gradio as gr
 
     from app.inputs import flag
-    from wemoe.cross_accuracy import normalized_accuracy
-    from wemoe.workbench import EXPERTS
+    from wemoe.analysis.cross_accuracy import normalized_accuracy
+    from wemoe.workbench.workbench import EXPERTS
 
     normalized = flag(normalized, "Normalized accuracy")
     table = session.table
@@ -82,7 +82,7 @@ def expert_columns(task_names: Sequence[str]) -> dict[str, str]:
 
 
 def prediction_table(result: Any, task_names: Sequence[str]) -> pd.DataFrame:
-    """Every model's top-k for one image (a ``wemoe.predictions.ImageClassification``): a rank column, then the
+    """Every model's top-k for one image (a ``wemoe.evaluation.predictions.ImageClassification``): a rank column, then the
     pretrained model, every merge and every expert, each cell ``class (p%)`` (``task: class`` under the joint head)."""
     shorts = dict(zip(task_names, figures.short_names(task_names)))
     experts = expert_columns(task_names)

@@ -1,6 +1,6 @@
 """WEMoE test-time adaptation speed on the pocket zoo: seconds per step, for all the steps, and images per second.
 
-Merges the pocket zoo with ``wemoe`` (every block upscaled) and runs ``wemoe.adapt.adapt`` (entropy minimisation,
+Merges the pocket zoo with ``wemoe`` (every block upscaled) and runs ``wemoe.adaptation.adapt.adapt`` (entropy minimisation,
 ``--per-task`` images of every task per step) exactly as the app and the CLI do; the test images are loaded and the
 heads built before the clock starts. Target: 300 steps <= 60 s on 2 CPU threads.
 
@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 import wemoe  # noqa: E402,F401  (before open_clip)
 import torch  # noqa: E402
 
-from wemoe.tasks import Task  # noqa: E402
-from wemoe.workbench import Workbench  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
+from wemoe.tasks.registry import Task  # noqa: E402
+from wemoe.workbench.workbench import Workbench  # noqa: E402
+from wemoe.zoo.zoo import Zoo  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,7 +33,7 @@ TARGET_S, ROBUSTNESS_TARGET_S, SLIDERS_TARGET_S = 3.0, 20.0, 2.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
-    from wemoe.corruptions import CORRUPTIONS
+    from wemoe.tasks.corruptions import CORRUPTIONS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--zoo", default=None, help="pocket zoo folder (default: the shipped assets/pocket)")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     from app import analysis_tab as tab
     from app.session import Session
     from wemoe.pocket import load_pocket_zoo
-    from wemoe.workbench import Workbench
+    from wemoe.workbench.workbench import Workbench
 
     session = Session()
     session.bench = Workbench(load_pocket_zoo(args.zoo) if args.zoo else load_pocket_zoo())

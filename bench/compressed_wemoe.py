@@ -6,7 +6,7 @@ experts = base + random task vectors, batch 16 at 224x224, 2 threads). Variants:
 - dense_torch / dense_kernel: the task-arithmetic merge, its MLP matrices through torch's GEMM / through our fused
   kernel with no experts; ``dense`` is the faster one (named in the output);
 - exact: ``upscale_to_wemoe`` (every block), routers with small random weights;
-- rank_k: the same tower with ``WEMoEConfig(rank=k, anchor=...)`` (``wemoe.moe.LowRankWeightEnsemblingMLP``;
+- rank_k: the same tower with ``WEMoEConfig(rank=k, anchor=...)`` (``wemoe.moe.layer.LowRankWeightEnsemblingMLP``;
   ``--anchor``: task_arithmetic, the default, or pretrained, the plain form), the same routers.
   The factors are computed once at the largest k and truncated for the smaller ones (the top-k of an SVD are its
   first k components).
@@ -45,10 +45,10 @@ from torch import nn  # noqa: E402
 
 import moe_vs_fusionbench as tower_bench  # noqa: E402
 from dense_baseline import cpu_model, fastest_dense, gemm_gflops, with_kernel_mlps  # noqa: E402
-from wemoe import lowrank  # noqa: E402
+from wemoe.moe import lowrank  # noqa: E402
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
-from wemoe.moe import ANCHORS, MLP_PARTS, TASK_ARITHMETIC, WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
+from wemoe.moe.layer import ANCHORS, MLP_PARTS, TASK_ARITHMETIC, WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.zoo.zoo import Zoo  # noqa: E402
 
 
 def ints(text: str) -> list[int]:
@@ -171,7 +171,7 @@ def energy_table(zoo: Zoo, ranks: list[int]) -> dict[int, dict[str, float]]:
 def pocket_part(args: argparse.Namespace) -> dict:
     """Adapt exact WEMoE and every rank on the pocket zoo the same way; their accuracy averages, and energy kept."""
     from wemoe.pocket import load_pocket_zoo
-    from wemoe.workbench import Workbench
+    from wemoe.workbench.workbench import Workbench
 
     zoo = load_pocket_zoo()
     bench = Workbench(zoo, samples=args.samples)

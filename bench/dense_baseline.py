@@ -1,7 +1,7 @@
 """The dense baseline of the WEMoE benchmarks: the fastest dense path this machine has, and what machine it is.
 
 Dense is timed twice, through torch's GEMM (MKL/oneDNN) and with every MLP matrix through our fused kernel with no
-experts (``wemoe.lowrank.matmul_t(..., kernel=True)``: the kernel's own matmul, torch's GEMM for the backward pass);
+experts (``wemoe.moe.lowrank.matmul_t(..., kernel=True)``: the kernel's own matmul, torch's GEMM for the backward pass);
 the benchmarks state ratios against the faster one and say which won. ``cpu_model`` and ``gemm_gflops`` go with
 every figure.
 """
@@ -16,7 +16,7 @@ import time
 import torch
 from torch import nn
 
-from wemoe import fused_kernel, lowrank
+from wemoe.moe import fused_kernel, lowrank
 
 
 def cpu_model() -> str:

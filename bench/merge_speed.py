@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from dense_baseline import cpu_model  # noqa: E402
 from wemoe.methods import get_method, list_methods  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
+from wemoe.zoo.zoo import Zoo  # noqa: E402
 
 TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.task_vector import task_vectors  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
+from wemoe.zoo.zoo import Zoo  # noqa: E402
 
 METHODS = ("tsv_m", "iso_c", "iso_cts", "wudi", "emr_merging")
 StateDict = dict[str, torch.Tensor]

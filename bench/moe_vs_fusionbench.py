@@ -1,11 +1,11 @@
-"""WEMoE forward and forward+backward: the dense tower vs ours (``wemoe.moe``) vs FusionBench's WeightEnsemblingMoE.
+"""WEMoE forward and forward+backward: the dense tower vs ours (``wemoe.moe.layer``) vs FusionBench's WeightEnsemblingMoE.
 
 The tower is open_clip's ViT-B/32 image tower with random weights; the experts are the base plus small random task
 vectors. Three variants of the same tower:
 
 - dense: the task-arithmetic merge (``theta_0 + lambda * sum_t tau_t``);
-- ours: ``wemoe.moe.upscale_to_wemoe`` (every block's MLP upscaled), routers given random weights so routing differs
-  per sample; on CPU its forward runs the fused kernel (``wemoe.fused_kernel``);
+- ours: ``wemoe.moe.layer.upscale_to_wemoe`` (every block's MLP upscaled), routers given random weights so routing differs
+  per sample; on CPU its forward runs the fused kernel (``wemoe.moe.fused_kernel``);
 - ours_torch_ops: the same model with the kernel switched off (``WEMOE_FUSED_KERNEL=0`` during its steps): torch ops,
   per-sample weights written into the model's workspace;
 - fusionbench: the dense tower with every block's MLP wrapped by ``fusion_bench.models.we_moe.WeightEnsemblingMoE``
@@ -46,10 +46,10 @@ import open_clip  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from wemoe import fused_kernel  # noqa: E402
+from wemoe.moe import fused_kernel  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe import WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
+from wemoe.moe.layer import WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.zoo.zoo import Zoo  # noqa: E402
 
 VARIANTS = ("dense", "ours", "ours_torch_ops", "fusionbench")
 OURS_ONLY = ("dense", "ours", "ours_torch_ops")

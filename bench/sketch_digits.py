@@ -3,7 +3,7 @@
 A script draws the ten digits as the app's sketchpad would get them (white 16 px round brush on a 224x224 black
 canvas): two stroke styles per digit, each at a large centred and a smaller off-centre placement (``--per-digit``
 of these four variants, in that order). Each drawing is classified by the pocket zoo's ``pocket_digits`` expert
-and by the pretrained model under the ``pocket_digits`` zero-shot head (top-1 of ``wemoe.routing.top_k``, as the app
+and by the pretrained model under the ``pocket_digits`` zero-shot head (top-1 of ``wemoe.moe.routing.top_k``, as the app
 does), once as drawn (the old path: the 224x224 drawing through the zoo's preprocess) and once through
 ``wemoe.pocket.sketch.drawing_like_digits``. Prints one line per drawing, the accuracies, then one JSON line.
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
-    from wemoe.workbench import Workbench
+    from wemoe.workbench.workbench import Workbench
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -89,8 +89,8 @@ def drawings(per_digit: int = 4) -> list[tuple[Image.Image, int, str]]:
 
 def classify(bench: Workbench, images: Sequence[Image.Image]) -> dict[str, list[int]]:
     """Top-1 digit of each image for the pocket_digits expert and the pretrained model, under the digits head."""
-    from wemoe.routing import top_k
-    from wemoe.task_images import encode_images
+    from wemoe.moe.routing import top_k
+    from wemoe.tasks.images import encode_images
 
     task = "pocket_digits"
     head = bench.heads()[task]
@@ -136,7 +136,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark on the shipped pocket zoo; print per-drawing predictions, accuracies and a JSON line."""
     from wemoe.loading import load_zoo
-    from wemoe.workbench import Workbench
+    from wemoe.workbench.workbench import Workbench
 
     args = parse_args(argv)
     result = measure(Workbench(load_zoo("pocket")), args.per_digit, args.save_dir)

@@ -5,10 +5,10 @@ One transformer block's MLP (c_fc - GELU - c_proj, width 768 -> 3072 -> 768 by d
 
 - dense_torch: the MLP through torch's GEMM; dense_kernel: its matrices through our fused kernel with no experts.
   ``dense`` is the faster of the two (the table says which);
-- exact: ``wemoe.moe.WeightEnsemblingMLP`` (its router included) under the library's shape policy (fused kernel or
-  torch ops, ``wemoe.fused_kernel.worthwhile``); exact_kernel / exact_torch: the same forward with the kernel forced on
+- exact: ``wemoe.moe.layer.WeightEnsemblingMLP`` (its router included) under the library's shape policy (fused kernel or
+  torch ops, ``wemoe.moe.fused_kernel.worthwhile``); exact_kernel / exact_torch: the same forward with the kernel forced on
   / off (forward only: the backward pass is torch ops either way);
-- compressed: ``wemoe.moe.LowRankWeightEnsemblingMLP`` at ``--rank`` (router included).
+- compressed: ``wemoe.moe.layer.LowRankWeightEnsemblingMLP`` at ``--rank`` (router included).
 
 fwd: one forward under ``torch.no_grad()``; fwd+bwd: forward, loss = mean of squared outputs, backward into the input
 (and the router): the input of a block's MLP needs its gradient in an adaptation step (earlier routers). Times are the
@@ -36,10 +36,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from dense_baseline import KernelLinear, cpu_model, fastest_dense, gemm_gflops  # noqa: E402
-from wemoe import fused_kernel  # noqa: E402
-from wemoe.kernel_calibration import time_round_robin  # noqa: E402
+from wemoe.moe import fused_kernel  # noqa: E402
+from wemoe.moe.kernel_calibration import time_round_robin  # noqa: E402
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
-from wemoe.moe import LowRankWeightEnsemblingMLP, WeightEnsemblingMLP, Workspace  # noqa: E402
+from wemoe.moe.layer import LowRankWeightEnsemblingMLP, WeightEnsemblingMLP, Workspace  # noqa: E402
 
 FORWARD_ONLY = ("dense_kernel", "exact_kernel", "exact_torch")  # timed forward only (see the module docstring)
 

@@ -78,7 +78,7 @@ def _hub_file(cache: Path, repo: str, name: str, data: bytes) -> None:
 
 def open_clip_to_hf_vision(tower: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """An open_clip image-tower state dict in a transformers 4.x ``CLIPVisionModel``'s keys (no projection)."""
-    from wemoe.hf_convert import _LAYER_RENAMES, _RENAMES
+    from wemoe.zoo.hf_convert import _LAYER_RENAMES, _RENAMES
 
     renames = {v: k for k, v in _RENAMES.items()}
     layer_renames = {v: k for k, v in _LAYER_RENAMES.items()}
@@ -127,7 +127,7 @@ def build_cache(cache: Path, tiny: bool, tasks: list[str], seed: int = 0) -> dic
     """Write the base and one expert per task into ``cache`` (hub layout); return the zoo spec that loads them."""
     from safetensors.torch import save
 
-    from wemoe.clip_models import create_clip
+    from wemoe.zoo.clip_models import create_clip
 
     torch.manual_seed(seed)
     if tiny:
@@ -176,7 +176,7 @@ def synthetic_tasks(names: list[str], classes: int, images: int, size: int) -> l
     import numpy as np
     from PIL import Image
 
-    from wemoe.tasks import Task
+    from wemoe.tasks.registry import Task
 
     out = []
     for i, name in enumerate(names):
@@ -196,7 +196,7 @@ def run_phase(phase: str, spec: dict, args: argparse.Namespace) -> dict:
     """Load the zoo, run ``phase``, return RSS figures (MB) and the towers' own size."""
     torch.set_num_threads(args.threads)
     from wemoe.loading import load_zoo
-    from wemoe.workbench import Workbench
+    from wemoe.workbench.workbench import Workbench
 
     start = proc_status()
     t0 = time.perf_counter()
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         parser.error(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
-    from wemoe.presets import PAPER_TASKS
+    from wemoe.zoo.presets import PAPER_TASKS
 
     temp = None
     cache = args.cache_dir

@@ -43,7 +43,7 @@ def tiny_cli_zoo(monkeypatch):
     """``load_zoo`` (as the CLI calls it) gives a tiny 2-expert zoo whose tasks are registered."""
     import wemoe.loading
     from tests.helpers import tiny_task, tiny_zoo
-    from wemoe.tasks import register_task
+    from wemoe.tasks.registry import register_task
 
     zoo = tiny_zoo(n_experts=2, seed=11)
     for i, name in enumerate(zoo.task_names):

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 import wemoe  # torchvision shim before open_clip; also wemoe.errors below
-from wemoe.clip_models import create_clip
-from wemoe.tasks import Task
-from wemoe.zoo import Zoo
+from wemoe.zoo.clip_models import create_clip
+from wemoe.tasks.registry import Task
+from wemoe.zoo.zoo import Zoo
 
 TINY_MODEL = "wemoe-tiny-test"
 TINY_CONFIG = {

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.adapt import AdaptationRun
-from wemoe.adaptive import trainable_parameters
+from wemoe.adaptation.adapt import AdaptationRun
+from wemoe.adaptation.adaptive import trainable_parameters
 from wemoe.methods import get_method
-from wemoe.task_images import load_task_images
+from wemoe.tasks.images import load_task_images
 
 SETTINGS = {"steps": 10, "lr": 5e-2, "per_task": 4, "loss": "im", "seed": 3}
 
@@ -23,7 +23,7 @@ def setup():
     zoo = tiny_zoo(n_experts=3, seed=2, layers=3)
     tasks = [tiny_task(n, n_classes=3, n_images=10, seed=i) for i, n in enumerate(zoo.task_names)]
     data = {t.name: load_task_images(t, zoo.preprocess, "test") for t in tasks}
-    from wemoe.heads import HeadCache
+    from wemoe.tasks.heads import HeadCache
 
     heads = {t.name: HeadCache(zoo.clip, zoo.tokenizer).get(t) for t in tasks}
     return zoo, data, heads
@@ -60,7 +60,7 @@ def test_chunks_of_k_steps_equal_one_uninterrupted_run(setup, method, k):
 
 
 def test_running_out_of_device_memory_keeps_the_last_finished_step_and_says_what_to_do(setup, monkeypatch):
-    from wemoe.adapt import AdaptationOutOfMemory
+    from wemoe.adaptation.adapt import AdaptationOutOfMemory
 
     zoo, data, heads = setup
     model = get_method("wemoe")(zoo)

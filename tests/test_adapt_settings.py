@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-import wemoe.adapt
+import wemoe.adaptation.adapt
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.adapt import SETTINGS, AdaptationDiverged, resolve_settings
-from wemoe.adaptive import trainable_parameters
-from wemoe.classify import entropy
+from wemoe.adaptation.adapt import SETTINGS, AdaptationDiverged, resolve_settings
+from wemoe.adaptation.adaptive import trainable_parameters
+from wemoe.tasks.classify import entropy
 from wemoe.errors import MethodError
-from wemoe.workbench import Workbench
+from wemoe.workbench.workbench import Workbench
 
 
 def _bench() -> Workbench:
@@ -61,7 +61,7 @@ def test_a_loss_that_stops_being_finite_stops_the_run_at_the_last_finite_step(mo
         calls["n"] += 1  # two tasks: two calls per step
         return entropy(logits) * (math.nan if calls["n"] > 4 else 1.0)
 
-    monkeypatch.setitem(wemoe.adapt.LOSSES, "entropy", loss_that_breaks_at_step_3)
+    monkeypatch.setitem(wemoe.adaptation.adapt.LOSSES, "entropy", loss_that_breaks_at_step_3)
     bench = _bench()
     params = trainable_parameters(bench.merges["wemoe"].model)
     kept = []

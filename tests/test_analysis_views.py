@@ -13,20 +13,20 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
-from wemoe.corruptions import CORRUPTIONS, corrupt, corrupt_tensor
-from wemoe.cost import cost_table, stored_floats
-from wemoe.cross_accuracy import cross_accuracy, normalized_accuracy
+from wemoe.tasks.corruptions import CORRUPTIONS, corrupt, corrupt_tensor
+from wemoe.analysis.cost import cost_table, stored_floats
+from wemoe.analysis.cross_accuracy import cross_accuracy, normalized_accuracy
 from wemoe.errors import TaskError, WemoeError
-from wemoe.interference import block_of, interference, sign_conflicts, trim
-from wemoe.moe import moe_layers
-from wemoe.patch_routing import patch_routing
-from wemoe.robustness import corrupted_data, robustness_table, routing_shift
-from wemoe.routing import routing_weights
-from wemoe.sample_eval import accuracy_by_task
-from wemoe.sweep import lambda_sweep, per_task_lambdas
+from wemoe.analysis.interference import block_of, interference, sign_conflicts, trim
+from wemoe.moe.layer import moe_layers
+from wemoe.moe.patch_routing import patch_routing
+from wemoe.analysis.robustness import corrupted_data, robustness_table, routing_shift
+from wemoe.moe.routing import routing_weights
+from wemoe.evaluation.sample_eval import accuracy_by_task
+from wemoe.analysis.sweep import lambda_sweep, per_task_lambdas
 from wemoe.task_vector import task_vectors
-from wemoe.tasks import Task
-from wemoe.workbench import Workbench
+from wemoe.tasks.registry import Task
+from wemoe.workbench.workbench import Workbench
 
 
 def make_bench(n_experts: int = 3, adapt_split: str = "test", n_images: int = 12) -> Workbench:

@@ -9,7 +9,7 @@ from app.analysis_tab import (MAX_TASK_SLIDERS, cost_view, cross_accuracy_view, 
                               per_task_lambdas_view, robustness_view, routing_patches_view, task_sliders)
 from app.session import Session
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
-from wemoe.workbench import Workbench
+from wemoe.workbench.workbench import Workbench
 
 VIEWS = ("routing_patches", "interference", "cross_accuracy", "lambda_sweep", "robustness", "cost", "task_sliders",
          "per_task_lambdas")
@@ -53,12 +53,12 @@ def test_the_views_are_named_endpoints():
 
 def test_the_patch_overlay_shows_the_library_numbers(session):
     """The overlay's cells are each patch's routing (dominant expert or one expert's weight), the bars the image's
-    routing in that block, computed directly with wemoe.patch_routing; the cells cover their patches' pixels."""
+    routing in that block, computed directly with wemoe.moe.patch_routing; the cells cover their patches' pixels."""
     import gradio as gr
     import numpy as np
 
-    from wemoe.patch_routing import patch_routing
-    from wemoe.task_images import encode_images
+    from wemoe.moe.patch_routing import patch_routing
+    from wemoe.tasks.images import encode_images
 
     bench, image = session.bench, tiny_images(1, seed=2)[0]
     found = patch_routing(bench.merges["wemoe"].model, encode_images([image], bench.zoo.preprocess), 1)
@@ -76,12 +76,12 @@ def test_the_patch_overlay_shows_the_library_numbers(session):
 
 
 def test_one_lambda_per_task_scores_what_the_library_scores(session):
-    """The sliders: one per task at task arithmetic's lambda, the rest hidden; the bars are wemoe.sweep's
+    """The sliders: one per task at task arithmetic's lambda, the rest hidden; the bars are wemoe.analysis.sweep's
     per_task_lambdas of the sliders' values next to task arithmetic's one lambda, on the view's sample."""
     import gradio as gr
 
     from app.analysis_tab import PER_TASK
-    from wemoe.sweep import per_task_lambdas
+    from wemoe.analysis.sweep import per_task_lambdas
 
     bench = session.bench
     sliders = task_sliders(session)
@@ -108,7 +108,7 @@ def test_the_robustness_view_shows_accuracy_and_routing_shift_of_the_library(ses
     import gradio as gr
 
     from app.analysis_tab import PER_TASK
-    from wemoe.robustness import robustness_table, routing_shift
+    from wemoe.analysis.robustness import robustness_table, routing_shift
 
     bench = session.bench
     figure = robustness_view(session, "pixelate", 2)
@@ -128,7 +128,7 @@ def test_the_interference_view_shows_the_library_numbers(session):
     import gradio as gr
     import numpy as np
 
-    from wemoe.interference import interference
+    from wemoe.analysis.interference import interference
 
     found = interference(session.bench.zoo, 20.0)
     figure, choices = interference_view(session, 20, found.blocks[1])

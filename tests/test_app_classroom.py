@@ -270,7 +270,7 @@ def test_classifications_of_new_images_on_a_shared_zoo_take_turns(config, monkey
 
     from PIL import Image
 
-    import wemoe.workbench as workbench
+    import wemoe.workbench.workbench as workbench
 
     students = [_student(config), _student(config)]
     for student in students:
@@ -352,7 +352,7 @@ def test_an_adaptation_step_computes_in_a_compute_slot_and_waiting_takes_none(co
     import threading
 
     from app.jobs import locked_steps
-    from wemoe.workbench import Waiting
+    from wemoe.workbench.workbench import Waiting
 
     student = _student(config)
     slots, seen = student.shared.compute_slots, []

@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 from app import handlers, inputs, jobs, messages, views
 from app.session import AppConfig, Session
 from tests.app_support import tiny_config, write_examples
-from wemoe.export import load_wemoe
-from wemoe.moe import moe_layers
+from wemoe.evaluation.export import load_wemoe
+from wemoe.moe.layer import moe_layers
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_stopping_adaptation_keeps_the_routers_of_the_last_step(merged):
 
 
 def test_adaptation_refines_the_step_time_leaving_the_first_step_out(merged, monkeypatch):
-    from wemoe.adapt import AdaptStep
+    from wemoe.adaptation.adapt import AdaptStep
 
     result = merged.bench.merges["wemoe"]
 
@@ -432,8 +432,8 @@ def test_the_routing_heatmap_explains_its_coefficients(merged, config):
 
 
 def test_predicted_probabilities_match_the_library(merged, config):
-    from wemoe.routing import top_k
-    from wemoe.task_images import encode_images
+    from wemoe.moe.routing import top_k
+    from wemoe.tasks.images import encode_images
 
     image = inputs.read_example("task0/example0.png", config)
     _, table, _, _ = handlers.predict(merged, image, "task0", config)

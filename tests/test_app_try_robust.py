@@ -13,8 +13,8 @@ from app import handlers, inputs
 from app.session import Session
 from tests.app_support import tiny_config, write_examples
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.corruptions import CORRUPTIONS, corrupt_as_seen, corrupt_tensor, normalization
-from wemoe.task_images import encode_images
+from wemoe.tasks.corruptions import CORRUPTIONS, corrupt_as_seen, corrupt_tensor, normalization
+from wemoe.tasks.images import encode_images
 
 
 @pytest.fixture(scope="module")

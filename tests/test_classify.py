@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
-from wemoe.classify import logits, stable_top_k
+from wemoe.tasks.classify import logits, stable_top_k
 from wemoe.errors import TaskError
-from wemoe.moe import moe_layers
-from wemoe.predictions import joint_head
-from wemoe.result_cache import ResultCache
-from wemoe.routing import routing_weights
-from wemoe.task_images import encode_images
-from wemoe.workbench import PRETRAINED, Workbench
+from wemoe.moe.layer import moe_layers
+from wemoe.evaluation.predictions import joint_head
+from wemoe.workbench.result_cache import ResultCache
+from wemoe.moe.routing import routing_weights
+from wemoe.tasks.images import encode_images
+from wemoe.workbench.workbench import PRETRAINED, Workbench
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def test_table_writes_the_json_report(tiny_cli_zoo, tmp_path, capsys):
     assert methods["ties"]["params"]["top_k"] == 50.0
     assert methods["wemoe"]["adapt_steps"] == 2 and methods["wemoe"]["adapt_seconds"] > 0
     assert methods["wemoe"]["params"]["adapt_loss"] == "entropy"
-    from wemoe.adapt import SETTINGS  # every declared adaptation setting is reported, under its CLI name
+    from wemoe.adaptation.adapt import SETTINGS  # every declared adaptation setting is reported, under its CLI name
     from wemoe.__main__ import ADAPT_FLAGS
 
     assert {ADAPT_FLAGS[p.name][1] for p in SETTINGS} <= set(methods["wemoe"]["params"])
@@ -40,7 +40,7 @@ def test_fixed_lambda_skips_the_sweep(tiny_cli_zoo, tmp_path):
 
 
 def test_merge_command_saves_a_model(tiny_cli_zoo, tmp_path):
-    from wemoe.export import read_metadata
+    from wemoe.evaluation.export import read_metadata
 
     out = tmp_path / "w.safetensors"
     assert main(["merge", "--method", "wemoe", "--adapt-steps", "1", "--per-task", "2", "--out", str(out)]) == 0

@@ -10,7 +10,7 @@ import torch
 from tests.helpers import tiny_zoo
 from wemoe.loading import load_zoo
 from wemoe.methods import get_method
-from wemoe.moe import router_parameters
+from wemoe.moe.layer import router_parameters
 
 
 def _run_together(work: Callable[[int], object], n: int) -> tuple[list, list[BaseException]]:

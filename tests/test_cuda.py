@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.adapt import adapt
-from wemoe.adaptive import trainable_parameters
-from wemoe.evaluate import evaluate
-from wemoe.export import load_wemoe, save_model
-from wemoe.heads import HeadCache
+from wemoe.adaptation.adapt import adapt
+from wemoe.adaptation.adaptive import trainable_parameters
+from wemoe.evaluation.evaluate import evaluate
+from wemoe.evaluation.export import load_wemoe, save_model
+from wemoe.tasks.heads import HeadCache
 from wemoe.methods import get_method
-from wemoe.task_images import load_task_images
+from wemoe.tasks.images import load_task_images
 
 pytestmark = [
     pytest.mark.gpu,

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from tests.distributed_worker import CASES, SETTINGS, setup
-from wemoe.adapt import AdaptationRun
-from wemoe.distributed import DeviceError, check_devices, share
+from wemoe.adaptation.adapt import AdaptationRun
+from wemoe.adaptation.distributed import DeviceError, check_devices, share
 from wemoe.methods import get_method
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,9 +3,9 @@
 import torch
 
 from tests.helpers import tiny_clip, tiny_zoo
-from wemoe.export import load_wemoe, read_metadata, save_static, save_wemoe
+from wemoe.evaluation.export import load_wemoe, read_metadata, save_static, save_wemoe
 from wemoe.methods import get_method
-from wemoe.moe import router_parameters
+from wemoe.moe.layer import router_parameters
 
 import open_clip
 

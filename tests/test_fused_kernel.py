@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.helpers import tiny_zoo
-from wemoe import fused_kernel
-from wemoe.moe import WEMoEConfig, stacked_ensembled_linear, upscale_to_wemoe
+from wemoe.moe import fused_kernel
+from wemoe.moe.layer import WEMoEConfig, stacked_ensembled_linear, upscale_to_wemoe
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler on this machine")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wemoe import heads
+from wemoe.tasks import heads
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.heads import HeadCache, build_head
+from wemoe.tasks.heads import HeadCache, build_head
 
 
 @pytest.fixture(scope="module")

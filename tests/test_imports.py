@@ -97,7 +97,7 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_graph_sees_imports_inside_functions():
     edges = import_graph(module_files())
     assert "wemoe.loading" in edges["wemoe"]  # inside wemoe.__getattr__ (the lazy wemoe.load_zoo)
-    assert "wemoe.zoo" in edges["wemoe.sources"]
+    assert "wemoe.zoo.zoo" in edges["wemoe.zoo.sources"]
     assert len(edges) > 30 and sum(map(len, edges.values())) > 50
 
 
@@ -122,3 +122,63 @@ def test_every_wemoe_module_imports_without_gradio():
     done = subprocess.run([sys.executable, "-c", BLOCKED_GRADIO], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.strip().splitlines()[-1]) == len(module_files()) - 1  # every module but wemoe itself
+
+
+# The library's layers, bottom first: a module may import its own layer and those below, never one above. Data flows
+# up: weights in (zoo), images and heads in (tasks), the MoE layer, the merge methods, adaptation, evaluation, the
+# workbench that puts them together for a user, the analyses over a workbench, the pocket benchmark built with all of
+# them, and the face (``wemoe``, ``wemoe.loading``, the CLI).
+LAYERS = (
+    ("leaves", ("wemoe._torchvision_compat", "wemoe.errors", "wemoe.params", "wemoe.stopping", "wemoe.task_vector")),
+    ("zoo", ("wemoe.zoo",)),
+    ("tasks", ("wemoe.tasks",)),
+    ("moe", ("wemoe.moe",)),
+    ("methods", ("wemoe.methods",)),
+    ("adaptation", ("wemoe.adaptation",)),
+    ("evaluation", ("wemoe.evaluation",)),
+    ("workbench", ("wemoe.workbench",)),
+    ("analysis", ("wemoe.analysis",)),
+    ("pocket", ("wemoe.pocket",)),
+    ("face", ("wemoe", "wemoe.loading", "wemoe.__main__")),
+)
+
+
+def layer_of(module: str) -> int:
+    """The index in :data:`LAYERS` of ``module`` (the longest prefix that names a layer's package or module)."""
+    best, index = "", None
+    for i, (_, roots) in enumerate(LAYERS):
+        for root in roots:
+            if (module == root or module.startswith(root + ".")) and len(root) > len(best):
+                best, index = root, i
+    if index is None:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_imports.py")
+    return index
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """``"a (layer) -> b (layer)"`` for every import of a module from a higher layer (``wemoe`` itself aside: every
+    import of a submodule runs it first anyway)."""
+    found = []
+    for module, targets in sorted(edges.items()):
+        for target in sorted(targets - {"wemoe"}):
+            if layer_of(target) > layer_of(module):
+                found.append(f"{module} ({LAYERS[layer_of(module)][0]}) -> {target} ({LAYERS[layer_of(target)][0]})")
+    return found
+
+
+def test_the_layer_check_finds_an_upward_import():
+    edges = {"wemoe.zoo.sources": {"wemoe.errors", "wemoe.workbench.workbench"}, "wemoe.analysis.cost": {"wemoe.zoo"}}
+    assert upward_imports(edges) == ["wemoe.zoo.sources (zoo) -> wemoe.workbench.workbench (workbench)"]
+
+
+def test_every_module_is_in_a_layer_and_imports_only_downward():
+    edges = import_graph(module_files())
+    found = upward_imports(edges)
+    assert not found, "imports that run upward through the layers:\n" + "\n".join(found)
+
+
+def test_the_top_of_wemoe_holds_the_face_and_a_few_shared_leaves():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 12, top
+    assert {".".join(("wemoe", p.removesuffix(".py"))) for p in top} - {"wemoe.__init__"} <= {
+        root for _, roots in (LAYERS[0], LAYERS[-1]) for root in roots}

@@ -10,11 +10,11 @@ import torch
 
 from tests.helpers import tiny_zoo
 from tests.test_moe import _per_sample_reference
-from wemoe import lowrank
-from wemoe.export import load_wemoe, save_wemoe
+from wemoe.moe import lowrank
+from wemoe.evaluation.export import load_wemoe, save_wemoe
 from wemoe.methods import get_method
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK
-from wemoe.moe import (
+from wemoe.moe.layer import (
     ANCHORS,
     MLP_PARTS,
     PRETRAINED,
@@ -27,7 +27,7 @@ from wemoe.moe import (
     upscale_to_wemoe,
 )
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 WIDTH = 64  # tiny_zoo's token width: its MLP matrices are 256 x 64, so rank 64 is full rank
 
@@ -216,7 +216,7 @@ def test_a_compressed_model_saved_before_anchors_reloads_as_the_plain_form(zoo, 
 
     from safetensors.torch import load_file, save_file
 
-    from wemoe.export import read_metadata
+    from wemoe.evaluation.export import read_metadata
 
     tower = get_method("wemoe")(zoo, rank=4, anchor=PRETRAINED)
     trained_routers(tower, seed=9)
@@ -246,7 +246,7 @@ def test_the_compressed_method_is_wemoe_with_its_own_default_rank(zoo):
 
 
 def test_matmul_t_through_the_kernel_equals_torch():
-    from wemoe import fused_kernel
+    from wemoe.moe import fused_kernel
 
     generator = torch.Generator().manual_seed(8)
     x = torch.randn(lowrank.KERNEL_MIN_ROWS + 3, 40, generator=generator, requires_grad=True)
@@ -262,7 +262,7 @@ def test_matmul_t_through_the_kernel_equals_torch():
 
 
 def test_model_bytes_counts_the_factors_instead_of_the_task_vectors(zoo):
-    from wemoe.moe import model_bytes
+    from wemoe.moe.layer import model_bytes
 
     ta = model_bytes(get_method("task_arithmetic")(zoo))
     exact, compressed = model_bytes(get_method("wemoe")(zoo)), model_bytes(get_method("wemoe")(zoo, rank=4))

@@ -1,4 +1,4 @@
-"""Every registered method, through every path: the CLI, the oracle, export and adaptation (wemoe.adaptive's contract).
+"""Every registered method, through every path: the CLI, the oracle, export and adaptation (wemoe.adaptation.adaptive's contract).
 
 Parametrised over the registry, so a new method is tested the moment it is registered.
 """
@@ -12,12 +12,12 @@ import torch
 
 from tests.helpers import tiny_clip, tiny_task, tiny_zoo  # first: wemoe's torchvision shim before open_clip
 from wemoe.__main__ import main
-from wemoe.adaptive import routed_layers, routes, static_form, trainable_parameters
+from wemoe.adaptation.adaptive import routed_layers, routes, static_form, trainable_parameters
 from wemoe.errors import MethodError
-from wemoe.export import load_wemoe, read_metadata, save_model
+from wemoe.evaluation.export import load_wemoe, read_metadata, save_model
 from wemoe.methods import get_method, list_methods
 from wemoe.methods.wemoe import WEMoE
-from wemoe.workbench import ORACLE, Workbench
+from wemoe.workbench.workbench import ORACLE, Workbench
 
 import open_clip  # noqa: E402, I001
 

@@ -8,7 +8,7 @@ from wemoe.errors import MethodError
 from wemoe.methods import get_method, list_methods
 from wemoe.methods.ties import ties_merge
 from wemoe.task_vector import TaskVector
-from wemoe.workbench import Workbench
+from wemoe.workbench.workbench import Workbench
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_evaluate_table_shape_and_expert_rows():
 
 
 def test_adaptation_losses_match_hand_computation():
-    from wemoe.classify import entropy, information_maximisation
+    from wemoe.tasks.classify import entropy, information_maximisation
 
     logits = torch.log(torch.tensor([[0.5, 0.5], [1.0 - 1e-9, 1e-9]]))
     expected_entropy = (torch.log(torch.tensor(2.0)) + 0.0) / 2
@@ -144,7 +144,7 @@ def test_unknown_adaptation_loss_is_refused():
 
 
 def test_workbench_frees_wemoe_scratch_memory_after_adapting_and_evaluating():
-    from wemoe.moe import moe_layers
+    from wemoe.moe.layer import moe_layers
 
     zoo = tiny_zoo(n_experts=2, seed=5)
     tasks = [tiny_task(name, n_classes=2, n_images=8, seed=i) for i, name in enumerate(zoo.task_names)]

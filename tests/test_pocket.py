@@ -17,7 +17,7 @@ from wemoe.pocket.build import BuildSettings, build, finetune_experts, write_exa
 from wemoe.pocket.generators import digit_indices
 from wemoe.pocket.tasks import POCKET_TASKS, SPLIT_SIZES, TASK_NAMES, arrays, get_spec, split_seed
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, create_pocket_clip, finetune_expert, restyle, to_tensor
-from wemoe.tasks import get_task
+from wemoe.tasks.registry import get_task
 
 
 def test_tasks_are_registered_with_distinct_class_names():

@@ -12,9 +12,9 @@ import json
 import pytest
 import torch
 
-from wemoe.classify import entropy, logits
+from wemoe.tasks.classify import entropy, logits
 from wemoe.loading import load_zoo
-from wemoe.workbench import Workbench
+from wemoe.workbench.workbench import Workbench
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import torch
 import wemoe  # noqa: F401  (before open_clip)
 from research.pocket import diagnose
 from tests.helpers import tiny_zoo
-from wemoe.classify import entropy, logits_from_features
+from wemoe.tasks.classify import entropy, logits_from_features
 from wemoe.methods import get_method
-from wemoe.moe import WEMoEConfig, force_routing, upscale_to_wemoe
+from wemoe.moe.layer import WEMoEConfig, force_routing, upscale_to_wemoe
 
 
 def _setup(lam: float = 0.3):

@@ -7,12 +7,12 @@ import logging
 import time
 from pathlib import Path
 
-from wemoe.result_cache import NOTABLE_SECONDS, ResultCache
+from wemoe.workbench.result_cache import NOTABLE_SECONDS, ResultCache
 
 
 def test_routine_results_are_logged_at_debug_and_long_ones_at_info(caplog):
     cache = ResultCache(max_entries=4)
-    with caplog.at_level(logging.DEBUG, logger="wemoe.result_cache"):
+    with caplog.at_level(logging.DEBUG, logger="wemoe.workbench.result_cache"):
         cache.get_or_compute("classify", lambda: 1)
         cache.get_or_compute("merge", lambda: time.sleep(NOTABLE_SECONDS + 0.05) or 2)
     levels = {record.getMessage().split()[1]: record.levelno for record in caplog.records}
@@ -39,4 +39,4 @@ def test_the_app_logs_its_own_events_and_only_warnings_of_other_libraries(monkey
     app_main.quiet_logs("INFO")
     assert root.level == logging.WARNING and not logging.getLogger("httpx").isEnabledFor(logging.INFO)
     assert logging.getLogger("app.events").isEnabledFor(logging.INFO)
-    assert logging.getLogger("wemoe.result_cache").isEnabledFor(logging.INFO)
+    assert logging.getLogger("wemoe.workbench.result_cache").isEnabledFor(logging.INFO)

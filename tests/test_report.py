@@ -1,12 +1,12 @@
-"""wemoe.report: the results JSON of an accuracy table, in the format of `python -m wemoe table --json`."""
+"""wemoe.evaluation.report: the results JSON of an accuracy table, in the format of `python -m wemoe table --json`."""
 
 import json
 import math
 
 import pandas as pd
 
-from wemoe.report import build_report
-from wemoe.workbench import MergeResult
+from wemoe.evaluation.report import build_report
+from wemoe.workbench.workbench import MergeResult
 
 
 def _table():

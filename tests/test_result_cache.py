@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.adaptive import trainable_parameters
-from wemoe.loaded_zoo import LoadedZoo
+from wemoe.adaptation.adaptive import trainable_parameters
+from wemoe.workbench.loaded_zoo import LoadedZoo
 from wemoe.methods import get_method
-from wemoe.result_cache import ResultCache
-from wemoe.workbench import Workbench
+from wemoe.workbench.result_cache import ResultCache
+from wemoe.workbench.workbench import Workbench
 
 RUN = {"steps": 3, "lr": 5e-2, "per_task": 4}
 
@@ -176,7 +176,7 @@ def test_a_second_session_watches_the_run_in_flight_without_claiming_it_then_get
 
 
 def test_adapt_reports_waiting_for_the_same_run_in_flight_item_by_item(shared):
-    from wemoe.workbench import Waiting
+    from wemoe.workbench.workbench import Waiting
 
     loaded, cache = shared
     owner, waiter = Workbench.sharing(loaded, cache, "z"), Workbench.sharing(loaded, cache, "z")

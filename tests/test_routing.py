@@ -1,15 +1,15 @@
-"""wemoe.routing: routing per image and layer, the routers' task guess, task averages, 2-D maps, top-k predictions."""
+"""wemoe.moe.routing: routing per image and layer, the routers' task guess, task averages, 2-D maps, top-k predictions."""
 
 import numpy as np
 import pytest
 import torch
 
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.classify import logits
+from wemoe.tasks.classify import logits
 from wemoe.errors import MethodError
-from wemoe.heads import build_head
-from wemoe.moe import WEMoEConfig, moe_layers, upscale_to_wemoe
-from wemoe.routing import (
+from wemoe.tasks.heads import build_head
+from wemoe.moe.layer import WEMoEConfig, moe_layers, upscale_to_wemoe
+from wemoe.moe.routing import (
     RoutingCentroids,
     analyse_routing,
     embed_2d,
@@ -21,7 +21,7 @@ from wemoe.routing import (
     top_k,
     uninformative_routing,
 )
-from wemoe.task_images import TaskImages
+from wemoe.tasks.images import TaskImages
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def pocket_bench():
     if why := _pocket_zoo_missing():
         pytest.skip(why)
     from wemoe.loading import load_zoo
-    from wemoe.workbench import Workbench
+    from wemoe.workbench.workbench import Workbench
 
     return Workbench(load_zoo("pocket"))
 

@@ -1,4 +1,4 @@
-"""A served app's visitors name uploads and hub ids, never server paths (wemoe.source_policy, app.inputs; #27)."""
+"""A served app's visitors name uploads and hub ids, never server paths (wemoe.zoo.source_policy, app.inputs; #27)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import gradio as gr
 import pytest
 
 from app.inputs import custom_spec, read_tasks
-from wemoe.checkpoints import HubId
-from wemoe.source_policy import ALLOWED_PATHS_ENV, SourcePolicy, SourceRefused, is_hub_id
+from wemoe.zoo.checkpoints import HubId
+from wemoe.zoo.source_policy import ALLOWED_PATHS_ENV, SourcePolicy, SourceRefused, is_hub_id
 
 SERVED = SourcePolicy(served=True)
 SERVER_PATHS = ["/", "../../", "/usr", "/etc", "/proc/self", "/etc/passwd", "/nonexistent/dir", "~", "~/x",
@@ -82,15 +82,15 @@ def test_served_custom_zoo_takes_uploads_tags_and_hub_ids():
 
 def test_a_hub_id_is_never_read_as_a_local_folder(tmp_path, monkeypatch):
     """A folder named like a hub id under the working directory: locally it is the folder, served it is the hub."""
-    import wemoe.sources
+    import wemoe.zoo.sources
 
     (tmp_path / "owner" / "expert").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     asked = []
-    monkeypatch.setattr(wemoe.sources, "download_hf", lambda repo: asked.append(repo) or (_ for _ in ()).throw(
+    monkeypatch.setattr(wemoe.zoo.sources, "download_hf", lambda repo: asked.append(repo) or (_ for _ in ()).throw(
         OSError("offline")))
     with pytest.raises(OSError, match="offline"):
-        wemoe.sources.load_expert("a", HubId("owner/expert"), clip=None)
+        wemoe.zoo.sources.load_expert("a", HubId("owner/expert"), clip=None)
     assert asked == ["owner/expert"]
 
 

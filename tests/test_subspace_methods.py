@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers import tiny_task, tiny_zoo  # first: wemoe's torchvision shim before open_clip
 from wemoe.__main__ import main
-from wemoe.evaluate import needs_task, tower_for
+from wemoe.evaluation.evaluate import needs_task, tower_for
 from wemoe.methods import get_method
 from wemoe.methods.emr import emr_merge
 from wemoe.methods.iso import iso_c_matrix, iso_cts_matrix, subspace_sizes
@@ -19,7 +19,7 @@ from wemoe.methods.matrix_merge import merge_matrices
 from wemoe.methods.tsv_m import kept_components, tsv_matrix
 from wemoe.methods.wudi import wudi_matrix
 from wemoe.task_vector import TaskVector
-from wemoe.workbench import Workbench
+from wemoe.workbench.workbench import Workbench
 
 
 def _outer(vector: list[float]) -> torch.Tensor:
@@ -197,8 +197,8 @@ def test_task_wise_adamerging_has_one_coefficient_per_task_and_starts_at_task_ar
 
 def test_classify_gives_emr_the_heads_task_and_no_task_gives_its_mean():
     from tests.helpers import tiny_images
-    from wemoe.classify import logits
-    from wemoe.task_images import encode_images
+    from wemoe.tasks.classify import logits
+    from wemoe.tasks.images import encode_images
 
     zoo = tiny_zoo(n_experts=3, seed=9)
     bench = Workbench(zoo, [tiny_task(n, n_classes=4, n_images=6, seed=i) for i, n in enumerate(zoo.task_names)])

@@ -1,11 +1,11 @@
-"""Task arithmetic's lambda sweep (wemoe.sweep), shared by the CLI's table and the pocket build."""
+"""Task arithmetic's lambda sweep (wemoe.analysis.sweep), shared by the CLI's table and the pocket build."""
 
 from __future__ import annotations
 
 import wemoe  # noqa: F401  (before open_clip)
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.sweep import best_task_arithmetic
-from wemoe.workbench import Workbench
+from wemoe.analysis.sweep import best_task_arithmetic
+from wemoe.workbench.workbench import Workbench
 
 
 def test_the_sweep_keeps_the_best_lambda_and_drops_the_others():

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from wemoe.errors import TaskError
-from wemoe.tasks import TASK_MAX_DEPTH, TASK_MAX_FILES, task_from_folder, task_from_parquet, task_from_zip
+from wemoe.tasks.readers import TASK_MAX_DEPTH, TASK_MAX_FILES, task_from_folder, task_from_parquet, task_from_zip
 
 
 @pytest.fixture

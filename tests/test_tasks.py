@@ -8,19 +8,12 @@ import pytest
 from PIL import Image
 
 from wemoe.errors import TaskError
-from wemoe.presets import PAPER_TASKS, PRESETS
-from wemoe.standard_tasks import STANDARD_TASKS, hub_loader
+from wemoe.zoo.presets import PAPER_TASKS, PRESETS
+from wemoe.tasks.standard_tasks import STANDARD_TASKS, hub_loader
 import zipfile
 
-from wemoe.tasks import (
-    get_task,
-    list_tasks,
-    task_from_folder,
-    task_from_hub,
-    task_from_parquet,
-    task_from_source,
-    task_from_zip,
-)
+from wemoe.tasks.readers import task_from_folder, task_from_hub, task_from_parquet, task_from_source, task_from_zip
+from wemoe.tasks.registry import get_task, list_tasks
 
 
 @pytest.mark.parametrize("name", list_tasks())

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.helpers import tiny_zoo
-from wemoe.export import load_wemoe, save_wemoe
+from wemoe.evaluation.export import load_wemoe, save_wemoe
 from wemoe.methods import get_method
-from wemoe.moe import WEMoEConfig, moe_layers, router_parameters, upscale_to_wemoe
+from wemoe.moe.layer import WEMoEConfig, moe_layers, router_parameters, upscale_to_wemoe
 
 
 @pytest.fixture(scope="module")

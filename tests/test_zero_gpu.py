@@ -11,11 +11,11 @@ import torch
 
 from tests import zero_gpu
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.adapt import AdaptationRun, adapt_in_chunks, run_chunk
-from wemoe.adaptive import trainable_parameters
-from wemoe.heads import HeadCache
+from wemoe.adaptation.adapt import AdaptationRun, adapt_in_chunks, run_chunk
+from wemoe.adaptation.adaptive import trainable_parameters
+from wemoe.tasks.heads import HeadCache
 from wemoe.methods import get_method
-from wemoe.task_images import load_task_images
+from wemoe.tasks.images import load_task_images
 
 SETTINGS = {"steps": 7, "lr": 5e-2, "per_task": 4, "loss": "entropy", "seed": 1}
 

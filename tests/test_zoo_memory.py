@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wemoe.errors import ZooError
-from wemoe.hf_convert import hf_vision_to_open_clip
-from wemoe.loaded_zoo import LoadedZoo
-from wemoe.mapped_weights import MappedState, map_safetensors
-from wemoe.presets import PAPER_TASKS
-from wemoe.sources import load_spec
+from wemoe.zoo.hf_convert import hf_vision_to_open_clip
+from wemoe.workbench.loaded_zoo import LoadedZoo
+from wemoe.zoo.mapped_weights import MappedState, map_safetensors
+from wemoe.zoo.presets import PAPER_TASKS
+from wemoe.zoo.sources import load_spec
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "zoo_memory.py"
 
@@ -109,7 +109,7 @@ def test_zoo_memory_bench_tiny(tmp_path):
 
 def test_a_full_clip_checkpoint_as_expert_keeps_only_its_image_tower(tiny_cache):
     zoo = load_spec(tiny_cache)
-    from wemoe.sources import load_expert
+    from wemoe.zoo.sources import load_expert
 
     state = load_expert("sun397", tiny_cache["pretrained"], zoo.clip)  # the base file: a whole open_clip CLIP
     assert sorted(state) == sorted(zoo.clip.visual.state_dict())
@@ -117,7 +117,7 @@ def test_a_full_clip_checkpoint_as_expert_keeps_only_its_image_tower(tiny_cache)
 
 
 def test_torch_zip_checkpoints_load_memory_mapped(tmp_path):
-    from wemoe.checkpoints import read_weights
+    from wemoe.zoo.checkpoints import read_weights
 
     tensors = {"module.a": torch.randn(8, 8), "module.b": torch.arange(3)}
     torch.save({"state_dict": tensors}, tmp_path / "w.pt")

@@ -19,18 +19,18 @@ from typing import Any
 import torch
 
 from wemoe import loading  # loading.load_zoo looked up at each call (tests replace it)
-from wemoe.adapt import SETTINGS as ADAPT_SETTINGS
-from wemoe.adapt import resolve_settings
-from wemoe.distributed import ACCELERATORS, STRATEGIES, check_devices, finish_fabric, is_main_process, start_fabric
+from wemoe.adaptation.adapt import SETTINGS as ADAPT_SETTINGS
+from wemoe.adaptation.adapt import resolve_settings
+from wemoe.adaptation.distributed import ACCELERATORS, STRATEGIES, check_devices, finish_fabric, is_main_process, start_fabric
 from wemoe.errors import WemoeError
-from wemoe.evaluate import needs_task
-from wemoe.export import save_model
+from wemoe.evaluation.evaluate import needs_task
+from wemoe.evaluation.export import save_model
 from wemoe.methods import get_method, list_methods
-from wemoe.presets import PRESETS
-from wemoe.report import build_report
-from wemoe.sweep import best_task_arithmetic
-from wemoe.views_cli import add_view_commands
-from wemoe.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
+from wemoe.zoo.presets import PRESETS
+from wemoe.evaluation.report import build_report
+from wemoe.analysis.sweep import best_task_arithmetic
+from wemoe.analysis.views_cli import add_view_commands
+from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 
 
 ADAPT_FLAGS = {
@@ -174,8 +174,8 @@ def _whole_numbers(text: str) -> list[int]:
 
 
 def command_calibrate_kernel(args: argparse.Namespace) -> None:
-    """Measure where the fused kernel pays on this CPU and store the policy (``wemoe.kernel_policy``)."""
-    from wemoe import kernel_calibration, kernel_policy  # only this command needs them
+    """Measure where the fused kernel pays on this CPU and store the policy (``wemoe.moe.kernel_policy``)."""
+    from wemoe.moe import kernel_calibration, kernel_policy  # only this command needs them
 
     if args.threads is not None:
         if args.threads < 1:
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--zoo", default="pocket",
                          help=f"pocket (offline), or a hub preset: {', '.join(PRESETS)}")
         sub.add_argument("--param", action="append", default=[], help="method parameter, e.g. wemoe.lambda=0.3")
-        for setting in ADAPT_SETTINGS:  # declared once in wemoe.adapt; checked by resolve_settings before any work
+        for setting in ADAPT_SETTINGS:  # declared once in wemoe.adaptation.adapt; checked by resolve_settings before any work
             flag, dest = ADAPT_FLAGS[setting.name]
             allowed = f"one of {list(setting.choices)}" if setting.choices else f"{setting.min}..{setting.max}"
             sub.add_argument(flag, dest=dest, type=setting.type, default=setting.default,

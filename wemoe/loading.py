@@ -1,7 +1,7 @@
 """The one way to load a zoo: :func:`load_zoo` (also ``wemoe.load_zoo``).
 
 A name in :data:`ZOO_LOADERS` (``"pocket"``: the small offline zoo shipped under ``assets/``) runs its loader;
-anything else is a spec for ``wemoe.sources.load_spec``: a preset name (``wemoe.presets``), the path of a ``.json``
+anything else is a spec for ``wemoe.zoo.sources.load_spec``: a preset name (``wemoe.zoo.presets``), the path of a ``.json``
 spec file, a mapping of ZooSpec fields or a ZooSpec.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from wemoe.pocket.loader import load_pocket_zoo
-from wemoe.sources import ProgressFn, load_spec
-from wemoe.zoo import Zoo, ZooSpec
+from wemoe.zoo.sources import ProgressFn, load_spec
+from wemoe.zoo.zoo import Zoo, ZooSpec
 
 ZooLoader = Callable[[ProgressFn | None], Zoo]
 """A named zoo's loader: ``loader(progress)`` gives the zoo."""

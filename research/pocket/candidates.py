@@ -25,7 +25,7 @@ from wemoe.pocket import load_pocket_zoo
 from wemoe.pocket.loader import MANIFEST
 from wemoe.pocket.tasks import TASK_NAMES
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, create_pocket_clip, finetune_expert, pretrain
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 RUNS = Path("/tmp/pocket_runs")
 """Where the research scripts cache their run folders (``RUNS / tag``)."""

@@ -3,8 +3,8 @@
     python research/pocket/pocket_adapt_sweep.py --run /tmp/pocket_runs/r1 --lr 1e-4 3e-4 1e-3 --steps 300
     python research/pocket/pocket_adapt_sweep.py --lr 1e-3 --lambda 0.1 0.3          # the shipped assets/pocket
 
-For each (init lambda, lr, router hidden layers) it adapts a fresh WEMoE with the engine (wemoe.moe.upscale_to_wemoe,
-wemoe.adapt.adapt: Adam on the routers, entropy under each task's own head, 16 images per task per step) and prints
+For each (init lambda, lr, router hidden layers) it adapts a fresh WEMoE with the engine (wemoe.moe.layer.upscale_to_wemoe,
+wemoe.adaptation.adapt.adapt: Adam on the routers, entropy under each task's own head, 16 images per task per step) and prints
 accuracy every ``--every`` steps, the share of the gap recovered, and the mean routing weight per (task, expert) in
 the last upscaled block after the run (a learned task routing has its largest weight on the diagonal).
 """
@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `pyt
 
 import wemoe  # noqa: E402,F401
 from research.pocket.candidates import load_candidate  # noqa: E402
-from wemoe.adapt import adapt  # noqa: E402
-from wemoe.classify import predict  # noqa: E402
-from wemoe.heads import build_head  # noqa: E402
+from wemoe.adaptation.adapt import adapt  # noqa: E402
+from wemoe.tasks.classify import predict  # noqa: E402
+from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.layer import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import to_tensor  # noqa: E402
-from wemoe.task_images import TaskImages  # noqa: E402
+from wemoe.tasks.images import TaskImages  # noqa: E402
 
 
 def average(model, data, heads) -> tuple[float, dict[str, float]]:
@@ -58,12 +58,12 @@ def use_bounded_routers() -> None:
     """A named variant (not the paper's): routing weights ``sigmoid(router(x))`` in [0, 1], initialised at lambda.
 
     The paper's routers are unbounded, so entropy descent can extrapolate along task vectors (weights < 0 or > 1)
-    to make a head confident without the right expert. Patches wemoe.moe.Router for this process only.
+    to make a head confident without the right expert. Patches wemoe.moe.layer.Router for this process only.
     """
 
     from torch import nn
 
-    from wemoe.moe import Router
+    from wemoe.moe.layer import Router
 
     def reset(self, init_lambda: float) -> None:
         last = self.net[-1]
@@ -80,9 +80,9 @@ def use_bounded_routers() -> None:
 def use_task_batch_routing(per_task: int) -> dict[str, bool]:
     """A named variant (FusionBench's ``batch_reduce: true``, not this project's WEMoE): while the returned switch
     is on, each router's outputs are averaged over every ``per_task`` consecutive samples, so each task's images in
-    an adaptation batch share one routing. Evaluation turns it off (per-sample routing). Patches wemoe.moe.Router
+    an adaptation batch share one routing. Evaluation turns it off (per-sample routing). Patches wemoe.moe.layer.Router
     for this process only."""
-    from wemoe.moe import Router
+    from wemoe.moe.layer import Router
 
     switch = {"on": False}
     per_sample = Router.forward
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="adaptation seed (which images each step draws)")
     parser.add_argument("--loss", choices=("entropy", "im"), default="entropy",
-                        help="entropy: the paper's (wemoe.adapt); im: variant, entropy minus the entropy of the batch-mean prediction")
+                        help="entropy: the paper's (wemoe.adaptation.adapt); im: variant, entropy minus the entropy of the batch-mean prediction")
     parser.add_argument("--bounded", action="store_true", help="variant: routing = sigmoid(router), in [0, 1], starting at lambda")
     parser.add_argument("--task-batch-routing", action="store_true",
                         help="variant (FusionBench's batch_reduce): during adaptation each task's 16 images share the "

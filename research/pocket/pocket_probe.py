@@ -24,15 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `pyt
 import wemoe  # noqa: E402,F401
 from research.pocket import diagnose  # noqa: E402
 from research.pocket.candidates import load_candidate  # noqa: E402
-from wemoe.adapt import adapt  # noqa: E402
-from wemoe.classify import entropy, logits_from_features  # noqa: E402
-from wemoe.heads import build_head  # noqa: E402
+from wemoe.adaptation.adapt import adapt  # noqa: E402
+from wemoe.tasks.classify import entropy, logits_from_features  # noqa: E402
+from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.layer import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, to_tensor  # noqa: E402
-from wemoe.task_images import TaskImages  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
+from wemoe.tasks.images import TaskImages  # noqa: E402
+from wemoe.zoo.zoo import Zoo  # noqa: E402
 
 
 def load_run(run: Path | None, args: argparse.Namespace) -> Zoo:

@@ -3,7 +3,7 @@
     python research/pocket/pocket_research.py --tag base --pretrain-steps 800 --expert-steps 600 --adapt-lr 1e-3
 
 Prints zero-shot, experts, task arithmetic (lambda sweep), oracle routing, the TA->oracle entropy path, the
-entropy-gradient matrix, and WEMoE accuracy after adaptation with the engine (wemoe.moe / wemoe.adapt).
+entropy-gradient matrix, and WEMoE accuracy after adaptation with the engine (wemoe.moe.layer / wemoe.adaptation.adapt).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import torch  # noqa: E402
 import wemoe  # noqa: E402,F401
 from research.pocket import diagnose  # noqa: E402
 from research.pocket.candidates import RUNS, load_candidate  # noqa: E402
-from wemoe.adapt import adapt  # noqa: E402
-from wemoe.heads import build_head  # noqa: E402
+from wemoe.adaptation.adapt import adapt  # noqa: E402
+from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe import WEMoEConfig, oracle_towers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.layer import WEMoEConfig, oracle_towers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, load_config, to_tensor  # noqa: E402
-from wemoe.task_images import TaskImages  # noqa: E402
-from wemoe.zoo import Zoo  # noqa: E402
+from wemoe.tasks.images import TaskImages  # noqa: E402
+from wemoe.zoo.zoo import Zoo  # noqa: E402
 
 
 def task_fractions(pairs: list[str]) -> tuple[tuple[str, float], ...]:

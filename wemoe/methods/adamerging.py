@@ -11,7 +11,7 @@ from torch.func import functional_call
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 class LayerWiseMergedTower(nn.Module):

@@ -14,14 +14,14 @@ from torch import nn
 
 from wemoe.errors import MethodError
 from wemoe.params import Param
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 class MergeMethod(ABC):
     """A merge method. Subclasses set the class attributes and implement :meth:`merge`.
 
-    ``adaptive`` methods return a model that keeps the contract of ``wemoe.adaptive`` (trainable parameters that
-    ``wemoe.adapt.adapt`` trains, a static form or a saved format for export, routing or none); the others return a
+    ``adaptive`` methods return a model that keeps the contract of ``wemoe.adaptation.adaptive`` (trainable parameters that
+    ``wemoe.adaptation.adapt.adapt`` trains, a static form or a saved format for export, routing or none); the others return a
     static tower.
     """
 

@@ -7,7 +7,7 @@
 3. Rescale: per task, ``sum_p mean|tau_t[p]| / sum_p mean|mask_t[p] * tau_uni[p]|`` over the parameter tensors ``p``.
 
 Task ``t``'s model is ``theta_0 + rescaler_t * mask_t * tau_uni``; with one task it is that expert. The merged model is
-*task-conditioned*: ``model.for_task(task)`` gives that task's tower (``wemoe.evaluate.tower_for`` uses it, so tables
+*task-conditioned*: ``model.for_task(task)`` gives that task's tower (``wemoe.evaluation.evaluate.tower_for`` uses it, so tables
 give each task its own, "task given"). Called without a task (``model(images)``, export) it is the mean of the task
 models, ``theta_0 + mean_t(rescaler_t * mask_t) * tau_uni``: what EMR offers when nobody says which task an image is.
 """
@@ -23,7 +23,7 @@ from torch.func import functional_call
 from wemoe.methods.base import MergeMethod
 from wemoe.methods.registry import register
 from wemoe.task_vector import TaskVector, task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 def emr_merge(vectors: list[TaskVector]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:

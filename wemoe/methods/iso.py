@@ -20,7 +20,7 @@ from wemoe.methods.matrix_merge import merge_matrices, polar
 from wemoe.methods.registry import register
 from wemoe.methods.tsv_m import ALPHA
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 def iso_c_matrix(deltas: torch.Tensor) -> torch.Tensor:

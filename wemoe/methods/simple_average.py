@@ -5,7 +5,7 @@ from torch import nn
 from wemoe.methods.base import MergeMethod
 from wemoe.methods.registry import register
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 @register

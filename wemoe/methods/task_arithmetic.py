@@ -5,7 +5,7 @@ from torch import nn
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 LAMBDA = Param("lambda", float, 0.3, "Scaling coefficient of the summed task vectors.", min=0.0, max=2.0)
 

@@ -10,7 +10,7 @@ from wemoe.methods.adamerging import AdaMerging, LayerWiseMergedTower
 from wemoe.methods.base import MergeMethod
 from wemoe.methods.registry import register
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 class TaskWiseMergedTower(LayerWiseMergedTower):

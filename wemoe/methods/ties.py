@@ -7,7 +7,7 @@ from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
 from wemoe.methods.task_arithmetic import LAMBDA
 from wemoe.task_vector import TaskVector, task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 def ties_merge(vectors: list[TaskVector], top_k: float, merge: str = "sum") -> TaskVector:

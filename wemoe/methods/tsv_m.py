@@ -16,7 +16,7 @@ from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.matrix_merge import merge_matrices, polar
 from wemoe.methods.registry import register
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 ALPHA = Param("alpha", float, 1.0, "Scale of the merged task vector (1.0 in the paper).", min=0.0, max=3.0)
 

@@ -1,12 +1,12 @@
-"""WEMoE: weight-ensembling MoE MLPs with per-sample routers (Tang et al., ICML 2024); the module is wemoe/moe.py."""
+"""WEMoE: weight-ensembling MoE MLPs with per-sample routers (Tang et al., ICML 2024); the module is wemoe/moe/layer.py."""
 
 from torch import nn
 
 from wemoe.errors import MethodError
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
-from wemoe.moe import ANCHORS, TASK_ARITHMETIC, WEMoEConfig, upscale_to_wemoe
-from wemoe.zoo import Zoo
+from wemoe.moe.layer import ANCHORS, TASK_ARITHMETIC, WEMoEConfig, upscale_to_wemoe
+from wemoe.zoo.zoo import Zoo
 
 
 def parse_blocks(text: str) -> list[int] | None:

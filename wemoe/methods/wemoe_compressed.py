@@ -1,4 +1,4 @@
-"""WEMoE with compressed experts: each MLP task vector kept as its top-k singular components (``wemoe.lowrank``).
+"""WEMoE with compressed experts: each MLP task vector kept as its top-k singular components (``wemoe.moe.lowrank``).
 
 The same method as ``wemoe`` with another default for ``rank``, anchored at task arithmetic (``anchor``: its merged
 MLP weights stay exact and the rank-k experts correct them); the default k is the one chosen from the k table in

@@ -25,7 +25,7 @@ from wemoe.methods.matrix_merge import merge_matrices
 from wemoe.methods.registry import register
 from wemoe.stopping import check_stop
 from wemoe.task_vector import task_vectors
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 
 def wudi_matrix(deltas: torch.Tensor, steps: int = 300, lr: float = 1e-5) -> tuple[torch.Tensor, list[float]]:

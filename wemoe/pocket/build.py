@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-import wemoe  # noqa: F401  (before open_clip)
+from wemoe import _torchvision_compat  # noqa: F401  (before open_clip)
 from wemoe.errors import ZooError
 from wemoe.pocket.loader import DEFAULT_PATH, MANIFEST, load_pocket_zoo, sha256
 from wemoe.pocket.tasks import SEED, SPLIT_SIZES, TASK_NAMES, arrays, get_spec
 from wemoe.pocket.train import CONFIG_PATH, ExpertSettings, PretrainSettings, create_pocket_clip, finetune_expert, load_config, pretrain
-from wemoe.sweep import best_task_arithmetic
-from wemoe.workbench import Workbench
+from wemoe.analysis.sweep import best_task_arithmetic
+from wemoe.workbench.workbench import Workbench
 
 EXAMPLES_PER_TASK = 4
 

@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file
 
 import wemoe.pocket.tasks  # noqa: F401  (registers the pocket tasks the experts belong to)
-from wemoe.clip_models import create_clip
+from wemoe.zoo.clip_models import create_clip
 from wemoe.errors import ZooError
-from wemoe.zoo import Zoo
+from wemoe.zoo.zoo import Zoo
 
 MODEL_NAME = "pocket-clip"
 """The name the pocket CLIP's open_clip config is registered under."""

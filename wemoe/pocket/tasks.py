@@ -1,4 +1,4 @@
-"""The pocket benchmark's tasks, registered in ``wemoe.tasks`` as ``pocket_digits``, ``pocket_shapes`` ...
+"""The pocket benchmark's tasks, registered in ``wemoe.tasks.registry`` as ``pocket_digits``, ``pocket_shapes`` ...
 
 Each task: class names (no two tasks share a class name, so their zero-shot heads stay apart), prompt templates
 in the style of the CLIP papers' templates, a seeded generator, and split sizes. ``arrays(name, split)`` gives the
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 import wemoe.pocket.generators as g
-from wemoe.tasks import Task, register_task
+from wemoe.tasks.registry import Task, register_task
 
 SEED = 20240211
 SPLIT_SIZES = {"train": 2400, "test": 480}

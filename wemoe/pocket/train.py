@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wemoe.clip_models import create_clip
-from wemoe.heads import build_head
+from wemoe.zoo.clip_models import create_clip
+from wemoe.tasks.heads import build_head
 from wemoe.pocket.generators import SIZE
 from wemoe.pocket.loader import MODEL_NAME
 from wemoe.pocket.tasks import POCKET_TASKS, SPECS, arrays, get_spec

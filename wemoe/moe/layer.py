@@ -1,0 +1,592 @@
+"""WEMoE: weight-ensembling mixture of experts (Tang et al., ICML 2024, arXiv 2402.00433), in one file.
+
+Read top to bottom:
+
+1. ``stacked_ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``,
+   computed for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them),
+   written into a ``Workspace`` that the layers of one model reuse instead of allocating 100s of MB per layer and pass.
+   On CPU in float32, for large layers at batch >= 8 with few tokens (ViT-B/32), the forward pass instead calls a
+   fused C++ kernel (``wemoe.moe.fused_kernel``) that builds the weights tile by tile in cache and never writes them
+   out; the torch-op path is its reference, its fallback, and the faster path for every other shape.
+2. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
+   Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
+3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
+   stacked task vectors of every expert (frozen buffers) and a router (the only trainable part).
+   ``LowRankWeightEnsemblingMLP``: the same with each task vector kept as its top-k singular components
+   (``WEMoEConfig.rank``), computed as GEMMs over all tokens without any per-sample weights (``wemoe.moe.lowrank``).
+4. ``upscale_to_wemoe``: the image tower with every non-MLP parameter merged by task arithmetic
+   (``theta_0 + lambda * sum_t tau_t``) and the chosen blocks' MLPs replaced by WeightEnsemblingMLPs.
+5. ``capture_routing``: record each sample's routing weights per upscaled layer (for heatmaps and UMAPs);
+   ``force_routing``: give every sample fixed weights (the oracle diagnostic: each task routed to its own expert);
+   then one merged MLP serves the whole batch (ViT-B/32, batch 16: 565 ms against 969 ms per-sample, dense 501 ms).
+
+Routing is always per sample, never averaged over the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wemoe.moe import fused_kernel, lowrank
+from wemoe.task_vector import task_vectors
+from wemoe.zoo.zoo import Zoo
+
+MLP_PARTS = ("c_fc", "c_proj")
+
+
+class Workspace:
+    """Scratch memory that every WEMoE layer of one model reuses for its per-sample weights.
+
+    Building ``W_b`` for a batch writes ``B x out x in`` floats (151 MB for a ViT-B/32 MLP matrix at batch 16). A fresh
+    allocation that large is a new memory mapping whose pages fault and get zeroed on first touch, on every layer
+    of every forward and backward pass; reusing one buffer removes that cost (ViT-B/32 forward 3.1x -> 1.8x the dense
+    tower, ``bench/moe_vs_fusionbench.py``). The buffer serves every layer in turn (forward: ``W_b``, or the fused
+    kernel's scratch; backward: ``W_b``, then ``dL/dW_b``), behind a lock, so two threads may share a model. Only CPU
+    tensors use it (CUDA's caching allocator already reuses memory); requests above ``max_bytes`` are allocated per
+    call instead of kept. ``release()`` frees what is kept.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._buffers: dict[torch.dtype, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self, shape: Sequence[int], like: torch.Tensor) -> Iterator[torch.Tensor]:
+        """A tensor of ``shape`` (contents undefined) on ``like``'s device and dtype, for use inside the block."""
+        numel = math.prod(shape)
+        if like.device.type != "cpu" or numel * like.element_size() > self.max_bytes:
+            yield like.new_empty(shape)
+            return
+        with self._lock:
+            key = like.dtype
+            buffer = self._buffers.get(key)
+            # a buffer made under torch.inference_mode() cannot be written outside it: make a normal one
+            stale = buffer is not None and buffer.is_inference() and not torch.is_inference_mode_enabled()
+            if buffer is None or buffer.numel() < numel or stale:
+                self._buffers.pop(key, None)  # drop the old buffer before allocating: one at a time in memory
+                buffer = self._buffers[key] = like.new_empty(numel)
+            yield buffer[:numel].view(shape)
+
+    def release(self) -> None:
+        """Free the kept buffers (they are made again on the next call)."""
+        with self._lock:
+            self._buffers.clear()
+
+    def __deepcopy__(self, memo: dict) -> Workspace:
+        return Workspace(self.max_bytes)  # a copied model gets its own, empty scratch memory
+
+    def kept_bytes(self) -> int:
+        """Bytes held between calls."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+def _sample_weights(routing: torch.Tensor, weight_stack: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Every sample's weights ``[B, out, in]`` = ``[r_b, 1] @ [tau_1 .. tau_T, W_0]``: one GEMM with K = T + 1.
+
+    Keeping W_0 as the last row of the stack lets the GEMM add it (an ``addmm`` onto a broadcast W_0 first copies
+    W_0 into every sample's slot: a measured 10% of an adaptation step). ``out``: where to write them.
+    """
+    ones = routing.new_ones(routing.shape[0], 1)
+    flat = None if out is None else out.view(routing.shape[0], -1)
+    weights = torch.mm(torch.cat([routing, ones], dim=1), weight_stack.reshape(weight_stack.shape[0], -1), out=flat)
+    return weights.view(routing.shape[0], *weight_stack.shape[1:])
+
+
+LONG_REDUCTION = 1 << 20
+"""Inner products over at least this many weights are reduced in pieces (see :func:`_inner_products`)."""
+
+
+def _inner_products(grad_weights: torch.Tensor, task_vectors: torch.Tensor) -> torch.Tensor:
+    """``<grad_weights[b], task_vectors[t]>`` for every sample b and task t: ``[B, out, in] x [T, out, in] -> [B, T]``.
+
+    Each inner product sums ``out x in`` terms (2.36M for a ViT-B/32 MLP matrix). As one float32 reduction that long
+    it was 1.4-1.9e-5 off the float64 result (relative to the largest), so for long ones each output row is reduced
+    over ``in`` in float32 (one batched GEMM over the rows) and the row sums are added in float64: 2-3e-7 off, and
+    no slower (ViT-B/32 shapes, batch 8-64: 0.8-1.0x the time of the single product). Short ones (the pocket zoo's
+    65K weights, 2e-6 off) keep the single product, which is faster there.
+    """
+    batch, experts = grad_weights.shape[0], task_vectors.shape[0]
+    if grad_weights[0].numel() < LONG_REDUCTION:
+        return grad_weights.reshape(batch, -1) @ task_vectors.reshape(experts, -1).T
+    per_row = torch.bmm(task_vectors.permute(1, 0, 2), grad_weights.permute(1, 2, 0))  # [out, T, B]
+    return per_row.sum(dim=0, dtype=torch.float64).T.to(grad_weights.dtype)
+
+
+class _EnsembledLinear(torch.autograd.Function):
+    """Forward of ``stacked_ensembled_linear`` that does not keep the per-sample weights for the backward pass.
+
+    Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
+    from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
+    Both passes write ``W_b`` (and backward, after it, ``dL/dW_b``) into the same workspace buffer. On CPU in
+    float32 and for shapes where it pays (``fused_kernel.worthwhile``), the forward pass runs the fused kernel
+    instead, which never writes ``W_b`` out.
+    """
+
+    @staticmethod
+    def forward(ctx, x, routing, weight_stack, bias, bias_tvs, workspace):
+        ctx.workspace = workspace
+        ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
+        fused = (
+            x.dim() == 3
+            and x.numel() > 0
+            and fused_kernel.worthwhile(x.shape[0], x.shape[1], *weight_stack.shape[1:], weight_stack.shape[0] - 1)
+            and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs)
+        )
+        if fused:
+            # CPU float32, a shape where it pays: weights built and applied tile by tile in cache, none written out;
+            # the workspace lends the kernel its scratch (a fresh allocation of MBs page-faults on every call)
+            with workspace.borrow((fused_kernel.scratch_numel(x, weight_stack),), x) as scratch:
+                return fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs, scratch)
+        biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
+        with workspace.borrow((routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
+            weights = _sample_weights(routing, weight_stack, out=buffer)
+            return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, routing, weight_stack, bias_tvs = ctx.saved_tensors
+        workspace: Workspace = ctx.workspace
+        batch, shape = routing.shape[0], weight_stack.shape[1:]
+        grad_x = grad_routing = None
+        if ctx.needs_input_grad[0]:
+            with workspace.borrow((batch, *shape), x) as buffer:
+                grad_x = torch.bmm(grad_out, _sample_weights(routing, weight_stack, out=buffer))
+        if ctx.needs_input_grad[1]:
+            # dL/dr_bt = <dL/dW_b, tau_t> + <dL/dc_b, beta_t>, with dL/dW_b = grad_out_b^T x_b.
+            with workspace.borrow((batch, *shape), x) as buffer:  # W_b is no longer needed: reuse its memory
+                grad_weights = torch.bmm(grad_out.transpose(1, 2), x, out=buffer)
+                grad_routing = _inner_products(grad_weights, weight_stack[:-1])
+            grad_routing += grad_out.sum(dim=1) @ bias_tvs.T
+        return grad_x, grad_routing, None, None, None, None
+
+
+def stacked_ensembled_linear(
+    x: torch.Tensor,
+    routing: torch.Tensor,
+    weight_stack: torch.Tensor,
+    bias: torch.Tensor,
+    bias_tvs: torch.Tensor,
+    workspace: Workspace | None = None,
+) -> torch.Tensor:
+    """``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t routing[b, t] tau_t`` and ``c_b = bias + routing_b @ bias_tvs``.
+
+    Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight_stack ``[T + 1, out, in]`` (the task vectors, then W_0),
+    bias ``[out]``, bias_tvs ``[T, out]``. Returns ``[B, N, out]``. One GEMM builds every sample's weights, one
+    batched GEMM applies them; weights, task vectors and biases are frozen (no gradient flows to them).
+    ``workspace``: where the per-sample weights are written (default: a fresh one, i.e. fresh memory every call).
+    """
+    return _EnsembledLinear.apply(x, routing, weight_stack, bias, bias_tvs, workspace or Workspace(max_bytes=0))
+
+
+def _seeded_linear(in_features: int, out_features: int, generator: torch.Generator) -> nn.Linear:
+    """``nn.Linear``'s own initialisation (Kaiming-uniform weight, uniform bias), drawn from ``generator``.
+
+    Drawn in the order ``nn.Linear.reset_parameters`` draws, so a generator seeded s gives the weights that
+    seeding the global generator with s and then building ``nn.Linear(...)`` gives.
+    """
+    layer = nn.Linear(in_features, out_features, device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0
+        layer.bias.uniform_(-bound, bound, generator=generator)
+    return layer
+
+
+class Router(nn.Module):
+    """Maps each sample's MLP-input tokens ``[B, N, d]`` to routing weights ``[B, T]`` (mean over tokens)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_experts: int,
+        hidden_layers: int = 1,
+        init_lambda: float = 0.3,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """``generator`` draws the hidden layers' initial weights (default: a fresh one seeded 0); torch's
+        process-wide generator is never used, so two threads building routers cannot disturb each other."""
+        super().__init__()
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        layers: list[nn.Module] = []
+        for _ in range(hidden_layers):
+            layers += [_seeded_linear(dim, dim, generator), nn.ReLU()]
+        self.net = nn.Sequential(*layers, _seeded_linear(dim, num_experts, generator))
+        self.reset(init_lambda)
+
+    def reset(self, init_lambda: float) -> None:
+        """Zero the last layer's weight and fill its bias with ``init_lambda``: every sample gets task arithmetic."""
+        last = self.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, init_lambda)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens).mean(dim=1)
+
+
+class WeightEnsemblingMLP(nn.Module):
+    """A block's MLP whose weights are ``W_0 + sum_t r_t tau_t`` with ``r`` from a router, per sample."""
+
+    def __init__(
+        self,
+        pretrained_mlp: nn.Module,
+        expert_mlps: Sequence[Mapping[str, torch.Tensor]],
+        init_lambda: float = 0.3,
+        router_hidden_layers: int = 1,
+        workspace: Workspace | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """``pretrained_mlp`` is open_clip's ``Sequential(c_fc, gelu, c_proj)``; ``expert_mlps`` its experts' state dicts.
+
+        ``workspace``: scratch memory for the per-sample weights, shared by the layers of one model (default: own).
+        ``generator``: draws the router's initial hidden weights (see :class:`Router`).
+        """
+        super().__init__()
+        base = {k: v.detach().float() for k, v in pretrained_mlp.state_dict().items()}
+        for part in MLP_PARTS:
+            weight, bias = base[f"{part}.weight"], base[f"{part}.bias"]
+            self._store_weights(part, weight, [e[f"{part}.weight"].float() - weight for e in expert_mlps])
+            self.register_buffer(f"{part}_bias", bias.clone())
+            self.register_buffer(f"{part}_bias_tvs", torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
+        self.activation = pretrained_mlp.gelu
+        dim = base["c_fc.weight"].shape[1]
+        self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda, generator)
+        self.recorder: list[torch.Tensor] | None = None
+        self.record_tokens = False
+        self.forced_routing: torch.Tensor | None = None  # [T]: every sample gets these weights (diagnostics)
+        self.workspace = workspace or Workspace()
+
+    def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
+        """Keep ``part``'s pretrained weight and task vectors as one stack ``[tau_1 .. tau_T, W_0]`` (``_sample_weights``)."""
+        self.register_buffer(f"{part}_weight_stack", torch.stack([*tvs, weight]))
+
+    @property
+    def num_experts(self) -> int:
+        """The number of experts T."""
+        return self.c_fc_bias_tvs.shape[0]
+
+    @property
+    def c_fc_weight(self) -> torch.Tensor:
+        """Pretrained c_fc weight W_0 ``[hidden, d]`` (a view into the stack)."""
+        return self.c_fc_weight_stack[-1]
+
+    @property
+    def c_fc_weight_tvs(self) -> torch.Tensor:
+        """Stacked c_fc task vectors ``[T, hidden, d]`` (a view into the stack)."""
+        return self.c_fc_weight_stack[:-1]
+
+    @property
+    def c_proj_weight(self) -> torch.Tensor:
+        """Pretrained c_proj weight W_0 ``[d, hidden]`` (a view into the stack)."""
+        return self.c_proj_weight_stack[-1]
+
+    @property
+    def c_proj_weight_tvs(self) -> torch.Tensor:
+        """Stacked c_proj task vectors ``[T, d, hidden]`` (a view into the stack)."""
+        return self.c_proj_weight_stack[:-1]
+
+    def _merged(self, part: str, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One weight and bias for ``routing`` ``[T]`` shared by every sample: ``W_0 + sum_t r_t tau_t``."""
+        stack = getattr(self, f"{part}_weight_stack")
+        weight = torch.cat([routing, routing.new_ones(1)]) @ stack.reshape(stack.shape[0], -1)
+        bias = getattr(self, f"{part}_bias") + routing @ getattr(self, f"{part}_bias_tvs")
+        return weight.view(stack.shape[1:]), bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.recorder is not None and self.record_tokens:
+            self.recorder.append(self.router.net(x).detach())
+        shared = None if self.forced_routing is None else self.forced_routing.to(x)
+        routing = self.router(x) if shared is None else shared.expand(x.shape[0], -1)
+        if self.recorder is not None and not self.record_tokens:
+            self.recorder.append(routing.detach())
+        if shared is not None:  # every sample has the same weights: one merged MLP serves the batch at dense speed
+            return F.linear(self.activation(F.linear(x, *self._merged("c_fc", shared))), *self._merged("c_proj", shared))
+        return self._linear("c_proj", self.activation(self._linear("c_fc", x, routing)), routing)
+
+    def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+        """``part`` applied to ``x`` ``[B, N, in]`` with each sample's own weights (routing ``[B, T]``)."""
+        stack, bias, bias_tvs = (getattr(self, f"{part}_{name}") for name in ("weight_stack", "bias", "bias_tvs"))
+        return stacked_ensembled_linear(x, routing, stack, bias, bias_tvs, self.workspace)
+
+
+TASK_ARITHMETIC, PRETRAINED = ANCHORS = ("task_arithmetic", "pretrained")
+"""What low-rank experts correct (:class:`LowRankWeightEnsemblingMLP`, ``WEMoEConfig.anchor``)."""
+
+
+class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
+    """A WeightEnsemblingMLP whose task vectors are kept as their top-``rank`` singular components (``wemoe.moe.lowrank``).
+
+    Each matrix keeps ``up = [A | U_1 S_1 .. U_T S_T]`` and ``down = [V_1 .. V_T]``, i.e. ``T*k*(in + out)`` floats
+    instead of ``T*out*in``, and computes ``y = x A^T + sum_t (r_bt - a) (x V_t)(U_t S_t)^T + c_b`` as two GEMMs over
+    all tokens, where the anchor ``A`` is task arithmetic's merged weight ``W_0 + a * sum_t tau_t`` (``a`` = lambda,
+    the exact task vectors) or ``W_0`` (``a`` = 0). No per-sample weight matrix is built, so the workspace stays
+    unused. Routing, recording and forced routing are the exact layer's. ``rank`` >= ``min(out, in)`` keeps the full
+    task vectors (exact up to rounding).
+    """
+
+    def __init__(
+        self,
+        pretrained_mlp: nn.Module,
+        expert_mlps: Sequence[Mapping[str, torch.Tensor]],
+        rank: int,
+        init_lambda: float = 0.3,
+        router_hidden_layers: int = 1,
+        workspace: Workspace | None = None,
+        generator: torch.Generator | None = None,
+        anchor: str = TASK_ARITHMETIC,
+    ) -> None:
+        """As :class:`WeightEnsemblingMLP`, with ``rank``: the singular components kept per task vector (>= 1), and
+        ``anchor``: what the rank-k experts correct, ``task_arithmetic`` (``W_0 + init_lambda * sum_t tau_t``, exact)
+        or ``pretrained`` (``W_0``); see :mod:`wemoe.moe.lowrank`."""
+        if anchor not in ANCHORS:
+            raise ValueError(f"Unknown anchor {anchor!r}: use one of {', '.join(ANCHORS)}.")
+        self.requested_rank = rank  # read by _store_weights, which the base constructor calls
+        self.anchor_lambda = float(init_lambda) if anchor == TASK_ARITHMETIC else 0.0
+        super().__init__(pretrained_mlp, expert_mlps, init_lambda, router_hidden_layers, workspace, generator)
+
+    def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
+        """Keep ``part`` as the packed factors ``{part}_up`` ``[out, in + T*k]`` and ``{part}_down`` ``[in, T*k]``;
+        ``up``'s first block is the anchor (task arithmetic's merged weight with the exact task vectors, or W_0)."""
+        stacked = torch.stack(tvs)
+        us, v = lowrank.low_rank_factors(stacked, self.requested_rank)
+        anchor = weight + self.anchor_lambda * stacked.sum(dim=0) if self.anchor_lambda else weight
+        up, down = lowrank.pack_factors(anchor, us, v)
+        self.register_buffer(f"{part}_up", up)
+        self.register_buffer(f"{part}_down", down)
+
+    def _base(self, part: str) -> torch.Tensor:
+        """The pretrained weight of the exact WEMoE layer this one equals: W_0, or with the task-arithmetic anchor
+        ``W_0 + lambda * sum_t (tau_t - tau~_t)`` (so that it plus ``sum_t r_t tau~_t`` is the layer's weight)."""
+        up, down = getattr(self, f"{part}_up"), getattr(self, f"{part}_down")
+        anchor = up[:, : down.shape[0]]
+        if not self.anchor_lambda:
+            return anchor
+        return anchor - self.anchor_lambda * lowrank.unpack_task_vectors(up, down, self.num_experts).sum(dim=0)
+
+    def rank(self, part: str = "c_fc") -> int:
+        """The singular components kept per task vector of ``part``."""
+        return getattr(self, f"{part}_down").shape[1] // self.num_experts
+
+    @property
+    def c_fc_weight(self) -> torch.Tensor:
+        """The c_fc base weight ``[hidden, d]`` of the exact layer this one equals (:meth:`_base`; with the
+        pretrained anchor a view of W_0 in ``c_fc_up``)."""
+        return self._base("c_fc")
+
+    @property
+    def c_fc_weight_tvs(self) -> torch.Tensor:
+        """The rank-k c_fc task vectors ``[T, hidden, d]`` this layer computes with (built on each call)."""
+        return lowrank.unpack_task_vectors(self.c_fc_up, self.c_fc_down, self.num_experts)
+
+    @property
+    def c_proj_weight(self) -> torch.Tensor:
+        """The c_proj base weight ``[d, hidden]`` of the exact layer this one equals (:meth:`_base`)."""
+        return self._base("c_proj")
+
+    @property
+    def c_proj_weight_tvs(self) -> torch.Tensor:
+        """The rank-k c_proj task vectors ``[T, d, hidden]`` this layer computes with (built on each call)."""
+        return lowrank.unpack_task_vectors(self.c_proj_up, self.c_proj_down, self.num_experts)
+
+    def _merged(self, part: str, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One weight and bias for ``routing`` ``[T]`` shared by every sample: the anchor plus
+        ``sum_t (r_t - anchor lambda) (U_t S_t) V_t^T``."""
+        weight = lowrank.merged_weight(getattr(self, f"{part}_up"), getattr(self, f"{part}_down"), routing,
+                                       self.anchor_lambda)
+        return weight, getattr(self, f"{part}_bias") + routing @ getattr(self, f"{part}_bias_tvs")
+
+    def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+        """``part`` applied to ``x`` ``[B, N, in]`` through the low-rank factors (``wemoe.moe.lowrank``)."""
+        up, down, bias, bias_tvs = (getattr(self, f"{part}_{name}") for name in ("up", "down", "bias", "bias_tvs"))
+        return lowrank.lowrank_ensembled_linear(x, routing, up, down, bias, bias_tvs, self.anchor_lambda)
+
+
+def moe_mlp(
+    pretrained_mlp: nn.Module,
+    expert_mlps: Sequence[Mapping[str, torch.Tensor]],
+    config: WEMoEConfig,
+    workspace: Workspace | None = None,
+    generator: torch.Generator | None = None,
+) -> WeightEnsemblingMLP:
+    """The MoE MLP ``config`` asks for: exact (``config.rank == 0``) or with rank-``config.rank`` experts."""
+    if config.rank > 0:
+        return LowRankWeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.rank, config.init_lambda,
+                                          config.router_hidden_layers, workspace, generator, config.anchor)
+    return WeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.init_lambda, config.router_hidden_layers, workspace,
+                               generator)
+
+
+@dataclass
+class WEMoEConfig:
+    """How to upscale a tower (the input of :func:`upscale_to_wemoe`); the tower keeps it, resolved, and is saved with it.
+
+    ``blocks``: the blocks whose MLP becomes a MoE (None: all; negative indices count from the last);
+    ``task_names``: the experts, in the routers' order (empty: the zoo's); ``seed``: the routers' random hidden layers;
+    ``rank``: 0 keeps every MLP task vector whole (exact WEMoE), k > 0 keeps its top-k singular components
+    (:class:`LowRankWeightEnsemblingMLP`); ``anchor`` (with ``rank`` > 0): what those correct, ``task_arithmetic``
+    (the merged weight ``W_0 + init_lambda * sum_t tau_t`` stays exact) or ``pretrained`` (``W_0``; :mod:`wemoe.moe.lowrank`).
+    """
+
+    init_lambda: float = 0.3
+    router_hidden_layers: int = 1
+    blocks: list[int] | None = None
+    task_names: list[str] = field(default_factory=list)
+    seed: int = 0
+    rank: int = 0
+    anchor: str = "task_arithmetic"
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (JSON-ready)."""
+        return asdict(self)
+
+
+def _block_indices(num_blocks: int, blocks: Sequence[int] | None) -> list[int]:
+    if blocks is None:
+        return list(range(num_blocks))
+    chosen = sorted({b if b >= 0 else num_blocks + b for b in blocks})
+    bad = [b for b in chosen if not 0 <= b < num_blocks]
+    if bad:
+        raise ValueError(f"Blocks {bad} do not exist: this image tower has blocks 0..{num_blocks - 1}.")
+    return chosen
+
+
+def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
+    """The WEMoE image tower of ``zoo`` as ``config`` says (default: ``WEMoEConfig()``): task-arithmetic non-MLP
+    parameters, MoE MLPs in ``config.blocks`` (default: all).
+
+    Only the routers' parameters require grad. The routers' hidden layers are initialised randomly from
+    ``config.seed`` through a local generator (torch's global one is neither read nor changed), so the same call gives
+    the same model, whatever other threads do. The tower carries ``wemoe_config``: ``config`` with its blocks resolved
+    to indices and its task names filled in (what :func:`wemoe.evaluation.export.load_wemoe` rebuilds from).
+    """
+    config = config or WEMoEConfig()
+    if config.rank < 0:
+        raise ValueError(f"rank must be 0 (exact experts) or a number of singular components >= 1, got {config.rank}.")
+    if config.task_names and list(config.task_names) != list(zoo.task_names):
+        raise ValueError(f"The config's experts {list(config.task_names)} are not the zoo's {zoo.task_names}.")
+    init_lambda = config.init_lambda
+    base = zoo.base_state
+    vectors = list(task_vectors(base, zoo.experts).values())
+    merged = sum(vectors).apply_to(base, init_lambda)
+    tower = zoo.visual_with(merged)
+    resblocks = tower.transformer.resblocks
+    chosen = _block_indices(len(resblocks), config.blocks)
+    pretrained = zoo.visual.transformer.resblocks
+    workspace = Workspace()
+    generator = torch.Generator().manual_seed(config.seed)  # local: concurrent merges never share a random stream
+    for index in chosen:
+        prefix = f"transformer.resblocks.{index}.mlp."
+        expert_mlps = [
+            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for state in zoo.experts.values()
+        ]
+        resblocks[index].mlp = moe_mlp(pretrained[index].mlp, expert_mlps, config, workspace, generator)
+    tower.requires_grad_(False)
+    for module in moe_layers(tower).values():
+        module.router.requires_grad_(True)
+    tower.wemoe_config = replace(config, blocks=chosen, task_names=list(zoo.task_names))
+    return tower
+
+
+def moe_layers(tower: nn.Module) -> dict[int, WeightEnsemblingMLP]:
+    """The upscaled MLPs of a tower, by block index; empty for any other model (a static tower, AdaMerging's)."""
+    blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
+    if blocks is None:
+        return {}
+    return {i: block.mlp for i, block in enumerate(blocks) if isinstance(getattr(block, "mlp", None), WeightEnsemblingMLP)}
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers, each storage counted once (what holding the model costs; the exact
+    WEMoE's stacked task vectors, or the compressed one's factors, included; a workspace's scratch not)."""
+    seen: dict[int, int] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def release_workspaces(model: nn.Module) -> None:
+    """Free the scratch memory every WEMoE layer inside ``model`` keeps between calls (see :class:`Workspace`)."""
+    for module in model.modules():
+        if isinstance(module, WeightEnsemblingMLP):
+            module.workspace.release()
+
+
+def router_parameters(tower: nn.Module) -> list[nn.Parameter]:
+    """Every router parameter (what adaptation trains)."""
+    return [p for layer in moe_layers(tower).values() for p in layer.router.parameters()]
+
+
+@dataclass
+class RoutingRecord:
+    """Routing weights captured during forward passes: ``layers[i]`` is ``[samples, T]`` (or ``[samples, tokens, T]``)."""
+
+    layers: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def stacked(self) -> torch.Tensor:
+        """All layers as one tensor ``[samples, layers, T]`` (per-sample records only)."""
+        return torch.stack([self.layers[i] for i in sorted(self.layers)], dim=1)
+
+
+@contextlib.contextmanager
+def capture_routing(tower: nn.Module, per_token: bool = False) -> Iterator[RoutingRecord]:
+    """Record the routing weights of every sample passing through ``tower`` inside the ``with`` block.
+
+    The record is filled when the block exits: ``record.layers[block_index]`` concatenates all batches seen.
+    """
+    layers = moe_layers(tower)
+    record = RoutingRecord()
+    for layer in layers.values():
+        layer.recorder, layer.record_tokens = [], per_token
+    try:
+        yield record
+    finally:
+        for index, layer in layers.items():
+            if layer.recorder:
+                record.layers[index] = torch.cat(layer.recorder).cpu()
+            layer.recorder, layer.record_tokens = None, False
+
+
+@contextlib.contextmanager
+def force_routing(tower: nn.Module, weights: torch.Tensor | Sequence[float]) -> Iterator[None]:
+    """Inside the ``with`` block every sample is routed with ``weights`` (``[T]``) in every upscaled layer.
+
+    ``force_routing(tower, one_hot(t))`` is the oracle for task ``t``: its images go through their own expert's MLPs
+    (with the non-MLP parameters still merged by task arithmetic).
+    """
+    layers = moe_layers(tower).values()
+    forced = torch.as_tensor(weights, dtype=torch.float32)
+    for layer in layers:
+        layer.forced_routing = forced
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.forced_routing = None
+
+
+class ForcedRoutingTower(nn.Module):
+    """A WEMoE tower that routes every image with fixed weights (e.g. the oracle: one-hot on the image's task)."""
+
+    def __init__(self, tower: nn.Module, weights: torch.Tensor | Sequence[float]) -> None:
+        super().__init__()
+        self.tower = tower
+        self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with force_routing(self.tower, self.weights):
+            return self.tower(images)
+
+
+def oracle_towers(tower: nn.Module, task_names: Sequence[str], weight: float = 1.0) -> dict[str, nn.Module]:
+    """Per task, the WEMoE tower with every image routed only to that task's expert (``weight`` on it, 0 elsewhere)."""
+    eye = torch.eye(len(task_names)) * weight
+    return {task: ForcedRoutingTower(tower, eye[i]) for i, task in enumerate(task_names)}

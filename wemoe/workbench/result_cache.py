@@ -1,0 +1,136 @@
+"""Deterministic results computed once per process and handed to every later caller that asks with the same inputs.
+
+A merge, an adaptation run (method, parameters, steps, learning rate, images per task, loss, seeds), an accuracy table
+and a routing map are pure functions of their inputs: a class of 30 students asking for the default lesson needs it
+computed once. :class:`ResultCache` keys each result by its inputs and computes it *single flight*: while one caller
+computes a key, others asking for it wait for that computation instead of starting their own. A computation that
+fails or is cancelled stores nothing (an entry is never half-written) and wakes the waiters, one of which then computes
+it. The cache owns its entries; callers treat what they get as read-only (copy before changing, see
+``wemoe.workbench.workbench``). Oldest entries are dropped beyond ``max_entries``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wemoe.stopping import check_stop
+
+NOTABLE_SECONDS = 1.0  # computations at least this long are logged at INFO (a zoo load, a merge, a run)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Flight:
+    """One computation in progress: its owner reports progress; waiters watch ``done``."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    progress: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+
+class ResultCache:
+    """A process-wide, thread-safe map from a result's inputs to the result, filled single flight."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._flights: dict[Hashable, Flight] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def get(self, key: Hashable) -> Any | None:
+        """The stored result for ``key``, or None (counts as a hit when found)."""
+        with self._lock:
+            if key not in self._entries:
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._entries[key]
+
+    def in_flight(self, key: Hashable) -> Flight | None:
+        """The computation of ``key`` in progress, if any (looks only: claims nothing)."""
+        with self._lock:
+            return self._flights.get(key)
+
+    def claim(self, key: Hashable) -> tuple[str, Any]:
+        """What to do for ``key``: ``("hit", result)``, ``("compute", flight)`` (yours: call :meth:`finish` or
+        :meth:`abandon`), or ``("wait", flight)`` (another caller computes it: wait on ``flight.done``, then claim again).
+        """
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return "hit", self._entries[key]
+            if key in self._flights:
+                return "wait", self._flights[key]
+            flight = self._flights[key] = Flight()
+            self.misses += 1
+            return "compute", flight
+
+    def finish(self, key: Hashable, flight: Flight, result: Any) -> None:
+        """Store the finished ``result`` of a claimed computation and wake its waiters."""
+        with self._lock:
+            self._entries[key] = result
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.done.set()
+        seconds = time.perf_counter() - flight.started
+        # routine results (a classification, a cached table cell) at debug level: a class makes hundreds a minute
+        log.log(logging.INFO if seconds >= NOTABLE_SECONDS else logging.DEBUG, "computed %s in %.2f s", _short(key),
+                seconds)
+
+    def abandon(self, key: Hashable, flight: Flight) -> None:
+        """Give up a claimed computation (failed or cancelled): nothing is stored; waiters wake and claim again."""
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.done.set()
+        log.debug("abandoned %s after %.2f s", _short(key), time.perf_counter() - flight.started)
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any], wait_seconds: float = 0.5) -> tuple[Any, bool]:
+        """``(result, from_cache)``: the stored result, or ``compute()``'s (stored unless it raises)."""
+        while True:
+            action, value = self.claim(key)
+            if action == "hit":
+                return value, True
+            if action == "wait":
+                value.done.wait(wait_seconds)
+                check_stop()  # a cancelled caller stops waiting for another's computation
+                continue
+            try:
+                result = compute()
+            except BaseException:
+                self.abandon(key, value)
+                raise
+            self.finish(key, value, result)
+            return result, False
+
+    def clear(self) -> None:
+        """Drop every stored result (computations in flight finish and store theirs)."""
+        with self._lock:
+            self._entries.clear()
+
+
+def _short(key: Hashable, limit: int = 160) -> str:
+    """A key's repr cut to ``limit`` characters, for the log."""
+    text = repr(key)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
