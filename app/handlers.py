@@ -121,7 +121,7 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
                         for m in made if m in bench.merges and bench.merges[m].adapt_steps}
 
             def swap() -> None:
-                bench.merges.update(made)
+                bench.keep(made)
                 for method in made:
                     session.step_losses.pop(method, None)
                 session.last_merged = list(made)

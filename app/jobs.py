@@ -26,7 +26,6 @@ from app.gpu import adapt_device, chunk_steps, zero_gpu, zero_gpu_runner
 from app.session import CUSTOM, AppConfig, Session
 from app.shared import MemoryBudgetExceeded, Shared
 from wemoe.errors import WemoeError
-from wemoe.stopping import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -275,16 +274,9 @@ def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str,
     from wemoe.adaptation.adapt import time_step  # when merging: building the page loads no model code
 
     bench = session.bench
-    made: dict[str, Any] = {}
     seconds: dict[str, float] = {}
-    for i, method in enumerate(methods):
-        if session.stop.is_set():
-            break
-        progress(i / len(methods), desc=f"merging {method}")
-        try:
-            made[method] = bench.build(method, resolved[method], stop=session.stop.is_set)
-        except Stopped:  # Cancel: the method stopped between its steps, nothing of it is kept
-            break
+    made = bench.build_many({m: resolved[m] for m in methods}, stop=session.stop.is_set,
+                            on_method=lambda i, m: progress(i / len(methods), desc=f"merging {m}"))
     device = adapt_device()
     for method, result in made.items():
         if result.adaptive and not session.stop.is_set():

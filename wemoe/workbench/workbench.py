@@ -46,7 +46,7 @@ from wemoe.evaluation.predictions import ImageClassification, classify_batch
 from wemoe.workbench.result_cache import ResultCache
 from wemoe.moe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
 from wemoe.tasks.splits import TEST
-from wemoe.stopping import check_stop, stopping
+from wemoe.stopping import Stopped, check_stop, stopping
 from wemoe.tasks.images import TaskImages, encode_images
 from wemoe.tasks.registry import Task
 from wemoe.zoo.zoo import Zoo
@@ -211,6 +211,33 @@ class Workbench:
             model = own_copy(model)  # the cache's model stays as it was made: these routers are this workbench's own
         return MergeResult(method, resolved, model, merge_seconds=time.perf_counter() - start,
                            key=key if self.cache is not None else None, from_cache=hit)
+
+    def build_many(self, methods: Mapping[str, Mapping[str, Any] | None], stop: Callable[[], bool] | None = None,
+                   made: dict[str, MergeResult] | None = None,
+                   on_method: Callable[[int, str], None] | None = None) -> dict[str, MergeResult]:
+        """Merges with several methods in order (``method -> parameters``), none kept in :attr:`merges`: what "Merge"
+        does before it swaps them in (:meth:`keep`).
+
+        ``stop`` is checked before each method and inside methods with loops; once true the merges made so far are
+        returned (the stopped one is not among them). ``made``: the dict to fill (the caller sees what was made even if
+        this raises); ``on_method(index, method)`` is called before each one (progress).
+        """
+        made = {} if made is None else made
+        for index, (method, params) in enumerate(methods.items()):
+            if stop is not None and stop():
+                break
+            if on_method is not None:
+                on_method(index, method)
+            try:
+                made[method] = self.build(method, params, stop=stop)
+            except Stopped:
+                break
+        return made
+
+    def keep(self, made: Mapping[str, MergeResult]) -> None:
+        """Put merges made by :meth:`build` or :meth:`build_many` into :attr:`merges` (replacing those of the same
+        name) in one step."""
+        self.merges.update(made)
 
     def adapt(
         self,
