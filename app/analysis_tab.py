@@ -31,7 +31,7 @@ from wemoe.tasks.corruptions import CORRUPTIONS, corrupt_tensor, normalization
 from wemoe.tasks.images import encode_images
 
 # The views' library modules (wemoe.moe.patch_routing, .sweep, .robustness, .cost, ...) import the workbench and the
-# routing code: each is imported on the first call, so building the page stays light (tests/test_app_startup.py).
+# routing code: each is imported on the first call, so building the page stays light (tests/app/test_app_startup.py).
 
 PER_TASK = 48  # test images per task each view scores (each view renders in under 3 s on the pocket zoo)
 BUILT_IN = ("pretrained", "experts")

@@ -42,7 +42,9 @@ def on_gpu(duration: float | Callable[..., float] = 60) -> Callable[[F], F]:
 
 
 def adapt_device() -> str | None:
-    """Where adaptation runs: the CPU on ZeroGPU (in-place training cannot cross its fork), else the default."""
+    """The device of the session's models in this process: the CPU on ZeroGPU, whose main process has no GPU (the
+    adaptation steps themselves run there in GPU chunks, :func:`zero_gpu_runner`), else the default (CUDA when
+    present)."""
     return "cpu" if zero_gpu() else None
 
 

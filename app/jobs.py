@@ -222,6 +222,8 @@ def locked_steps(
 
 def device_name() -> str:
     """Where adaptation runs, for messages: GPU or CPU."""
+    if zero_gpu():
+        return "ZeroGPU Space"  # the steps run in GPU chunks (app.gpu.zero_gpu_runner)
     return "GPU" if adapt_device() is None and torch.cuda.is_available() else "CPU"
 
 

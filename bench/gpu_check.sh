@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp -d)
 start=$(date +%s)
-timeout 240 python -m pytest -m gpu tests/test_cuda.py -q -p no:cacheprovider >"$log/tests.txt" 2>&1; tests_rc=$?
+timeout 240 python -m pytest -m gpu tests/adaptation/test_cuda.py -q -p no:cacheprovider >"$log/tests.txt" 2>&1; tests_rc=$?
 timeout 120 python bench/moe_vs_fusionbench.py --device cuda --batch 64 --no-fusionbench >"$log/moe.txt" 2>&1; moe_rc=$?
 timeout 120 python bench/adapt_speed.py --device cuda --steps 300 >"$log/adapt.txt" 2>&1; adapt_rc=$?
 python - "$log" "$tests_rc" "$moe_rc" "$adapt_rc" "$(( $(date +%s) - start ))" <<'PY'

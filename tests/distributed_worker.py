@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py: two DDP steps on 2 CPU ranks (gloo), each rank saving what it saw.
+"""Run by tests/adaptation/test_distributed.py: two DDP steps on 2 CPU ranks (gloo), each rank saving what it saw.
 
     python -m tests.distributed_worker OUT_DIR
 

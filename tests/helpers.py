@@ -10,17 +10,26 @@ each other; task names are ``task0, task1, ...`` unless given. Everything is det
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import datasets
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import wemoe  # torchvision shim before open_clip; also wemoe.errors below
 from wemoe.zoo.clip_models import create_clip
 from wemoe.tasks.registry import Task
 from wemoe.zoo.zoo import Zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
 
 TINY_MODEL = "wemoe-tiny-test"
 TINY_CONFIG = {
@@ -92,3 +101,25 @@ def tiny_task(name: str = "task0", n_classes: int = 3, n_images: int = 12, seed:
         description="tiny random task for tests",
         source="memory",
     )
+
+
+def per_sample_reference(layer: Any, x: torch.Tensor) -> torch.Tensor:
+    """The test oracle of the WEMoE MLP (a ``wemoe.moe.layer.WeightEnsemblingMLP``): for each sample, build its merged MLP weights explicitly and call the MLP on its tokens."""
+    outputs = []
+    for b in range(x.shape[0]):
+        r = layer.router(x[b : b + 1])[0]
+        fc_w = layer.c_fc_weight + torch.einsum("t,toi->oi", r, layer.c_fc_weight_tvs)
+        fc_b = layer.c_fc_bias + r @ layer.c_fc_bias_tvs
+        pr_w = layer.c_proj_weight + torch.einsum("t,toi->oi", r, layer.c_proj_weight_tvs)
+        pr_b = layer.c_proj_bias + r @ layer.c_proj_bias_tvs
+        outputs.append(F.linear(layer.activation(F.linear(x[b], fc_w, fc_b)), pr_w, pr_b))
+    return torch.stack(outputs)
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module

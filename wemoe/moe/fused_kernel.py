@@ -2,7 +2,7 @@
 
 ``wemoe/moe/kernels/ensembled_linear.cpp`` computes ``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t r_bt tau_t``
 without writing any ``W_b`` to memory: it builds each sample's weights a tile at a time in cache and multiplies
-there (ViT-B/32 MLP, batch 16, 2 threads: 1.9x the dense MLP against 2.6x for torch ops; see bench/README.md).
+there (how much that saves depends on the CPU: bench/README.md has the figures per CPU measured).
 It is used for the forward pass on CPU in float32; everything else (CUDA, other dtypes, the backward pass) uses
 torch ops, and so does every call when the kernel cannot be built.
 

@@ -7,9 +7,10 @@ parameters outside the MLPs learn at ``non_mlp_lr_scale`` times the learning rat
 how much of each task vector lives where WEMoE can route it.
 
 Why the defaults (measurements in research/pocket/FINDINGS.md):
-- Pretraining sees 85% of its images *restyled* (colours rotated, half inverted, most shrunk onto a grey canvas):
-  a domain shift like CLIP's web photos vs MNIST, so zero-shot stays modest (~68%) and task arithmetic falls well
-  below the experts. Pretraining on the tasks' own look gave zero-shot 91% and no merging gap.
+- Pretraining sees nearly all its images *restyled* (``original_fraction``: 3% keep the tasks' own look; colours
+  rotated, half inverted, most shrunk onto a grey canvas): a domain shift like CLIP's web photos vs MNIST, so
+  zero-shot stays modest (71.1% on the shipped zoo, README) and task arithmetic falls well below the experts.
+  Pretraining on the tasks' own look gave zero-shot 91% and no merging gap.
 - Digits are restyled without shrinking, and no task has mirror-image classes: otherwise the tiny image tower
   cannot tell those classes apart in pretraining and their class names get the same text embedding (cosine 1.00),
   which caps how confident an expert can be.

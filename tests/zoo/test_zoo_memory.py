@@ -20,7 +20,7 @@ from wemoe.zoo.mapped_weights import MappedState, map_safetensors
 from wemoe.zoo.presets import PAPER_TASKS
 from wemoe.zoo.sources import load_spec
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "zoo_memory.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "zoo_memory.py"
 
 
 def _bench():

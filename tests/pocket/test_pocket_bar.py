@@ -37,24 +37,26 @@ def test_adaptation_lowers_entropy_within_a_few_steps(pocket):
     assert _mean_entropy(bench, model) < before
 
 
-# The paper's loss meets the bar at the CLI defaults on the CPU the zoo was measured on (0.70 of the gap), and misses
-# it by 0.01 point on an AMD EPYC (93.39 for 93.40: 0.666), with the code before and after this wave alike (the same
-# losses step by step): its outcome depends on seeds and on the CPU's float rounding (README). IM must pass anywhere.
-ENTROPY_ON_THIS_CPU = pytest.mark.xfail(strict=False, reason="the paper's loss is at the bar's edge: 0.666-0.70 of "
-                                        "the gap depending on the CPU's float rounding (README, FINDINGS)")
+# What holds on every CPU measured (README): the paper's entropy loss recovers 0.666-0.70 of the gap at the default seeds
+# (its outcome moves with the CPU's float rounding, so its bar is 0.6), IM at least 2/3 at the default seeds and in the
+# three other seed settings the README reports (adaptation seeds 1 and 2, router seed 1).
+BARS = [pytest.param("entropy", 0, 0, 0.6, id="entropy"), pytest.param("im", 0, 0, 2 / 3, id="im"),
+        pytest.param("im", 1, 0, 2 / 3, id="im-adapt-seed-1"), pytest.param("im", 2, 0, 2 / 3, id="im-adapt-seed-2"),
+        pytest.param("im", 0, 1, 2 / 3, id="im-router-seed-1")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", [pytest.param("entropy", marks=ENTROPY_ON_THIS_CPU), "im"])
-def test_wemoe_recovers_two_thirds_of_the_gap(tmp_path, loss):
+@pytest.mark.parametrize(("loss", "seed", "router_seed", "bar"), BARS)
+def test_wemoe_recovers_its_share_of_the_gap(tmp_path, loss, seed, router_seed, bar):
     from wemoe.__main__ import main
 
     out = tmp_path / "results.json"
     argv = ["table", "--zoo", "pocket", "--methods", "experts,task_arithmetic,wemoe", "--adapt-steps", "300",
-            "--adapt-loss", loss, "--json", str(out)]
+            "--adapt-loss", loss, "--seed", str(seed), "--param", f"wemoe.seed={router_seed}", "--json", str(out)]
     assert main(argv) == 0
     methods = json.loads(out.read_text())["methods"]
     experts, ta, wemoe = (methods[m]["average"] for m in ("experts", "task_arithmetic", "wemoe"))
     assert experts - ta >= 15, f"the zoo must show the merging problem: experts {experts}, task arithmetic {ta}"
-    assert wemoe >= ta + 2 / 3 * (experts - ta), f"WEMoE {wemoe} recovers too little of the gap {ta} -> {experts}"
+    share = (wemoe - ta) / (experts - ta)
+    assert share >= bar, f"WEMoE {wemoe} recovers {share:.2f} of the gap {ta} -> {experts} (bar {bar:.2f})"
     assert methods["wemoe"]["adapt_steps"] == 300

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "wemoe"
 
 
@@ -151,7 +151,7 @@ def layer_of(module: str) -> int:
             if (module == root or module.startswith(root + ".")) and len(root) > len(best):
                 best, index = root, i
     if index is None:
-        raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_imports.py")
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/repo/test_imports.py")
     return index
 
 

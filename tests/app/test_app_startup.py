@@ -7,7 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -40,7 +40,7 @@ def test_app_py_serves_the_page(tmp_path):
             except OSError:
                 time.sleep(0.3)
         assert page is not None, server.stdout.read().decode() if server.poll() is not None else "no answer"
-        assert "Merge explorer" in page or "gradio" in page.lower()
+        assert "Merge explorer" in page  # this app's page (its title in the embedded config), not any gradio page
     finally:
         server.terminate()
         server.wait(timeout=30)

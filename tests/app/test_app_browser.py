@@ -16,7 +16,7 @@ from app import build_demo
 from app.session import AppConfig
 from tests.app_support import tiny_config, write_examples
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS") or ROOT / "test-artifacts")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

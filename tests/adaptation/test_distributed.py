@@ -17,7 +17,7 @@ from wemoe.adaptation.adapt import AdaptationRun
 from wemoe.adaptation.distributed import DeviceError, check_devices, share
 from wemoe.methods import get_method
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

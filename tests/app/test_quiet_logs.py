@@ -28,7 +28,7 @@ def test_a_model_made_to_be_loaded_does_not_say_it_was_initialized_randomly(capl
 
 
 def test_the_app_logs_its_own_events_and_only_warnings_of_other_libraries(monkeypatch):
-    spec = importlib.util.spec_from_file_location("app_main", Path(__file__).resolve().parent.parent / "app.py")
+    spec = importlib.util.spec_from_file_location("app_main", Path(__file__).resolve().parents[2] / "app.py")
     app_main = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app_main)
     root = logging.getLogger()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.test_bench import _pocket_zoo_missing, load_script
+from tests.helpers import load_script
 from wemoe.pocket.generators import _sklearn_digits
 from wemoe.pocket.sketch import INK_FRACTION, drawing_like_digits, glyph_like_digits
 
@@ -43,8 +43,6 @@ def test_dark_ink_on_a_light_canvas_is_read_the_same_and_an_empty_drawing_is_ref
 
 @pytest.fixture(scope="module")
 def pocket_bench():
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     from wemoe.loading import load_zoo
     from wemoe.workbench.workbench import Workbench
 

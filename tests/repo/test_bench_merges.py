@@ -12,7 +12,7 @@ import pytest
 
 from wemoe.methods import list_methods
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 FUSIONBENCH_PYTHON = BENCH / ".venv-fusionbench" / "bin" / "python"
 TINY = ["--width", "64", "--image-size", "32", "--patch-size", "16", "--experts", "3", "--wudi-steps", "5"]
 

@@ -4,10 +4,9 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from tests.helpers import tiny_zoo
-from wemoe.moe.layer import WEMoEConfig, WeightEnsemblingMLP, capture_routing, moe_layers, router_parameters, upscale_to_wemoe
+from tests.helpers import per_sample_reference, tiny_zoo
+from wemoe.moe.layer import WEMoEConfig, capture_routing, moe_layers, router_parameters, upscale_to_wemoe
 from wemoe.task_vector import task_vectors
 
 
@@ -49,19 +48,6 @@ def test_router_initialisation_follows_the_seed_and_leaves_the_global_random_sta
     assert not torch.equal(first[0], other[0])  # the hidden layer's random weights differ
 
 
-def _per_sample_reference(layer: WeightEnsemblingMLP, x: torch.Tensor) -> torch.Tensor:
-    """Oracle: for each sample, build its merged MLP weights explicitly and call the MLP on its tokens."""
-    outputs = []
-    for b in range(x.shape[0]):
-        r = layer.router(x[b : b + 1])[0]
-        fc_w = layer.c_fc_weight + torch.einsum("t,toi->oi", r, layer.c_fc_weight_tvs)
-        fc_b = layer.c_fc_bias + r @ layer.c_fc_bias_tvs
-        pr_w = layer.c_proj_weight + torch.einsum("t,toi->oi", r, layer.c_proj_weight_tvs)
-        pr_b = layer.c_proj_bias + r @ layer.c_proj_bias_tvs
-        outputs.append(F.linear(layer.activation(F.linear(x[b], fc_w, fc_b)), pr_w, pr_b))
-    return torch.stack(outputs)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hidden_layers", [0, 1, 2])
 def test_batched_forward_matches_per_sample_loop(zoo, hidden_layers, dtype):
@@ -75,7 +61,7 @@ def test_batched_forward_matches_per_sample_loop(zoo, hidden_layers, dtype):
     reference_layer = copy.deepcopy(layer)
 
     out = layer(x)
-    expected = _per_sample_reference(reference_layer, x_ref)
+    expected = per_sample_reference(reference_layer, x_ref)
     assert (out - expected).abs().max() <= 1e-5
 
     weights = torch.randn_like(out) / out.numel()  # a mean-type loss, like the adaptation's

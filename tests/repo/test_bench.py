@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import load_script
+
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 FUSIONBENCH_PYTHON = BENCH / ".venv-fusionbench" / "bin" / "python"
 TINY = ["--layers", "2", "--width", "64", "--image-size", "32", "--patch-size", "16", "--experts", "3",
         "--batch", "2", "--runs", "1", "--warmup", "0"]
-
-
-def load_script(name: str) -> ModuleType:
-    """Import ``bench/<name>.py`` as a module (bench/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_moe_bench_ours_vs_dense_tiny(capsys):
@@ -75,35 +65,19 @@ def test_adapt_speed_measures_real_adaptation_steps():
     assert result["images_per_s"] == pytest.approx(8 / (result["step_ms_median"] / 1000))
 
 
-def _pocket_zoo_missing() -> str | None:
-    try:
-        from wemoe.pocket import load_pocket_zoo
-
-        load_pocket_zoo()
-    except Exception as error:  # noqa: BLE001  (any failure: the shipped zoo is not usable here)
-        return f"pocket zoo not loadable ({type(error).__name__}: {error})"
-    return None
-
-
 def test_adapt_speed_on_the_pocket_zoo(capsys):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     adapt = load_script("adapt_speed").main(["--steps", "2", "--samples", "8"])
     assert adapt["steps"] == 2 and adapt["adapt_s"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == adapt
 
 
 def test_app_flow_on_the_pocket_zoo(capsys):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     flow = load_script("app_flow").main(["--steps", "2", "--samples", "8"])
     assert flow["steps"] == 2 and flow["total_s"] >= flow["adapt_s"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == flow
 
 
 def test_analysis_views_bench_on_the_pocket_zoo(capsys):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     views = load_script("analysis_views").main(["--steps", "2", "--corruptions", "contrast"])
     assert set(views["seconds"]) == {"routing_patches", "interference", "cross_accuracy", "lambda_sweep", "cost",
                                      "per_task_lambdas"}
@@ -112,8 +86,6 @@ def test_analysis_views_bench_on_the_pocket_zoo(capsys):
 
 
 def test_app_latency_in_process_on_the_pocket_zoo(capsys):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     app = load_script("app_latency").main(["--zoos", "pocket", "--uploads", "1", "--samples", "4", "--in-process"])
     assert app["in_process"] and app["pocket"]["startup_s"] > 0 and app["pocket"]["upload_median_s"] > 0
     assert app["pocket"]["load_s"] > 0 and app["pocket"]["merge_s"] > 0
@@ -122,8 +94,6 @@ def test_app_latency_in_process_on_the_pocket_zoo(capsys):
 
 @pytest.mark.slow
 def test_app_latency_starts_the_app_on_the_pocket_zoo(capsys):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     app = load_script("app_latency").main(["--zoos", "pocket", "--uploads", "1", "--samples", "4"])
     assert not app["in_process"] and app["pocket"]["startup_s"] > 0 and app["pocket"]["upload_median_s"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == app
@@ -141,8 +111,6 @@ def test_ensembled_linear_variants_agree_with_the_library(capsys):
 
 
 def test_sketch_digits_bench_tiny(capsys):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     result = load_script("sketch_digits").main(["--per-digit", "1"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["drawings"] == 10 and result["labels"] == list(range(10))
@@ -155,8 +123,6 @@ def test_sketch_digits_bench_tiny(capsys):
 
 
 def test_classroom_two_students_tiny(capsys, tmp_path):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     calls = tmp_path / "calls.jsonl"
     result = load_script("classroom").main(["--students", "3", "--steps", "2", "--samples", "8", "--probes", "1",
                                             "--calls", str(calls), "--changed", "1"])
@@ -194,8 +160,6 @@ def test_wemoe_scaling_tiny(capsys):
 
 
 def test_compressed_wemoe_tiny(capsys):
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     result = load_script("compressed_wemoe").main([*TINY, "--rank", "4", "--ranks", "2", "--pocket-steps", "2",
                                                    "--samples", "8", "--losses", "entropy,im"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
@@ -229,8 +193,6 @@ def test_classroom_waits_for_the_apps_warm_up_from_its_log(tmp_path):
 
 def test_hostile_visitor_tiny(capsys):
     """Every hostile call refused with a specific message, no traceback logged, the victim's merges unchanged."""
-    if why := _pocket_zoo_missing():
-        pytest.skip(why)
     result = load_script("hostile_visitor").main(["--crowd", "2", "--crowd-images", "40", "--classifications", "2"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["calls"] >= 40 and result["generic_messages"] == [] and result["not_refused"] == []

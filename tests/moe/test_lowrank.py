@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import tiny_zoo
-from tests.test_moe import _per_sample_reference
+from tests.helpers import per_sample_reference
 from wemoe.moe import lowrank
 from wemoe.evaluation.export import load_wemoe, save_wemoe
 from wemoe.methods import get_method
@@ -130,7 +130,7 @@ def test_the_low_rank_layer_matches_the_per_sample_loop(zoo, dtype, anchor):
     x = torch.randn(4, 5, WIDTH, dtype=dtype, generator=torch.Generator().manual_seed(6), requires_grad=True)
     x_ref = x.detach().clone().requires_grad_(True)
     reference = copy.deepcopy(layer)
-    out, expected = layer(x), _per_sample_reference(reference, x_ref)
+    out, expected = layer(x), per_sample_reference(reference, x_ref)
     assert (out - expected).abs().max() <= 1e-5
     weights = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(7)) / out.numel()
     (out * weights).sum().backward()  # a mean-type loss, like the adaptation's

@@ -16,7 +16,7 @@ from app import handlers, inputs
 from app.session import AppConfig, Session
 from tests.helpers import TINY_MODEL, tiny_zoo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _app_module():

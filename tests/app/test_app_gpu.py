@@ -23,8 +23,11 @@ def test_spaces_gpu_when_the_package_exists(monkeypatch):
     assert on_gpu(90)(len) == ("wrapped", len) and calls == [90]
 
 
-def test_adaptation_stays_on_the_cpu_on_zero_gpu(monkeypatch):
+def test_on_zero_gpu_the_models_stay_on_the_cpu_and_the_steps_run_on_the_gpu(monkeypatch):
+    from app.jobs import device_name
+
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert adapt_device() is None
+    assert adapt_device() is None and device_name() in {"CPU", "GPU"}
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    assert adapt_device() == "cpu"
+    assert adapt_device() == "cpu"  # the main process's models (and a step timed there)
+    assert device_name() == "ZeroGPU Space"  # what the page says the steps run on (GPU chunks)

@@ -122,7 +122,7 @@ def test_the_app_serves_others_beyond_localhost(monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("app_main", Path(__file__).resolve().parent.parent / "app.py")
+    spec = importlib.util.spec_from_file_location("app_main", Path(__file__).resolve().parents[2] / "app.py")
     app_main = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app_main)
     monkeypatch.delenv("SPACE_ID", raising=False)
