@@ -21,17 +21,23 @@ import torch
 from wemoe import loading  # loading.load_zoo looked up at each call (tests replace it)
 from wemoe.adaptation.adapt import SETTINGS as ADAPT_SETTINGS
 from wemoe.adaptation.adapt import resolve_settings
-from wemoe.adaptation.distributed import ACCELERATORS, STRATEGIES, check_devices, finish_fabric, is_main_process, start_fabric
+from wemoe.adaptation.distributed import (
+    ACCELERATORS,
+    STRATEGIES,
+    check_devices,
+    finish_fabric,
+    is_main_process,
+    start_fabric,
+)
+from wemoe.analysis.sweep import best_task_arithmetic
+from wemoe.analysis.views_cli import add_view_commands
 from wemoe.errors import WemoeError
 from wemoe.evaluation.evaluate import needs_task
 from wemoe.evaluation.export import save_model
-from wemoe.methods import get_method, list_methods
-from wemoe.zoo.presets import PRESETS
 from wemoe.evaluation.report import build_report
-from wemoe.analysis.sweep import best_task_arithmetic
-from wemoe.analysis.views_cli import add_view_commands
+from wemoe.methods import get_method, list_methods
 from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
-
+from wemoe.zoo.presets import PRESETS
 
 ADAPT_FLAGS = {
     "steps": ("--adapt-steps", "adapt_steps"),
@@ -62,9 +68,13 @@ def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
     return dict(params)
 
 
-def load_workbench(spec: str, samples: int | None, seed: int, adapt_split: str = "test") -> Workbench:
-    """A Workbench on the zoo named by ``spec`` (``pocket``, a preset name, ...), adapting on ``adapt_split``."""
-    return Workbench(loading.load_zoo(spec), samples=samples, seed=seed, adapt_split=adapt_split)
+def load_workbench(spec: str, samples: int | None, seed: int, adapt_split: str = "test",
+                   tasks: str | None = None) -> Workbench:
+    """A Workbench on the zoo named by ``spec`` (``pocket``, a preset name, ...), adapting on ``adapt_split``; with
+    ``tasks`` (a comma list) on those experts only."""
+    bench = Workbench(loading.load_zoo(spec), samples=samples, seed=seed, adapt_split=adapt_split)
+    chosen = [t.strip() for t in (tasks or "").split(",") if t.strip()]
+    return bench.with_tasks(chosen) if chosen else bench
 
 
 def _log(message: str) -> None:
@@ -84,9 +94,9 @@ def load_on_every_rank(args: argparse.Namespace, fabric: Any | None) -> Workbenc
     """The workbench; under Fabric rank 0 loads the zoo, its images and heads first (downloads, head cache) and
     the other ranks then read them."""
     if fabric is None:
-        return load_workbench(args.zoo, args.samples, args.seed, args.adapt_split)
+        return load_workbench(args.zoo, args.samples, args.seed, args.adapt_split, args.tasks)
     with fabric.rank_zero_first():
-        bench = load_workbench(args.zoo, args.samples, args.seed, args.adapt_split)
+        bench = load_workbench(args.zoo, args.samples, args.seed, args.adapt_split, args.tasks)
         bench.heads(), bench.data()
     return bench
 
@@ -98,7 +108,8 @@ def run_adaptation(bench: Workbench, name: str, args: argparse.Namespace, fabric
     device = None if fabric is not None or args.accelerator == "auto" else args.accelerator
     for record in bench.adapt(name, **settings, device=device, fabric=fabric):
         if record.step % 50 == 0 or record.step == steps:
-            _log(f"  {name} step {record.step}/{steps}: {settings['loss']} loss {record.loss:.4f} ({record.elapsed:.1f} s)")
+            _log(f"  {name} step {record.step}/{steps}: {settings['loss']} loss {record.loss:.4f} "
+                 f"({record.elapsed:.1f} s)")
 
 
 def command_table(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,8 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--zoo", default="pocket",
                          help=f"pocket (offline), or a hub preset: {', '.join(PRESETS)}")
+        sub.add_argument("--tasks", default=None,
+                         help="merge only these experts, a comma list of task names (at least two; default: all)")
         sub.add_argument("--param", action="append", default=[], help="method parameter, e.g. wemoe.lambda=0.3")
-        for setting in ADAPT_SETTINGS:  # declared once in wemoe.adaptation.adapt; checked by resolve_settings before any work
+        # declared once in wemoe.adaptation.adapt; checked by resolve_settings before any work
+        for setting in ADAPT_SETTINGS:
             flag, dest = ADAPT_FLAGS[setting.name]
             allowed = f"one of {list(setting.choices)}" if setting.choices else f"{setting.min}..{setting.max}"
             sub.add_argument(flag, dest=dest, type=setting.type, default=setting.default,
@@ -225,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     table = commands.add_parser("table", help="accuracy table of pretrained, experts and merges")
     common(table)
     table.add_argument("--methods", default="pretrained,experts,task_arithmetic",
-                       help=f"comma list of {PRETRAINED}, {EXPERTS}, {ORACLE} and method names: {', '.join(list_methods())}")
+                       help=f"comma list of {PRETRAINED}, {EXPERTS}, {ORACLE} and method names: "
+                            f"{', '.join(list_methods())}")
     table.add_argument("--lambda", dest="lambda_", type=float, default=None,
                        help="task arithmetic's lambda (default: best of a sweep over 0.1..1.0)")
     table.add_argument("--json", help="write the results as JSON here")

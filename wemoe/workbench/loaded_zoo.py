@@ -1,9 +1,9 @@
 """A LoadedZoo: a zoo with its tasks' test images, zero-shot heads and expert towers, loaded once and shared read-only.
 
 It is what every user of one zoo reads and nobody changes: an app process loads each zoo once and hands the same
-LoadedZoo to every session's :class:`~wemoe.workbench.workbench.Workbench`, which owns only what its user changes (merges,
-routers, results). Everything here is built lazily, once, under one lock; the expert towers hold the zoo's own expert
-tensors (no copy of the weights).
+LoadedZoo to every session's :class:`~wemoe.workbench.workbench.Workbench`, which owns only what its user changes
+(merges, routers, results). Everything here is built lazily, once, under one lock; the expert towers hold the zoo's own
+expert tensors (no copy of the weights).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from torch import nn
 
 from wemoe.errors import TaskError
 from wemoe.tasks.heads import HeadCache
-from wemoe.tasks.splits import ADAPT_SPLITS, HELDOUT, TEST, adapts_on_train, heldout_images
 from wemoe.tasks.images import TaskImages, load_task_images
 from wemoe.tasks.registry import Task, get_task
-from wemoe.zoo.zoo import Zoo
+from wemoe.tasks.splits import ADAPT_SPLITS, HELDOUT, TEST, adapts_on_train, heldout_images
+from wemoe.zoo.zoo import Zoo, chosen_tasks
 
 
 class LoadedZoo:
@@ -38,8 +38,8 @@ class LoadedZoo:
         classify_turn: contextlib.AbstractContextManager | None = None,
     ) -> None:
         """``samples``: test images per task (None: all), drawn with ``seed``; ``cache_dir``: where heads are cached;
-        ``adapt_split``: ``heldout`` keeps adaptation images out of the scored ones (``wemoe.tasks.splits``; :meth:`data`
-        is then what is scored, :meth:`adaptation_data` what adapts), ``test`` adapts on the scored images;
+        ``adapt_split``: ``heldout`` keeps adaptation images out of the scored ones (``wemoe.tasks.splits``;
+        :meth:`data` is then what is scored, :meth:`adaptation_data` what adapts), ``test`` adapts on the scored images;
         ``classify_turn``: the turn classifications of new images take (default: a lock of this zoo's own)."""
         self.zoo = zoo
         self.tasks = list(tasks) if tasks is not None else [get_task(name) for name in zoo.task_names]
@@ -60,11 +60,22 @@ class LoadedZoo:
         # the gallery) each took 30-70x their time alone, all finishing late; in turn each takes its time alone.
         # Any context manager will do (an app sharing several zoos gives them one turn: app.shared.ClassifyTurn).
         self.classify_turn = classify_turn if classify_turn is not None else threading.Lock()
+        self.whole = self  # the LoadedZoo of every expert (a subset's is the zoo it was chosen from)
 
     @property
     def task_names(self) -> list[str]:
         """Task names, in the experts' order."""
         return [t.name for t in self.tasks]
+
+    def subset(self, tasks: Sequence[str]) -> LoadedZoo:
+        """This zoo with only the experts of ``tasks`` (at least two; ``wemoe.zoo.zoo.chosen_tasks``), sharing what is
+        loaded: the images, heads and expert towers of those tasks are the same objects, loaded once for both."""
+        names = chosen_tasks(self.zoo, tasks)
+        view = copy.copy(self)  # shares the loaded dicts, the head cache, the lock and the classification turn
+        view.whole = self.whole
+        view.zoo = self.zoo.subset(names)
+        view.tasks = [t for t in self.tasks if t.name in names]
+        return view
 
     def heads(self) -> dict[str, torch.Tensor]:
         """Zero-shot heads of every task (built once)."""
@@ -72,7 +83,7 @@ class LoadedZoo:
             for task in self.tasks:
                 if task.name not in self._heads:
                     self._heads[task.name] = self.head_cache.get(task)
-            return dict(self._heads)
+            return {t.name: self._heads[t.name] for t in self.tasks}
 
     def data(self, progress: Callable[[float, str], None] | None = None) -> dict[str, TaskImages]:
         """Every task's test images as tensors (loaded once)."""
@@ -85,7 +96,7 @@ class LoadedZoo:
                     if self.adapt_split == HELDOUT:
                         self._adapt_data[task.name], test = heldout_images(task, self.zoo.preprocess, test, self.seed)
                     self._data[task.name] = test
-            return dict(self._data)
+            return {t.name: self._data[t.name] for t in self.tasks}
 
     def without_heldout(self) -> list[str]:
         """The tasks that have no held-out adaptation images in this zoo: none when it was loaded with
@@ -102,7 +113,7 @@ class LoadedZoo:
             raise TaskError(f"Unknown adaptation split {split!r}: use one of {', '.join(ADAPT_SPLITS)}.")
         scored = self.data()
         if self.adapt_split == HELDOUT:
-            return dict(self._adapt_data)
+            return {t.name: self._adapt_data[t.name] for t in self.tasks}
         halved = self.without_heldout()
         if halved:
             raise TaskError(f"Task(s) {', '.join(halved)} have no held-out images in this zoo: load it with "
@@ -110,8 +121,9 @@ class LoadedZoo:
         with self._lock:
             for task in self.tasks:
                 if task.name not in self._adapt_data:
-                    self._adapt_data[task.name] = heldout_images(task, self.zoo.preprocess, scored[task.name], self.seed)[0]
-            return dict(self._adapt_data)
+                    self._adapt_data[task.name] = heldout_images(task, self.zoo.preprocess, scored[task.name],
+                                                                 self.seed)[0]
+            return {t.name: self._adapt_data[t.name] for t in self.tasks}
 
     def expert_tower(self, task: str) -> nn.Module:
         """The image tower of ``task``'s expert (built once; its weights are the zoo's expert tensors, not a copy)."""

@@ -3,12 +3,12 @@
 It is what one CLI run or one app session holds, so both drive the same code: ``merge`` a registered method,
 ``adapt`` an adaptive merge step by step, ``evaluate`` any set of models into an accuracy table, analyse the routing.
 
-Many workbenches may share one :class:`~wemoe.workbench.loaded_zoo.LoadedZoo` (an app loads each zoo once for all its sessions)
-and one :class:`~wemoe.workbench.result_cache.ResultCache`: merges, adaptation runs, table rows and routing analyses are pure
-functions of their inputs, so with a cache each is computed once per process and later workbenches get it from there
-(``from_cache`` says so). What a workbench gets from the cache it never changes: a static merge is shared as it is (no
-one trains it); an adaptive merge is a copy whose frozen tensors are shared and whose trainable ones are its own
-(copy-on-write for routers), so adapting it further changes nobody else's.
+Many workbenches may share one :class:`~wemoe.workbench.loaded_zoo.LoadedZoo` (an app loads each zoo once for all its
+sessions) and one :class:`~wemoe.workbench.result_cache.ResultCache`: merges, adaptation runs, table rows and routing
+analyses are pure functions of their inputs, so with a cache each is computed once per process and later workbenches get
+it from there (``from_cache`` says so). What a workbench gets from the cache it never changes: a static merge is shared
+as it is (no one trains it); an adaptive merge is a copy whose frozen tensors are shared and whose trainable ones are
+its own (copy-on-write for routers), so adapting it further changes nobody else's.
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ from wemoe.adaptation.adapt import (
 from wemoe.adaptation.adaptive import routes, trainable_parameters
 from wemoe.errors import MethodError, TaskError
 from wemoe.evaluation.evaluate import Model, Score, iter_scores, table_from_scores
-from wemoe.workbench.loaded_zoo import LoadedZoo
+from wemoe.evaluation.predictions import ImageClassification, classify_batch
 from wemoe.methods import get_method
 from wemoe.moe.layer import oracle_towers, release_workspaces
-from wemoe.evaluation.predictions import ImageClassification, classify_batch
-from wemoe.workbench.result_cache import ResultCache
 from wemoe.moe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
-from wemoe.tasks.splits import TEST
 from wemoe.stopping import Stopped, check_stop, stopping
 from wemoe.tasks.images import TaskImages, encode_images
 from wemoe.tasks.registry import Task
+from wemoe.tasks.splits import TEST
+from wemoe.workbench.loaded_zoo import LoadedZoo
+from wemoe.workbench.result_cache import ResultCache
 from wemoe.zoo.zoo import Zoo
 
 PRETRAINED = "pretrained"
@@ -125,26 +125,40 @@ class Workbench:
         adapt_split: str = "test",
     ) -> None:
         """A workbench on its own LoadedZoo (no result cache); see :meth:`sharing` for one shared with others.
-        ``adapt_split``: ``heldout`` keeps the images adaptation sees out of the scored ones (``wemoe.tasks.splits``)."""
+        ``adapt_split``: ``heldout`` keeps the images adaptation sees out of the scored ones
+        (``wemoe.tasks.splits``)."""
         self.loaded = LoadedZoo(zoo, tasks, samples, seed, cache_dir, adapt_split)
         self.cache: ResultCache | None = None
         self.cache_key: Hashable | None = None
+        self.zoo_key: Hashable | None = None  # the loaded zoo's key in the cache, before any choice of experts
         self.merges: dict[str, MergeResult] = {}
         self._centroids: dict[str, tuple[Hashable, RoutingCentroids]] = {}
 
     @classmethod
-    def sharing(cls, loaded: LoadedZoo, cache: ResultCache | None = None, key: Hashable | None = None) -> Workbench:
+    def sharing(cls, loaded: LoadedZoo, cache: ResultCache | None = None, key: Hashable | None = None,
+                tasks: Sequence[str] | None = None) -> Workbench:
         """A workbench on an already loaded zoo; with a ``cache`` and the zoo's ``key`` its results are shared.
 
-        The results are shared only with workbenches on the same scored and adaptation images: a zoo loaded with
-        ``adapt_split='heldout'`` scores (and adapts on) other images than one loaded with ``test``, so its results
-        are kept under ``(key, 'heldout')``."""
+        ``tasks``: only these experts (at least two; :meth:`LoadedZoo.subset`), whose results are kept under their
+        own key. The results are shared only with workbenches on the same scored and adaptation images: a zoo loaded
+        with ``adapt_split='heldout'`` scores (and adapts on) other images than one loaded with ``test``, so its
+        results are kept under ``(key, 'heldout')``."""
         bench = cls.__new__(cls)
+        bench.zoo_key = key
+        if tasks is not None and list(tasks) != loaded.task_names:
+            loaded = loaded.subset(tasks)
+            key = None if key is None else (key, "tasks", tuple(loaded.task_names))
         bench.loaded, bench.merges, bench._centroids = loaded, {}, {}
         if loaded.adapt_split != TEST and key is not None:
             key = (key, loaded.adapt_split)
         bench.cache, bench.cache_key = (cache, key) if cache is not None and key is not None else (None, None)
         return bench
+
+    def with_tasks(self, tasks: Sequence[str] | None) -> Workbench:
+        """A new workbench (no merges) on the experts of ``tasks`` only (None: all of the zoo's), sharing this one's
+        loaded images, heads and result cache; its results are cached under the subset's own key."""
+        full = self.loaded.whole
+        return Workbench.sharing(full, self.cache, self.zoo_key, full.task_names if tasks is None else tasks)
 
     @property
     def zoo(self) -> Zoo:
@@ -185,7 +199,8 @@ class Workbench:
         return self.cache.get_or_compute((self.cache_key, *key), compute)
 
     def merge(self, method: str, params: Mapping[str, Any] | None = None, name: str | None = None) -> MergeResult:
-        """Merge with a registered method (parameters checked first) and keep the result under ``name`` (default: method).
+        """Merge with a registered method (parameters checked first) and keep the result under ``name`` (default:
+        method).
 
         The workbench's merges change only once the merge succeeded.
         """
@@ -260,12 +275,12 @@ class Workbench:
         ``split``: the images adapted on, ``test`` (the scored ones) or ``heldout`` (never scored; default: the
         loaded zoo's ``adapt_split``; see :meth:`wemoe.workbench.loaded_zoo.LoadedZoo.adaptation_data`).
 
-        ``runner``: run the adaptation in chunks of ``chunk_steps`` steps with :func:`wemoe.adaptation.adapt.adapt_in_chunks`,
-        each chunk by ``runner`` (e.g. a ZeroGPU call that returns its checkpoint); bitwise the same run, and a chunk
-        that fails leaves the model at the last finished chunk.
+        ``runner``: run the adaptation in chunks of ``chunk_steps`` steps with
+        :func:`wemoe.adaptation.adapt.adapt_in_chunks`, each chunk by ``runner`` (e.g. a ZeroGPU call that returns its
+        checkpoint); bitwise the same run, and a chunk that fails leaves the model at the last finished chunk.
 
-        ``fabric``: a launched Lightning Fabric (``wemoe.adaptation.distributed.start_fabric``) to adapt on all its ranks, each
-        taking its share of every step's images (call it on every rank; ``device`` is then the rank's own).
+        ``fabric``: a launched Lightning Fabric (``wemoe.adaptation.distributed.start_fabric``) to adapt on all its
+        ranks, each taking its share of every step's images (call it on every rank; ``device`` is then the rank's own).
 
         With a cache, a run with the same inputs as one finished before is not recomputed: its trainable state is
         loaded and its records are yielded at once (``from_cache``). A run stopped early or diverged is not cached.

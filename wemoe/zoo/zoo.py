@@ -9,7 +9,7 @@ experts from here; heads come from the base text tower. Loading is elsewhere: ``
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -61,6 +61,13 @@ class Zoo:
         for name, state in self.experts.items():
             check_expert(name, base, state)
             self.experts[name] = {k: v.detach().to(device="cpu", dtype=base[k].dtype) for k, v in state.items()}
+
+    def subset(self, tasks: Sequence[str]) -> Zoo:
+        """The zoo with only the experts of ``tasks`` (at least two, in this zoo's order), sharing every tensor: merging
+        it is merging those experts alone."""
+        return Zoo(name=self.name, clip=self.clip, experts={t: self.experts[t] for t in chosen_tasks(self, tasks)},
+                   preprocess=self.preprocess, tokenizer=self.tokenizer, description=self.description,
+                   info={**self.info, "tasks": list(chosen_tasks(self, tasks))})
 
     @property
     def task_names(self) -> list[str]:
@@ -130,3 +137,17 @@ class ZooSpec:
                 '"experts" must map task names to sources, e.g. {"mnist": "tanganke/clip-vit-base-patch32_mnist"}.'
             )
         return cls(**{**data, "experts": dict(experts)})
+
+
+def chosen_tasks(zoo: Zoo, tasks: Sequence[str]) -> list[str]:
+    """``tasks`` checked against ``zoo``'s experts (known, no repeats, at least two) and put in the zoo's order (so that
+    a choice names one subset whatever order it was given in), else a ZooError saying what to choose."""
+    names = list(tasks)
+    unknown = [t for t in names if t not in zoo.experts]
+    if unknown:
+        raise ZooError(f"No expert for task(s) {', '.join(map(repr, unknown))}. Choose among: "
+                       f"{', '.join(zoo.task_names)}.")
+    if len(set(names)) < 2:
+        raise ZooError(f"Choose at least two experts to merge (got {', '.join(names) or 'none'}); this zoo has "
+                       f"{', '.join(zoo.task_names)}.")
+    return [t for t in zoo.task_names if t in set(names)]
