@@ -29,7 +29,8 @@ from app.warm import start_warming
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description="The merge explorer (Gradio app).")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"))))
+    parser.add_argument("--port", type=int,
+                        default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"))))
     parser.add_argument("--host", default=None, help="default: 0.0.0.0 on Hugging Face Spaces, else 127.0.0.1")
     parser.add_argument("--samples", type=int, default=0, help="test images per task (0 = all)")
     parser.add_argument("--max-image-size", default=None,

@@ -3,9 +3,10 @@
 Routing per patch, interference of the task vectors, expert x task cross-accuracy, the lambda sweep, robustness
 under corruptions, and cost next to accuracy. Each is a named endpoint (``api_name`` = the view's name) that reads
 the session's workbench under its lock; the numbers come from the library (``wemoe.moe.patch_routing``,
-``wemoe.analysis.interference``, ``wemoe.analysis.cross_accuracy``, ``wemoe.analysis.sweep``, ``wemoe.analysis.robustness``, ``wemoe.analysis.cost``). The events
-skip gradio's preprocessing: each view checks every value it is given (refusals name the field, before any work) and
-reads an uploaded image as "Try images" reads its uploads.
+``wemoe.analysis.interference``, ``wemoe.analysis.cross_accuracy``, ``wemoe.analysis.sweep``,
+``wemoe.analysis.robustness``, ``wemoe.analysis.cost``). The events skip gradio's preprocessing: each view checks every
+value it is given (refusals name the field, before any work) and reads an uploaded image as "Try images" reads its
+uploads.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
     if len(lambdas) < len(names) or len(lambdas) not in (len(names), MAX_TASK_SLIDERS):
         raise refuse(f"Give one lambda per task: {len(names)} values for the tasks {', '.join(names)} (or the page's "
                      f"{MAX_TASK_SLIDERS} sliders), got {len(lambdas)}.")
-    chosen = {t: number(v, f"lambda {t}", minimum=-1.0, maximum=2.0) for t, v in zip(names, lambdas)}
+    chosen = {t: number(v, f"lambda {t}", minimum=-1.0, maximum=2.0) for t, v in zip(names, lambdas, strict=False)}
     for index, value in enumerate(lambdas[len(names):], start=len(names) + 1):
         if value is not None:  # a hidden slider: no task of this zoo
             number(value, f"lambda slider {index} (no task in this zoo)", minimum=-1.0, maximum=2.0)
@@ -265,7 +266,8 @@ def _models(bench) -> list[str]:
 def robustness_view(session: Session, corruption: str = "gaussian_noise", severity: float = 3) -> go.Figure:
     """Every model's accuracy, clean and under ``corruption`` at ``severity`` (bars: the average; hover: per task);
     with a WEMoE merge, also how its routing moves per task: the share of images whose task guess survives, the
-    share guessed right clean and corrupted (``wemoe.analysis.robustness.routing_shift``; hover: the routing distance)."""
+    share guessed right clean and corrupted (``wemoe.analysis.robustness.routing_shift``; hover: the routing
+    distance)."""
     from wemoe.analysis.robustness import robustness_table, routing_shift
 
     bench = _bench(session)
@@ -282,7 +284,7 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
     tasks = [c for c in table.columns if c != "average"]
     for condition in table.index.get_level_values(0).unique():
         rows = table.loc[condition]
-        hover = ["<br>".join(f"{short}: {rows.loc[m, t]:.1f}" for short, t in zip(_short(tasks), tasks))
+        hover = ["<br>".join(f"{short}: {rows.loc[m, t]:.1f}" for short, t in zip(_short(tasks), tasks, strict=True))
                  for m in rows.index]
         figure.add_trace(go.Bar(name=condition, x=list(rows.index), y=list(rows["average"]), hovertext=hover,
                                 text=[f"{v:.1f}" for v in rows["average"]], textposition="auto"), row=1, col=1)

@@ -1,5 +1,6 @@
 """Controls built from declarations: one per merge-method parameter (``wemoe.methods``) and one per adaptation
-setting (``wemoe.adaptation.adapt.SETTINGS``), so a default, range, choice or help text is written once, in the library."""
+setting (``wemoe.adaptation.adapt.SETTINGS``), so a default, range, choice or help text is written once, in the
+library."""
 
 from __future__ import annotations
 

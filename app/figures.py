@@ -18,16 +18,17 @@ def empty_figure(message: str) -> go.Figure:
     """A blank figure with a centred message (what to do to fill it)."""
     figure = go.Figure()
     figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
-    figure.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    figure.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=260,
+                         margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return figure
 
 
 def routing_heatmap(routing: np.ndarray, layers: Sequence[int], experts: Sequence[str], title: str) -> go.Figure:
     """One image's routing weights: rows are upscaled blocks, columns experts; values on the cells and on hover.
 
-    A weight is the coefficient with which that layer adds the expert's task vector (its change of the pretrained weights)
-    for this image: not a probability, so it may be negative or above 1, and a row need not sum to 1. A diverging
-    colour scale centred on 0 shows the sign.
+    A weight is the coefficient with which that layer adds the expert's task vector (its change of the pretrained
+    weights) for this image: not a probability, so it may be negative or above 1, and a row need not sum to 1. A
+    diverging colour scale centred on 0 shows the sign.
     """
     routing = np.asarray(routing)
     finite = routing[np.isfinite(routing)]
@@ -63,7 +64,8 @@ def short_names(names: Sequence[str]) -> list[str]:
     return [n[len(prefix):] or n for n in names] if len(names) > 1 else names
 
 
-def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Sequence[int], experts: Sequence[str]) -> go.Figure:
+def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Sequence[int],
+                          experts: Sequence[str]) -> go.Figure:
     """Per task (one panel each), the mean routing of its images: layers x experts, one shared colour scale."""
     average = np.asarray(average)
     experts = short_names(experts)
@@ -151,7 +153,8 @@ def task_entropy_curve(history: Sequence, name: str) -> go.Figure:
     steps = list(range(1, len(history) + 1))
     for task in history[0].entropy:
         figure.add_trace(go.Scatter(x=steps, y=[r.entropy[task] for r in history], mode="lines", name=task))
-    figure.update_layout(title=f"{name}: prediction entropy per task", xaxis_title="step", yaxis_title="entropy (nats)", height=320)
+    figure.update_layout(title=f"{name}: prediction entropy per task", xaxis_title="step", yaxis_title="entropy (nats)",
+                         height=320)
     return figure
 
 
@@ -160,13 +163,15 @@ def accuracy_bars(table: pd.DataFrame) -> go.Figure:
     if table is None or table.empty:
         return empty_figure("Run the evaluation to fill this chart.")
     tasks = [c for c in table.columns if c != "average"]  # the average first and short task names, as in the table
-    table = table[[c for c in ("average", *tasks) if c in table.columns]].rename(columns=dict(zip(tasks, short_names(tasks))))
+    table = table[[c for c in ("average", *tasks) if c in table.columns]]
+    table = table.rename(columns=dict(zip(tasks, short_names(tasks), strict=True)))
     figure = go.Figure()
     for model, row in table.iterrows():
         figure.add_trace(go.Bar(name=str(model), x=[str(c) for c in row.index], y=row.values,
                                 hovertemplate=f"{model}<br>%{{x}}: %{{y:.1f}}%<extra></extra>"))
-    figure.update_layout(barmode="group", title="Accuracy per task (%)", yaxis={"title": "accuracy (%)", "range": [0, 100]},
-                         height=380, legend={"orientation": "h", "y": -0.2})
+    figure.update_layout(barmode="group", title="Accuracy per task (%)",
+                         yaxis={"title": "accuracy (%)", "range": [0, 100]}, height=380,
+                         legend={"orientation": "h", "y": -0.2})
     return figure
 
 
@@ -175,7 +180,8 @@ def feature_maps(points: np.ndarray, true_task: Sequence[str], dominant: Sequenc
     points = np.asarray(points)
     figure = make_subplots(rows=1, cols=2, subplot_titles=["coloured by true task", "coloured by dominant expert"])
     names = list(dict.fromkeys([*true_task, *dominant]))
-    palette = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52"]
+    palette = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A",
+               "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52"]
     colours = {n: palette[i % len(palette)] for i, n in enumerate(names)}
     for col, labels in ((1, list(true_task)), (2, list(dominant))):
         for name in dict.fromkeys(labels):

@@ -88,8 +88,8 @@ def gpu_chunk() -> Callable[..., list]:
 
 
 def zero_gpu_runner(seconds_per_step: float, limit: float = GPU_CALL_SECONDS) -> Callable[..., list]:
-    """A chunk runner for :func:`wemoe.adaptation.adapt.adapt_in_chunks`: ``runner(model, data, heads, checkpoint, k)`` runs up
-    to ``k`` steps on the default device (CUDA in a ZeroGPU worker) and returns their AdaptSteps then the new
+    """A chunk runner for :func:`wemoe.adaptation.adapt.adapt_in_chunks`: ``runner(model, data, heads, checkpoint, k)``
+    runs up to ``k`` steps on the default device (CUDA in a ZeroGPU worker) and returns their AdaptSteps then the new
     Checkpoint as one list (the worker's in-place changes are lost; the checkpoint carries the state back).
 
     The steps run in :func:`gpu_chunk` (``spaces.GPU`` where the package imports), its ``duration`` sized from

@@ -20,13 +20,42 @@ from PIL import Image
 from app import figures, messages, views
 from app.errors import friendly, refuse
 from app.files import atomic_path
-from app.inputs import (adapt_setting, adapt_value, adapt_values, adaptive_target, chosen_task,
-                        corruption_choice, custom_loader, flag, method_names, test_images_per_task)
-from app.jobs import (StepsOutcome, StepTally, adapt_options, busy, device_name, evaluation_scores, guard_memory,
-                      light_call, load_workbench, locked_steps, make_merges, measure_step, no_progress, one_long_job,
-                      routing_maps, step_estimate, step_key, write_results)
+from app.inputs import (
+    adapt_setting,
+    adapt_value,
+    adapt_values,
+    adaptive_target,
+    chosen_task,
+    corruption_choice,
+    custom_loader,
+    flag,
+    method_names,
+    test_images_per_task,
+)
+from app.jobs import (
+    StepsOutcome,
+    StepTally,
+    adapt_options,
+    busy,
+    device_name,
+    evaluation_scores,
+    guard_memory,
+    light_call,
+    load_workbench,
+    locked_steps,
+    make_merges,
+    measure_step,
+    no_progress,
+    one_long_job,
+    routing_maps,
+    step_estimate,
+    step_key,
+    write_results,
+)
 from app.session import CUSTOM, AppConfig, Session
 from wemoe.tasks.corruptions import corrupt_as_seen
+
+DEFAULT_PER_TASK = adapt_setting("per_task").default  # merge's images per task unless told (the declared default)
 
 
 def _bench(session: Session):
@@ -98,7 +127,7 @@ def estimate(session: Session, target: str | None, steps: Any, per_task: Any) ->
 
 
 def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping[str, Any]],
-          per_task: Any = adapt_setting("per_task").default, default_steps: int = AppConfig.default_steps,
+          per_task: Any = DEFAULT_PER_TASK, default_steps: int = AppConfig.default_steps,
           progress: Any = no_progress) -> str:
     """Merge with each chosen method (parameters checked before any work); returns a status line with timings.
 
@@ -148,9 +177,9 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
 def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: Any,
           loss: str = adapt_setting("loss").default, progress: Any = no_progress, update_every: float = 0.5,
           chained: bool = False, seed: Any = None, split: Any = None) -> Iterator[tuple[str, Any]]:
-    """Adapt merge ``target`` step by step (settings checked against ``wemoe.adaptation.adapt.SETTINGS``; ``seed``, ``split``
-    None: their defaults); yields (status, loss curve) after the first and last step, at most every ``update_every`` s
-    between.
+    """Adapt merge ``target`` step by step (settings checked against ``wemoe.adaptation.adapt.SETTINGS``; ``seed``,
+    ``split`` None: their defaults); yields (status, loss curve) after the first and last step, at most every
+    ``update_every`` s between.
 
     Cancel (:func:`cancelled`, or closing the generator) stops it between steps, keeping the last finished step;
     ``chained``: it follows a merge (:func:`adapt_after_merge`), so a Cancel during that merge stops it too. On ZeroGPU

@@ -21,19 +21,20 @@ from app.errors import friendly, refuse
 from app.messages import tasks_table
 from app.session import AppConfig, Session, format_size, parse_size
 from wemoe.adaptation.adapt import SETTINGS
-from wemoe.tasks.corruptions import CORRUPTIONS
 from wemoe.errors import TaskError, WemoeError
 from wemoe.params import Param
-from wemoe.zoo.source_policy import SourcePolicy
+from wemoe.tasks.corruptions import CORRUPTIONS
 from wemoe.tasks.images import to_rgb
 from wemoe.tasks.readers import task_from_source
 from wemoe.tasks.registry import Task, get_task, list_tasks
+from wemoe.zoo.source_policy import SourcePolicy
 
 AUTO_TASK = "auto (the routers' guess)"
 DIGITS_TASK = "pocket_digits"  # drawings for this task are redrawn like its images (read_sketch)
 ADAPT_LABELS = {"steps": "Adaptation steps", "lr": "Learning rate", "per_task": "Images per task per step",
                 "loss": "Adaptation loss", "seed": "Adaptation seed", "split": "Adaptation images"}
-"""The page's label of each adaptation setting (``wemoe.adaptation.adapt.SETTINGS``): its control's and its messages'."""
+"""The page's label of each adaptation setting (``wemoe.adaptation.adapt.SETTINGS``): its control's and its
+messages'."""
 NO_CORRUPTION = "none"
 CORRUPTION_CHOICES = [NO_CORRUPTION, *CORRUPTIONS]  # of "Try images": the robustness view's corruptions
 IMAGE_TYPES = "PNG, JPEG, WebP, BMP or TIFF"
@@ -203,7 +204,8 @@ def custom_spec(base_model: str, base_pretrained: str, experts_text: str, expert
     for name, path in uploads.items():
         experts.setdefault(Path(name).stem, path)
     if not experts:
-        raise gr.Error("Custom zoo: name at least one expert ('task: hub id or file' lines) or upload checkpoint files.")
+        raise gr.Error("Custom zoo: name at least one expert ('task: hub id or file' lines) or upload checkpoint "
+                       "files.")
     return {"name": "custom", "model": base_model, "pretrained": base_pretrained or None, "experts": experts}
 
 
@@ -265,7 +267,8 @@ def custom_loader(config: AppConfig, base_model: str, base_pretrained: str, expe
         untasked = [e for e in zoo.task_names if e not in custom and e not in registered]
         if untasked:
             raise TaskError(f"expert(s) {untasked} have no task. Give each a line 'name: image folder, .zip or "
-                            f"hf:dataset' under Tasks, or name it after a registered task ({', '.join(sorted(registered))}).")
+                            f"hf:dataset' under Tasks, or name it after a registered task "
+                            f"({', '.join(sorted(registered))}).")
         return zoo, [custom[name] if name in custom else get_task(name) for name in zoo.task_names]
 
     return loader

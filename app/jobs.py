@@ -362,7 +362,7 @@ def routing_maps(session: Session, name: str, method: str, config: AppConfig) ->
     curve = figures.loss_curve(histories, session.step_losses)
     entropy = figures.task_entropy_curve(result.history, name)
     dominant = analysis.dominant_expert()
-    agree = sum(d == t for d, t in zip(dominant, analysis.labels)) / len(dominant)
+    agree = sum(d == t for d, t in zip(dominant, analysis.labels, strict=True)) / len(dominant)
     note = messages.routing_note(name, len(analysis.labels), len(tasks), result.adapt_steps, agree, from_cache)
     pca = figures.feature_maps(embedding("pca"), analysis.labels, dominant, "pca")
     computing = " UMAP is computing (the first run compiles it: up to a minute)..." if method == "umap" else ""

@@ -2,8 +2,8 @@
 
 Every event has an explicit ``api_name`` so ``gradio_client`` can drive the app headless. Controls of merge methods
 are built from the parameters each method declares in the registry, the adaptation controls from
-``wemoe.adaptation.adapt.SETTINGS`` (``app.controls``). State lives in one ``gr.State`` per browser session; light, model and
-long events have their own concurrency queues.
+``wemoe.adaptation.adapt.SETTINGS`` (``app.controls``). State lives in one ``gr.State`` per browser session; light,
+model and long events have their own concurrency queues.
 """
 
 from __future__ import annotations
@@ -61,10 +61,11 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                                 info="Fewer images make evaluation and adaptation faster.")
             with gr.Accordion("Custom zoo", open=False):
                 base_model = gr.Textbox(value="ViT-B-32", label="Base model (open_clip name, or local-dir:PATH)")
-                base_tag = gr.Textbox(value="openai", label="Base weights (open_clip tag, checkpoint path, or a Hugging "
-                                      "Face CLIPModel: its folder or hub id)")
+                base_tag = gr.Textbox(value="openai", label="Base weights (open_clip tag, checkpoint path, or a "
+                                      "Hugging Face CLIPModel: its folder or hub id)")
                 experts_text = gr.Textbox("", lines=4, label="Experts (one 'task: source' per line)",
-                                          placeholder="mnist: tanganke/clip-vit-base-patch32_mnist\nsvhn: /path/svhn.safetensors")
+                                          placeholder="mnist: tanganke/clip-vit-base-patch32_mnist\n"
+                                                      "svhn: /path/svhn.safetensors")
                 expert_files = gr.File(file_count="multiple", file_types=[".safetensors", ".pt", ".pth", ".bin"],
                                        label="Expert checkpoint files (task = file name unless named above)")
                 tasks_text = gr.Textbox("", lines=3, label="Tasks of experts not named after a registered task "
@@ -83,7 +84,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         with gr.Group(elem_id="panel-merge"):
             gr.Markdown(texts.MERGE)
             method_choice = gr.CheckboxGroup([(m.pretty_name, m.name) for m in methods],
-                                             value=[m for m in DEFAULT_METHODS if m in list_methods()], label="Merge methods")
+                                             value=[m for m in DEFAULT_METHODS if m in list_methods()],
+                                             label="Merge methods")
             controls = []
             for method in methods:
                 with gr.Accordion(f"{method.pretty_name} settings", open=method.name == "wemoe"):
@@ -104,7 +106,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 adapt_button = gr.Button("Adapt more", interactive=False)
                 cancel_button = gr.Button("Cancel", variant="stop")
             merge_status = gr.Markdown(elem_id="merge-status")
-            loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."), label="Adaptation loss")
+            loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."),
+                                label="Adaptation loss")
 
         try_panel = build_try_panel(session, config, LIGHT)  # 3. Try images (app/try_panel.py)
 
@@ -170,8 +173,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         needs_zoo = [merge_button, adapt_button, evaluate_button, routing_button, export_button]
         load_button.click(load_event, [session, zoo_choice, samples, base_model, base_tag, experts_text, expert_files,
                                        tasks_text, task_files],
-                          [zoo_info, try_panel.task_choice, try_panel.gallery, try_panel.example_name, target, export_name,
-                           loss_plot, merge_status, table_note, routing_note, estimate_note, *needs_zoo],
+                          [zoo_info, try_panel.task_choice, try_panel.gallery, try_panel.example_name, target,
+                           export_name, loss_plot, merge_status, table_note, routing_note, estimate_note, *needs_zoo],
                           api_name="load_zoo", preprocess=False, show_progress_on=[zoo_info],
                           **(MODELS | {"show_progress": "full"}))
 
@@ -186,11 +189,12 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         @quiet
         def merge_event(state, chosen, images_per_task, *values, progress=gr.Progress()):
             params: dict[str, dict] = {}
-            for (method, param), value in zip(specs, values):
+            for (method, param), value in zip(specs, values, strict=True):
                 params.setdefault(method, {})[param.name] = value
             names = ", ".join([chosen] if isinstance(chosen, str) else chosen or []) or "nothing chosen"
             yield f"Merging ({names})...", gr.skip(), gr.skip(), gr.skip()
-            # the merge runs beside this generator: a client-side cancel closes it, which stops the merge (jobs.run_beside)
+            # the merge runs beside this generator: a client-side cancel closes it, which stops the merge
+            # (jobs.run_beside)
             work = jobs.run_beside(lambda: handlers.merge(state, chosen, params, images_per_task, config.default_steps),
                                    state.request_stop)
             try:
@@ -216,17 +220,20 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         merged = merge_button.click(merge_event, merge_inputs, [merge_status, target, export_name, estimate_note],
                                     api_name="merge", preprocess=False, **MODELS)
 
+        # the adaptation events' defaults (what an API call that leaves a setting out gets)
+        declared = {name: setting_default(name) for name in ("lr", "per_task", "seed", "split")}
+
         @quiet
-        def adapt_event(state, target, steps=config.default_steps, lr=setting_default("lr"),
-                        images_per_task=setting_default("per_task"), loss=config.default_loss,
-                        seed=setting_default("seed"), split=setting_default("split")):
+        def adapt_event(state, target, steps=config.default_steps, lr=declared["lr"],
+                        images_per_task=declared["per_task"], loss=config.default_loss,
+                        seed=declared["seed"], split=declared["split"]):
             yield from reported(handlers.adapt(state, target, steps, lr, images_per_task, loss=loss, seed=seed,
                                                split=split))
 
         @quiet
-        def adapt_after_merge(state, target, steps=config.default_steps, lr=setting_default("lr"),
-                              images_per_task=setting_default("per_task"), loss=config.default_loss,
-                              seed=setting_default("seed"), split=setting_default("split")):
+        def adapt_after_merge(state, target, steps=config.default_steps, lr=declared["lr"],
+                              images_per_task=declared["per_task"], loss=config.default_loss,
+                              seed=declared["seed"], split=declared["split"]):
             # adapts only what the merge just made, unless cancelled
             yield from reported(handlers.adapt_after_merge(state, target, steps, lr, images_per_task, loss=loss,
                                                            seed=seed, split=split))
@@ -245,10 +252,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         cancel_button.click(quiet(handlers.cancelled), [session, target], [merge_status],
                             cancels=[merged, chained, adapting], api_name="cancel", preprocess=False,
                             show_progress="hidden", concurrency_limit=None)
-        for control in (steps, per_task, target):
+        for control, name in ((steps, "steps"), (per_task, "per_task"), (target, "target")):
             control.change(quiet(handlers.estimate), [session, target, steps, per_task], [estimate_note],
-                           api_name=f"estimate_{'steps' if control is steps else 'per_task' if control is per_task else 'target'}",
-                           preprocess=False, **LIGHT)
+                           api_name=f"estimate_{name}", preprocess=False, **LIGHT)
 
         # on ZeroGPU only the computing parts run in the GPU worker: they yield results, the session is updated here
         gpu_chunk()  # adaptation chunks' GPU function, decorated at start-up
@@ -271,8 +277,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             yield from reported(handlers.routing(state, feature_map, config, maps_of=routing_maps), width=5, status=4,
                                  first="Routing the test images through the WEMoE model...")
 
-        routing_button.click(routing_event, [session, map_method], [task_heat, curve, entropy, feature_map, routing_note],
-                             api_name="routing", preprocess=False, show_progress_on=[routing_note], **LONG)
+        routing_button.click(routing_event, [session, map_method],
+                             [task_heat, curve, entropy, feature_map, routing_note], api_name="routing",
+                             preprocess=False, show_progress_on=[routing_note], **LONG)
 
         @quiet
         def export_event(state, merge):

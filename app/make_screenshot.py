@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--zoo", default=None, help="pocket zoo folder (default: the shipped assets/pocket)")
     parser.add_argument("--examples", type=Path, default=EXAMPLES_DIR)
     parser.add_argument("--steps", default="100", help="adaptation steps")
-    parser.add_argument("--example", default="pocket_shapes", help="classify the first example whose path contains this")
+    parser.add_argument("--example", default="pocket_shapes",
+                        help="classify the first example whose path contains this")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshot.png")
     parser.add_argument("--only-main", action="store_true")
     args = parser.parse_args()

@@ -55,7 +55,8 @@ def zoo_summary(bench: Any | None) -> str:
         f"**Loaded: {zoo.name}** ({zoo.description or 'no description'})\n\n"
         f"- Base model: {base}; image tower {counts['image_tower'] / 1e6:.2f} M parameters, text tower and rest "
         f"{counts['text_and_rest'] / 1e6:.2f} M\n"
-        f"- Experts: {len(zoo.experts)} ({', '.join(zoo.task_names)}), {counts['experts'] / 1e6:.2f} M parameters together\n"
+        f"- Experts: {len(zoo.experts)} ({', '.join(zoo.task_names)}), {counts['experts'] / 1e6:.2f} M parameters "
+        "together\n"
         f"- Memory for the weights: {memory:.1f} MiB\n\n"
         f"| task | classes | test images used | class names |\n|---|---|---|---|\n{rows}"
     )
@@ -134,8 +135,8 @@ def no_heldout(tasks: list[str]) -> str:
 
 
 def guess_text(result: Any) -> str:
-    """Markdown: the routers' guess for one image (a ``wemoe.evaluation.predictions.ImageClassification``) and which head its
-    predictions use."""
+    """Markdown: the routers' guess for one image (a ``wemoe.evaluation.predictions.ImageClassification``) and which
+    head its predictions use."""
     guess, name = result.guess, result.routed_by
     if guess is None:
         text = "_No guess: merge with WEMoE to see which task the routers think this image is from._"
@@ -171,7 +172,8 @@ def routing_note(name: str, images: int, tasks: int, steps: int, agree: float, f
     """Under the routing maps: what was routed and how often the most-weighted expert is the image's own task's."""
     note = (f"{images} test images of {tasks} tasks through {name} after {steps} adaptation steps. For "
             f"{100 * agree:.0f}% of them the most-weighted expert (layer average) is their own task's expert. "
-            "Left map: images of one task should form a group; right map: do the routers' favourite experts follow those groups?")
+            "Left map: images of one task should form a group; right map: do the routers' favourite experts follow "
+            "those groups?")
     if from_cache:
         note += " Computed earlier with the same settings: the routing came from the server's cache."
     return note

@@ -129,8 +129,10 @@ class AppConfig:
     # WEMOE_MAX_CHECKPOINT_SIZE; app.py: --max-image-size, --max-checkpoint-size. "none" = no limit.
     max_image_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_IMAGE_SIZE", DEFAULT_IMAGE_SIZE))
     max_checkpoint_size: str = field(default_factory=lambda: default_checkpoint_size())
-    # task archives (.zip, .parquet): the library's own bound on what a task may unpack to (wemoe.tasks.readers.TASK_MAX_BYTES)
-    max_archive_size: str = field(default_factory=lambda: os.environ.get("WEMOE_MAX_ARCHIVE_SIZE", DEFAULT_ARCHIVE_SIZE))
+    # task archives (.zip, .parquet): the library's own bound on what a task may unpack to
+    # (wemoe.tasks.readers.TASK_MAX_BYTES)
+    max_archive_size: str = field(
+        default_factory=lambda: os.environ.get("WEMOE_MAX_ARCHIVE_SIZE", DEFAULT_ARCHIVE_SIZE))
 
     # Where the app serves others (a Space, or listening beyond localhost) a visitor's sources are uploads and hub ids,
     # paths only under $WEMOE_ALLOWED_PATHS (wemoe.zoo.source_policy); app.py sets it from where it listens.

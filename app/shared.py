@@ -1,10 +1,10 @@
 """What every session of one app process shares, owned by one object: loaded zoos, the result cache, the memory budget.
 
 Sessions read what is here and never change it: a zoo is loaded once per (choice, test images per task) and every
-session that picks it gets the same :class:`~wemoe.workbench.loaded_zoo.LoadedZoo`; merges, adaptation runs, table rows and
-routing maps are computed once per process (:class:`~wemoe.workbench.result_cache.ResultCache`, single flight) and sessions get
-copies of what they may change. Custom zoos are the session's own (never shared). Heavy work is refused, with a
-message, while the process is above its memory budget; idle sessions' merges are dropped by :meth:`Shared.sweep`.
+session that picks it gets the same :class:`~wemoe.workbench.loaded_zoo.LoadedZoo`; merges, adaptation runs, table rows
+and routing maps are computed once per process (:class:`~wemoe.workbench.result_cache.ResultCache`, single flight) and
+sessions get copies of what they may change. Custom zoos are the session's own (never shared). Heavy work is refused,
+with a message, while the process is above its memory budget; idle sessions' merges are dropped by :meth:`Shared.sweep`.
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ class Shared:
         self._lock = threading.Lock()
 
     def workbench(
-        self, choice: str, samples: int | None, load: Callable[[ProgressFn], tuple[Any, list | None]], progress: ProgressFn
+        self, choice: str, samples: int | None, load: Callable[[ProgressFn], tuple[Any, list | None]],
+        progress: ProgressFn,
     ) -> tuple[Any, bool]:
         """A new workbench on the shared zoo ``choice`` (loaded on first use); ``(bench, zoo_was_loaded_before)``."""
         from wemoe.workbench.loaded_zoo import LoadedZoo  # here, not at import: building the page loads no model code

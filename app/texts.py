@@ -8,7 +8,8 @@ INTRO = (
 
 MODELS = (
     "**1. Models.** A *zoo* is a base model plus one expert per task, all fine-tuned from that base. "
-    "The pocket zoo is tiny and works offline; the paper's zoos download about 3 GB (ViT-B/32) from the Hugging Face hub."
+    "The pocket zoo is tiny and works offline; the paper's zoos download about 3 GB (ViT-B/32) from the Hugging Face "
+    "hub."
 )
 MERGE = (
     "**2. Merge.** Task arithmetic adds each expert's change (its *task vector*) to the base, scaled by lambda; TIES "
@@ -41,6 +42,6 @@ ROUTING = (
     "weights are task-vector coefficients, not probabilities (see 'Reading the heatmap' in step 3)."
 )
 EXPORT = (
-    "**6. Export.** Download a merged model (safetensors: open_clip-loadable for static merges, WEMoE format for WEMoE) "
-    "and the results (CSV table, JSON report)."
+    "**6. Export.** Download a merged model (safetensors: open_clip-loadable for static merges, WEMoE format for "
+    "WEMoE) and the results (CSV table, JSON report)."
 )

@@ -22,12 +22,13 @@ REFERENCE_STYLE = "font-style: italic"
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The accuracy table as shown: a ``model`` column, then ``average``, then the tasks (short names), one decimal."""
-    from wemoe.evaluation.evaluate import AVERAGE  # the library's models load when a table is made, not when the page is built
+    # the library's models load when a table is made, not when the page is built
+    from wemoe.evaluation.evaluate import AVERAGE
 
     shown = table.round(1)
     tasks = [c for c in shown.columns if c != AVERAGE]
     shown = shown[[c for c in (AVERAGE, *tasks) if c in shown.columns]]
-    shown = shown.rename(columns=dict(zip(tasks, figures.short_names(tasks))))
+    shown = shown.rename(columns=dict(zip(tasks, figures.short_names(tasks), strict=True)))
     return shown.reset_index()
 
 
@@ -43,7 +44,8 @@ def style_table(table: pd.DataFrame) -> Any:
     def best_merge(column: pd.Series) -> list[str]:
         merges = column[is_merge]
         best = merges.max() if merges.notna().any() else None
-        return [BEST_STYLE if best is not None and m and v == best else "" for v, m in zip(column, is_merge)]
+        return [BEST_STYLE if best is not None and m and v == best else ""
+                for v, m in zip(column, is_merge, strict=True)]
 
     def reference(row: pd.Series) -> list[str]:
         return ["" if is_merge[row.name] else REFERENCE_STYLE] * len(row)
@@ -57,8 +59,8 @@ ACCURACY_LABEL, NORMALIZED_LABEL = "Accuracy (%)", "Normalized accuracy (% of ea
 
 def accuracy_view(session: Any, normalized: Any = False) -> Any:
     """The accuracy table of the session's last evaluation as measured, or ``normalized``: each task as percent of
-    its expert (``wemoe.analysis.cross_accuracy.normalized_accuracy``; ``average`` the mean of those). Nothing evaluated yet:
-    the table stays as it is."""
+    its expert (``wemoe.analysis.cross_accuracy.normalized_accuracy``; ``average`` the mean of those). Nothing evaluated
+    yet: the table stays as it is."""
     import gradio as gr
 
     from app.inputs import flag
@@ -78,13 +80,14 @@ def accuracy_view(session: Any, normalized: Any = False) -> Any:
 
 def expert_columns(task_names: Sequence[str]) -> dict[str, str]:
     """The predictions table's column of each task's expert: ``expert <short task name>``."""
-    return {t: f"expert {short}" for t, short in zip(task_names, figures.short_names(task_names))}
+    return {t: f"expert {short}" for t, short in zip(task_names, figures.short_names(task_names), strict=True)}
 
 
 def prediction_table(result: Any, task_names: Sequence[str]) -> pd.DataFrame:
-    """Every model's top-k for one image (a ``wemoe.evaluation.predictions.ImageClassification``): a rank column, then the
-    pretrained model, every merge and every expert, each cell ``class (p%)`` (``task: class`` under the joint head)."""
-    shorts = dict(zip(task_names, figures.short_names(task_names)))
+    """Every model's top-k for one image (a ``wemoe.evaluation.predictions.ImageClassification``): a rank column, then
+    the pretrained model, every merge and every expert, each cell ``class (p%)`` (``task: class`` under the joint
+    head)."""
+    shorts = dict(zip(task_names, figures.short_names(task_names), strict=True))
     experts = expert_columns(task_names)
     ranked = {**result.models, **{experts[t]: r for t, r in result.experts.items()}}
 
@@ -92,9 +95,11 @@ def prediction_table(result: Any, task_names: Sequence[str]) -> pd.DataFrame:
         shown = label if result.task is not None else f"{shorts[task]}: {label}"
         return f"{shown} ({100 * probability:.1f}%)"
 
-    columns = {name: [cell(*entry) for entry in zip(r.labels, r.tasks, r.probabilities)] for name, r in ranked.items()}
+    columns = {name: [cell(*entry) for entry in zip(r.labels, r.tasks, r.probabilities, strict=True)]
+               for name, r in ranked.items()}
     depth = max(len(v) for v in columns.values())
-    return pd.DataFrame({"rank": list(range(1, depth + 1)), **{k: v + [""] * (depth - len(v)) for k, v in columns.items()}})
+    padded = {k: v + [""] * (depth - len(v)) for k, v in columns.items()}
+    return pd.DataFrame({"rank": list(range(1, depth + 1)), **padded})
 
 
 def compact_columns(result: Any, bench: Any) -> list[str]:

@@ -1,8 +1,8 @@
 """WEMoE test-time adaptation speed on the pocket zoo: seconds per step, for all the steps, and images per second.
 
-Merges the pocket zoo with ``wemoe`` (every block upscaled) and runs ``wemoe.adaptation.adapt.adapt`` (entropy minimisation,
-``--per-task`` images of every task per step) exactly as the app and the CLI do; the test images are loaded and the
-heads built before the clock starts. Target: 300 steps <= 60 s on 2 CPU threads.
+Merges the pocket zoo with ``wemoe`` (every block upscaled) and runs ``wemoe.adaptation.adapt.adapt`` (entropy
+minimisation, ``--per-task`` images of every task per step) exactly as the app and the CLI do; the test images are
+loaded and the heads built before the clock starts. Target: 300 steps <= 60 s on 2 CPU threads.
 
     python bench/adapt_speed.py                 # 300 steps, 2 threads
     python bench/adapt_speed.py --steps 20      # a quick look
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import wemoe  # noqa: E402,F401  (before open_clip)
+import wemoe  # noqa: E402,F401  (before open_clip)  # isort: skip
 import torch  # noqa: E402
 
 from wemoe.tasks.registry import Task  # noqa: E402
@@ -64,7 +64,8 @@ def measure(zoo: Zoo, tasks: Sequence[Task] | None, steps: int, per_task: int = 
         "images_per_step": images_per_step, "device": device, "threads": torch.get_num_threads(),
         "prepare_s": prepare_s, "merge_s": merge.merge_seconds, "adapt_s": last,
         "step_ms_median": median * 1000, "step_ms_first": step_s[0] * 1000,
-        "images_per_s": images_per_step / median, "first_loss": merge.history[0].loss, "last_loss": merge.history[-1].loss,
+        "images_per_s": images_per_step / median, "first_loss": merge.history[0].loss,
+        "last_loss": merge.history[-1].loss,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
     }
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import wemoe  # noqa: E402,F401
+import wemoe  # noqa: E402,F401  (first: before torch and open_clip)  # isort: skip
 from gradio_client import Client  # noqa: E402
 
 from app.layout import build_demo  # noqa: E402

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import wemoe  # noqa: E402,F401  (before open_clip)
+import wemoe  # noqa: E402,F401  (before open_clip)  # isort: skip
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -111,8 +111,8 @@ def write_b32_zoo(folder: Path) -> dict[str, str]:
     lines = []
     for i, task in enumerate(B32_TASKS):
         generator = torch.Generator().manual_seed(i + 1)
-        state = {k: (v + 0.01 * v.std() * torch.randn(v.shape, generator=generator) if v.is_floating_point() and v.numel() > 1
-                     else v.clone()).contiguous()
+        state = {k: (v + 0.01 * v.std() * torch.randn(v.shape, generator=generator)
+                     if v.is_floating_point() and v.numel() > 1 else v.clone()).contiguous()
                  for k, v in clip.visual.state_dict().items()}
         path = folder / f"{task}.safetensors"
         save_file(state, str(path))
@@ -159,7 +159,8 @@ def measure_zoo(client, zoo: str, folder: Path, args: argparse.Namespace) -> dic
 def main(argv: list[str] | None = None) -> dict:
     """Entry point: one app process per zoo (start-up timed each time); prints a summary and one JSON line."""
     args = parse_args(argv)
-    result: dict = {"samples": args.samples, "uploads": args.uploads, "threads": args.threads, "in_process": args.in_process}
+    result: dict = {"samples": args.samples, "uploads": args.uploads, "threads": args.threads,
+                    "in_process": args.in_process}
     targets = {"pocket": 0.5, "b32": 2.0}
     with tempfile.TemporaryDirectory(prefix="app-latency-") as tmp:
         for zoo in [z.strip() for z in args.zoos.split(",") if z.strip()]:
@@ -179,9 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
                 stop()
             result[zoo] = {"startup_s": startup_s, **figures}
             target = targets.get(zoo)
-            print(f"{zoo}: start-up {startup_s:.1f} s, load zoo {figures['load_s']:.1f} s, merge {figures['merge_s']:.2f} s, "
+            print(f"{zoo}: start-up {startup_s:.1f} s, load zoo {figures['load_s']:.1f} s, "
+                  f"merge {figures['merge_s']:.2f} s, "
                   f"upload -> predictions + heatmap {figures['upload_median_s'] * 1000:.0f} ms median "
-                  f"(first {figures['upload_first_s'] * 1000:.0f} ms)" + (f", target <= {target * 1000:.0f} ms" if target else ""))
+                  f"(first {figures['upload_first_s'] * 1000:.0f} ms)"
+                  + (f", target <= {target * 1000:.0f} ms" if target else ""))
     print(json.dumps(result))
     return result
 

@@ -22,6 +22,7 @@ counts as hung and as an error, and ends that student's lesson).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -66,13 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probes", type=int, default=3,
                    help="after the class, this many more students, one after another, to measure memory per session")
     p.add_argument("--app-log", type=Path, default=None,
-                   help="keep the launched app's log here (it says when each shared result was computed, and in how long)")
+                   help="keep the launched app's log here (it says when each shared result was computed, and in how "
+                        "long)")
     p.add_argument("--after-warm-up", action="store_true",
                    help="start the class once the launched app has warmed the default lesson (a Space started before "
                         "the class arrives); default: at once, while it warms (the worst case)")
     p.add_argument("--changed", type=int, default=0,
-                   help=f"this many of the students (the last ones) merge WEMoE with lambda {CHANGED_LAMBDA} instead of "
-                        "the default: their merge, adaptation and table are their own computation, queued with the rest")
+                   help=f"this many of the students (the last ones) merge WEMoE with lambda {CHANGED_LAMBDA} "
+                        "instead of the default: their merge, adaptation and table are their own computation, queued "
+                        "with the rest")
     p.add_argument("--calls", type=Path, default=None,
                    help="write every call here, one JSON object a line (student, endpoint, start and end seconds "
                         "after the first click, ok): to see which calls were slow, and when")
@@ -540,7 +543,8 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
     upper = (rss_end - base) / (n - 1) if n > 1 and rss_end is not None and base is not None else None
     errors = [e for s in everyone for e in s.errors]
     return {
-        "students": n, "after_warm_up": bool(getattr(args, "after_warm_up", False)), "steps": steps, "samples": args.samples, "examples": args.examples, "zoo": args.zoo,
+        "students": n, "after_warm_up": bool(getattr(args, "after_warm_up", False)), "steps": steps,
+        "samples": args.samples, "examples": args.examples, "zoo": args.zoo,
         "errors": len(errors), "hung": sum(s.hung for s in everyone), "probes": len(probes),
         "adapted": len(adapted), "tables": len(tables), "mismatched_tables": mismatched,
         "classify_p50_s": _round(percentile([c.seconds for c in classify], 0.5)),
@@ -602,9 +606,11 @@ def report(result: dict[str, Any]) -> None:
           f"{_fmt(result['last_table_s'], ' s')}); tables differing from student 0's: {result['mismatched_tables']}")
     if result["changed"]:
         print(f"the {result['students'] - result['changed']} students with the defaults: last adapted "
-              f"{_fmt(result['default_last_adapted_s'], ' s')}, last table {_fmt(result['default_last_table_s'], ' s')}")
+              f"{_fmt(result['default_last_adapted_s'], ' s')}, "
+              f"last table {_fmt(result['default_last_table_s'], ' s')}")
         print(f"{result['changed']} students merged WEMoE with lambda {result['changed_lambda']}: last adapted "
-              f"{_fmt(result['changed_last_adapted_s'], ' s')}, last table {_fmt(result['changed_last_table_s'], ' s')}; "
+              f"{_fmt(result['changed_last_adapted_s'], ' s')}, "
+              f"last table {_fmt(result['changed_last_table_s'], ' s')}; "
               f"their tables are their own (one table, not the defaults'): {result['changed_tables_own']}")
     print(f"server RSS: peak {_fmt(result['peak_rss_mb'], ' MB')}, after the first zoo load "
           f"{_fmt(result['rss_after_first_load_mb'], ' MB')}, after the first lesson "
@@ -668,10 +674,8 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
         probes.append(room.lesson(args.students + k, together=False))
     rss_probed = sampler.now_mb() if probes else None
     for client in room.clients:
-        try:
+        with contextlib.suppress(Exception):  # closing is best effort
             client.close()
-        except Exception:  # noqa: BLE001,S110  (closing is best effort)
-            pass
     rss_linger = None
     if args.linger:
         time.sleep(LINGER_S)

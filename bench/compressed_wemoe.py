@@ -1,4 +1,4 @@
-"""Compressed experts: WEMoE with rank-k MLP task vectors against the dense tower and exact WEMoE, and on the pocket zoo.
+"""Compressed experts: WEMoE with rank-k MLP task vectors vs the dense tower and exact WEMoE, and on the pocket zoo.
 
 Part 1, the tower (``bench/moe_vs_fusionbench.py``'s setting: open_clip ViT-B/32 image tower with random weights, T=8
 experts = base + random task vectors, batch 16 at 224x224, 2 threads). Variants:
@@ -39,14 +39,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)
+import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)  # isort: skip
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import moe_vs_fusionbench as tower_bench  # noqa: E402
 from dense_baseline import cpu_model, fastest_dense, gemm_gflops, with_kernel_mlps  # noqa: E402
-from wemoe.moe import lowrank  # noqa: E402
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
+from wemoe.moe import lowrank  # noqa: E402
 from wemoe.moe.layer import ANCHORS, MLP_PARTS, TASK_ARITHMETIC, WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.zoo.zoo import Zoo  # noqa: E402
 
@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-lambda", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pocket-steps", type=int, default=300, help="adaptation steps on the pocket zoo (0: skip it)")
-    p.add_argument("--losses", default="im,entropy", help="adaptation losses, comma-separated; the summary uses the first")
+    p.add_argument("--losses", default="im,entropy",
+                   help="adaptation losses, comma-separated; the summary uses the first")
     p.add_argument("--per-task", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--samples", type=int, default=None, help="pocket test images per task (default: all)")
@@ -110,9 +111,11 @@ def truncated(tower: nn.Module, rank: int) -> nn.Module:
 def memory_split(tower: nn.Module, dense_bytes: int) -> dict[str, float]:
     """The model's bytes and its extra over the dense tower, as ratios: all, the experts' part, the routers'."""
     total = tower_bench.model_bytes(tower)
-    routers = sum(p.numel() * p.element_size() for layer in moe_layers(tower).values() for p in layer.router.parameters())
+    routers = sum(p.numel() * p.element_size()
+                  for layer in moe_layers(tower).values() for p in layer.router.parameters())
     return {"model_mb": total / 2**20, "extra_ratio": (total - dense_bytes) / dense_bytes,
-            "extra_experts_ratio": (total - dense_bytes - routers) / dense_bytes, "extra_routers_ratio": routers / dense_bytes}
+            "extra_experts_ratio": (total - dense_bytes - routers) / dense_bytes,
+            "extra_routers_ratio": routers / dense_bytes}
 
 
 def build_towers(args: argparse.Namespace) -> dict[str, nn.Module]:
@@ -147,7 +150,8 @@ def tower_part(args: argparse.Namespace) -> dict:
                         "ratio": {n: ms / dense_ms for n, ms in times.items() if not n.startswith("dense")}}
     dense_bytes = tower_bench.model_bytes(towers["dense_torch"])
     result["dense_mb"] = dense_bytes / 2**20
-    result["memory"] = {name: memory_split(towers[name], dense_bytes) for name in towers if not name.startswith("dense")}
+    result["memory"] = {name: memory_split(towers[name], dense_bytes)
+                        for name in towers if not name.startswith("dense")}
     del towers
     gc.collect()
     return result
@@ -202,14 +206,16 @@ def print_report(args: argparse.Namespace, tower: dict | None, pocket: dict | No
           + ", ".join(f"{n} {r:.0f} GFLOPS" for n, r in machine["gemm_gflops"].items()))
     if tower:
         print(f"Tower: {args.layers} blocks, width {args.width}, {args.image_size}px/patch {args.patch_size}, "
-              f"T={args.experts}, batch {args.batch}; dense fwd {tower['fwd']['dense_ms']:.1f} ms ({tower['fwd']['dense']}), "
+              f"T={args.experts}, batch {args.batch}; "
+              f"dense fwd {tower['fwd']['dense_ms']:.1f} ms ({tower['fwd']['dense']}), "
               f"fwd+bwd {tower['fwdbwd']['dense_ms']:.1f} ms ({tower['fwdbwd']['dense']}); dense tower "
               f"{tower['dense_mb']:.0f} MB; times: median of {args.runs}")
         print("  dense ms: " + ", ".join(f"{n} fwd {tower['fwd']['ms'][n]:.1f} / fwd+bwd {tower['fwdbwd']['ms'][n]:.1f}"
                                          for n in ("dense_torch", "dense_kernel")))
     losses = args.losses.split(",") if pocket else []
     header = f"{'variant':<9} {'energy':>13} " + " ".join(f"{'pocket ' + loss:>14}" for loss in losses)
-    header += f" {'fwd x':>6} {'fwdbwd x':>8} {'extra mem':>9} {'experts':>7} {'routers':>7} {'|diff|':>8}" if tower else ""
+    header += (f" {'fwd x':>6} {'fwdbwd x':>8} {'extra mem':>9} {'experts':>7} {'routers':>7} {'|diff|':>8}"
+               if tower else "")
     print(header)
     print("-" * len(header))
     for name in ["exact", *(f"rank_{r}" for r in args.all_ranks)]:
@@ -226,7 +232,8 @@ def print_report(args: argparse.Namespace, tower: dict | None, pocket: dict | No
                      f" {diff:>8.1e}")
         print(line)
     if pocket:
-        print(f"energy: mean/min share of each pocket MLP task vector's squared norm kept (full rank {pocket['full_rank']}); "
+        print("energy: mean/min share of each pocket MLP task vector's squared norm kept "
+              f"(full rank {pocket['full_rank']}); "
               f"pocket: average accuracy after {pocket['steps']} steps")
 
 

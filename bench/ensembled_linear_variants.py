@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import wemoe  # noqa: E402,F401
+import wemoe  # noqa: E402,F401  (first: before torch and open_clip)  # isort: skip
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -67,7 +67,8 @@ def make_layer(out_features: int, in_features: int, experts: int, generator: tor
     def randn(*shape: int, scale: float) -> torch.Tensor:
         return torch.randn(*shape, generator=generator) * scale
 
-    weight, weight_tvs = randn(out_features, in_features, scale=0.02), randn(experts, out_features, in_features, scale=2e-4)
+    weight = randn(out_features, in_features, scale=0.02)
+    weight_tvs = randn(experts, out_features, in_features, scale=2e-4)
     return {"weight": weight, "bias": randn(out_features, scale=0.02), "weight_tvs": weight_tvs,
             "bias_tvs": randn(experts, out_features, scale=2e-4), "stack": torch.cat([weight_tvs, weight.unsqueeze(0)])}
 

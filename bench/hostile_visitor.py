@@ -118,15 +118,18 @@ def hostile_cases(files: dict[str, Path]) -> list[tuple[str, str, dict[str, Any]
     cases += [("base weights /etc/passwd", "/load_zoo", {**custom, "base_weights": "/etc/passwd", "experts": "a: x/y"}),
               ("expert /etc/passwd", "/load_zoo", {**custom, "experts": "a: /etc/passwd"}),
               ("expert ~/.ssh", "/load_zoo", {**custom, "experts": "a: ~/.ssh"}),
-              ("base model local-dir:/etc", "/load_zoo", {**custom, "base_model": "local-dir:/etc", "experts": "a: x/y"})]
+              ("base model local-dir:/etc", "/load_zoo",
+               {**custom, "base_model": "local-dir:/etc", "experts": "a: x/y"})]
     for name in ("bomb.zip", "lying.zip", "oneclass.zip"):
-        cases.append((f"task upload {name}", "/read_tasks", {"tasks": "", "task_files": [handle_file(str(files[name]))]}))
+        cases.append((f"task upload {name}", "/read_tasks",
+                      {"tasks": "", "task_files": [handle_file(str(files[name]))]}))
     cases += [("25 MB image", "/classify_upload", {"image": handle_file(str(files["huge.jpg"]))}),
               ("text file as image", "/classify_upload", {"image": handle_file(str(files["notes.png"]))}),
               ("text file to routing per patch", "/routing_patches", {"image": handle_file(str(files["notes.png"]))})]
     for value in ("x", None, 1e9):
         cases += [(f"severity {value!r}", "/reclassify_severity", {"corruption": "contrast", "severity": value}),
-                  (f"layer {-99 if value is None else value!r}", "/routing_patches", {"layer": -99 if value is None else value}),
+                  (f"layer {-99 if value is None else value!r}", "/routing_patches",
+                   {"layer": -99 if value is None else value}),
                   (f"top_k {value!r}", "/interference", {"top_k": value}),
                   (f"steps {value!r}", "/adapt", {"target": "wemoe", "steps": value}),
                   (f"lambda {value!r}", "/merge", {"methods": ["task_arithmetic"], "task_arithmetic__lambda": value})]
@@ -228,12 +231,14 @@ def report(result: dict[str, Any]) -> None:
     for row in result["cases"]:
         mark = "refused " if row["refused"] else "ANSWERED"
         print(f"{row['seconds']:7.2f} s  {mark}  {row['case']:<34} {row['message'][:90]}")
-    print(f"{result['calls']} calls: {len(result['over_deadline'])} over the deadline, {len(result['generic_messages'])} "
-          f"generic messages, {len(result['not_refused'])} not refused, {result['tracebacks']} tracebacks in the log")
+    print(f"{result['calls']} calls: {len(result['over_deadline'])} over the deadline, "
+          f"{len(result['generic_messages'])} generic messages, {len(result['not_refused'])} not refused, "
+          f"{result['tracebacks']} tracebacks in the log")
     print(f"victim classification: {result['classify_alone_s']} s alone, median "
           f"{result['classify_beside_crowd_s']['median']} s (max {result['classify_beside_crowd_s']['max']} s) beside "
           f"{result['crowd']} sessions reading a {result['crowd_images']}-image task")
-    print(f"victim unchanged: {result['victim_unchanged']} ({result['victim_after']}); server up: {result['server_up']}")
+    print(f"victim unchanged: {result['victim_unchanged']} ({result['victim_after']}); "
+          f"server up: {result['server_up']}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

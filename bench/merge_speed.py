@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)
+import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)  # isort: skip
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 

@@ -30,7 +30,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from merge_speed import cpu_model, random_zoo  # noqa: E402  (also puts the repository on sys.path)
+from merge_speed import cpu_model, random_zoo  # noqa: E402  (also puts the repository on sys.path; first)  # isort: skip
 
 import torch  # noqa: E402
 
@@ -118,7 +118,7 @@ def compare(name: str, zoo: Zoo, args: argparse.Namespace) -> dict[str, float]:
     ours = run("ours_s", lambda: _ours(name, zoo, args))
     theirs = run("fusionbench_s", lambda: _fusionbench(name, vectors, args))
     if name == "emr_merging":
-        diff = max(_max_diff(o, base, t) for o, t in zip(ours, theirs))
+        diff = max(_max_diff(o, base, t) for o, t in zip(ours, theirs, strict=True))
     else:
         diff = _max_diff(ours, base, theirs)
     scale = max(float(v.abs().max()) for tv in vectors for v in tv.values())

@@ -1,11 +1,11 @@
-"""WEMoE forward and forward+backward: the dense tower vs ours (``wemoe.moe.layer``) vs FusionBench's WeightEnsemblingMoE.
+"""WEMoE forward and forward+backward: dense tower vs ours (``wemoe.moe.layer``) vs FusionBench's WeightEnsemblingMoE.
 
 The tower is open_clip's ViT-B/32 image tower with random weights; the experts are the base plus small random task
 vectors. Three variants of the same tower:
 
 - dense: the task-arithmetic merge (``theta_0 + lambda * sum_t tau_t``);
-- ours: ``wemoe.moe.layer.upscale_to_wemoe`` (every block's MLP upscaled), routers given random weights so routing differs
-  per sample; on CPU its forward runs the fused kernel (``wemoe.moe.fused_kernel``);
+- ours: ``wemoe.moe.layer.upscale_to_wemoe`` (every block's MLP upscaled), routers given random weights so routing
+  differs per sample; on CPU its forward runs the fused kernel (``wemoe.moe.fused_kernel``);
 - ours_torch_ops: the same model with the kernel switched off (``WEMOE_FUSED_KERNEL=0`` during its steps): torch ops,
   per-sample weights written into the model's workspace;
 - fusionbench: the dense tower with every block's MLP wrapped by ``fusion_bench.models.we_moe.WeightEnsemblingMoE``
@@ -41,13 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)
+import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)  # isort: skip
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from wemoe.moe import fused_kernel  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
+from wemoe.moe import fused_kernel  # noqa: E402
 from wemoe.moe.layer import WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.zoo.zoo import Zoo  # noqa: E402
 
@@ -335,7 +335,9 @@ def fusionbench_available() -> str | None:
 def table(rows: list[list[str]]) -> str:
     """A plain aligned text table, the first row as header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -352,7 +354,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     towers = build_variants(args, variants)
     images = torch.randn(args.batch, 3, args.image_size, args.image_size,
                          generator=torch.Generator().manual_seed(args.seed + 3)).to(args.device)
-    result: dict = {"malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "default"), "device": args.device, "threads": torch.get_num_threads(), "batch": args.batch,
+    result: dict = {"malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "default"),
+                    "device": args.device, "threads": torch.get_num_threads(), "batch": args.batch,
                     "layers": args.layers, "width": args.width, "image_size": args.image_size,
                     "patch_size": args.patch_size, "experts": args.experts, "runs": args.runs,
                     "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
@@ -384,7 +387,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         log(f"{mode} ms: " + ", ".join(f"{name} {result[f'{mode}_ms_{name}']:.0f}" for name in steps))
 
     ours = towers["ours"]
-    dense_bytes, tv_bytes, ours_bytes = model_bytes(towers["dense"]), stacked_mlp_task_vector_bytes(ours), model_bytes(ours)
+    dense_bytes, tv_bytes = model_bytes(towers["dense"]), stacked_mlp_task_vector_bytes(ours)
+    ours_bytes = model_bytes(ours)
     result["model_mb_dense"] = dense_bytes / 2**20
     result["model_mb_stacked_mlp_tvs"] = tv_bytes / 2**20
     result["model_mb_ours"] = ours_bytes / 2**20
@@ -425,7 +429,8 @@ def report(result: dict, variants: tuple[str, ...]) -> str:
         table(rows),
         "(dense fwd+bwd: gradient w.r.t. the input images, through every block)",
         f"model memory: ours {result['model_mb_ours']:.0f} MB = {result['model_memory_ratio']:.3f} x "
-        f"(dense {result['model_mb_dense']:.0f} MB + stacked MLP task vectors {result['model_mb_stacked_mlp_tvs']:.0f} MB)",
+        f"(dense {result['model_mb_dense']:.0f} MB "
+        f"+ stacked MLP task vectors {result['model_mb_stacked_mlp_tvs']:.0f} MB)",
         f"fused CPU kernel used by ours' forward: {result['fused_kernel']}; max |ours - ours_torch_ops| "
         f"{result['max_abs_diff_ours_torch_ops']:.2e}",
     ]
@@ -459,5 +464,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and "--default-malloc" not in sys.argv:
-        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], {**os.environ, **MMAP_ENV})
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]],
+                  {**os.environ, **MMAP_ENV})
     main()

@@ -111,14 +111,15 @@ def measure(bench: Workbench, per_digit: int = 4, save_dir: str | None = None) -
     processed = [drawing_like_digits(image) for image in raw]
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        for (image, _, name), after in zip(drawn, processed):
+        for (image, _, name), after in zip(drawn, processed, strict=True):
             image.save(Path(save_dir) / f"{name}.png")
             after.resize((128, 128), Image.NEAREST).save(Path(save_dir) / f"{name}-after.png")
     before, after = classify(bench, raw), classify(bench, processed)
     result: dict = {"drawings": len(drawn)}
     for name in before:
         for when, predictions in (("before", before[name]), ("after", after[name])):
-            result[f"{name}_{when}"] = 100.0 * sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+            correct = sum(p == y for p, y in zip(predictions, labels, strict=True))
+            result[f"{name}_{when}"] = 100.0 * correct / len(labels)
     result["predictions"] = {name: {"before": before[name], "after": after[name]} for name in before}
     result["labels"] = labels
     result["names"] = [name for _, _, name in drawn]

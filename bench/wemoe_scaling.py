@@ -5,9 +5,9 @@ One transformer block's MLP (c_fc - GELU - c_proj, width 768 -> 3072 -> 768 by d
 
 - dense_torch: the MLP through torch's GEMM; dense_kernel: its matrices through our fused kernel with no experts.
   ``dense`` is the faster of the two (the table says which);
-- exact: ``wemoe.moe.layer.WeightEnsemblingMLP`` (its router included) under the library's shape policy (fused kernel or
-  torch ops, ``wemoe.moe.fused_kernel.worthwhile``); exact_kernel / exact_torch: the same forward with the kernel forced on
-  / off (forward only: the backward pass is torch ops either way);
+- exact: ``wemoe.moe.layer.WeightEnsemblingMLP`` (its router included) under the library's shape policy (fused kernel
+  or torch ops, ``wemoe.moe.fused_kernel.worthwhile``); exact_kernel / exact_torch: the same forward with the kernel
+  forced on / off (forward only: the backward pass is torch ops either way);
 - compressed: ``wemoe.moe.layer.LowRankWeightEnsemblingMLP`` at ``--rank`` (router included).
 
 fwd: one forward under ``torch.no_grad()``; fwd+bwd: forward, loss = mean of squared outputs, backward into the input
@@ -31,14 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)
+import wemoe  # noqa: E402,F401  (before open_clip: the torchvision compatibility step)  # isort: skip
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from dense_baseline import KernelLinear, cpu_model, fastest_dense, gemm_gflops  # noqa: E402
+from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
 from wemoe.moe import fused_kernel  # noqa: E402
 from wemoe.moe.kernel_calibration import time_round_robin  # noqa: E402
-from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
 from wemoe.moe.layer import LowRankWeightEnsemblingMLP, WeightEnsemblingMLP, Workspace  # noqa: E402
 
 FORWARD_ONLY = ("dense_kernel", "exact_kernel", "exact_torch")  # timed forward only (see the module docstring)
@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_mlp(width: int, generator: torch.Generator) -> nn.Sequential:
     """open_clip's block MLP (``c_fc``, ``gelu``, ``c_proj``) with random weights."""
-    mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(width, 4 * width), gelu=nn.GELU(), c_proj=nn.Linear(4 * width, width)))
+    mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(width, 4 * width), gelu=nn.GELU(),
+                                    c_proj=nn.Linear(4 * width, width)))
     with torch.no_grad():
         for p in mlp.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
@@ -79,7 +80,8 @@ def build_layers(width: int, experts: int, rank: int, seed: int) -> dict[str, nn
     base = mlp.state_dict()
     expert_mlps = [{k: v + torch.randn(v.shape, generator=generator) * 2e-4 for k, v in base.items()}
                    for _ in range(experts)]
-    kernel_mlp = nn.Sequential(OrderedDict(c_fc=KernelLinear(mlp.c_fc), gelu=nn.GELU(), c_proj=KernelLinear(mlp.c_proj)))
+    kernel_mlp = nn.Sequential(OrderedDict(c_fc=KernelLinear(mlp.c_fc), gelu=nn.GELU(),
+                                           c_proj=KernelLinear(mlp.c_proj)))
     exact = WeightEnsemblingMLP(mlp, expert_mlps, workspace=Workspace(), generator=generator)
     compressed = LowRankWeightEnsemblingMLP(mlp, expert_mlps, rank, generator=generator)
     with torch.no_grad():  # trained-looking routers: every sample routes differently
@@ -152,8 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
         del layers
     print(f"CPU: {model}, {args.threads} threads; GEMM 800x768x3072 (ViT-B/32 c_fc, batch 16): "
           + ", ".join(f"{name} {rate:.0f} GFLOPS" for name, rate in rates.items()))
-    print(f"One MLP {args.width} -> {4 * args.width} -> {args.width}; compressed rank {args.rank}; x dense = against the "
-          f"faster dense variant (named); exact runs the kernel where the shape policy says (k = used)")
+    print(f"One MLP {args.width} -> {4 * args.width} -> {args.width}; compressed rank {args.rank}; "
+          "x dense = against the faster dense variant (named); exact runs the kernel where the shape policy says "
+          "(k = used)")
     header = (f"{'T':>3} {'batch':>5} {'tok':>4} | {'dense fwd':>15} {'exact':>6} {'e_kern':>6} {'e_torch':>7} "
               f"{'compr':>6} | {'dense fwd+bwd':>17} {'exact':>6} {'compr':>6}")
     print(header)
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
         flag = "k" if row["exact_kernel_used"] else " "
         print(f"{row['experts']:>3} {row['batch']:>5} {row['tokens']:>4} | "
               f"{fwd['dense_ms']:>7.1f} {fwd['dense'][6:]:>7} {fwd['ratio']['exact']:>5.2f}{flag} "
-              f"{fwd['ratio']['exact_kernel']:>6.2f} {fwd['ratio']['exact_torch']:>7.2f} {fwd['ratio']['compressed']:>6.2f} | "
+              f"{fwd['ratio']['exact_kernel']:>6.2f} {fwd['ratio']['exact_torch']:>7.2f} "
+              f"{fwd['ratio']['compressed']:>6.2f} | "
               f"{both['dense_ms']:>8.1f} {both['dense'][6:]:>8} {both['ratio']['exact']:>6.2f} "
               f"{both['ratio']['compressed']:>6.2f}")
     result = {"cpu": model, "threads": args.threads, "gemm_gflops": rates, "width": args.width, "rank": args.rank,

@@ -94,7 +94,7 @@ def open_clip_to_hf_vision(tower: dict[str, torch.Tensor]) -> dict[str, torch.Te
         prefix = f"vision_model.encoder.layers.{layer}."
         if rest.startswith("attn.in_proj_"):
             kind = rest.removeprefix("attn.in_proj_")
-            for part, chunk in zip("qkv", value.chunk(3, dim=0)):
+            for part, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
                 out[f"{prefix}self_attn.{part}_proj.{kind}"] = chunk.contiguous()
         else:
             out[prefix + layer_renames[rest]] = value

@@ -17,8 +17,8 @@ import torch
 
 from tests.helpers import tiny_task, tiny_zoo
 from wemoe.adaptation.distributed import DistributedAdaptationRun, start_fabric
-from wemoe.tasks.heads import HeadCache
 from wemoe.methods import get_method
+from wemoe.tasks.heads import HeadCache
 from wemoe.tasks.images import load_task_images
 
 SETTINGS = {"steps": 2, "lr": 5e-2, "per_task": 5, "seed": 3}  # 5 images per task: ranks take 3 and 2

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import wemoe  # torchvision shim before open_clip; also wemoe.errors below
-from wemoe.zoo.clip_models import create_clip
 from wemoe.tasks.registry import Task
+from wemoe.zoo.clip_models import create_clip
 from wemoe.zoo.zoo import Zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,8 @@ def tiny_task(name: str = "task0", n_classes: int = 3, n_images: int = 12, seed:
 
 
 def per_sample_reference(layer: Any, x: torch.Tensor) -> torch.Tensor:
-    """The test oracle of the WEMoE MLP (a ``wemoe.moe.layer.WeightEnsemblingMLP``): for each sample, build its merged MLP weights explicitly and call the MLP on its tokens."""
+    """The test oracle of the WEMoE MLP (a ``wemoe.moe.layer.WeightEnsemblingMLP``): for each sample, build its merged
+    MLP weights explicitly and call the MLP on its tokens."""
     outputs = []
     for b in range(x.shape[0]):
         r = layer.router(x[b : b + 1])[0]

@@ -7,7 +7,7 @@ import torch
 
 
 def test_open_clip_imports_after_wemoe():
-    import wemoe._torchvision_compat as compat  # first: it must run before open_clip is imported
+    import wemoe._torchvision_compat as compat  # first: it must run before open_clip is imported  # isort: skip
 
     import open_clip
     import torchvision

@@ -1,8 +1,8 @@
 """The one way to load a zoo: :func:`load_zoo` (also ``wemoe.load_zoo``).
 
 A name in :data:`ZOO_LOADERS` (``"pocket"``: the small offline zoo shipped under ``assets/``) runs its loader;
-anything else is a spec for ``wemoe.zoo.sources.load_spec``: a preset name (``wemoe.zoo.presets``), the path of a ``.json``
-spec file, a mapping of ZooSpec fields or a ZooSpec.
+anything else is a spec for ``wemoe.zoo.sources.load_spec``: a preset name (``wemoe.zoo.presets``), the path of a
+``.json`` spec file, a mapping of ZooSpec fields or a ZooSpec.
 """
 
 from __future__ import annotations

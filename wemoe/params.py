@@ -1,7 +1,8 @@
 """A declared setting: name, type, default, range or choices and help text, parsed and checked one way.
 
-Merge methods declare their parameters with it (``wemoe.methods``) and adaptation its settings (``wemoe.adaptation.adapt``);
-the app builds its controls, the CLI its flags and both their validation from the same declarations.
+Merge methods declare their parameters with it (``wemoe.methods``) and adaptation its settings
+(``wemoe.adaptation.adapt``); the app builds its controls, the CLI its flags and both their validation from the same
+declarations.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ class TaskVector:
         return float(torch.sqrt(sum((v.double() ** 2).sum() for v in self.vector.values())))
 
     def apply_to(self, pretrained: Mapping[str, torch.Tensor], scale: float = 1.0) -> StateDict:
-        """``pretrained + scale * self`` as a new state dict, in the pretrained dtypes; integer buffers copied as they are."""
+        """``pretrained + scale * self`` as a new state dict, in the pretrained dtypes; integer buffers copied as they
+        are."""
         merged: StateDict = {}
         for key, value in pretrained.items():
             if _is_float(value) and key in self.vector:
@@ -81,6 +82,7 @@ class TaskVector:
         return merged
 
 
-def task_vectors(pretrained: Mapping[str, torch.Tensor], experts: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, TaskVector]:
+def task_vectors(pretrained: Mapping[str, torch.Tensor],
+                 experts: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, TaskVector]:
     """One task vector per expert, in the experts' order."""
     return {name: TaskVector.from_states(pretrained, state) for name, state in experts.items()}

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from wemoe.tasks.classify import entropy, logits_from_features
 from wemoe.moe.layer import force_routing
+from wemoe.tasks.classify import entropy, logits_from_features
 
 
 def _forward(tower: nn.Module, weights: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,11 @@
     python research/pocket/pocket_adapt_sweep.py --run /tmp/pocket_runs/r1 --lr 1e-4 3e-4 1e-3 --steps 300
     python research/pocket/pocket_adapt_sweep.py --lr 1e-3 --lambda 0.1 0.3          # the shipped assets/pocket
 
-For each (init lambda, lr, router hidden layers) it adapts a fresh WEMoE with the engine (wemoe.moe.layer.upscale_to_wemoe,
-wemoe.adaptation.adapt.adapt: Adam on the routers, entropy under each task's own head, 16 images per task per step) and prints
-accuracy every ``--every`` steps, the share of the gap recovered, and the mean routing weight per (task, expert) in
-the last upscaled block after the run (a learned task routing has its largest weight on the diagonal).
+For each (init lambda, lr, router hidden layers) it adapts a fresh WEMoE with the engine
+(wemoe.moe.layer.upscale_to_wemoe, wemoe.adaptation.adapt.adapt: Adam on the routers, entropy under each task's own
+head, 16 images per task per step) and prints accuracy every ``--every`` steps, the share of the gap recovered, and the
+mean routing weight per (task, expert) in the last upscaled block after the run (a learned task routing has its largest
+weight on the diagonal).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `pyt
 import wemoe  # noqa: E402,F401
 from research.pocket.candidates import load_candidate  # noqa: E402
 from wemoe.adaptation.adapt import adapt  # noqa: E402
-from wemoe.tasks.classify import predict  # noqa: E402
-from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.moe.layer import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import to_tensor  # noqa: E402
+from wemoe.tasks.classify import predict  # noqa: E402
+from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.tasks.images import TaskImages  # noqa: E402
 
 
@@ -109,14 +110,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="adaptation seed (which images each step draws)")
     parser.add_argument("--loss", choices=("entropy", "im"), default="entropy",
-                        help="entropy: the paper's (wemoe.adaptation.adapt); im: variant, entropy minus the entropy of the batch-mean prediction")
-    parser.add_argument("--bounded", action="store_true", help="variant: routing = sigmoid(router), in [0, 1], starting at lambda")
+                        help="entropy: the paper's (wemoe.adaptation.adapt); im: variant, entropy minus the entropy "
+                             "of the batch-mean prediction")
+    parser.add_argument("--bounded", action="store_true",
+                        help="variant: routing = sigmoid(router), in [0, 1], starting at lambda")
     parser.add_argument("--task-batch-routing", action="store_true",
                         help="variant (FusionBench's batch_reduce): during adaptation each task's 16 images share the "
                              "mean of their routings; evaluation routes per sample")
     parser.add_argument("--head-logit-scale", type=float, default=None,
-                        help="zoo change for research: the CLIP logit scale the heads carry (accuracy does not depend on it; "
-                             "entropy does). Real CLIP: 100; the shipped pocket zoo: 30")
+                        help="zoo change for research: the CLIP logit scale the heads carry (accuracy does not depend "
+                             "on it; entropy does). Real CLIP: 100; the shipped pocket zoo: 30")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.bounded:
@@ -126,12 +129,14 @@ def main() -> None:
     if args.head_logit_scale is not None:
         zoo.clip.logit_scale.data.fill_(math.log(args.head_logit_scale))
     heads = {t: build_head(zoo.clip, zoo.tokenizer, POCKET_TASKS[t]) for t in TASK_NAMES}
-    data = {t: TaskImages(t, to_tensor(arrays(t, "test")[0]), torch.as_tensor(arrays(t, "test")[1])) for t in TASK_NAMES}
+    data = {t: TaskImages(t, to_tensor(arrays(t, "test")[0]), torch.as_tensor(arrays(t, "test")[1]))
+            for t in TASK_NAMES}
     experts, _ = average({t: zoo.expert_visual(t) for t in TASK_NAMES}, data, heads)
     ta = get_method("task_arithmetic")
     sweep = {lam: average(ta.merge(zoo, **{"lambda": lam}), data, heads)[0] for lam in (0.1, 0.2, 0.3, 0.4, 0.5)}
     ta_best = max(sweep.values())
-    print(f"experts {experts:.1f}  TA sweep {({k: round(v, 1) for k, v in sweep.items()})}  gap {experts - ta_best:.1f}")
+    print(f"experts {experts:.1f}  TA sweep {({k: round(v, 1) for k, v in sweep.items()})}  "
+          f"gap {experts - ta_best:.1f}")
     for lam in args.lambdas:
         for hidden in args.hidden:
             for lr in args.lr:
@@ -146,10 +151,12 @@ def main() -> None:
                         acc, per = average(tower, data, heads)
                         task_batch["on"] = args.task_batch_routing
                         recovered = (acc - ta_best) / (experts - ta_best)
-                        print(f"{label} step {record.step}: loss {record.loss:.3f} acc {acc:.1f} recovered {recovered:.2f} "
-                              f"({time.perf_counter() - start:.0f}s adapt+eval) | " + " ".join(f"{t[7:]} {a:.0f}" for t, a in per.items()))
+                        print(f"{label} step {record.step}: loss {record.loss:.3f} acc {acc:.1f} "
+                              f"recovered {recovered:.2f} ({time.perf_counter() - start:.0f}s adapt+eval) | "
+                              + " ".join(f"{t[7:]} {a:.0f}" for t, a in per.items()))
                 task_batch["on"] = False
-                print(f"{label}: mean routing [task, expert], last block\n{(routing_matrix(tower, data) * 100).round().int()}")
+                mean_routing = (routing_matrix(tower, data) * 100).round().int()
+                print(f"{label}: mean routing [task, expert], last block\n{mean_routing}")
 
 
 if __name__ == "__main__":

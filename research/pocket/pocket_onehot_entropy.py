@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `pyt
 
 import wemoe  # noqa: E402,F401
 from research.pocket.candidates import load_candidate  # noqa: E402
-from wemoe.tasks.classify import logits_from_features  # noqa: E402
-from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.moe.layer import WEMoEConfig, force_routing, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import to_tensor  # noqa: E402
+from wemoe.tasks.classify import logits_from_features  # noqa: E402
+from wemoe.tasks.heads import build_head  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     routings.update({f"only {t.removeprefix('pocket_')}": torch.eye(count)[i] for i, t in enumerate(TASK_NAMES)})
     routings["none (W_0)"] = torch.zeros(count)
     result: dict[str, dict[str, dict[str, float]]] = {}
-    print(f"head logit scale {float(zoo.clip.logit_scale.exp()):.1f}; cells: H entropy, a accuracy %, m top-class share %")
+    print(f"head logit scale {float(zoo.clip.logit_scale.exp()):.1f}; "
+          "cells: H entropy, a accuracy %, m top-class share %")
     print(f"{'routing':<14}" + "".join(f"{t.removeprefix('pocket_'):>17}" for t in TASK_NAMES))
     with torch.no_grad():
         for name, weights in routings.items():

@@ -25,12 +25,12 @@ import wemoe  # noqa: E402,F401
 from research.pocket import diagnose  # noqa: E402
 from research.pocket.candidates import load_candidate  # noqa: E402
 from wemoe.adaptation.adapt import adapt  # noqa: E402
-from wemoe.tasks.classify import entropy, logits_from_features  # noqa: E402
-from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.moe.layer import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, to_tensor  # noqa: E402
+from wemoe.tasks.classify import entropy, logits_from_features  # noqa: E402
+from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.tasks.images import TaskImages  # noqa: E402
 from wemoe.zoo.zoo import Zoo  # noqa: E402
 
@@ -52,7 +52,7 @@ def short(task: str) -> str:
 def matrix(title: str, m: torch.Tensor, fmt: str = "{:6.2f}") -> None:
     print(title)
     print("        " + " ".join(f"{short(t):>6s}" for t in TASK_NAMES))
-    for t, row in zip(TASK_NAMES, m):
+    for t, row in zip(TASK_NAMES, m, strict=True):
         print(f"{short(t):>7s} " + " ".join(fmt.format(float(v)) for v in row))
 
 
@@ -66,7 +66,8 @@ def router_inputs(tower, images_by_task: dict[str, torch.Tensor]) -> dict[int, t
     feats: dict[int, list[torch.Tensor]] = {}
     hooks = []
     for index, layer in moe_layers(tower).items():
-        hooks.append(layer.register_forward_pre_hook(lambda m, args, i=index: feats.setdefault(i, []).append(args[0].mean(1))))
+        hooks.append(layer.register_forward_pre_hook(
+            lambda m, args, i=index: feats.setdefault(i, []).append(args[0].mean(1))))
     labels = []
     with torch.no_grad():
         for t, images in enumerate(images_by_task.values()):
@@ -106,8 +107,8 @@ def main() -> None:
     sizes = [len(h) for h in heads.values()]
     blocks = torch.zeros(len(sizes), len(sizes))
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    for a, (sa, na) in enumerate(zip(starts, sizes)):
-        for b, (sb, nb) in enumerate(zip(starts, sizes)):
+    for a, (sa, na) in enumerate(zip(starts, sizes, strict=True)):
+        for b, (sb, nb) in enumerate(zip(starts, sizes, strict=True)):
             c = cross[sa : sa + na, sb : sb + nb]
             blocks[a, b] = (c - 2 * torch.eye(na)).max() if a == b else c.max()
     matrix("max cosine between class embeddings (diagonal: within a task, off-diagonal: across tasks)", blocks)
@@ -134,7 +135,8 @@ def main() -> None:
     tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam, router_hidden_layers=args.hidden))
     t0 = time.time()
     grads = diagnose.entropy_gradients(tower, sub, heads, args.lam)
-    matrix("\nG[t, s] = dH_t / dr_s at the TA point (x100; the diagonal should be the most negative of its row)", grads * 100)
+    matrix("\nG[t, s] = dH_t / dr_s at the TA point (x100; the diagonal should be the most negative of its row)",
+           grads * 100)
     print("diagonal wins:", diagnose.diagonal_wins(grads), f"({time.time() - t0:.1f} s)")
     for task, rows in diagnose.path(tower, sub, heads, args.lam).items():
         print(f"path {short(task):>6s} " + "  ".join(f"a={a:.2f} H={h:.2f} acc={acc:4.0f}" for a, h, acc in rows))
@@ -147,7 +149,8 @@ def main() -> None:
         train = torch.cat([torch.arange(t * args.n, t * args.n + half) for t in range(len(TASK_NAMES))])
         testi = torch.cat([torch.arange(t * args.n + half, (t + 1) * args.n) for t in range(len(TASK_NAMES))])
         probe = LogisticRegression(max_iter=1000).fit(x[train].numpy(), y[train].numpy())
-        print(f"router input probe, block {index}: task accuracy {100 * probe.score(x[testi].numpy(), y[testi].numpy()):.1f}%")
+        score = probe.score(x[testi].numpy(), y[testi].numpy())
+        print(f"router input probe, block {index}: task accuracy {100 * score:.1f}%")
 
     data = {t: TaskImages(t, *test[t]) for t in TASK_NAMES}
     for lr in args.adapt_lr:
@@ -157,8 +160,8 @@ def main() -> None:
             if record.step % 50 == 0:
                 print(f"  lr {lr} step {record.step}: loss {record.loss:.3f} ({record.elapsed:.0f} s)", flush=True)
         accs = {t: accuracy(tower, heads[t], *test[t]) for t in TASK_NAMES}
-        print(f"WEMoE lr {lr}: avg {sum(accs.values()) / len(accs):.1f} | " + " ".join(f"{short(t)} {a:.1f}" for t, a in accs.items())
-              + f" ({time.time() - t0:.0f} s)")
+        print(f"WEMoE lr {lr}: avg {sum(accs.values()) / len(accs):.1f} | "
+              + " ".join(f"{short(t)} {a:.1f}" for t, a in accs.items()) + f" ({time.time() - t0:.0f} s)")
         with torch.no_grad(), capture_routing(tower) as record:
             for t in TASK_NAMES:
                 tower(sub[t][0])

@@ -22,11 +22,11 @@ import wemoe  # noqa: E402,F401
 from research.pocket import diagnose  # noqa: E402
 from research.pocket.candidates import RUNS, load_candidate  # noqa: E402
 from wemoe.adaptation.adapt import adapt  # noqa: E402
-from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
 from wemoe.moe.layer import WEMoEConfig, oracle_towers, upscale_to_wemoe  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, load_config, to_tensor  # noqa: E402
+from wemoe.tasks.heads import build_head  # noqa: E402
 from wemoe.tasks.images import TaskImages  # noqa: E402
 from wemoe.zoo.zoo import Zoo  # noqa: E402
 
@@ -101,7 +101,8 @@ def main() -> None:
 
     def table(name, towers):
         accs = {t: accuracy(towers[t] if isinstance(towers, dict) else towers, heads[t], *test[t]) for t in TASK_NAMES}
-        print(f"{name:28s} avg {sum(accs.values()) / len(accs):5.1f} | " + " ".join(f"{t[7:]} {a:5.1f}" for t, a in accs.items()))
+        print(f"{name:28s} avg {sum(accs.values()) / len(accs):5.1f} | "
+              + " ".join(f"{t[7:]} {a:5.1f}" for t, a in accs.items()))
         return sum(accs.values()) / len(accs)
 
     for t in TASK_NAMES:

@@ -52,10 +52,12 @@ def test_chunks_of_k_steps_equal_one_uninterrupted_run(setup, method, k):
 
     assert [r.step for r in chunk_records] == list(range(1, 11))
     assert [r.loss for r in chunk_records] == [r.loss for r in records]
-    assert all(torch.equal(a, b) for a, b in zip(trainable_parameters(chunked), trainable_parameters(whole)))
+    assert all(torch.equal(a, b)
+               for a, b in zip(trainable_parameters(chunked), trainable_parameters(whole), strict=True))
     expected = whole_run.checkpoint()
     assert torch.equal(checkpoint.generator, expected.generator)
-    for state, reference in zip(checkpoint.optimizer["state"].values(), expected.optimizer["state"].values()):
+    for state, reference in zip(checkpoint.optimizer["state"].values(), expected.optimizer["state"].values(),
+                                strict=True):
         assert all(torch.equal(state[key], reference[key]) for key in ("step", "exp_avg", "exp_avg_sq"))
 
 
@@ -75,9 +77,10 @@ def test_running_out_of_device_memory_keeps_the_last_finished_step_and_says_what
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(run.optimizer, "step", step_cut_short)
-    with pytest.raises(AdaptationOutOfMemory, match=r"step 2 of 10 \(4 images per task.*fewer images per task \(e\.g\. 2\)"):
+    with pytest.raises(AdaptationOutOfMemory,
+                       match=r"step 2 of 10 \(4 images per task.*fewer images per task \(e\.g\. 2\)"):
         list(run.run())
     assert [r.step for r in records] == [1] and run.step == 1
-    assert all(torch.equal(a, b) for a, b in zip(kept, trainable_parameters(model)))
+    assert all(torch.equal(a, b) for a, b in zip(kept, trainable_parameters(model), strict=True))
     assert all(p.device.type == "cpu" for p in model.parameters())
     monkeypatch.setattr(run.optimizer, "step", real_step)

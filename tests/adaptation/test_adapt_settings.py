@@ -11,8 +11,8 @@ import wemoe.adaptation.adapt
 from tests.helpers import tiny_task, tiny_zoo
 from wemoe.adaptation.adapt import SETTINGS, AdaptationDiverged, resolve_settings
 from wemoe.adaptation.adaptive import trainable_parameters
-from wemoe.tasks.classify import entropy
 from wemoe.errors import MethodError
+from wemoe.tasks.classify import entropy
 from wemoe.workbench.workbench import Workbench
 
 
@@ -51,7 +51,7 @@ def test_a_huge_learning_rate_is_refused_before_any_step():
     with pytest.raises(MethodError, match="out of range"):
         next(bench.adapt("wemoe", lr=1e9))
     after = trainable_parameters(bench.merges["wemoe"].model)
-    assert all(torch.equal(a, b) for a, b in zip(before, after)) and bench.merges["wemoe"].adapt_steps == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True)) and bench.merges["wemoe"].adapt_steps == 0
 
 
 def test_a_loss_that_stops_being_finite_stops_the_run_at_the_last_finite_step(monkeypatch):
@@ -69,7 +69,7 @@ def test_a_loss_that_stops_being_finite_stops_the_run_at_the_last_finite_step(mo
         for _ in bench.adapt("wemoe", steps=5, lr=1e-2, per_task=4):
             kept = [p.detach().clone() for p in params]
     assert bench.merges["wemoe"].adapt_steps == 2
-    assert all(torch.equal(p, k) and torch.isfinite(p).all() for p, k in zip(params, kept))
+    assert all(torch.equal(p, k) and torch.isfinite(p).all() for p, k in zip(params, kept, strict=True))
 
 
 def test_parameters_that_stop_being_finite_are_put_back(monkeypatch):
@@ -88,4 +88,4 @@ def test_parameters_that_stop_being_finite_are_put_back(monkeypatch):
     with pytest.raises(AdaptationDiverged, match="step 2 of 4: the parameters became NaN or infinite"):
         for _ in bench.adapt("wemoe", steps=4, lr=1e-2, per_task=4):
             kept = [p.detach().clone() for p in params]
-    assert all(torch.equal(p, k) for p, k in zip(params, kept))
+    assert all(torch.equal(p, k) for p, k in zip(params, kept, strict=True))

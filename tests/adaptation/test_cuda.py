@@ -13,8 +13,8 @@ from wemoe.adaptation.adapt import adapt
 from wemoe.adaptation.adaptive import trainable_parameters
 from wemoe.evaluation.evaluate import evaluate
 from wemoe.evaluation.export import load_wemoe, save_model
-from wemoe.tasks.heads import HeadCache
 from wemoe.methods import get_method
+from wemoe.tasks.heads import HeadCache
 from wemoe.tasks.images import load_task_images
 
 pytestmark = [
@@ -60,7 +60,7 @@ def test_adaptation_on_cuda(setup):
     assert len(records) == 3 and all(torch.isfinite(torch.tensor(r.loss)) for r in records)
     after = trainable_parameters(model)
     assert all(not p.is_cuda for p in after)  # back on the CPU after the run
-    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_evaluation_on_cuda(setup):

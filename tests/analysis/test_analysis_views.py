@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
-from wemoe.tasks.corruptions import CORRUPTIONS, corrupt, corrupt_tensor
 from wemoe.analysis.cost import cost_table, stored_floats
 from wemoe.analysis.cross_accuracy import cross_accuracy, normalized_accuracy
-from wemoe.errors import TaskError, WemoeError
 from wemoe.analysis.interference import block_of, interference, sign_conflicts, trim
+from wemoe.analysis.robustness import corrupted_data, robustness_table, routing_shift
+from wemoe.analysis.sweep import lambda_sweep, per_task_lambdas
+from wemoe.errors import TaskError, WemoeError
+from wemoe.evaluation.sample_eval import accuracy_by_task
 from wemoe.moe.layer import moe_layers
 from wemoe.moe.patch_routing import patch_routing
-from wemoe.analysis.robustness import corrupted_data, robustness_table, routing_shift
 from wemoe.moe.routing import routing_weights
-from wemoe.evaluation.sample_eval import accuracy_by_task
-from wemoe.analysis.sweep import lambda_sweep, per_task_lambdas
 from wemoe.task_vector import task_vectors
+from wemoe.tasks.corruptions import CORRUPTIONS, corrupt, corrupt_tensor
 from wemoe.tasks.registry import Task
 from wemoe.workbench.workbench import Workbench
 
@@ -72,13 +72,15 @@ def test_interference_against_torch(bench):
     found = interference(zoo)
     vectors = task_vectors(zoo.base_state, zoo.experts)
     names = list(vectors)
-    flat = {t: torch.cat([v[k].flatten().double() for k in v.keys()]) for t, v in vectors.items()}
+    # a TaskVector has keys() but no __iter__
+    flat = {t: torch.cat([v[k].flatten().double() for k in v.keys()]) for t, v in vectors.items()}  # noqa: SIM118
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             expected = F.cosine_similarity(flat[a], flat[b], dim=0)
             assert float(found.cosine[i, j]) == pytest.approx(float(expected), abs=1e-9)
     block = "block1"
-    per_block = {t: torch.cat([v[k].flatten().double() for k in v.keys() if block_of(k) == block]) for t, v in vectors.items()}
+    per_block = {t: torch.cat([v[k].flatten().double() for k in v.keys() if block_of(k) == block])  # noqa: SIM118
+                 for t, v in vectors.items()}
     expected = F.cosine_similarity(per_block[names[0]], per_block[names[2]], dim=0)
     assert float(found.cosine_frame(block).iloc[0, 2]) == pytest.approx(float(expected), abs=1e-9)
     assert found.norms.loc[names[1], block] == pytest.approx(float(per_block[names[1]].norm()), rel=1e-9)
@@ -108,7 +110,8 @@ def test_cross_accuracy_diagonal_is_the_experts_row(bench):
     normalized = normalized_accuracy(table, experts)
     for task in bench.task_names:
         assert normalized.loc["pretrained", task] == pytest.approx(100 * table.loc["pretrained", task] / experts[task])
-    assert normalized.loc["pretrained", "average"] == pytest.approx(normalized.loc["pretrained", bench.task_names].mean())
+    assert normalized.loc["pretrained", "average"] == pytest.approx(
+        normalized.loc["pretrained", bench.task_names].mean())
 
 
 def test_sample_eval_matches_the_accuracy_table(bench):
@@ -150,7 +153,8 @@ def test_each_corruption_is_deterministic_and_changes_the_image(name):
         assert first.size == image.size and first.mode == "RGB"
         assert not np.array_equal(np.asarray(first), np.asarray(image))
     if name in ("gaussian_noise", "impulse_noise", "spatter", "motion_blur"):  # random ones depend on the seed
-        assert any(not np.array_equal(np.asarray(corrupt(image, name, 3, seed=s)), np.asarray(corrupt(image, name, 3, seed=2)))
+        assert any(not np.array_equal(np.asarray(corrupt(image, name, 3, seed=s)),
+                                      np.asarray(corrupt(image, name, 3, seed=2)))
                    for s in (3, 4, 5))
     with pytest.raises(WemoeError, match="Severity"):
         corrupt(image, name, 6)
@@ -161,7 +165,8 @@ def test_corrupt_tensor_is_deterministic_and_leaves_the_global_rng_alone(bench):
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
     first = corrupt_tensor(images, "gaussian_noise", 2, seed=1)
     assert torch.equal(first, corrupt_tensor(images, "gaussian_noise", 2, seed=1))
-    assert torch.equal(torch.get_rng_state(), torch_state) and np.random.get_state()[1].tolist() == numpy_state[1].tolist()
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.random.get_state()[1].tolist() == numpy_state[1].tolist()
     assert not torch.equal(first, images) and first.shape == images.shape
     with pytest.raises(WemoeError, match="Unknown corruption"):
         corrupt_tensor(images, "fog")
@@ -177,7 +182,8 @@ def test_robustness_table_and_routing_shift(bench):
     shift = routing_shift(bench, "wemoe", "contrast", 4, per_task=None)
     tower = bench.merges["wemoe"].model
     images = bench.data()["task1"].images
-    distance = (routing_weights(tower, corrupted["task1"].images) - routing_weights(tower, images)).flatten(1).norm(dim=1)
+    distance = (routing_weights(tower, corrupted["task1"].images) - routing_weights(tower, images))
+    distance = distance.flatten(1).norm(dim=1)
     assert shift.loc["task1", "distance"] == pytest.approx(float(distance.mean()), rel=1e-6)
     assert shift.loc["average", "distance"] == pytest.approx(shift.loc[bench.task_names, "distance"].mean())
     assert 0 <= shift.loc["task0", "guess_survives"] <= 100
@@ -270,8 +276,8 @@ def test_cli_sweep_scores_one_lambda_per_task(tiny_cli_zoo, capsys):
     from wemoe import loading
     from wemoe.__main__ import main
 
-    assert main(["sweep", "--zoo", "tiny", "--sweep-methods", "task_arithmetic", "--task-lambdas", "task0=0.7,task1=0.1",
-                 "--view-samples", "0", "--json"]) == 0
+    assert main(["sweep", "--zoo", "tiny", "--sweep-methods", "task_arithmetic",
+                 "--task-lambdas", "task0=0.7,task1=0.1", "--view-samples", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["per_task_lambdas"]
     assert report["lambdas"] == {"task0": 0.7, "task1": 0.1}
     direct = per_task_lambdas(Workbench(loading.load_zoo("tiny")), {"task0": 0.7, "task1": 0.1}, per_task=None)

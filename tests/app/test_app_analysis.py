@@ -5,8 +5,17 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import pytest
 
-from app.analysis_tab import (MAX_TASK_SLIDERS, cost_view, cross_accuracy_view, interference_view, lambda_sweep_view,
-                              per_task_lambdas_view, robustness_view, routing_patches_view, task_sliders)
+from app.analysis_tab import (
+    MAX_TASK_SLIDERS,
+    cost_view,
+    cross_accuracy_view,
+    interference_view,
+    lambda_sweep_view,
+    per_task_lambdas_view,
+    robustness_view,
+    routing_patches_view,
+    task_sliders,
+)
 from app.session import Session
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
 from wemoe.workbench.workbench import Workbench
@@ -39,11 +48,11 @@ def test_every_view_draws_a_figure(session):
 
 
 def test_the_views_are_named_endpoints():
-    from app.layout import build_demo
-    from tests.app_support import tiny_config, write_examples
-
     import tempfile
     from pathlib import Path
+
+    from app.layout import build_demo
+    from tests.app_support import tiny_config, write_examples
 
     with tempfile.TemporaryDirectory() as root:
         demo = build_demo(tiny_config(write_examples(Path(root))))
@@ -91,7 +100,7 @@ def test_one_lambda_per_task_scores_what_the_library_scores(session):
     assert all(s.constructor_args["value"] == bench.merges["task_arithmetic"].params["lambda"] for s in shown)
     figure = per_task_lambdas_view(session, 0.9, 0.0, *[0.3] * (MAX_TASK_SLIDERS - 2))  # hidden sliders: ignored
     mine, uniform = figure.data
-    expected = per_task_lambdas(bench, dict(zip(bench.task_names, (0.9, 0.0))), per_task=PER_TASK)
+    expected = per_task_lambdas(bench, dict(zip(bench.task_names, (0.9, 0.0), strict=True)), per_task=PER_TASK)
     assert list(mine.y) == pytest.approx(list(expected.values()))
     lam = bench.merges["task_arithmetic"].params["lambda"]
     reference = per_task_lambdas(bench, dict.fromkeys(bench.task_names, lam), per_task=PER_TASK)

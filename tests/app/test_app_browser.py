@@ -25,7 +25,8 @@ DESKTOP, PHONE = 1280, 390
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists() and not IN_CI,
-                       reason="/usr/bin/chromium is missing: install it with `apt-get install chromium` to run the browser test"),
+                       reason="/usr/bin/chromium is missing: install it with `apt-get install chromium` to run the "
+                              "browser test"),
 ]
 
 
@@ -85,7 +86,11 @@ def _check_best_cell_readable(page) -> None:
         if (!marked) return null;
         const layers = [];  // a translucent cell background over the page's: blend them
         let el = marked;
-        while (el) { const c = getComputedStyle(el).backgroundColor; if (c !== 'rgba(0, 0, 0, 0)') layers.push(c); el = el.parentElement; }
+        while (el) {
+            const c = getComputedStyle(el).backgroundColor;
+            if (c !== 'rgba(0, 0, 0, 0)') layers.push(c);
+            el = el.parentElement;
+        }
         return {text: getComputedStyle(marked).color, layers: layers};
     }""")
     assert colours is not None, "no cell of the accuracy table is marked"
@@ -93,7 +98,7 @@ def _check_best_cell_readable(page) -> None:
     for layer in reversed(colours["layers"]):  # paint from the page up to the cell
         values = [float(v) for v in layer[layer.index("(") + 1 : layer.index(")")].split(",")]
         alpha = values[3] if len(values) > 3 else 1.0
-        rgb = [alpha * v + (1 - alpha) * r for v, r in zip(values[:3], rgb)]
+        rgb = [alpha * v + (1 - alpha) * r for v, r in zip(values[:3], rgb, strict=True)]
     background = _luminance(f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})")
     text = _luminance(colours["text"])
     ratio = (max(text, background) + 0.05) / (min(text, background) + 0.05)
@@ -167,7 +172,8 @@ def test_default_merge_adapt_try_an_image_and_evaluate(tmp_path):
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                executable_path=str(CHROMIUM),
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             page = browser.new_page(viewport={"width": DESKTOP, "height": 900})
             page.goto(demo.local_url)
             page.locator("#load-zoo").click()

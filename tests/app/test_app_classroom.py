@@ -32,7 +32,7 @@ def _routers(session: Session) -> list[torch.Tensor]:
 
 
 def _same(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _lesson(session: Session, steps: int = 3) -> list[str]:
@@ -44,7 +44,8 @@ def test_every_session_shares_one_zoo_object(config):
     first, second = _student(config), _student(config)
     assert first.bench is not second.bench
     assert first.bench.zoo is second.bench.zoo and first.bench.loaded is second.bench.loaded
-    assert "already loaded on this server" in messages.zoo_summary(second.bench) + handlers.load_zoo(Session(), config, "tiny")
+    assert "already loaded on this server" in (messages.zoo_summary(second.bench)
+                                               + handlers.load_zoo(Session(), config, "tiny"))
 
 
 def test_the_second_student_gets_the_first_ones_results_from_the_cache_bitwise(config):
@@ -152,7 +153,7 @@ def test_a_classification_is_not_queued_behind_long_jobs(config):
         result = student.predict(example="task0/example0.png", api_name="/classify_example")
         assert result[1] is not None
         assert not any(job.done() for job in jobs)  # the classification came back while all long jobs still ran
-        for client, job in zip(others, jobs):
+        for client, job in zip(others, jobs, strict=True):
             client.predict(api_name="/cancel")
             job.cancel()
     finally:

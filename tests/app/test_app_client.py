@@ -65,7 +65,8 @@ def test_the_whole_flow(server, tmp_path):
     assert predictions["headers"] == ["wemoe", f"expert {guessed}"]  # compact: the merge vs its expert
     assert len(predictions["data"]) == 3 and "%" in predictions["data"][0][1]
     every = client.predict(show_all=True, api_name="/prediction_view")
-    assert every["headers"] == ["rank", "pretrained", "task_arithmetic", "wemoe", "expert task0", "expert task1", "expert task2"]
+    assert every["headers"] == ["rank", "pretrained", "task_arithmetic", "wemoe",
+                                "expert task0", "expert task1", "expert task2"]
     assert client.predict(show_all=False, api_name="/prediction_view")["headers"] == predictions["headers"]
     plot = json.loads(heatmap["plot"])
     assert plot["data"][0]["type"] == "heatmap" and plot["data"][0]["y"] == ["block 0", "block 1", "block 2"]
@@ -73,7 +74,8 @@ def test_the_whole_flow(server, tmp_path):
     assert list(_rows(table)) == ["pretrained", "experts", "task_arithmetic", "wemoe"]
     assert table["headers"] == ["model", "average", "task0", "task1", "task2"]  # the average first on the page
     report = json.loads(Path(json_path).read_text())
-    assert report["methods"]["wemoe"]["adapt_steps"] == 3 and report["methods"]["task_arithmetic"]["params"] == {"lambda": 0.5}
+    assert report["methods"]["wemoe"]["adapt_steps"] == 3
+    assert report["methods"]["task_arithmetic"]["params"] == {"lambda": 0.5}
     assert Path(csv_path).read_text().startswith("model,task0,task1,task2,average")
     *_, routing_note = client.predict(feature_map="pca", api_name="/routing")
     assert "after 3 adaptation steps" in routing_note
@@ -243,7 +245,8 @@ def test_bad_values_get_a_message_naming_the_field_and_one_log_line(server, capf
         ({"oracle": "abc", "api_name": "/evaluate"}, "Also the WEMoE oracle: enter true or false"),
         ({"feature_map": "tsne", "api_name": "/routing"}, "Unknown map 'tsne'"),
         ({"zoo": 5, "api_name": "/load_zoo"}, "Zoo: choose one of tiny, tiny2, custom, got 5"),
-        ({"target": ["wemoe"], "steps": 3, "lr": 1e-3, "images_per_task": 2, "api_name": "/adapt"}, "Merge with WEMoE first"),
+        ({"target": ["wemoe"], "steps": 3, "lr": 1e-3, "images_per_task": 2, "api_name": "/adapt"},
+         "Merge with WEMoE first"),
         ({"task": AUTO_TASK, "example": None, "api_name": "/select_example"}, "Pick an example image first"),
     ]
     capfd.readouterr()
@@ -257,7 +260,8 @@ def test_bad_values_get_a_message_naming_the_field_and_one_log_line(server, capf
     refusals = [r.getMessage() for r in caplog.records if r.name.startswith("app") and "refused" in r.getMessage()]
     assert len(refusals) == len(cases) and all("\n" not in r for r in refusals), refusals
     assert "enter a whole number" in client.predict(target="wemoe", steps="abc", per_task=2, api_name="/estimate_steps")
-    _, predictions, guess, _, name = client.predict(task=AUTO_TASK, example="task1/example0.png", api_name="/select_example")
+    _, predictions, guess, _, name = client.predict(task=AUTO_TASK, example="task1/example0.png",
+                                                    api_name="/select_example")
     assert name == "task1/example0.png" and predictions["data"] and guess
     table, *_ = client.predict(oracle=False, api_name="/evaluate")  # the session went on as it was
     assert list(_rows(table)) == ["pretrained", "experts", "task_arithmetic", "wemoe"]

@@ -196,7 +196,8 @@ def test_per_task_lambdas_takes_one_per_task_or_the_sliders(session):
 
 
 def test_a_block_without_a_router_is_refused_before_any_work(session, caplog):
-    """'Block 99 has no router.. Nothing was changed' (and a logged traceback) was the library's error after the work."""
+    """'Block 99 has no router.. Nothing was changed' (and a logged traceback) was the library's error after the
+    work."""
     from app.analysis_tab import routing_patches_view
 
     message = _refused(lambda: routing_patches_view(session, None, 99), session, caplog, event=False)

@@ -1,4 +1,5 @@
-"""The optional ZeroGPU wrapper: identity without the `spaces` package, spaces.GPU with it, CPU adaptation on ZeroGPU."""
+"""The optional ZeroGPU wrapper: identity without the `spaces` package, spaces.GPU with it, CPU adaptation on
+ZeroGPU."""
 
 import sys
 import types

@@ -70,7 +70,8 @@ def test_bad_zoo_choices_leave_the_session_as_it_was(session, config):
 def test_unknown_hub_id_offline_is_a_clear_error(session, config):
     bench = session.bench
     with pytest.raises(gr.Error) as error:
-        handlers.load_zoo(session, config, "custom", base_model="wemoe-tiny-test-app", experts_text="mnist: nobody/no-such-model")
+        handlers.load_zoo(session, config, "custom", base_model="wemoe-tiny-test-app",
+                          experts_text="mnist: nobody/no-such-model")
     assert "nobody/no-such-model" in str(error.value) or "wemoe-tiny-test-app" in str(error.value)
     assert session.bench is bench
 
@@ -210,7 +211,8 @@ def test_cancel_stops_a_running_adaptation_at_the_step_it_names(merged):
     import time
 
     updates: list = []
-    worker = threading.Thread(target=lambda: updates.extend(handlers.adapt(merged, "wemoe", 2000, 1e-3, 3, update_every=0)))
+    worker = threading.Thread(
+        target=lambda: updates.extend(handlers.adapt(merged, "wemoe", 2000, 1e-3, 3, update_every=0)))
     worker.start()
     result = merged.bench.merges["wemoe"]
     deadline = time.monotonic() + 60
@@ -249,7 +251,8 @@ def test_a_cancelled_merge_changes_nothing(merged):
     with pytest.warns(UserWarning, match="Replaced the adapted wemoe"):
         message = handlers.merge(merged, ["wemoe"], {}, per_task=3)
     assert "Replaced the adapted wemoe: its 3 adaptation steps are gone" in message
-    assert merged.bench.merges["wemoe"].adapt_steps == 0 and merged.bench.merges["task_arithmetic"] is before["task_arithmetic"]
+    assert merged.bench.merges["wemoe"].adapt_steps == 0
+    assert merged.bench.merges["task_arithmetic"] is before["task_arithmetic"]
     *_, (done, _) = handlers.adapt_after_merge(merged, "wemoe", 2, 1e-2, 3)  # a merge that went through chains on
     assert done.startswith("Adapted wemoe: 2 steps")
 
@@ -282,14 +285,16 @@ def test_numbers_are_checked_with_the_field_named(merged, config):
         (lambda: handlers.merge(merged, ["task_arithmetic"], {"task_arithmetic": {"lambda": None}}),
          "task_arithmetic.lambda must be a float, got None"),
         (lambda: handlers.merge(merged, ["task_arithmetic"], {}, per_task="x"), "Images per task per step: enter"),
-        (lambda: handlers.load_zoo(merged, config, "tiny", samples="abc"), "Test images per task: enter a whole number"),
+        (lambda: handlers.load_zoo(merged, config, "tiny", samples="abc"),
+         "Test images per task: enter a whole number"),
         (lambda: next(handlers.evaluate(merged, "abc")), "Also the WEMoE oracle: enter true or false"),
     ]:
         with pytest.raises(gr.Error, match=message) as error:
             call()
         assert error.value.print_exception is False  # a user mistake: no traceback on the console
     assert "enter a whole number" in handlers.estimate(merged, "wemoe", "abc", 3)
-    assert merged.bench.merges["wemoe"].adapt_steps == 0 and merged.bench.merges["task_arithmetic"].params == {"lambda": 0.4}
+    assert merged.bench.merges["wemoe"].adapt_steps == 0
+    assert merged.bench.merges["task_arithmetic"].params == {"lambda": 0.4}
 
 
 # 3. Try images --------------------------------------------------------------------------------------------------
@@ -426,7 +431,8 @@ def test_the_routing_heatmap_explains_its_coefficients(merged, config):
     _, _, _, heatmap = handlers.predict(merged, inputs.read_example("task0/example0.png", config), "task0", config)
     trace = heatmap.data[0]
     assert trace.colorbar.title.text == "coefficient" and "task vector" in trace.hovertemplate and trace.zmid == 0
-    assert "not probabilities" in heatmap.layout.title.subtitle.text and "need not sum to 1" in heatmap.layout.title.subtitle.text
+    subtitle = heatmap.layout.title.subtitle.text
+    assert "not probabilities" in subtitle and "need not sum to 1" in subtitle
     assert "task vector" in texts.ROUTING_WEIGHTS and "negative" in texts.ROUTING_WEIGHTS
     assert "not probabilities" in texts.ROUTING_WEIGHTS and "need not sum to 1" in texts.ROUTING_WEIGHTS
 
@@ -455,7 +461,8 @@ def test_evaluation_fills_the_table_and_writes_the_downloads(merged):
     csv = pd.read_csv(csv_path, index_col="model")
     assert np.allclose(csv.values, expected.round(2).values)
     report = json.loads(Path(json_path).read_text())
-    assert report["tasks"] == ["task0", "task1", "task2"] and report["samples_per_task"] == {"task0": 12, "task1": 12, "task2": 12}
+    assert report["tasks"] == ["task0", "task1", "task2"]
+    assert report["samples_per_task"] == {"task0": 12, "task1": 12, "task2": 12}
     assert list(report["methods"]) == ["pretrained", "experts", "task_arithmetic", "wemoe", "wemoe_oracle"]
     assert report["methods"]["task_arithmetic"]["params"] == {"lambda": 0.4}
     assert report["methods"]["wemoe"]["average"] == round(float(expected.loc["wemoe", "average"]), 2)
@@ -473,7 +480,7 @@ def test_normalized_accuracy_toggle_divides_each_task_by_its_expert(merged):
     table = merged.table
     shown = normalized.value["data"]
     columns = normalized.value["headers"]
-    rows = {row[0]: dict(zip(columns, row)) for row in shown}
+    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in shown}
     for task in ("task0", "task1", "task2"):
         expected = table.loc["task_arithmetic", task] / table.loc["experts", task] * 100
         assert float(rows["task_arithmetic"][task]) == pytest.approx(round(expected, 1), abs=0.051)
@@ -487,7 +494,8 @@ def test_normalized_accuracy_toggle_divides_each_task_by_its_expert(merged):
 
 def test_the_accuracy_table_shows_the_average_first_and_marks_the_best_merge():
     rows = ["pretrained", "experts", "task_arithmetic", "wemoe", "wemoe_oracle"]
-    table = pd.DataFrame({"pocket_digits": [50.0, 99.0, 70.0, 80.0, 95.0], "pocket_shapes": [40.0, 98.0, 85.0, 85.0, 97.0],
+    table = pd.DataFrame({"pocket_digits": [50.0, 99.0, 70.0, 80.0, 95.0],
+                          "pocket_shapes": [40.0, 98.0, 85.0, 85.0, 97.0],
                           "average": [45.0, 98.5, 77.5, 82.5, 96.0]}, index=pd.Index(rows, name="model"))
     styled = views.style_table(table)
     assert list(styled.data.columns) == ["model", "average", "digits", "shapes"]  # average first, short task names
@@ -572,4 +580,5 @@ def test_a_failure_message_has_one_period():
 
     with pytest.raises(gr.Error) as refused, friendly("Mapping"):
         raise ValueError("Block 99 has no router.")
-    assert refused.value.message == "Mapping failed: Block 99 has no router. Nothing was changed; check the input and try again."
+    assert refused.value.message == ("Mapping failed: Block 99 has no router. Nothing was changed; check the input "
+                                     "and try again.")

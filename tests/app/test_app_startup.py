@@ -19,10 +19,12 @@ def _free_port() -> int:
 def test_building_the_app_loads_nothing_heavy():
     code = (
         "import sys, wemoe; from app import build_demo; demo = build_demo(); "
-        "heavy = [m for m in ('umap', 'wemoe.pocket', 'wemoe.workbench.workbench', 'wemoe.moe.routing') if m in sys.modules]; "
+        "heavy = [m for m in ('umap', 'wemoe.pocket', 'wemoe.workbench.workbench', 'wemoe.moe.routing') "
+        "if m in sys.modules]; "
         "print('HEAVY', heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
 
@@ -30,7 +32,8 @@ def test_building_the_app_loads_nothing_heavy():
 def test_app_py_serves_the_page(tmp_path):
     port = _free_port()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
     try:
         page = None
         deadline = time.monotonic() + 120  # a liveness guard, not a speed check (bench/ numbers are in the report)

@@ -13,8 +13,8 @@ from tests import zero_gpu
 from tests.helpers import tiny_task, tiny_zoo
 from wemoe.adaptation.adapt import AdaptationRun, adapt_in_chunks, run_chunk
 from wemoe.adaptation.adaptive import trainable_parameters
-from wemoe.tasks.heads import HeadCache
 from wemoe.methods import get_method
+from wemoe.tasks.heads import HeadCache
 from wemoe.tasks.images import load_task_images
 
 SETTINGS = {"steps": 7, "lr": 5e-2, "per_task": 4, "loss": "entropy", "seed": 1}
@@ -63,7 +63,8 @@ def test_adaptation_in_forked_gpu_chunks_equals_one_uninterrupted_run(setup, k):
     records = list(AdaptationRun(whole, data, heads, SETTINGS).run())
     chunk_records = list(adapt_in_chunks(chunked, data, heads, SETTINGS, k, runner=zero_gpu.GPU(run_chunk)))
     assert [r.loss for r in chunk_records] == [r.loss for r in records]
-    assert all(torch.equal(a, b) for a, b in zip(trainable_parameters(chunked), trainable_parameters(whole)))
+    assert all(torch.equal(a, b)
+               for a, b in zip(trainable_parameters(chunked), trainable_parameters(whole), strict=True))
 
 
 def test_a_chunk_that_runs_out_of_time_keeps_the_last_finished_chunk(setup):
@@ -84,4 +85,5 @@ def test_a_chunk_that_runs_out_of_time_keeps_the_last_finished_chunk(setup):
         for record in adapt_in_chunks(model, data, heads, SETTINGS, 2, runner=runner):
             done.append(record.step)
     assert done == [1, 2]
-    assert all(torch.equal(a, b) for a, b in zip(trainable_parameters(model), trainable_parameters(reference)))
+    assert all(torch.equal(a, b)
+               for a, b in zip(trainable_parameters(model), trainable_parameters(reference), strict=True))

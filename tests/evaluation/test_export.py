@@ -7,7 +7,7 @@ from wemoe.evaluation.export import load_wemoe, read_metadata, save_static, save
 from wemoe.methods import get_method
 from wemoe.moe.layer import router_parameters
 
-import open_clip
+import open_clip  # after the imports above: wemoe's torchvision shim first  # isort: skip
 
 
 def test_static_merge_round_trip_through_open_clip(tmp_path):
@@ -20,7 +20,8 @@ def test_static_merge_round_trip_through_open_clip(tmp_path):
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(clip.visual(images), tower(images))
-        assert torch.equal(clip.encode_text(torch.ones(1, 77, dtype=torch.long)), zoo.clip.encode_text(torch.ones(1, 77, dtype=torch.long)))
+        tokens = torch.ones(1, 77, dtype=torch.long)
+        assert torch.equal(clip.encode_text(tokens), zoo.clip.encode_text(tokens))
 
 
 def test_adamerging_exports_its_current_weights(tmp_path):

@@ -1,4 +1,5 @@
-"""Every registered method, through every path: the CLI, the oracle, export and adaptation (wemoe.adaptation.adaptive's contract).
+"""Every registered method, through every path: the CLI, the oracle, export and adaptation (wemoe.adaptation.adaptive's
+contract).
 
 Parametrised over the registry, so a new method is tested the moment it is registered.
 """
@@ -19,7 +20,7 @@ from wemoe.methods import get_method, list_methods
 from wemoe.methods.wemoe import WEMoE
 from wemoe.workbench.workbench import ORACLE, Workbench
 
-import open_clip  # noqa: E402, I001
+import open_clip  # after the imports above: wemoe's torchvision shim first  # isort: skip
 
 METHODS = list_methods()
 ADAPTIVE = [m for m in METHODS if get_method(m).adaptive]

@@ -19,7 +19,8 @@ def zoo():
 def test_ties_matches_hand_computation():
     a = TaskVector({"w": torch.tensor([3.0, -1.0, 0.5, 2.0]), "b": torch.tensor([-4.0])})
     b = TaskVector({"w": torch.tensor([-2.0, -3.0, 0.1, 1.0]), "b": torch.tensor([1.0])})
-    # top 60% of 5 entries = 3 kept per vector. a keeps 3, -4, 2 ; b keeps -2, -3, 1 (ties at 1.0: w[3], b[0] -> both kept)
+    # top 60% of 5 entries = 3 kept per vector. a keeps 3, -4, 2 ; b keeps -2, -3, 1
+    # (ties at 1.0: w[3], b[0] -> both kept)
     merged = ties_merge([a, b], top_k=60.0, merge="sum")
     # entry-wise: w0: 3 + -2 -> sign +, keep 3 ; w1: 0 + -3 -> -3 ; w2: 0 ; w3: 2 + 1 -> 3 ; b: -4 + 1 -> -, keep -4
     assert torch.equal(merged["w"], torch.tensor([3.0, -3.0, 0.0, 3.0]))

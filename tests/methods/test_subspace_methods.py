@@ -69,7 +69,8 @@ def test_iso_c_flattens_the_summed_spectrum_to_its_mean():
 
 def test_iso_c_at_one_isotropic_task_is_that_task_and_vectors_are_averaged():
     angle = 0.3
-    rotation = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=torch.float64)
+    rotation = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]],
+                            dtype=torch.float64)
     assert torch.allclose(iso_c_matrix(2.5 * rotation[None]), 2.5 * rotation, atol=1e-12)
     vectors = [TaskVector({"w": torch.eye(2), "b": torch.tensor([1.0, -2.0])}),
                TaskVector({"w": torch.eye(2), "b": torch.tensor([3.0, 0.0])})]
@@ -82,7 +83,8 @@ def test_iso_cts_hand_computed_3x3():
     assert subspace_sizes(3, 2, 1 / 3) == (1, 1)
     assert subspace_sizes(768, 8, 0.8) == (616, 19)
     # sum diag(5, 1, -2): common e1 (5); task 1 outside it: e2 (1); task 2: -e3 e3^T (2); mean of (5, 1, 2) = 8/3
-    deltas = torch.stack([torch.diag(torch.tensor([5.0, 1.0, 0.0])), torch.diag(torch.tensor([0.0, 0.0, -2.0]))]).double()
+    deltas = torch.stack([torch.diag(torch.tensor([5.0, 1.0, 0.0])),
+                          torch.diag(torch.tensor([0.0, 0.0, -2.0]))]).double()
     expected = 8 / 3 * torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
     assert torch.allclose(iso_cts_matrix(deltas, 1 / 3), expected, atol=1e-12)
 
@@ -109,7 +111,7 @@ def test_wudi_loss_falls_and_its_closed_form_matches_the_definition():
     merged, losses = wudi_matrix(deltas, steps=200, lr=1e-3)
     direct = sum(float(((deltas.sum(0) - d) @ d.T).square().sum() / d.square().sum()) for d in deltas)
     assert losses[0] == pytest.approx(direct, rel=1e-5)
-    assert losses[-1] < 0.5 * losses[0] and all(b <= a + 1e-6 for a, b in zip(losses[:50], losses[1:51]))
+    assert losses[-1] < 0.5 * losses[0] and all(b <= a + 1e-6 for a, b in zip(losses[:50], losses[1:51], strict=True))
 
 
 def test_wudi_keeps_orthogonal_tasks_sum_and_one_task_as_it_is():
@@ -190,7 +192,8 @@ def test_task_wise_adamerging_has_one_coefficient_per_task_and_starts_at_task_ar
         model.coefficients.copy_(torch.tensor([0.2, 0.5]))
     key = "transformer.resblocks.1.mlp.c_proj.weight"
     experts = list(zoo.experts.values())
-    expected = zoo.base_state[key] + 0.2 * (experts[0][key] - zoo.base_state[key]) + 0.5 * (experts[1][key] - zoo.base_state[key])
+    expected = (zoo.base_state[key] + 0.2 * (experts[0][key] - zoo.base_state[key])
+                + 0.5 * (experts[1][key] - zoo.base_state[key]))
     assert torch.allclose(model.merged_state()[key], expected, atol=1e-6)
     assert torch.allclose(model.static_tower().state_dict()[key], expected, atol=1e-6)
 

@@ -6,9 +6,9 @@ import shutil
 import pytest
 import torch
 
-from wemoe.moe import fused_kernel, kernel_calibration, kernel_policy, lowrank
 from wemoe.__main__ import main
 from wemoe.errors import WemoeError
+from wemoe.moe import fused_kernel, kernel_calibration, kernel_policy, lowrank
 from wemoe.moe.kernel_policy import Cell, MeasuredPolicy, RowsCell
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler on this machine")

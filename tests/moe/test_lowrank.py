@@ -8,12 +8,11 @@ import copy
 import pytest
 import torch
 
-from tests.helpers import tiny_zoo
-from tests.helpers import per_sample_reference
-from wemoe.moe import lowrank
+from tests.helpers import per_sample_reference, tiny_zoo
 from wemoe.evaluation.export import load_wemoe, save_wemoe
 from wemoe.methods import get_method
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK
+from wemoe.moe import lowrank
 from wemoe.moe.layer import (
     ANCHORS,
     MLP_PARTS,
@@ -64,7 +63,7 @@ def trained_routers(*towers: torch.nn.Module, seed: int = 1) -> None:
     values = [torch.randn(p.shape, generator=generator) * 0.3 for p in router_parameters(towers[0])]
     for tower in towers:
         with torch.no_grad():
-            for p, value in zip(router_parameters(tower), values):
+            for p, value in zip(router_parameters(tower), values, strict=True):
                 p.copy_(value)
 
 
@@ -79,7 +78,7 @@ def outputs_and_router_grads(tower: torch.nn.Module, images: torch.Tensor) -> tu
 
 
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
 
 
 def images(n: int = 5, seed: int = 3) -> torch.Tensor:
@@ -137,7 +136,8 @@ def test_the_low_rank_layer_matches_the_per_sample_loop(zoo, dtype, anchor):
     (expected * weights).sum().backward()
     assert (x.grad - x_ref.grad).abs().max() <= 1e-5
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
-    assert max_diff([p.grad for p in layer.router.parameters()], [p.grad for p in reference.router.parameters()]) <= tolerance
+    assert max_diff([p.grad for p in layer.router.parameters()],
+                    [p.grad for p in reference.router.parameters()]) <= tolerance
 
 
 def test_low_rank_linear_gradients_pass_gradcheck():
@@ -151,7 +151,8 @@ def test_low_rank_linear_gradients_pass_gradcheck():
     bias, bias_tvs = randn(6), randn(2, 6)
     for anchor in (0.0, 0.3):
         assert torch.autograd.gradcheck(
-            lambda a, r: lowrank.lowrank_ensembled_linear(a, r, up, down, bias, bias_tvs, anchor), (x, routing))
+            lambda a, r, anchor=anchor: lowrank.lowrank_ensembled_linear(a, r, up, down, bias, bias_tvs, anchor),
+            (x, routing))
 
 
 def test_untrained_compressed_wemoe_equals_task_arithmetic_of_the_rank_k_vectors(zoo):
@@ -192,7 +193,8 @@ def test_compressed_experts_hold_t_k_in_plus_out_floats_per_matrix(zoo):
     experts = layer.num_experts
     for part in MLP_PARTS:
         out_features, in_features = getattr(layer, f"{part}_weight").shape
-        extra = getattr(layer, f"{part}_up").numel() - out_features * in_features + getattr(layer, f"{part}_down").numel()
+        extra = (getattr(layer, f"{part}_up").numel() - out_features * in_features
+                 + getattr(layer, f"{part}_down").numel())
         assert extra == experts * rank * (in_features + out_features)
 
 
@@ -235,7 +237,7 @@ def test_energy_kept_is_one_at_full_rank_and_grows_with_k(zoo):
     key = "transformer.resblocks.0.mlp.c_fc.weight"
     tvs = torch.stack([state[key] - zoo.base_state[key] for state in zoo.experts.values()])
     shares = [lowrank.energy_kept(tvs, k) for k in (1, 8, 32, WIDTH)]
-    assert all(bool((a < b).all()) for a, b in zip(shares, shares[1:]))
+    assert all(bool((a < b).all()) for a, b in zip(shares, shares[1:], strict=False))
     assert torch.allclose(shares[-1], torch.ones(3, dtype=torch.float64))
 
 

@@ -44,7 +44,7 @@ def test_router_initialisation_follows_the_seed_and_leaves_the_global_random_sta
     assert torch.equal(torch.rand(1), expected_next)  # upscaling drew nothing from the global generator
     again = router_parameters(upscale_to_wemoe(zoo, WEMoEConfig(seed=0)))
     other = router_parameters(upscale_to_wemoe(zoo, WEMoEConfig(seed=1)))
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first[0], other[0])  # the hidden layer's random weights differ
 
 
@@ -67,7 +67,7 @@ def test_batched_forward_matches_per_sample_loop(zoo, hidden_layers, dtype):
     weights = torch.randn_like(out) / out.numel()  # a mean-type loss, like the adaptation's
     (out * weights).sum().backward()
     (expected * weights).sum().backward()
-    for p, q in zip(layer.router.parameters(), reference_layer.router.parameters()):
+    for p, q in zip(layer.router.parameters(), reference_layer.router.parameters(), strict=True):
         assert (p.grad - q.grad).abs().max() <= (1e-5 if dtype == torch.float32 else 1e-12)
     assert (x.grad - x_ref.grad).abs().max() <= 1e-5
 

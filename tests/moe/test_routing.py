@@ -1,13 +1,12 @@
-"""wemoe.moe.routing: routing per image and layer, the routers' task guess, task averages, 2-D maps, top-k predictions."""
+"""wemoe.moe.routing: routing per image and layer, the routers' task guess, task averages, 2-D maps, top-k
+predictions."""
 
 import numpy as np
 import pytest
 import torch
 
 from tests.helpers import tiny_task, tiny_zoo
-from wemoe.tasks.classify import logits
 from wemoe.errors import MethodError
-from wemoe.tasks.heads import build_head
 from wemoe.moe.layer import WEMoEConfig, moe_layers, upscale_to_wemoe
 from wemoe.moe.routing import (
     RoutingCentroids,
@@ -21,6 +20,8 @@ from wemoe.moe.routing import (
     top_k,
     uninformative_routing,
 )
+from wemoe.tasks.classify import logits
+from wemoe.tasks.heads import build_head
 from wemoe.tasks.images import TaskImages
 
 
@@ -96,7 +97,8 @@ def test_centroids_pick_the_nearest_task_pattern():
 
 def test_analysis_and_task_averages(zoo):
     tower = _trained_looking(upscale_to_wemoe(zoo))
-    data = {f"task{t}": TaskImages(f"task{t}", torch.randn(4 + t, 3, 32, 32), torch.zeros(4 + t, dtype=torch.long)) for t in range(3)}
+    data = {f"task{t}": TaskImages(f"task{t}", torch.randn(4 + t, 3, 32, 32), torch.zeros(4 + t, dtype=torch.long))
+            for t in range(3)}
     analysis = analyse_routing(tower, data, per_task=5)
     assert analysis.labels == ["task0"] * 4 + ["task1"] * 5 + ["task2"] * 5
     assert analysis.layers == [0, 1, 2] and analysis.task_names == zoo.task_names

@@ -1,4 +1,5 @@
-"""A WEMoEConfig is the WEMoE tower's input: upscale_to_wemoe builds from it, the tower keeps it, export rebuilds from it."""
+"""A WEMoEConfig is the WEMoE tower's input: upscale_to_wemoe builds from it, the tower keeps it, export rebuilds from
+it."""
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ def test_the_tower_keeps_its_config_resolved(zoo):
     assert list(moe_layers(tower)) == [0, 2]
     assert config.blocks == [-1, 0] and config.task_names == []  # the caller's record is not changed
     again = upscale_to_wemoe(zoo, tower.wemoe_config)  # the kept config rebuilds the same tower
-    assert all(torch.equal(a, b) for a, b in zip(router_parameters(tower), router_parameters(again)))
+    assert all(torch.equal(a, b) for a, b in zip(router_parameters(tower), router_parameters(again), strict=True))
 
 
 def test_the_default_config_and_the_method_agree(zoo):

@@ -27,7 +27,8 @@ def test_tasks_are_registered_with_distinct_class_names():
         task = get_task(name)
         assert all("{c}" in template for template in task.templates)
         for classname in task.classnames:
-            assert classname.lower() not in seen, f"{name} and {seen.get(classname.lower())} share the class name {classname!r}"
+            assert classname.lower() not in seen, (f"{name} and {seen.get(classname.lower())} share the class name "
+                                                   f"{classname!r}")
             seen[classname.lower()] = name
 
 
@@ -36,7 +37,8 @@ def test_generation_is_deterministic_and_balanced():
         images, labels = arrays(name, "train")
         spec = get_spec(name)
         rng = np.random.default_rng(split_seed(name, "train"))
-        again = generators.digits(rng, len(labels), "train") if spec.generator is generators.digits else spec.generator(rng, len(labels))
+        again = (generators.digits(rng, len(labels), "train") if spec.generator is generators.digits
+                 else spec.generator(rng, len(labels)))
         np.testing.assert_array_equal(images, again[0])
         np.testing.assert_array_equal(labels, again[1])
         assert images.shape == (SPLIT_SIZES["train"], 32, 32, 3) and images.dtype == np.uint8
@@ -54,7 +56,8 @@ def test_tasks_look_different_from_each_other():
 
     def features(split, n):
         x = np.concatenate([arrays(name, split)[0][:n] for name in TASK_NAMES]).astype(np.float32) / 255
-        return x.reshape(len(x), 4, 8, 4, 8, 3).mean((2, 4)).reshape(len(x), -1), np.repeat(np.arange(len(TASK_NAMES)), n)
+        return (x.reshape(len(x), 4, 8, 4, 8, 3).mean((2, 4)).reshape(len(x), -1),
+                np.repeat(np.arange(len(TASK_NAMES)), n))
 
     probe = LogisticRegression(max_iter=500).fit(*features("train", 200))
     x, y = features("test", 200)
@@ -77,7 +80,7 @@ def test_restyle_is_seeded_and_keeps_the_requested_share_of_originals():
     np.testing.assert_array_equal(restyle(images[:50], 3), restyle(images[:50], 3))
     assert not np.array_equal(restyle(images[:50], 3), restyle(images[:50], 4))
     np.testing.assert_array_equal(restyle(images[:20], 3, original_fraction=1.0), images[:20])
-    assert sum(np.array_equal(a, b) for a, b in zip(restyle(images[:20], 3), images[:20])) == 0
+    assert sum(np.array_equal(a, b) for a, b in zip(restyle(images[:20], 3), images[:20], strict=True)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +171,8 @@ def test_experts_are_the_same_whether_fine_tuned_in_one_process_or_in_parallel_w
     two = finetune_experts(state, replace(settings, workers=2))
     assert set(one) == set(two) == set(TASK_NAMES)
     for task in TASK_NAMES:
-        assert any(not torch.equal(one[task][k], state[f"visual.{k}"]) for k in one[task]), "fine-tuning changed nothing"
+        changed = any(not torch.equal(one[task][k], state[f"visual.{k}"]) for k in one[task])
+        assert changed, "fine-tuning changed nothing"
         for key, value in one[task].items():
             assert torch.equal(value, two[task][key]), f"{task} {key} differs between 1 and 2 workers"
 

@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
-from wemoe.tasks.classify import entropy, logits
 from wemoe.loading import load_zoo
+from wemoe.tasks.classify import entropy, logits
 from wemoe.workbench.workbench import Workbench
 
 
@@ -37,9 +37,9 @@ def test_adaptation_lowers_entropy_within_a_few_steps(pocket):
     assert _mean_entropy(bench, model) < before
 
 
-# What holds on every CPU measured (README): the paper's entropy loss recovers 0.666-0.70 of the gap at the default seeds
-# (its outcome moves with the CPU's float rounding, so its bar is 0.6), IM at least 2/3 at the default seeds and in the
-# three other seed settings the README reports (adaptation seeds 1 and 2, router seed 1).
+# What holds on every CPU measured (README): the paper's entropy loss recovers 0.666-0.70 of the gap at the default
+# seeds (its outcome moves with the CPU's float rounding, so its bar is 0.6), IM at least 2/3 at the default seeds and
+# in the three other seed settings the README reports (adaptation seeds 1 and 2, router seed 1).
 BARS = [pytest.param("entropy", 0, 0, 0.6, id="entropy"), pytest.param("im", 0, 0, 2 / 3, id="im"),
         pytest.param("im", 1, 0, 2 / 3, id="im-adapt-seed-1"), pytest.param("im", 2, 0, 2 / 3, id="im-adapt-seed-2"),
         pytest.param("im", 0, 1, 2 / 3, id="im-router-seed-1")]

@@ -7,16 +7,18 @@ import torch
 import wemoe  # noqa: F401  (before open_clip)
 from research.pocket import diagnose
 from tests.helpers import tiny_zoo
-from wemoe.tasks.classify import entropy, logits_from_features
 from wemoe.methods import get_method
 from wemoe.moe.layer import WEMoEConfig, force_routing, upscale_to_wemoe
+from wemoe.tasks.classify import entropy, logits_from_features
 
 
 def _setup(lam: float = 0.3):
     zoo = tiny_zoo(n_experts=3, noise=0.05)
     generator = torch.Generator().manual_seed(0)
-    data = {t: (torch.randn(8, 3, 32, 32, generator=generator), torch.randint(4, (8,), generator=generator)) for t in zoo.task_names}
-    heads = {t: torch.nn.functional.normalize(torch.randn(4, 32, generator=generator), dim=-1) * 14.3 for t in zoo.task_names}
+    data = {t: (torch.randn(8, 3, 32, 32, generator=generator), torch.randint(4, (8,), generator=generator))
+            for t in zoo.task_names}
+    heads = {t: torch.nn.functional.normalize(torch.randn(4, 32, generator=generator), dim=-1) * 14.3
+             for t in zoo.task_names}
     return zoo, upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=lam)), data, heads
 
 

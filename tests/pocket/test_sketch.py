@@ -36,7 +36,8 @@ def test_strokes_get_the_task_digits_thickness():
 
 def test_dark_ink_on_a_light_canvas_is_read_the_same_and_an_empty_drawing_is_refused():
     drawing = SKETCH.draw_digit(7, 1, 0)
-    assert np.array_equal(np.asarray(drawing_like_digits(ImageOps.invert(drawing))), np.asarray(drawing_like_digits(drawing)))
+    assert np.array_equal(np.asarray(drawing_like_digits(ImageOps.invert(drawing))),
+                          np.asarray(drawing_like_digits(drawing)))
     with pytest.raises(ValueError, match="no ink"):
         drawing_like_digits(Image.new("RGB", (224, 224), "black"))
 
@@ -50,7 +51,7 @@ def pocket_bench():
 
 
 def _accuracy(predictions: list[int], labels: list[int]) -> float:
-    return 100.0 * sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+    return 100.0 * sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels)
 
 
 def test_the_app_redraws_sketches_for_the_digits_task_and_they_are_read_far_better(pocket_bench):
@@ -63,7 +64,7 @@ def test_the_app_redraws_sketches_for_the_digits_task_and_they_are_read_far_bett
     labels = [label for _, label, _ in drawn]
     raw = [inputs.read_sketch({"composite": image}, config) for image, _, _ in drawn]  # no session: as drawn
     for_digits = [inputs.read_sketch({"composite": image}, config, session, task)
-                  for (image, _, _), task in zip(drawn, [inputs.AUTO_TASK, inputs.DIGITS_TASK] * 20)]
+                  for (image, _, _), task in zip(drawn, [inputs.AUTO_TASK, inputs.DIGITS_TASK] * 20, strict=True)]
     assert len(drawn) == 40 and all(image.size == (32, 32) for image in for_digits)
     before, after = SKETCH.classify(pocket_bench, raw), SKETCH.classify(pocket_bench, for_digits)
     # Measured: expert 22.5% -> 85.0%, pretrained 20.0% -> 80.0% (bench/README.md); chance is 10%.

@@ -101,11 +101,13 @@ def test_app_latency_starts_the_app_on_the_pocket_zoo(capsys):
 
 def test_ensembled_linear_variants_agree_with_the_library(capsys):
     result = load_script("ensembled_linear_variants").main(
-        ["--width", "32", "--tokens", "5", "--experts", "3", "--batch", "4", "--rows", "16", "--runs", "1", "--warmup", "0"]
+        ["--width", "32", "--tokens", "5", "--experts", "3", "--batch", "4", "--rows", "16", "--runs", "1",
+         "--warmup", "0"]
     )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     exact = ("library", "build", "build_buf", "chunked", "tokens", "apply_only")
-    assert all(result["max_abs_diff"][name] <= 1e-5 for name in exact)  # every exact formulation computes the same layer
+    # every exact formulation computes the same layer
+    assert all(result["max_abs_diff"][name] <= 1e-5 for name in exact)
     assert result["max_abs_diff"]["dense"] > 1e-5  # the routing changes the output, so the comparison means something
     assert all(ms > 0 for ms in result["mlp_ms"].values())
 
@@ -118,7 +120,8 @@ def test_sketch_digits_bench_tiny(capsys):
         predictions = result["predictions"][name]
         assert len(predictions["before"]) == len(predictions["after"]) == 10
         for when in ("before", "after"):
-            assert result[f"{name}_{when}"] == 10.0 * sum(p == y for p, y in zip(predictions[when], range(10)))
+            correct = sum(p == y for p, y in zip(predictions[when], range(10), strict=True))
+            assert result[f"{name}_{when}"] == 10.0 * correct
     assert result["expert_after"] > result["expert_before"]
 
 
@@ -147,15 +150,16 @@ def test_classroom_two_students_tiny(capsys, tmp_path):
 
 
 def test_wemoe_scaling_tiny(capsys):
-    result = load_script("wemoe_scaling").main(["--experts", "2,3", "--batches", "1,2", "--tokens", "5", "--width", "32",
-                                                "--rank", "4", "--runs", "1"])
+    result = load_script("wemoe_scaling").main(["--experts", "2,3", "--batches", "1,2", "--tokens", "5",
+                                                "--width", "32", "--rank", "4", "--runs", "1"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["cpu"] and result["gemm_gflops"]["torch"] > 0
     assert [(r["experts"], r["batch"]) for r in result["rows"]] == [(2, 1), (2, 2), (3, 1), (3, 2)]
     for row in result["rows"]:
         for mode in ("fwd", "fwdbwd"):
             assert row[mode]["dense"] in ("dense_torch", "dense_kernel")
-            assert row[mode]["dense_ms"] == min(row[mode]["ms"][n] for n in ("dense_torch", "dense_kernel") if n in row[mode]["ms"])
+            assert row[mode]["dense_ms"] == min(row[mode]["ms"][n] for n in ("dense_torch", "dense_kernel")
+                                                if n in row[mode]["ms"])
             assert all(ratio > 0 for ratio in row[mode]["ratio"].values())
 
 
@@ -165,14 +169,17 @@ def test_compressed_wemoe_tiny(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     for key in ("fwd_ratio_dense", "fwdbwd_ratio_dense", "extra_model_memory_ratio"):
         assert result[key] > 0, key
-    assert result["rank"] == 4 and 0 <= result["pocket_avg_compressed"] <= 100 and 0 <= result["pocket_avg_exact"] <= 100
+    assert result["rank"] == 4
+    assert 0 <= result["pocket_avg_compressed"] <= 100 and 0 <= result["pocket_avg_exact"] <= 100
     tower = result["tower"]
     assert tower["fwd"]["dense"] in ("dense_torch", "dense_kernel")
     assert tower["max_abs_diff_vs_exact"]["dense_torch"] > 1e-6  # random routers: WEMoE is not task arithmetic
-    assert tower["max_abs_diff_vs_exact"]["dense_kernel"] == pytest.approx(tower["max_abs_diff_vs_exact"]["dense_torch"], abs=1e-5)
+    assert tower["max_abs_diff_vs_exact"]["dense_kernel"] == pytest.approx(
+        tower["max_abs_diff_vs_exact"]["dense_torch"], abs=1e-5)
     # fewer components, less memory: rank 2 holds less than rank 4, which holds less than the exact task vectors
     memory = tower["memory"]
-    assert memory["rank_2"]["extra_experts_ratio"] < memory["rank_4"]["extra_experts_ratio"] < memory["exact"]["extra_experts_ratio"]
+    assert (memory["rank_2"]["extra_experts_ratio"] < memory["rank_4"]["extra_experts_ratio"]
+            < memory["exact"]["extra_experts_ratio"])
     energy = result["pocket"]["energy"]
     assert 0 < energy["2"]["mean"] < energy["4"]["mean"] <= 1
     assert set(result["pocket"]["average"]) == {"entropy", "im"}
@@ -198,6 +205,7 @@ def test_hostile_visitor_tiny(capsys):
     assert result["calls"] >= 40 and result["generic_messages"] == [] and result["not_refused"] == []
     assert result["tracebacks"] == 0 and result["victim_unchanged"] and result["server_up"]
     by_case = {row["case"]: row["message"] for row in result["cases"]}
-    assert "serves others" in by_case["task source '/etc/passwd'"] and "/etc/passwd" not in by_case["task source '/etc'"]
+    assert "serves others" in by_case["task source '/etc/passwd'"]
+    assert "/etc/passwd" not in by_case["task source '/etc'"]
     assert "413" in by_case["25 MB image"] and "1.0 GiB" in by_case["task upload bomb.zip"]
     assert "adapting wemoe" in by_case["merge while adapting"] and "Stopped" in by_case["cancel while adapting"]

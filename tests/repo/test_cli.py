@@ -24,8 +24,8 @@ def test_table_writes_the_json_report(tiny_cli_zoo, tmp_path, capsys):
     assert methods["ties"]["params"]["top_k"] == 50.0
     assert methods["wemoe"]["adapt_steps"] == 2 and methods["wemoe"]["adapt_seconds"] > 0
     assert methods["wemoe"]["params"]["adapt_loss"] == "entropy"
-    from wemoe.adaptation.adapt import SETTINGS  # every declared adaptation setting is reported, under its CLI name
     from wemoe.__main__ import ADAPT_FLAGS
+    from wemoe.adaptation.adapt import SETTINGS  # every declared adaptation setting is reported, under its CLI name
 
     assert {ADAPT_FLAGS[p.name][1] for p in SETTINGS} <= set(methods["wemoe"]["params"])
     assert methods["wemoe"]["params"]["adapt_steps"] == 2

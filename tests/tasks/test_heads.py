@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wemoe.tasks import heads
 from tests.helpers import tiny_task, tiny_zoo
+from wemoe.tasks import heads
 from wemoe.tasks.heads import HeadCache, build_head
 
 

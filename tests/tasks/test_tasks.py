@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import datasets
 import numpy as np
 import pytest
 from PIL import Image
 
 from wemoe.errors import TaskError
-from wemoe.zoo.presets import PAPER_TASKS, PRESETS
-from wemoe.tasks.standard_tasks import STANDARD_TASKS, hub_loader
-import zipfile
-
 from wemoe.tasks.readers import task_from_folder, task_from_hub, task_from_parquet, task_from_source, task_from_zip
 from wemoe.tasks.registry import get_task, list_tasks
+from wemoe.tasks.standard_tasks import STANDARD_TASKS, hub_loader
+from wemoe.zoo.presets import PAPER_TASKS, PRESETS
 
 
 @pytest.mark.parametrize("name", list_tasks())

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from tests.helpers import tiny_images, tiny_task, tiny_zoo
-from wemoe.tasks.classify import logits, stable_top_k
 from wemoe.errors import TaskError
-from wemoe.moe.layer import moe_layers
 from wemoe.evaluation.predictions import joint_head
-from wemoe.workbench.result_cache import ResultCache
+from wemoe.moe.layer import moe_layers
 from wemoe.moe.routing import routing_weights
+from wemoe.tasks.classify import logits, stable_top_k
 from wemoe.tasks.images import encode_images
+from wemoe.workbench.result_cache import ResultCache
 from wemoe.workbench.workbench import PRETRAINED, Workbench
 
 
@@ -47,7 +47,8 @@ def test_top_k_under_a_chosen_head_is_the_models_own_argmax(bench, images):
         assert result.task == "task1" and result.task_chosen
         assert list(result.models) == [PRETRAINED, "task_arithmetic", "wemoe"]
         assert list(result.experts) == bench.task_names
-        pairs = [*zip(result.models.values(), models.values()), *zip(result.experts.values(), experts.values())]
+        pairs = [*zip(result.models.values(), models.values(), strict=True),
+                 *zip(result.experts.values(), experts.values(), strict=True)]
         for ranked, tower in pairs:
             with torch.no_grad():
                 probabilities = logits(tower.eval(), batch[i : i + 1], head).softmax(-1)[0]

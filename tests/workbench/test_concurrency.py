@@ -61,7 +61,7 @@ def test_two_wemoe_merges_at_once_give_bitwise_the_routers_of_a_lone_merge():
     for i, routers in enumerate(results):
         if routers is not None:
             expected = alone[(i // 2) % 2]
-            assert all(torch.equal(a, b) for a, b in zip(routers, expected))
+            assert all(torch.equal(a, b) for a, b in zip(routers, expected, strict=True))
 
 
 def test_a_wemoe_merge_leaves_the_global_generator_untouched():

@@ -10,8 +10,8 @@ import torch
 
 from tests.helpers import tiny_task, tiny_zoo
 from wemoe.adaptation.adaptive import trainable_parameters
-from wemoe.workbench.loaded_zoo import LoadedZoo
 from wemoe.methods import get_method
+from wemoe.workbench.loaded_zoo import LoadedZoo
 from wemoe.workbench.result_cache import ResultCache
 from wemoe.workbench.workbench import Workbench
 
@@ -28,7 +28,7 @@ def _routers(bench: Workbench, name: str = "wemoe") -> list[torch.Tensor]:
 
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.fixture
@@ -202,9 +202,11 @@ def test_zoos_loaded_with_another_adaptation_split_share_no_result():
     plain = Workbench.sharing(LoadedZoo(zoo, tasks), cache, "zoo")
     held = Workbench.sharing(LoadedZoo(zoo, tasks, adapt_split="heldout"), cache, "zoo")
     first, second = plain.evaluate(["pretrained"]), held.evaluate(["pretrained"])
-    assert set(first.attrs["samples_per_task"].values()) == {10} and set(second.attrs["samples_per_task"].values()) == {5}
+    assert set(first.attrs["samples_per_task"].values()) == {10}
+    assert set(second.attrs["samples_per_task"].values()) == {5}
     assert second.equals(Workbench(zoo, tasks, adapt_split="heldout").evaluate(["pretrained"]))
     for bench in (plain, held):
         bench.merge("wemoe")
         records = list(bench.adapt("wemoe", **RUN, split="test"))
-        assert not any(r.from_cache for r in records if hasattr(r, "from_cache")) and not bench.merges["wemoe"].from_cache
+        assert not any(r.from_cache for r in records if hasattr(r, "from_cache"))
+        assert not bench.merges["wemoe"].from_cache

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_clip
-from wemoe.zoo.clip_models import create_clip
 from wemoe.errors import ZooError
-from wemoe.zoo.hf_convert import hf_vision_to_open_clip, is_hf_vision_state
 from wemoe.loading import load_zoo
+from wemoe.zoo.clip_models import create_clip
+from wemoe.zoo.hf_convert import hf_vision_to_open_clip, is_hf_vision_state
 from wemoe.zoo.sources import load_expert
 
 transformers = pytest.importorskip("transformers")

@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import save_file
 
 from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_zoo
+from wemoe.errors import ZooError
+from wemoe.loading import load_zoo
 from wemoe.zoo.checkpoints import read_weights
 from wemoe.zoo.clip_models import (
     create_clip,
     open_clip,  # the module clip_models uses (imported after the torchvision shim)
 )
-from wemoe.errors import ZooError
-from wemoe.loading import load_zoo
 from wemoe.zoo.presets import PRESETS, get_preset
 from wemoe.zoo.zoo import ZooSpec
 

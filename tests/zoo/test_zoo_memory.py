@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wemoe.errors import ZooError
-from wemoe.zoo.hf_convert import hf_vision_to_open_clip
 from wemoe.workbench.loaded_zoo import LoadedZoo
+from wemoe.zoo.hf_convert import hf_vision_to_open_clip
 from wemoe.zoo.mapped_weights import MappedState, map_safetensors
 from wemoe.zoo.presets import PAPER_TASKS
 from wemoe.zoo.sources import load_spec

@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from wemoe.adaptation.adaptive import trainable_parameters
-from wemoe.tasks.classify import entropy, information_maximisation, logits_from_features
 from wemoe.errors import MethodError, WemoeError
 from wemoe.params import Param
+from wemoe.tasks.classify import entropy, information_maximisation, logits_from_features
 from wemoe.tasks.images import TaskImages
-
 
 LOSSES = {"entropy": entropy, "im": information_maximisation}
 """Adaptation losses on one task's logits: ``entropy`` (the paper's) and ``im`` (a named variant)."""
@@ -197,7 +196,8 @@ class AdaptationRun:
         self.model, self.data = model, data
         self.params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
         if not self.params:
-            raise ValueError("This model has nothing to adapt: merge with an adaptive method (wemoe, adamerging) first.")
+            raise ValueError("This model has nothing to adapt: merge with an adaptive method (wemoe, adamerging) "
+                             "first.")
         self.device = torch.device(device) if device is not None else default_device()
         self.heads = {t: heads[t].to(self.device) for t in data}
         self.generator = torch.Generator().manual_seed(self.settings["seed"])
@@ -268,7 +268,7 @@ class AdaptationRun:
                     self.optimizer.step()
                 except torch.OutOfMemoryError:
                     with torch.no_grad():  # an optimizer step cut short may have moved some parameters
-                        for p, kept in zip(params, before):
+                        for p, kept in zip(params, before, strict=True):
                             p.copy_(kept)
                     self.optimizer.zero_grad(set_to_none=True)
                     if self.device.type == "cuda":
@@ -276,7 +276,7 @@ class AdaptationRun:
                     raise AdaptationOutOfMemory(step, steps, per_task, self.device) from None
                 if not all(torch.isfinite(p).all() for p in params):
                     with torch.no_grad():
-                        for p, kept in zip(params, before):
+                        for p, kept in zip(params, before, strict=True):
                             p.copy_(kept)
                     raise AdaptationDiverged(step, steps, "parameters", lr)
                 self.step, self.elapsed = step, time.perf_counter() - start

@@ -5,9 +5,9 @@ features that offers three things, and every caller (adaptation, export, the ora
 
 - **trainable parameters**: exactly the parameters with ``requires_grad`` (routers, merging coefficients); they are
   what :func:`wemoe.adaptation.adapt.adapt` trains, and a model without any has nothing left to adapt;
-- **a form for export**: a model with *routing* is saved in its own format (``wemoe.evaluation.export.save_wemoe``, rebuilt
-  from its ``WEMoEConfig``); any other model gives a plain open_clip image tower, through its ``static_tower()``
-  method if it has one (AdaMerging: the current merged weights) or as itself (a static merge);
+- **a form for export**: a model with *routing* is saved in its own format (``wemoe.evaluation.export.save_wemoe``,
+  rebuilt from its ``WEMoEConfig``); any other model gives a plain open_clip image tower, through its
+  ``static_tower()`` method if it has one (AdaMerging: the current merged weights) or as itself (a static merge);
 - **routing or none**: :func:`routed_layers` gives the per-sample routed MLP layers by block index, empty for a
   model that does not route (AdaMerging, every static merge).
 """

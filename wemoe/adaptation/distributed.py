@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from wemoe.adaptation.adapt import AdaptationRun, AdaptStep
-from wemoe.tasks.classify import logits_from_features
 from wemoe.errors import MethodError, WemoeError
+from wemoe.tasks.classify import logits_from_features
 from wemoe.tasks.images import TaskImages
 
 if TYPE_CHECKING:
@@ -121,8 +121,8 @@ def is_main_process() -> bool:
 
 
 class DistributedAdaptationRun(AdaptationRun):
-    """An :class:`~wemoe.adaptation.adapt.AdaptationRun` on one rank of a Fabric DDP group: the same settings, batches, Adam
-    steps and non-finite guards, each rank computing its share of every step's batch.
+    """An :class:`~wemoe.adaptation.adapt.AdaptationRun` on one rank of a Fabric DDP group: the same settings, batches,
+    Adam steps and non-finite guards, each rank computing its share of every step's batch.
 
     The model is wrapped in DDP (``fabric.setup_module``: moved to this rank's device, rank 0's tensors copied to
     every rank); the optimizer and batch generator are the run's own and step identically on every rank, since the
@@ -190,6 +190,6 @@ def adapt_distributed(
     heads: Mapping[str, torch.Tensor],
     **settings: Any,
 ) -> Iterator[AdaptStep]:
-    """:func:`wemoe.adaptation.adapt.adapt` on every rank of ``fabric`` (call it on all ranks with the same arguments); yields
-    the whole batch's AdaptStep after each step, the same on every rank."""
+    """:func:`wemoe.adaptation.adapt.adapt` on every rank of ``fabric`` (call it on all ranks with the same arguments);
+    yields the whole batch's AdaptStep after each step, the same on every rank."""
     yield from DistributedAdaptationRun(fabric, model, data, heads, settings).run()

@@ -38,7 +38,7 @@ def block_of(key: str) -> str:
 def flatten_by_block(vector: TaskVector) -> dict[str, torch.Tensor]:
     """One flat float64 vector per block, blocks in tower order with ``other`` last."""
     pieces: dict[str, list[torch.Tensor]] = {}
-    for key in vector.keys():
+    for key in vector.keys():  # noqa: SIM118  (a TaskVector has keys() but no __iter__)
         pieces.setdefault(block_of(key), []).append(vector[key].detach().double().flatten())
     order = sorted((b for b in pieces if b != OTHER), key=lambda b: int(b[5:])) + ([OTHER] if OTHER in pieces else [])
     return {b: torch.cat(pieces[b]) for b in order}
@@ -112,10 +112,11 @@ def interference(zoo: Zoo, top_k: float = 100.0) -> Interference:
     block_cosine = torch.stack([cosine_matrix({t: by_block[t][b] for t in names}) for b in blocks])
     trimmed = trim(torch.stack(list(whole.values())), top_k)  # over each whole vector, as TIES trims
     sizes = [by_block[names[0]][b].numel() for b in blocks]
-    conflicts = {b: sign_conflicts(part) for b, part in zip(blocks, trimmed.split(sizes, dim=1))}
+    conflicts = {b: sign_conflicts(part) for b, part in zip(blocks, trimmed.split(sizes, dim=1), strict=True)}
     conflicts[WHOLE] = sign_conflicts(trimmed)
     norms = pd.DataFrame(
-        {**{b: [float(by_block[t][b].norm()) for t in names] for b in blocks}, WHOLE: [float(whole[t].norm()) for t in names]},
+        {**{b: [float(by_block[t][b].norm()) for t in names] for b in blocks},
+         WHOLE: [float(whole[t].norm()) for t in names]},
         index=names,
     )
     return Interference(names, blocks, cosine_matrix(whole), block_cosine, pd.Series(conflicts), norms, top_k)

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from wemoe.tasks.corruptions import CORRUPTIONS, check, corrupt_tensor, normalization
 from wemoe.errors import MethodError
+from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 from wemoe.moe.layer import release_workspaces
 from wemoe.moe.routing import RoutingCentroids, routing_weights
-from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
+from wemoe.tasks.corruptions import CORRUPTIONS, check, corrupt_tensor, normalization
 from wemoe.tasks.images import TaskImages
 from wemoe.workbench.workbench import Workbench
 
@@ -27,7 +27,8 @@ CLEAN = "clean"
 def corrupted_data(
     data: Mapping[str, TaskImages], preprocess, corruption: str, severity: int = 3, seed: int = 0
 ) -> dict[str, TaskImages]:
-    """Every task's images under ``corruption`` at ``severity`` (labels unchanged); task ``i`` seeds ``seed * 101 + i``."""
+    """Every task's images under ``corruption`` at ``severity`` (labels unchanged); task ``i`` seeds
+    ``seed * 101 + i``."""
     check(corruption, severity)
     mean, std = normalization(preprocess)
     return {
@@ -54,7 +55,8 @@ def robustness_table(
     rows = {}
     try:
         for corruption in ([CLEAN] if clean else []) + list(corruptions):
-            images = data if corruption == CLEAN else corrupted_data(data, bench.zoo.preprocess, corruption, severity, seed)
+            images = (data if corruption == CLEAN
+                      else corrupted_data(data, bench.zoo.preprocess, corruption, severity, seed))
             for name, model in models.items():
                 rows[(corruption, name)] = with_average(accuracy_by_task(model, images, heads))
     finally:
@@ -94,7 +96,7 @@ def routing_shift(
         guess_before, guess_after = centroids.predict(before), centroids.predict(after)
         rows[task] = {
             "distance": float((after - before).flatten(1).norm(dim=1).mean()),
-            "guess_survives": 100.0 * sum(a == b for a, b in zip(guess_before, guess_after)) / len(before),
+            "guess_survives": 100.0 * sum(a == b for a, b in zip(guess_before, guess_after, strict=True)) / len(before),
             "guess_right_clean": 100.0 * sum(g == task for g in guess_before) / len(before),
             "guess_right_corrupted": 100.0 * sum(g == task for g in guess_after) / len(before),
         }

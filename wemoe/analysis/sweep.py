@@ -20,9 +20,9 @@ import pandas as pd
 
 from wemoe.errors import MethodError
 from wemoe.evaluation.evaluate import AVERAGE
+from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 from wemoe.methods import get_method
 from wemoe.methods.ties import ties_merge
-from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 from wemoe.task_vector import TaskVector, task_vectors
 from wemoe.workbench.workbench import Workbench
 

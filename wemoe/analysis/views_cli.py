@@ -2,7 +2,8 @@
 
     python -m wemoe interference --zoo pocket [--top-k 20]
     python -m wemoe cross_accuracy --zoo pocket [--normalized-methods task_arithmetic,ties]
-    python -m wemoe sweep --zoo pocket [--sweep-methods task_arithmetic,ties] [--view-samples 64] [--task-lambdas t=0.5,...]
+    python -m wemoe sweep --zoo pocket [--sweep-methods task_arithmetic,ties] [--view-samples 64]
+        [--task-lambdas t=0.5,...]
     python -m wemoe robustness --zoo pocket --methods task_arithmetic,wemoe [--corruptions all] [--severity 3]
     python -m wemoe routing_patches --zoo pocket --task pocket_digits --index 0 [--layer -1] [--adapt-steps 100]
     python -m wemoe cost --zoo pocket --methods task_arithmetic,ties,wemoe [--adapt-steps 100]
@@ -19,15 +20,15 @@ from typing import Any
 
 import pandas as pd
 
-from wemoe.tasks.corruptions import CORRUPTIONS
 from wemoe.analysis.cost import cost_table
 from wemoe.analysis.cross_accuracy import cross_accuracy, normalized_accuracy
-from wemoe.errors import WemoeError
 from wemoe.analysis.interference import interference
-from wemoe.moe.patch_routing import patch_routing
 from wemoe.analysis.robustness import robustness_table, routing_shift, table_to_dict
-from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 from wemoe.analysis.sweep import lambda_sweep, per_task_lambdas
+from wemoe.errors import WemoeError
+from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
+from wemoe.moe.patch_routing import patch_routing
+from wemoe.tasks.corruptions import CORRUPTIONS
 from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 
 BUILT_IN = (PRETRAINED, EXPERTS, ORACLE)
@@ -72,7 +73,8 @@ def command_interference(args: argparse.Namespace, bench: Workbench, adapt: Call
     found = interference(bench.zoo, args.top_k)
     text = "\n\n".join([
         "cosine similarity of the task vectors (whole):\n" + _frame(found.cosine_frame()),
-        f"share of parameters with conflicting signs (top_k {found.top_k:g}%):\n" + found.conflicts.round(4).to_string(),
+        f"share of parameters with conflicting signs (top_k {found.top_k:g}%):\n"
+        + found.conflicts.round(4).to_string(),
         "task vector norm per block:\n" + _frame(found.norms),
     ])
     return emit(args, text, {"view": "interference", "zoo": args.zoo, **found.to_dict()})
@@ -109,7 +111,8 @@ def command_sweep(args: argparse.Namespace, bench: Workbench, adapt: Callable) -
     if args.task_lambdas:
         lambdas = _task_lambdas(args.task_lambdas)
         scored = per_task_lambdas(bench, lambdas, per_task=args.view_samples, seed=args.seed)
-        report["per_task_lambdas"] = {"lambdas": lambdas, "accuracy": {k: round(float(v), 4) for k, v in scored.items()}}
+        report["per_task_lambdas"] = {"lambdas": lambdas,
+                                      "accuracy": {k: round(float(v), 4) for k, v in scored.items()}}
         text += "\n\none lambda per task " + ", ".join(f"{t}={v:g}" for t, v in lambdas.items()) + ":\n" + "\n".join(
             f"  {k:24s} {v:6.2f}" for k, v in scored.items())
     return emit(args, text, report)
@@ -205,11 +208,13 @@ def add_view_commands(commands: Any, common: Callable[[argparse.ArgumentParser],
             sub.add_argument("--top-k", type=float, default=100.0,
                              help="percent of each task vector kept before counting sign conflicts (TIES: 20)")
         if name == "cross_accuracy":
-            sub.add_argument("--normalized-methods", default="", help="comma list of merges to show as % of the experts")
+            sub.add_argument("--normalized-methods", default="",
+                             help="comma list of merges to show as % of the experts")
         if name == "sweep":
             sub.add_argument("--sweep-methods", default="task_arithmetic,ties", help="task_arithmetic and/or ties")
             sub.add_argument("--task-lambdas", default="",
-                             help="also score one lambda per task, e.g. pocket_digits=0.5,pocket_shapes=0.2 (others: 0)")
+                             help="also score one lambda per task, e.g. pocket_digits=0.5,pocket_shapes=0.2 "
+                                  "(others: 0)")
         if name in ("robustness", "cost"):
             sub.add_argument("--methods", default="pretrained,task_arithmetic,ties,wemoe",
                              help="comma list of models (pretrained, experts, wemoe_oracle and method names)")

@@ -64,7 +64,8 @@ def table_from_scores(scores: list[Score], tasks: list[str]) -> pd.DataFrame:
         table = pd.DataFrame(columns=[*tasks, AVERAGE])
     else:
         table = frame.pivot(index="model", columns="task", values="accuracy")
-        table = table.reindex(index=list(dict.fromkeys(frame["model"])), columns=[t for t in tasks if t in table.columns])
+        table = table.reindex(index=list(dict.fromkeys(frame["model"])),
+                              columns=[t for t in tasks if t in table.columns])
         table[AVERAGE] = table.mean(axis=1)
     table.index.name = "model"
     table.attrs["samples_per_task"] = {s.task: s.samples for s in scores}

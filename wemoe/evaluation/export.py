@@ -36,7 +36,8 @@ def save_model(clip: nn.Module, model: nn.Module, path: str | Path) -> Path:
 
 
 def save_static(clip: nn.Module, tower: nn.Module, path: str | Path) -> Path:
-    """Save ``clip`` with its image tower replaced by ``tower``'s static form (an open_clip-loadable safetensors file)."""
+    """Save ``clip`` with its image tower replaced by ``tower``'s static form (an open_clip-loadable safetensors
+    file)."""
     tower = static_form(tower)
     state = {k: v for k, v in clip.state_dict().items() if not k.startswith("visual.")}
     state.update({f"visual.{k}": v for k, v in tower.state_dict().items()})

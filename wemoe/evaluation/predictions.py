@@ -1,8 +1,8 @@
 """What every model says about some images: each model's top-k classes, the WEMoE routing and the routers' task guess.
 
-:meth:`wemoe.workbench.workbench.Workbench.classify` gathers a workbench's models (pretrained, every merge, every expert) and
-calls :func:`classify_batch`; the result is one :class:`ImageClassification` per image, plain data for any caller to
-format (the app turns it into a table, a sentence and a heatmap).
+:meth:`wemoe.workbench.workbench.Workbench.classify` gathers a workbench's models (pretrained, every merge, every
+expert) and calls :func:`classify_batch`; the result is one :class:`ImageClassification` per image, plain data for any
+caller to format (the app turns it into a table, a sentence and a heatmap).
 
 - The head: the task given, else the routers' guess, else every task's classes together (:func:`joint_head`).
 - The guess (:func:`guess_task`): the task whose mean routing pattern over known test images (its
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wemoe.tasks.classify import logits_from_features, stable_top_k
 from wemoe.evaluation.evaluate import needs_task, tower_for
 from wemoe.moe.layer import moe_layers
 from wemoe.moe.routing import RoutingCentroids, features_and_routing, guess_task_argmax, uninformative_routing
+from wemoe.tasks.classify import logits_from_features, stable_top_k
 from wemoe.tasks.registry import Task
 
 
@@ -73,7 +73,7 @@ def rank(
     probabilities = logits_from_features(features.float(), head.float()).softmax(dim=-1)
     values, indices = stable_top_k(probabilities, min(k, len(labels)))
     return [Ranked(tuple(labels[i] for i in ix), tuple(tasks[i] for i in ix), tuple(vs))
-            for vs, ix in zip(values.tolist(), indices.tolist())]
+            for vs, ix in zip(values.tolist(), indices.tolist(), strict=True)]
 
 
 def guess_task(routing: torch.Tensor, centroids: RoutingCentroids) -> TaskGuess:
@@ -130,7 +130,7 @@ def classify_batch(
             head, label_tasks = heads[used], [used] * len(labels)
 
         def top(f: torch.Tensor) -> Ranked:
-            return rank(f[i : i + 1], head, labels, label_tasks, k)[0]
+            return rank(f[i : i + 1], head, labels, label_tasks, k)[0]  # noqa: B023  (called in this iteration only)
 
         # a task-conditioned model (EMR) runs as the head's task's model: the one given, or the routers' guess
         given = {n: rank(features(tower_for(m, used), images[i : i + 1]), head, labels, label_tasks, k)[0]

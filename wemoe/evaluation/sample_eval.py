@@ -1,8 +1,8 @@
 """Fast accuracy for the analysis views: a seeded sample of every task, through a tower in one batched pass.
 
-The accuracy table (``wemoe.evaluation.evaluate``) runs each task separately; views that evaluate many variants of a model (a
-lambda sweep, corruptions) instead send all tasks' images through the tower together and split the features by task,
-each scored with its own zero-shot head. Same numbers as ``wemoe.evaluation.evaluate`` on the same images.
+The accuracy table (``wemoe.evaluation.evaluate``) runs each task separately; views that evaluate many variants of a
+model (a lambda sweep, corruptions) instead send all tasks' images through the tower together and split the features by
+task, each scored with its own zero-shot head. Same numbers as ``wemoe.evaluation.evaluate`` on the same images.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from wemoe.tasks.classify import logits_from_features
 from wemoe.evaluation.evaluate import AVERAGE, Model, needs_task, tower_for
+from wemoe.tasks.classify import logits_from_features
 from wemoe.tasks.images import TaskImages
 
 
@@ -32,12 +32,13 @@ def sample_data(data: Mapping[str, TaskImages], per_task: int | None, seed: int 
 
 
 @torch.no_grad()
-def features_by_task(tower: nn.Module, data: Mapping[str, TaskImages], batch_size: int = 1024) -> dict[str, torch.Tensor]:
+def features_by_task(tower: nn.Module, data: Mapping[str, TaskImages],
+                     batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """Every task's image features through ``tower``, all tasks' images batched together."""
     tower.eval()
     images = torch.cat([d.images for d in data.values()])
     features = torch.cat([tower(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-    return dict(zip(data, features.split([len(d) for d in data.values()])))
+    return dict(zip(data, features.split([len(d) for d in data.values()]), strict=True))
 
 
 def accuracy_from_features(features: torch.Tensor, labels: torch.Tensor, head: torch.Tensor) -> float:
@@ -63,6 +64,7 @@ def accuracy_by_task(
 
 
 def with_average(row: Mapping[str, float]) -> dict[str, float]:
-    """``row`` with its mean added as ``average`` (the accuracy table's column, ``wemoe.evaluation.evaluate.AVERAGE``)."""
+    """``row`` with its mean added as ``average`` (the accuracy table's column,
+    ``wemoe.evaluation.evaluate.AVERAGE``)."""
     values = list(row.values())
     return {**row, AVERAGE: sum(values) / len(values) if values else float("nan")}

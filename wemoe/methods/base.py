@@ -20,9 +20,9 @@ from wemoe.zoo.zoo import Zoo
 class MergeMethod(ABC):
     """A merge method. Subclasses set the class attributes and implement :meth:`merge`.
 
-    ``adaptive`` methods return a model that keeps the contract of ``wemoe.adaptation.adaptive`` (trainable parameters that
-    ``wemoe.adaptation.adapt.adapt`` trains, a static form or a saved format for export, routing or none); the others return a
-    static tower.
+    ``adaptive`` methods return a model that keeps the contract of ``wemoe.adaptation.adaptive`` (trainable parameters
+    that ``wemoe.adaptation.adapt.adapt`` trains, a static form or a saved format for export, routing or none); the
+    others return a static tower.
     """
 
     name: ClassVar[str]

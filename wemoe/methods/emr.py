@@ -7,9 +7,10 @@
 3. Rescale: per task, ``sum_p mean|tau_t[p]| / sum_p mean|mask_t[p] * tau_uni[p]|`` over the parameter tensors ``p``.
 
 Task ``t``'s model is ``theta_0 + rescaler_t * mask_t * tau_uni``; with one task it is that expert. The merged model is
-*task-conditioned*: ``model.for_task(task)`` gives that task's tower (``wemoe.evaluation.evaluate.tower_for`` uses it, so tables
-give each task its own, "task given"). Called without a task (``model(images)``, export) it is the mean of the task
-models, ``theta_0 + mean_t(rescaler_t * mask_t) * tau_uni``: what EMR offers when nobody says which task an image is.
+*task-conditioned*: ``model.for_task(task)`` gives that task's tower (``wemoe.evaluation.evaluate.tower_for`` uses it,
+so tables give each task its own, "task given"). Called without a task (``model(images)``, export) it is the mean of the
+task models, ``theta_0 + mean_t(rescaler_t * mask_t) * tau_uni``: what EMR offers when nobody says which task an image
+is.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def emr_merge(vectors: list[TaskVector]) -> tuple[dict[str, torch.Tensor], dict[
     unified, masks = {}, {}
     own = torch.zeros(len(vectors), dtype=torch.float64)
     kept = torch.zeros(len(vectors), dtype=torch.float64)
-    for key in vectors[0].keys():
+    for key in vectors[0].keys():  # noqa: SIM118  (a TaskVector has keys() but no __iter__)
         stacked = torch.stack([v[key] for v in vectors])
         sign = torch.where(stacked.sum(dim=0) > 0, 1.0, -1.0)
         mask = stacked * sign > 0

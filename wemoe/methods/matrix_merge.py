@@ -23,7 +23,7 @@ MatrixRule = Callable[[torch.Tensor], torch.Tensor]
 def merge_matrices(vectors: list[TaskVector], rule: MatrixRule) -> TaskVector:
     """The merged task vector: ``rule`` on every 2-D tensor (stacked over tasks), the mean on the others."""
     merged = {}
-    for key in vectors[0].keys():
+    for key in vectors[0].keys():  # noqa: SIM118  (a TaskVector has keys() but no __iter__)
         check_stop()  # a cancelled merge stops between matrices
         stacked = torch.stack([v[key] for v in vectors])
         if stacked.ndim == 3 and bool(stacked.any()):

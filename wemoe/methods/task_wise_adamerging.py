@@ -16,7 +16,8 @@ from wemoe.zoo.zoo import Zoo
 class TaskWiseMergedTower(LayerWiseMergedTower):
     """An image tower whose weights are ``theta_0 + sum_t c[t] tau_t`` with one trainable coefficient per task."""
 
-    def __init__(self, tower: nn.Module, pretrained: dict[str, torch.Tensor], vectors: list, init_lambda: float) -> None:
+    def __init__(self, tower: nn.Module, pretrained: dict[str, torch.Tensor], vectors: list,
+                 init_lambda: float) -> None:
         super().__init__(tower, pretrained, vectors, init_lambda)
         self.coefficients = nn.Parameter(torch.full((len(vectors),), float(init_lambda)))
 

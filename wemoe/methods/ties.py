@@ -45,7 +45,8 @@ class Ties(MergeMethod):
     order = 20
     params = (
         LAMBDA,
-        Param("top_k", float, 20.0, "Percent of each task vector's entries kept (largest magnitudes).", min=0.1, max=100.0),
+        Param("top_k", float, 20.0, "Percent of each task vector's entries kept (largest magnitudes).",
+              min=0.1, max=100.0),
         Param("merge", str, "sum", "How agreeing values combine: sum (FusionBench's default) or mean (the paper's).",
               choices=("sum", "mean")),
     )

@@ -1,4 +1,5 @@
-"""WEMoE: weight-ensembling MoE MLPs with per-sample routers (Tang et al., ICML 2024); the module is wemoe/moe/layer.py."""
+"""WEMoE: weight-ensembling MoE MLPs with per-sample routers (Tang et al., ICML 2024); the module is
+wemoe/moe/layer.py."""
 
 from torch import nn
 
@@ -17,7 +18,8 @@ def parse_blocks(text: str) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise MethodError(f"wemoe.blocks must be 'all' or comma-separated block indices like '0,1,-1', got {text!r}.") from None
+        raise MethodError(f"wemoe.blocks must be 'all' or comma-separated block indices like '0,1,-1', "
+                          f"got {text!r}.") from None
 
 
 @register

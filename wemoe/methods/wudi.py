@@ -39,7 +39,7 @@ def wudi_matrix(deltas: torch.Tensor, steps: int = 300, lr: float = 1e-5) -> tup
     # tau_t G_t, each by the same 2-D matmul as ``merged @ a`` below: with one live task the start (tau itself) then has
     # a gradient of exactly 0; a batched matmul rounds differently on some CPUs (AVX-512), and Adam, dividing by its
     # tiny epsilon, blows a 1e-16 gradient up into steps of size lr away from the optimum
-    projected = torch.stack([tau @ gram for tau, gram in zip(live, grams)])
+    projected = torch.stack([tau @ gram for tau, gram in zip(live, grams, strict=True)])
     b = projected.sum(dim=0)
     constant = float((projected.double() * live.double()).sum())
     del projected

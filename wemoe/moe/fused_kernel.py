@@ -7,10 +7,10 @@ It is used for the forward pass on CPU in float32; everything else (CUDA, other 
 torch ops, and so does every call when the kernel cannot be built.
 
 It pays only for large layers, many samples and few tokens (ViT-B/32 at batch 8 and more: :func:`worthwhile`);
-``wemoe.moe.layer`` asks it for each call. Where exactly depends on the CPU: ``python -m wemoe calibrate-kernel`` measures
-it on this machine and stores a policy that :func:`worthwhile` then follows (``wemoe.moe.kernel_policy``).
-``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every float32 CPU call (the tests use
-this), ``0`` never.
+``wemoe.moe.layer`` asks it for each call. Where exactly depends on the CPU: ``python -m wemoe calibrate-kernel``
+measures it on this machine and stores a policy that :func:`worthwhile` then follows (``wemoe.moe.kernel_policy``).
+``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every float32 CPU call (the tests use this),
+``0`` never.
 
 The first call compiles it with ``$CXX`` (default ``g++``), ``-O3 -march=native``, about 2 s, into
 ``$WEMOE_KERNEL_CACHE`` (default ``~/.cache/wemoe/kernels``), keyed by the source, the compiler and the CPU, so a
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 
 def _switch() -> str:
-    """``WEMOE_FUSED_KERNEL``: ``auto`` (default: where it pays, see :func:`worthwhile`), ``1`` (always), ``0`` (never)."""
+    """``WEMOE_FUSED_KERNEL``: ``auto`` (default: where it pays, see :func:`worthwhile`), ``1`` (always), ``0``
+    (never)."""
     value = os.environ.get(ENV_SWITCH, "auto").strip().lower()
     return "0" if value in {"0", "false", "no", "off"} else "1" if value in {"1", "true", "yes", "on"} else "auto"
 

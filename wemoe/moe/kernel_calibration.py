@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 
 import torch
 
-from wemoe.moe import fused_kernel, lowrank
 from wemoe.errors import WemoeError
+from wemoe.moe import fused_kernel, lowrank
 from wemoe.moe.kernel_policy import Cell, MeasuredPolicy, RowsCell, cpu_model
 from wemoe.moe.layer import Workspace, stacked_ensembled_linear
 
@@ -91,9 +91,9 @@ def calibrate(batches: Sequence[int] = BATCHES, tokens: Sequence[int] = TOKENS, 
                 inputs = [torch.randn(batch, n_tokens, width, generator=generator),
                           torch.randn(batch, n_tokens, hidden, generator=generator)]
 
-                def mlp() -> None:
-                    for x, stack, (bias, bias_tvs) in zip(inputs, stacks, biases):
-                        stacked_ensembled_linear(x, routing, stack, bias, bias_tvs, workspace)
+                def mlp() -> None:  # timed right below, in this iteration: the loop variables are the current ones
+                    for x, stack, (bias, bias_tvs) in zip(inputs, stacks, biases, strict=True):  # noqa: B023
+                        stacked_ensembled_linear(x, routing, stack, bias, bias_tvs, workspace)  # noqa: B023
 
                 ms = time_round_robin({"kernel": _with_switch("1", mlp), "torch": _with_switch("0", mlp)}, runs)
                 cells.append(Cell(batch, n_tokens, n_experts, round(ms["kernel"], 3), round(ms["torch"], 3)))
@@ -107,8 +107,8 @@ def calibrate(batches: Sequence[int] = BATCHES, tokens: Sequence[int] = TOKENS, 
     for n_rows in rows:
         xs = [torch.randn(n_rows, w.shape[1], generator=generator) for w in packed]
         ms = time_round_robin({
-            "kernel": lambda: [lowrank.matmul_t(x, w, kernel=True) for x, w in zip(xs, packed)],
-            "torch": lambda: [lowrank.matmul_t(x, w, kernel=False) for x, w in zip(xs, packed)],
+            "kernel": lambda xs=xs: [lowrank.matmul_t(x, w, kernel=True) for x, w in zip(xs, packed, strict=True)],
+            "torch": lambda xs=xs: [lowrank.matmul_t(x, w, kernel=False) for x, w in zip(xs, packed, strict=True)],
         }, runs)
         rows_cells.append(RowsCell(n_rows, round(ms["kernel"], 3), round(ms["torch"], 3)))
         if progress is not None:

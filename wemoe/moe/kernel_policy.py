@@ -2,14 +2,13 @@
 
 The built-in rule (``wemoe.moe.fused_kernel.worthwhile``'s limits) was measured on one Intel box; an AMD EPYC box
 disagreed (there the kernel also won at 197 tokens, and at batch 1 for T <= 8: bench/README.md, "How cost grows").
-``python -m wemoe calibrate-kernel`` (``wemoe.moe.kernel_calibration``) times the kernel and torch ops here, cell by cell
-over batch, tokens and experts for a ViT-B-sized MLP, plus the plain GEMM of the compressed experts by rows, and
-writes what it measured to ``policy-<key>.json`` in the kernel cache (``wemoe.moe.kernel_cache``), keyed by the CPU,
-the kernel's source and the number of threads. A process on the same machine with the same threads reads the file
-once and sends each layer where the nearest measured cell (in log scale) was faster. The kernel's structural limits
-(large layers only, at most ``MAX_EXPERTS`` experts) hold either way. ``WEMOE_KERNEL_POLICY=builtin`` ignores a
-measured policy. Both paths compute the same function (to float rounding), so a policy changes speed, not results
-beyond rounding.
+``python -m wemoe calibrate-kernel`` (``wemoe.moe.kernel_calibration``) times the kernel and torch ops here, cell by
+cell over batch, tokens and experts for a ViT-B-sized MLP, plus the plain GEMM of the compressed experts by rows, and
+writes what it measured to ``policy-<key>.json`` in the kernel cache (``wemoe.moe.kernel_cache``), keyed by the CPU, the
+kernel's source and the number of threads. A process on the same machine with the same threads reads the file once and
+sends each layer where the nearest measured cell (in log scale) was faster. The kernel's structural limits (large layers
+only, at most ``MAX_EXPERTS`` experts) hold either way. ``WEMOE_KERNEL_POLICY=builtin`` ignores a measured policy. Both
+paths compute the same function (to float rounding), so a policy changes speed, not results beyond rounding.
 """
 
 from __future__ import annotations
@@ -66,7 +65,8 @@ class RowsCell(_Timed):
 def _nearest(cells: Sequence, point: Sequence[int], coordinates) -> object:
     """The cell closest to ``point`` in log2 of every coordinate (ties: the first measured)."""
     def distance(cell) -> float:
-        return sum(abs(math.log2(max(a, 1)) - math.log2(max(b, 1))) for a, b in zip(coordinates(cell), point))
+        return sum(abs(math.log2(max(a, 1)) - math.log2(max(b, 1)))
+                   for a, b in zip(coordinates(cell), point, strict=True))
     return min(cells, key=distance)
 
 

@@ -177,7 +177,8 @@ def stacked_ensembled_linear(
     bias_tvs: torch.Tensor,
     workspace: Workspace | None = None,
 ) -> torch.Tensor:
-    """``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t routing[b, t] tau_t`` and ``c_b = bias + routing_b @ bias_tvs``.
+    """``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t routing[b, t] tau_t`` and
+    ``c_b = bias + routing_b @ bias_tvs``.
 
     Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight_stack ``[T + 1, out, in]`` (the task vectors, then W_0),
     bias ``[out]``, bias_tvs ``[T, out]``. Returns ``[B, N, out]``. One GEMM builds every sample's weights, one
@@ -244,7 +245,8 @@ class WeightEnsemblingMLP(nn.Module):
         workspace: Workspace | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        """``pretrained_mlp`` is open_clip's ``Sequential(c_fc, gelu, c_proj)``; ``expert_mlps`` its experts' state dicts.
+        """``pretrained_mlp`` is open_clip's ``Sequential(c_fc, gelu, c_proj)``; ``expert_mlps`` its experts' state
+        dicts.
 
         ``workspace``: scratch memory for the per-sample weights, shared by the layers of one model (default: own).
         ``generator``: draws the router's initial hidden weights (see :class:`Router`).
@@ -255,7 +257,8 @@ class WeightEnsemblingMLP(nn.Module):
             weight, bias = base[f"{part}.weight"], base[f"{part}.bias"]
             self._store_weights(part, weight, [e[f"{part}.weight"].float() - weight for e in expert_mlps])
             self.register_buffer(f"{part}_bias", bias.clone())
-            self.register_buffer(f"{part}_bias_tvs", torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
+            self.register_buffer(f"{part}_bias_tvs",
+                                 torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
         self.activation = pretrained_mlp.gelu
         dim = base["c_fc.weight"].shape[1]
         self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda, generator)
@@ -265,7 +268,8 @@ class WeightEnsemblingMLP(nn.Module):
         self.workspace = workspace or Workspace()
 
     def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
-        """Keep ``part``'s pretrained weight and task vectors as one stack ``[tau_1 .. tau_T, W_0]`` (``_sample_weights``)."""
+        """Keep ``part``'s pretrained weight and task vectors as one stack ``[tau_1 .. tau_T, W_0]``
+        (``_sample_weights``)."""
         self.register_buffer(f"{part}_weight_stack", torch.stack([*tvs, weight]))
 
     @property
@@ -308,7 +312,8 @@ class WeightEnsemblingMLP(nn.Module):
         if self.recorder is not None and not self.record_tokens:
             self.recorder.append(routing.detach())
         if shared is not None:  # every sample has the same weights: one merged MLP serves the batch at dense speed
-            return F.linear(self.activation(F.linear(x, *self._merged("c_fc", shared))), *self._merged("c_proj", shared))
+            hidden = self.activation(F.linear(x, *self._merged("c_fc", shared)))
+            return F.linear(hidden, *self._merged("c_proj", shared))
         return self._linear("c_proj", self.activation(self._linear("c_fc", x, routing)), routing)
 
     def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
@@ -322,7 +327,8 @@ TASK_ARITHMETIC, PRETRAINED = ANCHORS = ("task_arithmetic", "pretrained")
 
 
 class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
-    """A WeightEnsemblingMLP whose task vectors are kept as their top-``rank`` singular components (``wemoe.moe.lowrank``).
+    """A WeightEnsemblingMLP whose task vectors are kept as their top-``rank`` singular components
+    (``wemoe.moe.lowrank``).
 
     Each matrix keeps ``up = [A | U_1 S_1 .. U_T S_T]`` and ``down = [V_1 .. V_T]``, i.e. ``T*k*(in + out)`` floats
     instead of ``T*out*in``, and computes ``y = x A^T + sum_t (r_bt - a) (x V_t)(U_t S_t)^T + c_b`` as two GEMMs over
@@ -426,13 +432,15 @@ def moe_mlp(
 
 @dataclass
 class WEMoEConfig:
-    """How to upscale a tower (the input of :func:`upscale_to_wemoe`); the tower keeps it, resolved, and is saved with it.
+    """How to upscale a tower (the input of :func:`upscale_to_wemoe`); the tower keeps it, resolved, and is saved with
+    it.
 
     ``blocks``: the blocks whose MLP becomes a MoE (None: all; negative indices count from the last);
     ``task_names``: the experts, in the routers' order (empty: the zoo's); ``seed``: the routers' random hidden layers;
     ``rank``: 0 keeps every MLP task vector whole (exact WEMoE), k > 0 keeps its top-k singular components
     (:class:`LowRankWeightEnsemblingMLP`); ``anchor`` (with ``rank`` > 0): what those correct, ``task_arithmetic``
-    (the merged weight ``W_0 + init_lambda * sum_t tau_t`` stays exact) or ``pretrained`` (``W_0``; :mod:`wemoe.moe.lowrank`).
+    (the merged weight ``W_0 + init_lambda * sum_t tau_t`` stays exact) or ``pretrained`` (``W_0``;
+    :mod:`wemoe.moe.lowrank`).
     """
 
     init_lambda: float = 0.3
@@ -500,7 +508,8 @@ def moe_layers(tower: nn.Module) -> dict[int, WeightEnsemblingMLP]:
     blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
     if blocks is None:
         return {}
-    return {i: block.mlp for i, block in enumerate(blocks) if isinstance(getattr(block, "mlp", None), WeightEnsemblingMLP)}
+    return {i: block.mlp for i, block in enumerate(blocks)
+            if isinstance(getattr(block, "mlp", None), WeightEnsemblingMLP)}
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -527,7 +536,8 @@ def router_parameters(tower: nn.Module) -> list[nn.Parameter]:
 
 @dataclass
 class RoutingRecord:
-    """Routing weights captured during forward passes: ``layers[i]`` is ``[samples, T]`` (or ``[samples, tokens, T]``)."""
+    """Routing weights captured during forward passes: ``layers[i]`` is ``[samples, T]``
+    (or ``[samples, tokens, T]``)."""
 
     layers: dict[int, torch.Tensor] = field(default_factory=dict)
 

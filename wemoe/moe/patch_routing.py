@@ -1,8 +1,8 @@
 """Routing per patch: each token's routing weights in one WEMoE layer, before the router averages them.
 
-:class:`wemoe.moe.layer.Router` maps every MLP-input token of an image to ``T`` weights and averages them over the tokens;
-the average is the image's routing. Here the per-token weights are kept (``capture_routing(per_token=True)``), so a
-view can show which part of the image pulls the routing towards which expert. Token 0 is the class token; the rest
+:class:`wemoe.moe.layer.Router` maps every MLP-input token of an image to ``T`` weights and averages them over the
+tokens; the average is the image's routing. Here the per-token weights are kept (``capture_routing(per_token=True)``),
+so a view can show which part of the image pulls the routing towards which expert. Token 0 is the class token; the rest
 are the patches, row by row (``patch_grid`` lays them out as the image's ``grid x grid`` patches).
 """
 
@@ -69,7 +69,8 @@ def patch_routing(tower: nn.Module, images: torch.Tensor, layer: int | None = No
         tower(images)
     config = getattr(tower, "wemoe_config", None)
     experts = record.layers[chosen].shape[-1]
-    names = list(config.task_names) if config is not None and config.task_names else [f"expert{i}" for i in range(experts)]
+    names = (list(config.task_names) if config is not None and config.task_names
+             else [f"expert{i}" for i in range(experts)])
     return PatchRouting(chosen, names, record.layers[chosen].float())
 
 

@@ -1,8 +1,8 @@
 """What the WEMoE routers do with images: routing weights per layer, the task they point to, 2-D maps of features.
 
-The routing itself is computed in :meth:`wemoe.moe.layer.Router.forward` (each sample's MLP-input tokens, averaged, through
-the router: one weight per expert); this module only reads those weights (``wemoe.moe.layer.capture_routing``) and
-interprets them.
+The routing itself is computed in :meth:`wemoe.moe.layer.Router.forward` (each sample's MLP-input tokens, averaged,
+through the router: one weight per expert); this module only reads those weights (``wemoe.moe.layer.capture_routing``)
+and interprets them.
 
 - :func:`features_and_routing`: one pass of a WEMoE tower over images gives each image's features ``[D]`` and its
   routing weights ``[layers, experts]`` (one row per upscaled block).
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from wemoe.tasks.classify import logits_from_features, stable_top_k
 from wemoe.errors import MethodError
 from wemoe.moe.layer import capture_routing, moe_layers
+from wemoe.tasks.classify import logits_from_features, stable_top_k
 from wemoe.tasks.images import TaskImages
 
 
@@ -42,7 +42,8 @@ def require_wemoe(tower: nn.Module) -> list[int]:
 
 
 @torch.no_grad()
-def features_and_routing(tower: nn.Module, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def features_and_routing(tower: nn.Module, images: torch.Tensor,
+                         batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``[N, D]`` and routing weights ``[N, layers, experts]`` of ``images`` through a WEMoE tower."""
     require_wemoe(tower)
     tower.eval()
@@ -203,7 +204,8 @@ def umap_2d(features: torch.Tensor | np.ndarray, seed: int = 0, n_neighbors: int
         return pca_2d(x)
     import umap  # slow to import (numba): only when asked
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), metric="cosine", random_state=seed, n_jobs=1)
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), metric="cosine", random_state=seed,
+                        n_jobs=1)
     return np.asarray(reducer.fit_transform(x))
 
 
@@ -233,4 +235,5 @@ def top_k_from_features(
         raise ValueError(f"The head has {head.shape[0]} classes but {len(classnames)} class names were given.")
     probabilities = logits_from_features(features.float(), head.float()).softmax(dim=-1)
     values, indices = stable_top_k(probabilities, min(k, len(classnames)))
-    return [[(classnames[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]
+    return [[(classnames[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist(), strict=True)]
+            for vs, ix in zip(values, indices, strict=True)]

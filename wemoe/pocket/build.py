@@ -26,11 +26,19 @@ import torch
 from safetensors.torch import save_file
 
 from wemoe import _torchvision_compat  # noqa: F401  (before open_clip)
+from wemoe.analysis.sweep import best_task_arithmetic
 from wemoe.errors import ZooError
 from wemoe.pocket.loader import DEFAULT_PATH, MANIFEST, load_pocket_zoo, sha256
 from wemoe.pocket.tasks import SEED, SPLIT_SIZES, TASK_NAMES, arrays, get_spec
-from wemoe.pocket.train import CONFIG_PATH, ExpertSettings, PretrainSettings, create_pocket_clip, finetune_expert, load_config, pretrain
-from wemoe.analysis.sweep import best_task_arithmetic
+from wemoe.pocket.train import (
+    CONFIG_PATH,
+    ExpertSettings,
+    PretrainSettings,
+    create_pocket_clip,
+    finetune_expert,
+    load_config,
+    pretrain,
+)
 from wemoe.workbench.workbench import Workbench
 
 EXAMPLES_PER_TASK = 4
@@ -66,7 +74,8 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_examples(folder: Path, per_task: int = EXAMPLES_PER_TASK) -> list[Path]:
-    """A few test images per task as PNGs (``folder/<task>/<index>_<class>.png``), one class each, for the app gallery."""
+    """A few test images per task as PNGs (``folder/<task>/<index>_<class>.png``), one class each, for the app
+    gallery."""
     from PIL import Image
 
     written = []
@@ -125,16 +134,19 @@ def measure(root: Path, settings: BuildSettings) -> dict:
             if record.step % 50 == 0:
                 _log(f"  wemoe step {record.step}: entropy {record.loss:.3f} ({record.elapsed:.0f} s)")
         adapt_seconds = time.perf_counter() - start
-    names = ["pretrained", "experts", "task_arithmetic", "wemoe_oracle"] + (["wemoe"] if settings.wemoe_steps > 0 else [])
+    names = (["pretrained", "experts", "task_arithmetic", "wemoe_oracle"]
+             + (["wemoe"] if settings.wemoe_steps > 0 else []))
     table = bench.evaluate(names)
     for name in names:
         row = table.loc[name]
-        result[name] = {"average": round(float(row["average"]), 2), "per_task": {t: round(float(row[t]), 2) for t in TASK_NAMES}}
+        result[name] = {"average": round(float(row["average"]), 2),
+                        "per_task": {t: round(float(row[t]), 2) for t in TASK_NAMES}}
     result["task_arithmetic"].update(sweep)
-    result["wemoe_oracle"]["note"] = "non-MLP weights by task arithmetic (lambda above), each task's images routed to its own expert's MLPs"
+    result["wemoe_oracle"]["note"] = ("non-MLP weights by task arithmetic (lambda above), each task's images routed to "
+                                      "its own expert's MLPs")
     if settings.wemoe_steps > 0:
-        result["wemoe"].update({"lambda": settings.wemoe_lambda, "adapt_steps": settings.wemoe_steps, "adapt_lr": settings.wemoe_lr,
-                                "adapt_seconds": round(adapt_seconds, 1)})
+        result["wemoe"].update({"lambda": settings.wemoe_lambda, "adapt_steps": settings.wemoe_steps,
+                                "adapt_lr": settings.wemoe_lr, "adapt_seconds": round(adapt_seconds, 1)})
     heads_dir.cleanup()
     return result
 
@@ -156,12 +168,14 @@ def bar(measured: dict) -> dict:
     return legs
 
 
-def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force: bool = False, examples: Path | None = None) -> dict:
+def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force: bool = False,
+          examples: Path | None = None) -> dict:
     """Build the zoo into ``out`` (atomically) and return its manifest."""
     settings = settings or BuildSettings()
     out = Path(out)
     if out.exists() and not force:
-        raise ZooError(f"{str(out)!r} already exists. Pass --force to replace it (it is kept until the new zoo is complete).")
+        raise ZooError(f"{str(out)!r} already exists. Pass --force to replace it (it is kept until the new zoo is "
+                       "complete).")
     torch.set_num_threads(settings.threads)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -194,7 +208,8 @@ def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "name": "pocket",
-            "description": "The pocket zoo: a tiny open_clip CLIP pretrained on captioned pocket images, one expert per pocket task.",
+            "description": "The pocket zoo: a tiny open_clip CLIP pretrained on captioned pocket images, one expert "
+                           "per pocket task.",
             "tasks": list(TASK_NAMES),
             "config": "pocket_clip.json",
             "base": "base.safetensors",
@@ -203,7 +218,8 @@ def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force
             "settings": {
                 "pretrain": asdict(settings.pretrain),
                 "expert": asdict(settings.expert),
-                "expert_non_mlp": "frozen" if settings.expert.non_mlp_lr_scale == 0 else f"lr x {settings.expert.non_mlp_lr_scale}",
+                "expert_non_mlp": ("frozen" if settings.expert.non_mlp_lr_scale == 0
+                                   else f"lr x {settings.expert.non_mlp_lr_scale}"),
                 "train_size_per_task": settings.train_size or SPLIT_SIZES["train"],
                 "test_size_per_task": SPLIT_SIZES["test"],
                 "model_seed": settings.model_seed,
@@ -225,7 +241,8 @@ def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force
         timings["measure"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - start
         manifest["build"] = {"seconds": {k: round(v, 1) for k, v in timings.items()}, "torch": torch.__version__,
-                             "python": platform.python_version(), "machine": platform.machine(), "cpus": torch.get_num_threads()}
+                             "python": platform.python_version(), "machine": platform.machine(),
+                             "cpus": torch.get_num_threads()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
         if out.exists():
@@ -256,7 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-steps", type=int, default=pre.steps)
     p.add_argument("--pretrain-batch", type=int, default=pre.batch)
     p.add_argument("--pretrain-lr", type=float, default=pre.lr)
-    p.add_argument("--logit-scale", type=float, default=pre.logit_scale, help="fixed CLIP logit scale (temperature) of pretraining")
+    p.add_argument("--logit-scale", type=float, default=pre.logit_scale,
+                   help="fixed CLIP logit scale (temperature) of pretraining")
     p.add_argument("--head-logit-scale", type=float, default=pre.head_logit_scale,
                    help="logit scale the finished model carries: its zero-shot heads and the experts' fine-tuning")
     p.add_argument("--original-fraction", type=float, default=pre.original_fraction,
@@ -264,12 +282,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--expert-steps", type=int, default=exp.steps)
     p.add_argument("--expert-batch", type=int, default=exp.batch)
     p.add_argument("--expert-lr", type=float, default=exp.lr)
-    p.add_argument("--non-mlp-lr-scale", type=float, default=exp.non_mlp_lr_scale, help="0 freezes the non-MLP parameters")
+    p.add_argument("--non-mlp-lr-scale", type=float, default=exp.non_mlp_lr_scale,
+                   help="0 freezes the non-MLP parameters")
     p.add_argument("--train-size", type=int, default=None, help="training images per task")
-    p.add_argument("--wemoe-steps", type=int, default=BuildSettings.wemoe_steps, help="adaptation steps to measure WEMoE (0: skip)")
+    p.add_argument("--wemoe-steps", type=int, default=BuildSettings.wemoe_steps,
+                   help="adaptation steps to measure WEMoE (0: skip)")
     p.add_argument("--threads", type=int, default=BuildSettings.threads,
                    help="torch threads per training process (the weights depend on it; 1 reproduces the shipped zoo)")
-    p.add_argument("--workers", type=int, default=BuildSettings.workers, help="experts fine-tuned at once, one process each")
+    p.add_argument("--workers", type=int, default=BuildSettings.workers,
+                   help="experts fine-tuned at once, one process each")
     p.add_argument("--seed", type=int, default=0, help="model and training seed")
     return p.parse_args(argv)
 
@@ -280,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = BuildSettings(
         pretrain=PretrainSettings(steps=args.pretrain_steps, batch=args.pretrain_batch, lr=args.pretrain_lr,
                                   logit_scale=args.logit_scale, head_logit_scale=args.head_logit_scale,
-                                  restyle=args.original_fraction < 1, original_fraction=args.original_fraction, seed=args.seed),
+                                  restyle=args.original_fraction < 1, original_fraction=args.original_fraction,
+                                  seed=args.seed),
         expert=ExpertSettings(steps=args.expert_steps, batch=args.expert_batch, lr=args.expert_lr,
                               non_mlp_lr_scale=args.non_mlp_lr_scale, seed=args.seed),
         train_size=args.train_size, model_seed=args.seed, wemoe_steps=args.wemoe_steps, threads=args.threads,
@@ -294,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({"measured": {k: v["average"] for k, v in manifest["measured"].items() if isinstance(v, dict) and "average" in v},
-                      "bar": manifest["bar"], "seconds": manifest["build"]["seconds"]}, indent=2))
+    measured = {k: v["average"] for k, v in manifest["measured"].items() if isinstance(v, dict) and "average" in v}
+    print(json.dumps({"measured": measured, "bar": manifest["bar"], "seconds": manifest["build"]["seconds"]},
+                     indent=2))
     return 0
 
 

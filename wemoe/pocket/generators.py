@@ -53,7 +53,8 @@ def digit_indices(split: str) -> np.ndarray:
 
 
 def digits(rng: np.random.Generator, n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Real 8x8 digits (train and test use disjoint originals), upscaled to 24-28 px and centred within 2 px, as MNIST."""
+    """Real 8x8 digits (train and test use disjoint originals), upscaled to 24-28 px and centred within 2 px, as
+    MNIST."""
     images, targets = _sklearn_digits()
     pool = digit_indices(split)
     picks = pool[np.arange(n) % len(pool)] if split == "test" else rng.choice(pool, n)
@@ -73,7 +74,8 @@ def digits(rng: np.random.Generator, n: int, split: str = "train") -> tuple[np.n
 # shapes: one bright filled shape on a dark navy background
 
 
-def _polygon(cx: float, cy: float, r: float, sides: int, rotation: float, star: bool = False) -> list[tuple[float, float]]:
+def _polygon(cx: float, cy: float, r: float, sides: int, rotation: float,
+             star: bool = False) -> list[tuple[float, float]]:
     points = []
     count = sides * 2 if star else sides
     for k in range(count):
@@ -195,9 +197,10 @@ def terrain(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
             cuts_x = np.sort(rng.integers(4, 28, 2))
             cuts_y = np.sort(rng.integers(4, 28, 2))
             xs, ys = [0, *cuts_x, SIZE], [0, *cuts_y, SIZE]
-            for x0, x1 in zip(xs[:-1], xs[1:]):
-                for y0, y1 in zip(ys[:-1], ys[1:]):
-                    field = [np.array([170, 160, 70]), np.array([110, 150, 50]), np.array([140, 100, 60])][rng.integers(3)]
+            for x0, x1 in zip(xs[:-1], xs[1:], strict=True):
+                for y0, y1 in zip(ys[:-1], ys[1:], strict=True):
+                    fields = [np.array([170, 160, 70]), np.array([110, 150, 50]), np.array([140, 100, 60])]
+                    field = fields[rng.integers(3)]
                     image[y0:y1, x0:x1] = field + rng.uniform(-15, 15, 3)
         else:
             image = grass + rng.uniform(-10, 10, 3) + _smooth_noise(rng, 8, 8)[..., None]
@@ -269,8 +272,10 @@ def signs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
             else:
                 sign = -1 if name == "turn left" else 1
                 tip = cx + sign * r * 0.7
-                draw.rectangle([min(cx - sign * r * 0.5, tip), cy - r * 0.14, max(cx - sign * r * 0.5, tip), cy + r * 0.14], fill=white)
-                draw.polygon([(tip, cy), (cx + sign * r * 0.1, cy - r * 0.5), (cx + sign * r * 0.1, cy + r * 0.5)], fill=white)
+                draw.rectangle([min(cx - sign * r * 0.5, tip), cy - r * 0.14, max(cx - sign * r * 0.5, tip),
+                                cy + r * 0.14], fill=white)
+                draw.polygon([(tip, cy), (cx + sign * r * 0.1, cy - r * 0.5), (cx + sign * r * 0.1, cy + r * 0.5)],
+                             fill=white)
         out[i] = _noise(rng, np.asarray(image), 7)
     return out, labels
 
@@ -359,12 +364,13 @@ def clothing(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         s = rng.uniform(0.8, 1.05)
         cx, cy = 16 + rng.uniform(-2.5, 2.5), 16 + rng.uniform(-2.5, 2.5)
 
-        def pts(points):
+        def pts(points, cx=cx, cy=cy, s=s):
             return [(cx + s * x, cy + s * y) for x, y in points]
 
         name = CLOTHING[label]
         if name == "t-shirt":
-            draw.polygon(pts([(-5, -11), (-13, -6), (-10, 0), (-7, -3), (-7, 11), (7, 11), (7, -3), (10, 0), (13, -6), (5, -11), (0, -8)]), fill=colour)
+            draw.polygon(pts([(-5, -11), (-13, -6), (-10, 0), (-7, -3), (-7, 11), (7, 11), (7, -3), (10, 0), (13, -6),
+                              (5, -11), (0, -8)]), fill=colour)
         elif name == "trousers":
             draw.polygon(pts([(-8, -12), (8, -12), (9, 12), (3, 12), (0, -3), (-3, 12), (-9, 12)]), fill=colour)
         elif name == "dress":

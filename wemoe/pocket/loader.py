@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 import wemoe.pocket.tasks  # noqa: F401  (registers the pocket tasks the experts belong to)
-from wemoe.zoo.clip_models import create_clip
 from wemoe.errors import ZooError
+from wemoe.zoo.clip_models import create_clip
 from wemoe.zoo.zoo import Zoo
 
 MODEL_NAME = "pocket-clip"
@@ -46,7 +46,8 @@ def read_manifest(path: str | Path = DEFAULT_PATH) -> dict:
     try:
         return json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:
-        raise ZooError(f"The pocket zoo manifest {str(manifest_path)!r} is not valid JSON ({error}). {REBUILD_HINT}") from error
+        raise ZooError(f"The pocket zoo manifest {str(manifest_path)!r} is not valid JSON ({error}). "
+                       f"{REBUILD_HINT}") from error
 
 
 def verify(path: str | Path = DEFAULT_PATH) -> dict:
@@ -67,7 +68,8 @@ def verify(path: str | Path = DEFAULT_PATH) -> dict:
         if actual != entry["sha256"]:
             raise ZooError(
                 f"The pocket zoo file {name} in {str(root)!r} does not match its manifest "
-                f"(sha256 {actual[:12]}... instead of {entry['sha256'][:12]}...): it was changed or damaged. {REBUILD_HINT}"
+                f"(sha256 {actual[:12]}... instead of {entry['sha256'][:12]}...): it was changed or damaged. "
+                f"{REBUILD_HINT}"
             )
     return manifest
 

@@ -65,7 +65,8 @@ SPECS: tuple[PocketTaskSpec, ...] = (
     PocketTaskSpec(
         "pocket_signs",
         g.SIGNS,
-        ('a zoomed in photo of a "{c}" traffic sign.', 'a photo of a "{c}" road sign.', 'a centered photo of a "{c}" sign.'),
+        ('a zoomed in photo of a "{c}" traffic sign.', 'a photo of a "{c}" road sign.',
+         'a centered photo of a "{c}" sign.'),
         g.signs,
         "Road signs against sky and road (stop, yield, no entry, turn left, priority road, roundabout), like GTSRB.",
     ),
@@ -88,7 +89,8 @@ SPECS: tuple[PocketTaskSpec, ...] = (
         g.CLOTHING,
         ("a photo of a {c}.", "a product photo of a {c}.", "a {c} on a light background."),
         g.clothing,
-        "A garment silhouette (t-shirt, trousers, dress, sneaker, handbag, hat) on a light background, like Fashion-MNIST.",
+        "A garment silhouette (t-shirt, trousers, dress, sneaker, handbag, hat) on a light background, like "
+        "Fashion-MNIST.",
     ),
 )
 
@@ -129,8 +131,10 @@ def arrays(name: str, split: str, size: int | None = None, seed: int = SEED) -> 
 def dataset(name: str, split: str) -> datasets.Dataset:
     """A split as a ``datasets.Dataset`` with ``image`` (PIL) and ``label`` (ClassLabel) columns."""
     images, labels = arrays(name, split)
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(get_spec(name).classnames))})
-    return datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in images], "label": labels.tolist()}, features=features)
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=list(get_spec(name).classnames))})
+    return datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in images], "label": labels.tolist()},
+                                      features=features)
 
 
 def _task(spec: PocketTaskSpec) -> Task:

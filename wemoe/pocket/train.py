@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wemoe.zoo.clip_models import create_clip
-from wemoe.tasks.heads import build_head
 from wemoe.pocket.generators import SIZE
 from wemoe.pocket.loader import MODEL_NAME
 from wemoe.pocket.tasks import POCKET_TASKS, SPECS, arrays, get_spec
+from wemoe.tasks.heads import build_head
+from wemoe.zoo.clip_models import create_clip
 
 CONFIG_PATH = Path(__file__).with_name("pocket_clip.json")
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
@@ -57,15 +57,18 @@ class PretrainSettings:
     lr: float = 2e-3
     weight_decay: float = 0.1
     logit_scale: float = 1 / 0.07
-    head_logit_scale: float = 30.0  # the temperature the finished model carries (its zero-shot heads, the experts' loss)
+    # the temperature the finished model carries (its zero-shot heads, the experts' loss)
+    head_logit_scale: float = 30.0
     seed: int = 0
     restyle: bool = True  # pretrain on restyled images (a domain shift), as CLIP saw web photos, not the benchmarks
     original_fraction: float = 0.03  # share of pretraining images left in the tasks' own style
     shrink: bool = True  # restyled images are also shrunk onto a grey canvas (else: colours only)
     task_original_fraction: tuple[tuple[str, float], ...] = (  # per-task overrides
-        ("pocket_digits", 0.06), ("pocket_shapes", 0.10), ("pocket_textures", 0.05), ("pocket_terrain", 0.0), ("pocket_flags", 0.0),
+        ("pocket_digits", 0.06), ("pocket_shapes", 0.10), ("pocket_textures", 0.05), ("pocket_terrain", 0.0),
+        ("pocket_flags", 0.0),
     )
-    keep_size: tuple[str, ...] = ("pocket_digits",)  # tasks restyled without shrinking (fine detail: shrunk digits blur together)
+    # tasks restyled without shrinking (fine detail: shrunk digits blur together)
+    keep_size: tuple[str, ...] = ("pocket_digits",)
 
 
 @dataclass
@@ -109,8 +112,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def _cosine_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], step: int, steps: int, warmup: int) -> None:
-    factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-    for group, lr in zip(optimizer.param_groups, base_lrs):
+    factor = ((step + 1) / warmup if step < warmup
+              else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+    for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
         group["lr"] = lr * factor
 
 
@@ -158,7 +162,8 @@ def restyle(images: np.ndarray, seed: int, original_fraction: float = 0.0, shrin
     return out
 
 
-def pretrain(clip: nn.Module, tokenizer, settings: PretrainSettings, train_size: int | None = None, log: Progress | None = None) -> list[float]:
+def pretrain(clip: nn.Module, tokenizer, settings: PretrainSettings, train_size: int | None = None,
+             log: Progress | None = None) -> list[float]:
     """Contrastive pretraining in place (logit scale fixed at ``settings.logit_scale``); returns the loss per step."""
     generator = torch.Generator().manual_seed(settings.seed)
     images, classes = [], []
@@ -172,7 +177,8 @@ def pretrain(clip: nn.Module, tokenizer, settings: PretrainSettings, train_size:
         images.append(to_tensor(x))
         classes.append(torch.tensor(y) + 100 * t)
     images_t, classes_t = torch.cat(images), torch.cat(classes)
-    class_captions = {100 * t + label: caption_index[(spec.name, label)] for t, spec in enumerate(SPECS) for label in range(len(spec.classnames))}
+    class_captions = {100 * t + label: caption_index[(spec.name, label)]
+                      for t, spec in enumerate(SPECS) for label in range(len(spec.classnames))}
     tokens = tokenizer(texts)
     with torch.no_grad():
         clip.logit_scale.fill_(math.log(settings.logit_scale))
@@ -181,20 +187,24 @@ def pretrain(clip: nn.Module, tokenizer, settings: PretrainSettings, train_size:
     params = [p for p in clip.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     other = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay}, {"params": other, "weight_decay": 0.0}], lr=settings.lr)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": other, "weight_decay": 0.0}], lr=settings.lr)
     base_lrs = [settings.lr, settings.lr]
     losses = []
     for step in range(settings.steps):
         _cosine_lr(optimizer, base_lrs, step, settings.steps, max(1, settings.steps // 20))
         pick = torch.randint(len(images_t), (settings.batch,), generator=generator)
         batch_classes = classes_t[pick]
-        caption_ids = torch.tensor([class_captions[int(c)][int(torch.randint(len(class_captions[int(c)]), (1,), generator=generator))] for c in batch_classes])
+        caption_ids = torch.tensor([
+            class_captions[int(c)][int(torch.randint(len(class_captions[int(c)]), (1,), generator=generator))]
+            for c in batch_classes])
         image_features = F.normalize(clip.encode_image(images_t[pick]), dim=-1)
         text_features = F.normalize(clip.encode_text(tokens[caption_ids]), dim=-1)
         logits = clip.logit_scale.exp() * image_features @ text_features.T
         positives = (batch_classes[:, None] == batch_classes[None, :]).float()
         targets = positives / positives.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-targets * logits.log_softmax(1), 1).mean() + torch.sum(-targets * logits.T.log_softmax(1), 1).mean())
+        loss = 0.5 * (torch.sum(-targets * logits.log_softmax(1), 1).mean()
+                      + torch.sum(-targets * logits.T.log_softmax(1), 1).mean())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -213,7 +223,8 @@ def is_mlp(name: str) -> bool:
 
 
 def finetune_expert(
-    clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None = None, log: Progress | None = None
+    clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None = None,
+    log: Progress | None = None,
 ) -> dict[str, torch.Tensor]:
     """Fine-tune a copy of the image tower on ``task`` against its frozen zero-shot head; returns its state dict."""
     with seeded(settings.seed):
@@ -255,7 +266,8 @@ def _finetune(
 
 
 @torch.no_grad()
-def accuracy(tower: nn.Module, head: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> float:
+def accuracy(tower: nn.Module, head: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+             batch: int = 512) -> float:
     """Top-1 accuracy (percent)."""
     correct = 0
     for i in range(0, len(images), batch):

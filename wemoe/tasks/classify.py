@@ -45,4 +45,5 @@ def information_maximisation(logits_: torch.Tensor) -> torch.Tensor:
 def predict(tower: nn.Module, images: torch.Tensor, head: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Predicted class indices, in batches."""
     device = head.device
-    return torch.cat([logits(tower, images[i : i + batch_size].to(device), head).argmax(-1).cpu() for i in range(0, len(images), batch_size)])
+    return torch.cat([logits(tower, images[i : i + batch_size].to(device), head).argmax(-1).cpu()
+                      for i in range(0, len(images), batch_size)])

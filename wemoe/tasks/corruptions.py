@@ -76,7 +76,8 @@ def _motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
     out = np.zeros_like(x)
     h, w = x.shape[:2]
     rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
-    for k, weight in zip(steps, weights):  # one-sided: the image smeared along one direction, edges repeated
+    # one-sided: the image smeared along one direction, edges repeated
+    for k, weight in zip(steps, weights, strict=True):
         dy, dx = int(round(k * np.sin(angle))), int(round(k * np.cos(angle)))
         out += weight * x[np.clip(rows - dy, 0, h - 1), np.clip(cols - dx, 0, w - 1)]
     return out

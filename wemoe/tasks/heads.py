@@ -41,13 +41,15 @@ def _task_key(task: Task) -> str:
 
 
 @torch.no_grad()
-def build_head(clip: nn.Module, tokenizer, task: Task, device: str | torch.device = "cpu", batch: int = 256) -> torch.Tensor:
+def build_head(clip: nn.Module, tokenizer, task: Task, device: str | torch.device = "cpu",
+               batch: int = 256) -> torch.Tensor:
     """Compute the zero-shot head of ``task`` (no cache)."""
     clip = clip.to(device)
     rows = []
     for classname in task.classnames:
         prompts = task.prompts(classname)
-        embeddings = torch.cat([clip.encode_text(tokenizer(prompts[i : i + batch]).to(device)) for i in range(0, len(prompts), batch)])
+        embeddings = torch.cat([clip.encode_text(tokenizer(prompts[i : i + batch]).to(device))
+                                for i in range(0, len(prompts), batch)])
         rows.append(F.normalize(F.normalize(embeddings.float(), dim=-1).mean(0), dim=-1))
     return torch.stack(rows) * clip.logit_scale.exp().float()
 

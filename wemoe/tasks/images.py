@@ -47,4 +47,5 @@ def load_task_images(
 ) -> TaskImages:
     """A task split as tensors (optionally ``samples`` images chosen with ``seed``)."""
     data = task.dataset(split, samples=samples, seed=seed)
-    return TaskImages(task.name, encode_images(list(data["image"]), preprocess), torch.tensor(data["label"], dtype=torch.long))
+    return TaskImages(task.name, encode_images(list(data["image"]), preprocess),
+                      torch.tensor(data["label"], dtype=torch.long))

@@ -168,7 +168,8 @@ def task_from_parquet(
         rows = meta.num_rows
     except (pa.ArrowException, OSError, ValueError) as error:
         raise TaskError(f"{label} is not a parquet file this app can read ({_why(error)}). Write it with "
-                        "datasets' Dataset.to_parquet (an Image column and a label column) and upload it again.") from error
+                        "datasets' Dataset.to_parquet (an Image column and a label column) and upload it "
+                        "again.") from error
     _check_limits(label, rows, declared, size, max_bytes, max_files, max_ratio, what="rows")
     batches, read_rows, read_bytes = [], 0, 0
     try:

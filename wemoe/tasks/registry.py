@@ -45,7 +45,8 @@ class Task:
         except TaskError:
             raise
         except Exception as error:  # the hub, a file system or a generator: report which task and why
-            raise TaskError(f"Could not load the {split!r} split of task {self.name!r} ({self.source}): {error}") from error
+            raise TaskError(f"Could not load the {split!r} split of task {self.name!r} ({self.source}): "
+                            f"{error}") from error
         if samples is not None and samples < len(data):
             data = data.shuffle(seed=seed).select(range(samples))
         return data
@@ -82,7 +83,8 @@ def get_task(name: str) -> Task:
         raise TaskError(f"Unknown task {name!r}. Known tasks: {', '.join(sorted(_REGISTRY))}.") from None
 
 
-def normalise_columns(data: datasets.Dataset, image_column: str | None = None, label_column: str | None = None) -> datasets.Dataset:
+def normalise_columns(data: datasets.Dataset, image_column: str | None = None,
+                      label_column: str | None = None) -> datasets.Dataset:
     """Rename a dataset's image and label columns to ``image`` and ``label`` and drop the rest.
 
     Hub datasets name them differently (``img``, ``labels``...); without explicit names the first column whose

@@ -37,7 +37,8 @@ def halves(images: TaskImages, seed: int = 0) -> tuple[TaskImages, TaskImages]:
 
 
 def heldout_images(task: Task, preprocess, test: TaskImages, seed: int = 0) -> tuple[TaskImages, TaskImages]:
-    """``(adaptation images, scored images)`` of ``task`` under the ``heldout`` split, ``test`` being its test images."""
+    """``(adaptation images, scored images)`` of ``task`` under the ``heldout`` split, ``test`` being its test
+    images."""
     if adapts_on_train(task):
         return load_task_images(task, preprocess, "train", samples=len(test), seed=seed), test
     return halves(test, seed)

@@ -2,8 +2,8 @@
 
 Class names and prompt templates are the usual CLIP ones (task_vectors, FusionBench), in the label order of the
 hub datasets the paper's experts were fine-tuned and evaluated on. Long class-name lists live in
-``wemoe/tasks/data/classnames/<task>.txt`` (one name a line). Data is fetched by ``datasets.load_dataset`` on first use and
-cached by it; offline, a task whose data is not in the cache raises a TaskError saying how to pre-download it.
+``wemoe/tasks/data/classnames/<task>.txt`` (one name a line). Data is fetched by ``datasets.load_dataset`` on first use
+and cached by it; offline, a task whose data is not in the cache raises a TaskError saying how to pre-download it.
 """
 
 from __future__ import annotations

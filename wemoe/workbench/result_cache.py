@@ -70,7 +70,8 @@ class ResultCache:
 
     def claim(self, key: Hashable) -> tuple[str, Any]:
         """What to do for ``key``: ``("hit", result)``, ``("compute", flight)`` (yours: call :meth:`finish` or
-        :meth:`abandon`), or ``("wait", flight)`` (another caller computes it: wait on ``flight.done``, then claim again).
+        :meth:`abandon`), or ``("wait", flight)`` (another caller computes it: wait on ``flight.done``, then claim
+        again).
         """
         with self._lock:
             if key in self._entries:

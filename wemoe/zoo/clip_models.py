@@ -20,6 +20,7 @@ from pathlib import Path
 import open_clip  # safe: importing any wemoe module first runs wemoe/__init__.py and its torchvision shim
 from torch import nn
 
+from wemoe.errors import ZooError
 from wemoe.zoo.checkpoints import (
     HF_WEIGHT_FILES,
     HUB_ID,
@@ -31,7 +32,6 @@ from wemoe.zoo.checkpoints import (
     read_hf_folder,
     read_weights,
 )
-from wemoe.errors import ZooError
 from wemoe.zoo.hf_convert import hf_clip_to_open_clip, is_hf_clip_config, is_hf_clip_state, open_clip_config
 from wemoe.zoo.zoo import StateDict
 

@@ -4,8 +4,8 @@ A mapped tensor costs nothing until read; its pages are the page cache's (shared
 same file, reclaimable under pressure) and writes stay private to the process. But the file is one mapping: a
 tensor read once and dropped (a q/k/v projection fused into ``in_proj``) would stay resident as long as any other
 tensor of the file lives, so fused tensors are read from the file instead (:meth:`MappedState.read_concat`), and an
-unused part (an expert checkpoint's text tower) is never read at all. The format (an 8-byte little-endian header length, a
-JSON header of ``dtype``, ``shape`` and ``data_offsets`` per tensor, then the data) is read here directly.
+unused part (an expert checkpoint's text tower) is never read at all. The format (an 8-byte little-endian header length,
+a JSON header of ``dtype``, ``shape`` and ``data_offsets`` per tensor, then the data) is read here directly.
 """
 
 from __future__ import annotations

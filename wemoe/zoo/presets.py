@@ -20,7 +20,8 @@ PRESETS: dict[str, ZooSpec] = {
         pretrained="openai",
         quick_gelu=True,
         experts={task: f"tanganke/clip-vit-base-patch32_{task}" for task in PAPER_TASKS},
-        description="The paper's ViT-B/32 setting: OpenAI CLIP ViT-B/32 and 8 fine-tuned experts (about 3 GB download).",
+        description="The paper's ViT-B/32 setting: OpenAI CLIP ViT-B/32 and 8 fine-tuned experts "
+                    "(about 3 GB download).",
     ),
     "vit-l-14-8tasks": ZooSpec(
         name="vit-l-14-8tasks",
@@ -28,7 +29,8 @@ PRESETS: dict[str, ZooSpec] = {
         pretrained="openai",
         quick_gelu=True,
         experts={task: f"tanganke/clip-vit-large-patch14_{task}" for task in PAPER_TASKS},
-        description="The paper's ViT-L/14 setting: OpenAI CLIP ViT-L/14 and 8 fine-tuned experts (about 11 GB download).",
+        description="The paper's ViT-L/14 setting: OpenAI CLIP ViT-L/14 and 8 fine-tuned experts "
+                    "(about 11 GB download).",
     ),
 }
 

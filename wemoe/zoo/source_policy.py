@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wemoe.zoo.checkpoints import HUB_ID, HubId
 from wemoe.errors import WemoeError
+from wemoe.zoo.checkpoints import HUB_ID, HubId
 
 ALLOWED_PATHS_ENV = "WEMOE_ALLOWED_PATHS"
 """The environment variable naming the folders (``os.pathsep``-separated) a served app's visitors may name."""
@@ -124,9 +124,9 @@ class SourcePolicy:
         return self.path(text, "Base weights")
 
     def task_source(self, text: str, what: str, uploads: Mapping[str, str] | None = None) -> str:
-        """One custom task's source line (``wemoe.tasks.readers.task_from_source``) with its first word checked: an uploaded
-        file's name becomes its path; in served mode ``hf:`` must name a hub id and any other source must be a path
-        under an allowed folder (image folders, zips and parquet files come as uploads)."""
+        """One custom task's source line (``wemoe.tasks.readers.task_from_source``) with its first word checked: an
+        uploaded file's name becomes its path; in served mode ``hf:`` must name a hub id and any other source must be a
+        path under an allowed folder (image folders, zips and parquet files come as uploads)."""
         try:
             words = shlex.split(text)
         except ValueError:

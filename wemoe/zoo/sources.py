@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from wemoe.errors import ZooError
 from wemoe.zoo.checkpoints import (
     HF_WEIGHT_FILES,
     HUB_ID,
@@ -42,7 +43,6 @@ from wemoe.zoo.checkpoints import (
     read_weights,
 )
 from wemoe.zoo.clip_models import activation_source, create_clip, visual_activation
-from wemoe.errors import ZooError
 from wemoe.zoo.hf_convert import check_hf_config, hf_vision_to_open_clip, is_hf_vision_state
 from wemoe.zoo.presets import get_preset
 from wemoe.zoo.zoo import StateDict, Zoo, ZooSpec
