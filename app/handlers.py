@@ -110,6 +110,21 @@ def load_zoo(session: Session, config: AppConfig, choice: str, samples: float | 
     return messages.zoo_summary(bench) + note
 
 
+def choose_experts(session: Session, tasks: Sequence[str] | None) -> None:
+    """Merge only the experts of ``tasks`` (None: all of the zoo's) from now on: the session gets a workbench on that
+    subset (sharing the loaded zoo and the cache); its merges and results start afresh. Refused while a job runs."""
+    bench = _bench(session)
+    job = _begin(session, "load", "chosen experts'")
+    try:
+        with friendly("Choosing the experts"), busy(session):
+            chosen = bench.with_tasks(None if tasks is None else list(tasks))
+    finally:
+        session.finish(job)
+    session.bench = chosen
+    session.last_merged, session.table, session.predictions = [], None, None
+    session.step_losses.clear()
+
+
 # 2. Merge and adapt ----------------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from app.analysis_tab import build_analysis_tab
 from app.controls import param_control, setting_control, setting_default
 from app.events import quiet, reported, uploaded, with_signature
 from app.gpu import gpu_chunk, on_gpu
+from app.lesson_page import build_lesson
 from app.session import CUSTOM, AppConfig, Session, close_session
 from app.try_panel import build_try_panel
 
@@ -49,103 +50,118 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
     with gr.Blocks(title="Merge explorer", delete_cache=(600, 3600)) as demo:
         session = gr.State(Session(), delete_callback=close_session)  # deep-copied per session: a fresh Session
         gr.Markdown(texts.TITLE)
-        gr.Markdown(texts.INTRO)
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Lesson", id="lesson"):  # what a class sees first (app/lesson_page.py)
+                lesson_page = build_lesson(session, config, LIGHT, LONG)
+            with gr.Tab("Lab", id="lab") as lab:  # every method, setting and view, for researchers
+                gr.Markdown(texts.INTRO)
 
-        # 1. Models -------------------------------------------------------------------------------------------
-        with gr.Group(elem_id="panel-models"):
-            gr.Markdown(texts.MODELS)
-            choices = [(label, value) for value, (label, _) in config.zoos.items()]
-            choices.append(("Custom: your base model and experts", CUSTOM))
-            zoo_choice = gr.Radio(choices, value=config.default_zoo, label="Zoo")
-            samples = gr.Number(value=config.samples, precision=0, minimum=0, label="Test images per task (0 = all)",
-                                info="Fewer images make evaluation and adaptation faster.")
-            with gr.Accordion("Custom zoo", open=False):
-                base_model = gr.Textbox(value="ViT-B-32", label="Base model (open_clip name, or local-dir:PATH)")
-                base_tag = gr.Textbox(value="openai", label="Base weights (open_clip tag, checkpoint path, or a "
-                                      "Hugging Face CLIPModel: its folder or hub id)")
-                experts_text = gr.Textbox("", lines=4, label="Experts (one 'task: source' per line)",
-                                          placeholder="mnist: tanganke/clip-vit-base-patch32_mnist\n"
-                                                      "svhn: /path/svhn.safetensors")
-                expert_files = gr.File(file_count="multiple", file_types=[".safetensors", ".pt", ".pth", ".bin"],
-                                       label="Expert checkpoint files (task = file name unless named above)")
-                tasks_text = gr.Textbox("", lines=3, label="Tasks of experts not named after a registered task "
-                                        "(one 'task: source' per line; class names are read from the data)",
-                                        placeholder="pets: pets.zip   (an uploaded zip or a folder of class/xxx.png)\n"
-                                                    "digits: hf:ylecun/mnist split=test image=image label=label")
-                task_files = gr.File(file_count="multiple", file_types=[".zip", ".parquet"],
-                                     label="Task image zips or parquet files (task = file name unless named above)")
-                with gr.Row():
-                    read_tasks_button = gr.Button("Read tasks", elem_id="read-tasks")
-                tasks_info = gr.Markdown(elem_id="tasks-info")
-            load_button = gr.Button("Load zoo", variant="primary", elem_id="load-zoo")
-            zoo_info = gr.Markdown("_Nothing loaded yet: press 'Load zoo'._", elem_id="zoo-info")
+                # 1. Models -------------------------------------------------------------------------------------------
+                with gr.Group(elem_id="panel-models"):
+                    gr.Markdown(texts.MODELS)
+                    choices = [(label, value) for value, (label, _) in config.zoos.items()]
+                    choices.append(("Custom: your base model and experts", CUSTOM))
+                    zoo_choice = gr.Radio(choices, value=config.default_zoo, label="Zoo")
+                    samples = gr.Number(value=config.samples, precision=0, minimum=0,
+                                        label="Test images per task (0 = all)",
+                                        info="Fewer images make evaluation and adaptation faster.")
+                    with gr.Accordion("Custom zoo", open=False):
+                        base_model = gr.Textbox(value="ViT-B-32",
+                                                label="Base model (open_clip name, or local-dir:PATH)")
+                        base_tag = gr.Textbox(value="openai",
+                                              label="Base weights (open_clip tag, checkpoint path, or a "
+                                              "Hugging Face CLIPModel: its folder or hub id)")
+                        experts_text = gr.Textbox("", lines=4, label="Experts (one 'task: source' per line)",
+                                                  placeholder="mnist: tanganke/clip-vit-base-patch32_mnist\n"
+                                                              "svhn: /path/svhn.safetensors")
+                        expert_files = gr.File(file_count="multiple",
+                                               file_types=[".safetensors", ".pt", ".pth", ".bin"],
+                                               label="Expert checkpoint files (task = file name unless named above)")
+                        tasks_text = gr.Textbox("", lines=3, label="Tasks of experts not named after a registered task "
+                                                "(one 'task: source' per line; class names are read from the data)",
+                                                placeholder="pets: pets.zip   (an uploaded zip or a folder of "
+                                                            "class/xxx.png)\ndigits: hf:ylecun/mnist split=test "
+                                                            "image=image label=label")
+                        task_files = gr.File(file_count="multiple", file_types=[".zip", ".parquet"],
+                                             label="Task image zips or parquet files (task = file name unless "
+                                                   "named above)")
+                        with gr.Row():
+                            read_tasks_button = gr.Button("Read tasks", elem_id="read-tasks")
+                        tasks_info = gr.Markdown(elem_id="tasks-info")
+                    load_button = gr.Button("Load zoo", variant="primary", elem_id="load-zoo")
+                    zoo_info = gr.Markdown("_Nothing loaded yet: press 'Load zoo'._", elem_id="zoo-info")
 
-        # 2. Merge --------------------------------------------------------------------------------------------
-        with gr.Group(elem_id="panel-merge"):
-            gr.Markdown(texts.MERGE)
-            method_choice = gr.CheckboxGroup([(m.pretty_name, m.name) for m in methods],
-                                             value=[m for m in DEFAULT_METHODS if m in list_methods()],
-                                             label="Merge methods")
-            controls = []
-            for method in methods:
-                with gr.Accordion(f"{method.pretty_name} settings", open=method.name == "wemoe"):
-                    gr.Markdown(f"{method.description} [paper]({method.reference_url})")
-                    controls += [param_control(method.name, p) for p in method.params]
-            gr.Markdown(texts.ADAPT)
-            with gr.Row():  # every adaptation control from its declaration (wemoe.adaptation.adapt.SETTINGS)
-                steps = setting_control("steps", config.default_steps, "0 merges without adapting.", elem_id="steps")
-                lr = setting_control("lr")
-                per_task = setting_control("per_task")
-                seed = setting_control("seed")
-            loss = setting_control("loss", config.default_loss, LOSS_NOTE)
-            split = setting_control("split", None, "The accuracy table scores the test images either way.")
-            target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
-            estimate_note = gr.Markdown()
-            with gr.Row():
-                merge_button = gr.Button("Merge (and adapt)", variant="primary", elem_id="merge", interactive=False)
-                adapt_button = gr.Button("Adapt more", interactive=False)
-                cancel_button = gr.Button("Cancel", variant="stop")
-            merge_status = gr.Markdown(elem_id="merge-status")
-            loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."),
-                                label="Adaptation loss")
+                # 2. Merge --------------------------------------------------------------------------------------------
+                with gr.Group(elem_id="panel-merge"):
+                    gr.Markdown(texts.MERGE)
+                    method_choice = gr.CheckboxGroup([(m.pretty_name, m.name) for m in methods],
+                                                     value=[m for m in DEFAULT_METHODS if m in list_methods()],
+                                                     label="Merge methods")
+                    controls = []
+                    for method in methods:
+                        with gr.Accordion(f"{method.pretty_name} settings", open=method.name == "wemoe"):
+                            gr.Markdown(f"{method.description} [paper]({method.reference_url})")
+                            controls += [param_control(method.name, p) for p in method.params]
+                    gr.Markdown(texts.ADAPT)
+                    with gr.Row():  # every adaptation control from its declaration (wemoe.adaptation.adapt.SETTINGS)
+                        steps = setting_control("steps", config.default_steps, "0 merges without adapting.",
+                                                elem_id="steps")
+                        lr = setting_control("lr")
+                        per_task = setting_control("per_task")
+                        seed = setting_control("seed")
+                    loss = setting_control("loss", config.default_loss, LOSS_NOTE)
+                    split = setting_control("split", None, "The accuracy table scores the test images either way.")
+                    target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
+                    estimate_note = gr.Markdown()
+                    with gr.Row():
+                        merge_button = gr.Button("Merge (and adapt)", variant="primary", elem_id="merge",
+                                                 interactive=False)
+                        adapt_button = gr.Button("Adapt more", interactive=False)
+                        cancel_button = gr.Button("Cancel", variant="stop")
+                    merge_status = gr.Markdown(elem_id="merge-status")
+                    loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."),
+                                        label="Adaptation loss")
 
-        try_panel = build_try_panel(session, config, LIGHT)  # 3. Try images (app/try_panel.py)
+                try_panel = build_try_panel(session, config, LIGHT)  # 3. Try images (app/try_panel.py)
 
-        # 4. Accuracy -----------------------------------------------------------------------------------------
-        with gr.Group(elem_id="panel-accuracy"):
-            gr.Markdown(texts.ACCURACY)
-            with gr.Row():
-                oracle = gr.Checkbox(False, label="Also the WEMoE oracle (each task routed to its own expert)")
-                normalized = gr.Checkbox(False, label="Normalized: each task as % of its expert", elem_id="normalized")
-                evaluate_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate", interactive=False)
-            table = gr.Dataframe(pd.DataFrame({"model": []}), label=views.ACCURACY_LABEL, interactive=False,
-                                 elem_id="accuracy")
-            table_note = gr.Markdown()
-            bars = gr.Plot(figures.accuracy_bars(None), label="Accuracy chart")
-            with gr.Row():
-                csv_file = gr.File(label="Results CSV", interactive=False)
-                json_file = gr.File(label="Results JSON", interactive=False)
+                # 4. Accuracy -----------------------------------------------------------------------------------------
+                with gr.Group(elem_id="panel-accuracy"):
+                    gr.Markdown(texts.ACCURACY)
+                    with gr.Row():
+                        oracle = gr.Checkbox(False, label="Also the WEMoE oracle (each task routed to its own expert)")
+                        normalized = gr.Checkbox(False, label="Normalized: each task as % of its expert",
+                                                 elem_id="normalized")
+                        evaluate_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate",
+                                                    interactive=False)
+                    table = gr.Dataframe(pd.DataFrame({"model": []}), label=views.ACCURACY_LABEL, interactive=False,
+                                         elem_id="accuracy")
+                    table_note = gr.Markdown()
+                    bars = gr.Plot(figures.accuracy_bars(None), label="Accuracy chart")
+                    with gr.Row():
+                        csv_file = gr.File(label="Results CSV", interactive=False)
+                        json_file = gr.File(label="Results JSON", interactive=False)
 
-        # 5. Routing ------------------------------------------------------------------------------------------
-        with gr.Group(elem_id="panel-routing"):
-            gr.Markdown(texts.ROUTING)
-            with gr.Row():
-                map_method = gr.Radio([("UMAP", "umap"), ("PCA (fast)", "pca")], value="umap", label="Feature map")
-                routing_button = gr.Button("Show routing", variant="primary", interactive=False)
-            routing_note = gr.Markdown()
-            task_heat = gr.Plot(label="Routing per task")
-            with gr.Row():
-                curve = gr.Plot(label="Adaptation curve")
-                entropy = gr.Plot(label="Entropy per task")
-            feature_map = gr.Plot(label="Feature map")
+                # 5. Routing ------------------------------------------------------------------------------------------
+                with gr.Group(elem_id="panel-routing"):
+                    gr.Markdown(texts.ROUTING)
+                    with gr.Row():
+                        map_method = gr.Radio([("UMAP", "umap"), ("PCA (fast)", "pca")], value="umap",
+                                              label="Feature map")
+                        routing_button = gr.Button("Show routing", variant="primary", interactive=False)
+                    routing_note = gr.Markdown()
+                    task_heat = gr.Plot(label="Routing per task")
+                    with gr.Row():
+                        curve = gr.Plot(label="Adaptation curve")
+                        entropy = gr.Plot(label="Entropy per task")
+                    feature_map = gr.Plot(label="Feature map")
 
-        # 6. Export -------------------------------------------------------------------------------------------
-        with gr.Group(elem_id="panel-export"):
-            gr.Markdown(texts.EXPORT)
-            with gr.Row():
-                export_name = gr.Dropdown(choices=[], label="Merge to export", allow_custom_value=True)
-                export_button = gr.Button("Export model", interactive=False)
-            model_file = gr.File(label="Model file", interactive=False)
+                # 6. Export -------------------------------------------------------------------------------------------
+                with gr.Group(elem_id="panel-export"):
+                    gr.Markdown(texts.EXPORT)
+                    with gr.Row():
+                        export_name = gr.Dropdown(choices=[], label="Merge to export", allow_custom_value=True)
+                        export_button = gr.Button("Export model", interactive=False)
+                    model_file = gr.File(label="Model file", interactive=False)
 
         # Events ------------------------------------------------------------------------------------------------
         # Progress shows as status text (merge_status, table_note, routing_note), never as an overlay on the plots;
@@ -288,7 +304,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         export_button.click(export_event, [session, export_name], [model_file], api_name="export", preprocess=False,
                             **MODELS)
 
-        build_analysis_tab(session, LIGHT, LONG, config=config)  # 7. Analysis (app/analysis_tab.py, #20)
+        with lab:
+            build_analysis_tab(session, LIGHT, LONG, config=config)  # 7. Analysis (app/analysis_tab.py, #20)
+        demo.load(lesson_page.open_link, None, lesson_page.link_outputs, api_name="open_link", show_progress="hidden")
 
         def tab_closed(request: gr.Request):
             config.shared.close(request.session_hash)  # free the closed tab's merges and files now, not in an hour

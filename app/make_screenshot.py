@@ -50,6 +50,7 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(demo.local_url)
+            page.get_by_role("tab", name="Lab").click()  # the lesson is the first tab; the full panels are the lab
             page.locator("#load-zoo").click()
             expect(page.locator("#zoo-info")).to_contain_text("Loaded:", timeout=300_000)
             steps = page.get_by_label("number input for Adaptation steps")

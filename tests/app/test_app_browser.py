@@ -176,6 +176,7 @@ def test_default_merge_adapt_try_an_image_and_evaluate(tmp_path):
                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             page = browser.new_page(viewport={"width": DESKTOP, "height": 900})
             page.goto(demo.local_url)
+            page.get_by_role("tab", name="Lab").click()  # the lesson is the first tab; the full panels are the lab
             page.locator("#load-zoo").click()
             expect(page.locator("#zoo-info")).to_contain_text("Loaded:", timeout=120_000)
             _shot(page, "browser-1-loaded.png")

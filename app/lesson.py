@@ -1,0 +1,258 @@
+"""The lesson: what a class sees first, model merging in seven short steps, one idea and one main control each.
+
+(1) meet the experts, (2) add them up, (3) why they interfere, (4) forget a task, (5) route per image, (6) try your
+own image, (7) what it costs. Each step's verb is a plain function over a :class:`~app.session.Session` (callable
+without a browser, and a named endpoint ``lesson_<step>``); it loads the default zoo first when the session has none,
+so a step clicked first does what comes before it. The words are plain: experts and models by their plain names,
+never a parameter's code name (the lab keeps those). A link (:func:`read_link`, :func:`link_for`) opens a step with
+its experts and settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from app import figures, handlers
+from app.analysis_tab import cost_view, cross_accuracy_view, interference_view, lambda_sweep_view
+from app.errors import friendly, refuse
+from app.inputs import number
+from app.jobs import busy
+from app.session import AppConfig, Session
+
+STEPS = ("meet", "add", "interfere", "forget", "route", "try", "cost")
+TITLES = {"meet": "1. Meet the experts", "add": "2. Add them up", "interfere": "3. Why they interfere",
+          "forget": "4. Forget a task", "route": "5. Route per image", "try": "6. Try your own image",
+          "cost": "7. What it costs"}
+DEFAULT_LAMBDA = 0.3
+DEFAULT_FORGET = 0.5  # pocket zoo: the forgotten task falls 20-45 points, the others move 0-6
+FORGET_FIRST = "pocket_shapes"  # the task the page suggests forgetting (a clear case on the pocket zoo)
+LESSON_PER_TASK = 64  # test images per task that a lesson step scores (seconds on a free CPU Space)
+LESSON_PLOT_HEIGHT = 320  # px: with the step's words and control, one 1280x800 screen
+MODEL_WORDS = {"task_arithmetic": "task arithmetic", "ties": "TIES", "wemoe": "WEMoE (routed)",
+               "pretrained": "pretrained (zero-shot)", "experts": "each task's expert", "wemoe_oracle": "oracle"}
+
+
+def plain(name: str) -> str:
+    """A task, model or corruption name in plain words: ``pocket_digits`` -> ``digits``, ``task_arithmetic`` ->
+    ``task arithmetic``."""
+    return MODEL_WORDS.get(name) or name.removeprefix("pocket_").replace("_", " ")
+
+
+def bench_of(session: Session, config: AppConfig, progress: Any = None) -> Any:
+    """The session's workbench, loading the app's default zoo first when none is loaded (a step clicked before the
+    zoo it needs does that first)."""
+    if session.bench is None:
+        handlers.load_zoo(session, config, config.default_zoo,
+                          progress=progress if progress is not None else handlers.no_progress)
+    return handlers._bench(session)
+
+
+def expert_choices(session: Session, config: AppConfig) -> list[tuple[str, str]]:
+    """(plain name, task name) of every expert of the session's zoo (all of them, not only those chosen)."""
+    bench = bench_of(session, config)
+    return [(plain(t), t) for t in bench.loaded.whole.task_names]
+
+
+# Steps ------------------------------------------------------------------------------------------------------------
+
+
+def meet(session: Session, config: AppConfig, experts: Sequence[str] | None = None) -> tuple[go.Figure, str]:
+    """Step 1: the chosen experts (None or all: every one) become the session's, and each is scored on every task."""
+    bench = bench_of(session, config)
+    everyone = bench.loaded.whole.task_names
+    chosen = list(experts) if experts else everyone
+    if not isinstance(experts, (list, tuple, type(None))) or not all(isinstance(e, str) for e in chosen):
+        raise refuse(f"Experts: choose at least two of {', '.join(map(plain, everyone))}.")
+    if sorted(chosen) != sorted(bench.task_names):
+        handlers.choose_experts(session, chosen)
+    figure = fit(cross_accuracy_view(session))
+    figure.update_layout(title="each expert (rows) on every task (columns), % correct")
+    names = ", ".join(plain(t) for t in session.bench.task_names)
+    return figure, f"**{len(session.bench.task_names)} experts:** {names}. Each is best on its own task (the diagonal)."
+
+
+def add_up(session: Session, config: AppConfig, lam: Any = DEFAULT_LAMBDA) -> tuple[go.Figure, go.Figure, str]:
+    """Step 2: task arithmetic at one lambda (accuracy per task), beside the sweep of lambda from 0 to 1."""
+    from wemoe.analysis.sweep import per_task_lambdas
+
+    lam = number(lam, "Lambda", minimum=0.0, maximum=1.0)
+    bench = bench_of(session, config)
+    with friendly("Adding the experts up"), busy(session):
+        scores = per_task_lambdas(bench, dict.fromkeys(bench.task_names, lam), per_task=LESSON_PER_TASK)
+    bars = _bars({f"lambda {lam:g}": scores}, f"task arithmetic: base + {lam:g} x (sum of the task vectors)")
+    return bars, fit(lambda_sweep_view(session)), f"Average at lambda {lam:g}: **{scores['average']:.1f}%**."
+
+
+def interfere(session: Session, config: AppConfig, keep: Any = 20) -> tuple[go.Figure, str]:
+    """Step 3: how alike the task vectors are (cosine) and where their signs conflict, keeping the top ``keep`` %."""
+    bench_of(session, config)
+    figure, _ = interference_view(session, keep, "whole")
+    return fit(figure), ("Near 0: the experts changed different things. A high share of sign conflicts: adding "
+                         "them cancels out; TIES keeps only the largest changes and the majority sign.")
+
+
+def forget(session: Session, config: AppConfig, task: Any = None, strength: Any = DEFAULT_FORGET
+           ) -> tuple[go.Figure, str]:
+    """Step 4: subtract ``strength`` times one task's vector from the base model: that task's accuracy next to the
+    base model's, and every other task's (the controls)."""
+    from wemoe.analysis.sweep import per_task_lambdas
+
+    bench = bench_of(session, config)
+    if task in (None, ""):
+        task = FORGET_FIRST if FORGET_FIRST in bench.task_names else bench.task_names[0]
+    if not isinstance(task, str) or task not in bench.task_names:
+        raise refuse(f"Task to forget: choose one of {', '.join(map(plain, bench.task_names))}, got {task!r}.")
+    strength = number(strength, "How much to subtract", minimum=0.0, maximum=2.0)
+    with friendly("Forgetting a task"), busy(session):
+        before = per_task_lambdas(bench, {}, per_task=LESSON_PER_TASK)
+        after = per_task_lambdas(bench, {task: -strength}, per_task=LESSON_PER_TASK)
+    figure = _bars({"base model": before, f"minus {strength:g} x {plain(task)}": after},
+                   f"forgetting {plain(task)}: base - {strength:g} x its task vector")
+    others = [t for t in bench.task_names if t != task]
+    kept = sum(after[t] - before[t] for t in others) / max(1, len(others))
+    return figure, (f"{plain(task)}: {before[task]:.1f}% -> **{after[task]:.1f}%**; the other tasks moved "
+                    f"{kept:+.1f} points on average.")
+
+
+def route(session: Session, config: AppConfig, steps: Any = None, progress: Any = None
+          ) -> Iterator[tuple[str, Any, Any]]:
+    """Step 5: merge with WEMoE and adapt its routers live, yielding (status, loss curve, routing per task)."""
+    bench_of(session, config)
+    steps = config.default_steps if steps is None else steps
+    yield "Merging with WEMoE (each block's MLP gets a router)...", gr.skip(), gr.skip()
+    handlers.merge(session, ["task_arithmetic", "wemoe"], {}, default_steps=steps)
+    status = ""
+    for status, curve in handlers.adapt(session, "wemoe", steps, 1e-3, 16, config.default_loss):
+        yield status, curve, gr.skip()
+    heat, *_ = next(handlers.routing(session, "pca", config))
+    yield status, gr.skip(), fit(heat)
+
+
+def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any, str, Any]:
+    """Step 6: an uploaded or example image through every model: (image as seen, the answers, the routers' guess,
+    its routing heatmap)."""
+    from app.try_panel import read_image
+
+    bench_of(session, config)
+    picture = read_image(image, config)
+    return handlers.predict(session, picture, None, config)
+
+
+def cost(session: Session, config: AppConfig) -> go.Figure:
+    """Step 7: average accuracy against extra parameters and adaptation time, per model (merges made so far)."""
+    bench = bench_of(session, config)
+    if "task_arithmetic" not in bench.merges:
+        handlers.merge(session, ["task_arithmetic"], {})
+    return fit(cost_view(session))
+
+
+def fit(figure: go.Figure, height: int = LESSON_PLOT_HEIGHT) -> go.Figure:
+    """A lesson figure sized so that a step's text, control and result fit on one 1280x800 screen."""
+    figure.update_layout(height=height, margin={"t": 50, "l": 50, "r": 10, "b": 40})
+    return figure
+
+
+def _bars(rows: Mapping[str, Mapping[str, float]], title: str) -> go.Figure:
+    figure = go.Figure([go.Bar(name=name, x=[plain(t) for t in scores], y=list(scores.values()),
+                               text=[f"{v:.0f}" for v in scores.values()], textposition="auto")
+                        for name, scores in rows.items()])
+    figure.update_layout(barmode="group", height=LESSON_PLOT_HEIGHT, yaxis={"title": "% correct", "range": [0, 100]},
+                         title=title,
+                         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+                         margin={"t": 60, "l": 50, "r": 10, "b": 40})
+    return figure
+
+
+# Links ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LessonLink:
+    """What a link opens: a step and its settings (defaults where the link said nothing or something wrong)."""
+
+    step: str = STEPS[0]
+    experts: list[str] = field(default_factory=list)  # empty: every expert
+    lam: float = DEFAULT_LAMBDA
+    forget: str | None = None
+    strength: float = DEFAULT_FORGET
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def index(self) -> int:
+        """The step's position (0-based)."""
+        return STEPS.index(self.step)
+
+
+def read_link(query: Mapping[str, str], tasks: Sequence[str]) -> LessonLink:
+    """The lesson state a link's query (``step``, ``experts``, ``lambda``, ``forget``, ``strength``) asks for, each
+    checked; a missing value is the default, a wrong one the default plus a line in ``problems``."""
+    link = LessonLink()
+    step = query.get("step")
+    if step is not None:
+        by_number = {str(i + 1): s for i, s in enumerate(STEPS)}
+        if step in STEPS or step in by_number:
+            link.step = by_number.get(step, step)
+        else:
+            link.problems.append(f"step {step!r} (steps are 1-7)")
+    experts = [e for e in (query.get("experts") or "").split(",") if e]
+    if experts:
+        unknown = [e for e in experts if e not in tasks]
+        if unknown or len(set(experts)) < 2:
+            link.problems.append(f"experts {','.join(experts)!r} (at least two of {', '.join(tasks)})")
+        else:
+            link.experts = [t for t in tasks if t in experts]
+    link.lam = _link_number(query, "lambda", DEFAULT_LAMBDA, 0.0, 1.0, link.problems)
+    link.strength = _link_number(query, "strength", DEFAULT_FORGET, 0.0, 2.0, link.problems)
+    forgotten = query.get("forget")
+    if forgotten is not None:
+        if forgotten in tasks:
+            link.forget = forgotten
+        else:
+            link.problems.append(f"forget {forgotten!r} (one of {', '.join(tasks)})")
+    return link
+
+
+def _link_number(query: Mapping[str, str], key: str, default: float, low: float, high: float,
+                 problems: list[str]) -> float:
+    if key not in query:
+        return default
+    try:
+        value = float(query[key])
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails too
+        problems.append(f"{key} {query[key]!r} (a number from {low:g} to {high:g})")
+        return default
+    return value
+
+
+def link_for(base: str, step: str, experts: Sequence[str] = (), lam: float | None = None, forget: str | None = None,
+             strength: float | None = None) -> str:
+    """The link that opens ``step`` with these settings (only those given)."""
+    query = {"step": str(STEPS.index(step) + 1)}
+    if experts:
+        query["experts"] = ",".join(experts)
+    for key, value in (("lambda", lam), ("forget", forget), ("strength", strength)):
+        if value is not None:
+            query[key] = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{base.split('?')[0]}?{urlencode(query, safe=',')}"
+
+
+def problems_note(link: LessonLink) -> str:
+    """The one message of a link with wrong values ("" when none)."""
+    if not link.problems:
+        return ""
+    return ("This link had values the lesson cannot use, so it opened with the defaults instead: "
+            + "; ".join(link.problems) + ".")
+
+
+def loss_placeholder() -> go.Figure:
+    """The loss chart before step 5 runs."""
+    return figures.empty_figure("The routers' loss appears here while they adapt.")
+

@@ -1,0 +1,198 @@
+"""The lesson's page: seven steps in a ``gr.Walkthrough``, each two or three plain sentences, a question, what to
+notice, one main control and its result, and a link that opens the step with its settings (``app.lesson``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app import inputs, lesson
+from app.events import quiet
+from app.session import POCKET_DIR, AppConfig
+
+TEXT = {
+    "meet": ("Each expert is the same small CLIP model, fine-tuned on one task. Below, every expert is scored on every "
+             "task. Untick experts to merge fewer of them later.",
+             "Is an expert any good at the other experts' tasks?",
+             "the diagonal: each expert is best on its own task."),
+    "add": ("A task vector is what fine-tuning changed: expert minus base. Task arithmetic adds them all to the base, "
+            "each scaled by one number, lambda.",
+            "Which lambda gives the best average? Why does it fall after that?",
+            "every task rises at first, then tasks start to collapse as the vectors pile up."),
+    "interfere": ("Merged changes can help or fight each other. Cosine near 0 means two experts changed different "
+                  "things; a sign conflict means they pushed one weight in opposite directions.",
+                  "Which pairs of experts would you expect to hurt each other most?",
+                  "the share of conflicts drops when only the largest changes are kept (what TIES does)."),
+    "forget": ("Subtracting a task vector makes the model forget that task, while the other tasks (the controls) "
+               "should stay where they were.",
+               "How much do you have to subtract before the other tasks suffer too?",
+               "the forgotten task falls fast; the controls barely move."),
+    "route": ("One merged model for every image is a compromise. WEMoE keeps every expert's MLP changes and lets a "
+              "small router mix them per image; the routers learn from unlabeled test images in a few seconds.",
+              "Does the router send each task's images to that task's expert?",
+              "the loss falls as the routers learn; in the heatmap each task lights up its own expert."),
+    "try": ("Your own image goes through every model: the base, the experts, and the merges you made.",
+            "Which expert does the router pick for your image, and does the merged model agree with it?",
+            "a drawing or photo far from every task confuses the router too."),
+    "cost": ("Merging saves memory and time: one model instead of one per task. Routing costs a little more.",
+             "Which model would you deploy on a phone, and which on a server?",
+             "WEMoE is nearly as good as the experts for a fraction of their parameters."),
+}
+
+
+def pocket_tasks(root: Path = POCKET_DIR) -> list[str]:
+    """The shipped pocket zoo's tasks, read from its manifest (no model loaded; empty when it cannot be read)."""
+    try:
+        return list(json.loads((root / "manifest.json").read_text())["tasks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _text(step: str) -> str:
+    intro, question, notice = TEXT[step]
+    return f"{intro}\n\n**Question:** {question}\n\n*What to notice:* {notice}"
+
+
+def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) -> LessonPage:
+    """The lesson's steps and their events (the lesson is the first tab; the lab the second)."""
+    tasks = pocket_tasks() if config.default_zoo == "pocket" else []
+    plain_tasks = [(lesson.plain(t), t) for t in tasks]
+    light, long = light | {"preprocess": False}, long | {"preprocess": False}
+    first_forget = lesson.FORGET_FIRST if lesson.FORGET_FIRST in tasks else (tasks[0] if tasks else None)
+    with gr.Walkthrough(selected=0, elem_id="lesson") as walk:
+        with gr.Step(lesson.TITLES["meet"], id=0):
+            gr.Markdown(_text("meet"))
+            with gr.Row():
+                experts = gr.CheckboxGroup(plain_tasks, value=tasks, label="Experts to merge", scale=3,
+                                           elem_id="lesson-experts")
+                meet_button = gr.Button("Meet the experts", variant="primary", scale=1, elem_id="lesson-meet")
+            meet_note = gr.Markdown()
+            meet_plot = gr.Plot(label="Each expert on every task", elem_id="lesson-meet-plot")
+        with gr.Step(lesson.TITLES["add"], id=1):
+            gr.Markdown(_text("add"))
+            with gr.Row():
+                lam = gr.Slider(0.0, 1.0, value=lesson.DEFAULT_LAMBDA, step=0.05, label="Lambda", scale=3,
+                                elem_id="lesson-lambda")
+                add_button = gr.Button("Add them up", variant="primary", scale=1, elem_id="lesson-add")
+            add_note = gr.Markdown()
+            with gr.Row():
+                add_plot = gr.Plot(label="Every task at your lambda", elem_id="lesson-add-plot")
+                sweep_plot = gr.Plot(label="Every lambda from 0 to 1")
+        with gr.Step(lesson.TITLES["interfere"], id=2):
+            gr.Markdown(_text("interfere"))
+            with gr.Row():
+                keep = gr.Slider(1, 100, value=20, step=1, label="Keep the largest % of each expert's changes",
+                                 scale=3)
+                interfere_button = gr.Button("Compare their changes", variant="primary", scale=1,
+                                             elem_id="lesson-interfere")
+            interfere_note = gr.Markdown()
+            interfere_plot = gr.Plot(label="How the experts' changes overlap", elem_id="lesson-interfere-plot")
+        with gr.Step(lesson.TITLES["forget"], id=3):
+            gr.Markdown(_text("forget"))
+            with gr.Row():
+                forgotten = gr.Dropdown(plain_tasks, value=first_forget, label="Task to forget",
+                                        scale=2)
+                strength = gr.Slider(0.0, 2.0, value=lesson.DEFAULT_FORGET, step=0.1, label="How much to subtract",
+                                     scale=2)
+                forget_button = gr.Button("Forget it", variant="primary", scale=1, elem_id="lesson-forget")
+            forget_note = gr.Markdown()
+            forget_plot = gr.Plot(label="Before and after", elem_id="lesson-forget-plot")
+        with gr.Step(lesson.TITLES["route"], id=4):
+            gr.Markdown(_text("route"))
+            route_button = gr.Button("Merge with WEMoE and let the routers learn", variant="primary",
+                                     elem_id="lesson-route")
+            route_note = gr.Markdown(elem_id="lesson-route-note")
+            with gr.Row():
+                loss_plot = gr.Plot(lesson.loss_placeholder(), label="The routers' loss", elem_id="lesson-loss")
+                routing_plot = gr.Plot(label="Which expert each task's images use")
+        with gr.Step(lesson.TITLES["try"], id=5):
+            gr.Markdown(_text("try"))
+            with gr.Row():
+                image = gr.Image(type="filepath", label="Your image", height=220, sources=["upload", "clipboard"],
+                                 elem_id="lesson-image")
+                with gr.Column():
+                    try_button = gr.Button("Ask every model", variant="primary", elem_id="lesson-try")
+                    guess = gr.Markdown()
+            examples = [path for path, _ in inputs.list_examples(config, tasks or None)][:: 2][:8]
+            if examples:
+                gr.Examples(examples, inputs=[image], label="Or pick an example")
+            with gr.Row():
+                seen = gr.Image(label="What the models see", height=160, interactive=False)
+                answers = gr.Dataframe(label="The answers", interactive=False)
+                heat = gr.Plot(label="Routing of your image")
+        with gr.Step(lesson.TITLES["cost"], id=6):
+            gr.Markdown(_text("cost"))
+            cost_button = gr.Button("Show what each model costs", variant="primary", elem_id="lesson-cost")
+            cost_plot = gr.Plot(label="Accuracy against cost", elem_id="lesson-cost-plot")
+        link_note = gr.Markdown(elem_id="lesson-link-note")
+
+    @quiet
+    def meet_event(state, chosen=None):
+        return lesson.meet(state, config, chosen)
+
+    meet_button.click(meet_event, [session, experts], [meet_plot, meet_note], api_name="lesson_meet", **long)
+
+    @quiet
+    def add_event(state, lam_value=lesson.DEFAULT_LAMBDA):
+        return lesson.add_up(state, config, lam_value)
+
+    add_button.click(add_event, [session, lam], [add_plot, sweep_plot, add_note], api_name="lesson_add", **long)
+
+    @quiet
+    def interfere_event(state, keep_percent=20):
+        return lesson.interfere(state, config, keep_percent)
+
+    interfere_button.click(interfere_event, [session, keep], [interfere_plot, interfere_note],
+                           api_name="lesson_interfere", **light)
+
+    @quiet
+    def forget_event(state, task=None, amount=lesson.DEFAULT_FORGET):
+        return lesson.forget(state, config, task, amount)
+
+    forget_button.click(forget_event, [session, forgotten, strength], [forget_plot, forget_note],
+                        api_name="lesson_forget", **long)
+
+    @quiet
+    def route_event(state):
+        yield from lesson.route(state, config)
+
+    route_button.click(route_event, [session], [route_note, loss_plot, routing_plot], api_name="lesson_route", **long)
+
+    @quiet
+    def try_event(state, picture=None):
+        shown, table, words, routing = lesson.try_image(state, config, picture)
+        return shown, table, words, routing
+
+    try_button.click(try_event, [session, image], [seen, answers, guess, heat], api_name="lesson_try", **light)
+
+    @quiet
+    def cost_event(state):
+        return lesson.cost(state, config)
+
+    cost_button.click(cost_event, [session], [cost_plot], api_name="lesson_cost", **long)
+
+    def open_link(request: gr.Request):
+        """A link's step and settings (defaults, and one message, for values the lesson cannot use)."""
+        query = dict(getattr(request, "query_params", None) or {})
+        link = lesson.read_link(query, tasks)
+        note = lesson.problems_note(link)
+        if note:
+            gr.Warning(note)
+        return (gr.Walkthrough(selected=link.index), link.experts or tasks, link.lam,
+                link.forget or first_forget, link.strength, f"_{note}_" if note else "")
+
+    return LessonPage(walk, open_link, [walk, experts, lam, forgotten, strength, link_note])
+
+
+@dataclass
+class LessonPage:
+    """The lesson's walkthrough, and what the page's load event calls to open a link (``demo.load``)."""
+
+    walk: gr.Walkthrough
+    open_link: Callable[[gr.Request], tuple]
+    link_outputs: list[Any]

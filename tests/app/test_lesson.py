@@ -1,0 +1,135 @@
+"""The lesson: every step's verb on a session (the pocket zoo, as a class sees it), its links, and its endpoints."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from app import lesson
+from app.lesson_page import pocket_tasks
+from app.session import AppConfig, Session
+from tests.app_support import tiny_config, write_examples
+
+POCKET = pocket_tasks()
+
+
+@pytest.fixture(scope="module")
+def config():
+    return AppConfig(samples=48)
+
+
+@pytest.fixture
+def session():
+    made = Session()
+    yield made
+    made.close()
+
+
+def test_the_shipped_zoo_names_its_tasks_without_loading():
+    assert len(POCKET) == 8 and POCKET[0] == "pocket_digits"
+    assert [lesson.plain(t) for t in POCKET[:2]] == ["digits", "shapes"]
+    assert lesson.plain("task_arithmetic") == "task arithmetic" and lesson.plain("motion_blur") == "motion blur"
+
+
+def test_a_step_clicked_first_loads_the_zoo_and_meets_the_chosen_experts(session, config):
+    figure, note = lesson.meet(session, config, ["pocket_shapes", "pocket_digits", "pocket_flags"])
+    assert session.zoo_name == "pocket" and session.bench.task_names == ["pocket_digits", "pocket_shapes",
+                                                                           "pocket_flags"]
+    heat = figure.data[0]
+    assert list(heat.y) == ["digits", "shapes", "flags"] and list(heat.x) == [*heat.y, "average"]  # plain names
+    assert all(heat.z[i][i] == max(row[:3]) for i, row in enumerate(heat.z))  # each expert is best on its own task
+    assert "3 experts" in note
+    with pytest.raises(gr.Error, match="at least two"):
+        lesson.meet(session, config, ["pocket_digits"])
+    assert session.bench.task_names == ["pocket_digits", "pocket_shapes", "pocket_flags"]  # kept after the refusal
+
+
+def test_adding_up_shows_every_task_at_the_lambda(session, config):
+    lesson.meet(session, config, ["pocket_digits", "pocket_shapes"])
+    bars, sweep, note = lesson.add_up(session, config, 0.4)
+    assert [trace.name for trace in bars.data] == ["lambda 0.4"] and list(bars.data[0].x) == ["digits", "shapes",
+                                                                                              "average"]
+    assert "Average at lambda 0.4" in note and sweep.data
+    with pytest.raises(gr.Error, match="Lambda: enter a number from 0 to 1"):
+        lesson.add_up(session, config, "x")
+
+
+def test_forgetting_a_task_lowers_it_and_keeps_the_controls(session, config):
+    """Negation on the pocket zoo: shapes minus half its task vector falls far below the base; the controls hold."""
+    from wemoe.analysis.sweep import per_task_lambdas
+
+    lesson.meet(session, config, None)
+    figure, note = lesson.forget(session, config)  # the page's suggestion: shapes, half its task vector
+    before, after = (dict(zip(trace.x, trace.y, strict=True)) for trace in figure.data)
+    assert after["shapes"] < before["shapes"] - 30, (before, after)
+    controls = [t for t in before if t not in ("shapes", "average")]
+    assert sum(after[t] - before[t] for t in controls) / len(controls) > -5, (before, after)
+    assert "shapes" in note and "->" in note
+    direct = per_task_lambdas(session.bench, {"pocket_shapes": -0.5}, per_task=lesson.LESSON_PER_TASK)
+    assert round(direct["pocket_shapes"]) == round(after["shapes"])  # the page shows the library's numbers
+    with pytest.raises(gr.Error, match="Task to forget"):
+        lesson.forget(session, config, "nope", 1.0)
+
+
+def test_the_other_steps_answer(session, config):
+    lesson.meet(session, config, ["pocket_digits", "pocket_shapes"])
+    figure, _ = lesson.interfere(session, config, 20)
+    assert figure.data
+    updates = list(lesson.route(session, config, steps=2))
+    assert updates[-1][0].startswith("Adapted wemoe: 2 steps") and "wemoe" in session.bench.merges
+    example = sorted((config.examples_dir / "pocket_digits").iterdir())[0]
+    shown, table, words, heat = lesson.try_image(session, config, str(example))
+    assert "guess" in words and heat is not None
+    assert lesson.cost(session, config).data
+
+
+def test_a_link_opens_its_step_with_its_settings():
+    link = lesson.read_link({"step": "4", "experts": "pocket_shapes,pocket_digits", "lambda": "0.5",
+                             "forget": "pocket_shapes", "strength": "1.5"}, POCKET)
+    assert (link.step, link.experts, link.lam, link.forget, link.strength) == (
+        "forget", ["pocket_digits", "pocket_shapes"], 0.5, "pocket_shapes", 1.5)
+    assert not link.problems and lesson.problems_note(link) == ""
+    url = lesson.link_for("http://host/?x=1", "forget", link.experts, 0.5, "pocket_shapes", 1.5)
+    assert url == ("http://host/?step=4&experts=pocket_digits,pocket_shapes&lambda=0.5&forget=pocket_shapes"
+                   "&strength=1.5")
+    from urllib.parse import parse_qsl, urlparse
+
+    again = lesson.read_link(dict(parse_qsl(urlparse(url).query)), POCKET)
+    assert again == link  # the round trip
+
+
+@pytest.mark.parametrize("query", [{"step": "99"}, {"experts": "pocket_digits"}, {"experts": "x,y"},
+                                   {"lambda": "abc"}, {"lambda": "nan"}, {"lambda": "7"}, {"forget": "/etc/passwd"},
+                                   {"strength": "-1"}])
+def test_a_link_with_bad_values_opens_with_defaults_and_one_message(query):
+    link = lesson.read_link(query, POCKET)
+    assert (link.step, link.experts, link.lam, link.forget, link.strength) == (
+        "meet", [], lesson.DEFAULT_LAMBDA, None, lesson.DEFAULT_FORGET)
+    assert len(link.problems) == 1 and lesson.problems_note(link).startswith("This link had values")
+
+
+def test_every_lesson_step_is_an_endpoint(tmp_path):
+    """Through gradio_client, the tiny zoo: each step's endpoint answers, and a bad value is refused by name."""
+    from gradio_client import Client
+
+    from app import build_demo
+
+    config = tiny_config(write_examples(tmp_path / "examples"))
+    demo = build_demo(config)
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        client = Client(demo.local_url, verbose=False)
+        client.predict(chosen=["task0", "task1"], api_name="/lesson_meet")
+        *_, note = client.predict(lam_value=0.5, api_name="/lesson_add")
+        assert "Average at lambda 0.5" in note
+        client.predict(keep_percent=20, api_name="/lesson_interfere")
+        _, note = client.predict(task="task1", amount=1.0, api_name="/lesson_forget")
+        assert "task1" in note
+        status, *_ = client.predict(api_name="/lesson_route")
+        assert status.startswith("Adapted wemoe")
+        client.predict(api_name="/lesson_cost")
+        with pytest.raises(Exception, match="Lambda: enter a number from 0 to 1"):
+            client.predict(lam_value="x", api_name="/lesson_add")
+    finally:
+        demo.close()
