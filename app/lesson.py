@@ -130,8 +130,27 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
     status = ""
     for status, curve in handlers.adapt(session, "wemoe", steps, 1e-3, 16, config.default_loss):
         yield status, curve, gr.skip()
-    heat, *_ = next(handlers.routing(session, "pca", config))
-    yield status, gr.skip(), fit(heat)
+    yield status, gr.skip(), routing_by_task(session, config)
+
+
+def routing_by_task(session: Session, config: AppConfig) -> go.Figure:
+    """Each task's test images (rows) against the experts (columns): the routers' weight, averaged over the images
+    and the layers (one heatmap; the lab shows it layer by layer). The diagonal lights up when routing works."""
+    bench = bench_of(session, config)
+    name = bench.routed_merge()
+    if name is None:
+        raise refuse("Merge with WEMoE first (the button above): routing belongs to its routers.")
+    with friendly("Routing the test images"), busy(session):
+        analysis, _ = bench.routing_analysis(name, config.routing_per_task)
+    by_task = analysis.by_task()
+    rows = list(by_task)
+    weights = [[float(v) for v in by_task[t].mean(dim=(0, 1))] for t in rows]
+    figure = go.Figure(go.Heatmap(z=weights, x=[plain(t) for t in analysis.task_names], y=[plain(t) for t in rows],
+                                  colorscale="RdBu", zmid=0, text=[[f"{v:.2f}" for v in row] for row in weights],
+                                  texttemplate="%{text}" if len(rows) <= 8 else "", colorbar={"title": "weight"}))
+    figure.update_layout(title="images of each task (rows): weight of each expert (columns)",
+                         yaxis={"autorange": "reversed"}, xaxis={"title": "expert"})
+    return fit(figure)
 
 
 def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any, str, Any]:
@@ -139,9 +158,17 @@ def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any
     its routing heatmap)."""
     from app.try_panel import read_image
 
-    bench_of(session, config)
+    bench = bench_of(session, config)
     picture = read_image(image, config)
-    return handlers.predict(session, picture, None, config)
+    shown, table, words, heat = handlers.predict(session, picture, None, config)
+    return shown, table, in_plain_words(words, bench.task_names), heat
+
+
+def in_plain_words(text: str, names: Sequence[str]) -> str:
+    """``text`` with the code names of tasks and models in plain words (longest names first)."""
+    for name in sorted({*names, *MODEL_WORDS}, key=len, reverse=True):
+        text = text.replace(name, plain(name))
+    return text
 
 
 def cost(session: Session, config: AppConfig) -> go.Figure:

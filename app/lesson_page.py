@@ -64,6 +64,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     plain_tasks = [(lesson.plain(t), t) for t in tasks]
     light, long = light | {"preprocess": False}, long | {"preprocess": False}
     first_forget = lesson.FORGET_FIRST if lesson.FORGET_FIRST in tasks else (tasks[0] if tasks else None)
+    nexts: list[gr.Button] = []
     with gr.Walkthrough(selected=0, elem_id="lesson") as walk:
         with gr.Step(lesson.TITLES["meet"], id=0):
             gr.Markdown(_text("meet"))
@@ -73,6 +74,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                 meet_button = gr.Button("Meet the experts", variant="primary", scale=1, elem_id="lesson-meet")
             meet_note = gr.Markdown()
             meet_plot = gr.Plot(label="Each expert on every task", elem_id="lesson-meet-plot")
+            nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[1]]}", size="sm", elem_id="lesson-next-1"))
         with gr.Step(lesson.TITLES["add"], id=1):
             gr.Markdown(_text("add"))
             with gr.Row():
@@ -83,6 +85,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row():
                 add_plot = gr.Plot(label="Every task at your lambda", elem_id="lesson-add-plot")
                 sweep_plot = gr.Plot(label="Every lambda from 0 to 1")
+            nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[2]]}", size="sm", elem_id="lesson-next-2"))
         with gr.Step(lesson.TITLES["interfere"], id=2):
             gr.Markdown(_text("interfere"))
             with gr.Row():
@@ -92,6 +95,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                                              elem_id="lesson-interfere")
             interfere_note = gr.Markdown()
             interfere_plot = gr.Plot(label="How the experts' changes overlap", elem_id="lesson-interfere-plot")
+            nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[3]]}", size="sm", elem_id="lesson-next-3"))
         with gr.Step(lesson.TITLES["forget"], id=3):
             gr.Markdown(_text("forget"))
             with gr.Row():
@@ -102,6 +106,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                 forget_button = gr.Button("Forget it", variant="primary", scale=1, elem_id="lesson-forget")
             forget_note = gr.Markdown()
             forget_plot = gr.Plot(label="Before and after", elem_id="lesson-forget-plot")
+            nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[4]]}", size="sm", elem_id="lesson-next-4"))
         with gr.Step(lesson.TITLES["route"], id=4):
             gr.Markdown(_text("route"))
             route_button = gr.Button("Merge with WEMoE and let the routers learn", variant="primary",
@@ -110,6 +115,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row():
                 loss_plot = gr.Plot(lesson.loss_placeholder(), label="The routers' loss", elem_id="lesson-loss")
                 routing_plot = gr.Plot(label="Which expert each task's images use")
+            nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[5]]}", size="sm", elem_id="lesson-next-5"))
         with gr.Step(lesson.TITLES["try"], id=5):
             gr.Markdown(_text("try"))
             with gr.Row():
@@ -123,13 +129,18 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                 gr.Examples(examples, inputs=[image], label="Or pick an example")
             with gr.Row():
                 seen = gr.Image(label="What the models see", height=160, interactive=False)
-                answers = gr.Dataframe(label="The answers", interactive=False)
+                answers = gr.Dataframe(label="The answers", interactive=False, elem_id="lesson-try-answers")
                 heat = gr.Plot(label="Routing of your image")
+            nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[6]]}", size="sm", elem_id="lesson-next-6"))
         with gr.Step(lesson.TITLES["cost"], id=6):
             gr.Markdown(_text("cost"))
             cost_button = gr.Button("Show what each model costs", variant="primary", elem_id="lesson-cost")
             cost_plot = gr.Plot(label="Accuracy against cost", elem_id="lesson-cost-plot")
         link_note = gr.Markdown(elem_id="lesson-link-note")
+
+    for index, button in enumerate(nexts, start=1):
+        button.click(lambda i=index: gr.Walkthrough(selected=i), None, [walk], api_name=f"lesson_next_{index}",
+                     show_progress="hidden", queue=False)
 
     @quiet
     def meet_event(state, chosen=None):

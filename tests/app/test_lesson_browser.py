@@ -1,0 +1,64 @@
+"""The lesson walked in a real browser (Debian chromium) at desktop and phone widths: every step's main control and
+its result shown, at 1280x800 both on one screen; screenshots ``lesson-<step>-<width>.png`` under the artifacts."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import AppConfig, build_demo
+from tests.app.test_app_browser import ARTIFACTS, CHROMIUM, IN_CI
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists() and not IN_CI,
+                                                      reason="/usr/bin/chromium is missing (apt-get install chromium)")]
+SIZES = ((1280, 800), (390, 844))
+# step: (its main button, the element its result lands in, the text that says it is there)
+STEP_RESULTS = (("#lesson-meet", "#lesson-meet-plot", None), ("#lesson-add", "#lesson-add-plot", None),
+                ("#lesson-interfere", "#lesson-interfere-plot", None), ("#lesson-forget", "#lesson-forget-plot", None),
+                ("#lesson-route", "#lesson-route-note", "Adapted wemoe"), ("#lesson-try", "#lesson-try-answers", "%"),
+                ("#lesson-cost", "#lesson-cost-plot", None))
+
+
+def _in_view(page, selector: str) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    size = page.viewport_size
+    return box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= size["height"]
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_the_lesson_from_first_step_to_last(width, height):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    demo = build_demo(AppConfig(samples=48, default_steps=5))
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    clicks = 0
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(demo.local_url)
+            for index, (button, result, text) in enumerate(STEP_RESULTS):
+                if index == 5:  # try your own image: pick the first example
+                    page.locator("#lesson .gallery-item, #lesson button.gallery").first.click()
+                    clicks += 1
+                page.locator(button).click()
+                clicks += 1
+                shown = page.locator(result).first
+                if text is None:
+                    expect(shown.locator(".js-plotly-plot")).to_be_visible(timeout=120_000)
+                else:
+                    expect(shown).to_contain_text(text, timeout=180_000)
+                if width == 1280:
+                    page.locator(button).scroll_into_view_if_needed()
+                    assert _in_view(page, button) and _in_view(page, result), f"step {index + 1} needs scrolling"
+                page.screenshot(path=str(ARTIFACTS / f"lesson-{index + 1}-{width}.png"))
+                if index + 1 < len(STEP_RESULTS):
+                    page.locator(f"#lesson-next-{index + 1}").click()
+                    clicks += 1
+            browser.close()
+    finally:
+        demo.close()
+    assert clicks <= 40
