@@ -97,9 +97,14 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     method_choice = gr.CheckboxGroup([(m.pretty_name, m.name) for m in methods],
                                                      value=[m for m in DEFAULT_METHODS if m in list_methods()],
                                                      label="Merge methods")
-                    controls = []
+                    with gr.Row():
+                        merge_button = gr.Button("Merge (and adapt)", variant="primary", elem_id="merge",
+                                                 interactive=False)
+                        adapt_button = gr.Button("Adapt more", interactive=False)
+                        cancel_button = gr.Button("Cancel", variant="stop")
+                    controls = []  # every method's settings, folded: the defaults are the papers'
                     for method in methods:
-                        with gr.Accordion(f"{method.pretty_name} settings", open=method.name == "wemoe"):
+                        with gr.Accordion(f"{method.pretty_name} settings", open=False):
                             gr.Markdown(f"{method.description} [paper]({method.reference_url})")
                             controls += [param_control(method.name, p) for p in method.params]
                     gr.Markdown(texts.ADAPT)
@@ -113,11 +118,6 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     split = setting_control("split", None, "The accuracy table scores the test images either way.")
                     target = gr.Dropdown(choices=[], value=None, label="Merge to adapt", allow_custom_value=True)
                     estimate_note = gr.Markdown()
-                    with gr.Row():
-                        merge_button = gr.Button("Merge (and adapt)", variant="primary", elem_id="merge",
-                                                 interactive=False)
-                        adapt_button = gr.Button("Adapt more", interactive=False)
-                        cancel_button = gr.Button("Cancel", variant="stop")
                     merge_status = gr.Markdown(elem_id="merge-status")
                     loss_plot = gr.Plot(figures.empty_figure("The loss curve appears while the routers adapt."),
                                         label="Adaptation loss")

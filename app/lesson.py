@@ -171,12 +171,14 @@ def in_plain_words(text: str, names: Sequence[str]) -> str:
     return text
 
 
-def cost(session: Session, config: AppConfig) -> go.Figure:
+def cost(session: Session, config: AppConfig) -> tuple[go.Figure, str]:
     """Step 7: average accuracy against extra parameters and adaptation time, per model (merges made so far)."""
     bench = bench_of(session, config)
     if "task_arithmetic" not in bench.merges:
         handlers.merge(session, ["task_arithmetic"], {})
-    return fit(cost_view(session))
+    names = ", ".join(plain(m) for m in bench.merges)
+    return fit(cost_view(session)), (f"The base model, the experts (one model per task) and your merges ({names}): "
+                                     "up and to the left is better.")
 
 
 def fit(figure: go.Figure, height: int = LESSON_PLOT_HEIGHT) -> go.Figure:

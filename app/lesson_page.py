@@ -135,6 +135,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
         with gr.Step(lesson.TITLES["cost"], id=6):
             gr.Markdown(_text("cost"))
             cost_button = gr.Button("Show what each model costs", variant="primary", elem_id="lesson-cost")
+            cost_note = gr.Markdown()
             cost_plot = gr.Plot(label="Accuracy against cost", elem_id="lesson-cost-plot")
         link_note = gr.Markdown(elem_id="lesson-link-note")
 
@@ -146,13 +147,15 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     def meet_event(state, chosen=None):
         return lesson.meet(state, config, chosen)
 
-    meet_button.click(meet_event, [session, experts], [meet_plot, meet_note], api_name="lesson_meet", **long)
+    meet_button.click(meet_event, [session, experts], [meet_plot, meet_note], api_name="lesson_meet",
+                      show_progress_on=[meet_note], **long)
 
     @quiet
     def add_event(state, lam_value=lesson.DEFAULT_LAMBDA):
         return lesson.add_up(state, config, lam_value)
 
-    add_button.click(add_event, [session, lam], [add_plot, sweep_plot, add_note], api_name="lesson_add", **long)
+    add_button.click(add_event, [session, lam], [add_plot, sweep_plot, add_note], api_name="lesson_add",
+                     show_progress_on=[add_note], **long)
 
     @quiet
     def interfere_event(state, keep_percent=20):
@@ -166,13 +169,14 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
         return lesson.forget(state, config, task, amount)
 
     forget_button.click(forget_event, [session, forgotten, strength], [forget_plot, forget_note],
-                        api_name="lesson_forget", **long)
+                        api_name="lesson_forget", show_progress_on=[forget_note], **long)
 
     @quiet
     def route_event(state):
         yield from lesson.route(state, config)
 
-    route_button.click(route_event, [session], [route_note, loss_plot, routing_plot], api_name="lesson_route", **long)
+    route_button.click(route_event, [session], [route_note, loss_plot, routing_plot], api_name="lesson_route",
+                       show_progress_on=[route_note], **long)
 
     @quiet
     def try_event(state, picture=None):
@@ -185,7 +189,8 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     def cost_event(state):
         return lesson.cost(state, config)
 
-    cost_button.click(cost_event, [session], [cost_plot], api_name="lesson_cost", **long)
+    cost_button.click(cost_event, [session], [cost_plot, cost_note], api_name="lesson_cost",
+                      show_progress_on=[cost_note], **long)
 
     def open_link(request: gr.Request):
         """A link's step and settings (defaults, and one message, for values the lesson cannot use)."""

@@ -80,7 +80,8 @@ def test_the_other_steps_answer(session, config):
     example = sorted((config.examples_dir / "pocket_digits").iterdir())[0]
     shown, table, words, heat = lesson.try_image(session, config, str(example))
     assert "guess" in words and heat is not None
-    assert lesson.cost(session, config).data
+    figure, note = lesson.cost(session, config)
+    assert figure.data and "WEMoE" in note
 
 
 def test_a_link_opens_its_step_with_its_settings():
