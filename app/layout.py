@@ -212,7 +212,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             # the merge runs beside this generator: a client-side cancel closes it, which stops the merge
             # (jobs.run_beside)
             work = jobs.run_beside(lambda: handlers.merge(state, chosen, params, images_per_task, config.default_steps),
-                                   state.request_stop)
+                                   state.request_stop, every=0.5)
             try:
                 while True:
                     seconds = next(work)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from app.session import AppConfig
 from tests.helpers import tiny_task, tiny_zoo
@@ -39,3 +42,20 @@ def tiny_config(examples: Path, **overrides) -> AppConfig:
                 "centroid_per_task": 6}
     settings.update(overrides)
     return AppConfig(**settings)
+
+
+@contextlib.contextmanager
+def launched(config: AppConfig, **launch: Any) -> Iterator[tuple[Any, Any]]:
+    """The app built from ``config``, launched on 127.0.0.1 with its queue, and a ``gradio_client`` on it; closed
+    after the block."""
+    from gradio_client import Client
+
+    from app import build_demo
+
+    demo = build_demo(config)
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **launch)
+    try:
+        yield demo, Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()

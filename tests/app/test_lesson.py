@@ -8,7 +8,7 @@ import pytest
 from app import lesson
 from app.lesson_page import pocket_tasks
 from app.session import AppConfig, Session
-from tests.app_support import tiny_config, write_examples
+from tests.app_support import launched, tiny_config, write_examples
 
 POCKET = pocket_tasks()
 
@@ -111,16 +111,8 @@ def test_a_link_with_bad_values_opens_with_defaults_and_one_message(query):
 
 def test_every_lesson_step_is_an_endpoint(tmp_path):
     """Through gradio_client, the tiny zoo: each step's endpoint answers, and a bad value is refused by name."""
-    from gradio_client import Client
-
-    from app import build_demo
-
     config = tiny_config(write_examples(tmp_path / "examples"))
-    demo = build_demo(config)
-    demo.queue()
-    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
-    try:
-        client = Client(demo.local_url, verbose=False)
+    with launched(config) as (_, client):
         client.predict(chosen=["task0", "task1"], api_name="/lesson_meet")
         *_, note = client.predict(lam_value=0.5, api_name="/lesson_add")
         assert "Average at lambda 0.5" in note
@@ -132,5 +124,3 @@ def test_every_lesson_step_is_an_endpoint(tmp_path):
         client.predict(api_name="/lesson_cost")
         with pytest.raises(Exception, match="Lambda: enter a number from 0 to 1"):
             client.predict(lam_value="x", api_name="/lesson_add")
-    finally:
-        demo.close()
