@@ -20,6 +20,7 @@ from app.events import quiet, reported, uploaded, with_signature
 from app.gpu import gpu_chunk, on_gpu
 from app.lesson_page import build_lesson
 from app.session import CUSTOM, AppConfig, Session, close_session
+from app.teacher import build_teacher_page
 from app.try_panel import build_try_panel
 
 # Three queues, so that nothing light waits behind something long (a class on a 2-core Space): light events
@@ -312,4 +313,6 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             config.shared.close(request.session_hash)  # free the closed tab's merges and files now, not in an hour
 
         demo.unload(tab_closed)
+    with demo.route("Teacher", "/teacher"):  # the class now and the class board, behind the teacher's code
+        build_teacher_page(config, LIGHT)
     return demo

@@ -65,6 +65,7 @@ def expert_choices(session: Session, config: AppConfig) -> list[tuple[str, str]]
 def meet(session: Session, config: AppConfig, experts: Sequence[str] | None = None) -> tuple[go.Figure, str]:
     """Step 1: the chosen experts (None or all: every one) become the session's, and each is scored on every task."""
     bench = bench_of(session, config)
+    session.lesson_step = "meet"
     everyone = bench.loaded.whole.task_names
     chosen = list(experts) if experts else everyone
     if not isinstance(experts, (list, tuple, type(None))) or not all(isinstance(e, str) for e in chosen):
@@ -83,8 +84,10 @@ def add_up(session: Session, config: AppConfig, lam: Any = DEFAULT_LAMBDA) -> tu
 
     lam = number(lam, "Lambda", minimum=0.0, maximum=1.0)
     bench = bench_of(session, config)
+    session.lesson_step = "add"
     with friendly("Adding the experts up"), busy(session):
         scores = per_task_lambdas(bench, dict.fromkeys(bench.task_names, lam), per_task=LESSON_PER_TASK)
+    session.findings["lambda"] = {"average": scores["average"], "setting": f"lambda {lam:g}, {_experts(bench)}"}
     bars = _bars({f"lambda {lam:g}": scores}, f"task arithmetic: base + {lam:g} x (sum of the task vectors)")
     return bars, fit(lambda_sweep_view(session)), f"Average at lambda {lam:g}: **{scores['average']:.1f}%**."
 
@@ -92,6 +95,7 @@ def add_up(session: Session, config: AppConfig, lam: Any = DEFAULT_LAMBDA) -> tu
 def interfere(session: Session, config: AppConfig, keep: Any = 20) -> tuple[go.Figure, str]:
     """Step 3: how alike the task vectors are (cosine) and where their signs conflict, keeping the top ``keep`` %."""
     bench_of(session, config)
+    session.lesson_step = "interfere"
     figure, _ = interference_view(session, keep, "whole")
     return fit(figure), ("Near 0: the experts changed different things. A high share of sign conflicts: adding "
                          "them cancels out; TIES keeps only the largest changes and the majority sign.")
@@ -116,6 +120,10 @@ def forget(session: Session, config: AppConfig, task: Any = None, strength: Any 
                    f"forgetting {plain(task)}: base - {strength:g} x its task vector")
     others = [t for t in bench.task_names if t != task]
     kept = sum(after[t] - before[t] for t in others) / max(1, len(others))
+    session.lesson_step = "forget"
+    session.findings["forget"] = {"average": after["average"], "forgotten": after[task],
+                                  "controls": sum(after[t] for t in others) / max(1, len(others)),
+                                  "setting": f"{plain(task)} minus {strength:g}"}
     return figure, (f"{plain(task)}: {before[task]:.1f}% -> **{after[task]:.1f}%**; the other tasks moved "
                     f"{kept:+.1f} points on average.")
 
@@ -123,14 +131,33 @@ def forget(session: Session, config: AppConfig, task: Any = None, strength: Any 
 def route(session: Session, config: AppConfig, steps: Any = None, progress: Any = None
           ) -> Iterator[tuple[str, Any, Any]]:
     """Step 5: merge with WEMoE and adapt its routers live, yielding (status, loss curve, routing per task)."""
-    bench_of(session, config)
+    bench = bench_of(session, config)
+    session.lesson_step = "route"
     steps = config.default_steps if steps is None else steps
     yield "Merging with WEMoE (each block's MLP gets a router)...", gr.skip(), gr.skip()
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, default_steps=steps)
     status = ""
     for status, curve in handlers.adapt(session, "wemoe", steps, 1e-3, 16, config.default_loss):
         yield status, curve, gr.skip()
-    yield status, gr.skip(), routing_by_task(session, config)
+    heat = routing_by_task(session, config)
+    scores = merged_scores(session, ["task_arithmetic", "wemoe"])
+    session.findings["wemoe"] = {"average": scores["wemoe"], "setting": f"{steps} steps, {_experts(bench)}"}
+    yield (f"{status}\n\n**WEMoE: {scores['wemoe']:.1f}%** on average, task arithmetic "
+           f"{scores['task_arithmetic']:.1f}% ({LESSON_PER_TASK} test images per task)."), gr.skip(), heat
+
+
+def merged_scores(session: Session, names: Sequence[str]) -> dict[str, float]:
+    """The average accuracy (percent) of the session's merges ``names`` on the lesson's sample of test images."""
+    from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
+
+    bench = session.bench
+    with friendly("Scoring the merges"), busy(session):
+        data, heads = sample_data(bench.data(), LESSON_PER_TASK), bench.heads()
+        return {n: with_average(accuracy_by_task(bench.merges[n].model, data, heads))["average"] for n in names}
+
+
+def _experts(bench: Any) -> str:
+    return f"{len(bench.task_names)} experts"
 
 
 def routing_by_task(session: Session, config: AppConfig) -> go.Figure:
@@ -159,6 +186,7 @@ def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any
     from app.try_panel import read_image
 
     bench = bench_of(session, config)
+    session.lesson_step = "try"
     picture = read_image(image, config)
     shown, table, words, heat = handlers.predict(session, picture, None, config)
     return shown, table, in_plain_words(words, bench.task_names), heat
@@ -174,6 +202,7 @@ def in_plain_words(text: str, names: Sequence[str]) -> str:
 def cost(session: Session, config: AppConfig) -> tuple[go.Figure, str]:
     """Step 7: average accuracy against extra parameters and adaptation time, per model (merges made so far)."""
     bench = bench_of(session, config)
+    session.lesson_step = "cost"
     if "task_arithmetic" not in bench.merges:
         handlers.merge(session, ["task_arithmetic"], {})
     names = ", ".join(plain(m) for m in bench.merges)
@@ -285,3 +314,23 @@ def loss_placeholder() -> go.Figure:
     """The loss chart before step 5 runs."""
     return figures.empty_figure("The routers' loss appears here while they adapt.")
 
+
+
+def add_to_board(session: Session, kind: Any, nickname: Any = None) -> str:
+    """Put the session's last lesson result of ``kind`` (``lambda``, ``forget`` or ``wemoe``) on the class board."""
+    from app.board import KINDS, BoardError
+
+    if kind not in KINDS:
+        raise refuse(f"Class board: one of {', '.join(KINDS)}, got {kind!r}.")
+    found = session.findings.get(kind)
+    if found is None:
+        raise refuse(f"Nothing to add yet: run this step first ({KINDS[kind]}), then add it to the class board.")
+    if session.shared is None:
+        raise refuse("Load a zoo first: the class board belongs to this Space's class.")
+    try:
+        entry = session.shared.board.submit(kind, round(found["average"], 2), found["setting"], session.session_hash,
+                                            nickname, found.get("forgotten"), found.get("controls"))
+    except BoardError as error:
+        raise refuse(f"Class board: {error}") from None
+    who = f" as {entry.nickname}" if entry.nickname else " (anonymous)"
+    return f"Added to the class board{who}: {entry.setting}, {entry.average:.1f}% average."

@@ -65,6 +65,8 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     light, long = light | {"preprocess": False}, long | {"preprocess": False}
     first_forget = lesson.FORGET_FIRST if lesson.FORGET_FIRST in tasks else (tasks[0] if tasks else None)
     nexts: list[gr.Button] = []
+    boards: dict[str, gr.Button] = {}
+    board_notes: dict[str, gr.Markdown] = {}
     with gr.Walkthrough(selected=0, elem_id="lesson") as walk:
         with gr.Step(lesson.TITLES["meet"], id=0):
             gr.Markdown(_text("meet"))
@@ -73,6 +75,8 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                                            elem_id="lesson-experts")
                 meet_button = gr.Button("Meet the experts", variant="primary", scale=1, elem_id="lesson-meet")
             meet_note = gr.Markdown()
+            nickname = gr.Textbox(label="Your nickname on the class board (optional, plain text)", max_lines=1,
+                                  max_length=24, elem_id="lesson-nickname")
             meet_plot = gr.Plot(label="Each expert on every task", elem_id="lesson-meet-plot")
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[1]]}", size="sm", elem_id="lesson-next-1"))
         with gr.Step(lesson.TITLES["add"], id=1):
@@ -85,6 +89,9 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row():
                 add_plot = gr.Plot(label="Every task at your lambda", elem_id="lesson-add-plot")
                 sweep_plot = gr.Plot(label="Every lambda from 0 to 1")
+            with gr.Row():
+                boards["lambda"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-lambda")
+                board_notes["lambda"] = gr.Markdown()
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[2]]}", size="sm", elem_id="lesson-next-2"))
         with gr.Step(lesson.TITLES["interfere"], id=2):
             gr.Markdown(_text("interfere"))
@@ -106,6 +113,9 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                 forget_button = gr.Button("Forget it", variant="primary", scale=1, elem_id="lesson-forget")
             forget_note = gr.Markdown()
             forget_plot = gr.Plot(label="Before and after", elem_id="lesson-forget-plot")
+            with gr.Row():
+                boards["forget"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-forget")
+                board_notes["forget"] = gr.Markdown()
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[4]]}", size="sm", elem_id="lesson-next-4"))
         with gr.Step(lesson.TITLES["route"], id=4):
             gr.Markdown(_text("route"))
@@ -115,6 +125,9 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row():
                 loss_plot = gr.Plot(lesson.loss_placeholder(), label="The routers' loss", elem_id="lesson-loss")
                 routing_plot = gr.Plot(label="Which expert each task's images use")
+            with gr.Row():
+                boards["wemoe"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-wemoe")
+                board_notes["wemoe"] = gr.Markdown()
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[5]]}", size="sm", elem_id="lesson-next-5"))
         with gr.Step(lesson.TITLES["try"], id=5):
             gr.Markdown(_text("try"))
@@ -142,6 +155,14 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     for index, button in enumerate(nexts, start=1):
         button.click(lambda i=index: gr.Walkthrough(selected=i), None, [walk], api_name=f"lesson_next_{index}",
                      show_progress="hidden", queue=False)
+
+    for kind, button in boards.items():
+        @quiet
+        def board_event(state, name=None, kind=kind):
+            return lesson.add_to_board(state, kind, name)
+
+        api = "submit_to_board" if kind == "lambda" else f"submit_to_board_{kind}"
+        button.click(board_event, [session, nickname], [board_notes[kind]], api_name=api, **light)
 
     @quiet
     def meet_event(state, chosen=None):

@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from app.board import ClassBoard
 from wemoe.workbench.result_cache import ResultCache
 
 ProgressFn = Callable[[float, str], None]
@@ -152,6 +153,7 @@ class Shared:
         self.light_first = LightFirst()
         self.classify_turn = ClassifyTurn()
         self.step_times = StepTimes()  # seconds per adaptation step now, for estimates (app.jobs.step_key)
+        self.board = ClassBoard()  # what the class found (app.board), shown to the teacher (app.teacher)
         # adaptation steps computed at once (app.jobs.locked_steps): one per CPU, whoever's run they are
         self.compute_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
         self._sessions: weakref.WeakSet = weakref.WeakSet()
@@ -202,6 +204,17 @@ class Shared:
         """How many sessions are tracked (alive)."""
         with self._lock:
             return len(self._sessions)
+
+    def class_now(self) -> dict[str, Any]:
+        """The class as a teacher sees it: sessions with a zoo loaded now, and how many are at each lesson step."""
+        with self._lock:
+            live = [s for s in self._sessions if getattr(s, "bench", None) is not None]
+        steps: dict[str, int] = {}
+        for session in live:
+            step = getattr(session, "lesson_step", None) or "not started"
+            steps[step] = steps.get(step, 0) + 1
+        return {"students": len(live), "steps": steps, "memory_mb": round(rss_mb()),
+                "memory_budget_mb": round(self.memory_budget_mb)}
 
     def sweep(self, idle_seconds: float, now: float | None = None) -> int:
         """Drop the merges of every session idle for more than ``idle_seconds``; returns how many were dropped."""

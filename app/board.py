@@ -1,0 +1,151 @@
+"""The class board: what the students of one Space found, shared with the teacher (``app.teacher``).
+
+One :class:`ClassBoard` per app process, owned by ``app.shared.Shared`` and changed only under its lock. Entries are
+anonymous (an optional nickname of plain text, 24 characters at most), checked (known kinds, numbers in their ranges,
+task names of the zoo), bounded in number (the oldest go first, and the board says so) and in rate (a few per session
+per minute). Nothing identifying is kept: a session's entries are tied to it only by gradio's random session id,
+which is hashed before it is stored, and the board lives in memory (a restart empties it).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KINDS = {"lambda": "best single lambda", "forget": "forgetting a task", "wemoe": "WEMoE after adapting"}
+MAX_ENTRIES = 500
+PER_MINUTE = 6  # entries one session may add in a minute
+NICKNAME_LENGTH = 24
+_PLAIN = re.compile(r"[^\w .,'-]", re.UNICODE)
+
+
+class BoardError(ValueError):
+    """An entry the board refuses (its message says what was wrong)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One student's finding."""
+
+    kind: str  # a key of KINDS
+    nickname: str
+    average: float  # average accuracy (percent) of the model the finding is about
+    setting: str  # what was set, in plain words ("lambda 0.35", "shapes minus 0.5", "100 steps")
+    forgotten: float | None = None  # forget: the forgotten task's accuracy (percent)
+    controls: float | None = None  # forget: the other tasks' average accuracy (percent)
+    at: float = 0.0  # seconds since the epoch
+    session: str = ""  # a hash of gradio's session id: entries of one session, not who it is
+
+
+def plain_nickname(text: Any) -> str:
+    """A nickname as plain text: letters, digits, spaces and a little punctuation, at most 24 characters (markdown and
+    HTML characters dropped); "" for none."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise BoardError(f"Nickname: enter plain text (or nothing), got {type(text).__name__}.")
+    return " ".join(_PLAIN.sub("", text).split())[:NICKNAME_LENGTH]
+
+
+def _percent(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 100.0:
+        raise BoardError(f"{field}: a percentage from 0 to 100, got {value!r}.")
+    return round(float(value), 2)
+
+
+class ClassBoard:
+    """The findings of a class, newest last, bounded; safe to use from every session's thread."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES, per_minute: int = PER_MINUTE) -> None:
+        self.max_entries, self.per_minute = max_entries, per_minute
+        self._entries: deque[Entry] = deque()
+        self._recent: dict[str, deque[float]] = {}
+        self.dropped = 0  # entries dropped because the board was full
+        self._lock = threading.Lock()
+
+    def submit(self, kind: Any, average: Any, setting: Any, session_id: str | None, nickname: Any = None,
+               forgotten: Any = None, controls: Any = None, now: float | None = None) -> Entry:
+        """Add a checked entry (a :class:`BoardError` says what was wrong); refuses more than ``per_minute`` entries
+        of one session in a minute."""
+        if kind not in KINDS:
+            raise BoardError(f"Kind: one of {', '.join(KINDS)}, got {kind!r}.")
+        if not isinstance(setting, str) or not setting.strip() or len(setting) > 80:
+            raise BoardError("Setting: a short description of what was set (at most 80 characters).")
+        entry = Entry(kind=kind, nickname=plain_nickname(nickname), average=_percent(average, "Average"),
+                      setting=_PLAIN.sub("", setting)[:80],
+                      forgotten=None if forgotten is None else _percent(forgotten, "Forgotten task"),
+                      controls=None if controls is None else _percent(controls, "Other tasks"),
+                      at=time.time() if now is None else now,
+                      session=hashlib.sha256((session_id or "anonymous").encode()).hexdigest()[:12])
+        with self._lock:
+            recent = self._recent.setdefault(entry.session, deque())
+            while recent and entry.at - recent[0] > 60:
+                recent.popleft()
+            if len(recent) >= self.per_minute:
+                raise BoardError(f"At most {self.per_minute} entries a minute from one student: wait a moment.")
+            recent.append(entry.at)
+            self._entries.append(entry)
+            while len(self._entries) > self.max_entries:
+                self._entries.popleft()
+                self.dropped += 1
+        return entry
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        """The entries (of one kind, or all), oldest first."""
+        with self._lock:
+            return [e for e in self._entries if kind is None or e.kind == kind]
+
+    def clear(self) -> int:
+        """Empty the board; returns how many entries it had."""
+        with self._lock:
+            count = len(self._entries)
+            self._entries.clear()
+            self._recent.clear()
+            self.dropped = 0
+            return count
+
+    def as_json(self) -> dict[str, Any]:
+        """The board as plain data: every entry (without its session hash), per kind the best, and what was dropped."""
+        entries = self.entries()
+        rows = [{k: v for k, v in asdict(e).items() if k != "session"} for e in entries]
+        best = {kind: max((r for r in rows if r["kind"] == kind), key=_score, default=None) for kind in KINDS}
+        return {"entries": rows, "best": best, "count": len(rows), "dropped": self.dropped,
+                "kept_at_most": self.max_entries}
+
+    def csv_text(self) -> str:
+        """The board as CSV (one row an entry)."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["kind", "nickname", "average", "setting", "forgotten", "controls",
+                                                 "at"])
+        writer.writeheader()
+        for row in self.as_json()["entries"]:
+            writer.writerow(row)
+        return out.getvalue()
+
+
+def _score(row: Mapping[str, Any]) -> float:
+    """What "best" means per kind: the highest average; for forgetting, the controls kept minus the forgotten task."""
+    if row["kind"] == "forget":
+        return float(row["controls"] or 0.0) - float(row["forgotten"] or 0.0)
+    return float(row["average"])
+
+
+def summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per kind in plain words: how many entries and the best one."""
+    lines = []
+    for kind, words in KINDS.items():
+        mine = [r for r in rows if r["kind"] == kind]
+        if mine:
+            best = max(mine, key=_score)
+            who = best["nickname"] or "someone"
+            lines.append(f"- **{words}**: {len(mine)} entries; best: {best['setting']} "
+                         f"({best['average']:.1f}% average, by {who})")
+    return "\n".join(lines) or "_No entries yet._"

@@ -1,0 +1,144 @@
+"""The teacher's page (``/teacher``): the class now (students, lesson steps, how busy the Space is) and the class board
+(``app.board``), opened with the code the Space's owner sets in ``MERGE_EXPLORER_TEACHER_CODE``.
+
+Without the variable the page says how to turn it on and shows nothing. A wrong code gets one plain refusal; the code
+is compared in constant time (``hmac.compare_digest``), so answers take as long whatever was typed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app.board import KINDS, summary
+from app.errors import refuse
+from app.events import quiet
+from app.files import atomic_path
+from app.session import AppConfig
+
+CODE_ENV = "MERGE_EXPLORER_TEACHER_CODE"
+NOT_SET = (f"The teacher's page is off. The Space's owner turns it on by setting the secret `{CODE_ENV}` (Space "
+           "settings, Variables and secrets) to a code, then opens this page and types it.")
+STEP_WORDS = {"meet": "1. meeting the experts", "add": "2. adding them up", "interfere": "3. interference",
+              "forget": "4. forgetting a task", "route": "5. routing", "try": "6. trying images",
+              "cost": "7. the cost", "not started": "in the lab or not started"}
+
+
+def teacher_code() -> str | None:
+    """The code that opens the teacher's page (None: the page is off)."""
+    return os.environ.get(CODE_ENV) or None
+
+
+def check_code(code: Any) -> None:
+    """Refuse (a ``gr.Error``) unless ``code`` is the teacher's code; says how to turn the page on when it is off."""
+    expected = teacher_code()
+    if expected is None:
+        raise refuse(NOT_SET, title="Teacher's page off")
+    given = code if isinstance(code, str) else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise refuse("That is not the teacher's code.", title="Wrong code")
+
+
+def class_status(config: AppConfig) -> str:
+    """The class now, in plain words."""
+    now = config.shared.class_now()
+    steps = ", ".join(f"{count} {STEP_WORDS.get(step, step)}" for step, count in sorted(now["steps"].items()))
+    busy = now["memory_mb"] / max(1, now["memory_budget_mb"])
+    load = "busy: new work may wait" if busy > 0.8 else "fine"
+    return (f"**{now['students']} students** with the lesson open now ({steps or 'none yet'}). The Space is {load} "
+            f"(memory {now['memory_mb']} of {now['memory_budget_mb']} MB).")
+
+
+def board_frame(config: AppConfig) -> pd.DataFrame:
+    """The board's entries as a table, newest first, in plain words."""
+    rows = config.shared.board.as_json()["entries"]
+    frame = pd.DataFrame(rows, columns=["kind", "nickname", "average", "setting", "forgotten", "controls", "at"])
+    frame["kind"] = frame["kind"].map(KINDS)
+    frame["at"] = pd.to_datetime(frame["at"], unit="s").dt.strftime("%H:%M:%S")
+    return frame.iloc[::-1].rename(columns={"average": "average %", "forgotten": "forgotten task %",
+                                            "controls": "other tasks %", "at": "time"})
+
+
+def view(code: Any, config: AppConfig) -> tuple[str, str, pd.DataFrame]:
+    """(the class now, the board's summary, the board's table) for the teacher's ``code``."""
+    check_code(code)
+    board = config.shared.board.as_json()
+    note = summary(board["entries"])
+    if board["dropped"]:
+        note += (f"\n\n_The board keeps the latest {board['kept_at_most']}: {board['dropped']} older entries were "
+                 "dropped._")
+    return class_status(config), note + "\n\n_The board lives in memory: a restart of the Space empties it._", \
+        board_frame(config)
+
+
+def build_teacher_page(config: AppConfig, light: dict) -> None:
+    """The page's components and events (inside ``demo.route``)."""
+    gr.Markdown("# The teacher's page\nWhat the class found, live. Students add their results from the lesson "
+                "('Add to the class board'); nothing identifying is kept.")
+    with gr.Row():
+        code = gr.Textbox(label="Teacher's code", type="password", scale=3, elem_id="teacher-code")
+        open_button = gr.Button("Open", variant="primary", scale=1, elem_id="teacher-open")
+    status = gr.Markdown(NOT_SET if teacher_code() is None else "_Type the code and press Open._",
+                         elem_id="teacher-status")
+    best = gr.Markdown(elem_id="teacher-summary")
+    table = gr.Dataframe(label="The class board (newest first)", interactive=False, elem_id="teacher-board")
+    with gr.Row():
+        clear_button = gr.Button("Clear the board", variant="stop")
+        csv_button = gr.Button("Download the board (CSV)")
+        csv_file = gr.File(label="Board CSV", interactive=False)
+    opened = gr.State(False)
+    timer = gr.Timer(3.0, active=False)
+
+    @quiet
+    def open_event(typed):
+        shown = view(typed, config)
+        return (*shown, True, gr.Timer(active=True))
+
+    open_button.click(open_event, [code], [status, best, table, opened, timer], api_name="teacher_view",
+                      preprocess=False, **light)
+
+    def refresh(typed, is_open):
+        if not is_open:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            return view(typed, config)
+        except gr.Error:
+            return gr.skip(), gr.skip(), gr.skip()
+
+    timer.tick(refresh, [code, opened], [status, best, table], api_name="teacher_refresh", show_progress="hidden",
+               queue=False)
+
+    @quiet
+    def clear_event(typed):
+        check_code(typed)
+        count = config.shared.board.clear()
+        return f"_Cleared {count} entries._", *view(typed, config)[1:]
+
+    clear_button.click(clear_event, [code], [status, best, table], api_name="teacher_clear", preprocess=False,
+                       **light)
+
+    @quiet
+    def csv_event(typed):
+        check_code(typed)
+        folder = Path(tempfile.gettempdir()) / f"merge-explorer-board-{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "class-board.csv"
+        with atomic_path(path) as written:
+            written.write_text(config.shared.board.csv_text())
+        return str(path)
+
+    csv_button.click(csv_event, [code], [csv_file], api_name="teacher_csv", preprocess=False, **light)
+
+    @quiet
+    def class_board(code: str = "") -> dict:
+        """The class board as JSON (every entry, the best per kind): for the teacher's code only."""
+        check_code(code)
+        return config.shared.board.as_json()
+
+    gr.api(class_board, api_name="class_board")
