@@ -313,6 +313,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             config.shared.close(request.session_hash)  # free the closed tab's merges and files now, not in an hour
 
         demo.unload(tab_closed)
-    with demo.route("Teacher", "/teacher"):  # the class now and the class board, behind the teacher's code
+    # the teacher's page: the class now and the class board, behind the teacher's code (no link on the students' page)
+    with demo.route("Teacher", "/teacher", show_in_navbar=False):
         build_teacher_page(config, LIGHT)
     return demo

@@ -48,10 +48,11 @@ def check_code(code: Any) -> None:
 def class_status(config: AppConfig) -> str:
     """The class now, in plain words."""
     now = config.shared.class_now()
-    steps = ", ".join(f"{count} {STEP_WORDS.get(step, step)}" for step, count in sorted(now["steps"].items()))
+    steps = ", ".join(f"{count} at {STEP_WORDS.get(step, step)}" for step, count in sorted(now["steps"].items()))
     busy = now["memory_mb"] / max(1, now["memory_budget_mb"])
     load = "busy: new work may wait" if busy > 0.8 else "fine"
-    return (f"**{now['students']} students** with the lesson open now ({steps or 'none yet'}). The Space is {load} "
+    students = f"{now['students']} student{'' if now['students'] == 1 else 's'}"
+    return (f"**{students}** with the lesson open now ({steps or 'none yet'}). The Space is {load} "
             f"(memory {now['memory_mb']} of {now['memory_budget_mb']} MB).")
 
 

@@ -82,7 +82,8 @@ def test_the_teacher_counts_the_students_and_sees_their_findings(config, monkeyp
     now = config.shared.class_now()
     assert now["students"] == before + 3 and now["steps"].get("add") == 1
     status, best, table = teacher.view("owl-42", config)
-    assert f"{before + 3} students" in status and "Bo" in best and table.iloc[0]["setting"] == "lambda 0.4, 3 experts"
+    assert f"{before + 3} students" in status and "1 at 2. adding them up" in status
+    assert "Bo" in best and table.iloc[0]["setting"] == "lambda 0.4, 3 experts"
     students[2].close()
     assert config.shared.class_now()["students"] == before + 2  # a closed tab leaves the count
     for student in students:

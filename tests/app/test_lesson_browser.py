@@ -62,3 +62,35 @@ def test_the_lesson_from_first_step_to_last(width, height):
     finally:
         demo.close()
     assert clicks <= 40
+
+
+def test_the_teacher_sees_what_a_student_added(monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.teacher import CODE_ENV
+
+    monkeypatch.setenv(CODE_ENV, "owl-42")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    demo = build_demo(AppConfig(samples=48, default_steps=5))
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            student = browser.new_page(viewport={"width": 1280, "height": 800})
+            student.goto(demo.local_url + "?step=2")
+            student.locator("#lesson-add").click()
+            expect(student.locator("#lesson-add-plot .js-plotly-plot")).to_be_visible(timeout=120_000)
+            student.locator("#lesson-board-lambda").click()
+            teacher = browser.new_page(viewport={"width": 1280, "height": 800})
+            teacher.goto(demo.local_url.rstrip("/") + "/teacher")
+            teacher.locator("#teacher-code input").fill("owl-42")
+            teacher.locator("#teacher-open").click()  # 2 clicks: the code, Open
+            expect(teacher.locator("#teacher-status")).to_contain_text("with the lesson open", timeout=60_000)
+            expect(teacher.locator("#teacher-board")).to_contain_text("lambda 0.3", timeout=60_000)
+            teacher.screenshot(path=str(ARTIFACTS / "teacher-1-board.png"))
+            browser.close()
+    finally:
+        demo.close()
