@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections import defaultdict
 from typing import Any
@@ -172,8 +173,28 @@ def command_merge(args: argparse.Namespace) -> None:
         run_adaptation(bench, args.method, args, fabric)
     if not is_main_process():
         return
-    save_model(bench.zoo.clip, result.model, args.out)
-    _log(f"wrote {args.out}")
+    if str(args.out).endswith(".safetensors"):
+        save_model(bench.zoo.clip, result.model, args.out)
+        _log(f"wrote {args.out}")
+        return
+    from wemoe.evaluation.card import export_folder
+
+    table = bench.evaluate([PRETRAINED, EXPERTS, args.method])
+    report = build_report(args.zoo, bench.task_names, table, bench.merges)
+    adaptation = adapt_settings(args) if result.adapt_steps else None
+    command = "python -m wemoe " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
+    export_folder(args.out, bench, args.method, table, report, adaptation, command)
+    _log(f"wrote {args.out}/ (model.safetensors, merge_config.json, results.json, README.md)")
+
+
+def command_push(args: argparse.Namespace) -> None:
+    """Push an exported merge folder to the Hub (or, with --dry-run, show what would be pushed)."""
+    from wemoe.evaluation.push import dry_run, push
+
+    if args.dry_run:
+        print(dry_run(args.source, args.repo))
+        return
+    print(f"pushed to {push(args.source, args.repo, private=args.private)}")
 
 
 def _whole_numbers(text: str) -> list[int]:
@@ -249,8 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="merge (and adapt) one method and save it as safetensors")
     common(merge)
     merge.add_argument("--method", required=True, help=", ".join(list_methods()))
-    merge.add_argument("--out", required=True, help="output .safetensors path")
+    merge.add_argument("--out", required=True,
+                       help="a .safetensors file, or a folder: the weights with their config, results and model card")
     merge.set_defaults(run=command_merge)
+
+    push = commands.add_parser("push", help="push an exported merge folder to the Hugging Face Hub")
+    push.add_argument("--from", dest="source", required=True, help="a folder written by merge --out FOLDER")
+    push.add_argument("--repo", required=True, help="the model repo, user/name")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--dry-run", action="store_true", help="list the files and print the card; push nothing")
+    push.set_defaults(run=command_push)
 
     calibrate = commands.add_parser("calibrate-kernel", help="measure where the fused CPU kernel pays on this machine")
     for flag, default, help_text in (("--batches", "1,4,16,64", "samples per batch"),
@@ -275,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line and exit with status 2."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what the model card's "make it again" repeats
     failed = True
     try:
         args.run(args)
