@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from app import figures, handlers
 from app.analysis_tab import cost_view, cross_accuracy_view, interference_view, lambda_sweep_view
 from app.errors import friendly, refuse
-from app.inputs import number
+from app.inputs import adapt_setting, number
 from app.jobs import busy
 from app.session import AppConfig, Session
 
@@ -137,7 +137,9 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
     yield "Merging with WEMoE (each block's MLP gets a router)...", gr.skip(), gr.skip()
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, default_steps=steps)
     status = ""
-    for status, curve in handlers.adapt(session, "wemoe", steps, 1e-3, 16, config.default_loss):
+    # the page's declared defaults, as the warm-up (app.warm) ran them: a class gets this run from the cache
+    lr, per_task = adapt_setting("lr").default, adapt_setting("per_task").default
+    for status, curve in handlers.adapt(session, "wemoe", steps, lr, per_task, config.default_loss):
         yield status, curve, gr.skip()
     heat = routing_by_task(session, config)
     scores = merged_scores(session, ["task_arithmetic", "wemoe"])

@@ -64,6 +64,8 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     plain_tasks = [(lesson.plain(t), t) for t in tasks]
     light, long = light | {"preprocess": False}, long | {"preprocess": False}
     first_forget = lesson.FORGET_FIRST if lesson.FORGET_FIRST in tasks else (tasks[0] if tasks else None)
+    warm_note = gr.Markdown(config.shared.warm.text(), elem_id="lesson-warm")
+    warm_timer = gr.Timer(2.0)  # stops at its first tick with no warm-up running
     nexts: list[gr.Button] = []
     boards: dict[str, gr.Button] = {}
     board_notes: dict[str, gr.Markdown] = {}
@@ -151,6 +153,13 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             cost_note = gr.Markdown()
             cost_plot = gr.Plot(label="Accuracy against cost", elem_id="lesson-cost-plot")
         link_note = gr.Markdown(elem_id="lesson-link-note")
+
+    def warm_event():
+        text = config.shared.warm.text()
+        return text, gr.Timer(active=bool(text))
+
+    warm_timer.tick(warm_event, None, [warm_note, warm_timer], api_name="lesson_warm", show_progress="hidden",
+                    queue=False)
 
     for index, button in enumerate(nexts, start=1):
         button.click(lambda i=index: gr.Walkthrough(selected=i), None, [walk], api_name=f"lesson_next_{index}",

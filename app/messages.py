@@ -122,7 +122,8 @@ def adapt_outcome(target: str, ran: int, steps: int, start_loss: float | None, r
                 f"step {result.adapt_steps}.")
     if result.from_cache:
         return (f"Adapted {target}: {ran} steps, {change} ({result.adapt_steps} steps in all). Computed earlier with "
-                f"the same settings (it took {elapsed:.1f} s then), so it came from the server's cache at once.")
+                f"the same settings (it took {elapsed:.1f} s then): prepared for the class and shared from the "
+                "server's cache.")
     return f"Adapted {target}: {ran} steps in {elapsed:.1f} s, {change} ({result.adapt_steps} steps in all)."
 
 

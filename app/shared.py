@@ -101,6 +101,42 @@ class StepTimes:
         return statistics.median(recent) if recent else None
 
 
+class WarmProgress:
+    """How far the warm-up of the default lesson is (``app.warm``), for every page to show; written by the warm-up's
+    thread only."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None  # None: no warm-up (turned off, or not started)
+        self.fraction = 0.0
+        self.started = 0.0
+        self.finished = False
+        self.failed = False
+        self._lock = threading.Lock()
+
+    def update(self, stage: str, fraction: float) -> None:
+        """The warm-up is at ``stage``, ``fraction`` (0-1) of the way."""
+        with self._lock:
+            if self.stage is None:
+                self.started = time.monotonic()
+            self.stage, self.fraction = stage, min(max(fraction, 0.0), 1.0)
+
+    def finish(self, failed: bool = False) -> None:
+        """The warm-up is over (``failed``: it stopped with an error; sessions compute the lesson themselves)."""
+        with self._lock:
+            self.finished, self.failed, self.fraction = True, failed, 1.0
+
+    def text(self, now: float | None = None) -> str:
+        """What a page says: the stage and the time left, measured from the progress so far ("" when none runs)."""
+        with self._lock:
+            if self.stage is None or self.finished:
+                return ""
+            elapsed = (time.monotonic() if now is None else now) - self.started
+            left = elapsed * (1 - self.fraction) / self.fraction if self.fraction >= 0.05 else None
+        when = f"about {left:.0f} s left" if left is not None else "measuring how long it takes"
+        return (f"_The lesson is being prepared for the class ({self.stage}, {self.fraction:.0%}, {when}). You can "
+                "start now: steps that need it wait for it and then answer at once._")
+
+
 def switch_interval() -> float:
     """The GIL switch interval while a classification computes ($MERGE_EXPLORER_SWITCH_INTERVAL, default 0.0002 s)."""
     value = float(os.environ.get("MERGE_EXPLORER_SWITCH_INTERVAL", "0.0002"))
@@ -153,6 +189,7 @@ class Shared:
         self.light_first = LightFirst()
         self.classify_turn = ClassifyTurn()
         self.step_times = StepTimes()  # seconds per adaptation step now, for estimates (app.jobs.step_key)
+        self.warm = WarmProgress()  # the warm-up of the default lesson (app.warm), shown on every page
         self.board = ClassBoard()  # what the class found (app.board), shown to the teacher (app.teacher)
         # adaptation steps computed at once (app.jobs.locked_steps): one per CPU, whoever's run they are
         self.compute_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))

@@ -30,22 +30,32 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
     """Run the page's default lesson once (results land in ``config.shared``); returns the seconds it took."""
     start = time.perf_counter()
     session = Session()
+    shown = config.shared.warm
     try:
+        shown.update("loading the zoo", 0.0)
         handlers.load_zoo(session, config, config.default_zoo)
+        shown.update("merging", 0.1)
         # the merges first (what "Merge" makes with the page's defaults, the same cache keys) and the gallery at
         # once: a class arriving with the app classifies it while its merges still time an adaptation step
         for method in methods:
             session.bench.merge(method)  # the method's defaults, as an untouched page sends
         classify_examples(session, config)
         handlers.merge(session, list(methods), {}, DEFAULT_PER_TASK, config.default_steps)
-        for _ in handlers.adapt(session, "wemoe", config.default_steps, DEFAULT_LR, DEFAULT_PER_TASK,
-                                loss=config.default_loss):
-            pass
+        steps = config.default_steps
+        for _ in handlers.adapt(session, "wemoe", steps, DEFAULT_LR, DEFAULT_PER_TASK, loss=config.default_loss,
+                                update_every=0):
+            done = session.bench.merges["wemoe"].adapt_steps
+            shown.update(f"the routers adapting, step {done} of {steps}", 0.2 + 0.6 * done / max(1, steps))
+        shown.update("classifying the examples and scoring every model", 0.85)
         classify_examples(session, config)
         for _ in handlers.evaluate(session):
             pass
         for _ in handlers.routing(session, "pca", config):
             pass
+        shown.finish()
+    except BaseException:
+        shown.finish(failed=True)
+        raise
     finally:
         session.close()
     return time.perf_counter() - start
