@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,10 +28,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # the benchmarks' shared launcher (app_server.py)
 
 import wemoe  # noqa: E402,F401  (before open_clip)  # isort: skip
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from app_server import free_port  # noqa: E402
 
 B32_TASKS = ("pocket_digits", "pocket_shapes")
 AUTO_TASK = "auto (the routers' guess)"  # app/handlers.py AUTO_TASK: the head the routers guess
@@ -49,13 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true",
                    help="launch the app in this process (start-up is then building and launching it, no imports)")
     return p.parse_args(argv)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_app(port: int, samples: int, threads: int, timeout: float) -> tuple[subprocess.Popen, float, object]:

@@ -36,7 +36,7 @@ from typing import Any
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classroom import free_port, launch_app_args, wait_until_answering  # noqa: E402
+from app_server import free_port, launch_app_args, wait_until_answering  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERIC = "upstream Gradio app has raised an exception"
