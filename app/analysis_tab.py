@@ -11,6 +11,7 @@ uploads.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -196,7 +197,10 @@ def lambda_sweep_view(session: Session) -> go.Figure:
 
     bench = _bench(session)
     with friendly("Sweeping lambda"), busy(session):
-        swept = lambda_sweep(bench, per_task=PER_TASK)
+        # the sweep depends on the zoo alone (a class computes it once); the lambda marked is this session's merge's
+        swept, _ = bench.cached(("lambda_sweep", PER_TASK), lambda: lambda_sweep(bench, per_task=PER_TASK))
+        swept = dataclasses.replace(swept, chosen={m: float(bench.merges[m].params["lambda"]) if m in bench.merges
+                                                   else lam for m, lam in swept.chosen.items()})
     figure = make_subplots(rows=1, cols=2, subplot_titles=tuple(swept.tables), shared_yaxes=True)
     for col, (method, table) in enumerate(swept.tables.items(), start=1):
         for task in table.columns:
@@ -309,8 +313,13 @@ def cost_view(session: Session) -> go.Figure:
         names = [*BUILT_IN, *bench.merges]
         data, heads = sample_data(bench.data(), PER_TASK), bench.heads()
         models = bench.models(names)
-        accuracy = pd.DataFrame.from_dict(
-            {n: with_average(accuracy_by_task(m, data, heads)) for n, m in models.items()}, orient="index")
+
+        def scored(name: str, model: Any) -> dict[str, float]:  # once per model state for the whole class
+            made = None if name in BUILT_IN else bench.merge_key(name)
+            key = None if name not in BUILT_IN and made is None else ("sample_accuracy", made or name, PER_TASK)
+            return bench.cached(key, lambda: with_average(accuracy_by_task(model, data, heads)))[0]
+
+        accuracy = pd.DataFrame.from_dict({n: scored(n, m) for n, m in models.items()}, orient="index")
         table = cost_table(bench, accuracy)
     figure = make_subplots(rows=1, cols=2, shared_yaxes=True,
                            subplot_titles=("extra parameters (x one model)", "adaptation seconds"))

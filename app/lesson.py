@@ -19,7 +19,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from app import figures, handlers
-from app.analysis_tab import cost_view, cross_accuracy_view, interference_view, lambda_sweep_view
+from app.analysis_tab import cost_view, interference_view, lambda_sweep_view
 from app.errors import friendly, refuse
 from app.inputs import adapt_setting, number
 from app.jobs import busy
@@ -72,21 +72,45 @@ def meet(session: Session, config: AppConfig, experts: Sequence[str] | None = No
         raise refuse(f"Experts: choose at least two of {', '.join(map(plain, everyone))}.")
     if sorted(chosen) != sorted(bench.task_names):
         handlers.choose_experts(session, chosen)
-    figure = fit(cross_accuracy_view(session))
-    figure.update_layout(title="each expert (rows) on every task (columns), % correct")
+    figure = fit(expert_table_figure(session))
     names = ", ".join(plain(t) for t in session.bench.task_names)
     return figure, f"**{len(session.bench.task_names)} experts:** {names}. Each is best on its own task (the diagonal)."
 
 
+def expert_table_figure(session: Session) -> go.Figure:
+    """Every chosen expert on every chosen task (a heatmap in plain names), computed once per subset for the class."""
+    from wemoe.analysis.cross_accuracy import cross_accuracy
+    from wemoe.evaluation.sample_eval import sample_data
+
+    bench = session.bench
+    with friendly("Scoring every expert on every task"), busy(session):
+        table, _ = bench.cached(("lesson_experts", LESSON_PER_TASK), lambda: cross_accuracy(
+            bench.loaded.expert_towers(), sample_data(bench.data(), LESSON_PER_TASK), bench.heads()))
+    figure = go.Figure(go.Heatmap(z=table.values, x=[plain(c) for c in table.columns],
+                                  y=[plain(r) for r in table.index], text=table.round(1).values,
+                                  texttemplate="%{text}", colorscale="Viridis"))
+    figure.update_layout(title="each expert (rows) on every task (columns), % correct", yaxis={"autorange": "reversed"})
+    return figure
+
+
+def task_scores(session: Session, lambdas: Mapping[str, float]) -> dict[str, float]:
+    """Accuracy per task (and ``average``) of ``base + sum_t lambda_t tau_t`` on the lesson's sample of test images,
+    computed once per setting for the class (the process's result cache)."""
+    from wemoe.analysis.sweep import per_task_lambdas
+
+    bench = session.bench
+    key = ("lesson_lambdas", tuple(sorted((t, float(v)) for t, v in lambdas.items())), LESSON_PER_TASK)
+    return bench.cached(key, lambda: per_task_lambdas(bench, lambdas, per_task=LESSON_PER_TASK))[0]
+
+
 def add_up(session: Session, config: AppConfig, lam: Any = DEFAULT_LAMBDA) -> tuple[go.Figure, go.Figure, str]:
     """Step 2: task arithmetic at one lambda (accuracy per task), beside the sweep of lambda from 0 to 1."""
-    from wemoe.analysis.sweep import per_task_lambdas
 
     lam = number(lam, "Lambda", minimum=0.0, maximum=1.0)
     bench = bench_of(session, config)
     session.lesson_step = "add"
     with friendly("Adding the experts up"), busy(session):
-        scores = per_task_lambdas(bench, dict.fromkeys(bench.task_names, lam), per_task=LESSON_PER_TASK)
+        scores = task_scores(session, dict.fromkeys(bench.task_names, lam))
     session.findings["lambda"] = {"average": scores["average"], "setting": f"lambda {lam:g}, {_experts(bench)}"}
     bars = _bars({f"lambda {lam:g}": scores}, f"task arithmetic: base + {lam:g} x (sum of the task vectors)")
     return bars, fit(lambda_sweep_view(session)), f"Average at lambda {lam:g}: **{scores['average']:.1f}%**."
@@ -105,7 +129,6 @@ def forget(session: Session, config: AppConfig, task: Any = None, strength: Any 
            ) -> tuple[go.Figure, str]:
     """Step 4: subtract ``strength`` times one task's vector from the base model: that task's accuracy next to the
     base model's, and every other task's (the controls)."""
-    from wemoe.analysis.sweep import per_task_lambdas
 
     bench = bench_of(session, config)
     if task in (None, ""):
@@ -114,8 +137,7 @@ def forget(session: Session, config: AppConfig, task: Any = None, strength: Any 
         raise refuse(f"Task to forget: choose one of {', '.join(map(plain, bench.task_names))}, got {task!r}.")
     strength = number(strength, "How much to subtract", minimum=0.0, maximum=2.0)
     with friendly("Forgetting a task"), busy(session):
-        before = per_task_lambdas(bench, {}, per_task=LESSON_PER_TASK)
-        after = per_task_lambdas(bench, {task: -strength}, per_task=LESSON_PER_TASK)
+        before, after = task_scores(session, {}), task_scores(session, {task: -strength})
     figure = _bars({"base model": before, f"minus {strength:g} x {plain(task)}": after},
                    f"forgetting {plain(task)}: base - {strength:g} x its task vector")
     others = [t for t in bench.task_names if t != task]

@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,8 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LESSON_METHODS = ["task_arithmetic", "wemoe"]
 ADAPT_ENDPOINTS = ("/adapt_after_merge", "/adapt")  # the page's 'Merge (and adapt)' chain, else 'Adapt more'
-LONG_ENDPOINTS = {"/adapt_after_merge", "/adapt", "/evaluate", "/routing"}  # heavy calls others classify during
+LONG_ENDPOINTS = {"/adapt_after_merge", "/adapt", "/evaluate", "/routing", "/lesson_meet", "/lesson_add",
+                  "/lesson_forget", "/lesson_route", "/lesson_cost"}  # heavy calls others classify during
 ENDPOINT_ORDER = ("/load_zoo", "/merge", *ADAPT_ENDPOINTS, "/classify_example", "/evaluate", "/routing")
 LINGER_S = 20.0
 CHANGED_LAMBDA = 0.5  # what a student of --changed sets on WEMoE before merging
@@ -74,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--after-warm-up", action="store_true",
                    help="start the class once the launched app has warmed the default lesson (a Space started before "
                         "the class arrives); default: at once, while it warms (the worst case)")
+    p.add_argument("--flow", choices=("lab", "lesson"), default="lab",
+                   help="what students follow: the lab's panels (load, merge and adapt, classify, evaluate, routing) "
+                        "or the lesson's steps (meet, add up, interference, forget, route per image while "
+                        "classifying, cost)")
     p.add_argument("--changed", type=int, default=0,
                    help=f"this many of the students (the last ones) merge WEMoE with lambda {CHANGED_LAMBDA} "
                         "instead of the default: their merge, adaptation and table are their own computation, queued "
@@ -339,7 +345,7 @@ class Classroom:
             if together:
                 self.barrier.wait()
             step = "the lesson"
-            self._run_lesson(student, client)
+            (self._run_lesson_steps if self.args.flow == "lesson" else self._run_lesson)(student, client)
             student.lesson_done_at = self.clock()
             with self.lock:
                 if together and self.rss_after_first_lesson is None:
@@ -389,6 +395,37 @@ class Classroom:
         if not student.table or not student.table[1]:
             raise RuntimeError("/evaluate gave no accuracy table")
         self.call(student, client, "/routing", {"feature_map": "pca"})
+
+    def _run_lesson_steps(self, student: Student, client) -> None:
+        """The lesson tab's seven steps as a student clicks them (step 6 as gallery clicks while step 5 adapts)."""
+        args = self.args
+        self.call(student, client, "/lesson_meet", {"chosen": None})
+        with self.lock:
+            if self.rss_after_first_load is None:
+                self.rss_after_first_load = self.sampler.now_mb()
+        self.call(student, client, "/lesson_add", {"lam_value": 0.3})
+        self.call(student, client, "/lesson_interfere", {"keep_percent": 20})
+        self.call(student, client, "/lesson_forget", {"task": None, "amount": 0.5})
+        done: dict[str, Any] = {}
+        submitted = threading.Event()
+        routing = threading.Thread(target=self._adapt, args=(student, client, "/lesson_route", {}, done, submitted),
+                                   daemon=True)
+        routing.start()
+        submitted.wait(timeout=args.timeout)
+        for example in pick_examples(None, student.index, args.examples):
+            self.call(student, client, "/classify_example", {"example": example})
+        routing.join(timeout=args.timeout + 10)
+        if "error" in done:
+            raise done["error"]
+        status = done["result"][0] if isinstance(done.get("result"), (list, tuple)) else done.get("result")
+        student.status = status if isinstance(status, str) else repr(status)
+        if not (isinstance(status, str) and status.startswith("Adapted")):
+            raise RuntimeError(f"/lesson_route ended without adapting: {student.status[:200]}")
+        student.adapted_at = done["end"]
+        self.call(student, client, "/lesson_cost", {})
+        # the numbers the lesson shows: WEMoE's and task arithmetic's averages (every student must see the same)
+        student.table = (("lesson",), tuple(re.findall(r"\d+\.\d+%", status.split("**WEMoE:")[-1])))
+        student.table_at = self.clock()
 
     def _adapt(self, student: Student, client, endpoint: str, wanted: dict[str, Any], done: dict[str, Any],
                submitted: threading.Event) -> None:
