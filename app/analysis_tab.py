@@ -153,7 +153,7 @@ def interference_view(session: Session, top_k: float = 100.0, block: str | None 
     if not isinstance(block, str):
         raise refuse(f"Cosine of: choose {WHOLE} or one of the blocks (block0, block1, ...), got {shown_value(block)}.")
     with friendly("Comparing the task vectors"):
-        found = interference(bench.zoo, top_k)
+        found, _ = bench.cached(("interference", float(top_k)), lambda: interference(bench.zoo, top_k))  # per zoo
     if block != WHOLE and block not in found.blocks:
         raise refuse(f"Cosine of: choose {WHOLE} or one of the blocks {', '.join(found.blocks)}, got {block!r}.")
     names = _short(found.task_names)
