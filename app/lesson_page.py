@@ -134,7 +134,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
         with gr.Step(lesson.TITLES["try"], id=5):
             gr.Markdown(_text("try"))
             with gr.Row():
-                image = gr.Image(type="filepath", label="Your image", height=220, sources=["upload", "clipboard"],
+                image = gr.Image(type="filepath", label="Your image", height=150, sources=["upload", "clipboard"],
                                  elem_id="lesson-image")
                 with gr.Column():
                     try_button = gr.Button("Ask every model", variant="primary", elem_id="lesson-try")
@@ -143,7 +143,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             if examples:
                 gr.Examples(examples, inputs=[image], label="Or pick an example")
             with gr.Row():
-                seen = gr.Image(label="What the models see", height=160, interactive=False)
+                seen = gr.Image(label="What the models see", height=120, interactive=False)
                 answers = gr.Dataframe(label="The answers", interactive=False, elem_id="lesson-try-answers")
                 heat = gr.Plot(label="Routing of your image")
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[6]]}", size="sm", elem_id="lesson-next-6"))
