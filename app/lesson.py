@@ -113,7 +113,11 @@ def add_up(session: Session, config: AppConfig, lam: Any = DEFAULT_LAMBDA) -> tu
         scores = task_scores(session, dict.fromkeys(bench.task_names, lam))
     session.findings["lambda"] = {"average": scores["average"], "setting": f"lambda {lam:g}, {_experts(bench)}"}
     bars = _bars({f"lambda {lam:g}": scores}, f"task arithmetic: base + {lam:g} x (sum of the task vectors)")
-    return bars, fit(lambda_sweep_view(session)), f"Average at lambda {lam:g}: **{scores['average']:.1f}%**."
+    sweep = fit(lambda_sweep_view(session))
+    for title in sweep.layout.annotations:  # the subplots are named by method: in plain words on the lesson
+        title.text = plain(title.text)
+    sweep.for_each_trace(lambda trace: trace.update(name=plain(trace.name)))
+    return bars, sweep, f"Average at lambda {lam:g}: **{scores['average']:.1f}%**."
 
 
 def interfere(session: Session, config: AppConfig, keep: Any = 20) -> tuple[go.Figure, str]:

@@ -65,9 +65,10 @@ class Zoo:
     def subset(self, tasks: Sequence[str]) -> Zoo:
         """The zoo with only the experts of ``tasks`` (at least two, in this zoo's order), sharing every tensor: merging
         it is merging those experts alone."""
-        return Zoo(name=self.name, clip=self.clip, experts={t: self.experts[t] for t in chosen_tasks(self, tasks)},
+        names = chosen_tasks(self, tasks)
+        return Zoo(name=self.name, clip=self.clip, experts={t: self.experts[t] for t in names},
                    preprocess=self.preprocess, tokenizer=self.tokenizer, description=self.description,
-                   info={**self.info, "tasks": list(chosen_tasks(self, tasks))})
+                   info={**self.info, "tasks": names})
 
     @property
     def task_names(self) -> list[str]:
