@@ -1,10 +1,10 @@
 """Formulations of one WEMoE linear layer, timed against the dense layer: which way of computing it is fastest here.
 
 ``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t r_bt tau_t`` for a batch of samples b. Candidates (forward only,
-no grad; the library's choice is ``library``, i.e. ``wemoe.moe.layer.stacked_ensembled_linear``):
+no grad; the library's choice is ``library``, i.e. ``wemoe.moe.ensembled_linear.stacked_ensembled_linear``):
 
 - dense:     ``F.linear(x, W_0, c_0)``, the floor;
-- library:   what wemoe.moe.layer does now (``stacked_ensembled_linear``): on CPU in float32 the fused C++ kernel
+- library:   what the library does now (``stacked_ensembled_linear``): on CPU in float32 the fused C++ kernel
              (``wemoe.moe.fused_kernel``: each sample's weights built tile by tile in cache, never written out);
 - torch_ops: the library with the kernel switched off (W_0 as the last row of the stack, one GEMM with K = T + 1
              builds the weights into the model's ``Workspace``, one baddbmm applies them);
@@ -43,7 +43,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from wemoe.moe import fused_kernel  # noqa: E402
-from wemoe.moe.layer import Workspace, stacked_ensembled_linear  # noqa: E402
+from wemoe.moe.ensembled_linear import Workspace, stacked_ensembled_linear  # noqa: E402
 
 Layer = dict[str, torch.Tensor]
 
@@ -82,7 +82,8 @@ def dense(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
 
 
 def library(x: torch.Tensor, r: torch.Tensor, layer: Layer) -> torch.Tensor:
-    """wemoe.moe.layer.stacked_ensembled_linear as the model calls it (its stack and workspace kept between calls)."""
+    """wemoe.moe.ensembled_linear.stacked_ensembled_linear as the model calls it (its stack and workspace kept between
+    calls)."""
     return stacked_ensembled_linear(x, r, layer["stack"], layer["bias"], layer["bias_tvs"], WORKSPACE)
 
 

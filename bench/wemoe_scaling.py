@@ -38,8 +38,9 @@ from torch import nn  # noqa: E402
 from dense_baseline import KernelLinear, cpu_model, fastest_dense, gemm_gflops  # noqa: E402
 from wemoe.methods.wemoe_compressed import DEFAULT_RANK  # noqa: E402
 from wemoe.moe import fused_kernel  # noqa: E402
+from wemoe.moe.ensembled_linear import Workspace  # noqa: E402
 from wemoe.moe.kernel_calibration import time_round_robin  # noqa: E402
-from wemoe.moe.layer import LowRankWeightEnsemblingMLP, WeightEnsemblingMLP, Workspace  # noqa: E402
+from wemoe.moe.layer import LowRankWeightEnsemblingMLP, WeightEnsemblingMLP  # noqa: E402
 
 FORWARD_ONLY = ("dense_kernel", "exact_kernel", "exact_torch")  # timed forward only (see the module docstring)
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from wemoe.moe.layer import force_routing
+from wemoe.moe.routing_hooks import force_routing
 from wemoe.tasks.classify import entropy, logits_from_features
 
 

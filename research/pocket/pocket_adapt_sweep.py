@@ -26,7 +26,8 @@ import wemoe  # noqa: E402,F401
 from research.pocket.candidates import load_candidate  # noqa: E402
 from wemoe.adaptation.adapt import adapt  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe.layer import WEMoEConfig, capture_routing, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.layer import WEMoEConfig, moe_layers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.routing_hooks import capture_routing  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import to_tensor  # noqa: E402
 from wemoe.tasks.classify import predict  # noqa: E402

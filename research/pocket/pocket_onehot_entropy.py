@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable as `pyt
 
 import wemoe  # noqa: E402,F401
 from research.pocket.candidates import load_candidate  # noqa: E402
-from wemoe.moe.layer import WEMoEConfig, force_routing, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.layer import WEMoEConfig, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.routing_hooks import force_routing  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import to_tensor  # noqa: E402
 from wemoe.tasks.classify import logits_from_features  # noqa: E402

@@ -23,7 +23,8 @@ from research.pocket import diagnose  # noqa: E402
 from research.pocket.candidates import RUNS, load_candidate  # noqa: E402
 from wemoe.adaptation.adapt import adapt  # noqa: E402
 from wemoe.methods import get_method  # noqa: E402
-from wemoe.moe.layer import WEMoEConfig, oracle_towers, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.layer import WEMoEConfig, upscale_to_wemoe  # noqa: E402
+from wemoe.moe.routing_hooks import oracle_towers  # noqa: E402
 from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays  # noqa: E402
 from wemoe.pocket.train import ExpertSettings, PretrainSettings, accuracy, load_config, to_tensor  # noqa: E402
 from wemoe.tasks.heads import build_head  # noqa: E402

@@ -7,7 +7,8 @@ import torch
 
 from tests.helpers import tiny_zoo
 from wemoe.moe import fused_kernel
-from wemoe.moe.layer import WEMoEConfig, stacked_ensembled_linear, upscale_to_wemoe
+from wemoe.moe.ensembled_linear import stacked_ensembled_linear
+from wemoe.moe.layer import WEMoEConfig, upscale_to_wemoe
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler on this machine")
 

@@ -20,11 +20,11 @@ from wemoe.moe.layer import (
     TASK_ARITHMETIC,
     LowRankWeightEnsemblingMLP,
     WEMoEConfig,
-    force_routing,
     moe_layers,
     router_parameters,
     upscale_to_wemoe,
 )
+from wemoe.moe.routing_hooks import force_routing
 from wemoe.task_vector import task_vectors
 from wemoe.zoo.zoo import Zoo
 

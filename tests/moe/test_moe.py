@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.helpers import per_sample_reference, tiny_zoo
-from wemoe.moe.layer import WEMoEConfig, capture_routing, moe_layers, router_parameters, upscale_to_wemoe
+from wemoe.moe.layer import WEMoEConfig, moe_layers, router_parameters, upscale_to_wemoe
+from wemoe.moe.routing_hooks import capture_routing
 from wemoe.task_vector import task_vectors
 
 
@@ -98,7 +99,7 @@ def test_capture_routing_records_every_sample_and_layer(zoo):
 
 
 def test_ensembled_linear_gradients_pass_gradcheck():
-    from wemoe.moe.layer import Workspace, stacked_ensembled_linear
+    from wemoe.moe.ensembled_linear import Workspace, stacked_ensembled_linear
 
     torch.manual_seed(0)
     x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
@@ -113,7 +114,7 @@ def test_ensembled_linear_gradients_pass_gradcheck():
 
 
 def test_float32_router_gradients_match_float64_on_vit_b32_mlp_shapes():
-    from wemoe.moe.layer import stacked_ensembled_linear
+    from wemoe.moe.ensembled_linear import stacked_ensembled_linear
 
     generator = torch.Generator().manual_seed(0)
     batch, tokens, d, hidden, experts = 4, 50, 768, 3072, 8  # ViT-B/32's c_fc, eight experts
@@ -181,7 +182,7 @@ def test_two_threads_can_share_one_model(zoo):
 
 
 def test_forced_routing_shortcut_equals_the_per_sample_path(zoo):
-    from wemoe.moe.layer import force_routing
+    from wemoe.moe.routing_hooks import force_routing
 
     moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3))
     images = torch.randn(4, 3, 32, 32)

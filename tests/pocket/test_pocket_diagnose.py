@@ -8,7 +8,8 @@ import wemoe  # noqa: F401  (before open_clip)
 from research.pocket import diagnose
 from tests.helpers import tiny_zoo
 from wemoe.methods import get_method
-from wemoe.moe.layer import WEMoEConfig, force_routing, upscale_to_wemoe
+from wemoe.moe.layer import WEMoEConfig, upscale_to_wemoe
+from wemoe.moe.routing_hooks import force_routing
 from wemoe.tasks.classify import entropy, logits_from_features
 
 

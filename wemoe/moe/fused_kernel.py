@@ -7,8 +7,9 @@ It is used for the forward pass on CPU in float32; everything else (CUDA, other 
 torch ops, and so does every call when the kernel cannot be built.
 
 It pays only for large layers, many samples and few tokens (ViT-B/32 at batch 8 and more: :func:`worthwhile`);
-``wemoe.moe.layer`` asks it for each call. Where exactly depends on the CPU: ``python -m wemoe calibrate-kernel``
-measures it on this machine and stores a policy that :func:`worthwhile` then follows (``wemoe.moe.kernel_policy``).
+``wemoe.moe.ensembled_linear`` asks it for each call. Where exactly depends on the CPU:
+``python -m wemoe calibrate-kernel`` measures it on this machine and stores a policy that :func:`worthwhile` then
+follows (``wemoe.moe.kernel_policy``).
 ``WEMOE_FUSED_KERNEL`` (read on every call): ``auto`` (default), ``1`` for every float32 CPU call (the tests use this),
 ``0`` never.
 
@@ -166,7 +167,7 @@ def ensembled_linear_forward(
 ) -> torch.Tensor | None:
     """``y_b = x_b W_b^T + c_b`` through the kernel, or None where it does not apply (then use torch ops).
 
-    Shapes as ``wemoe.moe.layer.stacked_ensembled_linear``: x ``[B, N, in]``, routing ``[B, T]``, weight_stack
+    Shapes as ``ensembled_linear.stacked_ensembled_linear``: x ``[B, N, in]``, routing ``[B, T]``, weight_stack
     ``[T + 1, out, in]`` (task vectors, then W_0), bias ``[out]``, bias_tvs ``[T, out]``. Applies to float32 CPU
     tensors only (see :func:`usable`); no autograd (callers wrap it). ``scratch``: float32 CPU memory of at least
     :func:`scratch_numel` elements for the kernel's reordered copy of x and its running sums (default: allocated).

@@ -1,7 +1,7 @@
 """Measuring where the fused kernel pays on this machine (``python -m wemoe calibrate-kernel``).
 
 For a ViT-B-sized MLP (``width`` -> 4 x ``width`` -> ``width``) and every cell of a grid of batch x tokens x experts,
-one exact WEMoE forward of both matrices (``wemoe.moe.layer.stacked_ensembled_linear``, with a reused workspace as in a
+one exact WEMoE forward of both matrices (``ensembled_linear.stacked_ensembled_linear``, with a reused workspace as in a
 model) is timed with the kernel forced on and forced off; for the compressed experts, the plain GEMM of their packed
 matrices (``wemoe.moe.lowrank.matmul_t``, rank 8 x 8 experts) is timed by rows the same way. Rounds interleave the two
 paths; each figure is the median of ``runs`` rounds after a warm-up round. The result is a
@@ -20,8 +20,8 @@ import torch
 
 from wemoe.errors import WemoeError
 from wemoe.moe import fused_kernel, lowrank
+from wemoe.moe.ensembled_linear import Workspace, stacked_ensembled_linear
 from wemoe.moe.kernel_policy import Cell, MeasuredPolicy, RowsCell, cpu_model
-from wemoe.moe.layer import Workspace, stacked_ensembled_linear
 
 BATCHES = (1, 4, 16, 64)
 TOKENS = (50, 197)

@@ -1,191 +1,38 @@
-"""WEMoE: weight-ensembling mixture of experts (Tang et al., ICML 2024, arXiv 2402.00433), in one file.
+"""WEMoE: weight-ensembling mixture of experts (Tang et al., ICML 2024, arXiv 2402.00433), the model in one file.
 
 Read top to bottom:
 
-1. ``stacked_ensembled_linear``: a linear layer whose weights differ per sample, ``W_b = W_0 + sum_t r_bt tau_t``,
-   computed for the whole batch at once (one matmul builds every sample's weights, one batched matmul applies them),
-   written into a ``Workspace`` that the layers of one model reuse instead of allocating 100s of MB per layer and pass.
-   On CPU in float32, for large layers at batch >= 8 with few tokens (ViT-B/32), the forward pass instead calls a
-   fused C++ kernel (``wemoe.moe.fused_kernel``) that builds the weights tile by tile in cache and never writes them
-   out; the torch-op path is its reference, its fallback, and the faster path for every other shape.
-2. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
+1. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
    Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
-3. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
-   stacked task vectors of every expert (frozen buffers) and a router (the only trainable part).
-   ``LowRankWeightEnsemblingMLP``: the same with each task vector kept as its top-k singular components
+2. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
+   stacked task vectors of every expert (frozen buffers) and a router (the only trainable part). Each sample's
+   weights ``W_b = W_0 + sum_t r_bt tau_t`` are applied by ``wemoe.moe.ensembled_linear.stacked_ensembled_linear``
+   (the whole batch at once, in a ``Workspace`` the layers of one model share; on CPU, for large layers, the fused
+   kernel). ``LowRankWeightEnsemblingMLP``: the same with each task vector kept as its top-k singular components
    (``WEMoEConfig.rank``), computed as GEMMs over all tokens without any per-sample weights (``wemoe.moe.lowrank``).
-4. ``upscale_to_wemoe``: the image tower with every non-MLP parameter merged by task arithmetic
+3. ``WEMoEConfig`` and ``upscale_to_wemoe``: the image tower with every non-MLP parameter merged by task arithmetic
    (``theta_0 + lambda * sum_t tau_t``) and the chosen blocks' MLPs replaced by WeightEnsemblingMLPs.
-5. ``capture_routing``: record each sample's routing weights per upscaled layer (for heatmaps and UMAPs);
-   ``force_routing``: give every sample fixed weights (the oracle diagnostic: each task routed to its own expert);
-   then one merged MLP serves the whole batch (ViT-B/32, batch 16: 565 ms against 969 ms per-sample, dense 501 ms).
 
-Routing is always per sample, never averaged over the batch.
+Routing is always per sample, never averaged over the batch. Recording it or forcing fixed weights (the oracle) is
+``wemoe.moe.routing_hooks``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wemoe.moe import fused_kernel, lowrank
+from wemoe.moe import lowrank
+from wemoe.moe.ensembled_linear import Workspace, stacked_ensembled_linear
 from wemoe.task_vector import task_vectors
 from wemoe.zoo.zoo import Zoo
 
 MLP_PARTS = ("c_fc", "c_proj")
-
-
-class Workspace:
-    """Scratch memory that every WEMoE layer of one model reuses for its per-sample weights.
-
-    Building ``W_b`` for a batch writes ``B x out x in`` floats (151 MB for a ViT-B/32 MLP matrix at batch 16). A fresh
-    allocation that large is a new memory mapping whose pages fault and get zeroed on first touch, on every layer
-    of every forward and backward pass; reusing one buffer removes that cost (ViT-B/32 forward 3.1x -> 1.8x the dense
-    tower, ``bench/moe_vs_fusionbench.py``). The buffer serves every layer in turn (forward: ``W_b``, or the fused
-    kernel's scratch; backward: ``W_b``, then ``dL/dW_b``), behind a lock, so two threads may share a model. Only CPU
-    tensors use it (CUDA's caching allocator already reuses memory); requests above ``max_bytes`` are allocated per
-    call instead of kept. ``release()`` frees what is kept.
-    """
-
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
-        self.max_bytes = max_bytes
-        self._buffers: dict[torch.dtype, torch.Tensor] = {}
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def borrow(self, shape: Sequence[int], like: torch.Tensor) -> Iterator[torch.Tensor]:
-        """A tensor of ``shape`` (contents undefined) on ``like``'s device and dtype, for use inside the block."""
-        numel = math.prod(shape)
-        if like.device.type != "cpu" or numel * like.element_size() > self.max_bytes:
-            yield like.new_empty(shape)
-            return
-        with self._lock:
-            key = like.dtype
-            buffer = self._buffers.get(key)
-            # a buffer made under torch.inference_mode() cannot be written outside it: make a normal one
-            stale = buffer is not None and buffer.is_inference() and not torch.is_inference_mode_enabled()
-            if buffer is None or buffer.numel() < numel or stale:
-                self._buffers.pop(key, None)  # drop the old buffer before allocating: one at a time in memory
-                buffer = self._buffers[key] = like.new_empty(numel)
-            yield buffer[:numel].view(shape)
-
-    def release(self) -> None:
-        """Free the kept buffers (they are made again on the next call)."""
-        with self._lock:
-            self._buffers.clear()
-
-    def __deepcopy__(self, memo: dict) -> Workspace:
-        return Workspace(self.max_bytes)  # a copied model gets its own, empty scratch memory
-
-    def kept_bytes(self) -> int:
-        """Bytes held between calls."""
-        return sum(b.numel() * b.element_size() for b in self._buffers.values())
-
-
-def _sample_weights(routing: torch.Tensor, weight_stack: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Every sample's weights ``[B, out, in]`` = ``[r_b, 1] @ [tau_1 .. tau_T, W_0]``: one GEMM with K = T + 1.
-
-    Keeping W_0 as the last row of the stack lets the GEMM add it (an ``addmm`` onto a broadcast W_0 first copies
-    W_0 into every sample's slot: a measured 10% of an adaptation step). ``out``: where to write them.
-    """
-    ones = routing.new_ones(routing.shape[0], 1)
-    flat = None if out is None else out.view(routing.shape[0], -1)
-    weights = torch.mm(torch.cat([routing, ones], dim=1), weight_stack.reshape(weight_stack.shape[0], -1), out=flat)
-    return weights.view(routing.shape[0], *weight_stack.shape[1:])
-
-
-LONG_REDUCTION = 1 << 20
-"""Inner products over at least this many weights are reduced in pieces (see :func:`_inner_products`)."""
-
-
-def _inner_products(grad_weights: torch.Tensor, task_vectors: torch.Tensor) -> torch.Tensor:
-    """``<grad_weights[b], task_vectors[t]>`` for every sample b and task t: ``[B, out, in] x [T, out, in] -> [B, T]``.
-
-    Each inner product sums ``out x in`` terms (2.36M for a ViT-B/32 MLP matrix). As one float32 reduction that long
-    it was 1.4-1.9e-5 off the float64 result (relative to the largest), so for long ones each output row is reduced
-    over ``in`` in float32 (one batched GEMM over the rows) and the row sums are added in float64: 2-3e-7 off, and
-    no slower (ViT-B/32 shapes, batch 8-64: 0.8-1.0x the time of the single product). Short ones (the pocket zoo's
-    65K weights, 2e-6 off) keep the single product, which is faster there.
-    """
-    batch, experts = grad_weights.shape[0], task_vectors.shape[0]
-    if grad_weights[0].numel() < LONG_REDUCTION:
-        return grad_weights.reshape(batch, -1) @ task_vectors.reshape(experts, -1).T
-    per_row = torch.bmm(task_vectors.permute(1, 0, 2), grad_weights.permute(1, 2, 0))  # [out, T, B]
-    return per_row.sum(dim=0, dtype=torch.float64).T.to(grad_weights.dtype)
-
-
-class _EnsembledLinear(torch.autograd.Function):
-    """Forward of ``stacked_ensembled_linear`` that does not keep the per-sample weights for the backward pass.
-
-    Autograd would keep ``W_b`` (``B x out x in`` floats per layer) alive until backward; here backward rebuilds it
-    from the routing weights and the task vectors, so adaptation holds only the layer inputs and routing weights.
-    Both passes write ``W_b`` (and backward, after it, ``dL/dW_b``) into the same workspace buffer. On CPU in
-    float32 and for shapes where it pays (``fused_kernel.worthwhile``), the forward pass runs the fused kernel
-    instead, which never writes ``W_b`` out.
-    """
-
-    @staticmethod
-    def forward(ctx, x, routing, weight_stack, bias, bias_tvs, workspace):
-        ctx.workspace = workspace
-        ctx.save_for_backward(x, routing, weight_stack, bias_tvs)
-        fused = (
-            x.dim() == 3
-            and x.numel() > 0
-            and fused_kernel.worthwhile(x.shape[0], x.shape[1], *weight_stack.shape[1:], weight_stack.shape[0] - 1)
-            and fused_kernel.usable(x, routing, weight_stack, bias, bias_tvs)
-        )
-        if fused:
-            # CPU float32, a shape where it pays: weights built and applied tile by tile in cache, none written out;
-            # the workspace lends the kernel its scratch (a fresh allocation of MBs page-faults on every call)
-            with workspace.borrow((fused_kernel.scratch_numel(x, weight_stack),), x) as scratch:
-                return fused_kernel.ensembled_linear_forward(x, routing, weight_stack, bias, bias_tvs, scratch)
-        biases = torch.addmm(bias.reshape(1, -1), routing, bias_tvs)
-        with workspace.borrow((routing.shape[0], *weight_stack.shape[1:]), x) as buffer:
-            weights = _sample_weights(routing, weight_stack, out=buffer)
-            return torch.baddbmm(biases.unsqueeze(1), x, weights.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, routing, weight_stack, bias_tvs = ctx.saved_tensors
-        workspace: Workspace = ctx.workspace
-        batch, shape = routing.shape[0], weight_stack.shape[1:]
-        grad_x = grad_routing = None
-        if ctx.needs_input_grad[0]:
-            with workspace.borrow((batch, *shape), x) as buffer:
-                grad_x = torch.bmm(grad_out, _sample_weights(routing, weight_stack, out=buffer))
-        if ctx.needs_input_grad[1]:
-            # dL/dr_bt = <dL/dW_b, tau_t> + <dL/dc_b, beta_t>, with dL/dW_b = grad_out_b^T x_b.
-            with workspace.borrow((batch, *shape), x) as buffer:  # W_b is no longer needed: reuse its memory
-                grad_weights = torch.bmm(grad_out.transpose(1, 2), x, out=buffer)
-                grad_routing = _inner_products(grad_weights, weight_stack[:-1])
-            grad_routing += grad_out.sum(dim=1) @ bias_tvs.T
-        return grad_x, grad_routing, None, None, None, None
-
-
-def stacked_ensembled_linear(
-    x: torch.Tensor,
-    routing: torch.Tensor,
-    weight_stack: torch.Tensor,
-    bias: torch.Tensor,
-    bias_tvs: torch.Tensor,
-    workspace: Workspace | None = None,
-) -> torch.Tensor:
-    """``y_b = x_b W_b^T + c_b`` with ``W_b = W_0 + sum_t routing[b, t] tau_t`` and
-    ``c_b = bias + routing_b @ bias_tvs``.
-
-    Shapes: x ``[B, N, in]``, routing ``[B, T]``, weight_stack ``[T + 1, out, in]`` (the task vectors, then W_0),
-    bias ``[out]``, bias_tvs ``[T, out]``. Returns ``[B, N, out]``. One GEMM builds every sample's weights, one
-    batched GEMM applies them; weights, task vectors and biases are frozen (no gradient flows to them).
-    ``workspace``: where the per-sample weights are written (default: a fresh one, i.e. fresh memory every call).
-    """
-    return _EnsembledLinear.apply(x, routing, weight_stack, bias, bias_tvs, workspace or Workspace(max_bytes=0))
 
 
 def _seeded_linear(in_features: int, out_features: int, generator: torch.Generator) -> nn.Linear:
@@ -268,8 +115,8 @@ class WeightEnsemblingMLP(nn.Module):
         self.workspace = workspace or Workspace()
 
     def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
-        """Keep ``part``'s pretrained weight and task vectors as one stack ``[tau_1 .. tau_T, W_0]``
-        (``_sample_weights``)."""
+        """Keep ``part``'s pretrained weight and task vectors as one stack ``[tau_1 .. tau_T, W_0]`` (the layout
+        ``stacked_ensembled_linear`` takes)."""
         self.register_buffer(f"{part}_weight_stack", torch.stack([*tvs, weight]))
 
     @property
@@ -532,71 +379,3 @@ def release_workspaces(model: nn.Module) -> None:
 def router_parameters(tower: nn.Module) -> list[nn.Parameter]:
     """Every router parameter (what adaptation trains)."""
     return [p for layer in moe_layers(tower).values() for p in layer.router.parameters()]
-
-
-@dataclass
-class RoutingRecord:
-    """Routing weights captured during forward passes: ``layers[i]`` is ``[samples, T]``
-    (or ``[samples, tokens, T]``)."""
-
-    layers: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    def stacked(self) -> torch.Tensor:
-        """All layers as one tensor ``[samples, layers, T]`` (per-sample records only)."""
-        return torch.stack([self.layers[i] for i in sorted(self.layers)], dim=1)
-
-
-@contextlib.contextmanager
-def capture_routing(tower: nn.Module, per_token: bool = False) -> Iterator[RoutingRecord]:
-    """Record the routing weights of every sample passing through ``tower`` inside the ``with`` block.
-
-    The record is filled when the block exits: ``record.layers[block_index]`` concatenates all batches seen.
-    """
-    layers = moe_layers(tower)
-    record = RoutingRecord()
-    for layer in layers.values():
-        layer.recorder, layer.record_tokens = [], per_token
-    try:
-        yield record
-    finally:
-        for index, layer in layers.items():
-            if layer.recorder:
-                record.layers[index] = torch.cat(layer.recorder).cpu()
-            layer.recorder, layer.record_tokens = None, False
-
-
-@contextlib.contextmanager
-def force_routing(tower: nn.Module, weights: torch.Tensor | Sequence[float]) -> Iterator[None]:
-    """Inside the ``with`` block every sample is routed with ``weights`` (``[T]``) in every upscaled layer.
-
-    ``force_routing(tower, one_hot(t))`` is the oracle for task ``t``: its images go through their own expert's MLPs
-    (with the non-MLP parameters still merged by task arithmetic).
-    """
-    layers = moe_layers(tower).values()
-    forced = torch.as_tensor(weights, dtype=torch.float32)
-    for layer in layers:
-        layer.forced_routing = forced
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.forced_routing = None
-
-
-class ForcedRoutingTower(nn.Module):
-    """A WEMoE tower that routes every image with fixed weights (e.g. the oracle: one-hot on the image's task)."""
-
-    def __init__(self, tower: nn.Module, weights: torch.Tensor | Sequence[float]) -> None:
-        super().__init__()
-        self.tower = tower
-        self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with force_routing(self.tower, self.weights):
-            return self.tower(images)
-
-
-def oracle_towers(tower: nn.Module, task_names: Sequence[str], weight: float = 1.0) -> dict[str, nn.Module]:
-    """Per task, the WEMoE tower with every image routed only to that task's expert (``weight`` on it, 0 elsewhere)."""
-    eye = torch.eye(len(task_names)) * weight
-    return {task: ForcedRoutingTower(tower, eye[i]) for i, task in enumerate(task_names)}

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from wemoe.errors import WemoeError
-from wemoe.moe.layer import capture_routing
 from wemoe.moe.routing import require_wemoe
+from wemoe.moe.routing_hooks import capture_routing
 
 
 @dataclass

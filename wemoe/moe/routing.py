@@ -1,8 +1,8 @@
 """What the WEMoE routers do with images: routing weights per layer, the task they point to, 2-D maps of features.
 
 The routing itself is computed in :meth:`wemoe.moe.layer.Router.forward` (each sample's MLP-input tokens, averaged,
-through the router: one weight per expert); this module only reads those weights (``wemoe.moe.layer.capture_routing``)
-and interprets them.
+through the router: one weight per expert); this module only reads those weights
+(``wemoe.moe.routing_hooks.capture_routing``) and interprets them.
 
 - :func:`features_and_routing`: one pass of a WEMoE tower over images gives each image's features ``[D]`` and its
   routing weights ``[layers, experts]`` (one row per upscaled block).
@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from wemoe.errors import MethodError
-from wemoe.moe.layer import capture_routing, moe_layers
+from wemoe.moe.layer import moe_layers
+from wemoe.moe.routing_hooks import capture_routing
 from wemoe.tasks.classify import logits_from_features, stable_top_k
 from wemoe.tasks.images import TaskImages
 

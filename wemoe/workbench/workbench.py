@@ -41,8 +41,9 @@ from wemoe.errors import MethodError, TaskError
 from wemoe.evaluation.evaluate import Model, Score, iter_scores, table_from_scores
 from wemoe.evaluation.predictions import ImageClassification, classify_batch
 from wemoe.methods import get_method
-from wemoe.moe.layer import oracle_towers, release_workspaces
+from wemoe.moe.layer import release_workspaces
 from wemoe.moe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
+from wemoe.moe.routing_hooks import oracle_towers
 from wemoe.stopping import Stopped, check_stop, stopping
 from wemoe.tasks.images import TaskImages, encode_images
 from wemoe.tasks.registry import Task
