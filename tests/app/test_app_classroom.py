@@ -353,7 +353,7 @@ def test_an_adaptation_step_computes_in_a_compute_slot_and_waiting_takes_none(co
     import threading
 
     from app.jobs import locked_steps
-    from wemoe.workbench.workbench import Waiting
+    from wemoe.workbench.cached_runs import Waiting
 
     student = _student(config)
     slots, seen = student.shared.compute_slots, []

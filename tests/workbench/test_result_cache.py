@@ -176,7 +176,7 @@ def test_a_second_session_watches_the_run_in_flight_without_claiming_it_then_get
 
 
 def test_adapt_reports_waiting_for_the_same_run_in_flight_item_by_item(shared):
-    from wemoe.workbench.workbench import Waiting
+    from wemoe.workbench.cached_runs import Waiting
 
     loaded, cache = shared
     owner, waiter = Workbench.sharing(loaded, cache, "z"), Workbench.sharing(loaded, cache, "z")

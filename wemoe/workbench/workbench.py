@@ -9,6 +9,9 @@ analyses are pure functions of their inputs, so with a cache each is computed on
 it from there (``from_cache`` says so). What a workbench gets from the cache it never changes: a static merge is shared
 as it is (no one trains it); an adaptive merge is a copy whose frozen tensors are shared and whose trainable ones are
 its own (copy-on-write for routers), so adapting it further changes nobody else's.
+
+How an adaptation run is computed once and shared (claimed, waited for, restored) is :mod:`wemoe.workbench.cached_runs`;
+this module is the facade.
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ from wemoe.adaptation.adapt import (
     DEFAULT_STEPS,
     AdaptStep,
     ChunkRunner,
-    adapt,
-    adapt_in_chunks,
     resolve_settings,
 )
 from wemoe.adaptation.adaptive import routes, trainable_parameters
@@ -48,6 +49,7 @@ from wemoe.stopping import Stopped, check_stop, stopping
 from wemoe.tasks.images import TaskImages, encode_images
 from wemoe.tasks.registry import Task
 from wemoe.tasks.splits import TEST
+from wemoe.workbench.cached_runs import Waiting, adapt_once, recorded_run, run_key, watch_run
 from wemoe.workbench.loaded_zoo import LoadedZoo
 from wemoe.workbench.result_cache import ResultCache
 from wemoe.zoo.zoo import Zoo
@@ -55,7 +57,6 @@ from wemoe.zoo.zoo import Zoo
 PRETRAINED = "pretrained"
 EXPERTS = "experts"
 ORACLE = "wemoe_oracle"
-ADAPT_RUN = ("steps", "lr", "per_task", "loss", "seed", "split")
 
 
 @dataclass
@@ -85,22 +86,6 @@ class MergeResult:
     def routes(self) -> bool:
         """Whether the model routes each image (a WEMoE model; see ``wemoe.adaptation.adaptive``)."""
         return routes(self.model)
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """What :meth:`Workbench.adapt` yields (with ``report_waiting``) while another workbench computes the same run."""
-
-    progress: str
-    counts_as_step = False  # for loops that count steps (e.g. to cancel at a chunk's end)
-
-
-@dataclass(frozen=True)
-class AdaptedState:
-    """What one finished adaptation run left (the cache's entry): trainable tensors and the run's records."""
-
-    trainable: dict[str, torch.Tensor]
-    records: tuple[AdaptStep, ...]
 
 
 def own_copy(model: nn.Module) -> nn.Module:
@@ -287,8 +272,8 @@ class Workbench:
         loaded and its records are yielded at once (``from_cache``). A run stopped early or diverged is not cached.
         While the same run is being computed for another workbench this one waits for it; ``stop`` (checked while
         waiting) lets the caller give up, leaving the model as it was; ``report_waiting``: meanwhile yield a
-        :class:`Waiting` (the run's progress) every half second, so that a caller holding a lock per item can let go
-        of it between them.
+        :class:`~wemoe.workbench.cached_runs.Waiting` (the run's progress) every half second, so that a caller holding
+        a lock per item can let go of it between them (:mod:`wemoe.workbench.cached_runs`).
         """
         if name not in self.merges:
             raise MethodError(f"There is no {name!r} merge to adapt yet: merge with wemoe or adamerging first.")
@@ -298,36 +283,13 @@ class Workbench:
         settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed,
                                      "split": split or self.loaded.adapt_split})
         # with Fabric every rank must take every step: never from the cache
-        key = None if fabric is not None or self.cache is None else self._run_key(result, settings)
-        while key is not None:
-            action, found = self.cache.claim((self.cache_key, *key))
-            if action == "hit":
-                yield from self._restore(result, found, key)
-                return
-            if action == "compute":
-                break
-            if stop is not None and stop():  # the caller gave up waiting (Cancel): nothing happened to the model
-                return
-            if report_waiting:  # at once, then every half second: the caller holds nothing meanwhile
-                yield Waiting(found.progress or "starting")
-            found.done.wait(0.5)  # the same run is being computed for someone else: wait for it
-        flight = found if key is not None else None
-        records: list[AdaptStep] = []
-        finished = False
-        try:
-            for record in self._run(result, settings, device, records, fabric, runner, chunk_steps):
-                if flight is not None:  # what sessions waiting for this same run show
-                    flight.progress = f"step {record.step}/{settings['steps']}, loss {record.loss:.3f}"
-                yield record
-            finished = True
-        finally:
-            result.key, result.from_cache = (key if finished else None), False
-            if flight is not None:
-                if finished:
-                    state = {n: p.detach().cpu().clone() for n, p in result.model.named_parameters() if p.requires_grad}
-                    self.cache.finish((self.cache_key, *key), flight, AdaptedState(state, tuple(records)))
-                else:
-                    self.cache.abandon((self.cache_key, *key), flight)
+        key = None if fabric is not None or self.cache is None else run_key(result.key, settings)
+
+        def start() -> Iterator[AdaptStep]:
+            data = self.loaded.adaptation_data(settings["split"])
+            return recorded_run(result, data, self.heads(), settings, device, fabric, runner, chunk_steps)
+
+        yield from adapt_once(result, start, settings["steps"], self.cache, self.cache_key, key, stop, report_waiting)
 
     def waiting_for_run(
         self,
@@ -350,60 +312,9 @@ class Workbench:
             return
         settings = resolve_settings({"steps": steps, "lr": lr, "per_task": per_task, "loss": loss, "seed": seed,
                                      "split": split or self.loaded.adapt_split})
-        key = self._run_key(self.merges[name], settings)
-        if key is None:
-            return
-        while (flight := self.cache.in_flight((self.cache_key, *key))) is not None:
-            yield flight.progress or "starting"
-            flight.done.wait(every)
-
-    @staticmethod
-    def _run_key(result: MergeResult, settings: Mapping[str, Any]) -> Hashable | None:
-        """What an adaptation run of ``result`` with ``settings`` depends on (None: not reproducible, not shared)."""
-        return None if result.key is None else (result.key, tuple(settings[k] for k in ADAPT_RUN))
-
-    def _run(
-        self,
-        result: MergeResult,
-        settings: Mapping[str, Any],
-        device: str | None,
-        records: list,
-        fabric: Any = None,
-        runner: ChunkRunner | None = None,
-        chunk_steps: int = 0,
-    ) -> Iterator:
-        data, heads = self.loaded.adaptation_data(settings["split"]), self.heads()
-        previous = 0.0
-        if runner is not None:
-            steps = adapt_in_chunks(result.model, data, heads, settings, chunk_steps or settings["steps"], runner)
-        elif fabric is None:
-            steps = adapt(result.model, data, heads, device=device, **settings)
-        else:
-            from wemoe.adaptation.distributed import adapt_distributed
-
-            steps = adapt_distributed(fabric, result.model, data, heads, **settings)
-        try:
-            for record in steps:
-                result.history.append(record)
-                records.append(record)
-                result.adapt_steps += 1
-                result.adapt_seconds += record.elapsed - previous
-                previous = record.elapsed
-                yield record
-        finally:
-            release_workspaces(result.model)  # adaptation batches are large: do not keep their scratch memory
-
-    @staticmethod
-    def _restore(result: MergeResult, state: AdaptedState, key: Hashable) -> Iterator[AdaptStep]:
-        with torch.no_grad():
-            for name, parameter in result.model.named_parameters():
-                if name in state.trainable:
-                    parameter.copy_(state.trainable[name])
-        result.history.extend(state.records)
-        result.adapt_steps += len(state.records)
-        result.adapt_seconds += state.records[-1].elapsed if state.records else 0.0
-        result.key, result.from_cache = key, True
-        yield from state.records
+        key = run_key(self.merges[name].key, settings)
+        if key is not None:
+            yield from watch_run(self.cache, (self.cache_key, *key), every)
 
     def routed_merge(self) -> str | None:
         """The name of the first merge that routes each image (a WEMoE merge), or None."""
