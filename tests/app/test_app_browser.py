@@ -7,27 +7,15 @@ Screenshots go to the folder named by ``BROWSER_ARTIFACTS`` (default ``test-arti
 missing (``apt-get install chromium``). It uses the pocket zoo when it is shipped, else the tiny test zoo.
 """
 
-import os
 from pathlib import Path
 
-import pytest
-
-from app import build_demo
 from app.session import AppConfig
-from tests.app_support import tiny_config, write_examples
+from tests.app_support import ARTIFACTS, BROWSER_MARKS, CHROMIUM, in_browser, tiny_config, write_examples
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS") or ROOT / "test-artifacts")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 DESKTOP, PHONE = 1280, 390
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists() and not IN_CI,
-                       reason="/usr/bin/chromium is missing: install it with `apt-get install chromium` to run the "
-                              "browser test"),
-]
+pytestmark = BROWSER_MARKS
 
 
 def _config(tmp_path: Path) -> tuple[AppConfig, Path]:
@@ -161,79 +149,68 @@ def _check_corruption(page) -> None:
 
 
 def test_default_merge_adapt_try_an_image_and_evaluate(tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     assert CHROMIUM.exists(), "CI must install chromium (.ci/run does): the browser test may not skip there"
     config, example = _config(tmp_path)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(config)
-    demo.queue()
-    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": DESKTOP, "height": 900})
-            page.goto(demo.local_url)
-            page.get_by_role("tab", name="Lab").click()  # the lesson is the first tab; the full panels are the lab
-            page.locator("#load-zoo").click()
-            expect(page.locator("#zoo-info")).to_contain_text("Loaded:", timeout=120_000)
-            _shot(page, "browser-1-loaded.png")
+    with in_browser(config) as (demo, browser):
+        page = browser.new_page(viewport={"width": DESKTOP, "height": 900})
+        page.goto(demo.local_url)
+        page.get_by_role("tab", name="Lab").click()  # the lesson is the first tab; the full panels are the lab
+        page.locator("#load-zoo").click()
+        expect(page.locator("#zoo-info")).to_contain_text("Loaded:", timeout=120_000)
+        _shot(page, "browser-1-loaded.png")
 
-            steps = page.get_by_label("number input for Adaptation steps")
-            steps.fill("3")
-            steps.press("Enter")
-            page.locator("#merge").click()
-            expect(page.locator("#merge-status")).to_contain_text("Adapted wemoe: 3 steps", timeout=120_000)
-            _shot(page, "browser-2-merged-adapted.png", "#panel-merge")
+        steps = page.get_by_label("number input for Adaptation steps")
+        steps.fill("3")
+        steps.press("Enter")
+        page.locator("#merge").click()
+        expect(page.locator("#merge-status")).to_contain_text("Adapted wemoe: 3 steps", timeout=120_000)
+        _shot(page, "browser-2-merged-adapted.png", "#panel-merge")
 
-            page.locator("#upload input[type=file]").set_input_files(str(example))
-            expect(page.locator("#predictions")).to_contain_text("%", timeout=60_000)
-            expect(page.locator("#guess")).to_contain_text("guess", timeout=60_000)
-            expect(page.locator("#heatmap .js-plotly-plot")).to_be_visible(timeout=60_000)
-            expect(page.locator("#heatmap")).to_contain_text("block 0")
-            _shot(page, f"browser-3-try-{DESKTOP}.png", "#panel-try")
-            _check_corruption(page)
+        page.locator("#upload input[type=file]").set_input_files(str(example))
+        expect(page.locator("#predictions")).to_contain_text("%", timeout=60_000)
+        expect(page.locator("#guess")).to_contain_text("guess", timeout=60_000)
+        expect(page.locator("#heatmap .js-plotly-plot")).to_be_visible(timeout=60_000)
+        expect(page.locator("#heatmap")).to_contain_text("block 0")
+        _shot(page, f"browser-3-try-{DESKTOP}.png", "#panel-try")
+        _check_corruption(page)
 
-            page.locator("#evaluate").click()
-            expect(page.locator("#panel-accuracy").first).to_contain_text("Test images per task", timeout=120_000)
-            _shot(page, f"browser-4-accuracy-{DESKTOP}.png", "#panel-accuracy")
-            _check_average_visible(page)
-            _check_best_cell_readable(page)
-            page.locator("#normalized input").check()  # each task as % of its expert: the experts' row reads 100.0
-            expect(page.locator("#panel-accuracy").first).to_contain_text("Normalized accuracy", timeout=30_000)
-            expect(page.locator("#accuracy")).to_contain_text("100.0")
-            _shot(page, f"browser-4b-accuracy-normalized-{DESKTOP}.png", "#panel-accuracy")
-            page.locator("#normalized input").uncheck()
-            expect(page.locator("#panel-accuracy").first).not_to_contain_text("Normalized accuracy", timeout=30_000)
+        page.locator("#evaluate").click()
+        expect(page.locator("#panel-accuracy").first).to_contain_text("Test images per task", timeout=120_000)
+        _shot(page, f"browser-4-accuracy-{DESKTOP}.png", "#panel-accuracy")
+        _check_average_visible(page)
+        _check_best_cell_readable(page)
+        page.locator("#normalized input").check()  # each task as % of its expert: the experts' row reads 100.0
+        expect(page.locator("#panel-accuracy").first).to_contain_text("Normalized accuracy", timeout=30_000)
+        expect(page.locator("#accuracy")).to_contain_text("100.0")
+        _shot(page, f"browser-4b-accuracy-normalized-{DESKTOP}.png", "#panel-accuracy")
+        page.locator("#normalized input").uncheck()
+        expect(page.locator("#panel-accuracy").first).not_to_contain_text("Normalized accuracy", timeout=30_000)
 
-            _check_analysis_views(page)
+        _check_analysis_views(page)
 
-            dark = browser.new_page(viewport={"width": 400, "height": 300})
-            dark.goto(demo.local_url + "?__theme=dark")  # what ?__theme=dark does: gradio puts class 'dark' on <body>
-            expect(dark.locator("body")).to_have_class("dark", timeout=30_000)
-            dark.close()
-            page.evaluate("() => document.body.classList.add('dark')")  # the same on the page with the results
-            _shot(page, f"browser-5-try-{DESKTOP}-dark.png", "#panel-try")
-            _shot(page, f"browser-6-accuracy-{DESKTOP}-dark.png", "#panel-accuracy")
-            _check_best_cell_readable(page)
-            page.evaluate("() => document.body.classList.remove('dark')")
+        dark = browser.new_page(viewport={"width": 400, "height": 300})
+        dark.goto(demo.local_url + "?__theme=dark")  # what ?__theme=dark does: gradio puts class 'dark' on <body>
+        expect(dark.locator("body")).to_have_class("dark", timeout=30_000)
+        dark.close()
+        page.evaluate("() => document.body.classList.add('dark')")  # the same on the page with the results
+        _shot(page, f"browser-5-try-{DESKTOP}-dark.png", "#panel-try")
+        _shot(page, f"browser-6-accuracy-{DESKTOP}-dark.png", "#panel-accuracy")
+        _check_best_cell_readable(page)
+        page.evaluate("() => document.body.classList.remove('dark')")
 
-            page.set_viewport_size({"width": PHONE, "height": 844})
-            page.wait_for_timeout(1500)
-            _shot(page, f"browser-7-try-{PHONE}.png", "#panel-try")
-            _shot(page, f"browser-8-accuracy-{PHONE}.png", "#panel-accuracy")
-            columns = [_box(page, s) for s in ("#try-inputs", "#try-sketch", "#try-result")]
-            for i, a in enumerate(columns):
-                assert a["x"] >= -1 and a["x"] + a["width"] <= PHONE + 1, f"column {i} of the try panel is cut off: {a}"
-                for j, b in enumerate(columns[i + 1 :], start=i + 1):
-                    assert not _overlaps(a, b), f"try-panel columns {i} and {j} overlap at {PHONE} px: {a} {b}"
-            predictions = _box(page, "#predictions")
-            assert predictions["x"] + predictions["width"] <= PHONE + 1, predictions
-            last = page.locator("#predictions th").last.bounding_box()
-            assert last is not None and last["x"] + last["width"] <= predictions["x"] + predictions["width"] + 1, (
-                f"the predictions table is wider than the phone screen: last column {last}, table {predictions}")
-            browser.close()
-    finally:
-        demo.close()
+        page.set_viewport_size({"width": PHONE, "height": 844})
+        page.wait_for_timeout(1500)
+        _shot(page, f"browser-7-try-{PHONE}.png", "#panel-try")
+        _shot(page, f"browser-8-accuracy-{PHONE}.png", "#panel-accuracy")
+        columns = [_box(page, s) for s in ("#try-inputs", "#try-sketch", "#try-result")]
+        for i, a in enumerate(columns):
+            assert a["x"] >= -1 and a["x"] + a["width"] <= PHONE + 1, f"column {i} of the try panel is cut off: {a}"
+            for j, b in enumerate(columns[i + 1 :], start=i + 1):
+                assert not _overlaps(a, b), f"try-panel columns {i} and {j} overlap at {PHONE} px: {a} {b}"
+        predictions = _box(page, "#predictions")
+        assert predictions["x"] + predictions["width"] <= PHONE + 1, predictions
+        last = page.locator("#predictions th").last.bounding_box()
+        assert last is not None and last["x"] + last["width"] <= predictions["x"] + predictions["width"] + 1, (
+            f"the predictions table is wider than the phone screen: last column {last}, table {predictions}")

@@ -9,27 +9,18 @@ import gradio as gr
 import pytest
 
 from app import handlers, jobs
-from app.session import Session
 from app.shared import StepTimes
-from tests.app_support import launched, tiny_config, write_examples
+from tests.app_support import launched
 from tests.helpers import tiny_zoo
 from wemoe.stopping import Stopped
 
 
-@pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    return tiny_config(write_examples(tmp_path_factory.mktemp("examples")))
-
-
 @pytest.fixture
-def adapted(config):
-    """A session with task arithmetic and a WEMoE adapted 2 steps."""
-    session = Session()
-    handlers.load_zoo(session, config, "tiny")
+def adapted(session):
+    """A session with task arithmetic and a WEMoE adapted 2 steps (config and session: tests/app/conftest.py)."""
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, per_task=3)
     list(handlers.adapt(session, "wemoe", 2, 1e-2, 3, update_every=0))
-    yield session
-    session.close()
+    return session
 
 
 def _state(session):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from app import AppConfig, build_demo
-from tests.app.test_app_browser import ARTIFACTS, CHROMIUM, IN_CI
+from app import AppConfig
+from tests.app_support import ARTIFACTS, BROWSER_MARKS, in_browser
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists() and not IN_CI,
-                                                      reason="/usr/bin/chromium is missing (apt-get install chromium)")]
+pytestmark = BROWSER_MARKS
 SIZES = ((1280, 800), (390, 844))
 # step: (its main button, the element its result lands in, the text that says it is there)
 STEP_RESULTS = (("#lesson-meet", "#lesson-meet-plot", None), ("#lesson-add", "#lesson-add-plot", None),
@@ -26,72 +25,50 @@ def _in_view(page, selector: str) -> bool:
 
 @pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_the_lesson_from_first_step_to_last(width, height):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(AppConfig(samples=48, default_steps=5))
-    demo.queue()
-    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     clicks = 0
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.goto(demo.local_url)
-            for index, (button, result, text) in enumerate(STEP_RESULTS):
-                if index == 5:  # try your own image: pick the first example
-                    page.locator("#lesson .gallery-item, #lesson button.gallery").first.click()
-                    clicks += 1
-                page.locator(button).click()
+    with in_browser(AppConfig(samples=48, default_steps=5)) as (demo, browser):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(demo.local_url)
+        for index, (button, result, text) in enumerate(STEP_RESULTS):
+            if index == 5:  # try your own image: pick the first example
+                page.locator("#lesson .gallery-item, #lesson button.gallery").first.click()
                 clicks += 1
-                shown = page.locator(result).first
-                if text is None:
-                    expect(shown.locator(".js-plotly-plot")).to_be_visible(timeout=120_000)
-                else:
-                    expect(shown).to_contain_text(text, timeout=180_000)
-                if width == 1280:  # from the top of the page, as a student sees the step
-                    page.evaluate("window.scrollTo(0, 0)")
-                    page.wait_for_timeout(200)
-                    assert _in_view(page, button) and _in_view(page, result), f"step {index + 1} needs scrolling"
-                page.screenshot(path=str(ARTIFACTS / f"lesson-{index + 1}-{width}.png"))
-                if index + 1 < len(STEP_RESULTS):
-                    page.locator(f"#lesson-next-{index + 1}").click()
-                    clicks += 1
-            browser.close()
-    finally:
-        demo.close()
+            page.locator(button).click()
+            clicks += 1
+            shown = page.locator(result).first
+            if text is None:
+                expect(shown.locator(".js-plotly-plot")).to_be_visible(timeout=120_000)
+            else:
+                expect(shown).to_contain_text(text, timeout=180_000)
+            if width == 1280:  # from the top of the page, as a student sees the step
+                page.evaluate("window.scrollTo(0, 0)")
+                page.wait_for_timeout(200)
+                assert _in_view(page, button) and _in_view(page, result), f"step {index + 1} needs scrolling"
+            page.screenshot(path=str(ARTIFACTS / f"lesson-{index + 1}-{width}.png"))
+            if index + 1 < len(STEP_RESULTS):
+                page.locator(f"#lesson-next-{index + 1}").click()
+                clicks += 1
     assert clicks <= 40
 
 
 def test_the_teacher_sees_what_a_student_added(monkeypatch):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from app.teacher import CODE_ENV
 
     monkeypatch.setenv(CODE_ENV, "owl-42")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(AppConfig(samples=48, default_steps=5))
-    demo.queue()
-    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            student = browser.new_page(viewport={"width": 1280, "height": 800})
-            student.goto(demo.local_url + "?step=2")
-            student.locator("#lesson-add").click()
-            expect(student.locator("#lesson-add-plot .js-plotly-plot")).to_be_visible(timeout=120_000)
-            student.locator("#lesson-board-lambda").click()
-            teacher = browser.new_page(viewport={"width": 1280, "height": 800})
-            teacher.goto(demo.local_url.rstrip("/") + "/teacher")
-            teacher.locator("#teacher-code input").fill("owl-42")
-            teacher.locator("#teacher-open").click()  # 2 clicks: the code, Open
-            expect(teacher.locator("#teacher-status")).to_contain_text("with the lesson open", timeout=60_000)
-            expect(teacher.locator("#teacher-board")).to_contain_text("lambda 0.3", timeout=60_000)
-            teacher.screenshot(path=str(ARTIFACTS / "teacher-1-board.png"))
-            browser.close()
-    finally:
-        demo.close()
+    with in_browser(AppConfig(samples=48, default_steps=5)) as (demo, browser):
+        student = browser.new_page(viewport={"width": 1280, "height": 800})
+        student.goto(demo.local_url + "?step=2")
+        student.locator("#lesson-add").click()
+        expect(student.locator("#lesson-add-plot .js-plotly-plot")).to_be_visible(timeout=120_000)
+        student.locator("#lesson-board-lambda").click()
+        teacher = browser.new_page(viewport={"width": 1280, "height": 800})
+        teacher.goto(demo.local_url.rstrip("/") + "/teacher")
+        teacher.locator("#teacher-code input").fill("owl-42")
+        teacher.locator("#teacher-open").click()  # 2 clicks: the code, Open
+        expect(teacher.locator("#teacher-status")).to_contain_text("with the lesson open", timeout=60_000)
+        expect(teacher.locator("#teacher-board")).to_contain_text("lambda 0.3", timeout=60_000)
+        teacher.screenshot(path=str(ARTIFACTS / "teacher-1-board.png"))
