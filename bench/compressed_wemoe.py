@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tv-scale", type=float, default=0.01, help="task vector size relative to each tensor's std")
-    p.add_argument("--init-lambda", type=float, default=0.3)
+    p.add_argument("--lambda", dest="lambda_", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pocket-steps", type=int, default=300, help="adaptation steps on the pocket zoo (0: skip it)")
     p.add_argument("--losses", default="im,entropy",
@@ -124,7 +124,7 @@ def build_towers(args: argparse.Namespace) -> dict[str, nn.Module]:
     towers: dict[str, nn.Module] = {"dense_torch": tower_bench.build_dense(zoo, args)}
     towers["dense_kernel"] = with_kernel_mlps(towers["dense_torch"])
     towers["exact"] = tower_bench.build_ours(zoo, args)
-    largest = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.init_lambda, rank=max(args.all_ranks),
+    largest = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=args.lambda_, rank=max(args.all_ranks),
                                                 anchor=args.anchor))
     largest.load_state_dict(towers["exact"].state_dict(), strict=False)  # the same routers (the factors stay)
     for rank in args.all_ranks:
@@ -186,7 +186,7 @@ def pocket_part(args: argparse.Namespace) -> dict:
     for loss in args.losses.split(","):
         averages = {}
         for name, rank in names.items():
-            params = {"lambda": args.init_lambda, "rank": rank, **({"anchor": args.anchor} if rank else {})}
+            params = {"lambda": args.lambda_, "rank": rank, **({"anchor": args.anchor} if rank else {})}
             bench.merge("wemoe", params, name=name)
             for _ in bench.adapt(name, steps=args.pocket_steps, lr=args.lr, per_task=args.per_task, loss=loss):
                 pass

@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--tv-scale", type=float, default=0.01, help="task vector size relative to each tensor's std")
-    p.add_argument("--init-lambda", type=float, default=0.3)
+    p.add_argument("--lambda", dest="lambda_", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fusionbench", action="store_true", help="only dense and ours (no FusionBench install needed)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-variant peak memory subprocesses")
@@ -112,7 +112,7 @@ def build_zoo(args: argparse.Namespace) -> Zoo:
 
 def build_ours(zoo: Zoo, args: argparse.Namespace) -> nn.Module:
     """Our WEMoE tower, every router given small random weights (seeded) so that each sample routes differently."""
-    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.init_lambda, router_hidden_layers=1))
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=args.lambda_, router_hidden_layers=1))
     generator = torch.Generator().manual_seed(args.seed + 2)
     with torch.no_grad():
         for layer in moe_layers(tower).values():
@@ -140,7 +140,7 @@ def build_fusionbench(zoo: Zoo, ours: nn.Module, args: argparse.Namespace) -> nn
             mlp = copy.deepcopy(base_mlp)
             mlp.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
             expert_mlps.append(mlp)
-        moe = WeightEnsemblingMoE(args.width, base_mlp, expert_mlps, init_lambda=args.init_lambda, batch_first=True,
+        moe = WeightEnsemblingMoE(args.width, base_mlp, expert_mlps, init_lambda=args.lambda_, batch_first=True,
                                   router_hidden_layers=2, batch_reduce=False)
         net = routers[index].router.net
         with torch.no_grad():
@@ -156,7 +156,7 @@ def build_fusionbench(zoo: Zoo, ours: nn.Module, args: argparse.Namespace) -> nn
 
 def build_dense(zoo: Zoo, args: argparse.Namespace) -> nn.Module:
     """The task-arithmetic merge of the zoo (through our method registry)."""
-    return get_method("task_arithmetic")(zoo, **{"lambda": args.init_lambda})
+    return get_method("task_arithmetic")(zoo, **{"lambda": args.lambda_})
 
 
 def build_variants(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, nn.Module]:

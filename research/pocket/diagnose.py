@@ -31,7 +31,7 @@ def path(
     tower: nn.Module,
     data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     heads: Mapping[str, torch.Tensor],
-    init_lambda: float,
+    lambda_: float,
     alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
 ) -> dict[str, list[tuple[float, float, float]]]:
     """Per task, ``(alpha, entropy, accuracy %)`` for routing ``(1 - alpha) * lambda * 1 + alpha * one_hot(task)``."""
@@ -41,7 +41,7 @@ def path(
         images, labels = data[task]
         rows = []
         for alpha in alphas:
-            weights = torch.full((len(tasks),), (1 - alpha) * init_lambda)
+            weights = torch.full((len(tasks),), (1 - alpha) * lambda_)
             weights[t] += alpha
             logits = logits_from_features(_forward(tower, weights, images), heads[task])
             rows.append((alpha, float(entropy(logits)), 100.0 * float((logits.argmax(-1) == labels).float().mean())))
@@ -53,13 +53,13 @@ def entropy_gradients(
     tower: nn.Module,
     data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     heads: Mapping[str, torch.Tensor],
-    init_lambda: float,
+    lambda_: float,
 ) -> torch.Tensor:
     """``G[t, s]``: gradient of task t's mean entropy (under head t) w.r.t. expert s's shared routing weight."""
     tasks = list(data)
     rows = []
     for task in tasks:
-        weights = torch.full((len(tasks),), init_lambda, requires_grad=True)
+        weights = torch.full((len(tasks),), lambda_, requires_grad=True)
         h = entropy(logits_from_features(_forward(tower, weights, data[task][0]), heads[task]))
         (grad,) = torch.autograd.grad(h, weights)
         rows.append(grad)

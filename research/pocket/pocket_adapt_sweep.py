@@ -67,10 +67,10 @@ def use_bounded_routers() -> None:
 
     from wemoe.moe.layer import Router
 
-    def reset(self, init_lambda: float) -> None:
+    def reset(self, lambda_: float) -> None:
         last = self.net[-1]
         nn.init.zeros_(last.weight)
-        nn.init.constant_(last.bias, math.log(init_lambda / (1 - init_lambda)))
+        nn.init.constant_(last.bias, math.log(lambda_ / (1 - lambda_)))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(tokens).mean(dim=1))
@@ -141,7 +141,7 @@ def main() -> None:
     for lam in args.lambdas:
         for hidden in args.hidden:
             for lr in args.lr:
-                tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=lam, router_hidden_layers=hidden))
+                tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=lam, router_hidden_layers=hidden))
                 start = time.perf_counter()
                 label = f"lambda {lam} hidden {hidden} lr {lr:g}"
                 steps = adapt(tower, data, heads, steps=args.steps, lr=lr, loss=args.loss, seed=args.seed, device="cpu")

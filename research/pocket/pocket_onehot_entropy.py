@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     for t in TASK_NAMES:
         images, labels = arrays(t, "test")
         data[t] = (to_tensor(images[: args.samples]), torch.as_tensor(labels[: args.samples].copy()))
-    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam))
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=args.lam))
     count = len(TASK_NAMES)
     routings = {f"TA {args.lam}": torch.full((count,), args.lam)}
     routings.update({f"only {t.removeprefix('pocket_')}": torch.eye(count)[i] for i, t in enumerate(TASK_NAMES)})

@@ -133,7 +133,7 @@ def main() -> None:
         ent = [mean_entropy(m, x, heads[t]) for m in (experts[t], ta, zoo.visual)]
         print(f"{short(t):>8s} " + " ".join(f"{v:7.1f}" for v in row) + " | " + " ".join(f"{v:6.3f}" for v in ent))
 
-    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam, router_hidden_layers=args.hidden))
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=args.lam, router_hidden_layers=args.hidden))
     t0 = time.time()
     grads = diagnose.entropy_gradients(tower, sub, heads, args.lam)
     matrix("\nG[t, s] = dH_t / dr_s at the TA point (x100; the diagonal should be the most negative of its row)",
@@ -155,7 +155,7 @@ def main() -> None:
 
     data = {t: TaskImages(t, *test[t]) for t in TASK_NAMES}
     for lr in args.adapt_lr:
-        tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam, router_hidden_layers=args.hidden))
+        tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=args.lam, router_hidden_layers=args.hidden))
         t0 = time.time()
         for record in adapt(tower, data, heads, steps=args.steps, lr=lr, device="cpu"):
             if record.step % 50 == 0:

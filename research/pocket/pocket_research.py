@@ -118,7 +118,7 @@ def main() -> None:
         avg = table(f"TA lambda {lam}", ta.merge(zoo, **{"lambda": lam}))
         best = max(best, (avg, lam))
     results["ta_best"], results["ta_lambda"] = best
-    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam, router_hidden_layers=args.hidden))
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=args.lam, router_hidden_layers=args.hidden))
 
     results["oracle"] = table("oracle MLP routing", oracle_towers(tower, TASK_NAMES))
     sub = {t: (test[t][0][:160], test[t][1][:160]) for t in TASK_NAMES}
@@ -131,7 +131,7 @@ def main() -> None:
     data = {t: TaskImages(t, *test[t]) for t in TASK_NAMES}
     gap = results["experts"] - results["ta_best"]
     for lr in args.adapt_lr:
-        tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=args.lam, router_hidden_layers=args.hidden))
+        tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=args.lam, router_hidden_layers=args.hidden))
         t0 = time.time()
         for record in adapt(tower, data, heads, steps=args.adapt_steps, lr=lr, device="cpu"):
             if record.step % 100 == 0:

@@ -89,7 +89,7 @@ def test_auto_policy_uses_the_kernel_only_where_it_measured_faster(monkeypatch):
 def test_switch_off_gives_the_same_wemoe_outputs(monkeypatch):
     monkeypatch.setenv(fused_kernel.ENV_SWITCH, "1")  # the tiny zoo is far below the auto policy's sizes
     zoo = tiny_zoo(n_experts=3, seed=1, layers=2)
-    moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3))
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.3))
     for p in moe.parameters():
         if p.requires_grad:
             p.data.normal_(0, 0.05)  # routing that differs per image

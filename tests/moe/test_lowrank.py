@@ -36,9 +36,9 @@ def zoo() -> Zoo:
     return tiny_zoo(n_experts=3, seed=0, layers=3)
 
 
-def rank_k_zoo(zoo: Zoo, rank: int, anchor_lambda: float = 0.0) -> Zoo:
+def rank_k_zoo(zoo: Zoo, rank: int, anchor_scale: float = 0.0) -> Zoo:
     """``zoo`` with every expert's MLP weight task vectors tau_t replaced by their top-``rank`` singular components
-    tau~_t; with ``anchor_lambda`` a > 0 also the base's MLP weights moved to ``W_0 + a * sum_t (tau_t - tau~_t)``:
+    tau~_t; with ``anchor_scale`` a > 0 also the base's MLP weights moved to ``W_0 + a * sum_t (tau_t - tau~_t)``:
     the exact WEMoE that a low-rank WEMoE anchored at task arithmetic (lambda a) equals."""
     base = zoo.base_state
     new_base = {k: v.clone() for k, v in base.items()}
@@ -49,7 +49,7 @@ def rank_k_zoo(zoo: Zoo, rank: int, anchor_lambda: float = 0.0) -> Zoo:
             for name, state in zoo.experts.items():
                 us, v = lowrank.low_rank_factors((state[key] - value).unsqueeze(0), rank)
                 low[name] = us[0] @ v[0].T
-            new_base[key] = value + anchor_lambda * sum(zoo.experts[n][key] - value - low[n] for n in low)
+            new_base[key] = value + anchor_scale * sum(zoo.experts[n][key] - value - low[n] for n in low)
             for name in experts:
                 experts[name][key] = new_base[key] + low[name]
     clip = copy.deepcopy(zoo.clip)

@@ -23,7 +23,7 @@ def _task_arithmetic_tower(zoo, lam):
 
 def test_untrained_wemoe_equals_task_arithmetic(zoo):
     images = torch.randn(5, 3, 32, 32)
-    moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3))
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.3))
     ta = _task_arithmetic_tower(zoo, 0.3)
     with torch.no_grad():
         assert (moe(images) - ta(images)).abs().max() <= 1e-5
@@ -85,7 +85,7 @@ def test_routing_is_per_sample(zoo):
 
 
 def test_capture_routing_records_every_sample_and_layer(zoo):
-    moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.25))
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.25))
     with torch.no_grad(), capture_routing(moe) as record:
         moe(torch.randn(3, 3, 32, 32))
         moe(torch.randn(2, 3, 32, 32))
@@ -184,7 +184,7 @@ def test_two_threads_can_share_one_model(zoo):
 def test_forced_routing_shortcut_equals_the_per_sample_path(zoo):
     from wemoe.moe.routing_hooks import force_routing
 
-    moe = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3))
+    moe = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.3))
     images = torch.randn(4, 3, 32, 32)
     weights = torch.tensor([0.7, -0.2, 0.4])
     for layer in moe_layers(moe).values():  # routers that output exactly these weights for every image

@@ -51,7 +51,7 @@ def test_routing_rows_are_each_layers_router_on_that_image_alone(zoo):
 
 
 def test_untrained_routers_give_lambda_everywhere(zoo):
-    routing = routing_weights(upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3)), torch.randn(4, 3, 32, 32))
+    routing = routing_weights(upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.3)), torch.randn(4, 3, 32, 32))
     assert torch.allclose(routing, torch.full((4, 3, 3), 0.3), atol=1e-6)
 
 
@@ -67,7 +67,7 @@ def test_argmax_guess_follows_the_routers_bias(zoo):
 
 def test_untrained_or_nan_routing_carries_no_task_information(zoo):
     images = torch.randn(4, 3, 32, 32)
-    untrained = routing_weights(upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.3)), images)
+    untrained = routing_weights(upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.3)), images)
     assert "same weight" in uninformative_routing(untrained)
     assert "same weight" in uninformative_routing(untrained[0] + 1e-6 * torch.randn_like(untrained[0]))  # rounding
     assert "not numbers" in uninformative_routing(torch.full((2, 3), float("nan")))

@@ -16,7 +16,7 @@ def zoo():
 
 
 def test_the_tower_keeps_its_config_resolved(zoo):
-    config = WEMoEConfig(init_lambda=0.25, router_hidden_layers=2, blocks=[-1, 0], seed=4)
+    config = WEMoEConfig(lambda_=0.25, router_hidden_layers=2, blocks=[-1, 0], seed=4)
     tower = upscale_to_wemoe(zoo, config)
     assert tower.wemoe_config == WEMoEConfig(0.25, 2, [0, 2], list(zoo.task_names), 4)
     assert list(moe_layers(tower)) == [0, 2]
@@ -37,11 +37,34 @@ def test_a_config_for_other_experts_is_refused(zoo):
 
 
 def test_export_rebuilds_from_the_saved_config(zoo, tmp_path):
-    tower = upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=0.2, blocks=[1], seed=5))
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.2, blocks=[1], seed=5))
     for p in router_parameters(tower):
         p.data.normal_(0, 0.1)
     loaded = load_wemoe(save_wemoe(tower, tmp_path / "w.safetensors"), zoo.visual)
     assert loaded.wemoe_config == tower.wemoe_config
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), tower(images))
+
+
+def test_a_file_saved_with_the_old_lambda_key_reloads(zoo, tmp_path):
+    """Files written before the lambda had one name carry ``init_lambda``; they load as ``lambda_``, and a save writes
+    only the new key."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from wemoe.evaluation.export import read_metadata
+
+    tower = upscale_to_wemoe(zoo, WEMoEConfig(lambda_=0.2, blocks=[1], seed=5))
+    path = save_wemoe(tower, tmp_path / "old.safetensors")
+    metadata = read_metadata(path)
+    config = json.loads(metadata["config"])
+    assert config["lambda_"] == 0.2 and "init_lambda" not in config
+    config["init_lambda"] = config.pop("lambda_")
+    save_file(load_file(str(path)), str(path), metadata={**metadata, "config": json.dumps(config)})
+    loaded = load_wemoe(path, zoo.visual)
+    assert loaded.wemoe_config == tower.wemoe_config and loaded.wemoe_config.lambda_ == 0.2
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(images), tower(images))

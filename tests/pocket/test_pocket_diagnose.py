@@ -20,7 +20,7 @@ def _setup(lam: float = 0.3):
             for t in zoo.task_names}
     heads = {t: torch.nn.functional.normalize(torch.randn(4, 32, generator=generator), dim=-1) * 14.3
              for t in zoo.task_names}
-    return zoo, upscale_to_wemoe(zoo, WEMoEConfig(init_lambda=lam)), data, heads
+    return zoo, upscale_to_wemoe(zoo, WEMoEConfig(lambda_=lam)), data, heads
 
 
 def test_entropy_gradients_match_finite_differences():

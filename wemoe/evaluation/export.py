@@ -21,7 +21,7 @@ from torch import nn
 
 from wemoe.adaptation.adaptive import routes, static_form
 from wemoe.errors import ZooError
-from wemoe.moe.layer import PRETRAINED, WEMoEConfig, moe_layers, moe_mlp
+from wemoe.moe.layer import WEMoEConfig, moe_layers, moe_mlp
 
 FORMAT_KEY = "wemoe_format"
 
@@ -64,10 +64,7 @@ def load_wemoe(path: str | Path, base_visual: nn.Module) -> nn.Module:
     metadata = read_metadata(path)
     if metadata.get(FORMAT_KEY) != "wemoe":
         raise ZooError(f"{path} is not a WEMoE model file (saved by wemoe.evaluation.export.save_wemoe).")
-    saved = json.loads(metadata["config"])
-    if saved.get("rank") and "anchor" not in saved:  # saved before anchors existed: the plain low-rank form
-        saved["anchor"] = PRETRAINED
-    config = WEMoEConfig(**saved)
+    config = WEMoEConfig.from_dict(json.loads(metadata["config"]))  # also files of older versions
     tower = copy.deepcopy(base_visual)
     blocks = tower.transformer.resblocks
     experts = len(config.task_names)

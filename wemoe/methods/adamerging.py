@@ -18,14 +18,14 @@ class LayerWiseMergedTower(nn.Module):
     """An image tower whose weights are ``theta_0[p] + sum_t c[t, p] tau_t[p]`` with trainable coefficients ``c``."""
 
     def __init__(self, tower: nn.Module, pretrained: dict[str, torch.Tensor], vectors: list,
-                 init_lambda: float) -> None:
+                 lambda_: float) -> None:
         super().__init__()
         self.tower = tower.requires_grad_(False)
         self.names = [k for k in vectors[0].keys()]  # noqa: SIM118  (a TaskVector has keys() but no __iter__)
         for i, name in enumerate(self.names):
             self.register_buffer(f"base_{i}", pretrained[name].detach().float().clone())
             self.register_buffer(f"tvs_{i}", torch.stack([v[name] for v in vectors]))
-        self.coefficients = nn.Parameter(torch.full((len(vectors), len(self.names)), float(init_lambda)))
+        self.coefficients = nn.Parameter(torch.full((len(vectors), len(self.names)), float(lambda_)))
 
     def merged_state(self) -> dict[str, torch.Tensor]:
         """The current merged weights (differentiable in the coefficients)."""

@@ -17,9 +17,9 @@ class TaskWiseMergedTower(LayerWiseMergedTower):
     """An image tower whose weights are ``theta_0 + sum_t c[t] tau_t`` with one trainable coefficient per task."""
 
     def __init__(self, tower: nn.Module, pretrained: dict[str, torch.Tensor], vectors: list,
-                 init_lambda: float) -> None:
-        super().__init__(tower, pretrained, vectors, init_lambda)
-        self.coefficients = nn.Parameter(torch.full((len(vectors),), float(init_lambda)))
+                 lambda_: float) -> None:
+        super().__init__(tower, pretrained, vectors, lambda_)
+        self.coefficients = nn.Parameter(torch.full((len(vectors),), float(lambda_)))
 
     def merged_state(self) -> dict[str, torch.Tensor]:
         """The current merged weights (differentiable in the coefficients)."""

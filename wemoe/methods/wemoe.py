@@ -1,5 +1,6 @@
-"""WEMoE: weight-ensembling MoE MLPs with per-sample routers (Tang et al., ICML 2024); the module is
-wemoe/moe/layer.py."""
+"""WEMoE: weight-ensembling MoE MLPs with per-sample routers (Tang et al., ICML 2024); the model is
+wemoe/moe/layer.py. The ``lambda`` parameter is ``WEMoEConfig.lambda_`` there, the one lambda of the model: the
+non-MLP weights' task-arithmetic coefficient and every router's starting weight."""
 
 from torch import nn
 
@@ -44,7 +45,7 @@ class WEMoE(MergeMethod):
     )
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
-        config = WEMoEConfig(init_lambda=params["lambda"], router_hidden_layers=params["router_hidden_layers"],
+        config = WEMoEConfig(lambda_=params["lambda"], router_hidden_layers=params["router_hidden_layers"],
                              blocks=parse_blocks(params["blocks"]), seed=params["seed"],
                              rank=params["rank"], anchor=params["anchor"])
         try:

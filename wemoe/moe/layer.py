@@ -3,7 +3,7 @@
 Read top to bottom:
 
 1. ``Router``: Linear(d, d) - ReLU - ... - Linear(d, T) on the MLP's input tokens, averaged over tokens per sample.
-   Its last layer starts at weight 0 and bias ``init_lambda``, so an untrained WEMoE is task arithmetic.
+   Its last layer starts at weight 0 and bias ``lambda_``, so an untrained WEMoE is task arithmetic.
 2. ``WeightEnsemblingMLP``: a transformer block's MLP (c_fc - activation - c_proj) with the pretrained weights and the
    stacked task vectors of every expert (frozen buffers) and a router (the only trainable part). Each sample's
    weights ``W_b = W_0 + sum_t r_bt tau_t`` are applied by ``wemoe.moe.ensembled_linear.stacked_ensembled_linear``
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,24 +58,25 @@ class Router(nn.Module):
         dim: int,
         num_experts: int,
         hidden_layers: int = 1,
-        init_lambda: float = 0.3,
+        lambda_: float = 0.3,
         generator: torch.Generator | None = None,
     ) -> None:
-        """``generator`` draws the hidden layers' initial weights (default: a fresh one seeded 0); torch's
-        process-wide generator is never used, so two threads building routers cannot disturb each other."""
+        """``lambda_``: every expert's routing weight before training (WEMoE's lambda). ``generator`` draws the
+        hidden layers' initial weights (default: a fresh one seeded 0); torch's process-wide generator is never used,
+        so two threads building routers cannot disturb each other."""
         super().__init__()
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         layers: list[nn.Module] = []
         for _ in range(hidden_layers):
             layers += [_seeded_linear(dim, dim, generator), nn.ReLU()]
         self.net = nn.Sequential(*layers, _seeded_linear(dim, num_experts, generator))
-        self.reset(init_lambda)
+        self.reset(lambda_)
 
-    def reset(self, init_lambda: float) -> None:
-        """Zero the last layer's weight and fill its bias with ``init_lambda``: every sample gets task arithmetic."""
+    def reset(self, lambda_: float) -> None:
+        """Zero the last layer's weight and fill its bias with ``lambda_``: every sample gets task arithmetic."""
         last = self.net[-1]
         nn.init.zeros_(last.weight)
-        nn.init.constant_(last.bias, init_lambda)
+        nn.init.constant_(last.bias, lambda_)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.net(tokens).mean(dim=1)
@@ -87,7 +89,7 @@ class WeightEnsemblingMLP(nn.Module):
         self,
         pretrained_mlp: nn.Module,
         expert_mlps: Sequence[Mapping[str, torch.Tensor]],
-        init_lambda: float = 0.3,
+        lambda_: float = 0.3,
         router_hidden_layers: int = 1,
         workspace: Workspace | None = None,
         generator: torch.Generator | None = None,
@@ -108,7 +110,7 @@ class WeightEnsemblingMLP(nn.Module):
                                  torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
         self.activation = pretrained_mlp.gelu
         dim = base["c_fc.weight"].shape[1]
-        self.router = Router(dim, len(expert_mlps), router_hidden_layers, init_lambda, generator)
+        self.router = Router(dim, len(expert_mlps), router_hidden_layers, lambda_, generator)
         self.recorder: list[torch.Tensor] | None = None
         self.record_tokens = False
         self.forced_routing: torch.Tensor | None = None  # [T]: every sample gets these weights (diagnostics)
@@ -190,27 +192,33 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
         pretrained_mlp: nn.Module,
         expert_mlps: Sequence[Mapping[str, torch.Tensor]],
         rank: int,
-        init_lambda: float = 0.3,
+        lambda_: float = 0.3,
         router_hidden_layers: int = 1,
         workspace: Workspace | None = None,
         generator: torch.Generator | None = None,
         anchor: str = TASK_ARITHMETIC,
     ) -> None:
         """As :class:`WeightEnsemblingMLP`, with ``rank``: the singular components kept per task vector (>= 1), and
-        ``anchor``: what the rank-k experts correct, ``task_arithmetic`` (``W_0 + init_lambda * sum_t tau_t``, exact)
+        ``anchor``: what the rank-k experts correct, ``task_arithmetic`` (``W_0 + lambda_ * sum_t tau_t``, exact)
         or ``pretrained`` (``W_0``); see :mod:`wemoe.moe.lowrank`."""
         if anchor not in ANCHORS:
             raise ValueError(f"Unknown anchor {anchor!r}: use one of {', '.join(ANCHORS)}.")
-        self.requested_rank = rank  # read by _store_weights, which the base constructor calls
-        self.anchor_lambda = float(init_lambda) if anchor == TASK_ARITHMETIC else 0.0
-        super().__init__(pretrained_mlp, expert_mlps, init_lambda, router_hidden_layers, workspace, generator)
+        # read by _store_weights, which the base constructor calls
+        self.requested_rank, self.lambda_, self.anchor = rank, float(lambda_), anchor
+        super().__init__(pretrained_mlp, expert_mlps, lambda_, router_hidden_layers, workspace, generator)
+
+    @property
+    def _anchor_scale(self) -> float:
+        """``a`` in the anchor ``W_0 + a * sum_t tau_t``: lambda with the task-arithmetic anchor, 0 with the
+        pretrained one."""
+        return self.lambda_ if self.anchor == TASK_ARITHMETIC else 0.0
 
     def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
         """Keep ``part`` as the packed factors ``{part}_up`` ``[out, in + T*k]`` and ``{part}_down`` ``[in, T*k]``;
         ``up``'s first block is the anchor (task arithmetic's merged weight with the exact task vectors, or W_0)."""
         stacked = torch.stack(tvs)
         us, v = lowrank.low_rank_factors(stacked, self.requested_rank)
-        anchor = weight + self.anchor_lambda * stacked.sum(dim=0) if self.anchor_lambda else weight
+        anchor = weight + self._anchor_scale * stacked.sum(dim=0) if self._anchor_scale else weight
         up, down = lowrank.pack_factors(anchor, us, v)
         self.register_buffer(f"{part}_up", up)
         self.register_buffer(f"{part}_down", down)
@@ -220,9 +228,9 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
         ``W_0 + lambda * sum_t (tau_t - tau~_t)`` (so that it plus ``sum_t r_t tau~_t`` is the layer's weight)."""
         up, down = getattr(self, f"{part}_up"), getattr(self, f"{part}_down")
         anchor = up[:, : down.shape[0]]
-        if not self.anchor_lambda:
+        if not self._anchor_scale:
             return anchor
-        return anchor - self.anchor_lambda * lowrank.unpack_task_vectors(up, down, self.num_experts).sum(dim=0)
+        return anchor - self._anchor_scale * lowrank.unpack_task_vectors(up, down, self.num_experts).sum(dim=0)
 
     def rank(self, part: str = "c_fc") -> int:
         """The singular components kept per task vector of ``part``."""
@@ -251,15 +259,15 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
 
     def _merged(self, part: str, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One weight and bias for ``routing`` ``[T]`` shared by every sample: the anchor plus
-        ``sum_t (r_t - anchor lambda) (U_t S_t) V_t^T``."""
+        ``sum_t (r_t - a) (U_t S_t) V_t^T`` (``a``: :attr:`_anchor_scale`)."""
         weight = lowrank.merged_weight(getattr(self, f"{part}_up"), getattr(self, f"{part}_down"), routing,
-                                       self.anchor_lambda)
+                                       self._anchor_scale)
         return weight, getattr(self, f"{part}_bias") + routing @ getattr(self, f"{part}_bias_tvs")
 
     def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
         """``part`` applied to ``x`` ``[B, N, in]`` through the low-rank factors (``wemoe.moe.lowrank``)."""
         up, down, bias, bias_tvs = (getattr(self, f"{part}_{name}") for name in ("up", "down", "bias", "bias_tvs"))
-        return lowrank.lowrank_ensembled_linear(x, routing, up, down, bias, bias_tvs, self.anchor_lambda)
+        return lowrank.lowrank_ensembled_linear(x, routing, up, down, bias, bias_tvs, self._anchor_scale)
 
 
 def moe_mlp(
@@ -271,9 +279,9 @@ def moe_mlp(
 ) -> WeightEnsemblingMLP:
     """The MoE MLP ``config`` asks for: exact (``config.rank == 0``) or with rank-``config.rank`` experts."""
     if config.rank > 0:
-        return LowRankWeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.rank, config.init_lambda,
+        return LowRankWeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.rank, config.lambda_,
                                           config.router_hidden_layers, workspace, generator, config.anchor)
-    return WeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.init_lambda, config.router_hidden_layers, workspace,
+    return WeightEnsemblingMLP(pretrained_mlp, expert_mlps, config.lambda_, config.router_hidden_layers, workspace,
                                generator)
 
 
@@ -286,11 +294,11 @@ class WEMoEConfig:
     ``task_names``: the experts, in the routers' order (empty: the zoo's); ``seed``: the routers' random hidden layers;
     ``rank``: 0 keeps every MLP task vector whole (exact WEMoE), k > 0 keeps its top-k singular components
     (:class:`LowRankWeightEnsemblingMLP`); ``anchor`` (with ``rank`` > 0): what those correct, ``task_arithmetic``
-    (the merged weight ``W_0 + init_lambda * sum_t tau_t`` stays exact) or ``pretrained`` (``W_0``;
+    (the merged weight ``W_0 + lambda_ * sum_t tau_t`` stays exact) or ``pretrained`` (``W_0``;
     :mod:`wemoe.moe.lowrank`).
     """
 
-    init_lambda: float = 0.3
+    lambda_: float = 0.3
     router_hidden_layers: int = 1
     blocks: list[int] | None = None
     task_names: list[str] = field(default_factory=list)
@@ -299,8 +307,20 @@ class WEMoEConfig:
     anchor: str = "task_arithmetic"
 
     def to_dict(self) -> dict:
-        """Plain-dict form (JSON-ready)."""
+        """Plain-dict form (JSON-ready; :meth:`from_dict` reads it back)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> WEMoEConfig:
+        """The config :meth:`to_dict` wrote, also from older files: ``init_lambda`` (the lambda's name before it had
+        one) is read as ``lambda_``, and a low-rank config without ``anchor`` (saved before anchors existed) as the
+        plain low-rank form, anchored at the pretrained weights."""
+        values = dict(saved)
+        if "init_lambda" in values:
+            values.setdefault("lambda_", values.pop("init_lambda"))
+        if values.get("rank") and "anchor" not in values:
+            values["anchor"] = PRETRAINED
+        return cls(**values)
 
 
 def _block_indices(num_blocks: int, blocks: Sequence[int] | None) -> list[int]:
@@ -327,10 +347,9 @@ def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
         raise ValueError(f"rank must be 0 (exact experts) or a number of singular components >= 1, got {config.rank}.")
     if config.task_names and list(config.task_names) != list(zoo.task_names):
         raise ValueError(f"The config's experts {list(config.task_names)} are not the zoo's {zoo.task_names}.")
-    init_lambda = config.init_lambda
     base = zoo.base_state
     vectors = list(task_vectors(base, zoo.experts).values())
-    merged = sum(vectors).apply_to(base, init_lambda)
+    merged = sum(vectors).apply_to(base, config.lambda_)
     tower = zoo.visual_with(merged)
     resblocks = tower.transformer.resblocks
     chosen = _block_indices(len(resblocks), config.blocks)

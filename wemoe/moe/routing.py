@@ -74,7 +74,7 @@ def uninformative_routing(
 
     Routing weights ``[..., layers, experts]`` carry no information about an image's task when they are not finite
     (NaN or infinite), or when in every layer all experts get the same weight up to ``tolerance`` (WEMoE's untrained
-    routers give every expert ``init_lambda``). With ``centroids`` (``[tasks, ...]``, each task's mean routing, e.g.
+    routers give every expert ``lambda_``). With ``centroids`` (``[tasks, ...]``, each task's mean routing, e.g.
     :attr:`RoutingCentroids.centroids`) the routing is also uninformative when every task's images are routed alike:
     no two centroids differ by more than ``tolerance`` in any weight. The reason is a short phrase for messages.
     """
