@@ -284,11 +284,8 @@ def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str,
         if result.adaptive and not session.stop.is_set():
             progress(0.95, desc=f"timing one adaptation step of {method}")
             key = merge_step_key(bench, result, per_task)
-            recent = session.step_times.estimate(key)
-            if recent is None:
-                recent = time_step(result.model, bench.data(), bench.heads(), per_task=per_task, device=device)
-                session.step_times.record(key, recent)
-            seconds[method] = recent
+            seconds[method] = session.step_times.estimate_or_time(key, lambda result=result: time_step(
+                result.model, bench.data(), bench.heads(), per_task=per_task, device=device))
     return made, seconds
 
 

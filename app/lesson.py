@@ -181,7 +181,14 @@ def merged_scores(session: Session, names: Sequence[str]) -> dict[str, float]:
     bench = session.bench
     with friendly("Scoring the merges"), busy(session):
         data, heads = sample_data(bench.data(), LESSON_PER_TASK), bench.heads()
-        return {n: with_average(accuracy_by_task(bench.merges[n].model, data, heads))["average"] for n in names}
+
+        def scored(name: str) -> float:  # once per model state for the whole class (a merge key names it)
+            made = bench.merge_key(name)
+            key = None if made is None else ("sample_accuracy", made, LESSON_PER_TASK)
+            model = bench.merges[name].model
+            return bench.cached(key, lambda: with_average(accuracy_by_task(model, data, heads)))[0]["average"]
+
+        return {n: scored(n) for n in names}
 
 
 def _experts(bench: Any) -> str:

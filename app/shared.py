@@ -82,6 +82,7 @@ class StepTimes:
     def __init__(self, window: int = 10, max_age: float = 900.0) -> None:
         self.window, self.max_age = window, max_age
         self._steps: dict[Any, collections.deque] = {}
+        self._timing: dict[Any, threading.Event] = {}  # keys being timed now: one timing, the others wait for it
         self._lock = threading.Lock()
 
     def record(self, key: Any, seconds: float, new_run: bool = True) -> None:
@@ -95,9 +96,45 @@ class StepTimes:
 
     def estimate(self, key: Any) -> float | None:
         """The median of the recent steps of ``key``, or None when none is recent."""
-        now = time.monotonic()
         with self._lock:
-            recent = [s for t, s in self._steps.get(key, ()) if now - t <= self.max_age]
+            return self._estimate(key)
+
+    def estimate_or_time(self, key: Any, time_one: Callable[[], float], wait: float = 30.0) -> float:
+        """The recent estimate of ``key``; without one, ``time_one()`` (recorded) run by one caller at a time: a
+        class merging together times one step, not thirty (the others wait up to ``wait`` seconds for its figure,
+        then time their own)."""
+        while True:
+            with self._lock:
+                known = self._estimate(key)
+                if known is not None:
+                    return known
+                running = self._timing.get(key)
+                if running is None:
+                    running = self._timing[key] = threading.Event()
+                    mine = True
+                else:
+                    mine = False
+            if not mine:
+                if running.wait(wait):
+                    continue
+                return self._timed(key, time_one, None)
+            return self._timed(key, time_one, running)
+
+    def _timed(self, key: Any, time_one: Callable[[], float], claimed: threading.Event | None) -> float:
+        try:
+            seconds = time_one()
+            self.record(key, seconds)
+            return seconds
+        finally:
+            if claimed is not None:
+                with self._lock:
+                    self._timing.pop(key, None)
+                claimed.set()
+
+    def _estimate(self, key: Any) -> float | None:
+        """:meth:`estimate` for a caller holding the lock."""
+        now = time.monotonic()
+        recent = [s for t, s in self._steps.get(key, ()) if now - t <= self.max_age]
         return statistics.median(recent) if recent else None
 
 

@@ -6,9 +6,10 @@ on a session of its own, exactly as a student's clicks run, it fills the cache w
 while it runs wait for the computation in flight instead of starting their own. It never delays the first page: it
 starts in a daemon thread.
 
-The examples are classified twice, with the merges as made (what students see while their adaptation runs) and
-after the adaptation: a class clicking the gallery at once then gets every example from the cache, where each
-first classification costs a forward pass of every model beside everyone else's work.
+The examples are classified three times: before any merge (a student clicking the gallery while a merge is made),
+with the merges as made (while their adaptation runs) and after the adaptation: a class clicking the gallery at once
+then gets every example from the cache, where each first classification costs a forward pass of every model beside
+everyone else's work.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
     try:
         shown.update("loading the zoo", 0.0)
         handlers.load_zoo(session, config, config.default_zoo)
+        # the gallery as a student sees it before any merge (the lesson's step 6 is clicked while step 5 merges)
+        shown.update("classifying the examples", 0.05)
+        classify_examples(session, config)
         shown.update("merging", 0.1)
         # the merges first (what "Merge" makes with the page's defaults, the same cache keys) and the gallery at
         # once: a class arriving with the app classifies it while its merges still time an adaptation step

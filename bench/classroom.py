@@ -22,6 +22,7 @@ counts as hung and as an error, and ends that student's lesson).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import math
@@ -148,6 +149,7 @@ class RssSampler:
     def __init__(self, pid: int | None, interval: float = 0.2) -> None:
         self.pid, self.interval = pid, interval
         self.peak_kb = 0
+        self.peak_at = 0.0  # time.perf_counter() of the highest sample
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -176,7 +178,8 @@ class RssSampler:
         kb = read_status_kb(self.pid, "VmRSS")
         if kb is None:
             return None
-        self.peak_kb = max(self.peak_kb, kb)
+        if kb > self.peak_kb:
+            self.peak_kb, self.peak_at = kb, time.perf_counter()
         self.samples += 1
         return kb / 1024
 
@@ -540,6 +543,7 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
     base = room.rss_after_first_load
     upper = (rss_end - base) / (n - 1) if n > 1 and rss_end is not None and base is not None else None
     errors = [e for s in everyone for e in s.errors]
+    peak_at = room.sampler.peak_at - room.t0 if room.sampler.peak_at else None
     return {
         "students": n, "after_warm_up": bool(getattr(args, "after_warm_up", False)), "steps": steps,
         "samples": args.samples, "examples": args.examples, "zoo": args.zoo,
@@ -553,7 +557,8 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
         "first_adapted_s": _round(min(adapted, default=None) if adapted else None, 2),
         "last_table_s": _round(last_of([s.table_at for s in students]), 2),
         "last_lesson_s": _round(last_of([s.lesson_done_at for s in students]), 2),
-        "peak_rss_mb": _round(rss["peak"], 1), "rss_after_first_load_mb": _round(base, 1),
+        "peak_rss_mb": _round(rss["peak"], 1), "peak_sampled_at_s": _round(peak_at, 1),
+        "in_flight_at_peak": in_flight(everyone, peak_at), "rss_after_first_load_mb": _round(base, 1),
         "rss_after_first_lesson_mb": _round(one, 1), "rss_end_mb": _round(rss_end, 1),
         "rss_after_probes_mb": _round(probed, 1), "per_session_mb": _round(per_session, 2),
         "per_session_class_mb": _round(in_class, 2), "per_session_upper_mb": _round(upper, 2),
@@ -568,6 +573,13 @@ def summarise(args: argparse.Namespace, room: Classroom, students: list[Student]
         "students_timeline": [timeline(s) for s in everyone],
         "endpoints": latency_table(students), "error_messages": errors[:20],
     }
+
+
+def in_flight(students: list[Student], at: float | None) -> dict[str, int]:
+    """How many calls of each endpoint were running at ``at`` (seconds after the first click): what made a peak."""
+    if at is None:
+        return {}
+    return dict(collections.Counter(c.endpoint for s in students for c in s.calls if c.start <= at <= c.end))
 
 
 def last_of(times: list[float | None]) -> float | None:
@@ -615,6 +627,8 @@ def report(result: dict[str, Any]) -> None:
           f"{_fmt(result['rss_after_first_lesson_mb'], ' MB')}, after all lessons {_fmt(result['rss_end_mb'], ' MB')}"
           + (f", {LINGER_S:.0f} s after the clients closed {_fmt(result['rss_linger_mb'], ' MB')}"
              if result["rss_linger_mb"] is not None else ""))
+    print(f"highest sampled RSS at {_fmt(result['peak_sampled_at_s'], ' s')}, calls running then: "
+          f"{result['in_flight_at_peak']}")
     print(f"per extra session: {_fmt(result['per_session_mb'], ' MB')} (RSS after {result['probes']} probe lessons "
           f"after the class {_fmt(result['rss_after_probes_mb'], ' MB')}, minus after all lessons, / probes); in the "
           f"class: {_fmt(result['per_session_class_mb'], ' MB')} ((after all lessons - after the first lesson) / "

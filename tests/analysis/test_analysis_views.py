@@ -121,6 +121,15 @@ def test_sample_eval_matches_the_accuracy_table(bench):
         assert row == pytest.approx({t: table.loc[name, t] for t in bench.task_names})
 
 
+def test_sample_eval_leaves_no_scratch_memory_behind(bench):
+    """A class of sessions scoring their WEMoE each kept its per-sample weights (512 MB on the pocket zoo) until
+    released: an evaluation gives them back, and the next one gives the same numbers."""
+    tower = bench.merges["wemoe"].model
+    first = accuracy_by_task(tower, bench.data(), bench.heads())
+    assert all(layer.workspace.kept_bytes() == 0 for layer in moe_layers(tower).values())
+    assert accuracy_by_task(tower, bench.data(), bench.heads()) == first
+
+
 def test_lambda_sweep_matches_merging_each_lambda(bench):
     swept = lambda_sweep(bench, lambdas=(0.0, 0.3, 1.0), per_task=None)
     for method, params in (("task_arithmetic", {}), ("ties", {"top_k": 20.0})):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 
@@ -116,6 +117,32 @@ def test_the_estimate_follows_the_latest_run():
     stale.record("k", 1.0)
     time.sleep(0.01)
     assert stale.estimate("k") is None
+
+
+def test_a_class_merging_together_times_one_step_not_one_each():
+    """Thirty sessions asking at once for a figure nobody has: one times the step, the others get its figure."""
+    times, timings = StepTimes(), []
+    started = threading.Barrier(30)
+
+    def time_one() -> float:
+        timings.append(1)
+        time.sleep(0.2)  # the others arrive while this one times
+        return 0.6
+
+    def ask() -> float:
+        started.wait()
+        return times.estimate_or_time("k", time_one)
+
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        figures = list(pool.map(lambda _: ask(), range(30)))
+    assert figures == [0.6] * 30 and len(timings) == 1 and times.estimate("k") == 0.6
+
+    def broken() -> float:
+        raise RuntimeError("no step")
+
+    with pytest.raises(RuntimeError):
+        times.estimate_or_time("other", broken)
+    assert times.estimate_or_time("other", lambda: 2.0) == 2.0  # a failed timing leaves no claim behind
 
 
 def test_merging_again_reuses_the_latest_step_figure(adapted):

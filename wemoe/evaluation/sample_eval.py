@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from wemoe.evaluation.evaluate import AVERAGE, Model, needs_task, tower_for
+from wemoe.moe.layer import release_workspaces
 from wemoe.tasks.classify import logits_from_features
 from wemoe.tasks.images import TaskImages
 
@@ -34,10 +35,17 @@ def sample_data(data: Mapping[str, TaskImages], per_task: int | None, seed: int 
 @torch.no_grad()
 def features_by_task(tower: nn.Module, data: Mapping[str, TaskImages],
                      batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """Every task's image features through ``tower``, all tasks' images batched together."""
+    """Every task's image features through ``tower``, all tasks' images batched together.
+
+    A WEMoE tower's per-sample scratch memory (hundreds of MB for a batch of this size) is released afterwards: a
+    class of sessions each keeping theirs would hold gigabytes for nothing.
+    """
     tower.eval()
     images = torch.cat([d.images for d in data.values()])
-    features = torch.cat([tower(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    try:
+        features = torch.cat([tower(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    finally:
+        release_workspaces(tower)
     return dict(zip(data, features.split([len(d) for d in data.values()]), strict=True))
 
 
