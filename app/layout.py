@@ -19,6 +19,7 @@ from app.controls import param_control, setting_control, setting_default
 from app.events import quiet, reported, uploaded, with_signature
 from app.gpu import gpu_chunk, on_gpu
 from app.lesson_page import build_lesson
+from app.mcp_tools import build_tools
 from app.session import CUSTOM, AppConfig, Session, close_session
 from app.teacher import build_teacher_page
 from app.try_panel import build_try_panel
@@ -313,6 +314,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             config.shared.close(request.session_hash)  # free the closed tab's merges and files now, not in an hour
 
         demo.unload(tab_closed)
+        build_tools(config, LIGHT, LONG)  # the stateless tools (gr.api), what the MCP server serves (app/mcp_tools.py)
     # the teacher's page: the class now and the class board, behind the teacher's code (no link on the students' page)
     with demo.route("Teacher", "/teacher", show_in_navbar=False):
         build_teacher_page(config, LIGHT)

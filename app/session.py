@@ -161,13 +161,16 @@ class AppConfig:
 
     def launch_options(self) -> dict[str, Any]:
         """``Blocks.launch`` keywords every launch of this app uses: gradio's upload limit and the limits by kind
-        enforced at the upload itself (``app.upload_limits.UploadLimits``)."""
+        enforced at the upload itself (``app.upload_limits.UploadLimits``), and the MCP server of the stateless tools
+        alone (``app.mcp_tools``)."""
         from starlette.middleware import Middleware
 
+        from app.mcp_tools import tools_only_lifespan
         from app.upload_limits import UploadLimits
 
-        return {"max_file_size": self.max_file_size, "show_error": False,
-                "app_kwargs": {"middleware": [Middleware(UploadLimits, limits=self.upload_limits())]}}
+        return {"max_file_size": self.max_file_size, "show_error": False, "mcp_server": True,
+                "app_kwargs": {"middleware": [Middleware(UploadLimits, limits=self.upload_limits())],
+                               "lifespan": tools_only_lifespan}}
 
 
 class Session:
