@@ -56,6 +56,7 @@ from app.session import CUSTOM, AppConfig, Session
 from wemoe.tasks.corruptions import corrupt_as_seen
 
 DEFAULT_PER_TASK = adapt_setting("per_task").default  # merge's images per task unless told (the declared default)
+WAITING_UPDATE_S = 2.0  # seconds between two progress lines while a session waits for a run another computes
 
 
 def _bench(session: Session):
@@ -159,8 +160,11 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
         resolved = {m: get_method(m).resolve((params or {}).get(m)) for m in methods}
     job = _begin(session, "merge")
     try:
+        with friendly("Merging"):
+            # the new models are made beside the session's (which they do not touch): its classifications go on
+            # meanwhile; its lock is held only to swap them in (the job, begun above, keeps other jobs out)
+            made, _ = make_merges(session, methods, resolved, per_task, progress)
         with friendly("Merging"), busy(session):
-            made, seconds = make_merges(session, methods, resolved, per_task, progress)
             replaced = {m: bench.merges[m].adapt_steps
                         for m in made if m in bench.merges and bench.merges[m].adapt_steps}
 
@@ -233,7 +237,9 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
                                        compute_slot=True)
             for record in steps_taken:
                 if not getattr(record, "counts_as_step", True):  # a Workbench.adapt ``Waiting``: no step of ours
-                    if time.perf_counter() - last_yield >= update_every:  # the curve is unchanged: sent once
+                    # the curve is unchanged (sent once) and the run's progress moves slowly: a class waiting for
+                    # one run sends its page a line every WAITING_UPDATE_S, not 60 a second beside its clicks
+                    if time.perf_counter() - last_yield >= max(update_every, WAITING_UPDATE_S):
                         plot = curve() if not last_yield else gr.skip()
                         last_yield = time.perf_counter()
                         yield messages.adapt_waiting(target, steps, record.progress), plot

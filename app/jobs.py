@@ -271,7 +271,8 @@ def write_results(session: Session, table: Any) -> tuple[str, str]:
 def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str, Mapping[str, Any]], per_task: int,
                 progress: Callable[..., None]) -> tuple[dict[str, Any], dict[str, float]]:
     """``(made, seconds)``: each method's merge (from the cache when made before) and the seconds of one adaptation
-    step of each adaptive one (the recent figure of ``Session.step_times``, timed when there is none), stopping at
+    step of each adaptive one (the recent figure of ``Session.step_times``, timed when there is none and no other
+    session is timing it), stopping at
     Cancel; the session's merges are not touched (the caller holds its lock)."""
     from wemoe.adaptation.adapt import time_step  # when merging: building the page loads no model code
 
@@ -284,8 +285,10 @@ def make_merges(session: Session, methods: Sequence[str], resolved: Mapping[str,
         if result.adaptive and not session.stop.is_set():
             progress(0.95, desc=f"timing one adaptation step of {method}")
             key = merge_step_key(bench, result, per_task)
-            seconds[method] = session.step_times.estimate_or_time(key, lambda result=result: time_step(
+            recent = session.step_times.estimate_or_time(key, lambda result=result: time_step(
                 result.model, bench.data(), bench.heads(), per_task=per_task, device=device))
+            if recent is not None:  # None: another session is timing it now (its figure serves this one later)
+                seconds[method] = recent
     return made, seconds
 
 

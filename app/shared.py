@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.board import ClassBoard
+from app.challenge import ChallengeRoom
 from wemoe.workbench.result_cache import ResultCache
 
 ProgressFn = Callable[[float, str], None]
@@ -82,7 +83,7 @@ class StepTimes:
     def __init__(self, window: int = 10, max_age: float = 900.0) -> None:
         self.window, self.max_age = window, max_age
         self._steps: dict[Any, collections.deque] = {}
-        self._timing: dict[Any, threading.Event] = {}  # keys being timed now: one timing, the others wait for it
+        self._timing: set[Any] = set()  # keys being timed now (by one caller; the others go on without)
         self._lock = threading.Lock()
 
     def record(self, key: Any, seconds: float, new_run: bool = True) -> None:
@@ -99,37 +100,22 @@ class StepTimes:
         with self._lock:
             return self._estimate(key)
 
-    def estimate_or_time(self, key: Any, time_one: Callable[[], float], wait: float = 30.0) -> float:
-        """The recent estimate of ``key``; without one, ``time_one()`` (recorded) run by one caller at a time: a
-        class merging together times one step, not thirty (the others wait up to ``wait`` seconds for its figure,
-        then time their own)."""
-        while True:
-            with self._lock:
-                known = self._estimate(key)
-                if known is not None:
-                    return known
-                running = self._timing.get(key)
-                if running is None:
-                    running = self._timing[key] = threading.Event()
-                    mine = True
-                else:
-                    mine = False
-            if not mine:
-                if running.wait(wait):
-                    continue
-                return self._timed(key, time_one, None)
-            return self._timed(key, time_one, running)
-
-    def _timed(self, key: Any, time_one: Callable[[], float], claimed: threading.Event | None) -> float:
+    def estimate_or_time(self, key: Any, time_one: Callable[[], float]) -> float | None:
+        """The recent estimate of ``key``; without one, ``time_one()`` (recorded), unless another caller is timing
+        ``key`` now: then None at once. A class merging together times one step, not thirty, and nobody waits for
+        another's timing (a merge holds its session, whose classifications would wait too)."""
+        with self._lock:
+            known = self._estimate(key)
+            if known is not None or key in self._timing:
+                return known
+            self._timing.add(key)
         try:
             seconds = time_one()
             self.record(key, seconds)
             return seconds
         finally:
-            if claimed is not None:
-                with self._lock:
-                    self._timing.pop(key, None)
-                claimed.set()
+            with self._lock:
+                self._timing.discard(key)
 
     def _estimate(self, key: Any) -> float | None:
         """:meth:`estimate` for a caller holding the lock."""
@@ -228,6 +214,7 @@ class Shared:
         self.step_times = StepTimes()  # seconds per adaptation step now, for estimates (app.jobs.step_key)
         self.warm = WarmProgress()  # the warm-up of the default lesson (app.warm), shown on every page
         self.board = ClassBoard()  # what the class found (app.board), shown to the teacher (app.teacher)
+        self.challenge = ChallengeRoom()  # the class's challenge over the board (app.challenge)
         # adaptation steps computed at once (app.jobs.locked_steps): one per CPU, whoever's run they are
         self.compute_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
         self._sessions: weakref.WeakSet = weakref.WeakSet()
