@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 KINDS = {"lambda": "best single lambda", "forget": "forgetting a task", "wemoe": "WEMoE after adapting"}
@@ -43,6 +43,7 @@ class Entry:
     controls: float | None = None  # forget: the other tasks' average accuracy (percent)
     at: float = 0.0  # seconds since the epoch
     session: str = ""  # a hash of gradio's session id: entries of one session, not who it is
+    details: dict = field(default_factory=dict)  # the settings as values (app.board.DETAILS), for a challenge's link
 
 
 def plain_nickname(text: Any) -> str:
@@ -53,6 +54,31 @@ def plain_nickname(text: Any) -> str:
     if not isinstance(text, str):
         raise BoardError(f"Nickname: enter plain text (or nothing), got {type(text).__name__}.")
     return " ".join(_PLAIN.sub("", text).split())[:NICKNAME_LENGTH]
+
+
+DETAILS = {"lambda": (0.0, 1.0), "strength": (0.0, 2.0), "steps": (1, 100_000), "lowest": (0.0, 100.0)}
+
+
+def plain_details(details: Any) -> dict:
+    """An entry's settings checked: ``experts`` (task names), ``forget`` (a task name) and the numbers of ``DETAILS``
+    in their ranges (the lowest other task's accuracy, percent, for forgetting); nothing else."""
+    if details is None:
+        return {}
+    if not isinstance(details, Mapping):
+        raise BoardError("Details: a mapping of settings.")
+    checked: dict[str, Any] = {}
+    for key, value in details.items():
+        if key == "experts" and isinstance(value, (list, tuple)) and len(value) <= 64 and all(
+                isinstance(v, str) for v in value):
+            checked[key] = [_PLAIN.sub("", v)[:64] for v in value]
+        elif key == "forget" and isinstance(value, str):
+            checked[key] = _PLAIN.sub("", value)[:64]
+        elif key in DETAILS and not isinstance(value, bool) and isinstance(value, (int, float)) and (
+                DETAILS[key][0] <= value <= DETAILS[key][1]):
+            checked[key] = round(float(value), 4) if key != "steps" else int(value)
+        else:
+            raise BoardError(f"Details: {key!r} = {value!r} is not a setting the board keeps.")
+    return checked
 
 
 def _percent(value: Any, field: str) -> float:
@@ -72,9 +98,9 @@ class ClassBoard:
         self._lock = threading.Lock()
 
     def submit(self, kind: Any, average: Any, setting: Any, session_id: str | None, nickname: Any = None,
-               forgotten: Any = None, controls: Any = None, now: float | None = None) -> Entry:
+               forgotten: Any = None, controls: Any = None, now: float | None = None, details: Any = None) -> Entry:
         """Add a checked entry (a :class:`BoardError` says what was wrong); refuses more than ``per_minute`` entries
-        of one session in a minute."""
+        of one session in a minute. ``details``: the settings as values (:func:`plain_details`)."""
         if kind not in KINDS:
             raise BoardError(f"Kind: one of {', '.join(KINDS)}, got {kind!r}.")
         if not isinstance(setting, str) or not setting.strip() or len(setting) > 80:
@@ -84,7 +110,8 @@ class ClassBoard:
                       forgotten=None if forgotten is None else _percent(forgotten, "Forgotten task"),
                       controls=None if controls is None else _percent(controls, "Other tasks"),
                       at=time.time() if now is None else now,
-                      session=hashlib.sha256((session_id or "anonymous").encode()).hexdigest()[:12])
+                      session=hashlib.sha256((session_id or "anonymous").encode()).hexdigest()[:12],
+                      details=plain_details(details))
         with self._lock:
             recent = self._recent.setdefault(entry.session, deque())
             while recent and entry.at - recent[0] > 60:
@@ -124,7 +151,7 @@ class ClassBoard:
         """The board as CSV (one row an entry)."""
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=["kind", "nickname", "average", "setting", "forgotten", "controls",
-                                                 "at"])
+                                                 "at"], extrasaction="ignore")
         writer.writeheader()
         for row in self.as_json()["entries"]:
             writer.writerow(row)

@@ -111,7 +111,8 @@ def add_up(session: Session, config: AppConfig, lam: Any = DEFAULT_LAMBDA) -> tu
     session.lesson_step = "add"
     with friendly("Adding the experts up"), busy(session):
         scores = task_scores(session, dict.fromkeys(bench.task_names, lam))
-    session.findings["lambda"] = {"average": scores["average"], "setting": f"lambda {lam:g}, {_experts(bench)}"}
+    session.findings["lambda"] = {"average": scores["average"], "setting": f"lambda {lam:g}, {_experts(bench)}",
+                                  "details": {"experts": list(bench.task_names), "lambda": lam}}
     bars = _bars({f"lambda {lam:g}": scores}, f"task arithmetic: base + {lam:g} x (sum of the task vectors)")
     sweep = fit(lambda_sweep_view(session))
     for title in sweep.layout.annotations:  # the subplots are named by method: in plain words on the lesson
@@ -149,7 +150,9 @@ def forget(session: Session, config: AppConfig, task: Any = None, strength: Any 
     session.lesson_step = "forget"
     session.findings["forget"] = {"average": after["average"], "forgotten": after[task],
                                   "controls": sum(after[t] for t in others) / max(1, len(others)),
-                                  "setting": f"{plain(task)} minus {strength:g}"}
+                                  "setting": f"{plain(task)} minus {strength:g}",
+                                  "details": {"experts": list(bench.task_names), "forget": task, "strength": strength,
+                                              "lowest": min((after[t] for t in others), default=100.0)}}
     return figure, (f"{plain(task)}: {before[task]:.1f}% -> **{after[task]:.1f}%**; the other tasks moved "
                     f"{kept:+.1f} points on average.")
 
@@ -169,7 +172,8 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
         yield status, curve, gr.skip()
     heat = routing_by_task(session, config)
     scores = merged_scores(session, ["task_arithmetic", "wemoe"])
-    session.findings["wemoe"] = {"average": scores["wemoe"], "setting": f"{steps} steps, {_experts(bench)}"}
+    session.findings["wemoe"] = {"average": scores["wemoe"], "setting": f"{steps} steps, {_experts(bench)}",
+                                 "details": {"experts": list(bench.task_names), "steps": steps}}
     yield (f"{status}\n\n**WEMoE: {scores['wemoe']:.1f}%** on average, task arithmetic "
            f"{scores['task_arithmetic']:.1f}% ({LESSON_PER_TASK} test images per task)."), gr.skip(), heat
 
@@ -364,7 +368,8 @@ def add_to_board(session: Session, kind: Any, nickname: Any = None) -> str:
         raise refuse("Load a zoo first: the class board belongs to this Space's class.")
     try:
         entry = session.shared.board.submit(kind, round(found["average"], 2), found["setting"], session.session_hash,
-                                            nickname, found.get("forgotten"), found.get("controls"))
+                                            nickname, found.get("forgotten"), found.get("controls"),
+                                            details=found.get("details"))
     except BoardError as error:
         raise refuse(f"Class board: {error}") from None
     who = f" as {entry.nickname}" if entry.nickname else " (anonymous)"

@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import inputs, lesson
+from app import challenge_page, inputs, lesson
 from app.events import quiet
 from app.session import POCKET_DIR, AppConfig
 
@@ -69,6 +69,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     nexts: list[gr.Button] = []
     boards: dict[str, gr.Button] = {}
     board_notes: dict[str, gr.Markdown] = {}
+    challenge_notes: dict[str, gr.Markdown] = {}  # the class challenge, beside the board buttons
     with gr.Walkthrough(selected=0, elem_id="lesson") as walk:
         with gr.Step(lesson.TITLES["meet"], id=0):
             gr.Markdown(_text("meet"))
@@ -94,6 +95,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row():
                 boards["lambda"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-lambda")
                 board_notes["lambda"] = gr.Markdown()
+            challenge_notes["lambda"] = challenge_page.student_note("lambda")
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[2]]}", size="sm", elem_id="lesson-next-2"))
         with gr.Step(lesson.TITLES["interfere"], id=2):
             gr.Markdown(_text("interfere"))
@@ -118,6 +120,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row():
                 boards["forget"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-forget")
                 board_notes["forget"] = gr.Markdown()
+            challenge_notes["forget"] = challenge_page.student_note("forget")
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[4]]}", size="sm", elem_id="lesson-next-4"))
         with gr.Step(lesson.TITLES["route"], id=4):
             gr.Markdown(_text("route"))
@@ -130,6 +133,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row():
                 boards["wemoe"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-wemoe")
                 board_notes["wemoe"] = gr.Markdown()
+            challenge_notes["wemoe"] = challenge_page.student_note("wemoe")
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[5]]}", size="sm", elem_id="lesson-next-5"))
         with gr.Step(lesson.TITLES["try"], id=5):
             gr.Markdown(_text("try"))
@@ -164,6 +168,8 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     for index, button in enumerate(nexts, start=1):
         button.click(lambda i=index: gr.Walkthrough(selected=i), None, [walk], api_name=f"lesson_next_{index}",
                      show_progress="hidden", queue=False)
+
+    challenge_page.wire_student_notes(config, challenge_notes)
 
     for kind, button in boards.items():
         @quiet

@@ -143,3 +143,7 @@ def build_teacher_page(config: AppConfig, light: dict) -> None:
         return config.shared.board.as_json()
 
     gr.api(class_board, api_name="class_board")
+
+    from app.challenge_page import build_teacher_challenge  # imports this module's check_code
+
+    build_teacher_challenge(config, code, light)
