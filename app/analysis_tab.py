@@ -39,7 +39,7 @@ PER_TASK = 48  # test images per task each view scores (each view renders in und
 BUILT_IN = ("pretrained", "experts")
 
 
-def _bench(session: Session):
+def loaded_bench(session: Session):
     if session.bench is None:
         raise refuse("Load a zoo first (step 1).")
     return session.bench
@@ -89,7 +89,7 @@ def routing_patches_view(session: Session, image: Any = None, layer: float | Non
     from wemoe.moe.patch_routing import patch_routing
     from wemoe.moe.routing import require_wemoe
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     name = bench.routed_merge()
     if name is None:
         raise refuse("Merge with WEMoE first (step 2): routing belongs to the WEMoE routers.")
@@ -147,7 +147,7 @@ def interference_view(session: Session, top_k: float = 100.0, block: str | None 
     norms per block; also returns the 'Cosine of' dropdown's choices for this zoo."""
     from wemoe.analysis.interference import WHOLE, interference
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     top_k = number(top_k, "Percent of each task vector kept", minimum=1, maximum=100)
     block = block or WHOLE
     if not isinstance(block, str):
@@ -182,7 +182,7 @@ def cross_accuracy_view(session: Session) -> go.Figure:
     from wemoe.analysis.cross_accuracy import cross_accuracy
     from wemoe.evaluation.sample_eval import sample_data
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     with friendly("Scoring every expert on every task"), busy(session):
         table = cross_accuracy(bench.loaded.expert_towers(), sample_data(bench.data(), PER_TASK), bench.heads())
     figure = go.Figure(go.Heatmap(z=table.values, x=_short(list(table.columns)), y=_short(list(table.index)),
@@ -195,7 +195,7 @@ def lambda_sweep_view(session: Session) -> go.Figure:
     """Task arithmetic and TIES accuracy per task as lambda goes from 0 to 1; the chosen lambda marked."""
     from wemoe.analysis.sweep import lambda_sweep
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     with friendly("Sweeping lambda"), busy(session):
         # the sweep depends on the zoo alone (a class computes it once); the lambda marked is this session's merge's
         swept, _ = bench.cached(("lambda_sweep", PER_TASK), lambda: lambda_sweep(bench, per_task=PER_TASK))
@@ -222,7 +222,7 @@ def _uniform_lambda(bench) -> float:
 def task_sliders(session: Session) -> list[Any]:
     """The per-task lambda sliders for the loaded zoo: one per task (labelled, at task arithmetic's lambda), the
     rest hidden."""
-    bench = _bench(session)
+    bench = loaded_bench(session)
     names = _short(bench.task_names)
     if len(names) > MAX_TASK_SLIDERS:
         raise refuse(f"This zoo has {len(names)} tasks; the page has sliders for {MAX_TASK_SLIDERS}. Use "
@@ -240,7 +240,7 @@ def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
     are the tasks'; the hidden rest are checked as numbers when given, and ignored); any other count is refused."""
     from wemoe.analysis.sweep import per_task_lambdas
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     names = bench.task_names
     if len(lambdas) < len(names) or len(lambdas) not in (len(names), MAX_TASK_SLIDERS):
         raise refuse(f"Give one lambda per task: {len(names)} values for the tasks {', '.join(names)} (or the page's "
@@ -274,7 +274,7 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
     distance)."""
     from wemoe.analysis.robustness import robustness_table, routing_shift
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     corruption, severity = corruption_choice(corruption, severity_level(severity))
     if corruption is None:
         raise refuse(f"Choose a corruption: one of {', '.join(CORRUPTIONS)}.")
@@ -308,7 +308,7 @@ def cost_view(session: Session) -> go.Figure:
     from wemoe.analysis.cost import cost_table
     from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     with friendly("Measuring the cost of each merge"), busy(session):
         names = [*BUILT_IN, *bench.merges]
         data, heads = sample_data(bench.data(), PER_TASK), bench.heads()

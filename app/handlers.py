@@ -59,7 +59,7 @@ DEFAULT_PER_TASK = adapt_setting("per_task").default  # merge's images per task 
 WAITING_UPDATE_S = 2.0  # seconds between two progress lines while a session waits for a run another computes
 
 
-def _bench(session: Session):
+def loaded_bench(session: Session) -> Any:
     """The session's workbench (a clear error before any zoo is loaded); says once if idle merges were dropped."""
     if session.bench is None:
         raise refuse(messages.NO_ZOO)
@@ -114,7 +114,7 @@ def load_zoo(session: Session, config: AppConfig, choice: str, samples: float | 
 def choose_experts(session: Session, tasks: Sequence[str] | None) -> None:
     """Merge only the experts of ``tasks`` (None: all of the zoo's) from now on: the session gets a workbench on that
     subset (sharing the loaded zoo and the cache); its merges and results start afresh. Refused while a job runs."""
-    bench = _bench(session)
+    bench = loaded_bench(session)
     job = _begin(session, "load", "chosen experts'")
     try:
         with friendly("Choosing the experts"), busy(session):
@@ -153,7 +153,7 @@ def merge(session: Session, methods: Sequence[str], params: Mapping[str, Mapping
     """
     from wemoe.methods import get_method
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     methods = method_names(methods)
     per_task = adapt_value("per_task", per_task)
     with friendly("Checking the merge parameters"):
@@ -205,7 +205,7 @@ def adapt(session: Session, target: str | None, steps: Any, lr: Any, per_task: A
     the steps run in GPU calls of :func:`app.gpu.chunk_steps` steps; Cancel stops at a chunk's end, and a call out of
     GPU time leaves the routers of the last finished chunk, with a message saying how many steps were done.
     """
-    bench = _bench(session)
+    bench = loaded_bench(session)
     target = adaptive_target(bench, target)
     settings = adapt_values(steps, lr, per_task, loss, seed, split)
     steps, per_task, loss = settings["steps"], settings["per_task"], settings["loss"]
@@ -307,7 +307,7 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
     image as it is) at ``severity`` 1-5 corrupts the image as the robustness view's test images are; the session
     keeps the image uncorrupted, so another corruption or task reclassifies the original.
     """
-    bench = _bench(session)
+    bench = loaded_bench(session)
     task, (corruption, severity) = chosen_task(bench, task_choice), corruption_choice(corruption, severity)
     # the session's own lock first: a classification waiting for its session's step must not hold every long job
     with friendly("Classifying the image"), busy(session), light_call(session):
@@ -346,7 +346,7 @@ def evaluate(session: Session, include_oracle: bool = False, progress: Any = no_
     from wemoe.evaluation.evaluate import table_from_scores
     from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     include_oracle = flag(include_oracle, "Also the WEMoE oracle")
     names = [PRETRAINED, EXPERTS, *bench.merges, *([ORACLE] if include_oracle and bench.routed_merge() else [])]
     total = len(names) * len(bench.task_names)
@@ -382,7 +382,7 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
     session's lock and its one long job stay here in the main process.
     """
     config = config or AppConfig()
-    name = _bench(session).routed_merge()
+    name = loaded_bench(session).routed_merge()
     if name is None:
         raise gr.Error("Merge with WEMoE first (step 2): routing belongs to the WEMoE routers.")
     if not isinstance(method, str) or method not in {"umap", "pca"}:
@@ -405,7 +405,7 @@ def export(session: Session, name: str | None) -> str:
     """Save merge ``name`` (static: open_clip CLIP safetensors; WEMoE: the WEMoE format) and return the file path."""
     from wemoe.evaluation.export import save_model
 
-    bench = _bench(session)
+    bench = loaded_bench(session)
     if not isinstance(name, str) or name not in bench.merges:
         known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
         raise gr.Error(f"Choose a merge to export. Merges: {known}.")

@@ -50,7 +50,7 @@ def bench_of(session: Session, config: AppConfig, progress: Any = None) -> Any:
     if session.bench is None:
         handlers.load_zoo(session, config, config.default_zoo,
                           progress=progress if progress is not None else handlers.no_progress)
-    return handlers._bench(session)
+    return handlers.loaded_bench(session)
 
 
 def expert_choices(session: Session, config: AppConfig) -> list[tuple[str, str]]:
@@ -169,6 +169,7 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
     # the page's declared defaults, as the warm-up (app.warm) ran them: a class gets this run from the cache
     lr, per_task = adapt_setting("lr").default, adapt_setting("per_task").default
     for status, curve in handlers.adapt(session, "wemoe", steps, lr, per_task, config.default_loss):
+        status = in_plain_words(status, bench.task_names)  # "Adapted WEMoE (routed)", never the method's code name
         yield status, curve, gr.skip()
     heat = routing_by_task(session, config)
     scores = merged_scores(session, ["task_arithmetic", "wemoe"])

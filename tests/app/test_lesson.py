@@ -76,7 +76,8 @@ def test_the_other_steps_answer(session, config):
     figure, _ = lesson.interfere(session, config, 20)
     assert figure.data
     updates = list(lesson.route(session, config, steps=2))
-    assert updates[-1][0].startswith("Adapted wemoe: 2 steps") and "wemoe" in session.bench.merges
+    assert updates[-1][0].startswith("Adapted WEMoE (routed): 2 steps") and "wemoe" in session.bench.merges
+    assert not any("wemoe" in status or "pocket_" in status for status, *_ in updates)  # plain words on the page
     example = sorted((config.examples_dir / "pocket_digits").iterdir())[0]
     shown, table, words, heat = lesson.try_image(session, config, str(example))
     assert "guess" in words and heat is not None
@@ -120,7 +121,7 @@ def test_every_lesson_step_is_an_endpoint(tmp_path):
         _, note = client.predict(task="task1", amount=1.0, api_name="/lesson_forget")
         assert "task1" in note
         status, *_ = client.predict(api_name="/lesson_route")
-        assert status.startswith("Adapted wemoe")
+        assert status.startswith("Adapted WEMoE (routed)")
         client.predict(api_name="/lesson_cost")
         with pytest.raises(Exception, match="Lambda: enter a number from 0 to 1"):
             client.predict(lam_value="x", api_name="/lesson_add")
