@@ -73,10 +73,10 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     with gr.Walkthrough(selected=0, elem_id="lesson") as walk:
         with gr.Step(lesson.TITLES["meet"], id=0):
             gr.Markdown(_text("meet"))
-            with gr.Row():
+            with gr.Row():  # the step's button first: 5 Tab presses from the top of the page, not 13 (the checkboxes)
+                meet_button = gr.Button("Meet the experts", variant="primary", scale=1, elem_id="lesson-meet")
                 experts = gr.CheckboxGroup(plain_tasks, value=tasks, label="Experts to merge", scale=3,
                                            elem_id="lesson-experts")
-                meet_button = gr.Button("Meet the experts", variant="primary", scale=1, elem_id="lesson-meet")
             meet_note = gr.Markdown()
             nickname = gr.Textbox(label="Your nickname on the class board (optional, plain text)", max_lines=1,
                                   max_length=24, elem_id="lesson-nickname")

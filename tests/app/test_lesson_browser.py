@@ -23,6 +23,16 @@ def _in_view(page, selector: str) -> bool:
     return box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= size["height"]
 
 
+def _tabs_to(page, selector: str, limit: int = 40) -> int:
+    """Tab presses from the top of a freshly opened page until the keyboard focus is inside ``selector``."""
+    page.locator(selector).wait_for()
+    for presses in range(1, limit + 1):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"() => !!document.activeElement.closest({selector!r})"):
+            return presses
+    return limit + 1
+
+
 @pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_the_lesson_from_first_step_to_last(width, height):
     from playwright.sync_api import expect
@@ -31,6 +41,7 @@ def test_the_lesson_from_first_step_to_last(width, height):
     with in_browser(AppConfig(samples=48, default_steps=5)) as (demo, browser):
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(demo.local_url)
+        assert _tabs_to(page, "#lesson-meet") <= 5  # the lesson's first action, from the first screen
         for index, (button, result, text) in enumerate(STEP_RESULTS):
             if index == 5:  # try your own image: pick the first example
                 page.locator("#lesson .gallery-item, #lesson button.gallery").first.click()
