@@ -53,6 +53,13 @@ def pocket_tasks(root: Path = POCKET_DIR) -> list[str]:
         return []
 
 
+def stamp(session: Any, request: gr.Request | None) -> None:
+    """Tie the session to its browser tab (gradio's session id): the board's per-student limit and closing the tab
+    (``demo.unload``) need it, and a lesson step may be the tab's first call."""
+    if session is not None and request is not None and getattr(session, "session_hash", None) is None:
+        session.session_hash = getattr(request, "session_hash", None)
+
+
 def _text(step: str) -> str:
     intro, question, notice = TEXT[step]
     return f"{intro}\n\n**Question:** {question}\n\n*What to notice:* {notice}"
@@ -173,56 +180,64 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
 
     for kind, button in boards.items():
         @quiet
-        def board_event(state, name=None, kind=kind):
+        def board_event(state, name=None, request: gr.Request = None, kind=kind):  # request: its place
+            stamp(state, request)
             return lesson.add_to_board(state, kind, name)
 
         api = "submit_to_board" if kind == "lambda" else f"submit_to_board_{kind}"
         button.click(board_event, [session, nickname], [board_notes[kind]], api_name=api, **light)
 
     @quiet
-    def meet_event(state, chosen=None):
+    def meet_event(state, chosen=None, request: gr.Request = None):
+        stamp(state, request)
         return lesson.meet(state, config, chosen)
 
     meet_button.click(meet_event, [session, experts], [meet_plot, meet_note], api_name="lesson_meet",
                       show_progress_on=[meet_note], **long)
 
     @quiet
-    def add_event(state, lam_value=lesson.DEFAULT_LAMBDA):
+    def add_event(state, lam_value=lesson.DEFAULT_LAMBDA, request: gr.Request = None):
+        stamp(state, request)
         return lesson.add_up(state, config, lam_value)
 
     add_button.click(add_event, [session, lam], [add_plot, sweep_plot, add_note], api_name="lesson_add",
                      show_progress_on=[add_note], **long)
 
     @quiet
-    def interfere_event(state, keep_percent=20):
+    def interfere_event(state, keep_percent=20, request: gr.Request = None):
+        stamp(state, request)
         return lesson.interfere(state, config, keep_percent)
 
     interfere_button.click(interfere_event, [session, keep], [interfere_plot, interfere_note],
                            api_name="lesson_interfere", **light)
 
     @quiet
-    def forget_event(state, task=None, amount=lesson.DEFAULT_FORGET):
+    def forget_event(state, task=None, amount=lesson.DEFAULT_FORGET, request: gr.Request = None):
+        stamp(state, request)
         return lesson.forget(state, config, task, amount)
 
     forget_button.click(forget_event, [session, forgotten, strength], [forget_plot, forget_note],
                         api_name="lesson_forget", show_progress_on=[forget_note], **long)
 
     @quiet
-    def route_event(state):
+    def route_event(state, request: gr.Request = None):
+        stamp(state, request)
         yield from lesson.route(state, config)
 
     route_button.click(route_event, [session], [route_note, loss_plot, routing_plot], api_name="lesson_route",
                        show_progress_on=[route_note], **long)
 
     @quiet
-    def try_event(state, picture=None):
+    def try_event(state, picture=None, request: gr.Request = None):
+        stamp(state, request)
         shown, table, words, routing = lesson.try_image(state, config, picture)
         return shown, table, words, routing
 
     try_button.click(try_event, [session, image], [seen, answers, guess, heat], api_name="lesson_try", **light)
 
     @quiet
-    def cost_event(state):
+    def cost_event(state, request: gr.Request = None):
+        stamp(state, request)
         return lesson.cost(state, config)
 
     cost_button.click(cost_event, [session], [cost_plot, cost_note], api_name="lesson_cost",
