@@ -39,15 +39,17 @@ def wait_until_answering(url: str, timeout: float, process: subprocess.Popen | N
         time.sleep(0.2)
 
 
-def launch_app(port: int, threads: int | None, log_path: Path) -> subprocess.Popen:
-    """Start ``python app.py --port PORT`` on 127.0.0.1, its output going to ``log_path``."""
-    return launch_app_args(port, log_path, [], threads)
+def launch_app(port: int, threads: int | None, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``python app.py --port PORT`` on 127.0.0.1 (``env``: more environment variables), its output going to
+    ``log_path``."""
+    return launch_app_args(port, log_path, [], threads, env)
 
 
-def launch_app_args(port: int, log_path: Path, extra: list[str], threads: int | None = None) -> subprocess.Popen:
+def launch_app_args(port: int, log_path: Path, extra: list[str], threads: int | None = None,
+                    more_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python app.py --port PORT --host 127.0.0.1 EXTRA...``, its output going to ``log_path``."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "HF_DATASETS_OFFLINE": "1"}
+           "HF_DATASETS_OFFLINE": "1", **(more_env or {})}
     env.pop("SPACE_ID", None)  # app.py would serve on 0.0.0.0 on a Space
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)

@@ -14,6 +14,12 @@ every student the same numbers as a single user.
     python bench/classroom.py --students 30             # launches python app.py on 127.0.0.1 (a free port)
     python bench/classroom.py --students 4 --steps 20 --samples 32
     python bench/classroom.py --url http://127.0.0.1:7860/ --server-pid 1234   # a running app (RSS needs its pid)
+    python bench/classroom.py --students 30 --flow lesson --board --probes 0     # and the class board, as the teacher
+
+With ``--board`` (the lesson's flow) each student adds its lambda, forgetting and WEMoE results to the class board
+(``submit_to_board*``) as it goes, and a teacher reads ``class_board`` and the teacher's page (``teacher_view``) every
+``--teacher-every`` seconds: printed are the seconds from the last submission until the teacher's view holds every
+entry, and from the last student's joining (and, after the class, leaving) until the teacher's count is right.
 
 Only talks to 127.0.0.1. Bounded: 8 calls per student, each waited for at most ``--timeout`` seconds (a call over it
 counts as hung and as an error, and ends that student's lesson).
@@ -54,6 +60,9 @@ LONG_ENDPOINTS = {"/adapt_after_merge", "/adapt", "/evaluate", "/routing", "/les
 ENDPOINT_ORDER = ("/load_zoo", "/merge", *ADAPT_ENDPOINTS, "/classify_example", "/evaluate", "/routing")
 LINGER_S = 20.0
 CHANGED_LAMBDA = 0.5  # what a student of --changed sets on WEMoE before merging
+TEACHER_CODE_ENV = "MERGE_EXPLORER_TEACHER_CODE"
+BOARD_ENDPOINTS = {"add": "/submit_to_board", "forget": "/submit_to_board_forget", "route": "/submit_to_board_wemoe"}
+LEAVE_WAIT_S = 30.0  # how long the teacher watches the count fall after the class closed its tabs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +98,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write every call here, one JSON object a line (student, endpoint, start and end seconds "
                         "after the first click, ok): to see which calls were slow, and when")
     p.add_argument("--linger", action="store_true", help=f"also report RSS {LINGER_S:.0f} s after the clients closed")
+    p.add_argument("--board", action="store_true",
+                   help="students add their lesson results to the class board; a teacher watches it (--flow lesson)")
+    p.add_argument("--teacher-code", default=None,
+                   help=f"with --board: the teacher's code (default: ${TEACHER_CODE_ENV}, else one made up for the "
+                        "launched app)")
+    p.add_argument("--teacher-every", type=float, default=0.25,
+                   help="with --board: seconds between the teacher's reads")
     args = p.parse_args(argv)
     if args.students < 1 or args.examples < 0 or args.probes < 0 or args.timeout <= 0:
         p.error("--students must be >= 1, --examples and --probes >= 0, and --timeout > 0")
@@ -96,6 +112,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--changed must be >= 0 and below --students (student 0 keeps the defaults: the reference table)")
     if args.url is not None and urllib.parse.urlparse(args.url).hostname not in LOCAL_HOSTS:
         p.error("--url must point at this machine (127.0.0.1)")
+    if args.board and args.flow != "lesson":
+        p.error("--board needs --flow lesson (the lesson's steps have the board buttons)")
+    if args.board and args.teacher_code is None:
+        args.teacher_code = os.environ.get(TEACHER_CODE_ENV) or (None if args.url else f"bench-{os.getpid()}")
+    if args.board and not args.teacher_code:
+        p.error(f"--board with --url needs --teacher-code (or ${TEACHER_CODE_ENV})")
     return args
 
 
@@ -286,6 +308,8 @@ class Classroom:
         self.rss_after_first_load: float | None = None
         self.rss_after_first_lesson: float | None = None
         self.clients: list[Any] = []
+        self.submitted: list[float] = []  # --board: when each submission came back (seconds after the first click)
+        self.met: list[float] = []  # when each student's first step (its zoo loaded: counted by the teacher) came back
 
     def _first_click(self) -> None:
         self.t0 = time.perf_counter()
@@ -404,11 +428,15 @@ class Classroom:
         args = self.args
         self.call(student, client, "/lesson_meet", {"chosen": None})
         with self.lock:
+            self.met.append(self.clock())
+        with self.lock:
             if self.rss_after_first_load is None:
                 self.rss_after_first_load = self.sampler.now_mb()
         self.call(student, client, "/lesson_add", {"lam_value": 0.3})
+        self._to_board(student, client, "add")
         self.call(student, client, "/lesson_interfere", {"keep_percent": 20})
         self.call(student, client, "/lesson_forget", {"task": None, "amount": 0.5})
+        self._to_board(student, client, "forget")
         done: dict[str, Any] = {}
         submitted = threading.Event()
         routing = threading.Thread(target=self._adapt, args=(student, client, "/lesson_route", {}, done, submitted),
@@ -425,10 +453,19 @@ class Classroom:
         if not (isinstance(status, str) and status.startswith("Adapted")):
             raise RuntimeError(f"/lesson_route ended without adapting: {student.status[:200]}")
         student.adapted_at = done["end"]
+        self._to_board(student, client, "route")
         self.call(student, client, "/lesson_cost", {})
         # the numbers the lesson shows: WEMoE's and task arithmetic's averages (every student must see the same)
         student.table = (("lesson",), tuple(re.findall(r"\d+\.\d+%", status.split("**WEMoE:")[-1])))
         student.table_at = self.clock()
+
+    def _to_board(self, student: Student, client, step: str) -> None:
+        """With ``--board``: add this step's result to the class board (its end time kept as a submission)."""
+        if not self.args.board:
+            return
+        self.call(student, client, BOARD_ENDPOINTS[step], {"name": f"student {student.index}"})
+        with self.lock:
+            self.submitted.append(self.clock())
 
     def _adapt(self, student: Student, client, endpoint: str, wanted: dict[str, Any], done: dict[str, Any],
                submitted: threading.Event) -> None:
@@ -485,6 +522,89 @@ def pick_examples(loaded: Any, index: int, count: int) -> list[str]:
         task_examples = by_task[tasks[turn % len(tasks)]]
         picked.append(task_examples[(turn // len(tasks)) % len(task_examples)])
     return picked
+
+
+class TeacherWatch:
+    """``--board``: a teacher's client reading ``class_board`` (the entries) and ``teacher_view`` (the student count)
+    every ``--teacher-every`` seconds in a thread of its own; every read kept as (seconds after the first click when
+    the answer came, entries, students)."""
+
+    def __init__(self, room: Classroom, code: str) -> None:
+        from gradio_client import Client
+
+        self.room, self.code = room, code
+        self.client = Client(room.url, verbose=False, download_files=False, analytics_enabled=False)
+        self.reads: list[tuple[float, int | None, int | None]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="teacher", daemon=True)
+
+    def read(self) -> tuple[float, int | None, int | None]:
+        """One read of the teacher's view now (recorded)."""
+        endpoints = self.room.endpoints
+        entries = students = None
+        try:
+            board = self.client.predict(api_name="/class_board",
+                                        **endpoints.kwargs("/class_board", {"code": self.code}))
+            entries = board.get("count") if isinstance(board, dict) else None
+            view = self.client.predict(api_name="/teacher_view",
+                                       **endpoints.kwargs("/teacher_view", {"typed": self.code, "code": self.code}))
+            found = re.search(r"\*\*(\d+) students?\*\*", str(view[0] if isinstance(view, (list, tuple)) else view))
+            students = int(found.group(1)) if found else None
+        except Exception as error:  # noqa: BLE001  (a failed read is a finding, the teacher reads again)
+            self.errors.append(f"teacher: {type(error).__name__}: {str(error).strip()[:200]}")
+        read = (self.room.clock(), entries, students)
+        self.reads.append(read)
+        return read
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.read()
+            self._stop.wait(self.room.args.teacher_every)
+
+    def start(self) -> TeacherWatch:
+        """Start reading."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def until(self, fallen_by: int, timeout: float) -> None:
+        """Read (after :meth:`stop`) until the count fell by ``fallen_by`` or ``timeout`` seconds passed."""
+        before = next((s for _, _, s in reversed(self.reads) if s is not None), None)
+        end = time.perf_counter() + timeout
+        while time.perf_counter() < end and (before is None or (self.read()[2] or 0) > before - fallen_by):
+            time.sleep(self.room.args.teacher_every)
+
+    def first(self, after: float, check) -> float | None:
+        """When the first read answered at or after ``after`` whose (entries, students) pass ``check``."""
+        return next((at for at, entries, students in self.reads if at >= after and check(entries, students)), None)
+
+
+def board_figures(room: Classroom, watch: TeacherWatch, students: int, closed_at: float | None) -> dict[str, Any]:
+    """``--board``'s figures: entries submitted and seen, the seconds from the last submission until the teacher's view
+    held them all, from the last student's joining until the count said every student, and from the tabs closing
+    until it said none."""
+    submitted = len(room.submitted)
+    last = max(room.submitted, default=None)
+    seen = watch.first(last, lambda e, s: e is not None and e >= submitted) if last is not None else None
+    joined = max(room.met[:students]) if len(room.met) >= students else None  # the class's (probes come after)
+    # the count is of sessions with a zoo loaded: the app's warm-up (and a probe) count while they last
+    counted = watch.first(joined, lambda e, s: s is not None and s >= students) if joined is not None else None
+    before = next((s for at, _, s in reversed(watch.reads) if at < (closed_at or 0) and s is not None), None)
+    left = watch.first(closed_at, lambda e, s: s is not None and s <= before - students) \
+        if closed_at is not None and before is not None else None
+    return {"board_submitted": submitted, "board_seen": max((e or 0 for _, e, _ in watch.reads), default=0),
+            "board_last_submit_s": _round(last, 2), "board_all_seen_s": _round(seen, 2),
+            "board_lag_s": _round(None if seen is None else seen - last, 2),
+            "count_join_lag_s": _round(None if counted is None else counted - joined, 2),
+            "count_leave_lag_s": _round(None if left is None else left - closed_at, 2),
+            "count_max": max((s or 0 for _, _, s in watch.reads), default=0), "count_before_close": before,
+            "count_at_end": watch.reads[-1][2] if watch.reads else None, "teacher_reads": len(watch.reads),
+            "teacher_every_s": room.args.teacher_every, "teacher_errors": watch.errors[:5]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -640,6 +760,17 @@ def report(result: dict[str, Any]) -> None:
     if cpu:
         print(f"CPU during the class ({cpu['class_wall_s']} s, {os.cpu_count()} cores): the server "
               f"{_fmt(cpu['server'], ' s')}, this script's clients {_fmt(cpu['clients'], ' s')}")
+    board = result.get("board")
+    if board:
+        print(f"class board: {board['board_seen']} of {board['board_submitted']} entries seen by the teacher, all "
+              f"{_fmt(board['board_lag_s'], ' s')} after the last submission (at "
+              f"{_fmt(board['board_last_submit_s'], ' s')}"
+              f"; the teacher read every {board['teacher_every_s']} s, {board['teacher_reads']} reads); the student "
+              f"count said all {result['students']} {_fmt(board['count_join_lag_s'], ' s')} after the last joined, "
+              f"and {result['students']} fewer {_fmt(board['count_leave_lag_s'], ' s')} after the tabs closed (before: "
+              f"{board['count_before_close']}, at the end {board['count_at_end']}, most seen {board['count_max']})")
+        for message in board["teacher_errors"]:
+            print("  " + message)
     print(f"errors: {result['errors']} (hung calls: {result['hung']}); wall {result['wall_s']} s")
     for message in result["error_messages"]:
         print("  " + message)
@@ -669,6 +800,7 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
         students[i] = room.lesson(i)
 
     threads = [threading.Thread(target=run, args=(i,), name=f"student-{i}", daemon=True) for i in range(args.students)]
+    watch = TeacherWatch(room, args.teacher_code).start() if args.board else None
     for thread in threads:
         thread.start()
     budget = args.startup_timeout + 8 * (args.timeout + 10)  # connect + every call of one lesson, bounded
@@ -685,9 +817,16 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     for k in range(args.probes):  # the same lesson on the warm app, one session at a time
         probes.append(room.lesson(args.students + k, together=False))
     rss_probed = sampler.now_mb() if probes else None
+    if watch is not None:
+        watch.stop()
+    closed_at = room.clock()
     for client in room.clients:
         with contextlib.suppress(Exception):  # closing is best effort
             client.close()
+    if watch is not None:  # the tabs are closed: how long until the teacher's count says so
+        watch.until(args.students, LEAVE_WAIT_S)
+        with contextlib.suppress(Exception):
+            watch.client.close()
     rss_linger = None
     if args.linger:
         time.sleep(LINGER_S)
@@ -698,6 +837,8 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
         write_calls(args.calls, done + probes)
     result = summarise(args, room, done, probes, steps, rss, time.perf_counter() - start)
     result["cpu_s"] = cpu
+    if watch is not None:
+        result["board"] = board_figures(room, watch, args.students, closed_at)
     return result
 
 
@@ -720,7 +861,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.url is None:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}/"
-                process = launch_app(port, args.threads, log_path)
+                code = {TEACHER_CODE_ENV: args.teacher_code} if args.board else None
+                process = launch_app(port, args.threads, log_path, code)
                 try:
                     startup = wait_until_answering(url, args.startup_timeout, process)
                 except Exception:

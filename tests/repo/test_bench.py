@@ -149,6 +149,21 @@ def test_classroom_two_students_tiny(capsys, tmp_path):
     assert result["peak_rss_mb"] > 0 and result["last_table_s"] >= result["last_adapted_s"] > 0
 
 
+def test_classroom_board_tiny(capsys):
+    """--board: every student's three lesson results reach the teacher's view; the count sees the students come and
+    go (#30)."""
+    result = load_script("classroom").main(["--students", "2", "--flow", "lesson", "--board", "--probes", "0",
+                                            "--steps", "2", "--samples", "8", "--examples", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["errors"] == 0, result["error_messages"]
+    board = result["board"]
+    assert board["board_submitted"] == board["board_seen"] == 6 and board["teacher_errors"] == []
+    assert 0 <= board["board_lag_s"] <= 5 and board["board_all_seen_s"] >= board["board_last_submit_s"] > 0
+    assert board["count_max"] >= 2 and board["count_join_lag_s"] is not None
+    for endpoint in ("/submit_to_board", "/submit_to_board_forget", "/submit_to_board_wemoe"):
+        assert result["endpoints"][endpoint]["calls"] == 2 and result["endpoints"][endpoint]["failed"] == 0
+
+
 def test_wemoe_scaling_tiny(capsys):
     result = load_script("wemoe_scaling").main(["--experts", "2,3", "--batches", "1,2", "--tokens", "5",
                                                 "--width", "32", "--rank", "4", "--runs", "1"])
