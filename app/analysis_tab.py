@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
+from app import figures
 from app.errors import friendly, refuse
 from app.events import quiet
 from app.inputs import corruption_choice, number, read_upload
@@ -160,7 +161,8 @@ def interference_view(session: Session, top_k: float = 100.0, block: str | None 
     titles = (f"cosine similarity ({block})", f"sign conflicts (top {found.top_k:g}%)", "norm per block")
     figure = make_subplots(rows=1, cols=3, subplot_titles=titles)
     cosine = found.cosine_frame(block).values
-    figure.add_trace(go.Heatmap(z=cosine, x=names, y=names, colorscale="RdBu", zmid=0, zmin=-1, zmax=1, showscale=False,
+    figure.add_trace(go.Heatmap(z=cosine, x=names, y=names, colorscale=figures.DIVERGING, zmid=0, zmin=-1, zmax=1,
+                                showscale=False,
                                 text=[[f"{v:.2f}" for v in row] for row in cosine],
                                 texttemplate="%{text}" if len(names) <= 10 else ""),
                      row=1, col=1)
@@ -208,7 +210,7 @@ def lambda_sweep_view(session: Session) -> go.Figure:
                                         line={"width": 4 if task == "average" else 1.5}), row=1, col=col)
         figure.add_vline(x=swept.chosen[method], line_dash="dash", row=1, col=col)
     figure.update_layout(height=420, xaxis_title="lambda", yaxis_title="accuracy (%)")
-    return figure
+    return figures.legend_below(figure)
 
 
 MAX_TASK_SLIDERS = 20  # the largest benchmark of the field (the 20-task ViT suites); more tasks: the CLI
@@ -300,7 +302,7 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
             figure.add_trace(go.Bar(name=label, x=labels, y=list(shift[column]), hovertext=distance,
                                     text=[f"{v:.0f}" for v in shift[column]], textposition="auto"), row=1, col=2)
     figure.update_layout(barmode="group", title=title, height=420)
-    return figure
+    return figures.legend_below(figure)
 
 
 def cost_view(session: Session) -> go.Figure:

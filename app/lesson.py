@@ -212,8 +212,10 @@ def routing_by_task(session: Session, config: AppConfig) -> go.Figure:
     by_task = analysis.by_task()
     rows = list(by_task)
     weights = [[float(v) for v in by_task[t].mean(dim=(0, 1))] for t in rows]
+    reach = max(1e-6, max(abs(v) for row in weights for v in row))  # centred on 0, as step 3's cosines and the lab's
     figure = go.Figure(go.Heatmap(z=weights, x=[plain(t) for t in analysis.task_names], y=[plain(t) for t in rows],
-                                  colorscale="RdBu", zmid=0, text=[[f"{v:.2f}" for v in row] for row in weights],
+                                  colorscale=figures.DIVERGING, zmid=0, zmin=-reach, zmax=reach,
+                                  text=[[f"{v:.2f}" for v in row] for row in weights],
                                   texttemplate="%{text}" if len(rows) <= 8 else "", colorbar={"title": "weight"}))
     figure.update_layout(title="images of each task (rows): weight of each expert (columns)",
                          yaxis={"autorange": "reversed"}, xaxis={"title": "expert"})

@@ -50,6 +50,7 @@ def test_adding_up_shows_every_task_at_the_lambda(session, config):
     assert [trace.name for trace in bars.data] == ["lambda 0.4"] and list(bars.data[0].x) == ["digits", "shapes",
                                                                                               "average"]
     assert "Average at lambda 0.4" in note and sweep.data
+    assert sweep.layout.legend.orientation == "h" and sweep.layout.legend.y < 0  # under the plot, not beside it
     with pytest.raises(gr.Error, match="Lambda: enter a number from 0 to 1"):
         lesson.add_up(session, config, "x")
 
@@ -78,6 +79,8 @@ def test_the_other_steps_answer(session, config):
     updates = list(lesson.route(session, config, steps=2))
     assert updates[-1][0].startswith("Adapted WEMoE (routed): 2 steps") and "wemoe" in session.bench.merges
     assert not any("wemoe" in status or "pocket_" in status for status, *_ in updates)  # plain words on the page
+    heat = updates[-1][2].data[0]
+    assert heat.zmid == 0 and heat.zmin == -heat.zmax  # a diverging scale centred on 0, as step 3's cosines
     example = sorted((config.examples_dir / "pocket_digits").iterdir())[0]
     shown, table, words, heat = lesson.try_image(session, config, str(example))
     assert "guess" in words and heat is not None
