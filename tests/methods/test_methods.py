@@ -6,7 +6,7 @@ import torch
 from tests.helpers import tiny_task, tiny_zoo
 from wemoe.errors import MethodError
 from wemoe.methods import get_method, list_methods
-from wemoe.methods.ties import ties_merge
+from wemoe.methods.ties import kept_count, ties_merge
 from wemoe.task_vector import TaskVector
 from wemoe.workbench.workbench import Workbench
 
@@ -16,17 +16,40 @@ def zoo():
     return tiny_zoo(n_experts=3, seed=2)
 
 
-def test_ties_matches_hand_computation():
+def test_ties_rounded_rule_matches_hand_computation():
     a = TaskVector({"w": torch.tensor([3.0, -1.0, 0.5, 2.0]), "b": torch.tensor([-4.0])})
     b = TaskVector({"w": torch.tensor([-2.0, -3.0, 0.1, 1.0]), "b": torch.tensor([1.0])})
-    # top 60% of 5 entries = 3 kept per vector. a keeps 3, -4, 2 ; b keeps -2, -3, 1
+    # rounded: top 60% of 5 entries = 3 kept per vector. a keeps 3, -4, 2 ; b keeps -2, -3, 1
     # (ties at 1.0: w[3], b[0] -> both kept)
-    merged = ties_merge([a, b], top_k=60.0, merge="sum")
+    merged = ties_merge([a, b], top_k=60.0, merge="sum", rule="rounded")
     # entry-wise: w0: 3 + -2 -> sign +, keep 3 ; w1: 0 + -3 -> -3 ; w2: 0 ; w3: 2 + 1 -> 3 ; b: -4 + 1 -> -, keep -4
     assert torch.equal(merged["w"], torch.tensor([3.0, -3.0, 0.0, 3.0]))
     assert torch.equal(merged["b"], torch.tensor([-4.0]))
-    mean = ties_merge([a, b], top_k=60.0, merge="mean")
+    mean = ties_merge([a, b], top_k=60.0, merge="mean", rule="rounded")
     assert torch.equal(mean["w"], torch.tensor([3.0, -3.0, 0.0, 1.5]))
+
+
+def test_ties_keeps_what_fusionbench_keeps_when_d_k_is_fractional():
+    # d = 7, top_k = 30%: d*K = 2.1. FusionBench keeps int(2.1) + 1 = 3 (its k = 7 - 2 = 5th smallest and above);
+    # the rounded rule keeps round(2.1) = 2.
+    alone = TaskVector({"w": torch.tensor([5.0, -4.0, 3.0, 0.5, 0.1, 0.2, 1.0])})
+    fb = ties_merge([alone], top_k=30.0)
+    assert torch.equal(fb["w"], torch.tensor([5.0, -4.0, 3.0, 0.0, 0.0, 0.0, 0.0]))
+    assert int((ties_merge([alone], top_k=30.0, rule="rounded")["w"] != 0).sum()) == 2
+    assert kept_count(7, 30.0) == 3 and kept_count(7, 30.0, "rounded") == 2
+    assert kept_count(10, 20.0) == 3 and kept_count(4, 100.0) == 4  # d*K whole: still one more; never above d
+    assert get_method("ties").resolve()["rule"] == "fusionbench"
+
+
+def test_ties_cancelling_entries_take_the_majority_sign():
+    # top_k = 50% of 4: FusionBench keeps 3 per task. a keeps 3, 2, 1 ; b keeps 4, -2, 0.5.
+    a = TaskVector({"w": torch.tensor([2.0, 3.0, 1.0, 0.0])})
+    b = TaskVector({"w": torch.tensor([-2.0, 4.0, 0.5, 0.0])})
+    # w0: 2 + -2 = 0 -> the majority sign, sign(0 + 1 + 1 + 0) = +, so 2 is merged; w3: nothing kept -> 0.
+    assert torch.equal(ties_merge([a, b], top_k=50.0)["w"], torch.tensor([2.0, 7.0, 1.5, 0.0]))
+    assert torch.equal(ties_merge([a, b], top_k=50.0, merge="mean")["w"], torch.tensor([2.0, 3.5, 0.75, 0.0]))
+    # rounded: 2 kept per task (a: 3, 2 ; b: 4, -2); w0 cancels and stays unmerged.
+    assert torch.equal(ties_merge([a, b], top_k=50.0, rule="rounded")["w"], torch.tensor([0.0, 7.0, 0.0, 0.0]))
 
 
 def test_task_arithmetic_lambda_zero_is_the_base(zoo):

@@ -59,7 +59,7 @@ def merged_direction(bench: Workbench, method: str, params: Mapping[str, Any] | 
     if method == "task_arithmetic":
         return sum(vectors)
     if method == "ties":
-        return ties_merge(vectors, resolved["top_k"], resolved["merge"])
+        return ties_merge(vectors, resolved["top_k"], resolved["merge"], resolved["rule"])
     raise MethodError(f"The lambda sweep covers {', '.join(SWEPT)}, not {method!r}.")
 
 
