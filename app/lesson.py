@@ -344,6 +344,29 @@ def link_for(base: str, step: str, experts: Sequence[str] = (), lam: float | Non
     return f"{base.split('?')[0]}?{urlencode(query, safe=',')}"
 
 
+def share_link(base: str, step: Any, tasks: Sequence[str], experts: Any = None, lam: Any = None, forget: Any = None,
+               strength: Any = None) -> str:
+    """The link a student copies to share where they are: ``step`` (a step's name; anything else: the first) with
+    the page's values, each checked as :func:`read_link` checks a link (a wrong one is left out, so the link opens
+    with its default). ``base``: the page's address (its query is dropped)."""
+    query = {"step": step if step in STEPS else STEPS[0],
+             "experts": ",".join(experts) if isinstance(experts, (list, tuple)) and all(
+                 isinstance(e, str) for e in experts) else ""}
+    for key, value in (("lambda", lam), ("strength", strength)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            query[key] = f"{float(value):g}"
+    if isinstance(forget, str):
+        query["forget"] = forget
+    link = read_link(query, tasks)
+
+    def kept(key: str, value: float) -> float | None:  # a value given and usable, else left out
+        return value if key in query and float(query[key]) == value else None
+
+    return link_for(base if isinstance(base, str) else "", link.step,
+                    link.experts if link.experts and len(link.experts) < len(tasks) else (),
+                    kept("lambda", link.lam), link.forget, kept("strength", link.strength))
+
+
 def problems_note(link: LessonLink) -> str:
     """The one message of a link with wrong values ("" when none)."""
     if not link.problems:

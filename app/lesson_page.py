@@ -164,6 +164,10 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             cost_note = gr.Markdown()
             cost_plot = gr.Plot(label="Accuracy against cost", elem_id="lesson-cost-plot")
         link_note = gr.Markdown(elem_id="lesson-link-note")
+    with gr.Row(equal_height=True):
+        share_button = gr.Button("Link to this step", size="sm", scale=1, elem_id="lesson-share")
+        share_box = gr.Textbox(label="Copy this link: it opens your step with your settings", buttons=["copy"],
+                               interactive=False, scale=4, max_lines=1, elem_id="lesson-link")
 
     def warm_event():
         text = config.shared.warm.text()
@@ -242,6 +246,15 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
 
     cost_button.click(cost_event, [session], [cost_plot, cost_note], api_name="lesson_cost",
                       show_progress_on=[cost_note], **long)
+
+    def share_event(state, chosen=None, lam_value=None, task=None, amount=None, request: gr.Request = None):
+        """The link to the step this tab ran last, with the values its controls show now."""
+        headers = getattr(request, "headers", None) or {}
+        step = getattr(state, "lesson_step", None)
+        return lesson.share_link(headers.get("referer", ""), step, tasks, chosen, lam_value, task, amount)
+
+    share_button.click(share_event, [session, experts, lam, forgotten, strength], [share_box], api_name="lesson_link",
+                       preprocess=False, show_progress="hidden", queue=False)
 
     def open_link(request: gr.Request):
         """A link's step and settings (defaults, and one message, for values the lesson cannot use)."""

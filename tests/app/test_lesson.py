@@ -103,6 +103,21 @@ def test_a_link_opens_its_step_with_its_settings():
     assert again == link  # the round trip
 
 
+def test_the_link_a_student_copies_opens_their_step_with_their_settings():
+    from urllib.parse import parse_qsl, urlparse
+
+    url = lesson.share_link("https://space.example/?step=1", "forget", POCKET, ["pocket_shapes", "pocket_digits"],
+                            0.45, "pocket_shapes", 1.5)
+    assert url.startswith("https://space.example/?step=4&")
+    link = lesson.read_link(dict(parse_qsl(urlparse(url).query)), POCKET)
+    assert (link.step, link.experts, link.lam, link.forget, link.strength, link.problems) == (
+        "forget", ["pocket_digits", "pocket_shapes"], 0.45, "pocket_shapes", 1.5, [])
+    # values the lesson cannot use are left out (the link opens with the defaults), never passed on
+    url = lesson.share_link(None, "nowhere", POCKET, ["pocket_digits", "<b>x</b>"], "abc", "/etc/passwd", 9.0)
+    assert url == "?step=1"
+    assert lesson.share_link("", "add", POCKET, list(POCKET), 0.3) == "?step=2&lambda=0.3"  # every expert: no list
+
+
 @pytest.mark.parametrize("query", [{"step": "99"}, {"experts": "pocket_digits"}, {"experts": "x,y"},
                                    {"lambda": "abc"}, {"lambda": "nan"}, {"lambda": "7"}, {"forget": "/etc/passwd"},
                                    {"strength": "-1"}])
@@ -126,5 +141,8 @@ def test_every_lesson_step_is_an_endpoint(tmp_path):
         status, *_ = client.predict(api_name="/lesson_route")
         assert status.startswith("Adapted WEMoE (routed)")
         client.predict(api_name="/lesson_cost")
+        link = client.predict(chosen=["task0", "task1"], lam_value=0.5, task="task1", amount=1.0,
+                              api_name="/lesson_link")
+        assert link.startswith("?step=7")  # the step this tab ran last (the client sends no page address)
         with pytest.raises(Exception, match="Lambda: enter a number from 0 to 1"):
             client.predict(lam_value="x", api_name="/lesson_add")
