@@ -3,6 +3,7 @@
     python -m wemoe methods
     python -m wemoe table --zoo pocket --methods pretrained,experts,task_arithmetic,ties,adamerging,wemoe \\
         --adapt-steps 300 --json results.json [--param wemoe.lambda=0.3] [--lambda 0.3] [--samples N]
+    python -m wemoe rerun results.json    # repeat the table a results JSON records and compare, cell by cell
     python -m wemoe merge --zoo pocket --method wemoe --adapt-steps 300 --out wemoe.safetensors
     python -m wemoe table ... --devices 4 [--accelerator cuda] [--strategy ddp]   # adapt on 4 GPUs (Fabric DDP)
     python -m wemoe calibrate-kernel      # where the fused CPU kernel pays on this machine (about two minutes)
@@ -35,7 +36,7 @@ from wemoe.analysis.views_cli import add_view_commands
 from wemoe.errors import WemoeError
 from wemoe.evaluation.evaluate import needs_task
 from wemoe.evaluation.export import save_model
-from wemoe.evaluation.report import build_report
+from wemoe.evaluation.report import build_report, compare_tables, run_record
 from wemoe.methods import get_method, list_methods
 from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 from wemoe.zoo.presets import PRESETS
@@ -124,6 +125,7 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
     fabric = start_devices(args)
     bench = load_on_every_rank(args, fabric)
     report_params: dict[str, dict[str, Any]] = {}
+    adaptations: dict[str, dict[str, Any]] = {}
     for name in names:
         if name in {PRETRAINED, EXPERTS, ORACLE}:
             continue
@@ -140,8 +142,7 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
         report_params[name] = result.params
         if get_method(name).adaptive and args.adapt_steps > 0:
             run_adaptation(bench, name, args, fabric)
-            # every declared adaptation setting, under its CLI name
-            report_params[name] = {**result.params, **{dest: getattr(args, dest) for _, dest in ADAPT_FLAGS.values()}}
+            adaptations[name] = adapt_settings(args)  # by their declared names, apart from the method's own
     if not is_main_process():
         return {}  # rank 0 evaluates, prints and writes
     if ORACLE in names and "wemoe" not in bench.merges:
@@ -151,14 +152,67 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
     merges = {name: bench.merges[name] for name in names if name in bench.merges}
     given = [name for name, merge in merges.items() if needs_task(merge.model)]  # e.g. EMR: each task its own model
     print(table.rename(index={name: f"{name} (task given)" for name in given}).round(2).to_string())
-    report = build_report(args.zoo, bench.task_names, table, merges, report_params)
+    report = build_report(args.zoo, bench.task_names, table, merges, report_params,
+                          run_record(args.argv, table_seeds(args, merges, adaptations)))
     for name in given:
         report["methods"][name]["task_given"] = True
+    for name, settings in adaptations.items():
+        report["methods"][name]["adaptation"] = settings
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
         _log(f"wrote {args.json}")
     return report
+
+
+def table_seeds(args: argparse.Namespace, merges: dict[str, Any], adaptations: dict[str, Any]) -> dict[str, int]:
+    """Every seed that shaped a table, each under its own name: ``test_images`` (the draw of ``--samples``),
+    ``heldout_split`` (``--adapt-split heldout``), ``adaptation_images`` (the images of each adaptation step), all three
+    ``--seed``; and each merge's own seeds as ``<merge>.<parameter>`` (``wemoe.seed``: the routers' initialisation)."""
+    seeds = {}
+    if args.samples is not None:
+        seeds["test_images"] = args.seed
+    if args.adapt_split == "heldout":
+        seeds["heldout_split"] = args.seed
+    if adaptations:
+        seeds["adaptation_images"] = args.seed
+    for name, merge in merges.items():
+        seeds.update({f"{name}.{key}": value for key, value in merge.params.items() if "seed" in key})
+    return seeds
+
+
+def command_rerun(args: argparse.Namespace) -> int:
+    """Run the table command a results JSON records again and compare the tables cell by cell (1 when they differ)."""
+    try:
+        with open(args.results) as handle:
+            recorded = json.load(handle)
+        argv = list(recorded["run"]["argv"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise WemoeError(f"{args.results} is not a results JSON that records its command "
+                         f"(python -m wemoe table ... --json writes one): {error}") from None
+    if not argv or argv[0] != "table":
+        raise WemoeError(f"{args.results} records {' '.join(argv[:1]) or 'no'} command; rerun repeats tables only.")
+    again_argv = [a for i, a in enumerate(argv) if a != "--json" and not a.startswith("--json=")
+                  and not (i > 0 and argv[i - 1] == "--json")]
+    if args.json:
+        again_argv += ["--json", args.json]
+    again = build_parser().parse_args(again_argv)
+    again.argv = again_argv  # the rerun's JSON records its own command
+    _log(f"rerunning: {recorded['run']['command']}")
+    machine = run_record([], {})
+    for key in ("cpu", "threads", "wemoe_version", "torch_version"):
+        now = machine[key]
+        if recorded["run"].get(key) != now:
+            _log(f"note: recorded with {key} {recorded['run'].get(key)!r}, now {now!r}: "
+                 "the numbers may differ in the last digits")
+    try:
+        report = command_table(again)
+    finally:
+        args.fabric = getattr(again, "fabric", None)  # main finishes it
+    differences = compare_tables(recorded, report)
+    print("the same table, cell for cell" if not differences else
+          f"{len(differences)} cells differ:\n" + "\n".join(f"  {line}" for line in differences))
+    return 1 if differences else 0
 
 
 def command_merge(args: argparse.Namespace) -> None:
@@ -294,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--no-write", action="store_true", help="print the policy as JSON instead of storing it")
     calibrate.set_defaults(run=command_calibrate_kernel)
 
+    rerun = commands.add_parser("rerun", help="repeat the table a results JSON records and compare, cell by cell")
+    rerun.add_argument("results", help="a JSON written by python -m wemoe table --json")
+    rerun.add_argument("--json", default=None, help="write the rerun's results JSON here (default: nowhere)")
+    rerun.set_defaults(run=command_rerun)
+
     methods = commands.add_parser("methods", help="list merge methods and their parameters")
     methods.set_defaults(run=command_methods)
     add_view_commands(commands, common, lambda args: load_on_every_rank(args, None),
@@ -307,8 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what the model card's "make it again" repeats
     failed = True
     try:
-        args.run(args)
+        status = args.run(args)
         failed = False
+        if isinstance(status, int):  # a command's own exit status (rerun: 1 when the tables differ)
+            return status
     except WemoeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -277,7 +277,8 @@ def test_cli_adapt_split_heldout(tiny_cli_zoo, tmp_path):
     assert main(["table", "--methods", "wemoe", "--adapt-steps", "1", "--per-task", "2", "--adapt-split", "heldout",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["methods"]["wemoe"]["params"]["adapt_split"] == "heldout"
+    assert report["methods"]["wemoe"]["adaptation"]["split"] == "heldout"
+    assert report["run"]["seeds"]["heldout_split"] == 0
     assert report["samples_per_task"] == {"task0": 5, "task1": 5}  # 9 test images: 4 adapt, 5 are scored
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from wemoe.__main__ import main, parse_params
 from wemoe.errors import WemoeError
+from wemoe.methods import get_method
 
 
 def test_table_writes_the_json_report(tiny_cli_zoo, tmp_path, capsys):
@@ -18,19 +19,54 @@ def test_table_writes_the_json_report(tiny_cli_zoo, tmp_path, capsys):
     assert report["samples_per_task"] == {"task0": 9, "task1": 9}
     methods = report["methods"]
     assert list(methods) == ["pretrained", "experts", "task_arithmetic", "ties", "wemoe", "wemoe_oracle"]
-    for entry in methods.values():
-        assert set(entry) == {"average", "per_task", "params", "adapt_steps", "adapt_seconds"}
+    for name, entry in methods.items():
+        extra = {"adaptation"} if name == "wemoe" else set()
+        assert set(entry) == {"average", "per_task", "params", "adapt_steps", "adapt_seconds"} | extra
         assert entry["average"] == pytest.approx(sum(entry["per_task"].values()) / 2, abs=0.01)
     assert methods["ties"]["params"]["top_k"] == 50.0
     assert methods["wemoe"]["adapt_steps"] == 2 and methods["wemoe"]["adapt_seconds"] > 0
-    assert methods["wemoe"]["params"]["adapt_loss"] == "entropy"
-    from wemoe.__main__ import ADAPT_FLAGS
-    from wemoe.adaptation.adapt import SETTINGS  # every declared adaptation setting is reported, under its CLI name
+    from wemoe.adaptation.adapt import SETTINGS  # every declared adaptation setting, by its declared name
 
-    assert {ADAPT_FLAGS[p.name][1] for p in SETTINGS} <= set(methods["wemoe"]["params"])
-    assert methods["wemoe"]["params"]["adapt_steps"] == 2
+    assert set(methods["wemoe"]["adaptation"]) == {p.name for p in SETTINGS}
+    assert methods["wemoe"]["adaptation"]["steps"] == 2 and methods["wemoe"]["adaptation"]["loss"] == "entropy"
+    assert methods["wemoe"]["params"] == get_method("wemoe").resolve()  # the method's own, nothing else
     assert "lambda_sweep" in methods["task_arithmetic"]["params"]  # no --lambda: best of a sweep
     assert "task_arithmetic" in capsys.readouterr().out
+
+
+def test_every_seed_under_its_own_name(tiny_cli_zoo, tmp_path):
+    import wemoe
+
+    out = tmp_path / "r.json"
+    argv = ["table", "--methods", "wemoe", "--adapt-steps", "1", "--per-task", "2", "--seed", "1", "--samples", "6",
+            "--param", "wemoe.seed=3", "--json", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    run = report["run"]
+    # --seed 1 draws the test images and each step's images; the routers are drawn with wemoe.seed 3
+    assert run["seeds"] == {"test_images": 1, "adaptation_images": 1, "wemoe.seed": 3}
+    assert report["methods"]["wemoe"]["params"]["seed"] == 3 and report["methods"]["wemoe"]["adaptation"]["seed"] == 1
+    assert run["argv"] == argv and run["command"].startswith("python -m wemoe table --methods wemoe")
+    assert run["wemoe_version"] == wemoe.__version__ and run["cpu"] and run["threads"] >= 1
+
+
+def test_rerun_repeats_the_recorded_table(tiny_cli_zoo, tmp_path, capsys):
+    first = tmp_path / "first.json"
+    assert main(["table", "--methods", "pretrained,wemoe", "--adapt-steps", "2", "--per-task", "2",
+                 "--param", "wemoe.seed=1", "--json", str(first)]) == 0
+    again = tmp_path / "again.json"
+    capsys.readouterr()
+    assert main(["rerun", str(first), "--json", str(again)]) == 0
+    assert "the same table, cell for cell" in capsys.readouterr().out
+    cells = [{n: (m["per_task"], m["average"], m["params"]) for n, m in json.loads(path.read_text())["methods"].items()}
+             for path in (first, again)]
+    assert cells[0] == cells[1] and json.loads(again.read_text())["run"]["argv"][-1] == str(again)  # its own command
+    recorded = json.loads(first.read_text())
+    recorded["methods"]["wemoe"]["per_task"]["task0"] = -1.0  # a table the command does not make
+    first.write_text(json.dumps(recorded))
+    assert main(["rerun", str(first)]) == 1
+    assert "wemoe task0: -1.0 then" in capsys.readouterr().out
+    assert main(["rerun", str(tmp_path / "missing.json")]) == 2
 
 
 def test_fixed_lambda_skips_the_sweep(tiny_cli_zoo, tmp_path):
@@ -65,3 +101,14 @@ def test_parse_params_groups_by_method():
     assert parse_params(["wemoe.lambda=0.2", "ties.top_k=10"]) == {"wemoe": {"lambda": "0.2"}, "ties": {"top_k": "10"}}
     with pytest.raises(WemoeError):
         parse_params(["nope.x=1"])
+
+
+def test_rerun_on_the_pocket_zoo_is_bit_for_bit(tmp_path, capsys):
+    first = tmp_path / "pocket.json"
+    argv = ["table", "--zoo", "pocket", "--tasks", "pocket_digits,pocket_shapes", "--methods", "pretrained,wemoe",
+            "--adapt-steps", "3", "--per-task", "4", "--samples", "24", "--param", "wemoe.seed=1", "--json", str(first)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["rerun", str(first)]) == 0
+    assert "the same table, cell for cell" in capsys.readouterr().out
+    assert json.loads(first.read_text())["run"]["seeds"] == {"test_images": 0, "adaptation_images": 0, "wemoe.seed": 1}

@@ -4,17 +4,25 @@
      "methods": {"<model>": {"average": <percent>, "per_task": {"<task>": <percent>}, "params": {...},
                              "adapt_steps": <int>, "adapt_seconds": <float>}}}
 
-``<model>`` is a row of the table: ``pretrained``, ``experts``, ``wemoe_oracle`` or a merge's name.
+``<model>`` is a row of the table: ``pretrained``, ``experts``, ``wemoe_oracle`` or a merge's name. The CLI adds
+``"run"`` (:func:`run_record`: the command that makes the table again, every seed under its own name, the library
+and torch versions, the CPU and threads) and, to each adapted row, ``"adaptation"`` (its settings by their declared
+names); ``python -m wemoe rerun results.json`` repeats the command and compares (:func:`compare_tables`).
 """
 
 from __future__ import annotations
 
 import math
+import platform
+import shlex
+import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+import torch
 
+import wemoe
 from wemoe.evaluation.evaluate import AVERAGE
 
 
@@ -29,11 +37,13 @@ def build_report(
     table: pd.DataFrame,
     merges: Mapping[str, Any] | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report of ``table`` (rows: models; columns: tasks + average, percent).
 
     ``merges`` maps a row name to its ``wemoe.workbench.workbench.MergeResult`` (for params and adaptation figures);
-    ``params`` overrides a row's reported params (e.g. task arithmetic's lambda sweep). Missing cells are null.
+    ``params`` overrides a row's reported params (e.g. task arithmetic's lambda sweep); ``run`` (a
+    :func:`run_record`) is written under ``"run"``. Missing cells are null.
     """
     merges = merges or {}
     params = params or {}
@@ -48,9 +58,49 @@ def build_report(
             "adapt_steps": int(merge.adapt_steps) if merge is not None else 0,
             "adapt_seconds": round(float(merge.adapt_seconds), 2) if merge is not None else 0.0,
         }
-    return {
+    report = {
         "zoo": zoo,
         "tasks": list(tasks),
         "samples_per_task": dict(table.attrs.get("samples_per_task", {})),
         "methods": methods,
     }
+    if run is not None:
+        report["run"] = dict(run)
+    return report
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name (or the platform's processor string): bit-for-bit reruns hold on the same CPU."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_record(argv: Sequence[str], seeds: Mapping[str, Any], **more: Any) -> dict[str, Any]:
+    """How a table was made: ``command`` (a shell line) and ``argv`` (what ``rerun`` repeats), ``seeds`` (every seed
+    under its own name), the ``wemoe_version``, ``torch_version``, ``cpu`` and torch ``threads``, and ``more``."""
+    return {"command": "python -m wemoe " + shlex.join(argv), "argv": list(argv), "seeds": dict(seeds),
+            "wemoe_version": wemoe.__version__, "torch_version": torch.__version__, "cpu": cpu_model(),
+            "threads": torch.get_num_threads(), **more}
+
+
+def compare_tables(recorded: Mapping[str, Any], again: Mapping[str, Any]) -> list[str]:
+    """Every cell (model x task, and the averages) where two reports differ, as lines; empty when equal."""
+    lines = []
+    if recorded.get("samples_per_task") != again.get("samples_per_task"):
+        lines.append(f"samples per task: {recorded.get('samples_per_task')} then {again.get('samples_per_task')}")
+    for name in sorted(set(recorded.get("methods", {})) | set(again.get("methods", {}))):
+        first, second = recorded.get("methods", {}).get(name), again.get("methods", {}).get(name)
+        if first is None or second is None:
+            lines.append(f"{name}: only in the {'rerun' if first is None else 'recorded table'}")
+            continue
+        for task, value in {**first["per_task"], "average": first["average"]}.items():
+            other = second["average"] if task == "average" else second["per_task"].get(task)
+            if value != other:
+                lines.append(f"{name} {task}: {value} then {other}")
+    return lines
