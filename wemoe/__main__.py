@@ -38,6 +38,7 @@ from wemoe.evaluation.evaluate import needs_task
 from wemoe.evaluation.export import save_model
 from wemoe.evaluation.report import build_report, compare_tables, run_record
 from wemoe.methods import get_method, list_methods
+from wemoe.methods.matrix_merge import attention_layout
 from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 from wemoe.zoo.presets import PRESETS
 
@@ -153,7 +154,11 @@ def command_table(args: argparse.Namespace) -> dict[str, Any]:
     given = [name for name, merge in merges.items() if needs_task(merge.model)]  # e.g. EMR: each task its own model
     print(table.rename(index={name: f"{name} (task given)" for name in given}).round(2).to_string())
     report = build_report(args.zoo, bench.task_names, table, merges, report_params,
-                          run_record(args.argv, table_seeds(args, merges, adaptations)))
+                          run_record(args.argv, table_seeds(args, merges, adaptations),
+                                     source_layout=bench.zoo.source_layout))
+    for name, merge in merges.items():
+        if "attention" in merge.params:  # the attention input its per-matrix rule saw: split or fused
+            report["methods"][name]["attention"] = attention_layout(bench.zoo, merge.params["attention"])
     for name in given:
         report["methods"][name]["task_given"] = True
     for name, settings in adaptations.items():

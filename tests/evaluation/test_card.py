@@ -57,6 +57,12 @@ def test_the_cards_command_makes_the_same_table_again(tiny_cli_zoo, tmp_path):
     assert first == again
 
 
+def test_a_per_matrix_rule_exports_the_attention_layout_it_saw(tiny_cli_zoo, tmp_path):
+    config = json.loads((_export(tmp_path / "iso", "iso_c") / "merge_config.json").read_text())
+    assert config["params"]["attention"] == "source"
+    assert config["attention"] == "fused" and config["source_layout"] == "fused"  # open_clip experts
+
+
 def test_an_adapted_wemoe_exports_its_routers_and_its_adaptation(tiny_cli_zoo, tmp_path):
     folder = _export(tmp_path / "wemoe", "wemoe", "--adapt-steps", "2", "--per-task", "3")
     config = json.loads((folder / "merge_config.json").read_text())

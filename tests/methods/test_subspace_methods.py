@@ -215,3 +215,63 @@ def test_classify_gives_emr_the_heads_task_and_no_task_gives_its_mean():
             expected = logits(tower.eval(), batch, head).softmax(-1).max(-1).values
         got = [r.models["emr_merging"].probabilities[0] for r in results]
         assert got == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+# The attention layout a per-matrix rule sees (issue #35)
+
+LAYOUT_METHODS = ("tsv_m", "iso_c", "iso_cts", "wudi")
+FEW_STEPS = {"wudi": {"steps": 3, "lr": 1e-3}}
+
+
+def _hf_sourced(zoo):
+    """The same zoo as if its experts had come from Hugging Face checkpoints (what wemoe.zoo.sources records)."""
+    zoo.info = {**zoo.info, "expert_layouts": dict.fromkeys(zoo.experts, "hf")}
+    return zoo
+
+
+@pytest.mark.parametrize("name", LAYOUT_METHODS)
+def test_split_merges_q_k_v_separately_and_fuses_again(name):
+    zoo = tiny_zoo(n_experts=3, seed=5)
+    params = FEW_STEPS.get(name, {})
+    split = get_method(name)(zoo, attention="split", **params).state_dict()
+    fused = get_method(name)(zoo, attention="fused", **params).state_dict()
+    base = zoo.base_state
+    key = "transformer.resblocks.0.attn.in_proj_weight"
+    # by hand: the method on a zoo whose attention input is only q (then k, then v), the thirds fused again
+    thirds = []
+    for part in range(3):
+        alone = {t: {key: state[key].chunk(3)[part]} for t, state in zoo.experts.items()}
+        vectors = [TaskVector({key: alone[t][key] - base[key].chunk(3)[part]}) for t in zoo.experts]
+        rule = {"tsv_m": tsv_matrix, "iso_c": iso_c_matrix,
+                "iso_cts": lambda d: iso_cts_matrix(d, 0.8), "wudi": lambda d: wudi_matrix(d, 3, 1e-3)[0]}[name]
+        thirds.append(merge_matrices(vectors, rule, "fused")[key])
+    alpha = get_method(name).resolve(params).get("alpha", 1.0)
+    expected = base[key] + alpha * torch.cat(thirds)
+    assert torch.allclose(split[key], expected, atol=1e-6)
+    assert not torch.allclose(split[key], fused[key], atol=1e-4)  # the layouts merge differently
+    mlp = "transformer.resblocks.0.mlp.c_fc.weight"
+    assert torch.equal(split[mlp], fused[mlp])  # every other matrix is merged the same way
+
+
+@pytest.mark.parametrize("name", LAYOUT_METHODS)
+def test_the_default_layout_follows_the_experts_source(name):
+    params = FEW_STEPS.get(name, {})
+    assert get_method(name).resolve()["attention"] == "source"
+    zoo = tiny_zoo(n_experts=2, seed=6)
+    assert zoo.source_layout == "fused"  # open_clip experts
+    key = "transformer.resblocks.1.attn.in_proj_weight"
+    default = get_method(name)(zoo, **params).state_dict()[key]
+    assert torch.equal(default, get_method(name)(zoo, attention="fused", **params).state_dict()[key])
+    hf = _hf_sourced(tiny_zoo(n_experts=2, seed=6))
+    assert hf.source_layout == "split"
+    default = get_method(name)(hf, **params).state_dict()[key]
+    assert torch.equal(default, get_method(name)(hf, attention="split", **params).state_dict()[key])
+
+
+def test_the_results_json_records_the_layout(tiny_cli_zoo, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["table", "--methods", "iso_c,tsv_m", "--param", "tsv_m.attention=split", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["run"]["source_layout"] == "fused"
+    assert report["methods"]["iso_c"]["params"]["attention"] == "source"
+    assert report["methods"]["iso_c"]["attention"] == "fused" and report["methods"]["tsv_m"]["attention"] == "split"

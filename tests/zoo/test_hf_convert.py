@@ -94,6 +94,15 @@ def test_converted_tower_matches_transformers(hf_setup):
         assert (zoo.visual(pixels) - expected).abs().max().item() > 1e-2
 
 
+def test_the_zoo_records_its_experts_source_layout(hf_setup):
+    _, root = hf_setup
+    zoo = load_zoo(_spec(root, {"vision": str(root / "vision"), "full": str(root / "full")}))
+    assert zoo.info["expert_layouts"] == {"vision": "hf", "full": "hf"} and zoo.source_layout == "split"
+    assert zoo.subset(["vision", "full"]).source_layout == "split"
+    mixed = load_zoo(_spec(root, {"vision": str(root / "vision"), "open": dict(zoo.experts["full"])}))
+    assert mixed.info["expert_layouts"] == {"vision": "hf", "open": "open_clip"} and mixed.source_layout == "fused"
+
+
 def test_transformers4_prefixed_keys_convert_the_same(hf_setup):
     model, _ = hf_setup
     bare = model.vision_model.state_dict()

@@ -19,6 +19,7 @@ import pandas as pd
 
 import wemoe
 from wemoe.evaluation.export import save_model
+from wemoe.methods.matrix_merge import attention_layout
 
 WEIGHTS, CONFIG, RESULTS, CARD = "model.safetensors", "merge_config.json", "results.json", "README.md"
 CARD_FILES = (WEIGHTS, CONFIG, RESULTS, CARD)
@@ -27,12 +28,15 @@ LICENSE = "mit"  # the tool's; the weights inherit the base model's and the expe
 
 def merge_config(bench: Any, name: str, adaptation: Mapping[str, Any] | None, command: str) -> dict[str, Any]:
     """What made merge ``name`` of ``bench``: the zoo (its base and where each expert came from), the experts chosen,
-    the method and its parameters, the adaptation settings (None: not adapted), the tool's version, the command."""
+    the method and its parameters (a per-matrix rule: the attention layout it saw, ``split`` or ``fused``, and the
+    experts' own), the adaptation settings (None: not adapted), the tool's version, the command."""
     result = bench.merges[name]
     info = dict(bench.zoo.info)
     return {"zoo": bench.zoo.name, "base": {"model": info.get("model"), "pretrained": info.get("pretrained")},
             "experts": {t: (info.get("experts") or {}).get(t, "in memory") for t in bench.task_names},
             "tasks": list(bench.task_names), "method": result.method, "params": dict(result.params),
+            **({"attention": attention_layout(bench.zoo, result.params["attention"]),
+                "source_layout": bench.zoo.source_layout} if "attention" in result.params else {}),
             "adaptation": None if not result.adapt_steps else {**dict(adaptation or {}), "steps": result.adapt_steps},
             "wemoe_version": wemoe.__version__, "command": command}
 

@@ -7,7 +7,8 @@ arXiv 2502.04959).
   for each task the top directions of its matrix with the common subspace projected out, the same number for every
   task, filling the rank; the directions are orthonormalised (polar factors) and the spectrum flattened as in Iso-C.
 
-Other tensors are averaged. The merged task vector is added with scale ``alpha`` (1.0 in FusionBench).
+Other tensors are averaged. The merged task vector is added with scale ``alpha`` (1.0 in FusionBench). The attention
+input is merged as q, k, v or fused as the ``attention`` parameter says (``wemoe.methods.matrix_merge``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from wemoe.methods.base import MergeMethod, Param
-from wemoe.methods.matrix_merge import merge_matrices, polar
+from wemoe.methods.matrix_merge import ATTENTION, attention_layout, merge_matrices, polar
 from wemoe.methods.registry import register
 from wemoe.methods.tsv_m import ALPHA
 from wemoe.task_vector import task_vectors
@@ -61,11 +62,12 @@ class IsoC(MergeMethod):
     description = "Sum the task matrices, then flatten each matrix's singular values to their mean."
     reference_url = "https://arxiv.org/abs/2502.04959"
     order = 26
-    params = (ALPHA,)
+    params = (ALPHA, ATTENTION)
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         vectors = list(task_vectors(zoo.base_state, zoo.experts).values())
-        return zoo.visual_with(merge_matrices(vectors, iso_c_matrix).apply_to(zoo.base_state, params["alpha"]))
+        merged = merge_matrices(vectors, iso_c_matrix, attention_layout(zoo, params["attention"]))
+        return zoo.visual_with(merged.apply_to(zoo.base_state, params["alpha"]))
 
 
 @register
@@ -79,9 +81,11 @@ class IsoCTS(MergeMethod):
         ALPHA,
         Param("common_fraction", float, 0.8, "Fraction of each matrix's rank given to the common subspace.",
               min=0.0, max=1.0),
+        ATTENTION,
     )
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         vectors = list(task_vectors(zoo.base_state, zoo.experts).values())
-        merged = merge_matrices(vectors, lambda deltas: iso_cts_matrix(deltas, params["common_fraction"]))
+        merged = merge_matrices(vectors, lambda deltas: iso_cts_matrix(deltas, params["common_fraction"]),
+                                attention_layout(zoo, params["attention"]))
         return zoo.visual_with(merged.apply_to(zoo.base_state, params["alpha"]))

@@ -4,7 +4,8 @@ Per weight matrix: each task keeps the top ``1/T`` of its singular components (`
 kept components of all tasks are concatenated into ``U = [U_1 .. U_T]``, ``S``, ``V = [V_1 .. V_T]``, the
 concatenated singular vectors are decorrelated (replaced by their nearest orthonormal matrices, the polar factors)
 and the matrix ``polar(U) diag(S) polar(V)^T`` is the merged task matrix. Other tensors are averaged. The merged task
-vector is added with scale ``alpha`` (1.0 in the paper and FusionBench).
+vector is added with scale ``alpha`` (1.0 in the paper and FusionBench). The attention input is merged as q, k, v
+or fused as the ``attention`` parameter says (``wemoe.methods.matrix_merge``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from wemoe.methods.base import MergeMethod, Param
-from wemoe.methods.matrix_merge import merge_matrices, polar
+from wemoe.methods.matrix_merge import ATTENTION, attention_layout, merge_matrices, polar
 from wemoe.methods.registry import register
 from wemoe.task_vector import task_vectors
 from wemoe.zoo.zoo import Zoo
@@ -46,8 +47,9 @@ class TSVMerge(MergeMethod):
     description = "Keep each task's top 1/T singular components per matrix, decorrelate them across tasks, sum."
     reference_url = "https://arxiv.org/abs/2412.00081"
     order = 25
-    params = (ALPHA,)
+    params = (ALPHA, ATTENTION)
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         vectors = list(task_vectors(zoo.base_state, zoo.experts).values())
-        return zoo.visual_with(merge_matrices(vectors, tsv_matrix).apply_to(zoo.base_state, params["alpha"]))
+        merged = merge_matrices(vectors, tsv_matrix, attention_layout(zoo, params["attention"]))
+        return zoo.visual_with(merged.apply_to(zoo.base_state, params["alpha"]))

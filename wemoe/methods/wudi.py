@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from wemoe.methods.base import MergeMethod, Param
-from wemoe.methods.matrix_merge import merge_matrices
+from wemoe.methods.matrix_merge import ATTENTION, attention_layout, merge_matrices
 from wemoe.methods.registry import register
 from wemoe.stopping import check_stop
 from wemoe.task_vector import task_vectors
@@ -69,9 +69,11 @@ class WUDI(MergeMethod):
     params = (
         Param("steps", int, 300, "Adam steps per weight matrix (300 in the paper).", min=0, max=5000),
         Param("lr", float, 1e-5, "Adam learning rate (1e-5 in the paper).", min=1e-8, max=1e-1),
+        ATTENTION,
     )
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         vectors = list(task_vectors(zoo.base_state, zoo.experts).values())
-        merged = merge_matrices(vectors, lambda deltas: wudi_matrix(deltas, params["steps"], params["lr"])[0])
+        merged = merge_matrices(vectors, lambda deltas: wudi_matrix(deltas, params["steps"], params["lr"])[0],
+                                attention_layout(zoo, params["attention"]))
         return zoo.visual_with(merged.apply_to(zoo.base_state, 1.0))

@@ -75,15 +75,18 @@ def relative_distance(state: Mapping[str, torch.Tensor], base: Mapping[str, torc
     return math.sqrt(diff / total) if total > 0 else math.inf
 
 
-def to_image_tower(task: str, state: Mapping[str, torch.Tensor], config: Mapping, clip: nn.Module) -> StateDict:
+def to_image_tower(task: str, state: Mapping[str, torch.Tensor], config: Mapping, clip: nn.Module,
+                   layouts: dict[str, str] | None = None) -> StateDict:
     """An expert's weights in open_clip image-tower layout, whatever layout they came in.
 
     Hugging Face layout is converted (projection from the base). Its activation is checked against ``config``; with
     no config it is the base's when the base's activation was stated and the expert is a fine-tune of the base (its
     weights within :data:`FINE_TUNED_DISTANCE` of the base tower's), else the expert is refused, naming what is
     missing. A full open_clip CLIP state dict gives its ``visual.`` part; anything else is taken as an image tower as
-    is (the Zoo checks it against the base).
+    is (the Zoo checks it against the base). ``layouts`` (when given) records which it was: ``hf`` or ``open_clip``.
     """
+    if layouts is not None:
+        layouts[task] = "hf" if is_hf_vision_state(state) else "open_clip"
     if is_hf_vision_state(state):
         tower = hf_vision_to_open_clip(state, clip.visual.proj)
         activation = visual_activation(clip)
@@ -118,10 +121,12 @@ def _check_activation_without_config(task: str, tower: StateDict, clip: nn.Modul
     )
 
 
-def load_expert(task: str, source: str | Path | Mapping[str, torch.Tensor], clip: nn.Module) -> StateDict:
-    """One expert's image-tower state dict from a hub id, a local folder or file, or an in-memory state dict."""
+def load_expert(task: str, source: str | Path | Mapping[str, torch.Tensor], clip: nn.Module,
+                layouts: dict[str, str] | None = None) -> StateDict:
+    """One expert's image-tower state dict from a hub id, a local folder or file, or an in-memory state dict (the
+    layout it came in recorded in ``layouts``, when given)."""
     if isinstance(source, Mapping):
-        return to_image_tower(task, source, {}, clip)
+        return to_image_tower(task, source, {}, clip, layouts)
     text = str(source)
     path = Path(text).expanduser()
     if isinstance(source, HubId):  # a visitor's hub id: never a local path
@@ -136,7 +141,7 @@ def load_expert(task: str, source: str | Path | Mapping[str, torch.Tensor], clip
         )
     else:
         state, config = read_hf_folder(download_hf(text))
-    return to_image_tower(task, state, config, clip)
+    return to_image_tower(task, state, config, clip, layouts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,12 +180,13 @@ def load_spec(spec: str | Path | Mapping | ZooSpec, progress: ProgressFn | None 
         resolved.model, resolved.pretrained, resolved.quick_gelu, resolved.model_config
     )
     experts: dict[str, StateDict] = {}
+    layouts: dict[str, str] = {}
     for i, (task, source) in enumerate(resolved.experts.items(), start=1):
         report(
             i / steps,
             f"Loading expert {task!r} ({i}/{steps - 1}) from {source if isinstance(source, (str, Path)) else 'memory'}",
         )
-        experts[task] = load_expert(task, source, clip)
+        experts[task] = load_expert(task, source, clip, layouts)
     zoo = Zoo(
         name=resolved.name,
         clip=clip,
@@ -193,6 +199,7 @@ def load_spec(spec: str | Path | Mapping | ZooSpec, progress: ProgressFn | None 
             "pretrained": resolved.pretrained,
             "quick_gelu": visual_activation(clip) == "quick_gelu",
             "experts": {t: str(s) if isinstance(s, (str, Path)) else "in memory" for t, s in resolved.experts.items()},
+            "expert_layouts": layouts,  # hf or open_clip per expert: Zoo.source_layout
         },
     )
     report(1.0, f"Loaded zoo {resolved.name!r}: base {resolved.model} and {len(experts)} experts")

@@ -71,6 +71,14 @@ class Zoo:
                    info={**self.info, "tasks": names})
 
     @property
+    def source_layout(self) -> str:
+        """The attention layout the experts were published in: ``split`` (separate q, k, v) when every expert came
+        from a Hugging Face checkpoint (``info["expert_layouts"]``, written by ``wemoe.zoo.sources``), else
+        ``fused`` (open_clip's ``in_proj``; the pocket zoo)."""
+        layouts = self.info.get("expert_layouts") or {}
+        return "split" if self.experts and all(layouts.get(t) == "hf" for t in self.experts) else "fused"
+
+    @property
     def task_names(self) -> list[str]:
         """Names of the experts' tasks, in the zoo's order."""
         return list(self.experts)
