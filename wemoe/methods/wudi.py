@@ -5,8 +5,12 @@ which spans (approximately) the inputs that task's layer sees:
 
     L(V) = sum_t || (V - tau_t) tau_t^T ||_F^2 / ||tau_t||_F^2
 
-starting from ``V = sum_t tau_t`` and taking ``steps`` Adam steps of rate ``lr`` (300 and 1e-5 in the paper and
-FusionBench). Other tensors are averaged; the merged task vector is added as it is (no scale).
+starting from ``V = sum_t tau_t`` and taking ``steps`` Adam steps of rate ``lr``. Ours defaults to 300 steps and
+1e-5: the paper's, and the default of FusionBench 0.2.33's ``wudi_merging`` function, whose rate is fixed at 1e-5;
+FusionBench's shipped configuration (``fusion_bench_config/method/wudi/wudi.yaml``, what its published runs use)
+sets ``iter_num: 400`` (``--param wudi.steps=400`` matches it). Other tensors are averaged; the merged task vector is
+added as it is (no scale). The attention input is merged as q, k, v or fused as the ``attention`` parameter says
+(``wemoe.methods.matrix_merge``).
 
 The loss is quadratic in ``V``: with ``G_t = tau_t^T tau_t / ||tau_t||^2``, ``A = sum_t G_t`` and
 ``B = sum_t tau_t G_t``, its gradient is ``2 (V A - B)`` and ``L(V) = <V A, V> - 2 <V, B> + const``. Each step is one
@@ -67,7 +71,8 @@ class WUDI(MergeMethod):
     reference_url = "https://arxiv.org/abs/2503.08099"
     order = 28
     params = (
-        Param("steps", int, 300, "Adam steps per weight matrix (300 in the paper).", min=0, max=5000),
+        Param("steps", int, 300, "Adam steps per weight matrix (300 in the paper; FusionBench's config: 400).",
+              min=0, max=5000),
         Param("lr", float, 1e-5, "Adam learning rate (1e-5 in the paper).", min=1e-8, max=1e-1),
         ATTENTION,
     )
