@@ -13,7 +13,8 @@ import gradio as gr
 
 from app import challenge_page, inputs, lesson
 from app.events import quiet
-from app.session import POCKET_DIR, AppConfig
+from app.session import POCKET_DIR, AppConfig, Session
+from app.shared import PRESENT_EVERY_S
 
 TEXT = {
     "meet": ("Each expert is the same small CLIP model, fine-tuned on one task. Below, every expert is scored on every "
@@ -175,6 +176,16 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
 
     warm_timer.tick(warm_event, None, [warm_note, warm_timer], api_name="lesson_warm", show_progress="hidden",
                     queue=False)
+
+    def here_event(state, request: gr.Request = None):
+        """The page is open (the teacher's count of students now): no computation, no output."""
+        if isinstance(state, Session):
+            stamp(state, request)
+            config.shared.here(state)
+
+    presence = gr.Timer(PRESENT_EVERY_S)
+    presence.tick(here_event, [session], None, api_name="lesson_here", show_progress="hidden", queue=False,
+                  preprocess=False)
 
     for index, button in enumerate(nexts, start=1):
         button.click(lambda i=index: gr.Walkthrough(selected=i), None, [walk], api_name=f"lesson_next_{index}",

@@ -198,6 +198,7 @@ class Session:
         self.long_running: str | None = None  # the long job running now (one per session: see claim_long)
         self.dropped_note: str | None = None  # why the merges are gone (idle), said once when the user comes back
         self.lesson_step: str | None = None  # the lesson step last used (app.lesson), for the teacher's count
+        self.seen_at: float | None = None  # when its page last said it is open (app.shared.Shared.here)
         self.findings: dict[str, dict] = {}  # the lesson's last result per board kind (app.board.KINDS), to submit
 
     def claim_long(self, what: str) -> str | None:

@@ -39,6 +39,10 @@ def rss_mb() -> float:
     return 0.0
 
 
+PRESENT_EVERY_S = 2.0  # how often a student's open page says it is there (a tick with no computation)
+PRESENT_S = 4.5  # a page silent for longer is gone: the teacher's count is right within 5 s of a tab closing
+
+
 class LightFirst:
     """Light calls before long jobs' next step: a classification takes 0.05 s of the CPU alone, but seconds while
     adaptations and evaluations run beside it on the same two cores. Light calls run inside :meth:`light`; a long job
@@ -248,6 +252,13 @@ class Shared:
                 "new heavy work is paused. Try again in a minute, or use fewer images per task."
             )
 
+    def here(self, session: Any, now: float | None = None) -> None:
+        """A student's open page says it is still there (every :data:`PRESENT_EVERY_S`): counted by
+        :meth:`class_now` until it stops for :data:`PRESENT_S` (a closed tab, within seconds; gradio's own notice of a
+        closed tab took about 30 s)."""
+        session.seen_at = time.monotonic() if now is None else now
+        self.track(session)
+
     def track(self, session: Any) -> None:
         """Remember a session (weakly) so that :meth:`sweep` can drop its heavy state when it idles."""
         with self._lock:
@@ -258,6 +269,7 @@ class Shared:
         with self._lock:
             closing = [s for s in self._sessions if session_hash is not None and s.session_hash == session_hash]
         for session in closing:
+            session.seen_at = None  # out of the teacher's count at once
             session.close()
         return len(closing)
 
@@ -266,10 +278,12 @@ class Shared:
         with self._lock:
             return len(self._sessions)
 
-    def class_now(self) -> dict[str, Any]:
-        """The class as a teacher sees it: sessions with a zoo loaded now, and how many are at each lesson step."""
+    def class_now(self, now: float | None = None) -> dict[str, Any]:
+        """The class as a teacher sees it: the students whose page is open now (it said so within
+        :data:`PRESENT_S`, :meth:`here`), and how many are at each lesson step."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            live = [s for s in self._sessions if getattr(s, "bench", None) is not None]
+            live = [s for s in self._sessions if now - (getattr(s, "seen_at", None) or -PRESENT_S - 1) <= PRESENT_S]
         steps: dict[str, int] = {}
         for session in live:
             step = getattr(session, "lesson_step", None) or "not started"

@@ -584,6 +584,48 @@ class TeacherWatch:
         return next((at for at, entries, students in self.reads if at >= after and check(entries, students)), None)
 
 
+class PageTicks:
+    """What every open lesson page sends on its own: ``/lesson_here`` every ``every`` seconds (the teacher's count of
+    students now), for each connected student, until :meth:`stop` (the tabs close). Sent as a page's timer sends it
+    (one small POST with the tab's session id, no queue) from one thread: on a class's own machines the ticks cost
+    the server's cores nothing else, so this script must not spend them on clients either."""
+
+    def __init__(self, room: Classroom, every: float = 2.0) -> None:
+        self.room, self.every = room, every
+        self.sent = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="page-ticks", daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10.0) as http:
+            while not self._stop.is_set():
+                with self.room.lock:
+                    tabs = [c.session_hash for c in self.room.clients]
+                for tab in tabs:
+                    if self._stop.is_set():
+                        return
+                    try:
+                        http.post(f"{self.room.url.rstrip('/')}/gradio_api/run/lesson_here",
+                                  json={"data": [None], "session_hash": tab}).raise_for_status()
+                        self.sent += 1
+                    except Exception as error:  # noqa: BLE001  (a lost tick is a finding; the page ticks again)
+                        self.errors.append(f"tick: {type(error).__name__}: {str(error).strip()[:120]}")
+                self._stop.wait(self.every)
+
+    def start(self) -> PageTicks:
+        """Start ticking."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop ticking (every page closed)."""
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
 def board_figures(room: Classroom, watch: TeacherWatch, students: int, closed_at: float | None) -> dict[str, Any]:
     """``--board``'s figures: entries submitted and seen, the seconds from the last submission until the teacher's view
     held them all, from the last student's joining until the count said every student, and from the tabs closing
@@ -603,7 +645,9 @@ def board_figures(room: Classroom, watch: TeacherWatch, students: int, closed_at
             "count_join_lag_s": _round(None if counted is None else counted - joined, 2),
             "count_leave_lag_s": _round(None if left is None else left - closed_at, 2),
             "count_max": max((s or 0 for _, _, s in watch.reads), default=0), "count_before_close": before,
-            "count_at_end": watch.reads[-1][2] if watch.reads else None, "teacher_reads": len(watch.reads),
+            "count_at_end": watch.reads[-1][2] if watch.reads else None,
+            "count_after_close": [[_round(at, 1), count] for at, _, count in watch.reads
+                                  if closed_at is not None and at >= closed_at][:40], "teacher_reads": len(watch.reads),
             "teacher_every_s": room.args.teacher_every, "teacher_errors": watch.errors[:5]}
 
 
@@ -801,6 +845,7 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
 
     threads = [threading.Thread(target=run, args=(i,), name=f"student-{i}", daemon=True) for i in range(args.students)]
     watch = TeacherWatch(room, args.teacher_code).start() if args.board else None
+    ticks = PageTicks(room).start() if args.board else None
     for thread in threads:
         thread.start()
     budget = args.startup_timeout + 8 * (args.timeout + 10)  # connect + every call of one lesson, bounded
@@ -819,14 +864,22 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     rss_probed = sampler.now_mb() if probes else None
     if watch is not None:
         watch.stop()
+    if ticks is not None:  # the tabs close: their pages stop saying they are open
+        ticks.stop()
     closed_at = room.clock()
-    for client in room.clients:
-        with contextlib.suppress(Exception):  # closing is best effort
-            client.close()
+
+    def close_clients() -> None:  # tens of seconds for 30 clients: beside the teacher's reads, not before them
+        for client in room.clients:
+            with contextlib.suppress(Exception):  # closing is best effort
+                client.close()
+
+    closing = threading.Thread(target=close_clients, name="closing", daemon=True)
+    closing.start()
     if watch is not None:  # the tabs are closed: how long until the teacher's count says so
         watch.until(args.students, LEAVE_WAIT_S)
         with contextlib.suppress(Exception):
             watch.client.close()
+    closing.join(timeout=120)
     rss_linger = None
     if args.linger:
         time.sleep(LINGER_S)

@@ -74,6 +74,7 @@ def test_the_teacher_counts_the_students_and_sees_their_findings(config, monkeyp
     before = config.shared.class_now()["students"]
     for student in students:
         student.session_hash = f"tab-{id(student)}"
+        config.shared.here(student)  # each page's tick (lesson_here) says it is open
         lesson.meet(student, config, None)
     lesson.add_up(students[0], config, 0.4)
     assert "Added to the class board as Bo" in lesson.add_to_board(students[0], "lambda", "Bo")
@@ -84,16 +85,32 @@ def test_the_teacher_counts_the_students_and_sees_their_findings(config, monkeyp
     status, best, table = teacher.view("owl-42", config)
     assert f"{before + 3} students" in status and "1 at 2. adding them up" in status
     assert "Bo" in best and table.iloc[0]["setting"] == "lambda 0.4, 3 experts"
-    students[2].close()
+    config.shared.close(students[2].session_hash)  # gradio's unload: the tab was closed
     assert config.shared.class_now()["students"] == before + 2  # a closed tab leaves the count
     for student in students:
         student.close()
+
+
+def test_a_page_that_stops_saying_it_is_open_leaves_the_count_within_seconds(config):
+    from app.shared import PRESENT_EVERY_S, PRESENT_S
+
+    student, lurker = Session(), Session()
+    before = config.shared.class_now(now=1000.0)["students"]
+    config.shared.here(student, now=1000.0)
+    config.shared.here(lurker, now=1000.0)  # a page open, nothing clicked yet: counted too
+    assert config.shared.class_now(now=1000.0 + PRESENT_S)["students"] == before + 2
+    config.shared.here(student, now=1000.0 + PRESENT_EVERY_S)
+    assert config.shared.class_now(now=1000.0 + PRESENT_S + 0.5)["students"] == before + 1  # the lurker's tab closed
+    assert PRESENT_EVERY_S < PRESENT_S <= 5.0  # the 5 s, with a tick to spare
 
 
 def test_the_board_through_the_api(config, monkeypatch):
     monkeypatch.setenv(teacher.CODE_ENV, "owl-42")
     config.shared.board.clear()
     with launched(config) as (_, client):
+        before = config.shared.class_now()["students"]
+        client.predict(api_name="/lesson_here")  # what the page's timer sends every 2 s
+        assert config.shared.class_now()["students"] == before + 1
         client.predict(chosen=["task0", "task1"], api_name="/lesson_meet")
         client.predict(lam_value=0.5, api_name="/lesson_add")
         note = client.predict(name="Cy", api_name="/submit_to_board")

@@ -160,6 +160,8 @@ def test_classroom_board_tiny(capsys):
     assert board["board_submitted"] == board["board_seen"] == 6 and board["teacher_errors"] == []
     assert 0 <= board["board_lag_s"] <= 5 and board["board_all_seen_s"] >= board["board_last_submit_s"] > 0
     assert board["count_max"] >= 2 and board["count_join_lag_s"] is not None
+    # the pages stop ticking: the count falls within seconds (gradio's own notice of a closed tab took ~30 s)
+    assert board["count_leave_lag_s"] is not None and board["count_leave_lag_s"] <= 10
     for endpoint in ("/submit_to_board", "/submit_to_board_forget", "/submit_to_board_wemoe"):
         assert result["endpoints"][endpoint]["calls"] == 2 and result["endpoints"][endpoint]["failed"] == 0
 
