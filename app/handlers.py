@@ -401,6 +401,62 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
 # 6. Export -------------------------------------------------------------------------------------------------------
 
 
+def export_with_card(session: Session, name: str | None) -> str:
+    """Save merge ``name`` as a zip of the folder ``python -m wemoe merge --out FOLDER`` writes (the weights, its
+    config, the results JSON and a model card with the accuracy table and the command that makes it again); returns
+    the zip's path. The table (pretrained, each expert, this merge) comes from the shared cache when a class made it."""
+    import shutil
+    import tempfile
+
+    from wemoe.evaluation.card import export_folder
+    from wemoe.evaluation.report import build_report
+    from wemoe.workbench.workbench import EXPERTS, PRETRAINED
+
+    bench = loaded_bench(session)
+    if not isinstance(name, str) or name not in bench.merges:
+        known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
+        raise gr.Error(f"Choose a merge to export. Merges: {known}.")
+    result = bench.merges[name]
+    path = session.workdir / f"{session.zoo_name}-{name}.zip"
+    with friendly(f"Exporting {name} with its model card"), busy(session):
+        table = bench.evaluate([PRETRAINED, EXPERTS, name])
+        report = build_report(session.zoo_name or "custom", bench.task_names, table, {name: result})
+        adaptation = last_run_settings(result)
+        with tempfile.TemporaryDirectory(dir=session.workdir) as folder, atomic_path(path) as written:
+            export_folder(folder, bench, name, table, report, adaptation,
+                          reproduce_command(session.zoo_name, bench, name, adaptation))
+            shutil.make_archive(str(written.with_suffix("")), "zip", folder)  # writes ``written`` itself
+    return str(path)
+
+
+def last_run_settings(result: Any) -> dict[str, Any] | None:
+    """The settings of the merge's latest adaptation run (its cache key ends with them), or None when not adapted."""
+    from wemoe.workbench.cached_runs import ADAPT_RUN
+
+    if not result.adapt_steps or not isinstance(result.key, tuple) or not isinstance(result.key[-1], tuple):
+        return None
+    last = result.key[-1]
+    return dict(zip(ADAPT_RUN, last, strict=True)) if len(last) == len(ADAPT_RUN) else None
+
+
+def reproduce_command(zoo: str | None, bench: Any, name: str, adaptation: Mapping[str, Any] | None) -> str:
+    """The ``python -m wemoe merge`` command that makes merge ``name`` again (a custom zoo: named by its sources)."""
+    import shlex
+
+    from wemoe.__main__ import ADAPT_FLAGS
+
+    result = bench.merges[name]
+    words = ["python", "-m", "wemoe", "merge", "--zoo", zoo or "custom", "--tasks", ",".join(bench.task_names),
+             "--method", result.method]
+    words += [f"--param={result.method}.{key}={value}" for key, value in result.params.items()]
+    if adaptation:
+        for setting, value in adaptation.items():
+            words += [ADAPT_FLAGS[setting][0], str(result.adapt_steps if setting == "steps" else value)]
+    else:
+        words += [ADAPT_FLAGS["steps"][0], "0"]
+    return shlex.join([*words, "--out", f"{name}-merge"])
+
+
 def export(session: Session, name: str | None) -> str:
     """Save merge ``name`` (static: open_clip CLIP safetensors; WEMoE: the WEMoE format) and return the file path."""
     from wemoe.evaluation.export import save_model

@@ -163,6 +163,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     with gr.Row():
                         export_name = gr.Dropdown(choices=[], label="Merge to export", allow_custom_value=True)
                         export_button = gr.Button("Export model", interactive=False)
+                        with_card = gr.Checkbox(False, label="With its model card (a zip: weights, config, results, "
+                                                "README)")
                     model_file = gr.File(label="Model file", interactive=False)
 
         # Events ------------------------------------------------------------------------------------------------
@@ -300,10 +302,11 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                              preprocess=False, show_progress_on=[routing_note], **LONG)
 
         @quiet
-        def export_event(state, merge):
-            return handlers.export(state, merge)
+        def export_event(state, merge, card=False):
+            return handlers.export_with_card(state, merge) if card is True else handlers.export(state, merge)
 
-        export_button.click(export_event, [session, export_name], [model_file], api_name="export", preprocess=False,
+        export_button.click(export_event, [session, export_name, with_card], [model_file], api_name="export",
+                            preprocess=False,
                             **MODELS)
 
         with lab:
