@@ -219,7 +219,7 @@ def test_classify_gives_emr_the_heads_task_and_no_task_gives_its_mean():
 
 # The attention layout a per-matrix rule sees (issue #35)
 
-LAYOUT_METHODS = ("tsv_m", "iso_c", "iso_cts", "wudi")
+LAYOUT_METHODS = ("tsv_m", "iso_c", "iso_cts", "wudi")  # per-matrix rules; EMR's rescalers below
 FEW_STEPS = {"wudi": {"steps": 3, "lr": 1e-3}}
 
 
@@ -253,19 +253,38 @@ def test_split_merges_q_k_v_separately_and_fuses_again(name):
     assert torch.equal(split[mlp], fused[mlp])  # every other matrix is merged the same way
 
 
-@pytest.mark.parametrize("name", LAYOUT_METHODS)
+def _merged(name, zoo, **params):
+    model = get_method(name)(zoo, **params)
+    return model.task_state(zoo.task_names[0]) if name == "emr_merging" else model.state_dict()
+
+
+@pytest.mark.parametrize("name", [*LAYOUT_METHODS, "emr_merging"])
 def test_the_default_layout_follows_the_experts_source(name):
     params = FEW_STEPS.get(name, {})
     assert get_method(name).resolve()["attention"] == "source"
     zoo = tiny_zoo(n_experts=2, seed=6)
     assert zoo.source_layout == "fused"  # open_clip experts
     key = "transformer.resblocks.1.attn.in_proj_weight"
-    default = get_method(name)(zoo, **params).state_dict()[key]
-    assert torch.equal(default, get_method(name)(zoo, attention="fused", **params).state_dict()[key])
+    default = _merged(name, zoo, **params)[key]
+    assert torch.equal(default, _merged(name, zoo, attention="fused", **params)[key])
     hf = _hf_sourced(tiny_zoo(n_experts=2, seed=6))
     assert hf.source_layout == "split"
-    default = get_method(name)(hf, **params).state_dict()[key]
-    assert torch.equal(default, get_method(name)(hf, attention="split", **params).state_dict()[key])
+    default = _merged(name, hf, **params)[key]
+    assert torch.equal(default, _merged(name, hf, attention="split", **params)[key])
+    assert not torch.equal(default, _merged(name, hf, attention="fused", **params)[key])
+
+
+def test_emr_split_rescales_with_the_q_k_v_thirds_as_tensors():
+    # task 1: the q third 1, k and v 0; task 2: q -0.1, k and v 0.5 (weights [6, 2], rows q q k k v v).
+    # Elected: + everywhere (q sums to 0.9); unified q 1.0, k and v 0.5; task 1 keeps q, task 2 keeps k and v.
+    a = TaskVector({"attn.in_proj_weight": torch.cat([torch.ones(2, 2), torch.zeros(4, 2)])})
+    b = TaskVector({"attn.in_proj_weight": torch.cat([torch.full((2, 2), -0.1), torch.full((4, 2), 0.5)])})
+    # task 2, fused: mean|b| = (0.1*4 + 0.5*8)/12 over kept mean (0.5*8)/12 = 4.4/4; split: sum of the thirds' means
+    _, _, fused = emr_merge([a, b], "fused")
+    _, _, split = emr_merge([a, b], "split")
+    assert fused[1].item() == pytest.approx(4.4 / 4.0)
+    assert split[1].item() == pytest.approx((0.1 + 0.5 + 0.5) / (0.0 + 0.5 + 0.5))  # sum of the thirds' means
+    assert fused[0].item() == pytest.approx(1.0) and split[0].item() == pytest.approx(1.0)
 
 
 def test_the_results_json_records_the_layout(tiny_cli_zoo, tmp_path):

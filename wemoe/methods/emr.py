@@ -5,6 +5,10 @@
    ``tau_uni``.
 2. Mask: per task, the weights where its own task vector agrees with the elected sign (``tau_t * sign > 0``).
 3. Rescale: per task, ``sum_p mean|tau_t[p]| / sum_p mean|mask_t[p] * tau_uni[p]|`` over the parameter tensors ``p``.
+   A mean per tensor weighs tensors, not entries, so the rescalers depend on how attention is cut: with
+   ``attention=split`` the q, k and v thirds of ``in_proj_weight`` and ``in_proj_bias`` count as the six tensors of
+   Hugging Face's layout (as FusionBench rescales the paper's experts), with ``fused`` as open_clip's two; ``source``
+   (the default) follows the experts' layout (``wemoe.methods.matrix_merge``). Steps 1 and 2 are per entry.
 
 Task ``t``'s model is ``theta_0 + rescaler_t * mask_t * tau_uni``; with one task it is that expert. The merged model is
 *task-conditioned*: ``model.for_task(task)`` gives that task's tower (``wemoe.evaluation.evaluate.tower_for`` uses it,
@@ -22,14 +26,22 @@ from torch import nn
 from torch.func import functional_call
 
 from wemoe.methods.base import MergeMethod
+from wemoe.methods.matrix_merge import ATTENTION, attention_layout
 from wemoe.methods.registry import register
 from wemoe.task_vector import TaskVector, task_vectors
 from wemoe.zoo.zoo import Zoo
 
 
-def emr_merge(vectors: list[TaskVector]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+def _mean_abs(stacked: torch.Tensor, thirds: bool) -> torch.Tensor:
+    """Per task, ``mean|x|`` of one tensor ``[T, ...]``, or (``thirds``) the sum of its q, k, v thirds' means."""
+    parts = stacked.chunk(3, dim=1) if thirds else (stacked,)
+    return sum(part.abs().flatten(1).mean(dim=1).double() for part in parts)
+
+
+def emr_merge(vectors: list[TaskVector], attention: str = "fused",
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """``(tau_uni, masks, rescalers)``: the unified vector by name, the stacked boolean masks ``[T, ...]`` by name,
-    and the ``[T]`` rescalers."""
+    and the ``[T]`` rescalers (``attention``: ``split`` or ``fused``, how the rescalers count attention's input)."""
     unified, masks = {}, {}
     own = torch.zeros(len(vectors), dtype=torch.float64)
     kept = torch.zeros(len(vectors), dtype=torch.float64)
@@ -39,8 +51,9 @@ def emr_merge(vectors: list[TaskVector]) -> tuple[dict[str, torch.Tensor], dict[
         mask = stacked * sign > 0
         unified[key] = sign * (stacked.abs() * mask).amax(dim=0)
         masks[key] = mask
-        own += stacked.abs().flatten(1).mean(dim=1).double()
-        kept += (mask * unified[key]).abs().flatten(1).mean(dim=1).double()
+        thirds = attention == "split" and "attn.in_proj_" in key
+        own += _mean_abs(stacked, thirds)
+        kept += _mean_abs(mask * unified[key], thirds)
     rescalers = torch.where(kept > 0, own / kept.clamp(min=1e-300), torch.zeros_like(own))
     return unified, masks, rescalers.float()
 
@@ -52,11 +65,12 @@ class EMRModel(nn.Module):
     and ``static_tower()`` is that mean as a plain tower (what export saves).
     """
 
-    def __init__(self, tower: nn.Module, task_names: list[str], vectors: list[TaskVector]) -> None:
+    def __init__(self, tower: nn.Module, task_names: list[str], vectors: list[TaskVector],
+                 attention: str = "fused") -> None:
         super().__init__()
         self.tower = tower.requires_grad_(False)
         self.task_names = list(task_names)
-        unified, masks, rescalers = emr_merge(vectors)
+        unified, masks, rescalers = emr_merge(vectors, attention)
         self.names = list(unified)
         for i, name in enumerate(self.names):
             self.register_buffer(f"unified_{i}", unified[name])
@@ -109,7 +123,9 @@ class EMRMerging(MergeMethod):
     description = "Elect one unified task vector; each task gets its own mask and rescaler (needs the task)."
     reference_url = "https://arxiv.org/abs/2405.17461"
     order = 30
+    params = (ATTENTION,)
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         vectors = list(task_vectors(zoo.base_state, zoo.experts).values())
-        return EMRModel(zoo.visual_with(zoo.base_state), zoo.task_names, vectors).eval()
+        layout = attention_layout(zoo, params["attention"])
+        return EMRModel(zoo.visual_with(zoo.base_state), zoo.task_names, vectors, layout).eval()
