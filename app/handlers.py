@@ -408,6 +408,17 @@ def export_with_card(session: Session, name: str | None) -> str:
     import shutil
     import tempfile
 
+    loaded_bench(session)
+    path = session.workdir / f"{session.zoo_name}-{name}.zip"
+    with tempfile.TemporaryDirectory(dir=session.workdir) as folder, atomic_path(path) as written:
+        write_card_folder(session, name, folder)
+        shutil.make_archive(str(written.with_suffix("")), "zip", folder)  # writes ``written`` itself
+    return str(path)
+
+
+def write_card_folder(session: Session, name: str | None, folder: Any) -> None:
+    """Write merge ``name`` into ``folder`` as ``python -m wemoe merge --out FOLDER`` does (see
+    :func:`export_with_card`)."""
     from wemoe.evaluation.card import export_folder
     from wemoe.evaluation.report import build_report
     from wemoe.workbench.workbench import EXPERTS, PRETRAINED
@@ -417,16 +428,12 @@ def export_with_card(session: Session, name: str | None) -> str:
         known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
         raise gr.Error(f"Choose a merge to export. Merges: {known}.")
     result = bench.merges[name]
-    path = session.workdir / f"{session.zoo_name}-{name}.zip"
     with friendly(f"Exporting {name} with its model card"), busy(session):
         table = bench.evaluate([PRETRAINED, EXPERTS, name])
         report = build_report(session.zoo_name or "custom", bench.task_names, table, {name: result})
         adaptation = last_run_settings(result)
-        with tempfile.TemporaryDirectory(dir=session.workdir) as folder, atomic_path(path) as written:
-            export_folder(folder, bench, name, table, report, adaptation,
-                          reproduce_command(session.zoo_name, bench, name, adaptation))
-            shutil.make_archive(str(written.with_suffix("")), "zip", folder)  # writes ``written`` itself
-    return str(path)
+        export_folder(folder, bench, name, table, report, adaptation,
+                      reproduce_command(session.zoo_name, bench, name, adaptation))
 
 
 def last_run_settings(result: Any) -> dict[str, Any] | None:

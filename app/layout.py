@@ -18,6 +18,7 @@ from app.analysis_tab import build_analysis_tab
 from app.controls import param_control, setting_control, setting_default
 from app.events import quiet, reported, uploaded, with_signature
 from app.gpu import gpu_chunk, on_gpu
+from app.hub_push import build_push_controls
 from app.lesson_page import build_lesson
 from app.mcp_tools import build_tools
 from app.session import CUSTOM, AppConfig, Session, close_session
@@ -166,6 +167,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                         with_card = gr.Checkbox(False, label="With its model card (a zip: weights, config, results, "
                                                 "README)")
                     model_file = gr.File(label="Model file", interactive=False)
+                    build_push_controls(session, export_name, MODELS)  # sign in and push, on a Space with OAuth
 
         # Events ------------------------------------------------------------------------------------------------
         # Progress shows as status text (merge_status, table_note, routing_note), never as an overlay on the plots;
