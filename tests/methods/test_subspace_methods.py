@@ -294,3 +294,23 @@ def test_the_results_json_records_the_layout(tiny_cli_zoo, tmp_path):
     assert report["run"]["source_layout"] == "fused"
     assert report["methods"]["iso_c"]["params"]["attention"] == "source"
     assert report["methods"]["iso_c"]["attention"] == "fused" and report["methods"]["tsv_m"]["attention"] == "split"
+
+
+def test_layer_wise_adamerging_learns_q_k_v_coefficients_when_split():
+    zoo = tiny_zoo(n_experts=2, seed=7)
+    fused = get_method("adamerging")(zoo)
+    split = get_method("adamerging")(_hf_sourced(tiny_zoo(n_experts=2, seed=7)))  # the default follows the source
+    blocks = 2  # tiny: two blocks, each with an in_proj weight and bias: 2 more columns each in split
+    assert split.coefficients.shape[1] == fused.coefficients.shape[1] + 4 * blocks
+    key = "transformer.resblocks.0.attn.in_proj_weight"
+    assert torch.allclose(split.merged_state()[key], fused.merged_state()[key], atol=1e-6)  # equal at the start
+    i = split.names.index(key)
+    column = sum(split.parts[:i])
+    with torch.no_grad():
+        split.coefficients[0, column + 1] = 1.0  # task 0's k rows only
+    third = zoo.base_state[key].shape[0] // 3
+    delta = split.merged_state()[key] - fused.merged_state()[key]
+    tau0 = zoo.experts["task0"][key] - zoo.base_state[key]
+    assert torch.allclose(delta[third:2 * third], 0.7 * tau0[third:2 * third], atol=1e-6)
+    assert delta[:third].abs().max() < 1e-6 and delta[2 * third:].abs().max() < 1e-6
+    assert "attention" not in {p.name for p in get_method("task_wise_adamerging").params}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wemoe.methods.adamerging import AdaMerging, LayerWiseMergedTower
+from wemoe.methods.adamerging import INITIAL, LayerWiseMergedTower
 from wemoe.methods.base import MergeMethod
 from wemoe.methods.registry import register
 from wemoe.task_vector import task_vectors
@@ -35,7 +35,7 @@ class TaskWiseAdaMerging(MergeMethod):
     reference_url = "https://arxiv.org/abs/2310.02575"
     order = 39
     adaptive = True
-    params = AdaMerging.params
+    params = (INITIAL,)  # one coefficient per task: no attention layout to choose
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
         vectors = list(task_vectors(zoo.base_state, zoo.experts).values())
