@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from app import figures, handlers
 from app.analysis_tab import cost_view, interference_view, lambda_sweep_view
 from app.errors import friendly, refuse
-from app.inputs import adapt_setting, number
+from app.inputs import adapt_setting, adapt_value, number
 from app.jobs import busy
 from app.session import AppConfig, Session
 
@@ -162,7 +162,8 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
     """Step 5: merge with WEMoE and adapt its routers live, yielding (status, loss curve, routing per task)."""
     bench = bench_of(session, config)
     session.lesson_step = "route"
-    steps = config.default_steps if steps is None else steps
+    # checked before any work: a class challenge ("best WEMoE within N steps") sets it on the page
+    steps = config.default_steps if steps is None else adapt_value("steps", steps, minimum=1)
     yield "Merging with WEMoE (each block's MLP gets a router)...", gr.skip(), gr.skip()
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, default_steps=steps)
     status = ""

@@ -54,6 +54,9 @@ def pocket_tasks(root: Path = POCKET_DIR) -> list[str]:
         return []
 
 
+ROUTE_STEPS_MIN, ROUTE_STEPS_MAX = 10, 200  # step 5's slider: each value the class picks is one shared run
+
+
 def stamp(session: Any, request: gr.Request | None) -> None:
     """Tie the session to its browser tab (gradio's session id): the board's per-student limit and closing the tab
     (``demo.unload``) need it, and a lesson step may be the tab's first call."""
@@ -132,8 +135,13 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[4]]}", size="sm", elem_id="lesson-next-4"))
         with gr.Step(lesson.TITLES["route"], id=4):
             gr.Markdown(_text("route"))
-            route_button = gr.Button("Merge with WEMoE and let the routers learn", variant="primary",
-                                     elem_id="lesson-route")
+            with gr.Row(equal_height=True):  # the button first: the step's main control, then how long it learns
+                route_button = gr.Button("Merge with WEMoE and let the routers learn", variant="primary", scale=2,
+                                         elem_id="lesson-route")
+                route_steps = gr.Slider(min(ROUTE_STEPS_MIN, config.default_steps), ROUTE_STEPS_MAX,
+                                        value=config.default_steps, step=1,
+                                        label="Adaptation steps (more: slower, often better)", scale=3,
+                                        elem_id="lesson-steps")
             route_note = gr.Markdown(elem_id="lesson-route-note")
             with gr.Row():
                 loss_plot = gr.Plot(lesson.loss_placeholder(), label="The routers' loss", elem_id="lesson-loss")
@@ -235,11 +243,12 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                         api_name="lesson_forget", show_progress_on=[forget_note], **long)
 
     @quiet
-    def route_event(state, request: gr.Request = None):
+    def route_event(state, steps=None, request: gr.Request = None):
         stamp(state, request)
-        yield from lesson.route(state, config)
+        yield from lesson.route(state, config, steps)
 
-    route_button.click(route_event, [session], [route_note, loss_plot, routing_plot], api_name="lesson_route",
+    route_button.click(route_event, [session, route_steps], [route_note, loss_plot, routing_plot],
+                       api_name="lesson_route",
                        show_progress_on=[route_note], **long)
 
     @quiet

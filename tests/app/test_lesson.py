@@ -140,6 +140,10 @@ def test_every_lesson_step_is_an_endpoint(tmp_path):
         assert "task1" in note
         status, *_ = client.predict(api_name="/lesson_route")
         assert status.startswith("Adapted WEMoE (routed)")
+        with pytest.raises(Exception, match="Adaptation steps"):
+            client.predict(steps=0, api_name="/lesson_route")  # the slider's range, checked before any work
+        status, *_ = client.predict(steps=2, api_name="/lesson_route")
+        assert "2 steps" in status
         client.predict(api_name="/lesson_cost")
         link = client.predict(chosen=["task0", "task1"], lam_value=0.5, task="task1", amount=1.0,
                               api_name="/lesson_link")
