@@ -401,6 +401,15 @@ def routing(session: Session, method: str = "umap", config: AppConfig | None = N
 # 6. Export -------------------------------------------------------------------------------------------------------
 
 
+def exported_merge(session: Session, name: Any) -> Any:
+    """The session's workbench, once ``name`` is checked to be one of its merges (a clear error otherwise)."""
+    bench = loaded_bench(session)
+    if not isinstance(name, str) or name not in bench.merges:
+        known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
+        raise gr.Error(f"Choose a merge to export. Merges: {known}.")
+    return bench
+
+
 def export_with_card(session: Session, name: str | None) -> str:
     """Save merge ``name`` as a zip of the folder ``python -m wemoe merge --out FOLDER`` writes (the weights, its
     config, the results JSON and a model card with the accuracy table and the command that makes it again); returns
@@ -408,7 +417,7 @@ def export_with_card(session: Session, name: str | None) -> str:
     import shutil
     import tempfile
 
-    loaded_bench(session)
+    exported_merge(session, name)  # before any path is made of the name
     path = session.workdir / f"{session.zoo_name}-{name}.zip"
     with tempfile.TemporaryDirectory(dir=session.workdir) as folder, atomic_path(path) as written:
         write_card_folder(session, name, folder)
@@ -423,10 +432,7 @@ def write_card_folder(session: Session, name: str | None, folder: Any) -> None:
     from wemoe.evaluation.report import build_report
     from wemoe.workbench.workbench import EXPERTS, PRETRAINED
 
-    bench = loaded_bench(session)
-    if not isinstance(name, str) or name not in bench.merges:
-        known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
-        raise gr.Error(f"Choose a merge to export. Merges: {known}.")
+    bench = exported_merge(session, name)
     result = bench.merges[name]
     with friendly(f"Exporting {name} with its model card"), busy(session):
         table = bench.evaluate([PRETRAINED, EXPERTS, name])
@@ -468,10 +474,7 @@ def export(session: Session, name: str | None) -> str:
     """Save merge ``name`` (static: open_clip CLIP safetensors; WEMoE: the WEMoE format) and return the file path."""
     from wemoe.evaluation.export import save_model
 
-    bench = loaded_bench(session)
-    if not isinstance(name, str) or name not in bench.merges:
-        known = ", ".join(bench.merges) or "none yet: merge first (step 2)"
-        raise gr.Error(f"Choose a merge to export. Merges: {known}.")
+    bench = exported_merge(session, name)
     path = session.workdir / f"{session.zoo_name}-{name}.safetensors"
     with friendly(f"Exporting {name}"), busy(session), atomic_path(path) as written:
         save_model(bench.zoo.clip, bench.merges[name].model, written)

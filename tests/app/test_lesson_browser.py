@@ -13,7 +13,7 @@ SIZES = ((1280, 800), (390, 844))
 # step: (its main button, the element its result lands in, the text that says it is there)
 STEP_RESULTS = (("#lesson-meet", "#lesson-meet-plot", None), ("#lesson-add", "#lesson-add-plot", None),
                 ("#lesson-interfere", "#lesson-interfere-plot", None), ("#lesson-forget", "#lesson-forget-plot", None),
-                ("#lesson-route", "#lesson-route-note", "Adapted WEMoE"), ("#lesson-try", "#lesson-try-answers", "%"),
+                ("#lesson-route", "#lesson-route-note", "on average"), ("#lesson-try", "#lesson-try-answers", "%"),
                 ("#lesson-cost", "#lesson-cost-plot", None))
 
 
