@@ -7,6 +7,7 @@
     python -m wemoe merge --zoo pocket --method wemoe --adapt-steps 300 --out wemoe.safetensors
     python -m wemoe table ... --devices 4 [--accelerator cuda] [--strategy ddp]   # adapt on 4 GPUs (Fabric DDP)
     python -m wemoe calibrate-kernel      # where the fused CPU kernel pays on this machine (about two minutes)
+    python -m wemoe scaling --zoo pocket --counts 2,4,8 --subsets 3 --json out.json   # accuracy vs number of tasks
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from wemoe.adaptation.distributed import (
     is_main_process,
     start_fabric,
 )
+from wemoe.analysis.scaling_cli import add_scaling_command
 from wemoe.analysis.sweep import best_task_arithmetic
 from wemoe.analysis.views_cli import add_view_commands
 from wemoe.errors import WemoeError
@@ -362,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.set_defaults(run=command_methods)
     add_view_commands(commands, common, lambda args: load_on_every_rank(args, None),
                       lambda bench, name, args: run_adaptation(bench, name, args), parse_params)
+    add_scaling_command(commands, load_workbench, parse_params)
     return parser
 
 
