@@ -123,6 +123,7 @@ class ScalingResult:
     params: dict[str, dict[str, Any]]
     adaptation: dict[str, Any] | None
     runs: list[SubsetRun]
+    experts: dict[str, float] = field(default_factory=dict)  # each expert's accuracy (%) on its own task
     task_given: list[str] = field(default_factory=list)
 
     def summary(self) -> pd.DataFrame:
@@ -148,6 +149,7 @@ class ScalingResult:
                 "subset's tasks", "tasks": list(self.tasks), "methods": list(self.methods),
                 "counts": list(self.counts), "subsets_per_count": self.subsets, "seed": self.seed,
                 "params": self.params, "adaptation": self.adaptation, "task_given": list(self.task_given),
+                "experts": {t: round(v, 4) for t, v in self.experts.items()},
                 "summary": summary, "runs": [run.to_dict() for run in self.runs]}
 
 
@@ -208,4 +210,5 @@ def accuracy_by_task_count(
             progress(done / len(plan), f"{count} tasks: {', '.join(subset)}")
         runs.append(score_subset(bench, subset, methods, resolved, settings, experts))
     given = [m for m in methods if any(m in run.task_given for run in runs)]
-    return ScalingResult(list(bench.task_names), methods, counts, subsets, seed, resolved, settings, runs, given)
+    return ScalingResult(list(bench.task_names), methods, counts, subsets, seed, resolved, settings, runs,
+                         {t: float(experts[t]) for t in bench.task_names}, given)
