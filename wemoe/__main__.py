@@ -8,6 +8,7 @@
     python -m wemoe table ... --devices 4 [--accelerator cuda] [--strategy ddp]   # adapt on 4 GPUs (Fabric DDP)
     python -m wemoe calibrate-kernel      # where the fused CPU kernel pays on this machine (about two minutes)
     python -m wemoe scaling --zoo pocket --counts 2,4,8 --subsets 3 --json out.json   # accuracy vs number of tasks
+    python -m wemoe zoos                  # every zoo: tasks, download size, memory per method (estimates)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from wemoe.methods import get_method, list_methods
 from wemoe.methods.matrix_merge import attention_layout
 from wemoe.workbench.workbench import EXPERTS, ORACLE, PRETRAINED, Workbench
 from wemoe.zoo.presets import PRESETS
+from wemoe.zoo.zoos_cli import add_zoos_command
 
 ADAPT_FLAGS = {
     "steps": ("--adapt-steps", "adapt_steps"),
@@ -365,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_view_commands(commands, common, lambda args: load_on_every_rank(args, None),
                       lambda bench, name, args: run_adaptation(bench, name, args), parse_params)
     add_scaling_command(commands, load_workbench, parse_params)
+    add_zoos_command(commands)
     return parser
 
 

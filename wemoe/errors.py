@@ -15,3 +15,7 @@ class TaskError(WemoeError):
 
 class MethodError(WemoeError):
     """A merge method is unknown, or one of its parameters is missing or out of range."""
+
+
+class MergeTooLarge(WemoeError):
+    """A merge would not fit in the memory allowed: refused before it starts, naming what it needs and what fits."""

@@ -142,7 +142,7 @@ def test_base_checkpoint_mismatch(saved, tmp_path):
 
 
 def test_unknown_preset_lists_known():
-    with pytest.raises(ZooError, match="Known zoos: pocket, vit-b-32-8tasks, vit-l-14-8tasks"):
+    with pytest.raises(ZooError, match="Known zoos: pocket, vit-b-32-8tasks, vit-b-32-14tasks, .*, vit-l-14-20tasks"):
         load_zoo("vit-b-99")
 
 
@@ -180,7 +180,8 @@ def test_presets_follow_the_paper():
     assert (l14.model, l14.pretrained, l14.quick_gelu) == ("ViT-L-14", "openai", True)
     assert b32.experts["stanford-cars"] == "tanganke/clip-vit-base-patch32_stanford-cars"
     assert l14.experts["dtd"] == "tanganke/clip-vit-large-patch14_dtd"
-    assert len(b32.experts) == len(l14.experts) == 8 and set(PRESETS) == {"vit-b-32-8tasks", "vit-l-14-8tasks"}
+    assert len(b32.experts) == len(l14.experts) == 8
+    assert set(PRESETS) == {f"vit-{m}-{n}tasks" for m in ("b-32", "b-16", "l-14") for n in (8, 14, 20)}
 
 
 def test_tiny_zoo_experts_differ_and_are_deterministic():

@@ -54,7 +54,7 @@ class Task:
 
 _REGISTRY: dict[str, Task] = {}
 # Modules whose import registers tasks; imported lazily so `import wemoe.tasks.registry` stays light.
-_PROVIDERS = ("wemoe.tasks.standard_tasks", "wemoe.pocket.tasks")
+_PROVIDERS = ("wemoe.tasks.standard_tasks", "wemoe.tasks.tall_tasks", "wemoe.pocket.tasks")
 
 
 def register_task(task: Task) -> Task:

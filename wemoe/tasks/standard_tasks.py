@@ -8,6 +8,7 @@ and cached by it; offline, a task whose data is not in the cache raises a TaskEr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import datasets
@@ -90,10 +91,17 @@ def read_classnames(task: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
-def hub_loader(name: str, repo: str, config: str | None):
-    """A ``load_split`` function reading ``repo`` (``config``) from the hub, its columns normalised."""
+def hub_loader(name: str, repo: str, config: str | None, split_names: Mapping[str, str] | None = None,
+               label_column: str | None = None):
+    """A ``load_split`` function reading ``repo`` (``config``) from the hub, its columns normalised.
+
+    ``split_names`` maps our split names to the dataset's where they differ (food101 has no ``test``: its
+    ``validation`` is the test set); ``label_column`` names the label column when it is not found by itself (fer2013's
+    ``cls``)."""
+    aliases = dict(split_names or {})
 
     def load_split(split: str) -> datasets.Dataset:
+        split = aliases.get(split, split)
         try:
             data = datasets.load_dataset(repo, config, split=split)
         except DatasetNotFoundError as error:
@@ -110,7 +118,7 @@ def hub_loader(name: str, repo: str, config: str | None):
             ) from error
         except ValueError as error:  # an unknown split name
             raise TaskError(f"Task {name!r} ({repo}) has no split {split!r}: {error}") from error
-        return normalise_columns(data)
+        return normalise_columns(data, label_column=label_column if label_column in data.features else None)
 
     return load_split
 

@@ -52,6 +52,8 @@ from wemoe.tasks.splits import TEST
 from wemoe.workbench.cached_runs import Waiting, adapt_once, recorded_run, run_key, watch_run
 from wemoe.workbench.loaded_zoo import LoadedZoo
 from wemoe.workbench.result_cache import ResultCache
+from wemoe.workbench.result_codecs import TowerCodec
+from wemoe.zoo.memory_plan import check_merge_fits, shape_of_zoo
 from wemoe.zoo.zoo import Zoo
 
 PRETRAINED = "pretrained"
@@ -128,9 +130,13 @@ class Workbench:
         ``tasks``: only these experts (at least two; :meth:`LoadedZoo.subset`), whose results are kept under their
         own key. The results are shared only with workbenches on the same scored and adaptation images: a zoo loaded
         with ``adapt_split='heldout'`` scores (and adapts on) other images than one loaded with ``test``, so its
-        results are kept under ``(key, 'heldout')``."""
+        results are kept under ``(key, 'heldout')``. With a cache that keeps results on disk (``cache.store``) the key
+        also holds the zoo's content hash (:meth:`LoadedZoo.fingerprint`): changed weights or images never meet the
+        results of the old ones."""
         bench = cls.__new__(cls)
         bench.zoo_key = key
+        if cache is not None and key is not None and getattr(cache, "store", None) is not None:
+            key = (key, "zoo", loaded.whole.fingerprint())
         if tasks is not None and list(tasks) != loaded.task_names:
             loaded = loaded.subset(tasks)
             key = None if key is None else (key, "tasks", tuple(loaded.task_names))
@@ -179,10 +185,10 @@ class Workbench:
         """Every task's test images as tensors (shared)."""
         return self.loaded.data(progress)
 
-    def _cached(self, key: Hashable | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    def _cached(self, key: Hashable | None, compute: Callable[[], Any], codec: Any = None) -> tuple[Any, bool]:
         if self.cache is None or key is None:
             return compute(), False
-        return self.cache.get_or_compute((self.cache_key, *key), compute)
+        return self.cache.get_or_compute((self.cache_key, *key), compute, codec=codec)
 
     def merge(self, method: str, params: Mapping[str, Any] | None = None, name: str | None = None) -> MergeResult:
         """Merge with a registered method (parameters checked first) and keep the result under ``name`` (default:
@@ -207,11 +213,17 @@ class Workbench:
         start = time.perf_counter()
         with stopping(stop):
             check_stop()
-            model, hit = self._cached(key, lambda: merger.merge(self.zoo, **resolved))
+            model, hit = self._cached(key, lambda: self._merge_within_memory(merger, resolved), TowerCodec(self.zoo))
         if self.cache is not None and trainable_parameters(model):
             model = own_copy(model)  # the cache's model stays as it was made: these routers are this workbench's own
         return MergeResult(method, resolved, model, merge_seconds=time.perf_counter() - start,
                            key=key if self.cache is not None else None, from_cache=hit)
+
+    def _merge_within_memory(self, merger: Any, resolved: dict[str, Any]) -> nn.Module:
+        """``merger.merge`` on this zoo, refused first (MergeTooLarge) when its estimated peak would not fit in memory
+        (``wemoe.zoo.memory_plan``)."""
+        check_merge_fits(shape_of_zoo(self.zoo), merger.name, resolved, len(self.loaded.whole.task_names))
+        return merger.merge(self.zoo, **resolved)
 
     def build_many(self, methods: Mapping[str, Mapping[str, Any] | None], stop: Callable[[], bool] | None = None,
                    made: dict[str, MergeResult] | None = None,
