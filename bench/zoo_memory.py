@@ -1,11 +1,11 @@
 """Peak RSS of a real-sized zoo loaded from a local Hugging Face cache: load, merges, adaptation, expert evaluation.
 
-The script builds a cache in the hub's layout (``models--owner--name/{blobs,refs,snapshots}``) holding what the
-``vit-b-32-8tasks`` preset downloads: open_clip's ``timm/vit_base_patch32_clip_224.openai`` base checkpoint and the
-eight ``tanganke/clip-vit-base-patch32_<task>`` CLIPVisionModel experts (transformers 4.x key layout and
-``config.json``), all random (seeded; each expert = base image tower + 1% noise per tensor). Then every phase runs in
-a fresh process with ``HF_HUB_CACHE`` pointed at the cache and ``HF_HUB_OFFLINE=1``, and reads its peak RSS
-(``VmHWM`` in ``/proc/self/status``):
+The zoo is the stand-in of ``bench/standin_zoo.py``: what the ``vit-b-32-8tasks`` preset downloads (open_clip's
+``timm/vit_base_patch32_clip_224.openai`` base and the eight ``tanganke/clip-vit-base-patch32_<task>``
+CLIPVisionModel experts) in the hub's layout, random (seeded; each expert = base image tower + 1% noise per tensor),
+built once and kept (``$MERGE_EXPLORER_STANDIN_DIR`` or ~/.cache/merge-explorer/standin). Every phase runs in a fresh
+process with ``HF_HOME`` pointed at it and ``HF_HUB_OFFLINE=1``, and reads its peak RSS (``VmHWM`` in
+``/proc/self/status``):
 
 - ``load``: ``load_zoo`` on the preset, then one pass reading every weight (memory-mapped pages count once touched);
 - ``task_arithmetic``, ``wemoe``: the load, then that merge;
@@ -14,23 +14,21 @@ a fresh process with ``HF_HUB_CACHE`` pointed at the cache and ``HF_HUB_OFFLINE=
   does).
 
 Tasks are small synthetic ones named after the paper's (``--images`` random images per task, ``--classes`` classes),
-so no dataset is needed. "The towers' own size" is the base CLIP (image and text tower) plus the experts' image
-towers in float32: what a zoo must hold. ``--tiny`` runs a tiny architecture end to end in seconds (the tests' mode;
-its base is a local checkpoint file instead of the open_clip tag).
+so no text heads of the real class lists are computed. "The towers' own size" is the base CLIP (image and text
+tower) plus the experts' image towers in float32: what a zoo must hold. ``--tiny`` runs the tiny stand-in (the same
+layout, a 2-layer tower) end to end in seconds (the tests' mode).
 
-    python bench/zoo_memory.py                       # ViT-B/32, 8 experts, cache in a temp dir (deleted after)
-    python bench/zoo_memory.py --cache-dir /tmp/zoo-cache --keep-cache
+    python bench/zoo_memory.py                       # ViT-B/32, 8 experts (the stand-in built first when missing)
+    python bench/zoo_memory.py --cache-dir /tmp/standin-full
     python bench/zoo_memory.py --tiny
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,125 +36,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "bench"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import torch  # noqa: E402
 
+from standin_zoo import StandIn, ensure_standin, synthetic_tasks  # noqa: E402
+
 PHASES = ("load", "task_arithmetic", "wemoe", "adapt", "experts")
-BASE_REPO = "timm/vit_base_patch32_clip_224.openai"  # the openai tag's hf_hub entry in open_clip's pretrained.py
-BASE_FILE = "open_clip_model.safetensors"  # what open_clip looks for first there
-TINY_MODEL = "zoo-memory-tiny"
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 32, "layers": 2},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
 MB = 1e6
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Building the cache
-
-
-def _hub_file(cache: Path, repo: str, name: str, data: bytes) -> None:
-    """Write ``data`` as ``name`` of hub repo ``repo`` in the hub cache layout (blob + snapshot symlink + refs/main)."""
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    commit = hashlib.sha1(repo.encode()).hexdigest()
-    blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    (folder / "refs").mkdir(exist_ok=True)
-    (folder / "refs" / "main").write_text(commit)
-    link = folder / "snapshots" / commit / name
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(os.path.relpath(blob, link.parent))
-
-
-def open_clip_to_hf_vision(tower: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An open_clip image-tower state dict in a transformers 4.x ``CLIPVisionModel``'s keys (no projection)."""
-    from wemoe.zoo.hf_convert import _LAYER_RENAMES, _RENAMES
-
-    renames = {v: k for k, v in _RENAMES.items()}
-    layer_renames = {v: k for k, v in _LAYER_RENAMES.items()}
-    out = {}
-    for key, value in tower.items():
-        if key == "proj":
-            continue
-        if key in renames:
-            out[f"vision_model.{renames[key]}"] = value
-            continue
-        match = re.match(r"^transformer\.resblocks\.(\d+)\.(.+)$", key)
-        layer, rest = match.group(1), match.group(2)
-        prefix = f"vision_model.encoder.layers.{layer}."
-        if rest.startswith("attn.in_proj_"):
-            kind = rest.removeprefix("attn.in_proj_")
-            for part, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
-                out[f"{prefix}self_attn.{part}_proj.{kind}"] = chunk.contiguous()
-        else:
-            out[prefix + layer_renames[rest]] = value
-    return out
-
-
-def _hf_vision_config(clip: torch.nn.Module) -> dict:
-    """The ``config.json`` of a CLIPVisionModel shaped like ``clip``'s image tower (QuickGELU, as OpenAI's)."""
-    visual = clip.visual
-    width = visual.conv1.out_channels
-    blocks = visual.transformer.resblocks
-    return {
-        "architectures": ["CLIPVisionModel"],
-        "model_type": "clip_vision_model",
-        "hidden_act": "quick_gelu",
-        "hidden_size": width,
-        "intermediate_size": blocks[0].mlp.c_fc.out_features,
-        "num_hidden_layers": len(blocks),
-        "num_attention_heads": blocks[0].attn.num_heads,
-        "image_size": visual.image_size[0],
-        "patch_size": visual.patch_size[0],
-        "num_channels": 3,
-        "layer_norm_eps": 1e-5,
-        "projection_dim": visual.proj.shape[1],
-        "torch_dtype": "float32",
-    }
-
-
-def build_cache(cache: Path, tiny: bool, tasks: list[str], seed: int = 0) -> dict:
-    """Write the base and one expert per task into ``cache`` (hub layout); return the zoo spec that loads them."""
-    from safetensors.torch import save
-
-    from wemoe.zoo.clip_models import create_clip
-
-    torch.manual_seed(seed)
-    if tiny:
-        clip, _, _ = create_clip(TINY_MODEL, model_config=TINY_CONFIG)
-    else:
-        clip, _, _ = create_clip("ViT-B-32", quick_gelu=True)
-    base = {k: v.contiguous() for k, v in clip.state_dict().items()}
-    if tiny:
-        base_path = cache / "tiny-base" / BASE_FILE
-        base_path.parent.mkdir(parents=True, exist_ok=True)
-        base_path.write_bytes(save(base))
-    else:
-        _hub_file(cache, BASE_REPO, BASE_FILE, save(base))
-    config = json.dumps(_hf_vision_config(clip), indent=2).encode()
-    tower = clip.visual.state_dict()
-    experts = {}
-    for i, task in enumerate(tasks):
-        generator = torch.Generator().manual_seed(seed * 1000 + i + 1)
-        state = {k: v + 0.01 * (v.std() if v.numel() > 1 else v.abs()) * torch.randn(v.shape, generator=generator)
-                 for k, v in tower.items()}
-        repo = f"tanganke/clip-vit-base-patch32_{task}" if not tiny else f"zoo-memory/tiny_{task}"
-        _hub_file(cache, repo, "config.json", config)
-        _hub_file(cache, repo, "model.safetensors", save(open_clip_to_hf_vision(state)))
-        experts[task] = repo
-        del state
-    if tiny:
-        return {"name": "zoo-memory-tiny", "model": TINY_MODEL, "model_config": TINY_CONFIG,
-                "pretrained": str(base_path), "quick_gelu": True, "experts": experts}
-    return {"name": "vit-b-32-8tasks"}  # the preset itself: its hub ids are the ones written above
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,29 +59,7 @@ def proc_status() -> dict[str, float]:
             for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
 
 
-def synthetic_tasks(names: list[str], classes: int, images: int, size: int) -> list:
-    """Tasks named ``names``, each ``classes`` classes and ``images`` random ``size``-px test images."""
-    import datasets
-    import numpy as np
-    from PIL import Image
-
-    from wemoe.tasks.registry import Task
-
-    out = []
-    for i, name in enumerate(names):
-        rng = np.random.default_rng(i)
-        classnames = [f"{name} class {c}" for c in range(classes)]
-        data = datasets.Dataset.from_dict(
-            {"image": [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(images)],
-             "label": [j % classes for j in range(images)]},
-            features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classnames)}),
-        )
-        out.append(Task(name=name, classnames=tuple(classnames), templates=("a photo of a {c}.",),
-                        load_split=lambda split, d=data: d, description="synthetic", source="memory"))
-    return out
-
-
-def run_phase(phase: str, spec: dict, args: argparse.Namespace) -> dict:
+def run_phase(phase: str, spec: str, args: argparse.Namespace) -> dict:
     """Load the zoo, run ``phase``, return RSS figures (MB) and the towers' own size."""
     torch.set_num_threads(args.threads)
     from wemoe.loading import load_zoo
@@ -200,7 +67,7 @@ def run_phase(phase: str, spec: dict, args: argparse.Namespace) -> dict:
 
     start = proc_status()
     t0 = time.perf_counter()
-    zoo = load_zoo(spec["name"] if set(spec) == {"name"} else spec)
+    zoo = load_zoo(spec)
     after_load = proc_status()
     checksum = 0.0  # read every weight: a memory-mapped page is resident only once touched
     for state in [zoo.clip.state_dict(), *zoo.experts.values()]:
@@ -245,18 +112,16 @@ def cpu_model() -> str:
     return match.group(1).strip() if match else "unknown"
 
 
-def _child_env(cache: Path) -> dict[str, str]:
-    """The environment of a phase: the built cache as the hub cache, offline."""
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    return env
+def _child_env(standin: StandIn) -> dict[str, str]:
+    """The environment of a phase: the stand-in as the Hugging Face home, offline."""
+    return {**os.environ, **standin.env(), "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Build the cache, run every phase in a fresh process, print the table and one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cache-dir", type=Path, help="where to build the hub cache (default: a temp dir)")
-    parser.add_argument("--keep-cache", action="store_true", help="keep the cache (default: delete a temp one)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="the stand-in's folder (default: $MERGE_EXPLORER_STANDIN_DIR/<size> or ~/.cache)")
     parser.add_argument("--tiny", action="store_true", help="a tiny architecture (seconds; for tests)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}")
     parser.add_argument("--steps", type=int, default=10, help="adaptation steps")
@@ -268,43 +133,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:  # a child: one phase, one JSON line
-        print(json.dumps(run_phase(args.phase, json.loads(args.spec), args)))
+        print(json.dumps(run_phase(args.phase, args.spec, args)))
         return {}
     phases = [p for p in args.phases.split(",") if p]
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         parser.error(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
-    from wemoe.zoo.presets import PAPER_TASKS
-
-    temp = None
-    cache = args.cache_dir
-    if cache is None:
-        temp = tempfile.mkdtemp(prefix="zoo-memory-")
-        cache = Path(temp)
-    cache.mkdir(parents=True, exist_ok=True)
-    try:
-        t0 = time.perf_counter()
-        marker = cache / "zoo-memory.json"  # a cache built before with the same settings is reused
-        built = json.loads(marker.read_text()) if marker.is_file() else {}
-        if built.get("tiny") == args.tiny and "spec" in built:
-            spec = built["spec"]
-        else:
-            spec = build_cache(cache, args.tiny, list(PAPER_TASKS))
-            marker.write_text(json.dumps({"tiny": args.tiny, "spec": spec}))
-        build_seconds = time.perf_counter() - t0
-        results = []
-        for phase in phases:
-            command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--spec", json.dumps(spec),
-                       "--steps", str(args.steps), "--per-task", str(args.per_task), "--images", str(args.images),
-                       "--classes", str(args.classes), "--threads", str(args.threads)]
-            done = subprocess.run(command, env=_child_env(cache), capture_output=True, text=True, cwd=ROOT)
-            if done.returncode != 0:
-                sys.stderr.write(done.stderr)
-                raise SystemExit(f"phase {phase} failed (exit {done.returncode})")
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    finally:
-        if temp is not None and not args.keep_cache:
-            shutil.rmtree(temp, ignore_errors=True)
+    t0 = time.perf_counter()
+    standin = ensure_standin("tiny" if args.tiny else "full", args.cache_dir, progress=print)
+    build_seconds = time.perf_counter() - t0
+    results = []
+    for phase in phases:
+        command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--spec", standin.zoo,
+                   "--steps", str(args.steps), "--per-task", str(args.per_task), "--images", str(args.images),
+                   "--classes", str(args.classes), "--threads", str(args.threads)]
+        done = subprocess.run(command, env=_child_env(standin), capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr)
+            raise SystemExit(f"phase {phase} failed (exit {done.returncode})")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     towers = results[0]["towers_mb"]
     image_towers = results[0]["image_towers_mb"]
     model = "tiny" if args.tiny else "ViT-B-32"

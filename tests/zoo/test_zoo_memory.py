@@ -3,7 +3,6 @@ and bench/zoo_memory.py end to end in its tiny mode."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.helpers import load_script
 from wemoe.errors import ZooError
 from wemoe.workbench.loaded_zoo import LoadedZoo
 from wemoe.zoo.hf_convert import hf_vision_to_open_clip
@@ -23,22 +23,17 @@ from wemoe.zoo.sources import load_spec
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "zoo_memory.py"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_zoo_memory", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
-    """The bench's tiny hub-layout cache and a spec loading its experts from their snapshot folders."""
+    """The tiny stand-in's models in a hub-layout cache (bench/standin_zoo.py) and a spec loading them from their
+    snapshot folders (the base from its file)."""
+    standin = load_script("standin_zoo")
     cache = tmp_path_factory.mktemp("hub")
-    spec = _bench().build_cache(cache, tiny=True, tasks=list(PAPER_TASKS[:3]))
-    folders = {task: next((cache / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir())
-               for task, repo in spec["experts"].items()}
-    return {**spec, "experts": {task: str(folder) for task, folder in folders.items()}}
+    spec = standin.build_models(cache, standin.SHAPES["tiny"], list(PAPER_TASKS[:3]))
+    base = standin.snapshot_folder(cache, standin.BASE_REPO) / standin.BASE_FILE
+    return {"name": spec["name"], "model": standin.TINY_MODEL, "model_config": standin.TINY_CONFIG,
+            "pretrained": str(base), "quick_gelu": True,
+            "experts": {task: str(standin.snapshot_folder(cache, repo)) for task, repo in spec["experts"].items()}}
 
 
 def test_mapped_safetensors_match_the_library_and_fuse_from_the_file(tmp_path):
@@ -83,7 +78,8 @@ def test_a_loaded_zoo_holds_one_copy_of_each_tensor(tiny_cache):
 def test_expert_towers_run_on_the_zoo_tensors(tiny_cache):
     zoo = load_spec(tiny_cache)
     before = {k: (v.data_ptr(), v.clone()) for k, v in zoo.clip.visual.state_dict().items()}
-    loaded = LoadedZoo(zoo, tasks=_bench().synthetic_tasks(zoo.task_names, classes=2, images=2, size=32))
+    tasks = load_script("standin_zoo").synthetic_tasks(zoo.task_names, classes=2, images=2, size=32)
+    loaded = LoadedZoo(zoo, tasks=tasks)
     for task, tower in loaded.expert_towers().items():
         for key, value in tower.state_dict().items():
             assert value.data_ptr() == zoo.experts[task][key].data_ptr(), (task, key)

@@ -1,0 +1,133 @@
+"""This machine's dense GEMM rate next to the rate a zoo's evaluation and classification reach (GFLOPS).
+
+- ``gemm_gflops``: ``torch.matmul`` in float32 on the four matrix shapes of a ViT-B/32 block at batch 16 (800 tokens:
+  q/k/v 768->2304, out 768->768, c_fc 768->3072, c_proj 3072->768), their FLOPs over their median seconds.
+- ``eval_gflops``: the library's evaluation (``Workbench.evaluate``) of the task-arithmetic merge on ``--per-task``
+  preprocessed test images per task: FLOPs of one image through the image tower x images / seconds.
+- ``classify_gflops``: one new image classified by the library (``Workbench.classify``, the app's Classify: the
+  pretrained tower, the task-arithmetic merge and every expert): FLOPs per image x towers / seconds (median of
+  ``--images`` images).
+
+FLOPs of one image come from ``torch.utils.flop_counter`` on the zoo's image tower (a multiply-add counts 2; a
+ViT-B/32 image is 8.7 GFLOP, the "4.4 GFLOPs" usually quoted counts multiply-adds). The zoo loads through
+``load_zoo`` (set ``HF_HOME`` for a stand-in, ``bench/standin_zoo.py``); its tasks are synthetic (a few classes, one
+template), so no text heads of real class lists are computed: heads are a negligible part of a classification.
+
+    python bench/compute_rate.py --zoo pocket
+    python bench/compute_rate.py --gemm-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for folder in (ROOT, ROOT / "bench"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+import torch  # noqa: E402
+
+B32_TOKENS = 50 * 16  # a ViT-B/32 image is 49 patches + the class token; batch 16
+B32_GEMMS = {"qkv": (768, 2304), "out": (768, 768), "c_fc": (768, 3072), "c_proj": (3072, 768)}
+
+
+def gemm_gflops(rows: int = B32_TOKENS, runs: int = 7) -> dict[str, float]:
+    """GFLOPS of ``torch.matmul`` on a ViT-B/32 block's four matrix shapes at ``rows`` tokens: each shape's and
+    ``total`` (the block's FLOPs over the sum of the medians)."""
+    generator = torch.Generator().manual_seed(0)
+    rates, flops_sum, seconds_sum = {}, 0.0, 0.0
+    for name, (inner, cols) in B32_GEMMS.items():
+        x, w = torch.randn(rows, inner, generator=generator), torch.randn(inner, cols, generator=generator)
+        torch.matmul(x, w)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            torch.matmul(x, w)
+            times.append(time.perf_counter() - start)
+        flops, seconds = 2.0 * rows * inner * cols, statistics.median(times)
+        rates[name] = flops / seconds / 1e9
+        flops_sum, seconds_sum = flops_sum + flops, seconds_sum + seconds
+    rates["total"] = flops_sum / seconds_sum / 1e9
+    return rates
+
+
+def image_flops(tower: torch.nn.Module) -> float:
+    """FLOPs of one image through ``tower`` (an open_clip image tower), counted by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    side = tower.image_size[0] if isinstance(tower.image_size, (tuple, list)) else tower.image_size
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        tower(torch.zeros(1, 3, side, side))
+    return float(counter.get_total_flops())
+
+
+def zoo_rates(zoo_name: str, per_task: int, images: int, classes: int = 10) -> dict:
+    """Load ``zoo_name`` and time the library's evaluation and classification on it (see the module's doc)."""
+    import numpy as np
+    from PIL import Image
+
+    from standin_zoo import synthetic_tasks
+    from wemoe.loading import load_zoo
+    from wemoe.workbench.workbench import Workbench
+
+    start = time.perf_counter()
+    zoo = load_zoo(zoo_name)
+    load_s = time.perf_counter() - start
+    side = zoo.clip.visual.image_size[0]
+    flops = image_flops(zoo.clip.visual)
+    with tempfile.TemporaryDirectory(prefix="compute-rate-") as heads:
+        bench = Workbench(zoo, tasks=synthetic_tasks(zoo.task_names, classes, per_task, side), cache_dir=heads)
+        bench.data(), bench.heads()  # preprocessing and heads are not the towers' work
+        bench.merge("task_arithmetic")
+        bench.evaluate(["task_arithmetic"])  # once untimed: first-call allocations
+        start = time.perf_counter()
+        bench.evaluate(["task_arithmetic"])
+        eval_s = time.perf_counter() - start
+        evaluated = per_task * len(zoo.task_names)
+        rng = np.random.default_rng(0)
+        pictures = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(images + 1)]
+        times = []
+        for picture in pictures:  # the first one untimed
+            start = time.perf_counter()
+            (result,) = bench.classify([picture])
+            times.append(time.perf_counter() - start)
+        towers = 2 + len(zoo.task_names)  # pretrained, task arithmetic, every expert
+        classify_s = statistics.median(times[1:])
+    return {"zoo": zoo_name, "load_s": round(load_s, 1), "gflop_per_image": round(flops / 1e9, 4),
+            "eval_images": evaluated, "eval_s": round(eval_s, 3),
+            "eval_gflops": round(flops * evaluated / eval_s / 1e9, 1),
+            "classify_towers": towers, "classify_s": round(classify_s, 4),
+            "classify_gflops": round(flops * towers / classify_s / 1e9, 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Measure and print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--zoo", default="pocket", help="what load_zoo is given")
+    parser.add_argument("--per-task", type=int, default=16, help="test images per task evaluated")
+    parser.add_argument("--images", type=int, default=3, help="images classified one at a time (median)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--gemm-only", action="store_true", help="only the GEMM rate")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {"threads": torch.get_num_threads(), "gemm_gflops": {k: round(v, 1) for k, v in gemm_gflops().items()}}
+    if not args.gemm_only:
+        result |= zoo_rates(args.zoo, args.per_task, args.images)
+        total = result["gemm_gflops"]["total"]
+        result["eval_share"] = round(result["eval_gflops"] / total, 3)
+        result["classify_share"] = round(result["classify_gflops"] / total, 3)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
