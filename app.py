@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"))))
     parser.add_argument("--host", default=None, help="default: 0.0.0.0 on Hugging Face Spaces, else 127.0.0.1")
     parser.add_argument("--samples", type=int, default=0, help="test images per task (0 = all)")
+    parser.add_argument("--zoo", default=os.environ.get("MERGE_EXPLORER_ZOO", "pocket"),
+                        help="the page's default zoo (the lesson's, warmed at start): pocket, a preset, or the path of "
+                             "a .json zoo spec (default: $MERGE_EXPLORER_ZOO, else pocket)")
     parser.add_argument("--max-image-size", default=None,
                         help="largest image upload, e.g. 20mb (default: $WEMOE_MAX_IMAGE_SIZE or 20mb)")
     parser.add_argument("--max-checkpoint-size", default=None,
@@ -58,11 +61,14 @@ def serves_others(host: str) -> bool:
 def make_config(args: argparse.Namespace, host: str = "127.0.0.1") -> AppConfig:
     """The app's settings from the command line (upload limits left out fall back to AppConfig's defaults); an app
     that serves others takes no server path from its visitors (``wemoe.zoo.source_policy``)."""
+    from app.session import zoo_choices
     from wemoe.zoo.source_policy import SourcePolicy
 
+    zoos, default_zoo = zoo_choices(getattr(args, "zoo", "pocket"))
     limits = {"max_image_size": args.max_image_size, "max_checkpoint_size": args.max_checkpoint_size}
     served = serves_others(host) or getattr(args, "served", False)
-    return AppConfig(samples=args.samples, sources=SourcePolicy.for_app(served=served),
+    return AppConfig(samples=args.samples, sources=SourcePolicy.for_app(served=served), zoos=zoos,
+                     default_zoo=default_zoo,
                      **{k: v for k, v in limits.items() if v is not None})
 
 

@@ -65,6 +65,26 @@ def default_zoos() -> dict[str, tuple[str, ZooLoader]]:
     return zoos
 
 
+def zoo_choices(default: str) -> tuple[dict[str, tuple[str, ZooLoader]], str]:
+    """The zoo choices and the page's default zoo (its lesson's, its warm-up's): ``default`` is one of
+    :func:`default_zoos`, or the operator's path of a ``.json`` zoo spec, then offered under the spec's name."""
+    zoos = default_zoos()
+    if default in zoos:
+        return zoos, default
+    path = Path(default).expanduser()
+    if path.suffix != ".json" or not path.is_file():
+        raise ValueError(f"Zoo {default!r}: choose one of {', '.join(zoos)}, or give a .json zoo spec file.")
+    try:
+        spec = json.loads(path.read_text())
+        name = str(spec.get("name") or path.stem)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"Zoo spec {default!r} is not a JSON object: {error}") from error
+    if name in zoos or name == CUSTOM:
+        name = f"{name} ({path.name})"
+    zoos[name] = (f"{name} ({spec.get('description') or path})", _registry_loader(str(path)))
+    return zoos, name
+
+
 DEFAULT_IMAGE_SIZE = "20mb"
 # A ViT-B/32 expert is about 350 MB, a ViT-L/14 one 1.2 GB, a whole ViT-L/14 CLIP 1.7 GB: large locally; on a Space
 # (SPACE_ID set) uploads fill its disk and memory, so less: bigger checkpoints can come as hub ids instead.

@@ -1,6 +1,6 @@
 """A classroom against one launched app: N simulated students, one ``gradio_client`` session each, started together.
 
-Each student does the lesson the page suggests, top to bottom: load the pocket zoo, merge task arithmetic + WEMoE,
+Each student does the lesson the page suggests, top to bottom: load the zoo, merge task arithmetic + WEMoE,
 adapt WEMoE with the page's defaults, classify three example images (right after starting the adaptation, so
 classification is measured while others adapt or evaluate), fill the accuracy table, show the routing (PCA).
 
@@ -11,7 +11,16 @@ all lessons; after ``--probes`` more lessons run one by one, which give the memo
 Every student's accuracy table is compared with the first student's (``mismatched_tables``): the defaults must give
 every student the same numbers as a single user.
 
+The zoo (``--zoo``) is the launched app's default zoo (``app.py --zoo``: its lesson's, warmed at start): the pocket
+zoo, a preset, or a stand-in of the paper's ViT-B/32 zoo (``vit-b-32-standin``; ``vit-b-32-standin-tiny`` for tests:
+``bench/standin_zoo.py``, loaded by the app through its hub code, offline). Also printed: ``ready_s`` (the app's start
+until its warm-up finished: the default lesson served from the cache), ``restart_ready_s`` (the same for a second app
+started on the first one's persistent cache, ``$MERGE_EXPLORER_CACHE_DIR``; null with the reason where the app has
+none), and, measured before the app starts (``bench/compute_rate.py``), the machine's dense GEMM rate beside the
+rate the zoo's evaluation and classification reach (FLOPs per image x images / seconds).
+
     python bench/classroom.py --students 30             # launches python app.py on 127.0.0.1 (a free port)
+    python bench/classroom.py --zoo vit-b-32-standin --flow lesson --students 30   # the paper's zoo's size
     python bench/classroom.py --students 4 --steps 20 --samples 32
     python bench/classroom.py --url http://127.0.0.1:7860/ --server-pid 1234   # a running app (RSS needs its pid)
     python bench/classroom.py --students 30 --flow lesson --board --probes 0     # and the class board, as the teacher
@@ -48,7 +57,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_readiness import (  # noqa: E402
+    CACHE_DIR_ENV,
+    WarmWatch,
+    persistent_cache_supported,
+    ready_after_start,
+    stop_app,
+)
 from app_server import free_port, launch_app, launch_app_args, wait_until_answering  # noqa: E402,F401
+from standin_zoo import ZOO_SIZES, ensure_standin  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -73,7 +90,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--examples", type=int, default=3, help="example images each student classifies")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one call may take before it counts as hung")
     p.add_argument("--samples", type=int, default=0, help="test images per task passed to load_zoo (0: all)")
-    p.add_argument("--zoo", default="pocket", help="the zoo each student loads")
+    p.add_argument("--zoo", default="pocket",
+                   help="the class's zoo: pocket, a preset, or a stand-in of the paper's ViT-B/32 zoo "
+                        f"({', '.join(ZOO_SIZES)}: random weights in the hub's layout, bench/standin_zoo.py, built "
+                        "first when missing); the launched app's default zoo (its lesson's, warmed at start) and "
+                        "what the lab's students load")
+    p.add_argument("--standin-dir", type=Path, default=None,
+                   help="the stand-in's folder (default: $MERGE_EXPLORER_STANDIN_DIR/<size> or ~/.cache)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help=f"the launched app's persistent result cache (${CACHE_DIR_ENV}; default: a new temporary "
+                        "folder); a second app started on it afterwards gives restart_ready_s")
+    p.add_argument("--ready-timeout", type=float, default=3600.0,
+                   help="seconds to wait for the launched app's warm-up (ready_s) and a restarted one's")
+    p.add_argument("--no-restart", action="store_true", help="do not restart the app to measure restart_ready_s")
+    p.add_argument("--no-rates", action="store_true",
+                   help="do not measure the GEMM rate and the zoo's evaluation and classification rates")
     p.add_argument("--url", default=None, help="use this running app (on 127.0.0.1) instead of launching app.py")
     p.add_argument("--server-pid", type=int, default=None, help="with --url: the app's pid, to sample its RSS")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the launched app (default: unset)")
@@ -127,15 +158,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def wait_for_warm_up(log_path: Path, timeout: float) -> float:
     """Seconds until the launched app's log says the default lesson is warmed (``app.warm``)."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        text = log_path.read_text(errors="replace") if log_path.exists() else ""
-        if "default lesson warmed" in text:
-            return time.perf_counter() - start
-        if "warming the default lesson failed" in text:
-            raise RuntimeError("the app could not warm the default lesson (see its log)")
-        time.sleep(0.2)
-    raise TimeoutError(f"the app did not warm the default lesson within {timeout:.0f} s")
+    watch = WarmWatch(log_path, time.perf_counter(), interval=0.2)
+    ready = watch.wait(timeout)
+    if watch.failed:
+        raise RuntimeError("the app could not warm the default lesson (see its log)")
+    if ready is None:
+        raise TimeoutError(f"the app did not warm the default lesson within {timeout:.0f} s")
+    return ready
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -387,7 +416,8 @@ class Classroom:
 
     def _run_lesson(self, student: Student, client) -> None:
         args, endpoints = self.args, self.endpoints
-        loaded = self.call(student, client, "/load_zoo", {"zoo": args.zoo, "samples": args.samples})
+        zoo = getattr(args, "zoo_choice", args.zoo)
+        loaded = self.call(student, client, "/load_zoo", {"zoo": zoo, "samples": args.samples})
         with self.lock:
             if self.rss_after_first_load is None:
                 self.rss_after_first_load = self.sampler.now_mb()
@@ -815,9 +845,34 @@ def report(result: dict[str, Any]) -> None:
               f"{board['count_before_close']}, at the end {board['count_at_end']}, most seen {board['count_max']})")
         for message in board["teacher_errors"]:
             print("  " + message)
+    report_ready_and_rates(result)
     print(f"errors: {result['errors']} (hung calls: {result['hung']}); wall {result['wall_s']} s")
     for message in result["error_messages"]:
         print("  " + message)
+
+
+def report_ready_and_rates(result: dict[str, Any]) -> None:
+    """Print ``ready_s``, ``restart_ready_s`` and the machine's GEMM rate beside the zoo's effective rates."""
+    if "ready_s" not in result:
+        return
+    print(f"ready_s: {_fmt(result['ready_s'], ' s')} (the app's start until its warm-up served the default lesson "
+          "from the cache)")
+    restart = result.get("restart_ready_s")
+    print("restart_ready_s: " + (f"{restart} s (a second app on the same persistent cache)" if restart is not None
+                                 else f"null ({result.get('restart_note') or 'not measured'})"))
+    rates = result.get("rates") or {}
+    if rates.get("error"):
+        print(f"rates: not measured ({rates['error']})")
+    elif rates:
+        gemm = rates["gemm_gflops"]["total"]
+        print(f"CPU: {rates.get('cpu')}, {rates['threads']} threads; dense GEMM (torch.matmul, a ViT-B/32 block's "
+              f"shapes at batch 16): {gemm:.0f} GFLOPS")
+        if "eval_gflops" in rates:
+            print(f"effective: evaluation {rates['eval_gflops']:.0f} GFLOPS ({rates['eval_share']:.0%} of GEMM; "
+                  f"{rates['eval_images']} images in {rates['eval_s']} s), classification "
+                  f"{rates['classify_gflops']:.0f} GFLOPS ({rates['classify_share']:.0%}; one image through "
+                  f"{rates['classify_towers']} towers in {rates['classify_s']} s); {rates['gflop_per_image']} GFLOP "
+                  "per image and tower")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -904,47 +959,119 @@ def write_calls(path: Path, students: list[Student]) -> None:
                                   "end": round(call.end, 3), "ok": call.ok}) + "\n")
 
 
+@dataclass
+class ClassZoo:
+    """The zoo a class runs on: what ``app.py --zoo`` and ``load_zoo`` are given, its value among the app's zoo
+    choices (what the lab's students load) and the environment that finds its weights (a stand-in's)."""
+
+    app_zoo: str
+    choice: str
+    env: dict[str, str]
+
+
+def class_zoo(args: argparse.Namespace) -> ClassZoo:
+    """The class's zoo from ``--zoo``: a stand-in is built first when missing."""
+    if args.zoo in ZOO_SIZES:
+        standin = ensure_standin(ZOO_SIZES[args.zoo], args.standin_dir, progress=print)
+        return ClassZoo(standin.zoo, standin.choice, standin.env())
+    return ClassZoo(args.zoo, args.zoo, {})
+
+
+def machine_rates(zoo: ClassZoo, threads: int | None, timeout: float = 1800.0) -> dict[str, Any]:
+    """``bench/compute_rate.py`` in a fresh process on the class's zoo, before the app starts: the GEMM rate and the
+    library's evaluation and classification rates (``error`` when it failed)."""
+    command = [sys.executable, str(Path(__file__).resolve().parent / "compute_rate.py"), "--zoo", zoo.app_zoo,
+               *(["--threads", str(threads)] if threads else [])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **zoo.env}
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"compute_rate.py took over {timeout:.0f} s"}
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"error": lines[-1][:300] if lines else f"compute_rate.py exited with {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point: launch the app (unless ``--url``), run the class, print the figures and the JSON line."""
     args = parse_args(argv)
-    process = None
+    zoo = class_zoo(args)
+    args.zoo_choice = zoo.choice  # what the lab's students load
+    rates = None if args.no_rates else machine_rates(zoo, args.threads)
+    process, watch = None, None
+    ready: dict[str, Any] = {"ready_s": None, "restart_ready_s": None, "restart_note": None}
     with tempfile.TemporaryDirectory(prefix="classroom-") as tmp:
         log_path = Path(tmp) / "app.log"
+        # a cold start: heads and results computed afresh (the persistent results in their own folder)
+        app_env = {**zoo.env, CACHE_DIR_ENV: str(args.cache_dir or Path(tmp) / "results"),
+                   "WEMOE_CACHE": str(Path(tmp) / "wemoe-cache")}
+        if args.board:
+            app_env[TEACHER_CODE_ENV] = args.teacher_code
         try:
             if args.url is None:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}/"
-                code = {TEACHER_CODE_ENV: args.teacher_code} if args.board else None
-                process = launch_app(port, args.threads, log_path, code)
+                launched = time.perf_counter()
+                process = launch_app_args(port, log_path, ["--zoo", zoo.app_zoo], args.threads, app_env)
+                watch = WarmWatch(log_path, launched).start()
                 try:
                     startup = wait_until_answering(url, args.startup_timeout, process)
                 except Exception:
                     print(log_path.read_text()[-3000:], file=sys.stderr)
                     raise
-                print(f"app.py answered on {url} after {startup:.1f} s (pid {process.pid})")
+                print(f"app.py (zoo {zoo.app_zoo}) answered on {url} after {startup:.1f} s (pid {process.pid})")
                 if args.after_warm_up:
-                    print(f"the app warmed the default lesson {wait_for_warm_up(log_path, args.startup_timeout):.1f} s "
-                          "later; the class starts now")
+                    warmed = watch.wait(args.ready_timeout)
+                    if warmed is None:
+                        raise RuntimeError(f"the app did not warm the default lesson (failed: {watch.failed}; see "
+                                           "its log)")
+                    print(f"the app warmed the default lesson {warmed:.1f} s after its start; the class starts now")
                 pid = process.pid
             else:
                 url, pid = args.url, args.server_pid
                 wait_until_answering(url, args.startup_timeout)
             result = run_class(args, url, pid, own_process=process is not None)
+            if watch is not None:  # the class may end before the warm-up does
+                ready["ready_s"] = _round(watch.wait(args.ready_timeout), 1)
         finally:
+            if watch is not None:
+                watch.stop()
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=15)
+                stop_app(process)
         if process is not None and args.app_log is not None:
             shutil.copyfile(log_path, args.app_log)
         if process is not None and result["errors"]:
             print("--- the end of the app's log ---\n" + log_path.read_text()[-2000:])
+        if process is not None and not args.no_restart:
+            ready |= restart_ready(zoo, app_env, args, Path(tmp), first_warmed=ready["ready_s"] is not None)
+    result |= ready | machine_figures(rates)
     report(result)
     print(json.dumps(result))
     return result
+
+
+def restart_ready(zoo: ClassZoo, app_env: dict[str, str], args: argparse.Namespace, tmp: Path,
+                  first_warmed: bool) -> dict[str, Any]:
+    """``restart_ready_s``: a second app started on the first one's persistent cache (its heads cache afresh, as on
+    a restarted Space), from its start until its warm-up finished; None with the reason when not measured."""
+    if not persistent_cache_supported():
+        return {"restart_note": "no persistent cache"}
+    if not first_warmed:
+        return {"restart_note": "the first app never finished its warm-up"}
+    env = {**app_env, "WEMOE_CACHE": str(tmp / "wemoe-cache-restart")}
+    restarted = ready_after_start(["--zoo", zoo.app_zoo], env, args.threads, tmp / "restart.log", args.ready_timeout)
+    note = None if restarted["ready_s"] is not None else "the restarted app did not finish its warm-up"
+    return {"restart_ready_s": _round(restarted["ready_s"], 1), "restart_answer_s": _round(restarted["answer_s"], 1),
+            "restart_note": note}
+
+
+def machine_figures(rates: dict[str, Any] | None) -> dict[str, Any]:
+    """The machine's GEMM rate and the zoo's effective rates as result fields (None when not measured)."""
+    rates = rates or {}
+    return {"cpu": rates.get("cpu"), "gemm_gflops": (rates.get("gemm_gflops") or {}).get("total"),
+            "eval_gflops": rates.get("eval_gflops"), "classify_gflops": rates.get("classify_gflops"),
+            "rates": rates or None}
 
 
 if __name__ == "__main__":
