@@ -128,7 +128,7 @@ def test_sketch_digits_bench_tiny(capsys):
 def test_classroom_two_students_tiny(capsys, tmp_path):
     calls = tmp_path / "calls.jsonl"
     result = load_script("classroom").main(["--students", "3", "--steps", "2", "--samples", "8", "--probes", "1",
-                                            "--calls", str(calls), "--changed", "1"])
+                                            "--calls", str(calls), "--changed", "1", "--no-rates", "--no-restart"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     written = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(written) == sum(row["calls"] for row in result["endpoints"].values()) + 8  # and the probe's 8 calls
@@ -153,7 +153,8 @@ def test_classroom_board_tiny(capsys):
     """--board: every student's three lesson results reach the teacher's view; the count sees the students come and
     go (#30)."""
     result = load_script("classroom").main(["--students", "2", "--flow", "lesson", "--board", "--probes", "0",
-                                            "--steps", "2", "--samples", "8", "--examples", "1"])
+                                            "--steps", "2", "--samples", "8", "--examples", "1", "--no-rates",
+                                            "--no-restart"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["errors"] == 0, result["error_messages"]
     board = result["board"]
