@@ -44,6 +44,7 @@ from wemoe.zoo.checkpoints import (
 )
 from wemoe.zoo.clip_models import activation_source, create_clip, visual_activation
 from wemoe.zoo.hf_convert import check_hf_config, hf_vision_to_open_clip, is_hf_vision_state
+from wemoe.zoo.offline_check import check_cached_offline
 from wemoe.zoo.presets import get_preset
 from wemoe.zoo.zoo import StateDict, Zoo, ZooSpec
 
@@ -173,6 +174,7 @@ def load_spec(spec: str | Path | Mapping | ZooSpec, progress: ProgressFn | None 
     ``progress(fraction, message)`` is called as the base and each expert load (fraction in [0, 1]).
     """
     resolved = resolve_spec(spec)
+    check_cached_offline(resolved)  # offline: every missing hub checkpoint named at once, before any is loaded
     report = progress or _noop
     steps = len(resolved.experts) + 1
     report(0.0, f"Loading base {resolved.model} ({resolved.pretrained or 'random weights'})")

@@ -30,24 +30,20 @@ CALIBRATION = ("Estimates: download = parameter counts x 4 bytes (float32 checkp
                "real zoo') and extrapolated to other models and task counts; each merge's figure includes the zoo.")
 
 
-def shipped_zoos() -> dict[str, dict]:
-    """The zoos loaded by name (``wemoe.loading.ZOO_LOADERS``: the pocket zoos) with their manifests ({} when a zoo
-    has none to read)."""
-    from wemoe.loading import ZOO_LOADERS
-    from wemoe.pocket.loader import DEFAULT_PATH
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
+
+def shipped_zoos(assets: Path = ASSETS) -> dict[str, dict]:
+    """The zoos shipped under ``assets/`` (the pocket zoos): name -> manifest, from every ``assets/*/manifest.json``
+    naming its zoo."""
     found = {}
-    for name in ZOO_LOADERS:
-        manifest: dict = {}
-        for folder in (DEFAULT_PATH.parent / name, DEFAULT_PATH.parent / name.replace("-", "")):
-            path = Path(folder) / "manifest.json"
-            if path.is_file():
-                try:
-                    manifest = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    manifest = {}
-                break
-        found[name] = manifest
+    for path in sorted(assets.glob("*/manifest.json")):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a broken manifest: loading that zoo says what is wrong
+        if isinstance(manifest, dict) and isinstance(manifest.get("name"), str):
+            found[manifest["name"]] = manifest
     return found
 
 

@@ -1,0 +1,152 @@
+"""The memory planner: parameter counts equal the models', its figures reproduce the measured ViT-B/32 zoo, the L/14
+20-task preset states its memory per method and a merge that would not fit is refused with what fits instead;
+``python -m wemoe zoos`` lists them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import TINY_CONFIG, TINY_MODEL, tiny_clip, tiny_task, tiny_zoo
+from wemoe.__main__ import main
+from wemoe.errors import MergeTooLarge
+from wemoe.workbench.workbench import Workbench
+from wemoe.zoo.clip_models import create_clip
+from wemoe.zoo.memory_plan import (
+    ADAMERGING,
+    KINDS,
+    STATIC,
+    WEMOE,
+    WEMOE_COMPRESSED,
+    check_merge_fits,
+    kind_of,
+    most_experts_that_fit,
+    plan,
+    shape_of_config,
+    shape_of_spec,
+    shape_of_zoo,
+)
+from wemoe.zoo.presets import PRESETS
+
+MB = 1e6
+GIB_MB = 2**30 / 2**20  # MERGE_EXPLORER_MEMORY_MB is in MiB
+
+
+def _counts(clip) -> tuple[int, int, int, int]:
+    visual = clip.visual.state_dict()
+    return (sum(p.numel() for p in clip.parameters()), sum(p.numel() for p in clip.visual.parameters()),
+            sum(v.numel() for k, v in visual.items() if ".mlp." in k),
+            sum(v.numel() for k, v in visual.items() if ".attn.in_proj_" in k))
+
+
+def test_parameter_counts_from_the_config_equal_the_models():
+    clip, _, _ = create_clip("ViT-B-32", quick_gelu=True)
+    shape = shape_of_spec(PRESETS["vit-b-32-8tasks"])
+    assert (shape.clip_params, shape.tower_params, shape.mlp_params, shape.in_proj_params) == _counts(clip)
+    assert (shape.layers, shape.width, shape.mlp_width, shape.heads, shape.tokens) == (12, 768, 3072, 12, 50)
+    tiny, _, _ = tiny_clip()
+    small = shape_of_config("tiny", TINY_CONFIG, 3)
+    assert (small.clip_params, small.tower_params, small.mlp_params, small.in_proj_params) == _counts(tiny)
+    counted = shape_of_zoo(tiny_zoo(n_experts=3))  # a loaded zoo, counted from its modules
+    assert (counted.clip_params, counted.tower_params, counted.mlp_params, counted.layers, counted.tokens) == (
+        small.clip_params, small.tower_params, small.mlp_params, small.layers, small.tokens)
+
+
+def test_the_estimates_reproduce_the_measured_b32_zoo():
+    """bench/README.md, "Memory of a real zoo": bench/zoo_memory.py on the vit-b-32-8tasks preset (2 images per task
+    per adaptation step): load 4341 MB, task arithmetic 7995, WEMoE 10006, 10 adaptation steps 10289; each expert's
+    checkpoint 351 MB and the base's 605 MB."""
+    memory = plan(shape_of_spec(PRESETS["vit-b-32-8tasks"]), per_task=2)
+    assert memory.load / MB == pytest.approx(4341, rel=0.01)
+    assert memory.peak(STATIC) / MB == pytest.approx(7995, rel=0.01)
+    assert memory.peak(WEMOE) / MB == pytest.approx(10006, rel=0.01)
+    adapting = memory.peak(WEMOE, adapting=True) / MB
+    assert 10289 <= adapting <= 10289 * 1.03  # on the safe side, by little
+    assert memory.download / MB == pytest.approx(605 + 8 * 351, rel=0.01)
+
+
+def test_the_l14_twenty_task_preset_states_its_memory_per_method():
+    memory = plan(shape_of_spec(PRESETS["vit-l-14-20tasks"]))
+    peaks = {kind: memory.peak(kind) for kind in KINDS}
+    assert memory.shape.experts == 20 and memory.adapt_images == 20 * 16
+    assert memory.download > 25e9  # 20 experts of 1.2 GB and a 1.7 GB base
+    assert memory.load < peaks[STATIC] == peaks[ADAMERGING] < peaks[WEMOE_COMPRESSED] < peaks[WEMOE]
+    # dense WEMoE keeps every expert's MLP task vectors: 20 x 24 blocks x 2 x 1024 x 4096 floats more than TA, at least
+    assert peaks[WEMOE] - peaks[STATIC] >= 20 * 24 * 2 * 1024 * 4096 * 4
+    b32 = plan(shape_of_spec(PRESETS["vit-b-32-20tasks"]))
+    assert all(b32.peak(kind) < memory.peak(kind) for kind in KINDS)
+
+
+def test_kind_of_reads_the_rank():
+    assert kind_of("wemoe") == WEMOE and kind_of("wemoe", {"rank": 8}) == WEMOE_COMPRESSED
+    assert kind_of("wemoe_compressed") == WEMOE_COMPRESSED and kind_of("wemoe_compressed", {"rank": 0}) == WEMOE
+    assert kind_of("ties") == kind_of("tsv_m") == STATIC and kind_of("adamerging") == ADAMERGING
+
+
+def test_wemoe_on_l14_twenty_tasks_is_refused_with_compressed_experts_named(monkeypatch):
+    shape = shape_of_spec(PRESETS["vit-l-14-20tasks"])
+    memory = plan(shape)
+    budget_gb = (memory.peak(WEMOE_COMPRESSED) + memory.peak(WEMOE)) / 2 / 2**30  # between the two
+    monkeypatch.setenv("MERGE_EXPLORER_MEMORY_MB", str(round(budget_gb * GIB_MB)))
+    with pytest.raises(MergeTooLarge) as info:
+        check_merge_fits(shape, "wemoe")
+    message = str(info.value)
+    assert f"about {memory.peak(WEMOE) / 1e9:.1f} GB" in message and "MERGE_EXPLORER_MEMORY_MB" in message
+    assert f"wemoe_compressed, or wemoe.rank=8: about {memory.peak(WEMOE_COMPRESSED) / 1e9:.1f} GB, fits" in message
+    check_merge_fits(shape, "wemoe_compressed")  # the alternative named is indeed let through
+    check_merge_fits(shape, "task_arithmetic")
+
+
+def test_fewer_experts_named_are_the_most_that_fit(monkeypatch):
+    shape = shape_of_spec(PRESETS["vit-l-14-20tasks"])
+    monkeypatch.setenv("MERGE_EXPLORER_MEMORY_MB", "40000")
+    budget = 40000 * 2**20
+    with pytest.raises(MergeTooLarge) as info:
+        check_merge_fits(shape, "wemoe")
+    count = most_experts_that_fit(shape, WEMOE, budget, 20)
+    assert 2 <= count < 20
+    assert plan(shape.with_experts(count), loaded_experts=20).peak(WEMOE) <= budget
+    assert plan(shape.with_experts(count + 1), loaded_experts=20).peak(WEMOE) > budget
+    assert f"fewer experts: {count} of the 20 fit (--tasks" in str(info.value)
+    assert "does not fit either" in str(info.value)  # compressed experts: still 20 of them
+
+
+def test_nothing_fits_a_small_budget_names_a_smaller_model(monkeypatch):
+    monkeypatch.setenv("MERGE_EXPLORER_MEMORY_MB", "8000")  # below even two L/14 experts' task arithmetic
+    with pytest.raises(MergeTooLarge, match=r"task_arithmetic on vit-l-14-20tasks \(20 experts\) would need about "
+                                            r"55.0 GB.*a zoo of a smaller model"):
+        check_merge_fits(shape_of_spec(PRESETS["vit-l-14-20tasks"]), "task_arithmetic")
+
+
+def test_the_workbench_refuses_before_merging(monkeypatch):
+    bench = Workbench(tiny_zoo(n_experts=2), tasks=[tiny_task("task0"), tiny_task("task1", seed=1)])
+    monkeypatch.setenv("MERGE_EXPLORER_MEMORY_MB", "1")  # 1 MiB: less than the bare process
+    calls = []
+    monkeypatch.setattr("wemoe.methods.task_arithmetic.TaskArithmetic.merge",
+                        lambda self, zoo, **params: calls.append(params))
+    with pytest.raises(MergeTooLarge, match=r"task_arithmetic on .* \(2 experts\) would need about .* more than the "
+                                            r"1 MB allowed \(MERGE_EXPLORER_MEMORY_MB=1\)\. Nothing was merged"):
+        bench.merge("task_arithmetic")
+    assert calls == [] and bench.merges == {}
+    monkeypatch.undo()
+    assert bench.merge("task_arithmetic").method == "task_arithmetic"  # the machine's memory: it fits
+
+
+def test_zoos_lists_every_zoo_with_its_memory(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MERGE_EXPLORER_MEMORY_MB", "16000")
+    assert main(["zoos", "--json", str(tmp_path / "zoos.json")]) == 0
+    out = capsys.readouterr().out
+    for name in ["pocket", *PRESETS]:
+        assert f"\n{name}  [" in f"\n{out}", name
+    block = out.split("vit-l-14-20tasks  [", 1)[1].split("\n\n", 1)[0]
+    assert "tasks (20): sun397, stanford-cars" in block and "rendered-sst2" in block
+    assert "download: about 26.0 GB (estimate)" in block and "(does not fit)" in block
+    assert "bench/zoo_memory.py" in out and "estimate" in out.lower()
+    listed = {entry["name"]: entry for entry in json.loads((tmp_path / "zoos.json").read_text())}
+    l14 = listed["vit-l-14-20tasks"]
+    memory = plan(shape_of_spec(PRESETS["vit-l-14-20tasks"]))
+    assert l14["merge_peak_bytes"] == {kind: memory.peak(kind) for kind in KINDS}
+    assert l14["fits"][WEMOE] is False and l14["download_bytes"] == memory.download
+    assert listed["pocket"]["download_bytes"] == 0 and listed["pocket"]["fits"][WEMOE] is True
+    assert TINY_MODEL not in listed
