@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for folder in (ROOT, ROOT / "bench"):
@@ -88,7 +89,7 @@ def image_flops(tower: torch.nn.Module) -> float:
     return flops
 
 
-def zoo_rates(zoo_name: str, per_task: int, images: int, classes: int = 10) -> dict:
+def zoo_rates(zoo_name: str, per_task: int, images: int, classes: int = 10, wemoe_steps: int = 0) -> dict:
     """Load ``zoo_name`` and time the library's evaluation and classification on it (see the module's doc)."""
     import numpy as np
     from PIL import Image
@@ -120,12 +121,37 @@ def zoo_rates(zoo_name: str, per_task: int, images: int, classes: int = 10) -> d
             times.append(time.perf_counter() - start)
         towers = 2 + len(zoo.task_names)  # pretrained, task arithmetic, every expert
         classify_s = statistics.median(times[1:])
-    return {"zoo": zoo_name, "load_s": round(load_s, 1), "flops_per_image": int(flops),
+        wemoe = wemoe_figures(bench, pictures, wemoe_steps) if wemoe_steps else {}
+    return wemoe | {"zoo": zoo_name, "load_s": round(load_s, 1), "flops_per_image": int(flops),
             "gflop_per_image": round(flops / 1e9, 4),
             "eval_images": evaluated, "eval_s": round(eval_s, 3),
             "eval_gflops": round(flops * evaluated / eval_s / 1e9, 1),
             "classify_towers": towers, "classify_s": round(classify_s, 4),
             "classify_gflops": round(flops * towers / classify_s / 1e9, 1)}
+
+
+def wemoe_figures(bench: Any, pictures: list, steps: int) -> dict:
+    """Seconds of the WEMoE merge, of each of ``steps`` adaptation steps at the app's defaults (the page's images
+    per task, its IM loss) and of one classification with the WEMoE merge beside task arithmetic (its routers' guess
+    of the task, as the app's Classify with "auto")."""
+    from wemoe.adaptation.adapt import DEFAULT_PER_TASK
+
+    start = time.perf_counter()
+    bench.merge("wemoe")
+    merge_s = time.perf_counter() - start
+    step_s, last = [], time.perf_counter()
+    for _ in bench.adapt("wemoe", steps=steps, per_task=DEFAULT_PER_TASK, loss="im"):
+        now = time.perf_counter()
+        step_s.append(now - last)
+        last = now
+    times = []
+    for picture in pictures:  # the first one untimed (it computes the routers' task centroids)
+        start = time.perf_counter()
+        bench.classify([picture])
+        times.append(time.perf_counter() - start)
+    return {"wemoe_merge_s": round(merge_s, 1), "adapt_per_task": DEFAULT_PER_TASK,
+            "adapt_step_s": [round(t, 2) for t in step_s],
+            "classify_with_wemoe_s": round(statistics.median(times[1:]), 4)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -136,13 +162,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=3, help="images classified one at a time (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--gemm-only", action="store_true", help="only the GEMM rate")
+    parser.add_argument("--wemoe-steps", type=int, default=0,
+                        help="also time the WEMoE merge, this many adaptation steps at the app's defaults and a "
+                             "classification with it (memory: a WEMoE merge of the zoo)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rates = {k: round(v, 1) for k, v in gemm_gflops().items()}
     result = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "gemm_gflops": rates}
     if not args.gemm_only:
-        result |= zoo_rates(args.zoo, args.per_task, args.images)
+        result |= zoo_rates(args.zoo, args.per_task, args.images, wemoe_steps=args.wemoe_steps)
         total = result["gemm_gflops"]["total"]
         result["eval_share"] = round(result["eval_gflops"] / total, 3)
         result["classify_share"] = round(result["classify_gflops"] / total, 3)
