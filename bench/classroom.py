@@ -72,6 +72,11 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LESSON_METHODS = ["task_arithmetic", "wemoe"]
 ADAPT_ENDPOINTS = ("/adapt_after_merge", "/adapt")  # the page's 'Merge (and adapt)' chain, else 'Adapt more'
+# The students' clients talk plain http to 127.0.0.1, on the server's own two cores (a real class's browsers do not).
+# With TLS verification on, gradio_client's httpx loaded the CA bundle for every request it made, even over http:
+# 12x the CPU of the calls themselves (7.2 s of client CPU for 90 classifications, the server 1.2 s), which took the
+# cores from the server and made every latency the clients'. Off: 0.6 s (bench/README.md, "the bench's own clients").
+CLIENT_OPTIONS = {"verbose": False, "download_files": False, "analytics_enabled": False, "ssl_verify": False}
 LONG_ENDPOINTS = {"/adapt_after_merge", "/adapt", "/evaluate", "/routing", "/lesson_meet", "/lesson_add",
                   "/lesson_forget", "/lesson_route", "/lesson_cost"}  # heavy calls others classify during
 ENDPOINT_ORDER = ("/load_zoo", "/merge", *ADAPT_ENDPOINTS, "/classify_example", "/evaluate", "/routing")
@@ -102,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "folder); a second app started on it afterwards gives restart_ready_s")
     p.add_argument("--ready-timeout", type=float, default=3600.0,
                    help="seconds to wait for the launched app's warm-up (ready_s) and a restarted one's")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="end the class this many seconds after it started, lessons still running counted as hung "
+                        "(their calls so far kept): figures from a class on a zoo too slow to finish")
     p.add_argument("--no-restart", action="store_true", help="do not restart the app to measure restart_ready_s")
     p.add_argument("--no-rates", action="store_true",
                    help="do not measure the GEMM rate and the zoo's evaluation and classification rates")
@@ -337,6 +345,7 @@ class Classroom:
         self.rss_after_first_load: float | None = None
         self.rss_after_first_lesson: float | None = None
         self.clients: list[Any] = []
+        self.started: dict[int, Student] = {}  # every student whose lesson began, by index
         self.submitted: list[float] = []  # --board: when each submission came back (seconds after the first click)
         self.met: list[float] = []  # when each student's first step (its zoo loaded: counted by the teacher) came back
 
@@ -387,10 +396,12 @@ class Classroom:
         from gradio_client import Client
 
         student = Student(index, changed=together and index >= self.args.students - self.args.changed)
+        with self.lock:
+            self.started[index] = student  # its calls so far count even if the class ends before it does
         step = "connecting"
         try:
             try:
-                client = Client(self.url, verbose=False, download_files=False, analytics_enabled=False)
+                client = Client(self.url, **CLIENT_OPTIONS)
             except Exception:
                 if together:
                     self.barrier.abort()
@@ -563,7 +574,7 @@ class TeacherWatch:
         from gradio_client import Client
 
         self.room, self.code = room, code
-        self.client = Client(room.url, verbose=False, download_files=False, analytics_enabled=False)
+        self.client = Client(room.url, **CLIENT_OPTIONS)
         self.reads: list[tuple[float, int | None, int | None]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -882,7 +893,7 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     """Connect, read the endpoints, run every student's lesson together; return the figures."""
     from gradio_client import Client
 
-    probe = Client(url, verbose=False, download_files=False, analytics_enabled=False)
+    probe = Client(url, **CLIENT_OPTIONS)
     try:
         endpoints = Endpoints.read(probe)
     finally:
@@ -904,10 +915,11 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     for thread in threads:
         thread.start()
     budget = args.startup_timeout + 8 * (args.timeout + 10)  # connect + every call of one lesson, bounded
+    if args.deadline is not None:
+        budget = min(budget, args.deadline)
     for thread in threads:
         thread.join(timeout=max(1.0, budget - (time.perf_counter() - start)))
-    done = [s if s is not None else Student(i, errors=[f"student {i}: lesson still running at the end (hung)"], hung=1)
-            for i, s in enumerate(students)]
+    done = [s if s is not None else unfinished(room, i) for i, s in enumerate(students)]
     rss_end = sampler.now_mb()
     cpu = {"class_wall_s": round(time.perf_counter() - start, 2)}
     for who in ("server", "clients"):  # what the class cost each side (this script's clients share the cores)
@@ -948,6 +960,15 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     if watch is not None:
         result["board"] = board_figures(room, watch, args.students, closed_at)
     return result
+
+
+def unfinished(room: Classroom, index: int) -> Student:
+    """A student whose lesson was still running when the class ended: its calls so far, one hung call more."""
+    with room.lock:
+        student = room.started.get(index) or Student(index)
+    student.errors.append(f"student {index}: lesson still running at the end (hung)")
+    student.hung += 1
+    return student
 
 
 def write_calls(path: Path, students: list[Student]) -> None:
