@@ -330,6 +330,7 @@ class Student:
     table_at: float | None = None
     lesson_done_at: float | None = None
     status: str | None = None  # the adaptation's last status line
+    waiting: dict[str, float] = field(default_factory=dict)  # calls in flight: endpoint -> when it started
     table: Any = None  # (headers, rows) of the accuracy table
 
 
@@ -370,6 +371,7 @@ class Classroom:
             during = self.heavy_in_flight > 0
             self.heavy_in_flight += long
         start = self.clock()
+        student.waiting[endpoint] = start
         ok = False
         try:
             job = client.submit(api_name=endpoint, **self.endpoints.kwargs(endpoint, wanted))
@@ -388,6 +390,7 @@ class Classroom:
         finally:
             with self.lock:
                 self.heavy_in_flight -= long
+            student.waiting.pop(endpoint, None)
             student.calls.append(Call(endpoint, start, self.clock(), ok, during_heavy=during))
 
     def lesson(self, index: int, together: bool = True) -> Student:
@@ -966,7 +969,8 @@ def unfinished(room: Classroom, index: int) -> Student:
     """A student whose lesson was still running when the class ended: its calls so far, one hung call more."""
     with room.lock:
         student = room.started.get(index) or Student(index)
-    student.errors.append(f"student {index}: lesson still running at the end (hung)")
+    waiting = ", ".join(f"{e} since {at:.1f} s" for e, at in dict(student.waiting).items()) or "no call"
+    student.errors.append(f"student {index}: lesson still running at the end (hung; waiting for {waiting})")
     student.hung += 1
     return student
 
