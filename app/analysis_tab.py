@@ -368,7 +368,7 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict, config: AppCo
                 sweep_button = gr.Button("Sweep lambda", elem_id="run-lambda_sweep")
                 sweep_plot = gr.Plot(label="Lambda sweep", elem_id="view-lambda_sweep")
                 sliders_button = gr.Button("One lambda per task: show the sliders", elem_id="run-task_lambdas")
-                with gr.Row():  # shown for the loaded zoo's tasks; moving one re-scores a sample of every task
+                with gr.Row(elem_id="task-lambdas"):  # one per task of the zoo; moving one re-scores a sample of each
                     sliders = [gr.Slider(-1, 2, value=0.3, step=0.05, visible=False, min_width=160)
                                for _ in range(MAX_TASK_SLIDERS)]
                 task_lambdas_plot = gr.Plot(label="One lambda per task", elem_id="view-per_task_lambdas")

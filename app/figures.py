@@ -8,10 +8,23 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 COLOURSCALE = "Viridis"
 DIVERGING = "RdBu"  # routing coefficients: red below 0, blue above (plotly's RdBu runs red to blue)
+
+PAGE_TEMPLATE = "merge_explorer_page"
+GRID = "rgba(128, 128, 128, 0.3)"  # reads on a white page and on a dark one
+pio.templates[PAGE_TEMPLATE] = go.layout.Template(layout={
+    "paper_bgcolor": "rgba(0, 0, 0, 0)", "plot_bgcolor": "rgba(0, 0, 0, 0)",
+    "xaxis": {"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID},
+    "yaxis": {"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID},
+    "legend": {"bgcolor": "rgba(0, 0, 0, 0)"},
+})
+# Every figure of the app follows the page's light or dark mode: plotly's colours on a transparent background, whose
+# titles, ticks and legends app/style.css turns to the page's text colour in dark mode (gradio gives plotly no theme).
+pio.templates.default = f"plotly+{PAGE_TEMPLATE}"
 
 
 def empty_figure(message: str) -> go.Figure:
@@ -146,9 +159,14 @@ def loss_curve(histories: Mapping[str, Sequence], losses: Mapping[str, Sequence[
 
 
 def legend_below(figure: go.Figure) -> go.Figure:
-    """A horizontal legend under the plot, inside the figure: at the right it took a third of a phone's width."""
-    figure.update_layout(legend={"orientation": "h", "x": 0.0, "xanchor": "left", "y": -0.18, "yanchor": "top"},
-                         margin={"b": 90})
+    """A horizontal legend under the plot, inside the figure: at the right it took a third of a phone's width.
+
+    Placed on the figure's bottom edge and as wide as the figure (``container`` references), plotly keeps room for it
+    under the axis titles, as many rows as the width needs (below the plot in the plot's own units it covered the x
+    axis title; as wide as the plot, a phone got one entry per row).
+    """
+    figure.update_layout(legend={"orientation": "h", "xref": "container", "x": 0.0, "xanchor": "left",
+                                 "yref": "container", "y": 0.0, "yanchor": "bottom"})
     return figure
 
 
@@ -177,9 +195,8 @@ def accuracy_bars(table: pd.DataFrame) -> go.Figure:
         figure.add_trace(go.Bar(name=str(model), x=[str(c) for c in row.index], y=row.values,
                                 hovertemplate=f"{model}<br>%{{x}}: %{{y:.1f}}%<extra></extra>"))
     figure.update_layout(barmode="group", title="Accuracy per task (%)",
-                         yaxis={"title": "accuracy (%)", "range": [0, 100]}, height=380,
-                         legend={"orientation": "h", "y": -0.2})
-    return figure
+                         yaxis={"title": "accuracy (%)", "range": [0, 100]}, height=380)
+    return legend_below(figure)
 
 
 def feature_maps(points: np.ndarray, true_task: Sequence[str], dominant: Sequence[str], method: str) -> go.Figure:

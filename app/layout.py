@@ -52,6 +52,10 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
     # gradio's cache of uploads and served files: every 10 minutes, files older than an hour go (a class fills no disk)
     with gr.Blocks(title="Merge explorer", delete_cache=(600, 3600)) as demo:
         session = gr.State(Session(), delete_callback=close_session)  # deep-copied per session: a fresh Session
+        # A second route (/teacher) makes gradio draw a navbar with a 'Home' link on every page: none on this app.
+        # 'hidden', not False: gradio 6.31 reads the navbar's settings from the Navbar once it is on the page, and a
+        # Navbar(visible=False) never is, so the navbar stayed.
+        gr.Navbar(visible="hidden")
         gr.Markdown(texts.TITLE)
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Lesson", id="lesson"):  # what a class sees first (app/lesson_page.py)
@@ -322,5 +326,6 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         build_tools(config, LIGHT, LONG)  # the stateless tools (gr.api), what the MCP server serves (app/mcp_tools.py)
     # the teacher's page: the class now and the class board, behind the teacher's code (no link on the students' page)
     with demo.route("Teacher", "/teacher", show_in_navbar=False):
+        gr.Navbar(visible="hidden")  # one per page: the teacher's page has no navbar either
         build_teacher_page(config, LIGHT)
     return demo

@@ -158,6 +158,9 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                                  elem_id="lesson-image")
                 with gr.Column():
                     try_button = gr.Button("Ask every model", variant="primary", elem_id="lesson-try")
+                    # a second image without finding the image's small x (a drop on the image works too)
+                    another = gr.UploadButton("Choose an image file", file_types=["image"], size="sm",
+                                              elem_id="lesson-another")
                     guess = gr.Markdown()
             examples = [path for path, _ in inputs.list_examples(config, tasks or None)][:: 2][:8]
             if examples:
@@ -258,6 +261,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
         return shown, table, words, routing
 
     try_button.click(try_event, [session, image], [seen, answers, guess, heat], api_name="lesson_try", **light)
+    another.upload(None, [another], [image], js="(file) => file")  # in the page only: the file becomes the image
 
     @quiet
     def cost_event(state, request: gr.Request = None):

@@ -188,8 +188,10 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
 
     # every event checks its own values (preprocess=False): a bad one is refused naming its field, no traceback
     seen = [task_choice, corruption, severity]  # how every image is classified
+    # the box empties once its image is classified (the preview shows it): the next image is one click or drop away,
+    # not behind the file's small x
     upload.upload(classify_upload, [session, upload, *seen], prediction_outputs, api_name="classify_upload",
-                  preprocess=False, **light)
+                  preprocess=False, **light).then(None, None, [upload], js="() => null")
     sketch_button.click(classify_sketch, [session, sketch, *seen], prediction_outputs, api_name="classify_sketch",
                         preprocess=False, **light)
     example_button.click(classify_example, [session, example_name, *seen], prediction_outputs,

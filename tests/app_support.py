@@ -64,10 +64,11 @@ def same_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def served(config: AppConfig, **launch: Any) -> Iterator[Any]:
     """The app built from ``config``, launched on 127.0.0.1 with its queue; closed after the block."""
     from app import build_demo
+    from app.style import launch_style
 
     demo = build_demo(config)
     demo.queue()
-    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **launch)
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **(launch_style() | launch))
     try:
         yield demo
     finally:

@@ -15,15 +15,32 @@ class Step:
 
 
 def _legend_inside_below(figure) -> bool:
+    """A horizontal legend on the figure's bottom edge, as wide as the figure: plotly keeps room for it there."""
     legend = figure.layout.legend
-    return legend.orientation == "h" and legend.y < 0 and legend.yanchor == "top"
+    return (legend.orientation == "h" and (legend.xref, legend.yref) == ("container", "container")
+            and legend.y == 0 and legend.yanchor == "bottom")
 
 
 def test_the_entropy_curve_keeps_its_legend_under_the_plot():
     figure = figures.task_entropy_curve([Step({"digits": 1.0, "shapes": 2.0}), Step({"digits": 0.5, "shapes": 1.5})],
                                         "wemoe")
     assert [trace.name for trace in figure.data] == ["digits", "shapes"] and _legend_inside_below(figure)
-    assert figure.layout.margin.b >= 80  # room for the legend inside the figure
+
+
+def test_the_accuracy_bars_keep_their_legend_under_the_plot():
+    import pandas as pd
+
+    table = pd.DataFrame({"digits": [90.0, 80.0], "average": [85.0, 75.0]}, index=["experts", "task_arithmetic"])
+    assert _legend_inside_below(figures.accuracy_bars(table))
+
+
+def test_every_figure_is_drawn_on_the_page_background():
+    """Transparent paper and plot, grid lines in a grey that reads on white and on black: the page's dark mode shows
+    through (app/style.css gives plotly's text the page's colour there)."""
+    for figure in (figures.empty_figure("nothing yet"), figures.routing_heatmap([[0.1, -0.2]], [0], ["a", "b"], "x")):
+        layout = figure.layout.template.layout
+        assert layout.paper_bgcolor == layout.plot_bgcolor == "rgba(0, 0, 0, 0)"
+        assert layout.xaxis.gridcolor == layout.yaxis.gridcolor == figures.GRID
 
 
 def test_a_feature_map_names_its_axes():

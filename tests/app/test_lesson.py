@@ -50,7 +50,8 @@ def test_adding_up_shows_every_task_at_the_lambda(session, config):
     assert [trace.name for trace in bars.data] == ["lambda 0.4"] and list(bars.data[0].x) == ["digits", "shapes",
                                                                                               "average"]
     assert "Average at lambda 0.4" in note and sweep.data
-    assert sweep.layout.legend.orientation == "h" and sweep.layout.legend.y < 0  # under the plot, not beside it
+    legend = sweep.layout.legend  # under the plot, on the figure's bottom edge, not beside it
+    assert legend.orientation == "h" and legend.yref == "container" and legend.y == 0 and legend.yanchor == "bottom"
     with pytest.raises(gr.Error, match="Lambda: enter a number from 0 to 1"):
         lesson.add_up(session, config, "x")
 

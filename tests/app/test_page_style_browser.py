@@ -1,0 +1,71 @@
+"""The page's look in a real browser (Debian chromium), before any zoo is loaded: no navbar on either page, a focus
+ring on a checkbox reached by Tab, no thick frame around the lab's plots, plotly's text in the page's colour in dark
+mode, a second image in the lesson without the image's small x; screenshots ``style-*.png`` under the artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app import AppConfig
+from tests.app_support import ARTIFACTS, BROWSER_MARKS, in_browser
+
+pytestmark = BROWSER_MARKS
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+
+# every gradio block holding a plot: its border width and the outline of any choice label holding the focus
+PLOT_BORDERS = """() => [...document.querySelectorAll('.block')].filter(b => b.querySelector('.js-plotly-plot'))
+    .map(b => parseFloat(getComputedStyle(b).borderTopWidth))"""
+FOCUSED_CHOICE = """() => { const label = document.activeElement.closest('label'); const s = getComputedStyle(label);
+    return [document.activeElement.type, s.outlineStyle, parseFloat(s.outlineWidth)]; }"""
+# plotly's own text on the lab's placeholder figures, and the page's text colour
+PLOT_TEXT = """() => [getComputedStyle(document.querySelector('.js-plotly-plot .annotation-text')).fill,
+    getComputedStyle(document.querySelector('.prose, .md') || document.body).color]"""
+
+
+def _luminance(css: str) -> float:
+    red, green, blue = (float(v) / 255 for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def test_the_page_has_no_navbar_rings_the_focus_and_frames_no_plot():
+    from playwright.sync_api import expect
+
+    with in_browser(AppConfig(samples=48, default_steps=5)) as (demo, browser):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        for path in ("", "teacher"):  # one route more than the lesson made gradio draw a 'Home' link on both
+            page.goto(demo.local_url.rstrip("/") + "/" + path)
+            page.locator("#teacher-code" if path else "#lesson-meet").wait_for()
+            page.wait_for_timeout(500)
+            assert page.get_by_role("link", name="Home").count() == 0 and page.locator(".nav-holder").count() == 0
+        page.goto(demo.local_url)
+        page.locator("#lesson-meet").focus()
+        for _ in range(3):  # past the button, onto the experts' checkboxes
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.type") == "checkbox":
+                break
+        kind, style, width = page.evaluate(FOCUSED_CHOICE)
+        assert kind == "checkbox" and style == "solid" and width >= 2
+        page.screenshot(path=str(ARTIFACTS / "style-1-focus-1280.png"))
+        page.get_by_role("tab", name="Lab").click()
+        page.locator("#heatmap .js-plotly-plot").wait_for()
+        borders = page.evaluate(PLOT_BORDERS)
+        assert len(borders) >= 3 and max(borders) <= 1, borders  # was 3 px in the text colour inside a group
+        page.locator("#panel-try").first.screenshot(path=str(ARTIFACTS / "style-2-lab-plots-1280.png"))
+        page.evaluate("() => document.body.classList.add('dark')")  # what ?__theme=dark does
+        page.wait_for_timeout(300)
+        text, body = page.evaluate(PLOT_TEXT)
+        assert _luminance(text) > 0.5 and abs(_luminance(text) - _luminance(body)) < 0.1, (text, body)
+        page.locator("#panel-try").first.screenshot(path=str(ARTIFACTS / "style-3-lab-dark-1280.png"))
+
+        lesson = browser.new_page(viewport={"width": 390, "height": 844})
+        lesson.goto(demo.local_url + "?step=6")
+        first, second = sorted(EXAMPLES.glob("*/*.png"))[:2]
+        lesson.locator("#lesson-image input[type=file]").set_input_files(str(first))
+        expect(lesson.locator("#lesson-image img")).to_be_visible(timeout=30_000)
+        shown = lesson.locator("#lesson-image img").first.get_attribute("src")
+        with lesson.expect_file_chooser() as chooser:  # the second image: one button, no small x to find
+            lesson.locator("#lesson-another").click()
+        chooser.value.set_files(str(second))
+        expect(lesson.locator("#lesson-image img").first).not_to_have_attribute("src", shown or "", timeout=30_000)
+        assert second.name in (lesson.locator("#lesson-image img").first.get_attribute("src") or "")
+        lesson.screenshot(path=str(ARTIFACTS / "style-4-second-image-390.png"))
