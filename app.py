@@ -23,6 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 import wemoe  # noqa: F401  (the torchvision shim, before anything imports open_clip)
 from app import AppConfig, build_demo  # the package app/, not this file
 from app.files import own_gradio_folder
+from app.style import launch_style
 from app.warm import start_warming
 
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_warm and os.environ.get("MERGE_EXPLORER_WARM", "1") != "0":
         start_warming(config)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=args.port, **config.launch_options())
+    demo.launch(server_name=host, server_port=args.port, **config.launch_options(), **launch_style())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import wemoe  # noqa: F401  (before open_clip)
 from app import build_demo
 from app.session import EXAMPLES_DIR, ROOT, AppConfig, pocket_label
+from app.style import launch_style
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -44,7 +45,7 @@ def main() -> None:
     config = AppConfig(zoos={"pocket": (pocket_label(args.zoo), loader)}, examples_dir=args.examples)
     demo = build_demo(config)
     demo.queue()
-    demo.launch(prevent_thread_lock=True, quiet=True)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_style())
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

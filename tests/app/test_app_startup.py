@@ -44,6 +44,8 @@ def test_app_py_serves_the_page(tmp_path):
                 time.sleep(0.3)
         assert page is not None, server.stdout.read().decode() if server.poll() is not None else "no answer"
         assert "Merge explorer" in page  # this app's page (its title in the embedded config), not any gradio page
+        config = urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10).read().decode()
+        assert "#task-lambdas" in config  # with its stylesheet (app/style.css), which gradio 6 takes at launch only
     finally:
         server.terminate()
         server.wait(timeout=30)
