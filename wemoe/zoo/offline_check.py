@@ -47,7 +47,8 @@ def base_repo(spec: ZooSpec) -> tuple[str, tuple[str, ...]] | None:
 
 
 def missing_checkpoints(spec: ZooSpec) -> list[tuple[str, str]]:
-    """``(what, hub id)`` (``the base`` or ``expert 'task'``) of every checkpoint the spec names on the hub that the local cache lacks."""
+    """``(what, hub id)`` (``the base`` or ``expert 'task'``) of every checkpoint the spec names on the hub that the
+    local cache lacks."""
     missing = []
     base = base_repo(spec)
     if base is not None and not _cached(*base):
@@ -71,10 +72,12 @@ def check_cached_offline(spec: ZooSpec) -> None:
         return
     ids = [repo for _, repo in missing]
     experts = [what.removeprefix("expert ") for what, _ in missing if what != "the base"]
-    parts = [f"the base {repo!r}" for what, repo in missing if what == "the base"]
-    if experts:
+    if len(missing) <= 3:  # few: each with its id; many: the ids are in the command below
+        shown = ", ".join(f"{what} {repo!r}" for what, repo in missing)
+    else:
+        parts = [f"the base {repo!r}" for what, repo in missing if what == "the base"]
         parts.append(f"{len(experts)} expert(s) ({', '.join(experts)})")
-    shown = " and ".join(parts)
+        shown = " and ".join(parts)
     fetch = f"hf download {ids[0]}" if len(ids) == 1 else f"for repo in {' '.join(ids)}; do hf download $repo; done"
     raise ZooError(
         f"Zoo {spec.name!r} needs {len(missing)} checkpoint(s) that are not in the local Hugging Face cache, and "
