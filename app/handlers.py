@@ -309,8 +309,9 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
     """
     bench = loaded_bench(session)
     task, (corruption, severity) = chosen_task(bench, task_choice), corruption_choice(corruption, severity)
-    # the session's own lock first: a classification waiting for its session's step must not hold every long job
-    with friendly("Classifying the image"), busy(session), light_call(session):
+    # marked light for its own session before its lock (the session's long job lets it in between steps), for every
+    # session only once it holds the lock: one waiting for its session's step must not hold every long job
+    with friendly("Classifying the image"), session.light_first.light(), busy(session), light_call(session):
         seen = image if corruption is None else corrupt_as_seen(image, bench.zoo.preprocess, corruption, severity)
         (result,) = bench.classify([seen], task, k=5, centroid_per_task=config.centroid_per_task)
     session.prediction_columns = views.compact_columns(result, bench)

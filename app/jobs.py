@@ -196,6 +196,7 @@ def locked_steps(
     slots = session.shared.compute_slots if compute_slot and session.shared is not None else None
     while True:
         light_first(session)  # a classification running now goes first: it takes 0.05 s alone, seconds beside us
+        session.light_first.wait()  # and one of this session waiting for its lock takes it before our next step
         # the slot before the session's lock: a classification of this session never waits for a slot
         with (slots if slots is not None and not waiting else contextlib.nullcontext()), busy(session):
             if cancellable and session.stop.is_set() and (not chunk or taken % chunk == 0):

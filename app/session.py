@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from app.shared import Shared, StepTimes
+from app.shared import LightFirst, Shared, StepTimes
 from wemoe.zoo.source_policy import SourcePolicy
 
 ProgressFn = Callable[[float, str], None]
@@ -207,6 +207,9 @@ class Session:
         self.last_merged: list[str] = []  # methods of the last merge (what "merge and adapt" adapts)
         self._own_step_times: StepTimes | None = None  # before a zoo is shared (app.shared.StepTimes)
         self.lock = threading.Lock()  # one heavy job per session at a time
+        # this session's classifications waiting for or holding its lock: its long job lets them take it first
+        # (threading.Lock is not fair: a job retaking it at once between steps kept a click waiting for 1.9 s)
+        self.light_first = LightFirst()
         self.stop = threading.Event()  # set by Cancel; the running merge or adaptation checks it between steps
         self.job: tuple[str, str | None] | None = None  # what runs now: ("merge", None) or ("adapt", merge name)
         self._job_guard = threading.Lock()  # makes Cancel and a job's last check-and-commit one atomic step

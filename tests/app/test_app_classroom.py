@@ -377,3 +377,33 @@ def test_an_adaptation_step_computes_in_a_compute_slot_and_waiting_takes_none(co
         assert seen == [False, False, False, False]
     finally:
         student.shared.compute_slots = slots
+
+
+def test_a_classification_waiting_for_its_session_goes_before_the_sessions_next_step(config):
+    """A long job's steps each take the session's lock; a click of the same session that waits for it gets it at the
+    next step's end (threading.Lock is not fair: the job retook it at once, a click waited 1.9 s in a class)."""
+    import threading
+
+    from app.jobs import busy, locked_steps
+
+    student = _student(config)
+    taken, asked, got = [], threading.Event(), []
+
+    def steps():
+        for step in range(40):
+            taken.append(step)
+            if step == 2:
+                asked.set()  # the click arrives while this step holds the lock
+            threading.Event().wait(0.02)  # a step's work, under the session's lock
+            yield step
+
+    def click() -> None:
+        asked.wait()
+        with student.light_first.light(), busy(student):
+            got.append(len(taken))
+
+    clicker = threading.Thread(target=click)
+    clicker.start()
+    assert list(locked_steps(student, steps())) == list(range(40))
+    clicker.join(timeout=10)
+    assert got and got[0] <= 3, f"the click got the lock only after {got} of 40 steps"
