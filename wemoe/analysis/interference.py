@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from wemoe.task_vector import TaskVector, task_vectors
+from wemoe.workbench.result_codecs import register_result_type
 from wemoe.zoo.zoo import Zoo
 
 OTHER = "other"
@@ -67,6 +68,7 @@ def sign_conflicts(flat: torch.Tensor) -> float:
     return float((positive & negative).double().mean()) if flat.shape[1] else 0.0
 
 
+@register_result_type  # kept on disk with the app's results (wemoe.workbench.result_codecs)
 @dataclass
 class Interference:
     """The zoo's task vectors compared: cosines, sign conflicts and norms, whole and per block."""

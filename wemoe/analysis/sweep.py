@@ -24,6 +24,7 @@ from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_ave
 from wemoe.methods import get_method
 from wemoe.methods.ties import ties_merge
 from wemoe.task_vector import TaskVector, task_vectors
+from wemoe.workbench.result_codecs import register_result_type
 from wemoe.workbench.workbench import Workbench
 
 LAMBDA_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -63,6 +64,7 @@ def merged_direction(bench: Workbench, method: str, params: Mapping[str, Any] | 
     raise MethodError(f"The lambda sweep covers {', '.join(SWEPT)}, not {method!r}.")
 
 
+@register_result_type  # kept on disk with the app's results (wemoe.workbench.result_codecs)
 @dataclass
 class LambdaSweep:
     """Per-task accuracy of each swept method at each lambda, and the lambda each method has chosen."""

@@ -20,6 +20,7 @@ from wemoe.adaptation.adapt import AdaptStep, ChunkRunner, adapt, adapt_in_chunk
 from wemoe.moe.layer import release_workspaces
 from wemoe.tasks.images import TaskImages
 from wemoe.workbench.result_cache import ResultCache
+from wemoe.workbench.result_codecs import register_result_type
 
 ADAPT_RUN = ("steps", "lr", "per_task", "loss", "seed", "split")
 
@@ -43,6 +44,7 @@ class Waiting:
     counts_as_step = False  # for loops that count steps (e.g. to cancel at a chunk's end)
 
 
+@register_result_type  # kept on disk with the result cache's store (wemoe.workbench.result_codecs)
 @dataclass(frozen=True)
 class AdaptedState:
     """What one finished adaptation run left (the cache's entry): trainable tensors and the run's records."""

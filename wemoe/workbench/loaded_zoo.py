@@ -21,6 +21,7 @@ from wemoe.tasks.heads import HeadCache
 from wemoe.tasks.images import TaskImages, load_task_images
 from wemoe.tasks.registry import Task, get_task
 from wemoe.tasks.splits import ADAPT_SPLITS, HELDOUT, TEST, adapts_on_train, heldout_images
+from wemoe.workbench.fingerprint import loaded_fingerprint
 from wemoe.zoo.zoo import Zoo, chosen_tasks
 
 
@@ -61,6 +62,7 @@ class LoadedZoo:
         # Any context manager will do (an app sharing several zoos gives them one turn: app.shared.ClassifyTurn).
         self.classify_turn = classify_turn if classify_turn is not None else threading.Lock()
         self.whole = self  # the LoadedZoo of every expert (a subset's is the zoo it was chosen from)
+        self._fingerprint: str | None = None
 
     @property
     def task_names(self) -> list[str]:
@@ -76,6 +78,16 @@ class LoadedZoo:
         view.zoo = self.zoo.subset(names)
         view.tasks = [t for t in self.tasks if t.name in names]
         return view
+
+    def fingerprint(self) -> str:
+        """A content hash of the whole zoo's weights, heads and scored images and how they were drawn
+        (:func:`wemoe.workbench.fingerprint.loaded_fingerprint`), computed once; results kept on disk are keyed by
+        it."""
+        whole = self.whole
+        with whole._lock:
+            if whole._fingerprint is None:
+                whole._fingerprint = loaded_fingerprint(whole)
+            return whole._fingerprint
 
     def heads(self) -> dict[str, torch.Tensor]:
         """Zero-shot heads of every task (built once)."""

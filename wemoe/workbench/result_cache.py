@@ -7,6 +7,12 @@ computes a key, others asking for it wait for that computation instead of starti
 fails or is cancelled stores nothing (an entry is never half-written) and wakes the waiters, one of which then computes
 it. The cache owns its entries; callers treat what they get as read-only (copy before changing, see
 ``wemoe.workbench.workbench``). Oldest entries are dropped beyond ``max_entries``.
+
+With a ``store`` (:class:`~wemoe.workbench.result_store.ResultStore`, a directory) the cache has a disk layer under
+it: the caller that claims a key missing in memory first looks for it on disk (others wait meanwhile, as for a
+computation), and every finished result is also written there when a codec can write it (tensors as safetensors, the
+rest as JSON), so that a restarted process gets it at once. A ``codec`` passed with a key says how its result is
+written (default: :class:`~wemoe.workbench.result_codecs.TreeCodec`); the store never breaks a computation.
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ class Flight:
 class ResultCache:
     """A process-wide, thread-safe map from a result's inputs to the result, filled single flight."""
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int = 256, store: Any | None = None) -> None:
+        """``store``: the disk layer (a :class:`~wemoe.workbench.result_store.ResultStore`), or None (memory only)."""
         self.max_entries = max_entries
+        self.store = store
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._flights: dict[Hashable, Flight] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0  # hits read from the store (counted in ``hits`` too)
 
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
@@ -68,10 +77,10 @@ class ResultCache:
         with self._lock:
             return self._flights.get(key)
 
-    def claim(self, key: Hashable) -> tuple[str, Any]:
+    def claim(self, key: Hashable, codec: Any = None) -> tuple[str, Any]:
         """What to do for ``key``: ``("hit", result)``, ``("compute", flight)`` (yours: call :meth:`finish` or
         :meth:`abandon`), or ``("wait", flight)`` (another caller computes it: wait on ``flight.done``, then claim
-        again).
+        again). With a store, a key missing in memory is read from disk (with ``codec``) before it is yours to compute.
         """
         with self._lock:
             if key in self._entries:
@@ -81,11 +90,27 @@ class ResultCache:
             if key in self._flights:
                 return "wait", self._flights[key]
             flight = self._flights[key] = Flight()
+        if self.store is not None:
+            flight.progress = "reading it from disk"
+            try:
+                found = self.store.load(key, codec)
+            except BaseException:  # the store never raises; an interrupt must not leave the key claimed forever
+                self.abandon(key, flight)
+                raise
+            if found is not _missing():
+                self._keep(key, flight, found)
+                log.debug("read %s from disk", _short(key))
+                with self._lock:
+                    self.hits += 1
+                    self.disk_hits += 1
+                return "hit", found
+            flight.progress = ""
+        with self._lock:
             self.misses += 1
-            return "compute", flight
+        return "compute", flight
 
-    def finish(self, key: Hashable, flight: Flight, result: Any) -> None:
-        """Store the finished ``result`` of a claimed computation and wake its waiters."""
+    def _keep(self, key: Hashable, flight: Flight, result: Any) -> None:
+        """Keep ``result`` in memory under ``key`` and wake the waiters of ``flight``."""
         with self._lock:
             self._entries[key] = result
             self._entries.move_to_end(key)
@@ -94,10 +119,17 @@ class ResultCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight.done.set()
+
+    def finish(self, key: Hashable, flight: Flight, result: Any, codec: Any = None) -> None:
+        """Store the finished ``result`` of a claimed computation (in memory, and with a store on disk through
+        ``codec``) and wake its waiters."""
+        self._keep(key, flight, result)
         seconds = time.perf_counter() - flight.started
         # routine results (a classification, a cached table cell) at debug level: a class makes hundreds a minute
         log.log(logging.INFO if seconds >= NOTABLE_SECONDS else logging.DEBUG, "computed %s in %.2f s", _short(key),
                 seconds)
+        if self.store is not None:  # after the waiters woke: they need not wait for the disk
+            self.store.save(key, result, codec)
 
     def abandon(self, key: Hashable, flight: Flight) -> None:
         """Give up a claimed computation (failed or cancelled): nothing is stored; waiters wake and claim again."""
@@ -107,10 +139,12 @@ class ResultCache:
         flight.done.set()
         log.debug("abandoned %s after %.2f s", _short(key), time.perf_counter() - flight.started)
 
-    def get_or_compute(self, key: Hashable, compute: Callable[[], Any], wait_seconds: float = 0.5) -> tuple[Any, bool]:
-        """``(result, from_cache)``: the stored result, or ``compute()``'s (stored unless it raises)."""
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any], wait_seconds: float = 0.5,
+                       codec: Any = None) -> tuple[Any, bool]:
+        """``(result, from_cache)``: the stored result, or ``compute()``'s (stored unless it raises); ``codec``: how
+        the disk layer writes and reads it (see :meth:`claim`)."""
         while True:
-            action, value = self.claim(key)
+            action, value = self.claim(key, codec)
             if action == "hit":
                 return value, True
             if action == "wait":
@@ -122,13 +156,20 @@ class ResultCache:
             except BaseException:
                 self.abandon(key, value)
                 raise
-            self.finish(key, value, result)
+            self.finish(key, value, result, codec)
             return result, False
 
     def clear(self) -> None:
         """Drop every stored result (computations in flight finish and store theirs)."""
         with self._lock:
             self._entries.clear()
+
+
+def _missing() -> object:
+    """The store's marker for a key it does not hold (imported here, when a store is in use)."""
+    from wemoe.workbench.result_store import MISSING
+
+    return MISSING
 
 
 def _short(key: Hashable, limit: int = 160) -> str:
