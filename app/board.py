@@ -4,7 +4,9 @@ One :class:`ClassBoard` per app process, owned by ``app.shared.Shared`` and chan
 anonymous (an optional nickname of plain text, 24 characters at most), checked (known kinds, numbers in their ranges,
 task names of the zoo), bounded in number (the oldest go first, and the board says so) and in rate (a few per session
 per minute). Nothing identifying is kept: a session's entries are tied to it only by gradio's random session id,
-which is hashed before it is stored, and the board lives in memory (a restart empties it).
+which is hashed before it is stored. The board lives in memory, and with a results directory
+(``$MERGE_EXPLORER_CACHE_DIR``, ``app.saved_json``) also in a JSON file there, restored at start: then a restart
+keeps it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import re
 import threading
 import time
@@ -19,6 +22,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from app.saved_json import SavedJson
 
 KINDS = {"lambda": "best single lambda", "forget": "forgetting a task", "wemoe": "WEMoE after adapting"}
 MAX_ENTRIES = 500
@@ -90,12 +95,40 @@ def _percent(value: Any, field: str) -> float:
 class ClassBoard:
     """The findings of a class, newest last, bounded; safe to use from every session's thread."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES, per_minute: int = PER_MINUTE) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, per_minute: int = PER_MINUTE,
+                 saved: SavedJson | None = None) -> None:
+        """``saved``: the file the board is kept in across restarts (restored here), or None (memory only)."""
         self.max_entries, self.per_minute = max_entries, per_minute
         self._entries: deque[Entry] = deque()
         self._recent: dict[str, deque[float]] = {}
         self.dropped = 0  # entries dropped because the board was full
         self._lock = threading.Lock()
+        self.saved = saved or SavedJson(None)
+        self._restore(self.saved.load())
+
+    @property
+    def survives_restart(self) -> bool:
+        """Whether the board is kept in a file that a restart of the app reads back."""
+        return self.saved.kept
+
+    def _document(self) -> dict[str, Any]:
+        with self._lock:
+            return {"entries": [asdict(e) for e in self._entries], "dropped": self.dropped}
+
+    def _restore(self, document: Any) -> None:
+        """The entries of a saved board (ignored, with one log line, when they are not a board's)."""
+        if document is None:
+            return
+        try:
+            entries = [Entry(**row) for row in document["entries"]]
+            if any(e.kind not in KINDS or not isinstance(e.average, (int, float)) for e in entries):
+                raise ValueError("an entry of an unknown kind")
+            dropped = int(document.get("dropped", 0))
+        except (KeyError, TypeError, ValueError) as error:
+            logging.getLogger(__name__).warning("ignored the saved class board (%s): starting empty", error)
+            return
+        self._entries.extend(entries[-self.max_entries:])
+        self.dropped = dropped + max(0, len(entries) - self.max_entries)
 
     def submit(self, kind: Any, average: Any, setting: Any, session_id: str | None, nickname: Any = None,
                forgotten: Any = None, controls: Any = None, now: float | None = None, details: Any = None) -> Entry:
@@ -123,6 +156,7 @@ class ClassBoard:
             while len(self._entries) > self.max_entries:
                 self._entries.popleft()
                 self.dropped += 1
+        self.saved.save(self._document)
         return entry
 
     def entries(self, kind: str | None = None) -> list[Entry]:
@@ -137,7 +171,8 @@ class ClassBoard:
             self._entries.clear()
             self._recent.clear()
             self.dropped = 0
-            return count
+        self.saved.save(self._document)
+        return count
 
     def as_json(self) -> dict[str, Any]:
         """The board as plain data: every entry (without its session hash), per kind the best, and what was dropped."""

@@ -10,7 +10,8 @@ One :class:`ChallengeRoom` per app process, owned by ``app.shared.Shared`` and c
 challenge runs; when it ends (the teacher, or its time limit, noticed at the next read) its leaderboard is frozen and
 kept, with the winner's settings, until the next one starts. Nothing here imports gradio or the library: entries are
 plain mappings (``Entry`` as a dict), the winner's settings a lesson link's values (``app.lesson.link_for`` makes the
-link).
+link). With a results directory (``$MERGE_EXPLORER_CACHE_DIR``) the challenge is also kept in a JSON file there
+(``app.saved_json``) and restored at start, so a restart of the Space neither ends nor forgets it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from app.saved_json import SavedJson
 
 MAX_ROWS = 100  # leaderboard rows kept (one per student)
 MINUTES = (1.0, 120.0)  # the time limit's range
@@ -191,9 +194,21 @@ def time_left(seconds: float) -> str:
 class ChallengeRoom:
     """The class's challenge: at most one running, the last one's frozen result; safe from every session's thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, saved: SavedJson | None = None) -> None:
+        """``saved``: the file the challenge is kept in across restarts (restored here), or None (memory only)."""
         self._current: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self.saved = saved or SavedJson(None)
+        kept = self.saved.load()
+        if isinstance(kept, dict) and kept.get("preset") in PRESETS and isinstance(kept.get("params"), dict):
+            self._current = kept
+
+    def _save(self) -> None:
+        def document() -> dict[str, Any] | None:
+            with self._lock:
+                return None if self._current is None else dict(self._current)
+
+        self.saved.save(document)
 
     def start(self, name: Any, values: Mapping[str, Any], tasks: Sequence[str], minutes: Any,
               defaults: Mapping[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
@@ -212,7 +227,9 @@ class ChallengeRoom:
                              "goal": chosen.goal(params), "experts": list(tasks),
                              "start": start_settings(chosen, params, tasks), "started_at": now,
                              "ends_at": now + 60.0 * float(minutes), "ended_at": None, "leaderboard": None}
-            return dict(self._current)
+            started = dict(self._current)
+        self._save()
+        return started
 
     def end(self, entries: Sequence[Mapping[str, Any]], now: float | None = None) -> bool:
         """End the running challenge now, freezing its leaderboard from ``entries``; False when none ran."""
@@ -222,7 +239,8 @@ class ChallengeRoom:
             if current is None or current["ended_at"] is not None:
                 return False
             self._finish(current, entries, min(now, current["ends_at"]))
-            return True
+        self._save()
+        return True
 
     def _finish(self, current: dict[str, Any], entries: Sequence[Mapping[str, Any]], at: float) -> None:
         current["ended_at"] = at
@@ -243,11 +261,14 @@ class ChallengeRoom:
             current = self._current
             if current is None:
                 return {"running": False, "challenge": None}
-            if current["ended_at"] is None and now >= current["ends_at"]:
+            ended_now = current["ended_at"] is None and now >= current["ends_at"]
+            if ended_now:
                 self._finish(current, entries, current["ends_at"])
             running = current["ended_at"] is None
             board = self._rank(current, entries, now) if running else current["leaderboard"]
             shown = {k: v for k, v in current.items() if k != "leaderboard"}
+        if ended_now:
+            self._save()
         board = [dict(row) for row in board]
         if link is not None:
             shown["start"] = dict(shown["start"], link=link(shown["start"]))
@@ -261,6 +282,7 @@ class ChallengeRoom:
         """Forget the challenge (running or ended)."""
         with self._lock:
             self._current = None
+        self._save()
 
 
 def in_words(state: Mapping[str, Any]) -> str:

@@ -18,11 +18,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from app.board import ClassBoard
 from app.challenge import ChallengeRoom
+from app.saved_json import SavedJson
 from wemoe.workbench.result_cache import ResultCache
+from wemoe.workbench.result_store import ResultStore, results_dir, store_bound
 
 ProgressFn = Callable[[float, str], None]
 
@@ -206,19 +209,25 @@ class MemoryBudgetExceeded(RuntimeError):
 class Shared:
     """Loaded zoos and deterministic results for every session of one process, each owned here behind a lock."""
 
-    def __init__(self, memory_budget_mb: float | None = None, zoo_slots: int = 4, results: int = 512) -> None:
-        """``memory_budget_mb``: refuse heavy work above this RSS (default: $MERGE_EXPLORER_MEMORY_MB or 8192)."""
+    def __init__(self, memory_budget_mb: float | None = None, zoo_slots: int = 4, results: int = 512,
+                 cache_dir: str | None = None) -> None:
+        """``memory_budget_mb``: refuse heavy work above this RSS (default: $MERGE_EXPLORER_MEMORY_MB or 8192);
+        ``cache_dir``: where results, the class board and the challenge survive a restart (default:
+        $MERGE_EXPLORER_CACHE_DIR; unset: memory only; ``wemoe.workbench.result_store``)."""
         if memory_budget_mb is None:
             memory_budget_mb = float(os.environ.get("MERGE_EXPLORER_MEMORY_MB", "8192"))
         self.memory_budget_mb = memory_budget_mb
         self.zoos = ResultCache(max_entries=zoo_slots)
-        self.results = ResultCache(max_entries=results)
+        kept = Path(cache_dir) if cache_dir is not None else results_dir()
+        store = None if kept is None else ResultStore(kept / "results", **store_bound())
+        self.results = ResultCache(max_entries=results, store=store)
         self.light_first = LightFirst()
         self.classify_turn = ClassifyTurn()
         self.step_times = StepTimes()  # seconds per adaptation step now, for estimates (app.jobs.step_key)
         self.warm = WarmProgress()  # the warm-up of the default lesson (app.warm), shown on every page
-        self.board = ClassBoard()  # what the class found (app.board), shown to the teacher (app.teacher)
-        self.challenge = ChallengeRoom()  # the class's challenge over the board (app.challenge)
+        # what the class found (app.board), shown to the teacher (app.teacher); the class's challenge (app.challenge)
+        self.board = ClassBoard(saved=SavedJson(kept and kept / "class-board.json"))
+        self.challenge = ChallengeRoom(saved=SavedJson(kept and kept / "class-challenge.json"))
         # adaptation steps computed at once (app.jobs.locked_steps): one per CPU, whoever's run they are
         self.compute_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
         self._sessions: weakref.WeakSet = weakref.WeakSet()

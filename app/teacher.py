@@ -74,8 +74,15 @@ def view(code: Any, config: AppConfig) -> tuple[str, str, pd.DataFrame]:
     if board["dropped"]:
         note += (f"\n\n_The board keeps the latest {board['kept_at_most']}: {board['dropped']} older entries were "
                  "dropped._")
-    return class_status(config), note + "\n\n_The board lives in memory: a restart of the Space empties it._", \
-        board_frame(config)
+    return class_status(config), note + "\n\n" + kept_words(config.shared.board.survives_restart), board_frame(config)
+
+
+def kept_words(survives: bool) -> str:
+    """Whether the board survives a restart of the Space, in plain words."""
+    if survives:
+        return "_The board is saved in the Space's results directory: it survives a restart of the Space._"
+    return ("_The board lives in memory: a restart of the Space empties it (the Space's owner keeps it by setting "
+            "`MERGE_EXPLORER_CACHE_DIR` to a folder on persistent storage)._")
 
 
 def build_teacher_page(config: AppConfig, light: dict) -> None:

@@ -232,4 +232,5 @@ def test_the_variable_turns_the_store_on(tmp_path, monkeypatch):
     monkeypatch.setenv(result_store.CACHE_DIR_ENV, str(tmp_path / "made"))
     monkeypatch.setenv(result_store.CACHE_MB_ENV, "2")
     store = ResultStore.from_env()
-    assert store.directory == Path(tmp_path / "made") and store.directory.is_dir() and store.max_bytes == 2 * 2**20
+    assert store.directory == Path(tmp_path / "made" / "results") and store.directory.is_dir()
+    assert store.max_bytes == 2 * 2**20

@@ -71,13 +71,10 @@ class ResultStore:
 
     @classmethod
     def from_env(cls) -> ResultStore | None:
-        """The store at ``$MERGE_EXPLORER_CACHE_DIR`` bounded by ``$MERGE_EXPLORER_CACHE_MB`` (default 4096), or None
-        when the variable is not set."""
-        directory = os.environ.get(CACHE_DIR_ENV, "").strip()
-        if not directory:
-            return None
-        megabytes = float(os.environ.get(CACHE_MB_ENV, "") or DEFAULT_MAX_MB)
-        return cls(directory, max_bytes=megabytes * 2**20)
+        """The store in ``results/`` of ``$MERGE_EXPLORER_CACHE_DIR`` (:func:`results_dir`) bounded by
+        ``$MERGE_EXPLORER_CACHE_MB`` (default 4096), or None when the variable is not set."""
+        directory = results_dir()
+        return None if directory is None else cls(directory / "results", **store_bound())
 
     def entry_path(self, key: Hashable) -> Path | None:
         """Where ``key``'s entry lives, without its suffix (None: the key cannot be stored)."""
@@ -293,6 +290,18 @@ class ResultStore:
                 return
             self._said.add(what)
         log.log(level, message, *args)
+
+
+def results_dir() -> Path | None:
+    """The directory the app keeps what should survive a restart in (``$MERGE_EXPLORER_CACHE_DIR``; None: unset)."""
+    directory = os.environ.get(CACHE_DIR_ENV, "").strip()
+    return Path(directory) if directory else None
+
+
+def store_bound() -> dict[str, float]:
+    """The store's size bound from ``$MERGE_EXPLORER_CACHE_MB`` (default 4096 MB), as ``ResultStore`` keywords."""
+    megabytes = float(os.environ.get(CACHE_MB_ENV, "") or DEFAULT_MAX_MB)
+    return {"max_bytes": megabytes * 2**20}
 
 
 def stored_key(key: Hashable) -> str | None:

@@ -1,0 +1,71 @@
+"""One JSON document kept in a file so that it survives a restart of the app (the class board, the challenge), or
+kept nowhere when the app has no directory for it (``$MERGE_EXPLORER_CACHE_DIR`` unset).
+
+Written whole under a temporary name and moved into place (``app.files.atomic_path``), so a crash leaves the previous
+document, never half of one. A file that cannot be read back (damaged, not JSON) is ignored with one log line and the
+app starts empty; a directory that cannot be written keeps the document in memory only, said once in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class SavedJson:
+    """A JSON document in ``path`` (None: nowhere); safe from several threads (writes are serialised)."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        """``path``: the file (its folder is made on the first write); None keeps nothing."""
+        self.path = None if path is None else Path(path)
+        self.working = self.path is not None  # False once a write failed: the document lives in memory only
+        self._lock = threading.Lock()
+
+    @property
+    def kept(self) -> bool:
+        """Whether the document survives a restart (a file, and the last write worked)."""
+        return self.path is not None and self.working
+
+    def load(self) -> Any | None:
+        """The saved document, or None (no file, or one that cannot be read: logged once)."""
+        if self.path is None:
+            return None
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except OSError as error:  # the folder cannot be read (nor, most likely, written): said once, here
+            log.warning("cannot read %s (%s): it is kept in memory only", self.path, error.strerror or error)
+            self.working = False
+            return None
+        except ValueError as error:
+            log.warning("ignored %s (%s): starting without it", self.path, error)
+            return None
+
+    def save(self, snapshot: Callable[[], Any]) -> bool:
+        """Write the document ``snapshot()`` gives in one step; False when nothing is kept (no path, or the write
+        failed: logged once). ``snapshot`` is called under the write lock, so of two threads saving at once the
+        later state is the one left in the file."""
+        if self.path is None:
+            return False
+        with self._lock:
+            text = json.dumps(snapshot(), ensure_ascii=False)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(self.path) as temporary:
+                    temporary.write_text(text, encoding="utf-8")
+            except OSError as error:
+                if self.working:
+                    log.warning("cannot write %s (%s): it is kept in memory only", self.path, error.strerror or error)
+                self.working = False
+                return False
+            self.working = True
+            return True
