@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import os
 import statistics
 import sys
@@ -42,6 +43,7 @@ def rss_mb() -> float:
     return 0.0
 
 
+LIGHT_QUIET_S = 0.25  # long jobs' steps wait this long after the last click's handler (see LightFirst)
 PRESENT_EVERY_S = 2.0  # how often a student's open page says it is there (a tick with no computation)
 PRESENT_S = 4.5  # a page silent for longer is gone: the teacher's count is right within 5 s of a tab closing
 
@@ -49,11 +51,18 @@ PRESENT_S = 4.5  # a page silent for longer is gone: the teacher's count is righ
 class LightFirst:
     """Light calls before long jobs' next step: a classification takes 0.05 s of the CPU alone, but seconds while
     adaptations and evaluations run beside it on the same two cores. Light calls run inside :meth:`light`; a long job
-    calls :meth:`wait` between its steps, which returns once no light call runs (or after ``timeout``, so that a
-    stream of light calls cannot starve it)."""
+    calls :meth:`wait` between its steps, which returns once no light call runs and none ended in the last ``quiet``
+    seconds (or after ``timeout``, so that a stream of light calls cannot starve it).
 
-    def __init__(self) -> None:
+    ``quiet``: a handler's 1-10 ms are the smaller part of a click: gradio then sends its answer (a table, an image, a
+    figure) on the same cores, and in a class the next clicks follow within milliseconds; a step taken in that gap
+    delays all of them.
+    """
+
+    def __init__(self, quiet: float = 0.0) -> None:
+        self.quiet = quiet
         self._running = 0
+        self._last_end = -math.inf
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
@@ -66,6 +75,7 @@ class LightFirst:
         finally:
             with self._changed:
                 self._running -= 1
+                self._last_end = time.monotonic()
                 self._changed.notify_all()
 
     def running(self) -> int:
@@ -74,10 +84,18 @@ class LightFirst:
             return self._running
 
     def wait(self, timeout: float = 2.0) -> float:
-        """Block until no light call runs, at most ``timeout`` seconds; returns the seconds waited."""
+        """Block until no light call runs nor ended within ``quiet`` s, at most ``timeout`` s; returns the seconds
+        waited."""
         start = time.monotonic()
+        deadline = start + timeout
         with self._changed:
-            self._changed.wait_for(lambda: self._running == 0, timeout=timeout)
+            while True:
+                now = time.monotonic()
+                calm_in = 0.0 if self._running == 0 else math.inf
+                calm_in = max(calm_in, self._last_end + self.quiet - now)
+                if calm_in <= 0 or now >= deadline:
+                    break
+                self._changed.wait(min(calm_in, deadline - now))
         return time.monotonic() - start
 
 
@@ -221,7 +239,7 @@ class Shared:
         kept = Path(cache_dir) if cache_dir is not None else results_dir()
         store = None if kept is None else ResultStore(kept / "results", **store_bound())
         self.results = ResultCache(max_entries=results, store=store)
-        self.light_first = LightFirst()
+        self.light_first = LightFirst(quiet=LIGHT_QUIET_S)
         self.classify_turn = ClassifyTurn()
         self.step_times = StepTimes()  # seconds per adaptation step now, for estimates (app.jobs.step_key)
         self.warm = WarmProgress()  # the warm-up of the default lesson (app.warm), shown on every page

@@ -228,6 +228,23 @@ def test_a_long_jobs_next_step_waits_for_a_running_classification():
     assert gate.wait(timeout=60) < 1.0  # no light call: no wait
 
 
+def test_a_long_jobs_next_step_waits_for_a_quiet_gap_after_the_last_classification():
+    import time
+
+    from app.shared import LightFirst
+
+    gate = LightFirst(quiet=0.4)
+    assert gate.wait(timeout=5) < 0.2  # no click yet: no wait
+    with gate.light():
+        pass
+    ended = time.monotonic()
+    gate.wait(timeout=5)
+    assert time.monotonic() - ended >= 0.4  # the answer of the click just handled is still being sent
+    with gate.light():
+        pass
+    assert gate.wait(timeout=0.1) < 0.3  # a stream of clicks never holds a step longer than the timeout
+
+
 def test_adaptation_steps_yield_to_a_classification_in_the_same_process(config):
     first, second = _student(config), _student(config)
     handlers.merge(first, ["wemoe"], {}, per_task=3)
