@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +18,11 @@ from wemoe.workbench.workbench import Workbench
 from wemoe.zoo.clip_models import create_clip
 from wemoe.zoo.memory_plan import (
     ADAMERGING,
+    EMR,
     KINDS,
+    PER_MATRIX,
     STATIC,
+    TIES,
     WEMOE,
     WEMOE_COMPRESSED,
     check_merge_fits,
@@ -29,6 +35,7 @@ from wemoe.zoo.memory_plan import (
 )
 from wemoe.zoo.presets import PRESETS
 
+ROOT = Path(__file__).resolve().parents[2]
 MB = 1e6
 GIB_MB = 2**30 / 2**20  # MERGE_EXPLORER_MEMORY_MB is in MiB
 
@@ -71,7 +78,8 @@ def test_the_l14_twenty_task_preset_states_its_memory_per_method():
     peaks = {kind: memory.peak(kind) for kind in KINDS}
     assert memory.shape.experts == 20 and memory.adapt_images == 20 * 16
     assert memory.download > 25e9  # 20 experts of 1.2 GB and a 1.7 GB base
-    assert memory.load < peaks[STATIC] == peaks[ADAMERGING] < peaks[WEMOE_COMPRESSED] < peaks[WEMOE]
+    assert memory.load < peaks[STATIC] < peaks[PER_MATRIX] < peaks[EMR] < peaks[ADAMERGING] < peaks[TIES]
+    assert peaks[STATIC] < peaks[WEMOE_COMPRESSED] < peaks[WEMOE] < peaks[TIES]
     # dense WEMoE keeps every expert's MLP task vectors: 20 x 24 blocks x 2 x 1024 x 4096 floats more than TA, at least
     assert peaks[WEMOE] - peaks[STATIC] >= 20 * 24 * 2 * 1024 * 4096 * 4
     b32 = plan(shape_of_spec(PRESETS["vit-b-32-20tasks"]))
@@ -81,7 +89,9 @@ def test_the_l14_twenty_task_preset_states_its_memory_per_method():
 def test_kind_of_reads_the_rank():
     assert kind_of("wemoe") == WEMOE and kind_of("wemoe", {"rank": 8}) == WEMOE_COMPRESSED
     assert kind_of("wemoe_compressed") == WEMOE_COMPRESSED and kind_of("wemoe_compressed", {"rank": 0}) == WEMOE
-    assert kind_of("ties") == kind_of("tsv_m") == STATIC and kind_of("adamerging") == ADAMERGING
+    assert kind_of("ties") == TIES and kind_of("task_arithmetic") == kind_of("simple_average") == STATIC
+    assert kind_of("tsv_m") == kind_of("iso_cts") == kind_of("wudi") == PER_MATRIX and kind_of("emr_merging") == EMR
+    assert kind_of("adamerging") == kind_of("task_wise_adamerging") == ADAMERGING
 
 
 def test_wemoe_on_l14_twenty_tasks_is_refused_with_compressed_experts_named(monkeypatch):
@@ -150,3 +160,18 @@ def test_zoos_lists_every_zoo_with_its_memory(tmp_path, capsys, monkeypatch):
     assert l14["fits"][WEMOE] is False and l14["download_bytes"] == memory.download
     assert listed["pocket"]["download_bytes"] == 0 and listed["pocket"]["fits"][WEMOE] is True
     assert TINY_MODEL not in listed
+
+
+def test_memory_plan_check_bench_tiny():
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "memory_plan_check.py"), "--tasks", "2,3",
+                           "--methods", "task_arithmetic,ties", "--width", "64", "--layers", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [(r["experts"], r["method"]) for r in rows] == [(2, "task_arithmetic"), (2, "ties"), (3, "task_arithmetic"),
+                                                            (3, "ties")]
+    # the estimates are the planner's for that tower: TIES six towers per expert, task arithmetic T + 2.4
+    for r in rows:
+        towers = 6.0 * r["experts"] if r["method"] == "ties" else r["experts"] + 2.4
+        assert r["estimated_mb"] == pytest.approx(towers * r["tower_mb"], rel=0.01, abs=0.1)
+        assert r["measured_mb"] >= 0

@@ -11,10 +11,11 @@ The figures are estimates of a process's peak resident memory (VmHWM), calibrate
 ``bench/zoo_memory.py`` on the ViT-B/32 eight-task preset (bench/README.md, "Memory of a real zoo": load 4341 MB,
 task arithmetic 7995 MB, WEMoE 10006 MB, 10 adaptation steps of 16 images 10289 MB) and the WEMoE forward+backward
 of ``bench/moe_vs_fusionbench.py`` (525 MB above the model at batch 16). The constants below are those figures
-divided by the quantities they scale with; every other size and number of tasks is extrapolated. Only task
-arithmetic and WEMoE were measured: TIES and the per-matrix methods are taken to need what task arithmetic needs
-(each holds every task vector at once), compressed WEMoE what task arithmetic needs plus its factors and one block's
-stacked task vectors.
+divided by the quantities they scale with. ``bench/memory_plan_check.py`` measured every kind of merge again on
+another width and depth with 4, 12 (and 20) experts (bench/README.md, "The memory planner against measured merges"):
+task arithmetic and WEMoE came within 2% of these constants; TIES, the per-matrix merges (measured: TSV-M; Iso-C,
+Iso-CTS and WUDI taken alike), EMR, AdaMerging and compressed WEMoE got their own constants, fitted there
+(:data:`MERGE_TOWERS`).
 """
 
 from __future__ import annotations
@@ -41,21 +42,38 @@ WEMOE_STACK_FACTOR = 1.11
 """WEMoE's peak over task arithmetic's, per byte of stacked MLP task vectors: (10006 - 7995) / (8 x 226.7 MB)."""
 ACTIVATION_BYTES_B32 = 525 * MB / 16
 """Forward+backward memory of one ViT-B/32 image through WEMoE (bench/README.md: 525 MB at batch 16)."""
+COMPRESSED_BLOCK_FACTOR = 2.5
+"""Compressed WEMoE over task arithmetic: its factors plus this many times one block's stacked MLP task vectors (the
+stack and its decomposition's workspace), fitted on bench/memory_plan_check.py's 4, 12 and 20 experts."""
 ATTENTION_FLOATS = 3
 """Floats kept per attention score for the backward pass (scores, softmax, its gradient); the rest of the
 activations is scaled so that ViT-B/32 gives :data:`ACTIVATION_BYTES_B32`."""
 
 STATIC = "static"
+TIES = "ties"
+PER_MATRIX = "per_matrix"
+EMR = "emr"
 WEMOE = "wemoe"
 WEMOE_COMPRESSED = "wemoe_compressed"
 ADAMERGING = "adamerging"
-KINDS = (STATIC, WEMOE, WEMOE_COMPRESSED, ADAMERGING)
+KINDS = (STATIC, PER_MATRIX, EMR, TIES, WEMOE, WEMOE_COMPRESSED, ADAMERGING)
 KIND_LABELS = {
-    STATIC: "task arithmetic / TIES / per-matrix merges",
+    STATIC: "task arithmetic, simple average",
+    PER_MATRIX: "TSV-M, Iso-C, Iso-CTS, WUDI",
+    EMR: "EMR-merging",
+    TIES: "TIES",
     WEMOE: "WEMoE (dense experts)",
     WEMOE_COMPRESSED: "WEMoE (compressed experts, rank 8)",
     ADAMERGING: "AdaMerging",
 }
+MERGE_TOWERS = {
+    STATIC: (1.0, STATIC_MERGE_TOWERS),  # zoo_memory.py, ViT-B/32, 8 experts
+    PER_MATRIX: (1.07, 3.1),  # memory_plan_check.py, TSV-M at 4 and 12 experts
+    EMR: (1.26, 4.4),  # EMR-merging at 4 and 12 experts
+    TIES: (6.0, 0.0),  # TIES at 4, 12 and 20 experts: 5.99-6.0 towers per expert
+    ADAMERGING: (2.0, 2.0),  # layer-wise AdaMerging at 4 and 12 experts
+}
+"""A static merge's peak over the loaded zoo, in image towers: ``per expert x experts + constant``."""
 DEFAULT_COMPRESSED_RANK = 8  # wemoe.methods.wemoe_compressed.DEFAULT_RANK (not imported: methods sit above zoo)
 
 
@@ -184,16 +202,17 @@ def activation_bytes(shape: ZooShape, images: int) -> int:
 
 def merge_bytes(shape: ZooShape, kind: str, rank: int = DEFAULT_COMPRESSED_RANK) -> int:
     """Estimated memory a merge of ``kind`` adds over the loaded zoo at its peak (see the module's notes)."""
-    static = int((shape.experts + STATIC_MERGE_TOWERS) * shape.tower_bytes)
+    if kind in MERGE_TOWERS:
+        per_expert, constant = MERGE_TOWERS[kind]
+        return int((per_expert * shape.experts + constant) * shape.tower_bytes)
+    static = merge_bytes(shape, STATIC)
     stack = shape.experts * shape.mlp_params * FLOAT32
-    if kind in (STATIC, ADAMERGING):
-        return static
     if kind == WEMOE:
         return int(static + WEMOE_STACK_FACTOR * stack)
     if kind == WEMOE_COMPRESSED:
         matrices = 2 * shape.layers  # c_fc and c_proj of every block
         factors = shape.experts * matrices * rank * (shape.width + shape.mlp_width) * FLOAT32
-        one_block = 2 * stack // max(1, shape.layers)  # a block's stack and its decomposition's workspace
+        one_block = COMPRESSED_BLOCK_FACTOR * stack / max(1, shape.layers)
         return int(static + factors + one_block)
     raise ValueError(f"Unknown kind of merge {kind!r}; known: {', '.join(KINDS)}.")
 
@@ -206,7 +225,8 @@ def kind_of(method: str, params: Mapping[str, Any] | None = None) -> str:
         return WEMOE_COMPRESSED if rank > 0 else WEMOE
     if method in ("adamerging", "task_wise_adamerging"):
         return ADAMERGING
-    return STATIC
+    return {"ties": TIES, "emr_merging": EMR, "tsv_m": PER_MATRIX, "iso_c": PER_MATRIX, "iso_cts": PER_MATRIX,
+            "wudi": PER_MATRIX}.get(method, STATIC)
 
 
 @dataclass(frozen=True)
