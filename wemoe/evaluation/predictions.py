@@ -12,7 +12,7 @@ caller to format (the app turns it into a table, a sentence and a heatmap).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +94,15 @@ def features(tower: nn.Module, images: torch.Tensor, batch_size: int = 256) -> t
     return torch.cat([tower(images[i : i + batch_size]).float().cpu() for i in range(0, len(images), batch_size)])
 
 
+EXPERT_PREFIX = "expert "  # an expert's tower name given to a TowerFeatures: EXPERT_PREFIX + task
+TowerFeatures = Callable[[str, nn.Module, torch.Tensor], torch.Tensor]
+
+
+def fresh_features(name: str, tower: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``tower``'s features of ``images`` computed now (``name`` unused: the signature of a :data:`TowerFeatures`)."""
+    return features(tower, images)
+
+
 def classify_batch(
     images: torch.Tensor,
     models: Mapping[str, nn.Module],
@@ -104,25 +113,41 @@ def classify_batch(
     routed_by: str | None = None,
     centroids: RoutingCentroids | None = None,
     k: int = 5,
+    used_expert_only: bool = False,
+    without_task: Mapping[str, nn.Module] | None = None,
+    tower_features: TowerFeatures = fresh_features,
 ) -> list[ImageClassification]:
     """Every model's top-``k`` for each of ``images`` (a preprocessed batch), and the routing of ``models[routed_by]``.
 
     The head is ``task``'s; with ``task`` None, each image's guess (needs ``routed_by`` and its ``centroids``), else
     every task's classes together. One pass through the routed model gives both its features and the routing.
+
+    What is computed (the page's compact table needs less than everything): every one of ``models`` and ``experts``
+    for every image; with ``used_expert_only`` only the expert of each image's task used (known after the routers'
+    guess), and ``without_task``'s models only for the images classified under every task's classes. Features of
+    each tower come from ``tower_features(name, tower, images)`` (names: the model's, ``expert <task>``), which may
+    serve them from a cache; the routed model and task-conditioned models always run.
     """
     names = [t.name for t in tasks]
-    routed: dict[str, torch.Tensor] = {}
     routing, layers = None, ()
+    model_features: dict[str, torch.Tensor] = {}
     if routed_by is not None:
-        routed[routed_by], routing = features_and_routing(models[routed_by], images)
+        model_features[routed_by], routing = features_and_routing(models[routed_by], images)
         layers = tuple(sorted(moe_layers(models[routed_by])))
-    model_features = {n: routed[n] if n in routed else features(m, images) for n, m in models.items()}
-    expert_features = {t: features(experts[t], images) for t in names}
+    guesses = [guess_task(routing[i], centroids) if routing is not None and centroids is not None else None
+               for i in range(len(images))]
+    used_tasks = [task if task is not None else (g.task if g is not None else None) for g in guesses]
+    for n, m in models.items():
+        if n not in model_features and not (needs_task(m) and all(u is not None for u in used_tasks)):
+            model_features[n] = tower_features(n, m, images)
+    fallback = _features_of_rows(without_task or {}, images, [u is None for u in used_tasks], tower_features)
+    wanted = {t: [not used_expert_only or u == t for u in used_tasks] for t in names if t in experts}
+    expert_features: dict[str, dict[int, torch.Tensor]] = {}
+    for t, rows in wanted.items():
+        expert_features.update(_features_of_rows({t: experts[t]}, images, rows, tower_features, EXPERT_PREFIX))
     joint = joint_head(heads, tasks)
     results = []
-    for i in range(len(images)):
-        guess = guess_task(routing[i], centroids) if routing is not None and centroids is not None else None
-        used = task if task is not None else (guess.task if guess is not None else None)
+    for i, (guess, used) in enumerate(zip(guesses, used_tasks, strict=True)):
         if used is None:
             head, labels, label_tasks = joint
         else:
@@ -130,16 +155,28 @@ def classify_batch(
             head, label_tasks = heads[used], [used] * len(labels)
 
         def top(f: torch.Tensor) -> Ranked:
-            return rank(f[i : i + 1], head, labels, label_tasks, k)[0]  # noqa: B023  (called in this iteration only)
+            return rank(f[None], head, labels, label_tasks, k)[0]  # noqa: B023  (called in this iteration only)
 
         # a task-conditioned model (EMR) runs as the head's task's model: the one given, or the routers' guess
         given = {n: rank(features(tower_for(m, used), images[i : i + 1]), head, labels, label_tasks, k)[0]
                  for n, m in models.items() if used is not None and needs_task(m)}
+        ranked = {n: given[n] if n in given else top(f[i]) for n, f in model_features.items()}
+        ranked.update({n: top(rows[i]) for n, rows in fallback.items() if i in rows})
         results.append(ImageClassification(
             task=used, task_chosen=task is not None,
-            models={n: given[n] if n in given else top(f) for n, f in model_features.items()},
-            experts={t: top(f) for t, f in expert_features.items()},
+            models={n: ranked[n] for n in [*models, *(without_task or {})] if n in ranked},
+            experts={t: top(rows[i]) for t, rows in expert_features.items() if i in rows},
             routed_by=routed_by, layers=layers,
             routing=routing[i] if routing is not None else None, guess=guess,
         ))
     return results
+
+
+def _features_of_rows(towers: Mapping[str, nn.Module], images: torch.Tensor, wanted: Sequence[bool],
+                      tower_features: TowerFeatures, prefix: str = "") -> dict[str, dict[int, torch.Tensor]]:
+    """Per tower, the features of the ``wanted`` rows of ``images`` (one forward over those rows), by row index."""
+    rows = [i for i, w in enumerate(wanted) if w]
+    if not rows:
+        return {}
+    subset = images if len(rows) == len(images) else images[rows]
+    return {n: dict(zip(rows, tower_features(prefix + n, m, subset), strict=True)) for n, m in towers.items()}

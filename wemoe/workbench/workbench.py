@@ -40,7 +40,7 @@ from wemoe.adaptation.adapt import (
 from wemoe.adaptation.adaptive import routes, trainable_parameters
 from wemoe.errors import MethodError, TaskError
 from wemoe.evaluation.evaluate import Model, Score, iter_scores, table_from_scores
-from wemoe.evaluation.predictions import ImageClassification, classify_batch
+from wemoe.evaluation.predictions import EXPERT_PREFIX, ImageClassification, classify_batch, features
 from wemoe.methods import get_method
 from wemoe.moe.layer import release_workspaces
 from wemoe.moe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
@@ -439,35 +439,87 @@ class Workbench:
         task: str | None = None,
         k: int = 5,
         centroid_per_task: int | None = 32,
+        models: str | Sequence[str] | None = None,
+        experts: str | Sequence[str] | None = None,
     ) -> list[ImageClassification]:
         """Per image: the top-``k`` classes of the pretrained model, every merge and every expert, and with a WEMoE
         merge its routing and the routers' task guess (see :mod:`wemoe.evaluation.predictions`).
 
         ``images``: PIL images, or a batch already preprocessed for the zoo. The head is ``task``'s; with ``task``
         None the routers' guess (nearest mean routing of ``centroid_per_task`` test images per task), else every
-        task's classes together. With a cache, the same images under the same merges are classified once.
+        task's classes together. With a cache, the same images under the same merges are classified once, and the
+        features of the pretrained model and the experts are kept per image batch (shared by every session).
+
+        Which models (None: all of them, as before): ``models`` ``"shown"`` is what the page's compact table shows
+        (:meth:`shown_model`, and pretrained for an image without a task), or a list of names (``"pretrained"``,
+        merges); ``experts`` ``"used"`` is each image's expert of the task used (the default with ``"shown"``), or
+        a list of tasks.
         """
         if task is not None and task not in self.task_names:
             raise TaskError(f"Unknown task {task!r}. Tasks: {', '.join(self.task_names)}.")
+        chosen, without_task, expert_tasks = self._chosen_models(models, experts)
         batch = images if isinstance(images, torch.Tensor) else encode_images(list(images), self.zoo.preprocess)
+        digest = hashlib.sha256(batch.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
         merge_keys = tuple((name, self.merge_key(name)) for name in self.merges)
         key = None
         if all(merge_key is not None for _, merge_key in merge_keys):
-            digest = hashlib.sha256(batch.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
             key = ("classify", digest, tuple(batch.shape), task, k, centroid_per_task, merge_keys)
-        routed = self.routed_merge()
+            if models is not None or experts is not None:  # the full classification keeps its key of before
+                key = (*key, "only", tuple(chosen), tuple(without_task), expert_tasks)
+        routed = self.routed_merge()  # always runs when there is one: its routers choose the head
+        chosen = chosen if routed is None or routed in chosen else [routed, *chosen]
 
         def compute() -> list[ImageClassification]:
             centroids = None if routed is None else self.routing_centroids(routed, centroid_per_task)
-            models = {PRETRAINED: self.zoo.visual, **{n: r.model for n, r in self.merges.items()}}
+            towers = {n: self._tower_of(n) for n in chosen}
+            fallback = {n: self._tower_of(n) for n in without_task}
+            all_experts = self.loaded.expert_towers()
+            used = expert_tasks == "used"
+            wanted = all_experts if used else {t: all_experts[t] for t in expert_tasks}
             try:
                 with self.loaded.classify_turn:  # one classification at a time on a shared zoo (see LoadedZoo)
-                    return classify_batch(batch, models, self.loaded.expert_towers(), self.heads(), self.tasks, task,
-                                          routed, centroids, k)
+                    return classify_batch(batch, towers, wanted, self.heads(), self.tasks, task, routed, centroids,
+                                          k, used_expert_only=used, without_task=fallback,
+                                          tower_features=self._tower_features)
             finally:
-                _release(models)
+                _release({**towers, **fallback})
 
         return self.cached(key, compute)[0]
+
+    def shown_model(self) -> str:
+        """The merged model the page's compact table shows: the WEMoE merge, else the latest merge, else pretrained."""
+        return self.routed_merge() or (list(self.merges)[-1] if self.merges else PRETRAINED)
+
+    def _chosen_models(self, models: str | Sequence[str] | None, experts: str | Sequence[str] | None
+                       ) -> tuple[list[str], list[str], str | tuple[str, ...]]:
+        """(models for every image, models for images without a task, ``"used"`` or the experts' tasks)."""
+        every = [PRETRAINED, *self.merges]
+        if models == "shown":
+            chosen = [self.shown_model()]
+            without_task = [] if PRETRAINED in chosen else [PRETRAINED]
+            experts = "used" if experts is None else experts
+        else:
+            chosen, without_task = every if models is None else list(models), []
+        unknown = [n for n in chosen if n not in every]
+        if unknown or isinstance(models, str) and models != "shown":
+            raise MethodError(f"Unknown models {unknown or models!r}. Models: shown, {', '.join(every)}.")
+        if experts == "used":
+            return chosen, without_task, "used"
+        tasks = tuple(self.task_names if experts is None else experts)
+        if isinstance(experts, str) or any(t not in self.task_names for t in tasks):
+            raise TaskError(f"Unknown experts {experts!r}. Experts: used, {', '.join(self.task_names)}.")
+        return chosen, without_task, tasks
+
+    def _tower_of(self, name: str) -> Model:
+        return self.zoo.visual if name == PRETRAINED else self.merges[name].model
+
+    def _tower_features(self, name: str, tower: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Features of ``tower`` (called ``name``); those of the unchanging towers (pretrained, the experts) are
+        shared through the cache per image batch, whoever asks."""
+        if name in self.merges or not (name == PRETRAINED or name.startswith(EXPERT_PREFIX)):
+            return features(tower, images)
+        digest = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        return self.cached(("tower features", digest, tuple(images.shape), name), lambda: features(tower, images))[0]
 
     def cached(self, key: Hashable | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """``compute()``'s result, shared through the cache under ``key`` (a tuple of its inputs; None: not shared)."""
