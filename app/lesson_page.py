@@ -261,7 +261,8 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
         return shown, table, words, routing
 
     try_button.click(try_event, [session, image], [seen, answers, guess, heat], api_name="lesson_try", **light)
-    another.upload(None, [another], [image], js="(file) => file")  # in the page only: the file becomes the image
+    # in the page only: the file becomes the image
+    another.upload(None, [another], [image], js="(file) => file", show_progress="hidden")
 
     @quiet
     def cost_event(state, request: gr.Request = None):

@@ -191,7 +191,7 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
     # the box empties once its image is classified (the preview shows it): the next image is one click or drop away,
     # not behind the file's small x
     upload.upload(classify_upload, [session, upload, *seen], prediction_outputs, api_name="classify_upload",
-                  preprocess=False, **light).then(None, None, [upload], js="() => null")
+                  preprocess=False, **light).then(None, None, [upload], js="() => null", show_progress="hidden")
     sketch_button.click(classify_sketch, [session, sketch, *seen], prediction_outputs, api_name="classify_sketch",
                         preprocess=False, **light)
     example_button.click(classify_example, [session, example_name, *seen], prediction_outputs,
