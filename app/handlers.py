@@ -313,10 +313,15 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
     # session only once it holds the lock: one waiting for its session's step must not hold every long job
     with friendly("Classifying the image"), session.light_first.light(), busy(session), light_call(session):
         seen = image if corruption is None else corrupt_as_seen(image, bench.zoo.preprocess, corruption, severity)
-        (result,) = bench.classify([seen], task, k=5, centroid_per_task=config.centroid_per_task)
+        # only what the page shows; the 'every model' checkbox computes the rest (prediction_view)
+        every = session.show_all_predictions
+        (result,) = bench.classify([seen], task, k=5, centroid_per_task=config.centroid_per_task,
+                                   models=None if every else "shown")
     session.prediction_columns = views.compact_columns(result, bench)
     session.predictions = views.prediction_table(result, bench.task_names)
     session.image = image
+    # what prediction_view needs to fill in every model later (session.py keeps no such field: set here)
+    session.prediction_inputs = None if every else (bench, seen, task, config.centroid_per_task)
     return (views.enlarged(seen), prediction_view(session), messages.guess_text(result),
             views.image_heatmap(result, bench.task_names))
 
@@ -324,10 +329,19 @@ def predict(session: Session, image: Image.Image, task_choice: str | None, confi
 def prediction_view(session: Session, show_all: bool | None = None) -> Any:
     """The last predictions: compact (the merged model, the expert of the task used) or every model with their rank.
 
-    ``show_all`` None keeps the session's choice; True or False sets it (the 'every model' checkbox).
+    ``show_all`` None keeps the session's choice; True or False sets it (the 'every model' checkbox). The first
+    time every model is shown for an image, the models :func:`predict` left out are computed (the same numbers as a
+    full classification).
     """
     if show_all is not None:
         session.show_all_predictions = bool(show_all)
+    inputs = getattr(session, "prediction_inputs", None)
+    if session.show_all_predictions and inputs is not None:
+        bench, seen, task, centroid_per_task = inputs
+        with friendly("Classifying the image"), session.light_first.light(), busy(session), light_call(session):
+            (result,) = bench.classify([seen], task, k=5, centroid_per_task=centroid_per_task)
+        session.predictions = views.prediction_table(result, bench.task_names)
+        session.prediction_inputs = None
     return views.shown_predictions(session.predictions, session.prediction_columns, session.show_all_predictions)
 
 

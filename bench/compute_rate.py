@@ -6,7 +6,9 @@
   preprocessed test images per task: FLOPs of one image through the image tower x images / seconds.
 - ``classify_gflops``: one new image classified by the library (``Workbench.classify``, the app's Classify: the
   pretrained tower, the task-arithmetic merge and every expert): FLOPs per image x towers / seconds (median of
-  ``--images`` images).
+  ``--images`` images). ``classify_shown_s``: the same with only what the page's compact table shows
+  (``models="shown"``: the merge and the expert of the task), and ``classify_shown_with_wemoe_s`` beside
+  ``classify_with_wemoe_s`` (the WEMoE merge, then the expert of its guess).
 
 FLOPs of one image are counted from the zoo's image tower's shapes (a multiply-add counts 2: a ViT-B/32 image is
 8.8 GFLOP; the "4.4 GFLOPs" usually quoted counts multiply-adds). The zoo loads through
@@ -121,13 +123,25 @@ def zoo_rates(zoo_name: str, per_task: int, images: int, classes: int = 10, wemo
             times.append(time.perf_counter() - start)
         towers = 2 + len(zoo.task_names)  # pretrained, task arithmetic, every expert
         classify_s = statistics.median(times[1:])
+        shown_s = median_seconds(lambda p: bench.classify([p], zoo.task_names[0], models="shown"), pictures)
         wemoe = wemoe_figures(bench, pictures, wemoe_steps) if wemoe_steps else {}
     return wemoe | {"zoo": zoo_name, "load_s": round(load_s, 1), "flops_per_image": int(flops),
             "gflop_per_image": round(flops / 1e9, 4),
             "eval_images": evaluated, "eval_s": round(eval_s, 3),
             "eval_gflops": round(flops * evaluated / eval_s / 1e9, 1),
             "classify_towers": towers, "classify_s": round(classify_s, 4),
-            "classify_gflops": round(flops * towers / classify_s / 1e9, 1)}
+            "classify_gflops": round(flops * towers / classify_s / 1e9, 1),
+            "classify_shown_towers": 2, "classify_shown_s": round(shown_s, 4)}
+
+
+def median_seconds(classify: Any, pictures: list) -> float:
+    """Median seconds of ``classify(picture)`` over ``pictures``, the first one untimed."""
+    times = []
+    for picture in pictures:
+        start = time.perf_counter()
+        classify(picture)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
 
 
 def wemoe_figures(bench: Any, pictures: list, steps: int) -> dict:
@@ -151,7 +165,9 @@ def wemoe_figures(bench: Any, pictures: list, steps: int) -> dict:
         times.append(time.perf_counter() - start)
     return {"wemoe_merge_s": round(merge_s, 1), "adapt_per_task": DEFAULT_PER_TASK,
             "adapt_step_s": [round(t, 2) for t in step_s],
-            "classify_with_wemoe_s": round(statistics.median(times[1:]), 4)}
+            "classify_with_wemoe_s": round(statistics.median(times[1:]), 4),
+            "classify_shown_with_wemoe_s": round(median_seconds(lambda p: bench.classify([p], models="shown"),
+                                                                pictures), 4)}
 
 
 def main(argv: list[str] | None = None) -> dict:
