@@ -160,7 +160,8 @@ def classify_batch(
         # a task-conditioned model (EMR) runs as the head's task's model: the one given, or the routers' guess
         given = {n: rank(features(tower_for(m, used), images[i : i + 1]), head, labels, label_tasks, k)[0]
                  for n, m in models.items() if used is not None and needs_task(m)}
-        ranked = {n: given[n] if n in given else top(f[i]) for n, f in model_features.items()}
+        ranked = {n: top(f[i]) for n, f in model_features.items() if n not in given}
+        ranked.update(given)  # also when it never ran over the whole batch (every image had its task)
         ranked.update({n: top(rows[i]) for n, rows in fallback.items() if i in rows})
         results.append(ImageClassification(
             task=used, task_chosen=task is not None,
