@@ -103,6 +103,25 @@ def tiny_task(name: str = "task0", n_classes: int = 3, n_images: int = 12, seed:
     )
 
 
+def tiny_tasks(zoo: Zoo, n_images: int = 8) -> list[Task]:
+    """One tiny task per expert of ``zoo``: task ``i`` has ``3 + i`` classes (heads differ in size), seed ``i``."""
+    return [tiny_task(name, n_classes=3 + i, n_images=n_images, seed=i) for i, name in enumerate(zoo.task_names)]
+
+
+def merge_routed(bench: Any, seed: int = 5) -> Any:
+    """Merge task arithmetic (lambda 0.4) and WEMoE into ``bench`` (a Workbench), WEMoE's routers redrawn from
+    N(0, 0.3^2) with ``seed`` so that they tell images apart (at step 0 every image gets the same routing)."""
+    from wemoe.moe.layer import moe_layers
+
+    bench.merge("task_arithmetic", {"lambda": 0.4})
+    bench.merge("wemoe")
+    torch.manual_seed(seed)
+    for layer in moe_layers(bench.merges["wemoe"].model).values():
+        for p in layer.router.parameters():
+            p.data.normal_(0, 0.3)
+    return bench
+
+
 def per_sample_reference(layer: Any, x: torch.Tensor) -> torch.Tensor:
     """The test oracle of the WEMoE MLP (a ``wemoe.moe.layer.WeightEnsemblingMLP``): for each sample, build its merged
     MLP weights explicitly and call the MLP on its tokens."""

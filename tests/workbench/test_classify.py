@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.helpers import tiny_images, tiny_task, tiny_zoo
+from tests.helpers import merge_routed, tiny_images, tiny_task, tiny_tasks, tiny_zoo
 from wemoe.errors import TaskError
 from wemoe.evaluation.predictions import joint_head
 from wemoe.moe.layer import moe_layers
@@ -17,14 +17,7 @@ from wemoe.workbench.workbench import PRETRAINED, Workbench
 @pytest.fixture(scope="module")
 def bench():
     zoo = tiny_zoo(n_experts=3, seed=4, layers=2)
-    bench = Workbench(zoo, [tiny_task(n, n_classes=3 + i, n_images=8, seed=i) for i, n in enumerate(zoo.task_names)])
-    bench.merge("task_arithmetic", {"lambda": 0.4})
-    bench.merge("wemoe")
-    torch.manual_seed(5)
-    for layer in moe_layers(bench.merges["wemoe"].model).values():  # routers that tell images apart
-        for p in layer.router.parameters():
-            p.data.normal_(0, 0.3)
-    return bench
+    return merge_routed(Workbench(zoo, tiny_tasks(zoo)))
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ import hashlib
 import pytest
 import torch
 
-from tests.helpers import tiny_images, tiny_task, tiny_zoo
+from tests.helpers import merge_routed, tiny_images, tiny_tasks, tiny_zoo
 from wemoe.evaluation.predictions import classify_batch, features
-from wemoe.moe.layer import moe_layers
 from wemoe.tasks.images import encode_images
 from wemoe.workbench.loaded_zoo import LoadedZoo
 from wemoe.workbench.result_cache import ResultCache
@@ -17,19 +16,14 @@ from wemoe.workbench.workbench import PRETRAINED, Workbench
 
 def _loaded() -> LoadedZoo:
     zoo = tiny_zoo(n_experts=3, seed=4, layers=2)
-    return Workbench(zoo, [tiny_task(n, n_classes=3 + i, n_images=8, seed=i)
-                           for i, n in enumerate(zoo.task_names)]).loaded
+    return Workbench(zoo, tiny_tasks(zoo)).loaded
 
 
 def _bench(routed: bool = True, cache: ResultCache | None = None, loaded: LoadedZoo | None = None) -> Workbench:
     bench = Workbench.sharing(loaded or _loaded(), cache, "tiny")
-    bench.merge("task_arithmetic", {"lambda": 0.4})
     if routed:
-        bench.merge("wemoe")
-        torch.manual_seed(5)
-        for layer in moe_layers(bench.merges["wemoe"].model).values():  # routers that tell images apart
-            for p in layer.router.parameters():
-                p.data.normal_(0, 0.3)
+        return merge_routed(bench)
+    bench.merge("task_arithmetic", {"lambda": 0.4})
     return bench
 
 
