@@ -105,10 +105,8 @@ def prediction_table(result: Any, task_names: Sequence[str]) -> pd.DataFrame:
 def compact_columns(result: Any, bench: Any) -> list[str]:
     """The compact view's columns: the merged model (the WEMoE merge, else the latest; else pretrained) and the expert
     of the task used (else pretrained): what fits a phone."""
-    merges = list(bench.merges)
-    merged = bench.routed_merge() or (merges[-1] if merges else "pretrained")
     expert = expert_columns(bench.task_names)[result.task] if result.task is not None else "pretrained"
-    return list(dict.fromkeys([merged, expert]))
+    return list(dict.fromkeys([bench.shown_model(), expert]))
 
 
 def image_heatmap(result: Any, task_names: Sequence[str]) -> Any:
