@@ -30,7 +30,6 @@ from torch import nn
 
 from wemoe.moe import lowrank
 from wemoe.moe.ensembled_linear import Workspace, stacked_ensembled_linear
-from wemoe.task_vector import task_vectors
 from wemoe.zoo.zoo import Zoo
 
 MLP_PARTS = ("c_fc", "c_proj")
@@ -48,6 +47,16 @@ def _seeded_linear(in_features: int, out_features: int, generator: torch.Generat
         bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0
         layer.bias.uniform_(-bound, bound, generator=generator)
     return layer
+
+
+def weight_stack(weight: torch.Tensor, expert_weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[tau_1 .. tau_T, W_0]`` ``[T + 1, out, in]`` float32, each ``tau_t = W_t - W_0`` written straight into its
+    slot (no list of task vectors beside the stack: the merge's peak is the stack, not twice it)."""
+    stack = weight.new_empty((len(expert_weights) + 1, *weight.shape), dtype=torch.float32)
+    for slot, expert in zip(stack, expert_weights, strict=False):
+        torch.sub(expert.float(), weight, out=slot)
+    stack[-1] = weight
+    return stack
 
 
 class Router(nn.Module):
@@ -104,7 +113,7 @@ class WeightEnsemblingMLP(nn.Module):
         base = {k: v.detach().float() for k, v in pretrained_mlp.state_dict().items()}
         for part in MLP_PARTS:
             weight, bias = base[f"{part}.weight"], base[f"{part}.bias"]
-            self._store_weights(part, weight, [e[f"{part}.weight"].float() - weight for e in expert_mlps])
+            self._store_weights(part, weight_stack(weight, [e[f"{part}.weight"] for e in expert_mlps]))
             self.register_buffer(f"{part}_bias", bias.clone())
             self.register_buffer(f"{part}_bias_tvs",
                                  torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
@@ -116,10 +125,10 @@ class WeightEnsemblingMLP(nn.Module):
         self.forced_routing: torch.Tensor | None = None  # [T]: every sample gets these weights (diagnostics)
         self.workspace = workspace or Workspace()
 
-    def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
-        """Keep ``part``'s pretrained weight and task vectors as one stack ``[tau_1 .. tau_T, W_0]`` (the layout
-        ``stacked_ensembled_linear`` takes)."""
-        self.register_buffer(f"{part}_weight_stack", torch.stack([*tvs, weight]))
+    def _store_weights(self, part: str, stack: torch.Tensor) -> None:
+        """Keep ``part``'s stack ``[tau_1 .. tau_T, W_0]`` (:func:`weight_stack`; the layout
+        ``stacked_ensembled_linear`` takes) as it is."""
+        self.register_buffer(f"{part}_weight_stack", stack)
 
     @property
     def num_experts(self) -> int:
@@ -213,10 +222,11 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
         pretrained one."""
         return self.lambda_ if self.anchor == TASK_ARITHMETIC else 0.0
 
-    def _store_weights(self, part: str, weight: torch.Tensor, tvs: list[torch.Tensor]) -> None:
-        """Keep ``part`` as the packed factors ``{part}_up`` ``[out, in + T*k]`` and ``{part}_down`` ``[in, T*k]``;
-        ``up``'s first block is the anchor (task arithmetic's merged weight with the exact task vectors, or W_0)."""
-        stacked = torch.stack(tvs)
+    def _store_weights(self, part: str, stack: torch.Tensor) -> None:
+        """Keep ``part`` (its :func:`weight_stack`, dropped afterwards) as the packed factors ``{part}_up``
+        ``[out, in + T*k]`` and ``{part}_down`` ``[in, T*k]``; ``up``'s first block is the anchor (task arithmetic's
+        merged weight with the exact task vectors, or W_0)."""
+        stacked, weight = stack[:-1], stack[-1]
         us, v = lowrank.low_rank_factors(stacked, self.requested_rank)
         anchor = weight + self._anchor_scale * stacked.sum(dim=0) if self._anchor_scale else weight
         up, down = lowrank.pack_factors(anchor, us, v)
@@ -333,6 +343,28 @@ def _block_indices(num_blocks: int, blocks: Sequence[int] | None) -> list[int]:
     return chosen
 
 
+def merged_state(base: Mapping[str, torch.Tensor], experts: Mapping[str, Mapping[str, torch.Tensor]],
+                 lambda_: float, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Task arithmetic ``theta_0 + lambda_ * sum_t tau_t`` of ``base``, one tensor at a time (the values of
+    ``sum(task_vectors(base, experts).values()).apply_to(base, lambda_)``, bit for bit, without holding every task
+    vector); integer buffers and the tensors whose names start with one of ``skip`` (replaced afterwards) keep
+    ``base``'s."""
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in base.items():
+        if not torch.is_floating_point(value) or (skip and key.startswith(skip)):
+            merged[key] = value
+            continue
+        missing = [name for name, state in experts.items() if key not in state]
+        if missing:
+            raise KeyError(f"Fine-tuned weights of {missing} lack the pretrained parameter {key!r}.")
+        total: torch.Tensor | None = None
+        for state in experts.values():
+            vector = state[key].float() - value.float()
+            total = vector if total is None else total + vector
+        merged[key] = value.clone() if total is None else (value.float() + lambda_ * total).to(value.dtype)
+    return merged
+
+
 def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
     """The WEMoE image tower of ``zoo`` as ``config`` says (default: ``WEMoEConfig()``): task-arithmetic non-MLP
     parameters, MoE MLPs in ``config.blocks`` (default: all).
@@ -341,6 +373,9 @@ def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
     ``config.seed`` through a local generator (torch's global one is neither read nor changed), so the same call gives
     the same model, whatever other threads do. The tower carries ``wemoe_config``: ``config`` with its blocks resolved
     to indices and its task names filled in (what :func:`wemoe.evaluation.export.load_wemoe` rebuilds from).
+
+    Built one tensor and one block at a time: no task vector of the whole tower is ever held, so the peak is about the
+    final model (bit for bit the model that building every task vector first gave).
     """
     config = config or WEMoEConfig()
     if config.rank < 0:
@@ -348,11 +383,10 @@ def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:
     if config.task_names and list(config.task_names) != list(zoo.task_names):
         raise ValueError(f"The config's experts {list(config.task_names)} are not the zoo's {zoo.task_names}.")
     base = zoo.base_state
-    vectors = list(task_vectors(base, zoo.experts).values())
-    merged = sum(vectors).apply_to(base, config.lambda_)
-    tower = zoo.visual_with(merged)
+    chosen = _block_indices(len(zoo.visual.transformer.resblocks), config.blocks)
+    moe_prefixes = tuple(f"transformer.resblocks.{index}.mlp." for index in chosen)
+    tower = zoo.visual_with(merged_state(base, zoo.experts, config.lambda_, skip=moe_prefixes))
     resblocks = tower.transformer.resblocks
-    chosen = _block_indices(len(resblocks), config.blocks)
     pretrained = zoo.visual.transformer.resblocks
     workspace = Workspace()
     generator = torch.Generator().manual_seed(config.seed)  # local: concurrent merges never share a random stream
