@@ -23,11 +23,11 @@ BOARD_COLUMNS = ["rank", "nickname", "result", "setting", "counts", "why"]
 
 
 def class_tasks(config: AppConfig) -> list[str]:
-    """The default zoo's tasks (the pocket zoo's from its manifest; another's once it is loaded; else none)."""
-    if config.default_zoo == "pocket":
-        from app.lesson_page import pocket_tasks
+    """The default zoo's tasks (read without loading it where it can be; else once it is loaded; else none)."""
+    from app.lesson_page import default_tasks
 
-        return pocket_tasks()
+    if known := default_tasks(config):
+        return known
     loaded = config.shared.zoos.get((config.default_zoo, test_images_per_task(None, config)))
     return list(loaded.task_names) if loaded is not None else []
 
@@ -35,7 +35,8 @@ def class_tasks(config: AppConfig) -> list[str]:
 def link(settings: Mapping[str, Any]) -> str:
     """The lesson link that opens these settings (relative: it opens on the page it is shown on)."""
     return lesson.link_for("./", settings["step"], settings.get("experts") or (), lam=settings.get("lam"),
-                           forget=settings.get("forget"), strength=settings.get("strength"))
+                           forget=settings.get("forget"), strength=settings.get("strength"),
+                           lambdas=settings.get("lambdas"))
 
 
 def state(config: AppConfig) -> dict[str, Any]:
@@ -140,9 +141,9 @@ def build_teacher_challenge(config: AppConfig, code: gr.Textbox, light: dict) ->
     timer.tick(shown, None, [words, table], api_name="teacher_challenge_refresh", show_progress="hidden",
                queue=False)
 
-    def start_challenge(code: str = "", preset: str = "best_lambda", minutes: float = 10.0, task: str = "",
+    def start_challenge(code: str = "", preset: str = "best_lambdas", minutes: float = 10.0, task: str = "",
                         keep_above: float = 50.0, max_steps: int | None = None, experts: str = "") -> dict:
-        """Start a class challenge (the teacher's code). preset: best_lambda, forget (task, keep_above: every other
+        """Start a class challenge (the teacher's code). preset: best_lambdas, forget (task, keep_above: every other
         task above this %) or best_wemoe (max_steps); minutes: the time limit; experts: comma-separated tasks
         (default: every task). Returns the challenge as JSON."""
         return quiet(start)(config, code, preset, {"task": task, "keep_above": keep_above, "max_steps": max_steps},
@@ -180,7 +181,7 @@ def wire_student_notes(config: AppConfig, notes: Mapping[str, gr.Markdown]) -> N
         if current and now["running"]:
             step = lesson.TITLES[current["start"]["step"]]
             elsewhere = f"_A class challenge is running in step {step}._"
-            return tuple(words if kind == current["kind"] else elsewhere for kind in kinds)
+            return tuple(words if kind in current["kinds"] else elsewhere for kind in kinds)
         return tuple(words for _ in kinds)
 
     timer.tick(notes_now, None, [notes[k] for k in kinds], api_name="lesson_challenge", show_progress="hidden",

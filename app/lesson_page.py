@@ -3,18 +3,17 @@ notice, one main control and its result, and a link that opens the step with its
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from app import challenge_page, inputs, lesson
 from app.events import quiet
-from app.session import POCKET_DIR, AppConfig, Session
+from app.session import AppConfig, Session
 from app.shared import PRESENT_EVERY_S
+from wemoe.zoo_tasks import zoo_task_names
 
 TEXT = {
     "meet": ("Each expert is the same small CLIP model, fine-tuned on one task. Below, every expert is scored on every "
@@ -46,12 +45,10 @@ TEXT = {
 }
 
 
-def pocket_tasks(root: Path = POCKET_DIR) -> list[str]:
-    """The shipped pocket zoo's tasks, read from its manifest (no model loaded; empty when it cannot be read)."""
-    try:
-        return list(json.loads((root / "manifest.json").read_text())["tasks"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
+def default_tasks(config: AppConfig) -> list[str]:
+    """The default zoo's tasks, read without loading it (the pocket zoos' manifests, a preset's list); empty for a
+    zoo only its loader knows (it is loaded by the first step)."""
+    return zoo_task_names(config.default_zoo)
 
 
 ROUTE_STEPS_MIN, ROUTE_STEPS_MAX = 10, 200  # step 5's slider: each value the class picks is one shared run
@@ -71,7 +68,7 @@ def _text(step: str) -> str:
 
 def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) -> LessonPage:
     """The lesson's steps and their events (the lesson is the first tab; the lab the second)."""
-    tasks = pocket_tasks() if config.default_zoo == "pocket" else []
+    tasks = default_tasks(config)
     plain_tasks = [(lesson.plain(t), t) for t in tasks]
     light, long = light | {"preprocess": False}, long | {"preprocess": False}
     first_forget = lesson.FORGET_FIRST if lesson.FORGET_FIRST in tasks else (tasks[0] if tasks else None)

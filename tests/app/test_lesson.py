@@ -6,11 +6,11 @@ import gradio as gr
 import pytest
 
 from app import lesson
-from app.lesson_page import pocket_tasks
 from app.session import AppConfig, Session
 from tests.app_support import launched, tiny_config, write_examples
+from wemoe.zoo_tasks import zoo_task_names
 
-POCKET = pocket_tasks()
+POCKET = zoo_task_names("pocket")
 
 
 @pytest.fixture(scope="module")
