@@ -3,13 +3,19 @@
 A head is a ``[classes, dim]`` matrix: for each class, the normalised text embeddings of its prompts (one per
 template) are averaged, renormalised and scaled by the model's ``logit_scale``. Logits of an image are
 ``normalize(image_features) @ head.T``.
+
+:class:`HeadCache` reads a head from memory, then its file in the heads folder, then a result store (the app's
+persistent results, which survive a restart where the heads folder may not: on the ViT-B/32 zoo the eight tasks'
+~3,700 prompts take minutes of CPU), and computes it only when none holds it, writing it to both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +41,22 @@ def text_fingerprint(clip: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+HEAD_FORMULA = "zero-shot head v1"
+"""Names :func:`build_head`'s formula in store keys (the store adds its own version of every formula)."""
+PROMPT_BATCH = 256
+
+
+class HeadStore(Protocol):
+    """Where heads outlive the process (``wemoe.workbench.result_store.ResultStore`` is one): ``load`` gives back what
+    ``save`` kept under a key, anything that is not a tensor counting as a miss."""
+
+    def load(self, key: Hashable) -> Any:
+        """The value kept under ``key`` (anything else than a tensor: none)."""
+
+    def save(self, key: Hashable, value: Any) -> bool:
+        """Keep ``value`` under ``key``; False when it was not kept."""
+
+
 def _task_key(task: Task) -> str:
     digest = hashlib.sha256(repr((task.name, task.classnames, task.templates)).encode())
     return digest.hexdigest()[:16]
@@ -42,7 +64,7 @@ def _task_key(task: Task) -> str:
 
 @torch.no_grad()
 def build_head(clip: nn.Module, tokenizer, task: Task, device: str | torch.device = "cpu",
-               batch: int = 256) -> torch.Tensor:
+               batch: int = PROMPT_BATCH) -> torch.Tensor:
     """Compute the zero-shot head of ``task`` (no cache)."""
     clip = clip.to(device)
     rows = []
@@ -55,16 +77,33 @@ def build_head(clip: nn.Module, tokenizer, task: Task, device: str | torch.devic
 
 
 class HeadCache:
-    """Heads keyed by (text-tower fingerprint, task); memory first, then safetensors files on disk."""
+    """Heads keyed by (text-tower fingerprint, task); memory first, then safetensors files on disk, then ``store``."""
 
-    def __init__(self, clip: nn.Module, tokenizer, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, clip: nn.Module, tokenizer, cache_dir: str | Path | None = None,
+                 store: HeadStore | None = None) -> None:
+        """``cache_dir``: the heads folder (default :func:`default_cache_dir`); ``store``: a result store asked
+        when the folder lacks a head and handed every head computed (:meth:`store_key` is its key there)."""
         self.clip = clip
         self.tokenizer = tokenizer
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.fingerprint = text_fingerprint(clip)
+        self.store = store
         self._memory: dict[str, torch.Tensor] = {}
         self.hits = 0
         self.misses = 0
+
+    def store_key(self, task: Task) -> tuple:
+        """``task``'s head in the store: the formula, the text side's weights (every parameter outside the image
+        tower, ``logit_scale`` included), the tokenizer's kind, the task's class names and templates."""
+        return (HEAD_FORMULA, PROMPT_BATCH, self.fingerprint, type(self.tokenizer).__name__, task.name,
+                tuple(task.classnames), tuple(task.templates))
+
+    def _from_store(self, task: Task) -> torch.Tensor | None:
+        """The head the store keeps for ``task``, or None."""
+        if self.store is None:
+            return None
+        value = self.store.load(self.store_key(task))
+        return value if isinstance(value, torch.Tensor) else None
 
     def path(self, task: Task) -> Path:
         """The cache file of this task's head."""
@@ -76,17 +115,30 @@ class HeadCache:
         key = path.name
         if key not in self._memory and path.is_file():
             self._memory[key] = load_file(str(path))["head"]
+        if key not in self._memory:
+            stored = self._from_store(task)
+            if stored is not None:
+                self._memory[key] = stored
+                self._write_file(path, stored)
         if key in self._memory:
             self.hits += 1
         else:
             self.misses += 1
             head = build_head(self.clip, self.tokenizer, task).cpu()
             self._memory[key] = head
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                save_file({"head": head.contiguous()}, str(tmp))
-                tmp.replace(path)
-            except OSError:
-                pass  # a read-only cache only costs recomputation
+            self._write_file(path, head)
+            if self.store is not None:
+                self.store.save(self.store_key(task), head)
         return self._memory[key].to(device)
+
+    @staticmethod
+    def _write_file(path: Path, head: torch.Tensor) -> None:
+        """Keep ``head`` in the heads folder (written whole, then renamed); a folder that cannot be written only
+        costs a recomputation later."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"head": head.contiguous()}, str(tmp))
+            tmp.replace(path)
+        except OSError:
+            pass

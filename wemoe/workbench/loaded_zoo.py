@@ -22,7 +22,10 @@ from wemoe.tasks.images import TaskImages, load_task_images
 from wemoe.tasks.registry import Task, get_task
 from wemoe.tasks.splits import ADAPT_SPLITS, HELDOUT, TEST, adapts_on_train, heldout_images
 from wemoe.workbench.fingerprint import loaded_fingerprint
+from wemoe.workbench.result_store import ResultStore
 from wemoe.zoo.zoo import Zoo, chosen_tasks
+
+STORE_FROM_ENV = object()  # LoadedZoo's default store: the one $MERGE_EXPLORER_CACHE_DIR names, if any
 
 
 class LoadedZoo:
@@ -37,11 +40,14 @@ class LoadedZoo:
         cache_dir: str | None = None,
         adapt_split: str = TEST,
         classify_turn: contextlib.AbstractContextManager | None = None,
+        store: ResultStore | None | object = STORE_FROM_ENV,
     ) -> None:
         """``samples``: test images per task (None: all), drawn with ``seed``; ``cache_dir``: where heads are cached;
         ``adapt_split``: ``heldout`` keeps adaptation images out of the scored ones (``wemoe.tasks.splits``;
         :meth:`data` is then what is scored, :meth:`adaptation_data` what adapts), ``test`` adapts on the scored images;
-        ``classify_turn``: the turn classifications of new images take (default: a lock of this zoo's own)."""
+        ``classify_turn``: the turn classifications of new images take (default: a lock of this zoo's own);
+        ``store``: where the heads outlive the process besides ``cache_dir`` (default: the persistent results of
+        ``$MERGE_EXPLORER_CACHE_DIR`` when set, :meth:`ResultStore.from_env`; None: nowhere else)."""
         self.zoo = zoo
         self.tasks = list(tasks) if tasks is not None else [get_task(name) for name in zoo.task_names]
         if [t.name for t in self.tasks] != zoo.task_names:
@@ -52,7 +58,9 @@ class LoadedZoo:
             raise TaskError(f"Unknown adaptation split {adapt_split!r}: use one of {', '.join(ADAPT_SPLITS)}.")
         self.adapt_split = adapt_split
         self._adapt_data: dict[str, TaskImages] = {}
-        self.head_cache = HeadCache(zoo.clip, zoo.tokenizer, cache_dir)
+        if store is STORE_FROM_ENV:
+            store = ResultStore.from_env()
+        self.head_cache = HeadCache(zoo.clip, zoo.tokenizer, cache_dir, store)
         self._heads: dict[str, torch.Tensor] = {}
         self._data: dict[str, TaskImages] = {}
         self._experts: dict[str, nn.Module] = {}
