@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 import wemoe.pocket.generators as g
+import wemoe.pocket.generators_more as m
 from wemoe.tasks.registry import Task, register_task
 
 SEED = 20240211
@@ -95,19 +96,91 @@ SPECS: tuple[PocketTaskSpec, ...] = (
 )
 
 TASK_NAMES: tuple[str, ...] = tuple(spec.name for spec in SPECS)
+"""The eight tasks of the pocket zoo (``assets/pocket``)."""
+
+MORE_SPECS: tuple[PocketTaskSpec, ...] = (
+    PocketTaskSpec(
+        "pocket_dice", m.DICE,
+        ("a photo of a die showing {c}.", "a dice roll of {c}.", "a die with {c} on top."),
+        m.dice, "One die on green felt showing one to six pips, turned a little: counting.",
+    ),
+    PocketTaskSpec(
+        "pocket_arrows", m.ARROWS,
+        ("an arrow pointing {c}.", "a floor marking with an arrow to the {c}.", "a black arrow pointing {c}."),
+        m.arrows, "A black arrow on a yellow marking pointing to one of eight compass directions: orientation.",
+    ),
+    PocketTaskSpec(
+        "pocket_weather", m.WEATHER,
+        ("a {c} weather icon.", "a weather forecast symbol for {c} weather.", "an icon of {c} weather."),
+        m.weather, "Forecast icons on a sky-blue card (sun, cloud, rain, snow, storm, fog): pictograms.",
+    ),
+    PocketTaskSpec(
+        "pocket_fruit", m.FRUIT,
+        ("a photo of a {c} on a plate.", "a photo of {c}, a type of fruit.", "a close-up photo of {c}."),
+        m.fruit, "One fruit on a plate over a wooden table: objects by shape and colour.",
+    ),
+    PocketTaskSpec(
+        "pocket_scenes", m.SCENES,
+        ("a photo of a {c}.", "a landscape photo of a {c}.", "a picture of a {c} scene."),
+        m.scenes, "Landscapes seen from the ground (beach, sunset, starry night, mountains, skyline, rainbow): "
+                  "scene layout, like SUN397.",
+    ),
+    PocketTaskSpec(
+        "pocket_materials", m.MATERIALS,
+        ("a close-up photo of {c}.", "a surface of {c}.", "a photo of a {c} material."),
+        m.materials, "Natural surfaces filling the frame (brick, wood, honeycomb, scales, plaid, herringbone): "
+                     "materials.",
+    ),
+    PocketTaskSpec(
+        "pocket_sketches", m.SKETCHES,
+        ("a sketch of a {c}.", "a quick line drawing of a {c}.", "a doodle of a {c}."),
+        m.sketches, "Quick black line drawings on white paper with wobbly strokes, like Quick, Draw!: sketches.",
+    ),
+    PocketTaskSpec(
+        "pocket_colours", m.COLOURS,
+        ("a {c} blob.", "a patch of the colour {c}.", "something coloured {c}."),
+        m.colours, "A random blob of one named colour on a grey of random lightness: colour naming.",
+    ),
+    PocketTaskSpec(
+        "pocket_faces", m.FACES,
+        ("a {c} face.", "an emoji of a {c} face.", "a photo of a face looking {c}."),
+        m.faces, "Emoji faces on lilac (happy, sad, surprised, angry, sleepy, winking): expressions, like FER2013.",
+    ),
+    PocketTaskSpec(
+        "pocket_glyphs", m.GLYPHS,
+        ('the character "{c}" of an old script.', 'a chalk drawing of the glyph "{c}".', 'the symbol "{c}".'),
+        m.glyphs, "Ten invented characters in chalk on a blackboard, strokes wobbling, like KMNIST: an unseen script.",
+    ),
+    PocketTaskSpec(
+        "pocket_charts", m.CHARTS,
+        ("a {c}.", "a picture of a {c} on a page.", "a {c} with random data."),
+        m.charts, "Kinds of diagram on a white page (bars, pie, line, scatter, table, Venn): document figures.",
+    ),
+    PocketTaskSpec(
+        "pocket_numerals", m.NUMERALS,
+        ('the Roman numeral "{c}".', 'a Roman numeral "{c}" carved in stone.', 'an inscription of "{c}".'),
+        m.numerals, "Roman numerals I to VIII carved in mottled stone, tilted a little: reading numerals.",
+    ),
+)
+
+ALL_SPECS: tuple[PocketTaskSpec, ...] = SPECS + MORE_SPECS
+TASK_NAMES_20: tuple[str, ...] = tuple(spec.name for spec in ALL_SPECS)
+"""The twenty tasks of the ``pocket-20`` zoo (``assets/pocket20``): the eight, then twelve more."""
+ZOO_TASKS: dict[str, tuple[str, ...]] = {"pocket": TASK_NAMES, "pocket-20": TASK_NAMES_20}
+"""Each pocket zoo's tasks, in order."""
 
 
 def get_spec(name: str) -> PocketTaskSpec:
     """The spec of one pocket task."""
-    for spec in SPECS:
+    for spec in ALL_SPECS:
         if spec.name == name:
             return spec
-    raise KeyError(f"Unknown pocket task {name!r}; pocket tasks: {', '.join(TASK_NAMES)}.")
+    raise KeyError(f"Unknown pocket task {name!r}; pocket tasks: {', '.join(TASK_NAMES_20)}.")
 
 
 def split_seed(name: str, split: str, seed: int = SEED) -> int:
-    """The generator seed of a task's split (train and test never share one)."""
-    return seed + 1000 * TASK_NAMES.index(name) + (1 if split == "test" else 0)
+    """The generator seed of a task's split (train and test never share one; the eight keep their seeds)."""
+    return seed + 1000 * TASK_NAMES_20.index(name) + (1 if split == "test" else 0)
 
 
 @lru_cache(maxsize=64)
@@ -148,4 +221,4 @@ def _task(spec: PocketTaskSpec) -> Task:
     )
 
 
-POCKET_TASKS: dict[str, Task] = {spec.name: register_task(_task(spec)) for spec in SPECS}
+POCKET_TASKS: dict[str, Task] = {spec.name: register_task(_task(spec)) for spec in ALL_SPECS}
