@@ -31,6 +31,7 @@ ZooLoader = Callable[[ProgressFn], tuple[Any, list | None]]
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 POCKET_DIR = ROOT / "assets" / "pocket"  # the shipped pocket zoo (wemoe.pocket.DEFAULT_PATH)
+POCKET20_DIR = ROOT / "assets" / "pocket20"  # the twenty-task pocket zoo (wemoe.pocket.loader.POCKET20_PATH)
 CUSTOM = "custom"
 
 
@@ -56,12 +57,16 @@ def pocket_label(path: str | Path | None = None) -> str:
 
 
 def default_zoos() -> dict[str, tuple[str, ZooLoader]]:
-    """Zoo choices: value -> (label shown, loader): the pocket zoo and the presets (names only; nothing is loaded)."""
+    """Zoo choices: value -> (label shown, loader): the pocket zoo, the presets (names only; nothing is loaded) and the
+    twenty-task pocket zoo where it is shipped."""
     from wemoe.zoo.presets import PRESETS
 
     zoos = {"pocket": (pocket_label(), _registry_loader("pocket"))}
     for name, spec in PRESETS.items():
         zoos[name] = (f"{name} (Hugging Face hub: {spec.description.split(':')[0]})", _registry_loader(name))
+    if (POCKET20_DIR / "manifest.json").is_file():  # the twenty-task pocket zoo, where it is shipped (#33)
+        zoos["pocket-20"] = (pocket_label(POCKET20_DIR).replace("Pocket zoo", "Pocket-20 zoo"),
+                             _registry_loader("pocket-20"))
     return zoos
 
 

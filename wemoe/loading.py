@@ -1,6 +1,7 @@
 """The one way to load a zoo: :func:`load_zoo` (also ``wemoe.load_zoo``).
 
-A name in :data:`ZOO_LOADERS` (``"pocket"``: the small offline zoo shipped under ``assets/``) runs its loader;
+A name in :data:`ZOO_LOADERS` (``"pocket"``, ``"pocket-20"``: the small offline zoos shipped under ``assets/``) runs
+its loader;
 anything else is a spec for ``wemoe.zoo.sources.load_spec``: a preset name (``wemoe.zoo.presets``), the path of a
 ``.json`` spec file, a mapping of ZooSpec fields or a ZooSpec.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from wemoe.pocket.loader import load_pocket_zoo
+from wemoe.pocket.loader import POCKET20_PATH, load_pocket_zoo
 from wemoe.zoo.sources import ProgressFn, load_spec
 from wemoe.zoo.zoo import Zoo, ZooSpec
 
@@ -23,7 +24,12 @@ def _pocket(progress: ProgressFn | None) -> Zoo:
     return load_pocket_zoo(progress=progress)
 
 
-ZOO_LOADERS: dict[str, ZooLoader] = {"pocket": _pocket}
+def _pocket20(progress: ProgressFn | None) -> Zoo:
+    """The shipped twenty-task pocket zoo (``assets/pocket20``), checked against its manifest."""
+    return load_pocket_zoo(POCKET20_PATH, progress=progress)
+
+
+ZOO_LOADERS: dict[str, ZooLoader] = {"pocket": _pocket, "pocket-20": _pocket20}
 """Zoos loaded by name, not from a spec."""
 
 

@@ -1,8 +1,9 @@
 """Loading the shipped pocket zoo (``assets/pocket``): check every file against the manifest, then build the Zoo.
 
 The folder holds ``manifest.json`` (settings, seeds, measured accuracies and the sha256 of every other file), the
-open_clip config ``pocket_clip.json``, the base CLIP ``base.safetensors`` and one image tower per task under
-``experts/`` (stored as float16, loaded as float32).
+open_clip config ``pocket_clip.json``, the base CLIP ``base.safetensors`` and one expert per task under ``experts/``
+(stored as float16, loaded as float32): a whole image tower (``assets/pocket``), or only the tensors the expert
+changed (``assets/pocket20``: its last two blocks' MLPs), the rest then taken from the base's image tower.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from wemoe.zoo.zoo import Zoo
 MODEL_NAME = "pocket-clip"
 """The name the pocket CLIP's open_clip config is registered under."""
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "assets" / "pocket"
+POCKET20_PATH = DEFAULT_PATH.parent / "pocket20"
+"""The shipped twenty-task zoo (``pocket-20``)."""
 MANIFEST = "manifest.json"
 REBUILD_HINT = "Rebuild it with `python -m wemoe.pocket.build --force` (or restore the folder from git)."
 
@@ -96,6 +99,17 @@ def _quiet_random_init() -> Iterator[None]:
         logging.root.removeFilter(quiet)
 
 
+def _expert_tower(stored: dict[str, torch.Tensor], base_tower: dict[str, torch.Tensor], task: str,
+                  root: Path) -> dict[str, torch.Tensor]:
+    """An expert's whole image tower: what its file stores (every tensor, or only those it changed), the rest from the
+    base's image tower."""
+    unknown = sorted(set(stored) - set(base_tower))
+    if unknown:
+        raise ZooError(f"The pocket zoo expert {task!r} in {str(root)!r} holds tensors the image tower does not have "
+                       f"({', '.join(unknown[:3])}). {REBUILD_HINT}")
+    return {k: stored[k] if k in stored else v.clone() for k, v in base_tower.items()}
+
+
 def load_pocket_zoo(path: str | Path = DEFAULT_PATH, progress: Callable[[float, str], None] | None = None) -> Zoo:
     """The pocket zoo in ``path`` (default: the shipped ``assets/pocket``), checked against its manifest."""
     report = progress or (lambda fraction, message: None)
@@ -107,12 +121,14 @@ def load_pocket_zoo(path: str | Path = DEFAULT_PATH, progress: Callable[[float, 
         clip, preprocess, tokenizer = create_clip(MODEL_NAME, None, False, config)
     clip.load_state_dict(_as_float32(load_file(str(root / manifest["base"]))))
     tasks = manifest["tasks"]
+    base_tower = {k: v.detach().clone() for k, v in clip.visual.state_dict().items()}
     experts = {}
     for i, task in enumerate(tasks, start=1):
         report(i / (len(tasks) + 1), f"Loading expert {task!r} ({i}/{len(tasks)})")
-        experts[task] = _as_float32(load_file(str(root / manifest["experts"][task])))
+        experts[task] = _expert_tower(_as_float32(load_file(str(root / manifest["experts"][task]))), base_tower,
+                                      task, root)
     zoo = Zoo(
-        name="pocket",
+        name=manifest.get("name", "pocket"),
         clip=clip,
         experts=experts,
         preprocess=preprocess,
@@ -120,5 +136,5 @@ def load_pocket_zoo(path: str | Path = DEFAULT_PATH, progress: Callable[[float, 
         description=manifest.get("description", "The pocket zoo: a tiny CLIP and one expert per pocket task."),
         info={"model": MODEL_NAME, "pretrained": str(root / manifest["base"]), "manifest": manifest},
     )
-    report(1.0, f"Loaded the pocket zoo: {len(experts)} experts")
+    report(1.0, f"Loaded the {zoo.name} zoo: {len(experts)} experts")
     return zoo

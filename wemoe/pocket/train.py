@@ -37,7 +37,7 @@ from torch import nn
 
 from wemoe.pocket.generators import SIZE
 from wemoe.pocket.loader import MODEL_NAME
-from wemoe.pocket.tasks import POCKET_TASKS, SPECS, arrays, get_spec
+from wemoe.pocket.tasks import POCKET_TASKS, TASK_NAMES, arrays, get_spec
 from wemoe.tasks.heads import build_head
 from wemoe.zoo.clip_models import create_clip
 
@@ -118,11 +118,11 @@ def _cosine_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], step: in
         group["lr"] = lr * factor
 
 
-def captions() -> tuple[list[str], dict[tuple[str, int], list[int]]]:
-    """Every pretraining caption, and for each (task, class) the indices of its captions."""
+def captions(tasks: tuple[str, ...] = TASK_NAMES) -> tuple[list[str], dict[tuple[str, int], list[int]]]:
+    """Every pretraining caption of ``tasks``, and for each (task, class) the indices of its captions."""
     texts: list[str] = []
     index: dict[tuple[str, int], list[int]] = {}
-    for spec in SPECS:
+    for spec in map(get_spec, tasks):
         for label, name in enumerate(spec.classnames):
             ids = []
             for template in spec.templates + GENERIC_TEMPLATES:
@@ -163,12 +163,14 @@ def restyle(images: np.ndarray, seed: int, original_fraction: float = 0.0, shrin
 
 
 def pretrain(clip: nn.Module, tokenizer, settings: PretrainSettings, train_size: int | None = None,
-             log: Progress | None = None) -> list[float]:
-    """Contrastive pretraining in place (logit scale fixed at ``settings.logit_scale``); returns the loss per step."""
+             log: Progress | None = None, tasks: tuple[str, ...] = TASK_NAMES) -> list[float]:
+    """Contrastive pretraining in place on ``tasks``' images (logit scale fixed at ``settings.logit_scale``);
+    returns the loss per step."""
     generator = torch.Generator().manual_seed(settings.seed)
     images, classes = [], []
-    texts, caption_index = captions()
-    for t, spec in enumerate(SPECS):
+    texts, caption_index = captions(tasks)
+    specs = [get_spec(task) for task in tasks]
+    for t, spec in enumerate(specs):
         x, y = arrays(spec.name, "train", train_size)
         if settings.restyle:
             shrink = settings.shrink and spec.name not in settings.keep_size
@@ -178,7 +180,7 @@ def pretrain(clip: nn.Module, tokenizer, settings: PretrainSettings, train_size:
         classes.append(torch.tensor(y) + 100 * t)
     images_t, classes_t = torch.cat(images), torch.cat(classes)
     class_captions = {100 * t + label: caption_index[(spec.name, label)]
-                      for t, spec in enumerate(SPECS) for label in range(len(spec.classnames))}
+                      for t, spec in enumerate(specs) for label in range(len(spec.classnames))}
     tokens = tokenizer(texts)
     with torch.no_grad():
         clip.logit_scale.fill_(math.log(settings.logit_scale))
@@ -222,25 +224,37 @@ def is_mlp(name: str) -> bool:
     return ".mlp." in name
 
 
+def in_blocks(name: str, blocks: tuple[int, ...] | None) -> bool:
+    """Whether an image-tower parameter lies in one of the transformer ``blocks`` (None: every parameter does)."""
+    return blocks is None or any(f"resblocks.{b}." in name for b in blocks)
+
+
 def finetune_expert(
     clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None = None,
-    log: Progress | None = None,
+    log: Progress | None = None, blocks: tuple[int, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Fine-tune a copy of the image tower on ``task`` against its frozen zero-shot head; returns its state dict."""
+    """Fine-tune a copy of the image tower on ``task`` against its frozen zero-shot head; returns its state dict.
+
+    ``blocks``: only the MLPs of these transformer blocks learn (None: every block's; the other parameters as
+    ``settings.non_mlp_lr_scale`` says)."""
     with seeded(settings.seed):
-        return _finetune(clip, tokenizer, task, settings, train_size, log)
+        return _finetune(clip, tokenizer, task, settings, train_size, log, blocks)
 
 
 def _finetune(
-    clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None, log: Progress | None
+    clip: nn.Module, tokenizer, task: str, settings: ExpertSettings, train_size: int | None, log: Progress | None,
+    blocks: tuple[int, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(settings.seed)
     head = build_head(clip, tokenizer, POCKET_TASKS[task]).detach()
     tower = copy.deepcopy(clip.visual).train()
     x, y = arrays(task, "train", train_size)
     images, labels = to_tensor(x), torch.tensor(y)
-    mlp = [p for n, p in tower.named_parameters() if is_mlp(n)]
+    mlp = [p for n, p in tower.named_parameters() if is_mlp(n) and in_blocks(n, blocks)]
     rest = [p for n, p in tower.named_parameters() if not is_mlp(n)]
+    for n, p in tower.named_parameters():
+        if is_mlp(n) and not in_blocks(n, blocks):
+            p.requires_grad_(False)
     groups = [{"params": mlp, "lr": settings.lr}]
     if settings.non_mlp_lr_scale > 0:
         groups.append({"params": rest, "lr": settings.lr * settings.non_mlp_lr_scale})
