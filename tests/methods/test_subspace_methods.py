@@ -15,7 +15,7 @@ from wemoe.evaluation.evaluate import needs_task, tower_for
 from wemoe.methods import get_method
 from wemoe.methods.emr import emr_merge
 from wemoe.methods.iso import iso_c_matrix, iso_cts_matrix, subspace_sizes
-from wemoe.methods.matrix_merge import merge_matrices
+from wemoe.methods.matrix_merge import merge_matrices, polar
 from wemoe.methods.tsv_m import kept_components, tsv_matrix
 from wemoe.methods.wudi import wudi_matrix
 from wemoe.task_vector import TaskVector
@@ -57,6 +57,18 @@ def test_tsv_at_one_task_is_the_task_matrix_and_the_method_is_task_arithmetic():
     tsv = get_method("tsv_m")(zoo, alpha=0.7).state_dict()
     ta = get_method("task_arithmetic")(zoo, **{"lambda": 0.7}).state_dict()
     assert max(float((tsv[k] - ta[k]).abs().max()) for k in ta) <= 1e-6
+
+
+@pytest.mark.parametrize(("tasks", "shape"), [(3, (7, 5)), (2, (4, 6)), (4, (8, 8))])
+def test_tsv_in_fusionbenchs_order_is_the_polar_formula(tasks, shape):
+    # T * keep < rank for the first two (zero-padded buffers, as FusionBench fills them): the same merge as
+    # polar(U) diag(S) polar(Vh) on the kept components alone
+    deltas = _random((tasks, *shape), seed=tasks)
+    keep = kept_components(min(shape), tasks)
+    u, s, vh = torch.linalg.svd(deltas, full_matrices=False)
+    u_all, vh_all = torch.cat(list(u[:, :, :keep]), dim=1), torch.cat(list(vh[:, :keep, :]), dim=0)
+    expected = (polar(u_all) * s[:, :keep].reshape(-1)) @ polar(vh_all)
+    assert torch.allclose(tsv_matrix(deltas), expected, atol=1e-12)
 
 
 # Iso-C and Iso-CTS
