@@ -77,10 +77,20 @@ def short_names(names: Sequence[str]) -> list[str]:
     return [n[len(prefix):] or n for n in names] if len(names) > 1 else names
 
 
+MANY_TASKS = 8
+"""Above this many tasks the routing per task is drawn one panel per layer (tasks x experts), not one per task."""
+
+
 def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Sequence[int],
                           experts: Sequence[str]) -> go.Figure:
-    """Per task (one panel each), the mean routing of its images: layers x experts, one shared colour scale."""
+    """The mean routing of each task's images (``average``: tasks x layers x experts), one shared colour scale.
+
+    Up to :data:`MANY_TASKS` tasks, one panel per task (layers x experts); with more, one panel per layer (images of
+    each task x experts): 20 tasks made 20 panels whose expert labels ran into each other.
+    """
     average = np.asarray(average)
+    if len(tasks) > MANY_TASKS:
+        return _routing_per_layer(average, tasks, layers, experts)
     experts = short_names(experts)
     columns = min(3, len(tasks))
     rows = -(-len(tasks) // columns)
@@ -101,6 +111,34 @@ def task_routing_heatmaps(average: np.ndarray, tasks: Sequence[str], layers: Seq
     figure.update_layout(title="Average routing weights per task (rows: layers, columns: experts; each weight is the "
                                "coefficient of that expert's task vector, not a probability)",
                          height=300 * rows + 80, margin={"t": 80})
+    return figure
+
+
+def _routing_per_layer(average: np.ndarray, tasks: Sequence[str], layers: Sequence[int],
+                       experts: Sequence[str]) -> go.Figure:
+    """Many tasks: one panel per layer, rows the images of each task, columns the experts, every name labelled."""
+    experts, rows_named = short_names(experts), short_names(tasks)
+    columns = 2 if len(layers) <= 4 else 3
+    rows = -(-len(layers) // columns)
+    panel = 14 * len(tasks) + 70  # px: every task's row label readable at 1280 px
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[f"block {b}" for b in layers],
+                           horizontal_spacing=0.1, vertical_spacing=min(0.3, 90 / (panel * rows)))
+    low, high = float(average.min()), float(average.max())
+    for j, block in enumerate(layers):
+        figure.add_trace(
+            go.Heatmap(
+                z=average[:, j, :], x=list(experts), y=list(rows_named), zmin=low, zmax=high,
+                colorscale=COLOURSCALE, showscale=j == 0, colorbar={"title": {"text": "coefficient"}},
+                hovertemplate=f"block {block}<br>images of %{{y}}, expert %{{x}}: %{{z:.3f}}<extra></extra>",
+            ),
+            row=j // columns + 1, col=j % columns + 1,
+        )
+    every = {"tickmode": "array", "tickfont": {"size": 9}}
+    figure.update_yaxes(autorange="reversed", tickvals=list(rows_named), **every)
+    figure.update_xaxes(tickangle=-60, tickvals=list(experts), **every)
+    figure.update_layout(title="Average routing weights per layer (rows: images of each task, columns: experts; each "
+                               "weight is the coefficient of that expert's task vector, not a probability)",
+                         height=panel * rows + 120, margin={"t": 80})
     return figure
 
 

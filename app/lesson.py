@@ -34,6 +34,7 @@ DEFAULT_FORGET = 0.5  # pocket zoo: the forgotten task falls 20-45 points, the o
 FORGET_FIRST = "pocket_shapes"  # the task the page suggests forgetting (a clear case on the pocket zoo)
 LESSON_PER_TASK = 64  # test images per task that a lesson step scores (seconds on a free CPU Space)
 LESSON_PLOT_HEIGHT = 320  # px: with the step's words and control, one 1280x800 screen
+MANY_EXPERTS = 10  # step 1's table of more experts than this grows a row per expert and shows whole numbers
 MODEL_WORDS = {"task_arithmetic": "task arithmetic", "ties": "TIES", "wemoe": "WEMoE (routed)",
                "pretrained": "pretrained (zero-shot)", "experts": "each task's expert", "wemoe_oracle": "oracle"}
 
@@ -72,7 +73,7 @@ def meet(session: Session, config: AppConfig, experts: Sequence[str] | None = No
         raise refuse(f"Experts: choose at least two of {', '.join(map(plain, everyone))}.")
     if sorted(chosen) != sorted(bench.task_names):
         handlers.choose_experts(session, chosen)
-    figure = fit(expert_table_figure(session))
+    figure = fit(expert_table_figure(session), expert_table_height(session))
     names = ", ".join(plain(t) for t in session.bench.task_names)
     return figure, f"**{len(session.bench.task_names)} experts:** {names}. Each is best on its own task (the diagonal)."
 
@@ -86,11 +87,19 @@ def expert_table_figure(session: Session) -> go.Figure:
     with friendly("Scoring every expert on every task"), busy(session):
         table, _ = bench.cached(("lesson_experts", LESSON_PER_TASK), lambda: cross_accuracy(
             bench.loaded.expert_towers(), sample_data(bench.data(), LESSON_PER_TASK), bench.heads()))
-    figure = go.Figure(go.Heatmap(z=table.values, x=[plain(c) for c in table.columns],
-                                  y=[plain(r) for r in table.index], text=table.round(1).values,
-                                  texttemplate="%{text}", colorscale="Viridis"))
-    figure.update_layout(title="each expert (rows) on every task (columns), % correct", yaxis={"autorange": "reversed"})
+    columns, rows = [plain(c) for c in table.columns], [plain(r) for r in table.index]
+    many = len(rows) > MANY_EXPERTS  # whole numbers in smaller type, every name labelled, a row per name
+    figure = go.Figure(go.Heatmap(z=table.values, x=columns, y=rows, text=table.round(0 if many else 1).values,
+                                  texttemplate="%{text}", textfont={"size": 9} if many else {}, colorscale="Viridis"))
+    figure.update_layout(title="each expert (rows) on every task (columns), % correct",
+                         yaxis={"autorange": "reversed", "tickmode": "array", "tickvals": rows},
+                         xaxis={"tickmode": "array", "tickvals": columns})
     return figure
+
+
+def expert_table_height(session: Session) -> int:
+    """Step 1's figure height: the lesson's height, taller by a row's worth per expert above :data:`MANY_EXPERTS`."""
+    return LESSON_PLOT_HEIGHT + 16 * max(0, len(session.bench.task_names) - MANY_EXPERTS)
 
 
 def task_scores(session: Session, lambdas: Mapping[str, float]) -> dict[str, float]:

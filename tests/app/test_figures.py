@@ -48,3 +48,22 @@ def test_a_feature_map_names_its_axes():
     figure = figures.feature_maps(points, ["a", "a", "b", "b", "c", "c"], ["a", "b", "b", "b", "c", "a"], "umap")
     titles = [figure.layout[axis].title.text for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2")]
     assert titles == ["UMAP 1", "UMAP 2", "UMAP 1", "UMAP 2"]
+
+
+def test_routing_per_task_turns_to_one_panel_per_layer_with_many_tasks():
+    """#33 item 4: 20 tasks made 20 panels of 20 crowded expert labels; past MANY_TASKS one panel per layer holds
+    every task's images as rows, every name on the axes, and the same numbers."""
+    rng = np.random.default_rng(0)
+    tasks = [f"task{i}" for i in range(20)]
+    average = rng.normal(0.3, 0.05, (20, 4, 20))
+    figure = figures.task_routing_heatmaps(average, tasks, [0, 1, 2, 3], tasks)
+    assert [a.text for a in figure.layout.annotations] == ["block 0", "block 1", "block 2", "block 3"]
+    assert len(figure.data) == 4 and [t.showscale for t in figure.data] == [True, False, False, False]
+    for j, trace in enumerate(figure.data):
+        np.testing.assert_array_equal(np.asarray(trace.z), average[:, j, :])
+        assert list(trace.y) == tasks and list(trace.x) == tasks
+    assert list(figure.layout.yaxis.tickvals) == tasks and list(figure.layout.xaxis4.tickvals) == tasks
+    assert figure.layout.height >= 2 * 14 * 20  # two rows of panels, a readable row per task
+    few = figures.task_routing_heatmaps(average[:3, :, :3], tasks[:3], [0, 1, 2, 3], tasks[:3])
+    assert [a.text for a in few.layout.annotations] == ["images of task0", "images of task1", "images of task2"]
+    np.testing.assert_array_equal(np.asarray(few.data[1].z), average[1, :, :3])
