@@ -58,8 +58,20 @@ def zoo_summary(bench: Any | None) -> str:
         f"- Experts: {len(zoo.experts)} ({', '.join(zoo.task_names)}), {counts['experts'] / 1e6:.2f} M parameters "
         "together\n"
         f"- Memory for the weights: {memory:.1f} MiB\n\n"
-        f"| task | classes | test images used | class names |\n|---|---|---|---|\n{rows}"
+        + _folded_when_long(f"| task | classes | test images used | class names |\n|---|---|---|---|\n{rows}",
+                            len(bench.tasks), f"The {len(bench.tasks)} tasks: classes, test images, class names")
     )
+
+
+FOLD_ROWS = 8
+"""A table of more rows than this is folded under its summary line (20 tasks' rows took a whole screen)."""
+
+
+def _folded_when_long(table: str, rows: int, summary: str) -> str:
+    """``table`` as it is, or folded in a ``<details>`` block under ``summary`` when it has more than FOLD_ROWS rows."""
+    if rows <= FOLD_ROWS:
+        return table
+    return f"<details><summary>{summary}</summary>\n\n{table}\n\n</details>"
 
 
 def estimate(target: str, steps: int, per_task: int, seconds: float | None, adapted: int, device: str) -> str:

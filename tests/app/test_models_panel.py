@@ -14,6 +14,20 @@ def test_load_describes_the_zoo(session):
     summary = messages.zoo_summary(session.bench)
     assert "Experts: 3 (task0, task1, task2)" in summary and "| task1 | 3 | 12 |" in summary
     assert views.task_choices(session) == [inputs.AUTO_TASK, "task0", "task1", "task2"]
+    assert "<details>" not in summary  # three rows: shown as they are
+
+
+def test_a_long_task_table_is_folded_under_its_summary():
+    """#33 item 4: twenty tasks' rows took a whole screen of the models panel; past FOLD_ROWS they fold."""
+    from tests.helpers import tiny_task, tiny_zoo
+    from wemoe.workbench.workbench import Workbench
+
+    zoo = tiny_zoo(n_experts=9)
+    summary = messages.zoo_summary(Workbench(zoo, [tiny_task(t, n_images=3, seed=i)
+                                                   for i, t in enumerate(zoo.task_names)]))
+    assert "Experts: 9 (task0" in summary and summary.endswith("</details>")
+    folded = summary[summary.index("<details><summary>The 9 tasks: classes, test images, class names</summary>"):]
+    assert "| task8 | 3 | 3 |" in folded and "| task0 |" in folded
 
 
 def test_bad_zoo_choices_leave_the_session_as_it_was(session, config):
