@@ -5,7 +5,7 @@ import json
 import pytest
 
 from wemoe import zoo_tasks
-from wemoe.pocket.loader import read_manifest
+from wemoe.pocket.loader import POCKET20_PATH, read_manifest
 from wemoe.zoo.presets import PRESETS
 from wemoe.zoo_tasks import zoo_task_names
 
@@ -13,6 +13,8 @@ from wemoe.zoo_tasks import zoo_task_names
 def test_the_pocket_zoo_lists_its_manifest_tasks():
     assert zoo_task_names("pocket") == read_manifest()["tasks"]
     assert len(zoo_task_names("pocket")) == 8
+    twenty = zoo_task_names("pocket-20")
+    assert twenty == read_manifest(POCKET20_PATH)["tasks"] and len(twenty) == 20
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -1,7 +1,7 @@
 """A zoo's task names without loading it: what a page lists before any weights are read (the lesson's experts).
 
-A shipped offline zoo (``pocket``) is read from its manifest; a preset or a ``.json`` spec from its experts. Nothing
-here touches the network or loads a checkpoint.
+A shipped offline zoo (``pocket``, ``pocket-20``) is read from its manifest; a preset or a ``.json`` spec from its
+experts. Nothing here touches the network or loads a checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from wemoe.errors import ZooError
 from wemoe.zoo.sources import resolve_spec
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-MANIFEST_FOLDERS: dict[str, Path] = {"pocket": ASSETS / "pocket"}
+MANIFEST_FOLDERS: dict[str, Path] = {"pocket": ASSETS / "pocket", "pocket-20": ASSETS / "pocket20"}
 """The named offline zoos (``wemoe.loading.ZOO_LOADERS``) and the folders holding their manifests."""
 
 
