@@ -25,7 +25,8 @@ from typing import Any
 
 from app.saved_json import SavedJson
 
-KINDS = {"lambda": "best single lambda", "forget": "forgetting a task", "wemoe": "WEMoE after adapting"}
+KINDS = {"lambda": "best single lambda", "lambdas": "one lambda per task", "forget": "forgetting a task",
+         "wemoe": "WEMoE after adapting"}
 MAX_ENTRIES = 500
 PER_MINUTE = 6  # entries one session may add in a minute
 NICKNAME_LENGTH = 24
@@ -62,20 +63,34 @@ def plain_nickname(text: Any) -> str:
 
 
 DETAILS = {"lambda": (0.0, 1.0), "strength": (0.0, 2.0), "steps": (1, 100_000), "lowest": (0.0, 100.0)}
+MAX_TASKS = 64  # task names an entry may list (experts, per-task lambdas)
+
+
+def plain_lambdas(lambdas: Any) -> dict[str, float]:
+    """Per-task lambdas checked: task name -> a number in ``DETAILS["lambda"]``, at most ``MAX_TASKS`` of them."""
+    low, high = DETAILS["lambda"]
+    if not isinstance(lambdas, Mapping) or not 0 < len(lambdas) <= MAX_TASKS or not all(
+            isinstance(t, str) and not isinstance(v, bool) and isinstance(v, (int, float)) and low <= v <= high
+            for t, v in lambdas.items()):
+        raise BoardError(f"Details: 'lambdas' maps up to {MAX_TASKS} tasks to a lambda from {low:g} to {high:g}.")
+    return {_PLAIN.sub("", t)[:64]: round(float(v), 4) for t, v in lambdas.items()}
 
 
 def plain_details(details: Any) -> dict:
-    """An entry's settings checked: ``experts`` (task names), ``forget`` (a task name) and the numbers of ``DETAILS``
-    in their ranges (the lowest other task's accuracy, percent, for forgetting); nothing else."""
+    """An entry's settings checked: ``experts`` (task names), ``forget`` (a task name), ``lambdas`` (one per task,
+    :func:`plain_lambdas`) and the numbers of ``DETAILS`` in their ranges (the lowest other task's accuracy, percent,
+    for forgetting); nothing else."""
     if details is None:
         return {}
     if not isinstance(details, Mapping):
         raise BoardError("Details: a mapping of settings.")
     checked: dict[str, Any] = {}
     for key, value in details.items():
-        if key == "experts" and isinstance(value, (list, tuple)) and len(value) <= 64 and all(
+        if key == "experts" and isinstance(value, (list, tuple)) and len(value) <= MAX_TASKS and all(
                 isinstance(v, str) for v in value):
             checked[key] = [_PLAIN.sub("", v)[:64] for v in value]
+        elif key == "lambdas":
+            checked[key] = plain_lambdas(value)
         elif key == "forget" and isinstance(value, str):
             checked[key] = _PLAIN.sub("", value)[:64]
         elif key in DETAILS and not isinstance(value, bool) and isinstance(value, (int, float)) and (
@@ -102,6 +117,7 @@ class ClassBoard:
         self._entries: deque[Entry] = deque()
         self._recent: dict[str, deque[float]] = {}
         self.dropped = 0  # entries dropped because the board was full
+        self.version = 0  # changes with every entry and every clear: a page redraws the board only when it moved
         self._lock = threading.Lock()
         self.saved = saved or SavedJson(None)
         self._restore(self.saved.load())
@@ -153,6 +169,7 @@ class ClassBoard:
                 raise BoardError(f"At most {self.per_minute} entries a minute from one student: wait a moment.")
             recent.append(entry.at)
             self._entries.append(entry)
+            self.version += 1
             while len(self._entries) > self.max_entries:
                 self._entries.popleft()
                 self.dropped += 1
@@ -171,6 +188,7 @@ class ClassBoard:
             self._entries.clear()
             self._recent.clear()
             self.dropped = 0
+            self.version += 1
         self.saved.save(self._document)
         return count
 

@@ -1,10 +1,11 @@
 """A class challenge: the teacher picks a preset, the class plays from one starting point until the time is up, and a
 leaderboard ranks the class board's entries (``app.board``) by the preset's score.
 
-Three presets, one per lesson step a student can vary (``PRESETS``): the best average with one lambda for every task
-(step 2), forgetting a chosen task while every other task stays above X% (step 4), the best WEMoE with at most N
-adaptation steps (step 5). A preset declares its parameters once (name, type, range, default, help); the teacher's
-page builds its fields from them and :func:`check_params` checks what was typed.
+Three presets, one per lesson step a student can vary (``PRESETS``): the best average with one lambda per task (step
+2's per-task sliders; a single lambda enters too, as the same lambda for every task), forgetting a chosen task while
+every other task stays above X% (step 4), the best WEMoE with at most N adaptation steps (step 5). A preset declares
+its parameters once (name, type, range, default, help); the teacher's page builds its fields from them and
+:func:`check_params` checks what was typed.
 
 One :class:`ChallengeRoom` per app process, owned by ``app.shared.Shared`` and changed only under its lock: at most one
 challenge runs; when it ends (the teacher, or its time limit, noticed at the next read) its leaderboard is frozen and
@@ -26,6 +27,7 @@ from app.saved_json import SavedJson
 
 MAX_ROWS = 100  # leaderboard rows kept (one per student)
 MINUTES = (1.0, 120.0)  # the time limit's range
+START_LAMBDA = 0.3  # every task's lambda at a per-task challenge's start: the lesson's (app.lesson.DEFAULT_LAMBDA)
 
 
 class ChallengeError(ValueError):
@@ -50,7 +52,7 @@ class Preset:
 
     name: str
     title: str  # in plain words, for the teacher's choice
-    kind: str  # the board kind it ranks (app.board.KINDS)
+    kinds: tuple[str, ...]  # the board kinds it ranks (app.board.KINDS)
     step: str  # the lesson step it starts from (app.lesson.STEPS)
     params: tuple[Param, ...]
     goal: Callable[[Mapping[str, Any]], str]  # params -> the goal in plain words
@@ -86,10 +88,11 @@ def _steps_broken(entry: Mapping[str, Any], params: Mapping[str, Any]) -> str | 
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("best_lambda", "Best average with one lambda", "lambda", "add", (),
-           lambda p: "Find the lambda that gives the best average accuracy over every task (step 2).",
+    Preset("best_lambdas", "Best average with one lambda per task", ("lambdas", "lambda"), "add", (),
+           lambda p: ("Find the lambdas, one per task, that give the best average accuracy over every task (step 2, "
+                      "'One lambda per task')."),
            lambda e, p: None, lambda e: float(e["average"]), lambda e: f"{e['average']:.1f}% average"),
-    Preset("forget", "Forget a task, keep the others", "forget", "forget",
+    Preset("forget", "Forget a task, keep the others", ("forget",), "forget",
            (Param("task", str, None, help="the task to forget"),
             Param("keep_above", float, 50.0, 0.0, 100.0, help="every other task must stay above this accuracy (%)")),
            lambda p: (f"Make the model forget {_plain(p['task'])} (its accuracy as low as you can) while every other "
@@ -97,7 +100,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            _forget_broken, lambda e: 100.0 - float(e["forgotten"] if e.get("forgotten") is not None else 100.0),
            lambda e: (f"{e['forgotten']:.1f}% on the forgotten task, the others {e['controls']:.1f}% on average"
                       if e.get("forgotten") is not None else "-")),
-    Preset("best_wemoe", "Best WEMoE in a few adaptation steps", "wemoe", "route",
+    Preset("best_wemoe", "Best WEMoE in a few adaptation steps", ("wemoe",), "route",
            (Param("max_steps", int, None, 1, 10000, help="the most adaptation steps an entry may use"),),
            lambda p: (f"Get the best average accuracy from WEMoE with at most {p['max_steps']} adaptation steps "
                       "(step 5)."),
@@ -139,18 +142,22 @@ def check_params(chosen: Preset, values: Mapping[str, Any], tasks: Sequence[str]
 
 
 def start_settings(chosen: Preset, params: Mapping[str, Any], experts: Sequence[str]) -> dict[str, Any]:
-    """The shared starting point as a lesson link's values (``step``, ``experts``; ``forget`` for forgetting)."""
+    """The shared starting point as a lesson link's values (``step``, ``experts``; ``forget`` for forgetting;
+    ``lambdas``, every task at :data:`START_LAMBDA`, for one lambda per task)."""
     settings: dict[str, Any] = {"step": chosen.step, "experts": list(experts)}
     if "task" in params:
         settings["forget"] = params["task"]
+    if "lambdas" in chosen.kinds:
+        settings["lambdas"] = dict.fromkeys(experts, START_LAMBDA)
     return settings
 
 
 def entry_settings(chosen: Preset, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """What an entry set, as a lesson link's values (``step``, ``experts``, ``lam``, ``forget``, ``strength``)."""
+    """What an entry set, as a lesson link's values (``step``, ``experts``, ``lam``, ``lambdas``, ``forget``,
+    ``strength``)."""
     details = entry.get("details") or {}
     settings: dict[str, Any] = {"step": chosen.step, "experts": list(details.get("experts") or [])}
-    for key, name in (("lambda", "lam"), ("forget", "forget"), ("strength", "strength")):
+    for key, name in (("lambda", "lam"), ("lambdas", "lambdas"), ("forget", "forget"), ("strength", "strength")):
         if details.get(key) is not None:
             settings[name] = details[key]
     return settings
@@ -162,7 +169,7 @@ def rank(chosen: Preset, params: Mapping[str, Any], experts: Sequence[str], entr
     first, best first (ties: the earlier entry), then the ones that do not, each with why; at most ``MAX_ROWS``."""
     by_student: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
-        if entry.get("kind") != chosen.kind:
+        if entry.get("kind") not in chosen.kinds:
             continue
         why = chosen.broken(entry, params)
         used = (entry.get("details") or {}).get("experts")
@@ -201,7 +208,7 @@ class ChallengeRoom:
         self.saved = saved or SavedJson(None)
         kept = self.saved.load()
         if isinstance(kept, dict) and kept.get("preset") in PRESETS and isinstance(kept.get("params"), dict):
-            self._current = kept
+            self._current = kept | {"kinds": list(PRESETS[kept["preset"]].kinds)}  # its preset's, as they are now
 
     def _save(self) -> None:
         def document() -> dict[str, Any] | None:
@@ -223,8 +230,8 @@ class ChallengeRoom:
         with self._lock:
             if self._current is not None and self._current["ended_at"] is None and now < self._current["ends_at"]:
                 raise ChallengeError("A challenge is running: end it first.")
-            self._current = {"preset": chosen.name, "title": chosen.title, "kind": chosen.kind, "params": params,
-                             "goal": chosen.goal(params), "experts": list(tasks),
+            self._current = {"preset": chosen.name, "title": chosen.title, "kinds": list(chosen.kinds),
+                             "params": params, "goal": chosen.goal(params), "experts": list(tasks),
                              "start": start_settings(chosen, params, tasks), "started_at": now,
                              "ends_at": now + 60.0 * float(minutes), "ended_at": None, "leaderboard": None}
             started = dict(self._current)
@@ -277,6 +284,11 @@ class ChallengeRoom:
         winner = next((row for row in board if row["counts"]), None) if not running else None
         return {"running": running, "challenge": shown, "seconds_left": round(max(0.0, shown["ends_at"] - now), 1)
                 if running else 0.0, "leaderboard": board, "winner": winner}
+
+    def empty(self) -> bool:
+        """Whether there is no challenge, running or ended (nothing to rank)."""
+        with self._lock:
+            return self._current is None
 
     def clear(self) -> None:
         """Forget the challenge (running or ended)."""

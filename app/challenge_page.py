@@ -41,6 +41,8 @@ def link(settings: Mapping[str, Any]) -> str:
 
 def state(config: AppConfig) -> dict[str, Any]:
     """The challenge now, with the class board's entries ranked and links (``ChallengeRoom.state``)."""
+    if config.shared.challenge.empty():  # every open page asks every few seconds: no copy of the board for nothing
+        return {"running": False, "challenge": None}
     entries = [asdict(entry) for entry in config.shared.board.entries()]
     return config.shared.challenge.state(entries, link=link)
 

@@ -291,6 +291,7 @@ class LessonLink:
     lam: float = DEFAULT_LAMBDA
     forget: str | None = None
     strength: float = DEFAULT_FORGET
+    lambdas: dict[str, float] = field(default_factory=dict)  # step 2's per-task lambdas (empty: none given)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -300,8 +301,9 @@ class LessonLink:
 
 
 def read_link(query: Mapping[str, str], tasks: Sequence[str]) -> LessonLink:
-    """The lesson state a link's query (``step``, ``experts``, ``lambda``, ``forget``, ``strength``) asks for, each
-    checked; a missing value is the default, a wrong one the default plus a line in ``problems``."""
+    """The lesson state a link's query (``step``, ``experts``, ``lambda``, ``forget``, ``strength``, ``lambdas`` as
+    ``task:value,...``) asks for, each checked; a missing value is the default, a wrong one the default plus a line in
+    ``problems``."""
     link = LessonLink()
     step = query.get("step")
     if step is not None:
@@ -325,7 +327,26 @@ def read_link(query: Mapping[str, str], tasks: Sequence[str]) -> LessonLink:
             link.forget = forgotten
         else:
             link.problems.append(f"forget {forgotten!r} (one of {', '.join(tasks)})")
+    if query.get("lambdas"):
+        link.lambdas = _link_lambdas(query["lambdas"], tasks, link.problems)
     return link
+
+
+def _link_lambdas(text: str, tasks: Sequence[str], problems: list[str]) -> dict[str, float]:
+    """``task:value,...`` as per-task lambdas (each task known, each value from 0 to 1); {} plus a problem if not."""
+    found: dict[str, float] = {}
+    for pair in text.split(","):
+        task, _, value = pair.partition(":")
+        try:
+            number_value = float(value)
+        except ValueError:
+            number_value = float("nan")
+        if task not in tasks or not 0.0 <= number_value <= 1.0:
+            problems.append(f"lambdas {text!r} (task:value pairs, a task of {', '.join(tasks)} and a value from 0 "
+                            "to 1)")
+            return {}
+        found[task] = number_value
+    return found
 
 
 def _link_number(query: Mapping[str, str], key: str, default: float, low: float, high: float,
@@ -343,7 +364,7 @@ def _link_number(query: Mapping[str, str], key: str, default: float, low: float,
 
 
 def link_for(base: str, step: str, experts: Sequence[str] = (), lam: float | None = None, forget: str | None = None,
-             strength: float | None = None) -> str:
+             strength: float | None = None, lambdas: Mapping[str, float] | None = None) -> str:
     """The link that opens ``step`` with these settings (only those given)."""
     query = {"step": str(STEPS.index(step) + 1)}
     if experts:
@@ -351,7 +372,9 @@ def link_for(base: str, step: str, experts: Sequence[str] = (), lam: float | Non
     for key, value in (("lambda", lam), ("forget", forget), ("strength", strength)):
         if value is not None:
             query[key] = f"{value:g}" if isinstance(value, float) else str(value)
-    return f"{base.split('?')[0]}?{urlencode(query, safe=',')}"
+    if lambdas:
+        query["lambdas"] = ",".join(f"{task}:{float(value):g}" for task, value in lambdas.items())
+    return f"{base.split('?')[0]}?{urlencode(query, safe=',:')}"
 
 
 def share_link(base: str, step: Any, tasks: Sequence[str], experts: Any = None, lam: Any = None, forget: Any = None,

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import challenge_page, inputs, lesson
+from app import challenge_page, inputs, lesson, lesson_lambdas
 from app.events import quiet
 from app.session import AppConfig, Session
 from app.shared import PRESENT_EVERY_S
@@ -104,6 +104,9 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                 boards["lambda"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-lambda")
                 board_notes["lambda"] = gr.Markdown()
             challenge_notes["lambda"] = challenge_page.student_note("lambda")
+            per_task = lesson_lambdas.build_controls(tasks)
+            boards["lambdas"], board_notes["lambdas"] = per_task.board, per_task.board_note
+            challenge_notes["lambdas"] = challenge_page.student_note("lambdas")
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[2]]}", size="sm", elem_id="lesson-next-2"))
         with gr.Step(lesson.TITLES["interfere"], id=2):
             gr.Markdown(_text("interfere"))
@@ -208,7 +211,10 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             return lesson.add_to_board(state, kind, name)
 
         api = "submit_to_board" if kind == "lambda" else f"submit_to_board_{kind}"
-        button.click(board_event, [session, nickname], [board_notes[kind]], api_name=api, **light)
+        # an instant handler, as the page's ticks: without the queue (whose messages cost the server more than the
+        # handler), so that a class adding to the board together takes less from its clicks
+        button.click(board_event, [session, nickname], [board_notes[kind]], api_name=api, queue=False,
+                     show_progress="hidden", preprocess=False)
 
     @quiet
     def meet_event(state, chosen=None, request: gr.Request = None):
@@ -225,6 +231,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
 
     add_button.click(add_event, [session, lam], [add_plot, sweep_plot, add_note], api_name="lesson_add",
                      show_progress_on=[add_note], **long)
+    lesson_lambdas.wire(per_task, session, config, tasks, add_plot, long)
 
     @quiet
     def interfere_event(state, keep_percent=20, request: gr.Request = None):
@@ -286,9 +293,11 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
         if note:
             gr.Warning(note)
         return (gr.Walkthrough(selected=link.index), link.experts or tasks, link.lam,
-                link.forget or first_forget, link.strength, f"_{note}_" if note else "")
+                link.forget or first_forget, link.strength, f"_{note}_" if note else "",
+                *lesson_lambdas.link_values(per_task, tasks, link.lambdas))
 
-    return LessonPage(walk, open_link, [walk, experts, lam, forgotten, strength, link_note])
+    return LessonPage(walk, open_link, [walk, experts, lam, forgotten, strength, link_note, per_task.box,
+                                        *per_task.sliders])
 
 
 @dataclass

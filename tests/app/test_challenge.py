@@ -32,8 +32,8 @@ def _opened(link: str) -> lesson.LessonLink:
 
 
 def test_presets_declare_their_parameters_and_refuse_wrong_values():
-    assert set(PRESETS) == {"best_lambda", "forget", "best_wemoe"}
-    with pytest.raises(ChallengeError, match="one of best_lambda, forget, best_wemoe"):
+    assert set(PRESETS) == {"best_lambdas", "forget", "best_wemoe"}
+    with pytest.raises(ChallengeError, match="one of best_lambdas, forget, best_wemoe"):
         preset("fastest")
     assert check_params(PRESETS["forget"], {}, TASKS) == {"task": "task0", "keep_above": 50.0}
     assert check_params(PRESETS["best_wemoe"], {}, TASKS, defaults={"max_steps": 40}) == {"max_steps": 40}
@@ -80,7 +80,7 @@ def test_a_forgetting_challenge_ranks_the_entries_and_shows_the_rule_breakers_wi
 
 def test_the_time_limit_ends_a_challenge_and_the_winners_link_opens_its_settings():
     board, room = ClassBoard(), ChallengeRoom()
-    room.start("best_lambda", {}, TASKS, 1, now=100.0)
+    room.start("best_lambdas", {}, TASKS, 1, now=100.0)
     for who, lam, average, at in (("ann", 0.3, 70.0, 110.0), ("bo", 0.45, 75.0, 150.0), ("cy", 0.5, 99.0, 161.0)):
         board.submit("lambda", average, f"lambda {lam}", who, nickname=who, now=at,
                      details={"lambda": lam, "experts": TASKS})
@@ -92,7 +92,7 @@ def test_the_time_limit_ends_a_challenge_and_the_winners_link_opens_its_settings
     assert "The winner: bo, 75.0% average" in in_words(ended) and "Open the winning settings" in in_words(ended)
     board.clear()  # the result is frozen: clearing the board keeps it
     assert room.state([], now=300.0)["winner"]["nickname"] == "bo"
-    room.start("best_lambda", {}, TASKS, 5, now=400.0)  # a new one may start once the last has ended
+    room.start("best_lambdas", {}, TASKS, 5, now=400.0)  # a new one may start once the last has ended
     assert room.state([], now=401.0)["running"]
 
 
@@ -100,7 +100,7 @@ def test_the_teacher_ends_a_wemoe_challenge_whose_rule_is_the_number_of_steps():
     board, room = ClassBoard(), ChallengeRoom()
     room.start("best_wemoe", {"max_steps": 50}, TASKS, 30, now=0.0)
     with pytest.raises(ChallengeError, match="A challenge is running"):
-        room.start("best_lambda", {}, TASKS, 5, now=1.0)
+        room.start("best_lambdas", {}, TASKS, 5, now=1.0)
     board.submit("wemoe", 88.0, "100 steps", "a", now=5.0, details={"steps": 100, "experts": TASKS})
     board.submit("wemoe", 80.0, "40 steps", "b", now=6.0, details={"steps": 40, "experts": TASKS})
     board.submit("wemoe", 95.0, "? steps", "c", now=7.0)  # no details: its steps unknown
@@ -115,8 +115,8 @@ def test_a_challenge_is_bounded():
     room, board = ChallengeRoom(), ClassBoard(max_entries=500, per_minute=1)
     for minutes in (0, 121, "10", True):
         with pytest.raises(ChallengeError, match="Time limit"):
-            room.start("best_lambda", {}, TASKS, minutes, now=0.0)
-    room.start("best_lambda", {}, TASKS, 10, now=0.0)
+            room.start("best_lambdas", {}, TASKS, minutes, now=0.0)
+    room.start("best_lambdas", {}, TASKS, 10, now=0.0)
     for i in range(MAX_ROWS + 30):
         board.submit("lambda", 50.0, "lambda 0.3", f"student-{i}", now=1.0 + i / 1000)
     assert len(room.state(_rows(board), now=2.0)["leaderboard"]) == MAX_ROWS
@@ -131,13 +131,13 @@ def test_start_and_end_need_the_teachers_code(config, monkeypatch):
     config.shared.challenge.clear()
     for wrong in ("", "owl", None):
         with pytest.raises(gr.Error, match="not the teacher's code"):
-            challenge_page.start(config, wrong, "best_lambda", {}, 10, experts=TASKS)
+            challenge_page.start(config, wrong, "best_lambdas", {}, 10, experts=TASKS)
         with pytest.raises(gr.Error, match="not the teacher's code"):
             challenge_page.end(config, wrong)
     assert challenge_page.state(config) == {"running": False, "challenge": None}
     monkeypatch.delenv(teacher.CODE_ENV)
     with pytest.raises(gr.Error, match="The teacher's page is off"):
-        challenge_page.start(config, "owl-42", "best_lambda", {}, 10, experts=TASKS)
+        challenge_page.start(config, "owl-42", "best_lambdas", {}, 10, experts=TASKS)
 
 
 def test_a_lesson_students_entry_enters_the_challenge(config, monkeypatch):
@@ -150,7 +150,7 @@ def test_a_lesson_students_entry_enters_the_challenge(config, monkeypatch):
     shown = challenge_page.start(config, "owl-42", "forget", {"task": "task1", "keep_above": 0}, 5)
     assert shown["running"] and shown["challenge"]["experts"] == TASKS
     with pytest.raises(gr.Error, match="challenge is running: end it first"):
-        challenge_page.start(config, "owl-42", "best_lambda", {}, 5)
+        challenge_page.start(config, "owl-42", "best_lambdas", {}, 5)
     lesson.forget(student, config, "task1", 0.7)
     lesson.add_to_board(student, "forget", "Bo")
     ended = challenge_page.end(config, "owl-42")
@@ -168,9 +168,9 @@ def test_the_challenge_through_the_api(config, monkeypatch):
     with launched(config) as (_, client):
         client.predict(chosen=["task0", "task1"], api_name="/lesson_meet")  # the zoo is loaded: its tasks known
         with pytest.raises(Exception, match="not the teacher's code"):
-            client.predict(code="guess", preset="best_lambda", api_name="/start_challenge")
+            client.predict(code="guess", preset="best_lambdas", api_name="/start_challenge")
         assert client.predict(api_name="/challenge") == {"running": False, "challenge": None}
-        started = client.predict(code="owl-42", preset="best_lambda", minutes=5, experts="task0,task1",
+        started = client.predict(code="owl-42", preset="best_lambdas", minutes=5, experts="task0,task1",
                                  api_name="/start_challenge")
         assert started["running"] and started["challenge"]["start"]["link"].startswith("./?step=2")
         client.predict(lam_value=0.5, api_name="/lesson_add")

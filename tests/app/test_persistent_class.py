@@ -21,7 +21,7 @@ TASKS = ["pocket_digits", "pocket_shapes"]
 def _class(shared: Shared) -> None:
     """A little of a lesson: two entries on the board and a challenge that ended with a winner."""
     shared.board.submit("lambda", 81.25, "lambda 0.3", "s1", nickname="Ann", now=1000.0, details={"lambda": 0.3})
-    shared.challenge.start("best_lambda", {}, TASKS, 5, now=995.0)
+    shared.challenge.start("best_lambdas", {}, TASKS, 5, now=995.0)
     shared.board.submit("lambda", 84.5, "lambda 0.4", "s2", now=1001.0, details={"lambda": 0.4})
     shared.challenge.end([asdict(e) for e in shared.board.entries()], now=1002.0)
 
