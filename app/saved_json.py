@@ -27,7 +27,9 @@ class SavedJson:
         """``path``: the file (its folder is made on the first write); None keeps nothing."""
         self.path = None if path is None else Path(path)
         self.working = self.path is not None  # False once a write failed: the document lives in memory only
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two fields below
+        self._writing = False  # a thread is writing the file now
+        self._again: Callable[[], Any] | None = None  # a save asked for meanwhile: the writer writes once more
 
     @property
     def kept(self) -> bool:
@@ -52,20 +54,42 @@ class SavedJson:
 
     def save(self, snapshot: Callable[[], Any]) -> bool:
         """Write the document ``snapshot()`` gives in one step; False when nothing is kept (no path, or the write
-        failed: logged once). ``snapshot`` is called under the write lock, so of two threads saving at once the
-        later state is the one left in the file."""
+        failed: logged once).
+
+        While another thread writes, this one only leaves its ``snapshot`` and returns (True): the writer then writes
+        once more, calling the latest snapshot after its own write, so the last state is the one left in the file and
+        a burst of saves (a class submitting together) writes the file twice, not once per save."""
         if self.path is None:
             return False
         with self._lock:
-            text = json.dumps(snapshot(), ensure_ascii=False)
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(self.path) as temporary:
-                    temporary.write_text(text, encoding="utf-8")
-            except OSError as error:
-                if self.working:
-                    log.warning("cannot write %s (%s): it is kept in memory only", self.path, error.strerror or error)
-                self.working = False
-                return False
-            self.working = True
-            return True
+            self._again = snapshot
+            if self._writing:
+                return self.working
+            self._writing = True
+        kept = True
+        try:
+            while True:
+                with self._lock:
+                    snapshot, self._again = self._again, None
+                    if snapshot is None:
+                        self._writing = False
+                        return kept
+                kept = self._write(json.dumps(snapshot(), ensure_ascii=False))
+        except BaseException:
+            with self._lock:  # a snapshot that failed: the next save writes again
+                self._writing = False
+            raise
+
+    def _write(self, text: str) -> bool:
+        """Put ``text`` in the file in one step (only the thread that is writing calls this)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.path) as temporary:
+                temporary.write_text(text, encoding="utf-8")
+        except OSError as error:
+            if self.working:
+                log.warning("cannot write %s (%s): it is kept in memory only", self.path, error.strerror or error)
+            self.working = False
+            return False
+        self.working = True
+        return True

@@ -25,6 +25,7 @@ from app.session import AppConfig
 CODE_ENV = "MERGE_EXPLORER_TEACHER_CODE"
 NOT_SET = (f"The teacher's page is off. The Space's owner turns it on by setting the secret `{CODE_ENV}` (Space "
            "settings, Variables and secrets) to a code, then opens this page and types it.")
+REFRESH_EVERY_S = 1.0  # the open page reads the class this often: a new entry shows within the issue's 2 s
 STEP_WORDS = {"meet": "1. meeting the experts", "add": "2. adding them up", "interfere": "3. interference",
               "forget": "4. forgetting a task", "route": "5. routing", "try": "6. trying images",
               "cost": "7. the cost", "not started": "in the lab or not started"}
@@ -77,6 +78,23 @@ def view(code: Any, config: AppConfig) -> tuple[str, str, pd.DataFrame]:
     return class_status(config), note + "\n\n" + kept_words(config.shared.board.survives_restart), board_frame(config)
 
 
+def refreshed(code: Any, is_open: Any, shown_version: Any, config: AppConfig) -> tuple:
+    """The open page's tick: (the class now, the board's summary, its table, the board's version drawn), the summary
+    and the table only when the board changed since the page drew version ``shown_version`` (``gr.skip()`` else;
+    every output skipped on a closed page or a wrong code). A board of hundreds of rows redrawn every second took the
+    cores from the students' clicks."""
+    if not is_open:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    try:
+        check_code(code)
+    except gr.Error:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    version = config.shared.board.version  # read first: an entry added while drawing is drawn by the next tick
+    if version == shown_version:
+        return class_status(config), gr.skip(), gr.skip(), gr.skip()
+    return (*view(code, config), version)
+
+
 def kept_words(survives: bool) -> str:
     """Whether the board survives a restart of the Space, in plain words."""
     if survives:
@@ -101,26 +119,23 @@ def build_teacher_page(config: AppConfig, light: dict) -> None:
         csv_button = gr.Button("Download the board (CSV)")
         csv_file = gr.File(label="Board CSV", interactive=False)
     opened = gr.State(False)
-    timer = gr.Timer(3.0, active=False)
+    drawn = gr.State(-1)  # the board's version this page shows (ClassBoard.version)
+    timer = gr.Timer(REFRESH_EVERY_S, active=False)
 
     @quiet
     def open_event(typed):
+        version = config.shared.board.version  # read first: an entry added meanwhile is drawn by the next tick
         shown = view(typed, config)
-        return (*shown, True, gr.Timer(active=True))
+        return (*shown, True, gr.Timer(active=True), version)
 
-    open_button.click(open_event, [code], [status, best, table, opened, timer], api_name="teacher_view",
+    open_button.click(open_event, [code], [status, best, table, opened, timer, drawn], api_name="teacher_view",
                       preprocess=False, **light)
 
-    def refresh(typed, is_open):
-        if not is_open:
-            return gr.skip(), gr.skip(), gr.skip()
-        try:
-            return view(typed, config)
-        except gr.Error:
-            return gr.skip(), gr.skip(), gr.skip()
+    def refresh(typed, is_open, shown_version):
+        return refreshed(typed, is_open, shown_version, config)
 
-    timer.tick(refresh, [code, opened], [status, best, table], api_name="teacher_refresh", show_progress="hidden",
-               queue=False)
+    timer.tick(refresh, [code, opened, drawn], [status, best, table, drawn], api_name="teacher_refresh",
+               show_progress="hidden", queue=False)
 
     @quiet
     def clear_event(typed):
@@ -145,9 +160,11 @@ def build_teacher_page(config: AppConfig, light: dict) -> None:
 
     @quiet
     def class_board(code: str = "") -> dict:
-        """The class board as JSON (every entry, the best per kind): for the teacher's code only."""
+        """The class board as JSON (every entry, the best per kind) and the class now (``class``: students with the
+        lesson open, how many at each step): for the teacher's code only."""
         check_code(code)
-        return config.shared.board.as_json()
+        now = config.shared.class_now()
+        return config.shared.board.as_json() | {"class": {"students": now["students"], "steps": now["steps"]}}
 
     gr.api(class_board, api_name="class_board")
 

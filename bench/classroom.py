@@ -26,9 +26,12 @@ rate the zoo's evaluation and classification reach (FLOPs per image x images / s
     python bench/classroom.py --students 30 --flow lesson --board --probes 0     # and the class board, as the teacher
 
 With ``--board`` (the lesson's flow) each student adds its lambda, forgetting and WEMoE results to the class board
-(``submit_to_board*``) as it goes, and a teacher reads ``class_board`` and the teacher's page (``teacher_view``) every
-``--teacher-every`` seconds: printed are the seconds from the last submission until the teacher's view holds every
-entry, and from the last student's joining (and, after the class, leaving) until the teacher's count is right.
+(``submit_to_board*``) as it goes, every student's page sends what an open lesson page sends on its own (its
+presence every 2 s, the challenge's note every 5 s), and a teacher opens the teacher's page (``teacher_view``) and then
+every ``--teacher-every`` seconds (default: the page's own refresh, 1 s) sends the page's tick (``teacher_refresh``)
+and reads ``class_board`` (the entries and the student count the page shows): printed are the seconds from the last
+submission until the teacher's reads hold every entry, and from the last student's joining (and, after the class,
+leaving) until the teacher's count is right.
 
 Only talks to 127.0.0.1. Bounded: 8 calls per student, each waited for at most ``--timeout`` seconds (a call over it
 counts as hung and as an error, and ends that student's lesson).
@@ -85,6 +88,10 @@ CHANGED_LAMBDA = 0.5  # what a student of --changed sets on WEMoE before merging
 TEACHER_CODE_ENV = "MERGE_EXPLORER_TEACHER_CODE"
 BOARD_ENDPOINTS = {"add": "/submit_to_board", "forget": "/submit_to_board_forget", "route": "/submit_to_board_wemoe"}
 LEAVE_WAIT_S = 30.0  # how long the teacher watches the count fall after the class closed its tabs
+TEACHER_EVERY_S = 1.0  # the teacher's page's refresh (app.teacher.REFRESH_EVERY_S)
+# an open lesson page's own ticks (app.lesson_page, app.challenge_page): the student count (the tab's session as its
+# input) and the challenge's note (no input), each (seconds between ticks, the data sent)
+PAGE_TIMERS: dict[str, tuple[float, list]] = {"lesson_here": (2.0, [None]), "lesson_challenge": (5.0, [])}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,15 +142,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "with the rest")
     p.add_argument("--calls", type=Path, default=None,
                    help="write every call here, one JSON object a line (student, endpoint, start and end seconds "
-                        "after the first click, ok): to see which calls were slow, and when")
+                        "after the first click, ok, the student's session id): to see which calls were slow, and when")
     p.add_argument("--linger", action="store_true", help=f"also report RSS {LINGER_S:.0f} s after the clients closed")
     p.add_argument("--board", action="store_true",
                    help="students add their lesson results to the class board; a teacher watches it (--flow lesson)")
     p.add_argument("--teacher-code", default=None,
                    help=f"with --board: the teacher's code (default: ${TEACHER_CODE_ENV}, else one made up for the "
                         "launched app)")
-    p.add_argument("--teacher-every", type=float, default=0.25,
-                   help="with --board: seconds between the teacher's reads")
+    p.add_argument("--teacher-every", type=float, default=TEACHER_EVERY_S,
+                   help="with --board: seconds between the teacher's reads (default: the teacher's page's refresh)")
     args = p.parse_args(argv)
     if args.students < 1 or args.examples < 0 or args.probes < 0 or args.timeout <= 0:
         p.error("--students must be >= 1, --examples and --probes >= 0, and --timeout > 0")
@@ -332,6 +339,7 @@ class Student:
     status: str | None = None  # the adaptation's last status line
     waiting: dict[str, float] = field(default_factory=dict)  # calls in flight: endpoint -> when it started
     table: Any = None  # (headers, rows) of the accuracy table
+    tab: str | None = None  # its client's session id (the server's logs name a call by it)
 
 
 class Classroom:
@@ -411,6 +419,7 @@ class Classroom:
                 raise
             with self.lock:
                 self.clients.append(client)
+            student.tab = client.session_hash
             step = "waiting for the others"
             if together:
                 self.barrier.wait()
@@ -569,9 +578,10 @@ def pick_examples(loaded: Any, index: int, count: int) -> list[str]:
 
 
 class TeacherWatch:
-    """``--board``: a teacher's client reading ``class_board`` (the entries) and ``teacher_view`` (the student count)
-    every ``--teacher-every`` seconds in a thread of its own; every read kept as (seconds after the first click when
-    the answer came, entries, students)."""
+    """``--board``: a teacher's client that opens the teacher's page (``teacher_view``), then every ``--teacher-every``
+    seconds sends the page's tick (``teacher_refresh``) and reads ``class_board`` (the entries and the student count),
+    in a thread of its own; every read kept as (seconds after the first click when the answer came, entries,
+    students)."""
 
     def __init__(self, room: Classroom, code: str) -> None:
         from gradio_client import Client
@@ -583,18 +593,25 @@ class TeacherWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="teacher", daemon=True)
 
-    def read(self) -> tuple[float, int | None, int | None]:
-        """One read of the teacher's view now (recorded)."""
-        endpoints = self.room.endpoints
+    def _predict(self, endpoint: str, wanted: dict[str, Any]) -> Any:
+        return self.client.predict(api_name=endpoint, **self.room.endpoints.kwargs(endpoint, wanted))
+
+    def open(self) -> None:
+        """Open the page (the teacher types the code and presses Open): its ticks draw the class from then on."""
+        try:
+            self._predict("/teacher_view", {"typed": self.code})
+        except Exception as error:  # noqa: BLE001  (a failed open is a finding)
+            self.errors.append(f"teacher: {type(error).__name__}: {str(error).strip()[:200]}")
+
+    def read(self, tick: bool = True) -> tuple[float, int | None, int | None]:
+        """One read of the class now (recorded), after the page's tick (``tick``)."""
         entries = students = None
         try:
-            board = self.client.predict(api_name="/class_board",
-                                        **endpoints.kwargs("/class_board", {"code": self.code}))
+            if tick:
+                self._predict("/teacher_refresh", {"typed": self.code, "is_open": True})
+            board = self._predict("/class_board", {"code": self.code})
             entries = board.get("count") if isinstance(board, dict) else None
-            view = self.client.predict(api_name="/teacher_view",
-                                       **endpoints.kwargs("/teacher_view", {"typed": self.code, "code": self.code}))
-            found = re.search(r"\*\*(\d+) students?\*\*", str(view[0] if isinstance(view, (list, tuple)) else view))
-            students = int(found.group(1)) if found else None
+            students = (board.get("class") or {}).get("students") if isinstance(board, dict) else None
         except Exception as error:  # noqa: BLE001  (a failed read is a finding, the teacher reads again)
             self.errors.append(f"teacher: {type(error).__name__}: {str(error).strip()[:200]}")
         read = (self.room.clock(), entries, students)
@@ -602,9 +619,11 @@ class TeacherWatch:
         return read
 
     def _run(self) -> None:
+        self.open()
         while not self._stop.is_set():
+            start = time.perf_counter()
             self.read()
-            self._stop.wait(self.room.args.teacher_every)
+            self._stop.wait(max(0.0, self.room.args.teacher_every - (time.perf_counter() - start)))
 
     def start(self) -> TeacherWatch:
         """Start reading."""
@@ -620,7 +639,7 @@ class TeacherWatch:
         """Read (after :meth:`stop`) until the count fell by ``fallen_by`` or ``timeout`` seconds passed."""
         before = next((s for _, _, s in reversed(self.reads) if s is not None), None)
         end = time.perf_counter() + timeout
-        while time.perf_counter() < end and (before is None or (self.read()[2] or 0) > before - fallen_by):
+        while time.perf_counter() < end and (before is None or (self.read(tick=False)[2] or 0) > before - fallen_by):
             time.sleep(self.room.args.teacher_every)
 
     def first(self, after: float, check) -> float | None:
@@ -629,35 +648,51 @@ class TeacherWatch:
 
 
 class PageTicks:
-    """What every open lesson page sends on its own: ``/lesson_here`` every ``every`` seconds (the teacher's count of
-    students now), for each connected student, until :meth:`stop` (the tabs close). Sent as a page's timer sends it
-    (one small POST with the tab's session id, no queue) from one thread: on a class's own machines the ticks cost
-    the server's cores nothing else, so this script must not spend them on clients either."""
+    """What every open lesson page sends on its own (``PAGE_TIMERS``): ``/lesson_here`` every 2 s (the teacher's count
+    of students now) and ``/lesson_challenge`` every 5 s (the challenge's note), for each connected student, until
+    :meth:`stop` (the tabs close). Sent as a page's timer sends them (one small POST with the tab's session id, no
+    queue), every tab's at once (a page's ticks wait for no other page's), from one thread with an event loop: on a
+    class's own machines the ticks cost the server's cores nothing else, so this script must not spend them on
+    clients either."""
 
-    def __init__(self, room: Classroom, every: float = 2.0) -> None:
-        self.room, self.every = room, every
+    def __init__(self, room: Classroom, timers: dict[str, tuple[float, list]] | None = None) -> None:
+        self.room, self.timers = room, dict(PAGE_TIMERS if timers is None else timers)
         self.sent = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="page-ticks", daemon=True)
 
     def _run(self) -> None:
+        import asyncio
+
+        asyncio.run(self._tick_all())
+
+    async def _tick_all(self) -> None:
+        import asyncio
+
         import httpx
 
-        with httpx.Client(timeout=10.0) as http:
-            while not self._stop.is_set():
-                with self.room.lock:
-                    tabs = [c.session_hash for c in self.room.clients]
-                for tab in tabs:
-                    if self._stop.is_set():
-                        return
-                    try:
-                        http.post(f"{self.room.url.rstrip('/')}/gradio_api/run/lesson_here",
-                                  json={"data": [None], "session_hash": tab}).raise_for_status()
-                        self.sent += 1
-                    except Exception as error:  # noqa: BLE001  (a lost tick is a finding; the page ticks again)
-                        self.errors.append(f"tick: {type(error).__name__}: {str(error).strip()[:120]}")
-                self._stop.wait(self.every)
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            await asyncio.gather(*(self._tick(http, endpoint, every, data)
+                                   for endpoint, (every, data) in self.timers.items()))
+
+    async def _tick(self, http, endpoint: str, every: float, data: list) -> None:
+        import asyncio
+
+        url = f"{self.room.url.rstrip('/')}/gradio_api/run/{endpoint}"
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            with self.room.lock:
+                tabs = [c.session_hash for c in self.room.clients]
+            await asyncio.gather(*(self._post(http, url, tab, data) for tab in tabs))
+            await asyncio.sleep(max(0.0, every - (time.perf_counter() - start)))
+
+    async def _post(self, http, url: str, tab: str, data: list) -> None:
+        try:
+            (await http.post(url, json={"data": data, "session_hash": tab})).raise_for_status()
+            self.sent += 1
+        except Exception as error:  # noqa: BLE001  (a lost tick is a finding; the page ticks again)
+            self.errors.append(f"tick: {type(error).__name__}: {str(error).strip()[:120]}")
 
     def start(self) -> PageTicks:
         """Start ticking."""
@@ -681,7 +716,8 @@ def board_figures(room: Classroom, watch: TeacherWatch, students: int, closed_at
     # the count is of sessions with a zoo loaded: the app's warm-up (and a probe) count while they last
     counted = watch.first(joined, lambda e, s: s is not None and s >= students) if joined is not None else None
     before = next((s for at, _, s in reversed(watch.reads) if at < (closed_at or 0) and s is not None), None)
-    left = watch.first(closed_at, lambda e, s: s is not None and s <= before - students) \
+    # gone: the class's students left the count (a tick late under load may have left it lower just before)
+    left = watch.first(closed_at, lambda e, s: s is not None and s <= max(0, before - students)) \
         if closed_at is not None and before is not None else None
     return {"board_submitted": submitted, "board_seen": max((e or 0 for _, e, _ in watch.reads), default=0),
             "board_last_submit_s": _round(last, 2), "board_all_seen_s": _round(seen, 2),
@@ -976,12 +1012,13 @@ def unfinished(room: Classroom, index: int) -> Student:
 
 
 def write_calls(path: Path, students: list[Student]) -> None:
-    """Every student's calls, one JSON object a line, in the order they started."""
+    """Every student's calls, one JSON object a line, in the order they started (with the student's session id)."""
     calls = sorted(((s.index, c) for s in students for c in s.calls), key=lambda pair: pair[1].start)
+    tabs = {s.index: s.tab for s in students}
     with open(path, "w") as out:
         for index, call in calls:
             out.write(json.dumps({"student": index, "endpoint": call.endpoint, "start": round(call.start, 3),
-                                  "end": round(call.end, 3), "ok": call.ok}) + "\n")
+                                  "end": round(call.end, 3), "ok": call.ok, "tab": tabs[index]}) + "\n")
 
 
 @dataclass
