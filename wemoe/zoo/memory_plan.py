@@ -15,7 +15,9 @@ divided by the quantities they scale with. ``bench/memory_plan_check.py`` measur
 another width and depth with 4, 12 (and 20) experts (bench/README.md, "The memory planner against measured merges"):
 task arithmetic and WEMoE came within 2% of these constants; TIES, the per-matrix merges (measured: TSV-M; Iso-C,
 Iso-CTS and WUDI taken alike), EMR, AdaMerging and compressed WEMoE got their own constants, fitted there
-(:data:`MERGE_TOWERS`).
+(:data:`MERGE_TOWERS`). WEMoE is built one tensor and one block at a time (``wemoe.moe.layer.upscale_to_wemoe``): its
+peak is its own model plus about two towers, refitted on both benches (bench/README.md, "The WEMoE merge one block at a
+time": B/32 9627 -> 6551 MB), no longer task arithmetic's task vectors.
 """
 
 from __future__ import annotations
@@ -38,13 +40,20 @@ BASE_LOAD_SLACK = 0.71
 STATIC_MERGE_TOWERS = 2.4
 """Task arithmetic holds every task vector plus this many towers (their sum, the merged weights, transients):
 (7995 - 4341) MB / 351.4 MB per tower - 8 task vectors."""
-WEMOE_STACK_FACTOR = 1.11
-"""WEMoE's peak over task arithmetic's, per byte of stacked MLP task vectors: (10006 - 7995) / (8 x 226.7 MB)."""
+WEMOE_STACK_FACTOR = 1.0
+"""WEMoE's peak per byte of stacked MLP task vectors (it keeps them, and builds them one block at a time):
+bench/memory_plan_check.py, 50.5 MB more per expert of 50.4 MB (width 512, 6 blocks, 4 to 20 experts)."""
+WEMOE_TOWERS = 2.2
+"""WEMoE's peak besides its task vectors, in image towers (its pretrained MLP and other weights, the copied tower it
+starts from, a block's transients): (2590 - 8 x 226.7) / 351.4 MB on ViT-B/32 (zoo_memory.py), 1.96 on width 512."""
 ACTIVATION_BYTES_B32 = 525 * MB / 16
 """Forward+backward memory of one ViT-B/32 image through WEMoE (bench/README.md: 525 MB at batch 16)."""
-COMPRESSED_BLOCK_FACTOR = 2.5
-"""Compressed WEMoE over task arithmetic: its factors plus this many times one block's stacked MLP task vectors (the
-stack and its decomposition's workspace), fitted on bench/memory_plan_check.py's 4, 12 and 20 experts."""
+COMPRESSED_BLOCK_FACTOR = 3.3
+"""Compressed WEMoE: its factors, :data:`COMPRESSED_TOWERS` towers and this many times one block's stacked MLP task
+vectors (the stack and its decomposition's workspace), fitted on bench/memory_plan_check.py's 4 and 12 experts (20
+measured below the fit)."""
+COMPRESSED_TOWERS = 1.0
+"""Compressed WEMoE's towers besides (fit: 0.81 on width 512, rounded up)."""
 ATTENTION_FLOATS = 3
 """Floats kept per attention score for the backward pass (scores, softmax, its gradient); the rest of the
 activations is scaled so that ViT-B/32 gives :data:`ACTIVATION_BYTES_B32`."""
@@ -205,15 +214,14 @@ def merge_bytes(shape: ZooShape, kind: str, rank: int = DEFAULT_COMPRESSED_RANK)
     if kind in MERGE_TOWERS:
         per_expert, constant = MERGE_TOWERS[kind]
         return int((per_expert * shape.experts + constant) * shape.tower_bytes)
-    static = merge_bytes(shape, STATIC)
     stack = shape.experts * shape.mlp_params * FLOAT32
     if kind == WEMOE:
-        return int(static + WEMOE_STACK_FACTOR * stack)
+        return int(WEMOE_TOWERS * shape.tower_bytes + WEMOE_STACK_FACTOR * stack)
     if kind == WEMOE_COMPRESSED:
         matrices = 2 * shape.layers  # c_fc and c_proj of every block
         factors = shape.experts * matrices * rank * (shape.width + shape.mlp_width) * FLOAT32
         one_block = COMPRESSED_BLOCK_FACTOR * stack / max(1, shape.layers)
-        return int(static + factors + one_block)
+        return int(COMPRESSED_TOWERS * shape.tower_bytes + factors + one_block)
     raise ValueError(f"Unknown kind of merge {kind!r}; known: {', '.join(KINDS)}.")
 
 
