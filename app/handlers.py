@@ -87,6 +87,10 @@ def load_zoo(session: Session, config: AppConfig, choice: str, samples: float | 
              progress: Any = no_progress, tasks_text: str = "", task_files: Sequence[str] | None = None) -> str:
     """Load a zoo, its tasks' test images and heads into the session; returns the description of what is loaded."""
     samples_per_task = test_images_per_task(samples, config)
+    if samples_per_task is None and choice != CUSTOM:  # every image: unless the lesson is sized for this machine
+        from app.lesson_size import scored_per_task
+
+        samples_per_task = scored_per_task(config, choice)
     if choice == CUSTOM:
         loader = custom_loader(config, base_model, base_pretrained, experts_text, expert_files, tasks_text, task_files)
     elif choice in config.zoos:

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import gradio as gr
 import plotly.graph_objects as go
 
-from app import figures, handlers
+from app import figures, handlers, lesson_size
 from app.analysis_tab import cost_view, interference_view, lambda_sweep_view
 from app.errors import friendly, refuse
 from app.inputs import adapt_setting, adapt_value, number
@@ -172,12 +172,13 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
     bench = bench_of(session, config)
     session.lesson_step = "route"
     # checked before any work: a class challenge ("best WEMoE within N steps") sets it on the page
-    steps = config.default_steps if steps is None else adapt_value("steps", steps, minimum=1)
+    sized = lesson_size.settings(config)  # the paper's settings, or smaller ones this machine affords
+    steps = sized.steps if steps is None else adapt_value("steps", steps, minimum=1)
     yield "Merging with WEMoE (each block's MLP gets a router)...", gr.skip(), gr.skip()
     handlers.merge(session, ["task_arithmetic", "wemoe"], {}, default_steps=steps)
     status = ""
-    # the page's declared defaults, as the warm-up (app.warm) ran them: a class gets this run from the cache
-    lr, per_task = adapt_setting("lr").default, adapt_setting("per_task").default
+    # the lesson's settings, as the warm-up (app.warm) ran them: a class gets this run from the cache
+    lr, per_task = adapt_setting("lr").default, sized.per_task
     for status, curve in handlers.adapt(session, "wemoe", steps, lr, per_task, config.default_loss):
         status = in_plain_words(status, bench.task_names)  # "Adapted WEMoE (routed)", never the method's code name
         yield status, curve, gr.skip()

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import challenge_page, inputs, lesson, lesson_lambdas
+from app import challenge_page, inputs, lesson, lesson_lambdas, lesson_size
 from app.events import quiet
 from app.session import AppConfig, Session
 from app.shared import PRESENT_EVERY_S
@@ -69,6 +69,7 @@ def _text(step: str) -> str:
 def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) -> LessonPage:
     """The lesson's steps and their events (the lesson is the first tab; the lab the second)."""
     tasks = default_tasks(config)
+    sized = lesson_size.settings(config)  # the lesson's steps on this machine (the paper's where they fit)
     plain_tasks = [(lesson.plain(t), t) for t in tasks]
     light, long = light | {"preprocess": False}, long | {"preprocess": False}
     first_forget = lesson.FORGET_FIRST if lesson.FORGET_FIRST in tasks else (tasks[0] if tasks else None)
@@ -138,10 +139,11 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             with gr.Row(equal_height=True):  # the button first: the step's main control, then how long it learns
                 route_button = gr.Button("Merge with WEMoE and let the routers learn", variant="primary", scale=2,
                                          elem_id="lesson-route")
-                route_steps = gr.Slider(min(ROUTE_STEPS_MIN, config.default_steps), ROUTE_STEPS_MAX,
-                                        value=config.default_steps, step=1,
+                route_steps = gr.Slider(min(ROUTE_STEPS_MIN, sized.steps), ROUTE_STEPS_MAX,
+                                        value=sized.steps, step=1,
                                         label="Adaptation steps (more: slower, often better)", scale=3,
                                         elem_id="lesson-steps")
+            gr.Markdown(lesson_size.note(config), elem_id="lesson-size-note")  # empty with the paper's settings
             route_note = gr.Markdown(elem_id="lesson-route-note")
             with gr.Row():
                 loss_plot = gr.Plot(lesson.loss_placeholder(), label="The routers' loss", elem_id="lesson-loss")

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 
-from app import handlers
+from app import handlers, lesson_size
 from app.inputs import AUTO_TASK, adapt_setting, list_examples, read_example
 from app.session import AppConfig, Session
 
@@ -44,9 +44,10 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
         for method in methods:
             session.bench.merge(method)  # the method's defaults, as an untouched page sends
         classify_examples(session, config)
-        handlers.merge(session, list(methods), {}, DEFAULT_PER_TASK, config.default_steps)
-        steps = config.default_steps
-        for _ in handlers.adapt(session, "wemoe", steps, DEFAULT_LR, DEFAULT_PER_TASK, loss=config.default_loss,
+        sized = lesson_size.settings(config)  # the lesson's step 5 as the page runs it (sized for this machine)
+        steps, per_task = sized.steps, sized.per_task
+        handlers.merge(session, list(methods), {}, per_task, steps)
+        for _ in handlers.adapt(session, "wemoe", steps, DEFAULT_LR, per_task, loss=config.default_loss,
                                 update_every=0):
             done = session.bench.merges["wemoe"].adapt_steps
             shown.update(f"the routers adapting, step {done} of {steps}", 0.2 + 0.6 * done / max(1, steps))
