@@ -136,8 +136,9 @@ def _routing_per_layer(average: np.ndarray, tasks: Sequence[str], layers: Sequen
     every = {"tickmode": "array", "tickfont": {"size": 9}}
     figure.update_yaxes(autorange="reversed", tickvals=list(rows_named), **every)
     figure.update_xaxes(tickangle=-60, tickvals=list(experts), **every)
-    figure.update_layout(title="Average routing weights per layer (rows: images of each task, columns: experts; each "
-                               "weight is the coefficient of that expert's task vector, not a probability)",
+    figure.update_layout(title={"text": "Average routing weights per layer",
+                                "subtitle": {"text": "rows: each task's images; columns: experts; a weight is the "
+                                                     "coefficient of that expert's task vector, not a probability"}},
                          height=panel * rows + 120, margin={"t": 80})
     return figure
 
