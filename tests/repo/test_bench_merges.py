@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from wemoe.methods import list_methods
 
@@ -61,3 +62,19 @@ def test_matrix_rules_match_fusionbench_in_float64_tiny():
     result, layouts = _fusionbench_bench("--float64")
     assert set(result) == {"tsv_m", "iso_c", "iso_cts", "wudi"}
     assert all(rel <= 1e-10 for row in layouts for rel in row["relative_to_max_merged"].values()), layouts
+
+
+def test_structured_task_vectors_share_directions_and_have_decaying_full_rank_spectra():
+    zoo_of = _script("structured_zoo").structured_zoo
+    key = "transformer.resblocks.0.mlp.c_fc.weight"  # [256, 64]
+    for iid, shared in ((False, 0.5), (True, 0.0)):
+        zoo = zoo_of(1, 64, 16, 32, 3, 0.01, shared=0.5, decay=1.0, seed=0, iid=iid)
+        taus = [(expert[key] - zoo.base_state[key]).double() for expert in zoo.experts.values()]
+        cosine = float(torch.nn.functional.cosine_similarity(taus[0].flatten(), taus[1].flatten(), dim=0))
+        assert abs(cosine - shared) < 0.1, (iid, cosine)
+        assert abs(float(taus[0].pow(2).mean().sqrt()) - 0.01) < 1e-3
+        spectrum = torch.linalg.svdvals(taus[0])
+        if not iid:  # full rank, decaying: the shared and own parts each ~ 1/(i+1) over 64 values
+            assert float(spectrum[0] / spectrum[-1]) > 10 and float(spectrum[-1]) > 1e-4 * float(spectrum[0])
+        else:
+            assert float(spectrum[0] / spectrum[-1]) < 10
