@@ -28,7 +28,7 @@ from app.errors import friendly, refuse
 from app.events import quiet
 from app.inputs import corruption_choice, number, read_upload
 from app.jobs import busy
-from app.scaling_view import shipped_view
+from app.scaling_view import scaling_tab
 from app.session import AppConfig, Session
 from app.try_panel import image_path, severity_level, shown_value
 from wemoe.tasks.corruptions import CORRUPTIONS, corrupt_tensor, normalization
@@ -382,9 +382,7 @@ def build_analysis_tab(session: gr.State, light: dict, long: dict, config: AppCo
                 cost_button = gr.Button("Accuracy against cost", elem_id="run-cost")
                 cost_plot = gr.Plot(label="Cost", elem_id="view-cost")
             with gr.Tab("Number of tasks"):  # a shipped result: minutes to compute (app/scaling_view.py, #33)
-                scaling_chart, scaling_text = shipped_view()
-                gr.Plot(scaling_chart, label="Accuracy against the number of tasks", elem_id="view-scaling")
-                gr.Markdown(scaling_text)
+                scaling_tab()
         status = gr.Markdown("")  # the long views' place in the queue: never an overlay (or an error badge) on a plot
     long = long | {"show_progress_on": [status]}
     # every view checks its own values (preprocess=False): a bad one is refused naming its field, no traceback

@@ -1,7 +1,9 @@
-"""Accuracy against the number of tasks (issue #33), served from the shipped result ``assets/scaling/pocket.json``.
+"""Accuracy against the number of tasks (issue #33), served from the shipped results ``assets/scaling/<zoo>.json``
+(``pocket.json``: the eight-task pocket zoo; ``pocket-20.json``: the twenty-task one).
 
-The result is made by ``python -m wemoe scaling`` (``wemoe.analysis.scaling``); computing it takes minutes, so the app
-shows the shipped JSON and the command that recomputes it, the one the JSON records (``"run"``).
+The results are made by ``python -m wemoe scaling`` (``wemoe.analysis.scaling``); computing one takes minutes, so the
+app shows the shipped JSON and the command that recomputes it, the one the JSON records (``"run"``); a choice picks
+which shipped result the chart shows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import plotly.graph_objects as go
 
 from app import figures
 
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "scaling" / "pocket.json"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "scaling"
+SHIPPED = SHIPPED_DIR / "pocket.json"
 
 
 def load_result(path: Path = SHIPPED) -> dict[str, Any] | None:
@@ -66,3 +69,31 @@ def shipped_view(path: Path = SHIPPED) -> tuple[go.Figure, str]:
         command = "python -m wemoe scaling --zoo pocket --counts 2,4,8 --subsets 3 --json assets/scaling/pocket.json"
         return figures.empty_figure("No shipped scaling result."), f"Make one with:\n\n```\n{command}\n```"
     return scaling_figure(report), scaling_caption(report)
+
+
+def shipped_results(folder: Path = SHIPPED_DIR) -> dict[str, Path]:
+    """The shipped results by zoo name (the file's stem), the eight-task pocket zoo's first."""
+    paths = sorted(Path(folder).glob("*.json"), key=lambda p: (p.stem != "pocket", p.stem))
+    return {p.stem: p for p in paths}
+
+
+def zoo_view(zoo: str, folder: Path = SHIPPED_DIR) -> tuple[go.Figure, str]:
+    """The chart and caption of one zoo's shipped result (``zoo``: a key of :func:`shipped_results`)."""
+    results = shipped_results(folder)
+    if zoo not in results:
+        return figures.empty_figure(f"No shipped scaling result for {zoo!r}."), (
+            f"Shipped results: {', '.join(results) or 'none'}.")
+    return shipped_view(results[zoo])
+
+
+def scaling_tab() -> None:
+    """The analysis tab's "Number of tasks" contents, inside the caller's ``gr.Tab``: a choice of the shipped results
+    (shown where there is more than one), the chart and its caption."""
+    import gradio as gr
+
+    results = list(shipped_results()) or ["pocket"]
+    chart, text = zoo_view(results[0]) if shipped_results() else shipped_view()
+    choice = gr.Radio(results, value=results[0], label="Zoo", visible=len(results) > 1, elem_id="scaling-zoo")
+    plot = gr.Plot(chart, label="Accuracy against the number of tasks", elem_id="view-scaling")
+    caption = gr.Markdown(text)
+    choice.change(zoo_view, [choice], [plot, caption], api_name="scaling_view", show_progress="hidden")

@@ -44,3 +44,26 @@ def test_a_figure_from_a_small_report():
         "3": {"mean": 80.0, "std": 0.0, "min": 80.0, "max": 80.0, "subsets": 1}}}}
     (trace,) = scaling_figure(report).data
     assert list(trace.y) == [90.0, 80.0] and list(trace.error_y.array) == [1.0, 0.0]
+
+
+def test_each_shipped_result_is_offered_by_its_zoo_the_eight_task_pocket_first():
+    from app.scaling_view import SHIPPED_DIR, shipped_results, zoo_view
+
+    results = shipped_results()
+    assert list(results)[0] == "pocket" and set(results) == {p.stem for p in SHIPPED_DIR.glob("*.json")}
+    for zoo, path in results.items():
+        report = json.loads(path.read_text())
+        assert report["zoo"] == zoo
+        figure, caption = zoo_view(zoo)
+        assert [trace.name for trace in figure.data] == report["methods"] and report["run"]["command"] in caption
+        assert zoo in figure.layout.title.text
+
+
+def test_an_unknown_zoo_is_answered_with_the_shipped_ones(tmp_path):
+    from app.scaling_view import shipped_results, zoo_view
+
+    (tmp_path / "pocket.json").write_text(SHIPPED.read_text())
+    (tmp_path / "other.json").write_text(SHIPPED.read_text())
+    assert list(shipped_results(tmp_path)) == ["pocket", "other"]
+    figure, caption = zoo_view("nope", tmp_path)
+    assert not figure.data and caption == "Shipped results: pocket, other."
