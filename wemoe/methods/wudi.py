@@ -18,8 +18,8 @@ The loss is quadratic in ``V``: with ``G_t = tau_t^T tau_t / ||tau_t||^2``, ``A 
 (equal up to float rounding) for a fraction of the cost. Against FusionBench 0.2.33's autograd on the same structured
 ViT-B/32-shaped task vectors (``bench/methods_vs_fusionbench.py``): 3e-15 of the largest merged entry in float64; in
 float32 1.8e-6 after 20 steps (FusionBench's own float32 is 1.9e-6 from its float64 result) and 3.4e-7 after 400.
-A task whose matrix is all zero takes no part (its term is
-0/0, zero in the limit). No randomness: the result is a function of the task vectors.
+A task whose matrix is all zero takes no part (its term is 0/0, zero in the limit). No randomness: the result is a
+function of the task vectors.
 """
 
 from __future__ import annotations
