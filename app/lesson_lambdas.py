@@ -21,6 +21,8 @@ from app.inputs import number
 from app.jobs import busy
 from app.session import AppConfig, Session
 
+SETTING_LENGTH = 80  # a board entry's setting at most (app.board)
+
 
 def checked_lambdas(values: Any, tasks: Sequence[str], chosen: Sequence[str]) -> dict[str, float]:
     """The lambdas of the ``chosen`` tasks (the session's experts) from ``values``: a mapping task -> lambda, or one
@@ -51,10 +53,8 @@ def add_per_task(session: Session, config: AppConfig, values: Any, tasks: Sequen
     with friendly("Adding the experts up"), busy(session):
         scores = lesson.task_scores(session, lambdas)
         single = lesson.task_scores(session, dict.fromkeys(chosen, lesson.DEFAULT_LAMBDA))
-    session.findings["lambdas"] = {
-        "average": scores["average"],
-        "setting": "lambdas " + ", ".join(f"{lesson.plain(t)} {v:g}" for t, v in lambdas.items()),
-        "details": {"experts": chosen, "lambdas": lambdas}}
+    session.findings["lambdas"] = {"average": scores["average"], "setting": setting_words(lambdas),
+                                   "details": {"experts": chosen, "lambdas": lambdas}}
     figure = lesson.fit(go.Figure([
         go.Bar(name=name, x=[lesson.plain(t) for t in rows], y=list(rows.values()),
                text=[f"{v:.0f}" for v in rows.values()], textposition="auto")
@@ -64,6 +64,13 @@ def add_per_task(session: Session, config: AppConfig, values: Any, tasks: Sequen
     gained = scores["average"] - single["average"]
     return figure, (f"Average with your lambdas: **{scores['average']:.1f}%** ({gained:+.1f} points against one "
                     f"lambda of {lesson.DEFAULT_LAMBDA:g} for every task).")
+
+
+def setting_words(lambdas: Mapping[str, float]) -> str:
+    """The lambdas as a board entry's setting: the values in the tasks' order, cut to the board's 80 characters (the
+    entry's details keep every value)."""
+    words = "lambdas " + " ".join(f"{v:g}" for v in lambdas.values())
+    return words if len(words) <= SETTING_LENGTH else words[:SETTING_LENGTH - 3].rsplit(" ", 1)[0] + "..."
 
 
 @dataclass

@@ -56,6 +56,14 @@ def test_one_lambda_per_task_is_the_single_lambda_when_they_are_equal_and_the_me
     assert student.findings["lambdas"]["details"]["lambdas"] == chosen  # kept after the refusals
 
 
+def test_many_tasks_lambdas_fit_a_board_entry():
+    many = {f"task{i}": 0.05 * (i % 20) for i in range(20)}
+    words = lesson_lambdas.setting_words(many)
+    assert len(words) <= 80 and words.endswith("...") and words.startswith("lambdas 0 0.05 0.1")
+    ClassBoard().submit("lambdas", 70.0, words, "s1", details={"lambdas": many})  # accepted whole
+    assert lesson_lambdas.setting_words({"a": 0.3, "b": 0.45}) == "lambdas 0.3 0.45"
+
+
 def test_the_board_keeps_per_task_lambdas_checked():
     board = ClassBoard()
     entry = board.submit("lambdas", 70.0, "lambdas task0 0.1", "s1", details={"lambdas": {"task0": 0.1, "t<b>": 1}})
