@@ -107,7 +107,8 @@ def test_wemoe_on_l14_twenty_tasks_is_refused_with_compressed_experts_named(monk
     assert f"about {memory.peak(WEMOE) / 1e9:.1f} GB" in message and "MERGE_EXPLORER_MEMORY_MB" in message
     assert f"wemoe_compressed, or wemoe.rank=8: about {memory.peak(WEMOE_COMPRESSED) / 1e9:.1f} GB, fits" in message
     check_merge_fits(shape, "wemoe_compressed")  # the alternative named is indeed let through
-    check_merge_fits(shape, "task_arithmetic")
+    with pytest.raises(MergeTooLarge):  # task arithmetic holds every whole task vector: more than WEMoE now
+        check_merge_fits(shape, "task_arithmetic")
 
 
 def test_fewer_experts_named_are_the_most_that_fit(monkeypatch):
