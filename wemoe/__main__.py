@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--zoo", default="pocket",
-                         help=f"pocket (offline), or a hub preset: {', '.join(PRESETS)}")
+                         help=f"pocket or pocket-20 (offline), or a hub preset: {', '.join(PRESETS)}")
         sub.add_argument("--tasks", default=None,
                          help="merge only these experts, a comma list of task names (at least two; default: all)")
         sub.add_argument("--param", action="append", default=[], help="method parameter, e.g. wemoe.lambda=0.3")

@@ -84,7 +84,7 @@ def add_scaling_command(commands: Any, load: Callable[..., Workbench],
     """Add ``scaling`` to the CLI's subparsers; ``load(zoo, samples, seed, adapt_split)`` gives the workbench and
     ``parse_params`` reads ``--param``."""
     sub = commands.add_parser("scaling", help="normalized accuracy of each method against the number of tasks merged")
-    sub.add_argument("--zoo", default="pocket", help="pocket (offline) or a hub preset")
+    sub.add_argument("--zoo", default="pocket", help="pocket or pocket-20 (offline), or a hub preset")
     sub.add_argument("--methods", default=DEFAULT_METHODS,
                      help=f"comma list of merge methods (default {DEFAULT_METHODS})")
     sub.add_argument("--counts", required=True, help="numbers of tasks to merge, e.g. 2,4,8 (each from 2 to the zoo's)")
