@@ -139,7 +139,7 @@ LAYERS = (
     ("workbench", ("wemoe.workbench",)),
     ("analysis", ("wemoe.analysis",)),
     ("pocket", ("wemoe.pocket",)),
-    ("face", ("wemoe", "wemoe.loading", "wemoe.__main__", "wemoe.tools")),
+    ("face", ("wemoe", "wemoe.loading", "wemoe.zoo_tasks", "wemoe.__main__", "wemoe.tools")),
 )
 
 
