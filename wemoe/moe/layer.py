@@ -91,6 +91,11 @@ class Router(nn.Module):
         return self.net(tokens).mean(dim=1)
 
 
+def _recheck_experts(layer: WeightEnsemblingMLP, _incompatible_keys: Any) -> None:
+    """After ``load_state_dict``: decide again whether the loaded experts differ from the base."""
+    layer.experts_differ = layer._experts_differ()
+
+
 class WeightEnsemblingMLP(nn.Module):
     """A block's MLP whose weights are ``W_0 + sum_t r_t tau_t`` with ``r`` from a router, per sample."""
 
@@ -118,6 +123,8 @@ class WeightEnsemblingMLP(nn.Module):
             self.register_buffer(f"{part}_bias_tvs",
                                  torch.stack([e[f"{part}.bias"].float() - bias for e in expert_mlps]))
         self.activation = pretrained_mlp.gelu
+        self.experts_differ = self._experts_differ()
+        self.register_load_state_dict_post_hook(_recheck_experts)  # a loaded file brings other task vectors
         dim = base["c_fc.weight"].shape[1]
         self.router = Router(dim, len(expert_mlps), router_hidden_layers, lambda_, generator)
         self.recorder: list[torch.Tensor] | None = None
@@ -129,6 +136,16 @@ class WeightEnsemblingMLP(nn.Module):
         """Keep ``part``'s stack ``[tau_1 .. tau_T, W_0]`` (:func:`weight_stack`; the layout
         ``stacked_ensembled_linear`` takes) as it is."""
         self.register_buffer(f"{part}_weight_stack", stack)
+
+    def _experts_differ(self) -> bool:
+        """Whether any expert's MLP differs from the pretrained one (a task vector or bias difference not all zero).
+
+        Experts fine-tuned on some blocks only (the pocket-20 zoo's last two) leave the other blocks' task vectors
+        all zero: there every sample's weights are W_0 whatever the routing, so :meth:`_linear` applies W_0 densely
+        instead of building B copies of it. Read when the layer is built or loaded (its stacks are frozen).
+        """
+        return any(bool(getattr(self, f"{part}_weight_stack")[:-1].count_nonzero()
+                        or getattr(self, f"{part}_bias_tvs").count_nonzero()) for part in MLP_PARTS)
 
     @property
     def num_experts(self) -> int:
@@ -177,6 +194,9 @@ class WeightEnsemblingMLP(nn.Module):
     def _linear(self, part: str, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
         """``part`` applied to ``x`` ``[B, N, in]`` with each sample's own weights (routing ``[B, T]``)."""
         stack, bias, bias_tvs = (getattr(self, f"{part}_{name}") for name in ("weight_stack", "bias", "bias_tvs"))
+        if not self.experts_differ:
+            # every W_b is W_0; the (zero) bias term keeps the routing in the graph, so its gradient is the same 0
+            return F.linear(x, stack[-1], bias) + (routing @ bias_tvs).unsqueeze(1)
         return stacked_ensembled_linear(x, routing, stack, bias, bias_tvs, self.workspace)
 
 
@@ -241,6 +261,10 @@ class LowRankWeightEnsemblingMLP(WeightEnsemblingMLP):
         if not self._anchor_scale:
             return anchor
         return anchor - self._anchor_scale * lowrank.unpack_task_vectors(up, down, self.num_experts).sum(dim=0)
+
+    def _experts_differ(self) -> bool:
+        """Always True: the low-rank layer computes through its factors (:meth:`_linear`) and never asks."""
+        return True
 
     def rank(self, part: str = "c_fc") -> int:
         """The singular components kept per task vector of ``part``."""
