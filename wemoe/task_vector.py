@@ -3,11 +3,16 @@
 A TaskVector is a state dict you can add, negate, scale, sum and apply to pretrained weights. Only floating-point
 tensors take part in the arithmetic; integer buffers (e.g. position ids, counters) are not "learned directions":
 they are carried over unchanged from the pretrained weights when a vector is applied.
+
+A zoo's task vectors need not be held at once: :func:`lazy_task_vectors` computes each tensor of each when it is read,
+and :func:`summed` adds vectors one tensor at a time, so that task arithmetic over eight ViT-B/32 experts holds one
+tower of sums, not eight towers of differences (the values are bit for bit those of ``sum(task_vectors(...))``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 import torch
 
@@ -35,6 +40,10 @@ class TaskVector:
     def keys(self) -> list[str]:
         """Parameter names."""
         return list(self.vector)
+
+    def numel(self, key: str) -> int:
+        """Entries of tensor ``key``."""
+        return self.vector[key].numel()
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.vector[key]
@@ -86,3 +95,60 @@ def task_vectors(pretrained: Mapping[str, torch.Tensor],
                  experts: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, TaskVector]:
     """One task vector per expert, in the experts' order."""
     return {name: TaskVector.from_states(pretrained, state) for name, state in experts.items()}
+
+
+class VectorLike(Protocol):
+    """What per-tensor merges read of a task vector: its parameter names and one tensor by name."""
+
+    def keys(self) -> list[str]: ...
+
+    def numel(self, key: str) -> int: ...
+
+    def __getitem__(self, key: str) -> torch.Tensor: ...
+
+
+class LazyTaskVector:
+    """``finetuned - pretrained`` of one expert, each tensor computed when it is read (the same values as
+    :meth:`TaskVector.from_states`'s, never held whole); read-only views of both states are kept, not copies."""
+
+    def __init__(self, pretrained: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor]) -> None:
+        missing = [k for k in pretrained if _is_float(pretrained[k]) and k not in finetuned]
+        if missing:
+            raise KeyError(f"Fine-tuned weights lack {len(missing)} pretrained parameters, e.g. {missing[:3]}")
+        self.pretrained, self.finetuned = pretrained, finetuned
+
+    def keys(self) -> list[str]:
+        """Parameter names (the pretrained floating-point tensors', in their order)."""
+        return [k for k, v in self.pretrained.items() if _is_float(v)]
+
+    def numel(self, key: str) -> int:
+        """Entries of tensor ``key`` (not computed)."""
+        return self.pretrained[key].numel()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.finetuned[key].float() - self.pretrained[key].float()
+
+
+def lazy_task_vectors(pretrained: Mapping[str, torch.Tensor],
+                      experts: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, LazyTaskVector]:
+    """One :class:`LazyTaskVector` per expert, in the experts' order (nothing computed yet)."""
+    return {name: LazyTaskVector(pretrained, state) for name, state in experts.items()}
+
+
+def summed(vectors: Sequence[VectorLike], weights: Sequence[float] | None = None) -> TaskVector:
+    """``sum_t weights[t] * vectors[t]`` (no weights: ``sum_t vectors[t]``), one tensor at a time: bit for bit
+    ``sum(vectors)`` or ``sum(v * w for v, w in zip(vectors, weights))`` over task vectors, holding one tensor of
+    each vector at a time (lazy vectors: never a whole task vector)."""
+    if not vectors:
+        raise ValueError("summed needs at least one task vector.")
+    if weights is not None and len(weights) != len(vectors):
+        raise ValueError(f"{len(weights)} weights for {len(vectors)} task vectors.")
+    out: StateDict = {}
+    keys = vectors[0].keys()
+    for key in keys:
+        total: torch.Tensor | None = None
+        for index, vector in enumerate(vectors):
+            tensor = vector[key] if weights is None else vector[key] * weights[index]
+            total = tensor if total is None else total + tensor
+        out[key] = total
+    return TaskVector(out)

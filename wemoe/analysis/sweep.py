@@ -23,7 +23,7 @@ from wemoe.evaluation.evaluate import AVERAGE
 from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 from wemoe.methods import get_method
 from wemoe.methods.ties import ties_merge
-from wemoe.task_vector import TaskVector, task_vectors
+from wemoe.task_vector import TaskVector, lazy_task_vectors, summed
 from wemoe.workbench.result_codecs import register_result_type
 from wemoe.workbench.workbench import Workbench
 
@@ -56,9 +56,10 @@ def merged_direction(bench: Workbench, method: str, params: Mapping[str, Any] | 
     """The direction ``method`` adds to the pretrained weights before scaling by lambda (its other parameters
     resolved from ``params``): the sum of the task vectors, or TIES' trimmed, sign-elected merge."""
     resolved = get_method(method).resolve(params)
-    vectors = list(task_vectors(bench.zoo.base_state, bench.zoo.experts).values())
+    # read one tensor at a time: the direction is one tower, never every task vector at once
+    vectors = list(lazy_task_vectors(bench.zoo.base_state, bench.zoo.experts).values())
     if method == "task_arithmetic":
-        return sum(vectors)
+        return summed(vectors)
     if method == "ties":
         return ties_merge(vectors, resolved["top_k"], resolved["merge"], resolved["rule"])
     raise MethodError(f"The lambda sweep covers {', '.join(SWEPT)}, not {method!r}.")
@@ -109,9 +110,10 @@ def lambda_sweep(
     for method in methods:
         direction = merged_direction(bench, method, params.get(method))
         rows = {}
-        for lam in lambdas:
-            tower = bench.zoo.visual_with(direction.apply_to(base, float(lam)))
-            rows[float(lam)] = with_average(accuracy_by_task(tower, data, heads))
+        for lam in lambdas:  # each lambda's tower is dropped as soon as it is scored (one held at a time)
+            rows[float(lam)] = with_average(accuracy_by_task(
+                bench.zoo.visual_with(direction.apply_to(base, float(lam))), data, heads))
+        del direction
         table = pd.DataFrame.from_dict(rows, orient="index")
         table.index.name = "lambda"
         tables[method] = table
@@ -129,7 +131,7 @@ def per_task_lambdas(
     unknown = sorted(set(lambdas) - set(bench.task_names))
     if unknown:
         raise MethodError(f"No expert for {unknown}: the zoo's tasks are {', '.join(bench.task_names)}.")
-    vectors = task_vectors(bench.zoo.base_state, bench.zoo.experts)
-    direction = sum(v * float(lambdas.get(t, 0.0)) for t, v in vectors.items())
+    vectors = lazy_task_vectors(bench.zoo.base_state, bench.zoo.experts)  # one tensor at a time
+    direction = summed(list(vectors.values()), [float(lambdas.get(t, 0.0)) for t in vectors])
     tower = bench.zoo.visual_with(direction.apply_to(bench.zoo.base_state, 1.0))
     return with_average(accuracy_by_task(tower, sample_data(bench.data(), per_task, seed), bench.heads()))

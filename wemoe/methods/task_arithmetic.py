@@ -4,7 +4,7 @@ from torch import nn
 
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
-from wemoe.task_vector import task_vectors
+from wemoe.moe.layer import merged_state
 from wemoe.zoo.zoo import Zoo
 
 LAMBDA = Param("lambda", float, 0.3, "Scaling coefficient of the summed task vectors.", min=0.0, max=2.0)
@@ -20,5 +20,5 @@ class TaskArithmetic(MergeMethod):
     params = (LAMBDA,)
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
-        vectors = task_vectors(zoo.base_state, zoo.experts).values()
-        return zoo.visual_with(sum(vectors).apply_to(zoo.base_state, params["lambda"]))
+        # one tensor at a time: no task vector of the whole tower is held (bit for bit the sum of them all)
+        return zoo.visual_with(merged_state(zoo.base_state, zoo.experts, params["lambda"]))
