@@ -379,18 +379,23 @@ def link_for(base: str, step: str, experts: Sequence[str] = (), lam: float | Non
 
 
 def share_link(base: str, step: Any, tasks: Sequence[str], experts: Any = None, lam: Any = None, forget: Any = None,
-               strength: Any = None) -> str:
+               strength: Any = None, lambdas: Any = None) -> str:
     """The link a student copies to share where they are: ``step`` (a step's name; anything else: the first) with
     the page's values, each checked as :func:`read_link` checks a link (a wrong one is left out, so the link opens
-    with its default). ``base``: the page's address (its query is dropped)."""
+    with its default). ``lambdas``: step 2's per-task lambdas (one per task of ``tasks``, in their order, or a
+    mapping task -> lambda); the link names those set away from the lesson's default (a task it does not name opens
+    at the default). ``base``: the page's address (its query is dropped)."""
     query = {"step": step if step in STEPS else STEPS[0],
              "experts": ",".join(experts) if isinstance(experts, (list, tuple)) and all(
                  isinstance(e, str) for e in experts) else ""}
     for key, value in (("lambda", lam), ("strength", strength)):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if _is_number(value):
             query[key] = f"{float(value):g}"
     if isinstance(forget, str):
         query["forget"] = forget
+    set_lambdas = _set_lambdas(lambdas, tasks)
+    if set_lambdas:
+        query["lambdas"] = ",".join(f"{task}:{value:g}" for task, value in set_lambdas.items())
     link = read_link(query, tasks)
 
     def kept(key: str, value: float) -> float | None:  # a value given and usable, else left out
@@ -398,7 +403,24 @@ def share_link(base: str, step: Any, tasks: Sequence[str], experts: Any = None, 
 
     return link_for(base if isinstance(base, str) else "", link.step,
                     link.experts if link.experts and len(link.experts) < len(tasks) else (),
-                    kept("lambda", link.lam), link.forget, kept("strength", link.strength))
+                    kept("lambda", link.lam), link.forget, kept("strength", link.strength), link.lambdas)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _set_lambdas(values: Any, tasks: Sequence[str]) -> dict[str, float]:
+    """The per-task lambdas in ``values`` (see :func:`share_link`) that are numbers from 0 to 1 away from the
+    default, in the tasks' order; anything else is left out."""
+    if isinstance(values, Mapping):
+        given = values
+    elif isinstance(values, (list, tuple)) and len(values) == len(tasks):
+        given = dict(zip(tasks, values, strict=True))
+    else:
+        return {}
+    return {task: float(given[task]) for task in tasks
+            if _is_number(given.get(task)) and 0.0 <= given[task] <= 1.0 and float(given[task]) != DEFAULT_LAMBDA}
 
 
 def problems_note(link: LessonLink) -> str:

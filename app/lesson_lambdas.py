@@ -109,13 +109,18 @@ def wire(controls: PerTaskControls, session: gr.State, config: AppConfig, tasks:
     def per_task_event(state, *values):
         return add_per_task(state, config, list(values), tasks)
 
-    named = [inspect.Parameter(t if t.isidentifier() else f"lambda_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-             for i, t in enumerate(tasks)]
     per_task_event.__signature__ = inspect.Signature(
-        [inspect.Parameter("state", inspect.Parameter.POSITIONAL_OR_KEYWORD), *named])
+        [inspect.Parameter("state", inspect.Parameter.POSITIONAL_OR_KEYWORD), *task_parameters(tasks)])
 
     controls.button.click(per_task_event, [session, *controls.sliders], [plot, controls.note],
                           api_name="lesson_add_lambdas", show_progress_on=[controls.note], **events)
+
+
+def task_parameters(tasks: Sequence[str], default: Any = inspect.Parameter.empty) -> list[inspect.Parameter]:
+    """An event's parameters for the per-task sliders, one per task of ``tasks`` named by its task (``lambda_<i>``
+    where the task's name is no identifier), so that the API names each value."""
+    return [inspect.Parameter(t if t.isidentifier() else f"lambda_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              default=default) for i, t in enumerate(tasks)]
 
 
 def link_values(controls: PerTaskControls, tasks: Sequence[str], lambdas: Mapping[str, float]) -> tuple:

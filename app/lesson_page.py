@@ -3,6 +3,7 @@ notice, one main control and its result, and a link that opens the step with its
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -278,14 +279,19 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
     cost_button.click(cost_event, [session], [cost_plot, cost_note], api_name="lesson_cost",
                       show_progress_on=[cost_note], **long)
 
-    def share_event(state, chosen=None, lam_value=None, task=None, amount=None, request: gr.Request = None):
-        """The link to the step this tab ran last, with the values its controls show now."""
+    def share_event(request: gr.Request, state, chosen=None, lam_value=None, task=None, amount=None, *per_task_values):
+        """The link to the step this tab ran last, with the values its controls show now (step 2's per-task lambdas
+        too, those set away from the default)."""
         headers = getattr(request, "headers", None) or {}
         step = getattr(state, "lesson_step", None)
-        return lesson.share_link(headers.get("referer", ""), step, tasks, chosen, lam_value, task, amount)
+        return lesson.share_link(headers.get("referer", ""), step, tasks, chosen, lam_value, task, amount,
+                                 per_task_values)
 
-    share_button.click(share_event, [session, experts, lam, forgotten, strength], [share_box], api_name="lesson_link",
-                       preprocess=False, show_progress="hidden", queue=False)
+    # the per-task sliders named by their tasks in the API (the request first: gradio passes it by its position)
+    share_event.__signature__ = inspect.Signature([
+        *list(inspect.signature(share_event).parameters.values())[:6], *lesson_lambdas.task_parameters(tasks, None)])
+    share_button.click(share_event, [session, experts, lam, forgotten, strength, *per_task.sliders], [share_box],
+                       api_name="lesson_link", preprocess=False, show_progress="hidden", queue=False)
 
     def open_link(request: gr.Request):
         """A link's step and settings (defaults, and one message, for values the lesson cannot use)."""

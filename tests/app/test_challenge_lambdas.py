@@ -143,3 +143,36 @@ def test_the_lesson_page_adds_per_task_lambdas_submits_them_and_a_link_opens_the
         request = gr.Request(query_params={"step": "2", "lambdas": ended["winner"]["link"].split("lambdas=")[1]})
         shown = page.fn(request)
         assert shown[-len(tasks):] == pytest.approx(tuple(values)) and shown[-len(tasks) - 1].open
+
+
+def test_the_link_to_a_step_carries_the_per_task_lambdas_the_student_set():
+    pocket = challenge_page.class_tasks(AppConfig())
+    sliders = [lesson.DEFAULT_LAMBDA] * len(pocket)
+    sliders[0], sliders[5] = 0.55, 0.1
+    url = lesson.share_link("https://space.example/?step=1", "add", pocket, list(pocket), 0.4, None, None, sliders)
+    assert url == f"https://space.example/?step=2&lambda=0.4&lambdas={pocket[0]}:0.55,{pocket[5]}:0.1"
+    opened = _opened(url, pocket)
+    assert (opened.step, opened.lam, opened.problems) == ("add", 0.4, [])
+    assert {t: opened.lambdas.get(t, lesson.DEFAULT_LAMBDA) for t in pocket} == dict(zip(pocket, sliders, strict=True))
+    # every slider at the default: nothing to carry; values the lesson cannot use are left out, never passed on
+    assert "lambdas" not in lesson.share_link("", "add", pocket, None, 0.3, None, None, [lesson.DEFAULT_LAMBDA] * 8)
+    wrong = {pocket[0]: 2.0, pocket[1]: "0.5", pocket[2]: float("nan"), pocket[3]: True, "<b>x</b>": 0.2,
+             pocket[4]: 0.7}
+    assert lesson.share_link("", "add", pocket, None, None, None, None, wrong) == f"?step=2&lambdas={pocket[4]}:0.7"
+    assert lesson.share_link("", "add", pocket, lambdas=[0.5, 0.5]) == "?step=2"  # not one value per task
+
+
+def test_the_pages_link_endpoint_names_each_tasks_lambda_and_the_link_opens_them():
+    """Through gradio_client on the pocket zoo's page (one slider per task; no step run: the link opens step 1)."""
+    config = AppConfig(samples=16)
+    tasks = challenge_page.class_tasks(config)
+    with launched(config) as (demo, client):
+        link = client.predict(lam_value=0.3, **{tasks[1]: 0.65, tasks[2]: 0.3, tasks[7]: 0.05},
+                              api_name="/lesson_link")
+        query = dict(parse_qsl(link.removeprefix("?")))  # with the other controls' values, as the client sent them
+        assert (query["step"], query["lambdas"]) == ("1", f"{tasks[1]}:0.65,{tasks[7]}:0.05")
+        page = next(fn for fn in demo.fns.values() if fn.name == "open_link")  # the page's load event
+        shown = page.fn(gr.Request(query_params=query))
+        expected = [lesson.DEFAULT_LAMBDA] * len(tasks)
+        expected[1], expected[7] = 0.65, 0.05
+        assert shown[-len(tasks):] == pytest.approx(tuple(expected)) and shown[-len(tasks) - 1].open
