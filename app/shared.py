@@ -43,6 +43,7 @@ def rss_mb() -> float:
     return 0.0
 
 
+RESULTS_MB_ENV = "MERGE_EXPLORER_RESULTS_MB"  # what results kept in memory may hold (default: a third of the budget)
 LIGHT_QUIET_S = 0.25  # long jobs' steps wait this long after the last click's handler (see LightFirst)
 PRESENT_EVERY_S = 2.0  # how often a student's open page says it is there (a tick with no computation)
 PRESENT_S = 4.5  # a page silent for longer is gone: the teacher's count is right within 5 s of a tab closing
@@ -224,6 +225,13 @@ class MemoryBudgetExceeded(RuntimeError):
     """The process is above its memory budget: new heavy work is refused until memory is freed."""
 
 
+def results_bytes(memory_budget_mb: float) -> float:
+    """Bytes the results kept in memory may hold together: ``$MERGE_EXPLORER_RESULTS_MB`` MiB, else a third of the
+    memory budget (a class's lab merges at many lambdas would otherwise keep a whole tower each, 350 MB on ViT-B/32)."""
+    given = os.environ.get(RESULTS_MB_ENV, "").strip()
+    return float(given) * 2**20 if given else memory_budget_mb * 2**20 / 3
+
+
 class Shared:
     """Loaded zoos and deterministic results for every session of one process, each owned here behind a lock."""
 
@@ -238,7 +246,7 @@ class Shared:
         self.zoos = ResultCache(max_entries=zoo_slots)
         kept = Path(cache_dir) if cache_dir is not None else results_dir()
         store = None if kept is None else ResultStore(kept / "results", **store_bound())
-        self.results = ResultCache(max_entries=results, store=store)
+        self.results = ResultCache(max_entries=results, store=store, max_bytes=results_bytes(memory_budget_mb))
         self.light_first = LightFirst(quiet=LIGHT_QUIET_S)
         self.classify_turn = ClassifyTurn()
         self.step_times = StepTimes()  # seconds per adaptation step now, for estimates (app.jobs.step_key)

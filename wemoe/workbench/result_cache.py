@@ -6,7 +6,9 @@ computed once. :class:`ResultCache` keys each result by its inputs and computes 
 computes a key, others asking for it wait for that computation instead of starting their own. A computation that
 fails or is cancelled stores nothing (an entry is never half-written) and wakes the waiters, one of which then computes
 it. The cache owns its entries; callers treat what they get as read-only (copy before changing, see
-``wemoe.workbench.workbench``). Oldest entries are dropped beyond ``max_entries``.
+``wemoe.workbench.workbench``). Least recently used entries are dropped beyond ``max_entries``, and beyond
+``max_bytes`` of the tensors they hold (:func:`~wemoe.workbench.result_size.result_bytes`; a merged ViT-B/32 tower is
+350 MB, a table a few kB): a dropped result is computed again, or read from the store, when asked for again.
 
 With a ``store`` (:class:`~wemoe.workbench.result_store.ResultStore`, a directory) the cache has a disk layer under
 it: the caller that claims a key missing in memory first looks for it on disk (others wait meanwhile, as for a
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wemoe.stopping import check_stop
+from wemoe.workbench.result_size import result_bytes
 
 NOTABLE_SECONDS = 1.0  # computations at least this long are logged at INFO (a zoo load, a merge, a run)
 
@@ -44,11 +47,17 @@ class Flight:
 class ResultCache:
     """A process-wide, thread-safe map from a result's inputs to the result, filled single flight."""
 
-    def __init__(self, max_entries: int = 256, store: Any | None = None) -> None:
-        """``store``: the disk layer (a :class:`~wemoe.workbench.result_store.ResultStore`), or None (memory only)."""
+    def __init__(self, max_entries: int = 256, store: Any | None = None, max_bytes: float | None = None) -> None:
+        """``store``: the disk layer (a :class:`~wemoe.workbench.result_store.ResultStore`), or None (memory only);
+        ``max_bytes``: the most the kept results may hold together (None: no bound; the newest is kept even alone
+        above it)."""
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.store = store
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._sizes: dict[Hashable, int] = {}
+        self.kept_bytes = 0  # what the kept results hold together (result_size.result_bytes of each)
+        self.dropped = 0  # entries dropped for the bounds
         self._flights: dict[Hashable, Flight] = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -110,12 +119,18 @@ class ResultCache:
         return "compute", flight
 
     def _keep(self, key: Hashable, flight: Flight, result: Any) -> None:
-        """Keep ``result`` in memory under ``key`` and wake the waiters of ``flight``."""
+        """Keep ``result`` in memory under ``key`` (dropping the least recently used beyond the bounds) and wake the
+        waiters of ``flight``."""
+        size = result_bytes(result) if self.max_bytes is not None else 0
         with self._lock:
-            self._entries[key] = result
+            self.kept_bytes += size - self._sizes.get(key, 0)
+            self._entries[key], self._sizes[key] = result, size
             self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or (
+                    self.max_bytes is not None and self.kept_bytes > self.max_bytes)):
+                oldest, _ = self._entries.popitem(last=False)
+                self.kept_bytes -= self._sizes.pop(oldest)
+                self.dropped += 1
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight.done.set()
@@ -163,6 +178,8 @@ class ResultCache:
         """Drop every stored result (computations in flight finish and store theirs)."""
         with self._lock:
             self._entries.clear()
+            self._sizes.clear()
+            self.kept_bytes = 0
 
 
 def _missing() -> object:
