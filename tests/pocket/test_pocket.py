@@ -88,6 +88,7 @@ def small_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("pocket") / "zoo"
     settings = BuildSettings(pretrain=PretrainSettings(steps=2, batch=16), expert=ExpertSettings(steps=2, batch=8),
                              train_size=32, wemoe_steps=1, measure_samples=8)
+    (root.parent / "examples" / "another_zoos_task").mkdir(parents=True)  # the zoos share one gallery
     manifest = build(root, settings, examples=root.parent / "examples")
     return root, manifest
 
@@ -101,7 +102,7 @@ def test_scaled_down_build_end_to_end(small_zoo):
     assert manifest["measured"]["wemoe"]["adapt_steps"] == 1
     assert manifest["settings"]["expert_non_mlp"] == "frozen"
     assert manifest["build"]["seconds"]["total"] > 0
-    assert sorted(p.name for p in (root.parent / "examples").iterdir()) == sorted(TASK_NAMES)
+    assert sorted(p.name for p in (root.parent / "examples").iterdir()) == sorted([*TASK_NAMES, "another_zoos_task"])
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".")], "no temporary folder is left behind"
     zoo = load_pocket_zoo(root)
     assert zoo.task_names == list(TASK_NAMES)

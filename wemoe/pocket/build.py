@@ -282,8 +282,9 @@ def build(out: Path = DEFAULT_PATH, settings: BuildSettings | None = None, force
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if examples is not None:
-        shutil.rmtree(examples, ignore_errors=True)
+    if examples is not None:  # the zoos share a gallery: each build replaces its own tasks' folders only
+        for task in settings.tasks:
+            shutil.rmtree(Path(examples) / task, ignore_errors=True)
         write_examples(examples, tasks=settings.tasks)
     _log(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {timings['total']:.0f} s")
     return json.loads((out / MANIFEST).read_text())  # as stored (tuples become lists)
@@ -312,8 +313,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="pocket (eight tasks, assets/pocket) or pocket-20 (twenty tasks, assets/pocket20)")
     p.add_argument("--out", type=Path, default=None, help="where the zoo goes (default: the zoo's folder in assets/)")
     p.add_argument("--examples", type=Path, default=None,
-                   help="where example PNGs go (default: assets/examples when building the eight-task zoo into "
-                        "assets/pocket, else none)")
+                   help="where example PNGs go (default: assets/examples when building a zoo into its assets/ "
+                        "folder, else none; each build replaces its own tasks' folders)")
     p.add_argument("--force", action="store_true", help="replace an existing zoo folder")
     p.add_argument("--pretrain-steps", type=int)
     p.add_argument("--pretrain-batch", type=int)
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(args)
     out = args.out or OUT_PATHS[args.zoo]
     examples = args.examples
-    if examples is None and args.zoo == "pocket" and out.resolve() == DEFAULT_PATH.resolve():
+    if examples is None and out.resolve() == OUT_PATHS[args.zoo].resolve():
         examples = DEFAULT_PATH.parent / "examples"
     try:
         manifest = build(out, settings, args.force, examples)
