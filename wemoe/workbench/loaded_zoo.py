@@ -21,6 +21,7 @@ from wemoe.tasks.heads import HeadCache
 from wemoe.tasks.images import TaskImages, load_task_images
 from wemoe.tasks.registry import Task, get_task
 from wemoe.tasks.splits import ADAPT_SPLITS, HELDOUT, TEST, adapts_on_train, heldout_images
+from wemoe.workbench.classify_batching import ClassifyBatcher
 from wemoe.workbench.fingerprint import loaded_fingerprint
 from wemoe.workbench.result_store import ResultStore
 from wemoe.zoo.zoo import Zoo, chosen_tasks
@@ -69,6 +70,9 @@ class LoadedZoo:
         # the gallery) each took 30-70x their time alone, all finishing late; in turn each takes its time alone.
         # Any context manager will do (an app sharing several zoos gives them one turn: app.shared.ClassifyTurn).
         self.classify_turn = classify_turn if classify_turn is not None else threading.Lock()
+        # requests waiting for the turn with the same models are computed as one batch (shared by subsets: their
+        # requests' keys name their tasks)
+        self.classify_batcher = ClassifyBatcher(self.classify_turn)
         self.whole = self  # the LoadedZoo of every expert (a subset's is the zoo it was chosen from)
         self._fingerprint: str | None = None
 

@@ -476,11 +476,18 @@ class Workbench:
             all_experts = self.loaded.expert_towers()
             used = expert_tasks == "used"
             wanted = all_experts if used else {t: all_experts[t] for t in expert_tasks}
+            def classify_images(images: torch.Tensor) -> list[ImageClassification]:
+                return classify_batch(images, towers, wanted, self.heads(), self.tasks, task, routed, centroids, k,
+                                      used_expert_only=used, without_task=fallback,
+                                      tower_features=self._tower_features)
+
+            # one classification at a time on a shared zoo, together with other sessions' waiting for the same
+            # models (wemoe.workbench.classify_batching); merges not from the cache are this session's own
+            same_models = None if key is None else (
+                "classify", tuple(self.task_names), task, k, centroid_per_task, merge_keys, tuple(chosen),
+                tuple(without_task), expert_tasks)
             try:
-                with self.loaded.classify_turn:  # one classification at a time on a shared zoo (see LoadedZoo)
-                    return classify_batch(batch, towers, wanted, self.heads(), self.tasks, task, routed, centroids,
-                                          k, used_expert_only=used, without_task=fallback,
-                                          tower_features=self._tower_features)
+                return self.loaded.classify_batcher.run(same_models, batch, classify_images)
             finally:
                 _release({**towers, **fallback})
 
@@ -516,10 +523,18 @@ class Workbench:
     def _tower_features(self, name: str, tower: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Features of ``tower`` (called ``name``); those of the unchanging towers (pretrained, the experts) are
         shared through the cache per image batch, whoever asks."""
-        if name in self.merges or not (name == PRETRAINED or name.startswith(EXPERT_PREFIX)):
+        if name in self.merges or not (name == PRETRAINED or name.startswith(EXPERT_PREFIX)) or self.cache is None:
             return features(tower, images)
-        digest = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-        return self.cached(("tower features", digest, tuple(images.shape), name), lambda: features(tower, images))[0]
+        # kept per image, so an image classified in another session's batch (classify_batching) is found again
+        keys = [("tower features", hashlib.sha256(row.detach().cpu().contiguous().numpy().tobytes()).hexdigest(),
+                 tuple(row.shape), name) for row in images]
+        rows: list[torch.Tensor | None] = [self.cache.get((self.cache_key, "derived", *key)) for key in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            computed = features(tower, images[missing])
+            for i, row in zip(missing, computed, strict=True):
+                rows[i] = self.cached(keys[i], lambda row=row: row.clone())[0]
+        return torch.stack(rows)
 
     def cached(self, key: Hashable | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """``compute()``'s result, shared through the cache under ``key`` (a tuple of its inputs; None: not shared)."""
