@@ -148,7 +148,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
             route_note = gr.Markdown(elem_id="lesson-route-note")
             with gr.Row():
                 loss_plot = gr.Plot(lesson.loss_placeholder(), label="The routers' loss", elem_id="lesson-loss")
-                routing_plot = gr.Plot(label="Which expert each task's images use")
+                routing_plot = gr.Plot(label="Which expert each task's images use", elem_id="lesson-route-plot")
             with gr.Row():
                 boards["wemoe"] = gr.Button("Add this to the class board", size="sm", elem_id="lesson-board-wemoe")
                 board_notes["wemoe"] = gr.Markdown()
