@@ -8,7 +8,7 @@ process with ``HF_HOME`` pointed at it and ``HF_HUB_OFFLINE=1``, and reads its p
 ``/proc/self/status``):
 
 - ``load``: ``load_zoo`` on the preset, then one pass reading every weight (memory-mapped pages count once touched);
-- ``task_arithmetic``, ``wemoe``: the load, then that merge;
+- ``task_arithmetic``, ``ties``, ``wemoe``: the load, then that merge (the method's defaults);
 - ``adapt``: the load, the WEMoE merge and ``--steps`` adaptation steps (``--per-task`` images per task and step);
 - ``experts``: the load, then evaluating ``pretrained`` and ``experts`` (what ``table --methods pretrained,experts``
   does).
@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from standin_zoo import StandIn, ensure_standin, synthetic_tasks  # noqa: E402
 
-PHASES = ("load", "task_arithmetic", "wemoe", "adapt", "experts")
+PHASES = ("load", "task_arithmetic", "ties", "wemoe", "adapt", "experts")
 MB = 1e6
 
 
@@ -93,7 +93,7 @@ def run_phase(phase: str, spec: str, args: argparse.Namespace) -> dict:
             if phase == "experts":
                 bench.evaluate(["pretrained", "experts"])
             else:
-                bench.merge("task_arithmetic" if phase == "task_arithmetic" else "wemoe")
+                bench.merge(phase if phase in ("task_arithmetic", "ties") else "wemoe")
                 if phase == "adapt":
                     for _ in bench.adapt("wemoe", steps=args.steps, per_task=args.per_task):
                         pass

@@ -17,7 +17,10 @@ task arithmetic and WEMoE came within 2% of these constants; TIES, the per-matri
 Iso-CTS and WUDI taken alike), EMR, AdaMerging and compressed WEMoE got their own constants, fitted there
 (:data:`MERGE_TOWERS`). WEMoE is built one tensor and one block at a time (``wemoe.moe.layer.upscale_to_wemoe``): its
 peak is its own model plus about two towers, refitted on both benches (bench/README.md, "The WEMoE merge one block at a
-time": B/32 9627 -> 6551 MB), no longer task arithmetic's task vectors.
+time": B/32 9627 -> 6551 MB), no longer task arithmetic's task vectors. Task arithmetic, simple averaging and TIES
+are merged one tensor at a time too (issue #31: TIES held six towers per expert, 17 GB on the B/32 stand-in, task
+arithmetic one per expert): their peaks no longer grow with the number of experts but for TIES' per-tensor stacks
+(bench/README.md, "Step 2's memory").
 """
 
 from __future__ import annotations
@@ -38,8 +41,16 @@ BARE_PROCESS_BYTES = 495 * MB
 BASE_LOAD_SLACK = 0.71
 """Allocator slack of open_clip's base load, per byte of the base CLIP: (4341 - 495 - 3416) / 605 MB."""
 STATIC_MERGE_TOWERS = 2.4
-"""Task arithmetic holds every task vector plus this many towers (their sum, the merged weights, transients):
-(7995 - 4341) MB / 351.4 MB per tower - 8 task vectors."""
+"""Task arithmetic (one tensor at a time, ``wemoe.moe.layer.merged_state``) holds this many towers whatever the number
+of experts (the merged weights, the tower built from them, transients): (4784 - 3955) MB / 351.4 MB on the ViT-B/32
+stand-in (zoo_memory.py), 2.08 on width 512 at 4, 12 and 20 experts (memory_plan_check.py)."""
+TIES_TOWERS = 4.2
+"""TIES (one tensor at a time, ``wemoe.methods.ties.ties_merge``) holds this many towers while it finds each task
+vector's trim threshold (one vector's magnitudes, and ``kthvalue``'s copy and int64 indices of them): 4.1-4.15 on
+width 512 at 4 and 12 experts."""
+TIES_TENSOR_FACTOR = 5.0
+"""...or, where more, one tower (the merged direction) plus this many times every expert's largest tensor (an MLP
+weight, ``width x mlp_width``: the stacked, trimmed and agreeing copies of it): 4.9 on width 512 at 20 experts."""
 WEMOE_STACK_FACTOR = 1.0
 """WEMoE's peak per byte of stacked MLP task vectors (it keeps them, and builds them one block at a time):
 bench/memory_plan_check.py, 50.5 MB more per expert of 50.4 MB (width 512, 6 blocks, 4 to 20 experts)."""
@@ -76,13 +87,13 @@ KIND_LABELS = {
     ADAMERGING: "AdaMerging",
 }
 MERGE_TOWERS = {
-    STATIC: (1.0, STATIC_MERGE_TOWERS),  # zoo_memory.py, ViT-B/32, 8 experts
+    STATIC: (0.0, STATIC_MERGE_TOWERS),  # zoo_memory.py, ViT-B/32, 8 experts; memory_plan_check.py, 4-20 experts
     PER_MATRIX: (1.07, 3.1),  # memory_plan_check.py, TSV-M at 4 and 12 experts
     EMR: (1.26, 4.4),  # EMR-merging at 4 and 12 experts
-    TIES: (6.0, 0.0),  # TIES at 4, 12 and 20 experts: 5.99-6.0 towers per expert
     ADAMERGING: (2.0, 2.0),  # layer-wise AdaMerging at 4 and 12 experts
 }
-"""A static merge's peak over the loaded zoo, in image towers: ``per expert x experts + constant``."""
+"""A static merge's peak over the loaded zoo, in image towers: ``per expert x experts + constant`` (TIES: its own
+formula, :func:`merge_bytes`)."""
 DEFAULT_COMPRESSED_RANK = 8  # wemoe.methods.wemoe_compressed.DEFAULT_RANK (not imported: methods sit above zoo)
 
 
@@ -214,6 +225,9 @@ def merge_bytes(shape: ZooShape, kind: str, rank: int = DEFAULT_COMPRESSED_RANK)
     if kind in MERGE_TOWERS:
         per_expert, constant = MERGE_TOWERS[kind]
         return int((per_expert * shape.experts + constant) * shape.tower_bytes)
+    if kind == TIES:
+        per_tensor = shape.tower_bytes + TIES_TENSOR_FACTOR * shape.experts * shape.width * shape.mlp_width * FLOAT32
+        return int(max(TIES_TOWERS * shape.tower_bytes, per_tensor))
     stack = shape.experts * shape.mlp_params * FLOAT32
     if kind == WEMOE:
         return int(WEMOE_TOWERS * shape.tower_bytes + WEMOE_STACK_FACTOR * stack)
