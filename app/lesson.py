@@ -152,8 +152,10 @@ def forget(session: Session, config: AppConfig, task: Any = None, strength: Any 
     strength = number(strength, "How much to subtract", minimum=0.0, maximum=2.0)
     with friendly("Forgetting a task"), busy(session):
         before, after = task_scores(session, {}), task_scores(session, {task: -strength})
-    figure = _bars({"base model": before, f"minus {strength:g} x {plain(task)}": after},
-                   f"forgetting {plain(task)}: base - {strength:g} x its task vector")
+    # one figure per setting for the class, as its scores (a class forgetting together built 30 alike at once)
+    figure, _ = bench.cached(("lesson_forget_figure", task, float(strength), LESSON_PER_TASK), lambda: _bars(
+        {"base model": before, f"minus {strength:g} x {plain(task)}": after},
+        f"forgetting {plain(task)}: base - {strength:g} x its task vector"))
     others = [t for t in bench.task_names if t != task]
     kept = sum(after[t] - before[t] for t in others) / max(1, len(others))
     session.lesson_step = "forget"
@@ -221,16 +223,25 @@ def routing_by_task(session: Session, config: AppConfig) -> go.Figure:
     with friendly("Routing the test images"), busy(session):
         analysis, _ = bench.routing_analysis(name, config.routing_per_task)
     by_task = analysis.by_task()
-    rows = list(by_task)
-    weights = [[float(v) for v in by_task[t].mean(dim=(0, 1))] for t in rows]
+    weights = [[float(v) for v in by_task[t].mean(dim=(0, 1))] for t in by_task]
+    return routing_by_task_figure(weights, list(by_task), analysis.task_names)
+
+
+def routing_by_task_figure(weights: Sequence[Sequence[float]], tasks: Sequence[str], experts: Sequence[str]
+                           ) -> go.Figure:
+    """Step 5's heatmap: ``weights[i][j]``, the routers' average weight of expert ``j`` on task ``i``'s images,
+    centred on 0; every task and expert named (a row's worth taller per task above :data:`MANY_EXPERTS`), the values
+    written in the cells up to eight tasks."""
     reach = max(1e-6, max(abs(v) for row in weights for v in row))  # centred on 0, as step 3's cosines and the lab's
-    figure = go.Figure(go.Heatmap(z=weights, x=[plain(t) for t in analysis.task_names], y=[plain(t) for t in rows],
+    y_labels, x_labels = [plain(t) for t in tasks], [plain(t) for t in experts]
+    figure = go.Figure(go.Heatmap(z=weights, x=x_labels, y=y_labels,
                                   colorscale=figures.DIVERGING, zmid=0, zmin=-reach, zmax=reach,
                                   text=[[f"{v:.2f}" for v in row] for row in weights],
-                                  texttemplate="%{text}" if len(rows) <= 8 else "", colorbar={"title": "weight"}))
+                                  texttemplate="%{text}" if len(tasks) <= 8 else "", colorbar={"title": "weight"}))
     figure.update_layout(title="images of each task (rows): weight of each expert (columns)",
-                         yaxis={"autorange": "reversed"}, xaxis={"title": "expert"})
-    return fit(figure)
+                         yaxis={"autorange": "reversed", "tickmode": "array", "tickvals": y_labels},
+                         xaxis={"title": "expert", "tickmode": "array", "tickvals": x_labels})
+    return fit(figure, LESSON_PLOT_HEIGHT + 16 * max(0, len(tasks) - MANY_EXPERTS))
 
 
 def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any, str, Any]:

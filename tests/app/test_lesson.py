@@ -151,3 +151,18 @@ def test_every_lesson_step_is_an_endpoint(tmp_path):
         assert link.startswith("?step=7")  # the step this tab ran last (the client sends no page address)
         with pytest.raises(Exception, match="Lambda: enter a number from 0 to 1"):
             client.predict(lam_value="x", api_name="/lesson_add")
+
+
+def test_step_5_names_every_task_and_expert_with_twenty():
+    """#33 item 4: with twenty experts plotly labelled every third task of step 5's heatmap; every name now, and a
+    row's worth taller per task beyond lesson.MANY_EXPERTS (as step 1's table)."""
+    tasks = [f"pocket_task{i}" for i in range(20)]
+    weights = [[0.3 + 0.01 * (i == j) for j in range(20)] for i in range(20)]
+    figure = lesson.routing_by_task_figure(weights, tasks, tasks)
+    names = [lesson.plain(t) for t in tasks]
+    assert list(figure.layout.yaxis.tickvals) == names and list(figure.layout.xaxis.tickvals) == names
+    assert figure.layout.height == lesson.LESSON_PLOT_HEIGHT + 16 * (20 - lesson.MANY_EXPERTS)
+    assert figure.data[0].texttemplate == ""  # 400 cells: no numbers written in them
+    few = lesson.routing_by_task_figure([row[:3] for row in weights[:3]], tasks[:3], tasks[:3])
+    assert few.layout.height == lesson.LESSON_PLOT_HEIGHT and few.data[0].texttemplate == "%{text}"
+    assert few.data[0].zmid == 0 and few.data[0].zmax == -few.data[0].zmin == pytest.approx(0.31)
