@@ -44,13 +44,14 @@ STATIC_MERGE_TOWERS = 2.4
 """Task arithmetic (one tensor at a time, ``wemoe.moe.layer.merged_state``) holds this many towers whatever the number
 of experts (the merged weights, the tower built from them, transients): (4784 - 3955) MB / 351.4 MB on the ViT-B/32
 stand-in (zoo_memory.py), 2.08 on width 512 at 4, 12 and 20 experts (memory_plan_check.py)."""
-TIES_TOWERS = 4.2
-"""TIES (one tensor at a time, ``wemoe.methods.ties.ties_merge``) holds this many towers while it finds each task
-vector's trim threshold (one vector's magnitudes, and ``kthvalue``'s copy and int64 indices of them): 4.1-4.15 on
-width 512 at 4 and 12 experts."""
+TIES_TOWERS = 5.1
+"""TIES (one tensor at a time, ``wemoe.methods.ties.ties_merge``) holds about this many towers while it finds each task
+vector's trim threshold (one vector's magnitudes, and ``kthvalue``'s copy and int64 indices of them): 4.0 on the B/32
+stand-in (1414 MB over the load, zoo_memory.py), 4.1-5.1 on width 512 at 2 to 12 experts (5.06 at 8: the largest)."""
 TIES_TENSOR_FACTOR = 5.0
 """...or, where more, one tower (the merged direction) plus this many times every expert's largest tensor (an MLP
-weight, ``width x mlp_width``: the stacked, trimmed and agreeing copies of it): 4.9 on width 512 at 20 experts."""
+weight, ``width x mlp_width``: the stacked, trimmed and agreeing copies of it): 4.9 on width 512 at 20 and 40
+experts."""
 WEMOE_STACK_FACTOR = 1.0
 """WEMoE's peak per byte of stacked MLP task vectors (it keeps them, and builds them one block at a time):
 bench/memory_plan_check.py, 50.5 MB more per expert of 50.4 MB (width 512, 6 blocks, 4 to 20 experts)."""
