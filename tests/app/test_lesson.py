@@ -71,6 +71,18 @@ def test_forgetting_a_task_lowers_it_and_keeps_the_controls(session, config):
     assert round(direct["pocket_shapes"]) == round(after["shapes"])  # the page shows the library's numbers
     with pytest.raises(gr.Error, match="Task to forget"):
         lesson.forget(session, config, "nope", 1.0)
+    # the class shares one figure per setting (a class forgetting together built 30 alike at once): another student
+    # with the same setting gets this one; another strength or another choice of experts, its own
+    other = Session()
+    try:
+        lesson.meet(other, config, None)
+        assert lesson.forget(other, config)[0] is figure
+        stronger, _ = lesson.forget(other, config, "pocket_shapes", 1.0)
+        assert stronger is not figure and stronger.data[1].y[1] < after["shapes"]
+        lesson.meet(other, config, ["pocket_digits", "pocket_shapes"])
+        assert list(lesson.forget(other, config)[0].data[0].x) == ["digits", "shapes", "average"]
+    finally:
+        other.close()
 
 
 def test_the_other_steps_answer(session, config):
