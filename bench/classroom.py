@@ -29,9 +29,10 @@ With ``--board`` (the lesson's flow) each student adds its lambda, forgetting an
 (``submit_to_board*``) as it goes, every student's page sends what an open lesson page sends on its own (its
 presence every 2 s, the challenge's note every 5 s), and a teacher opens the teacher's page (``teacher_view``) and then
 every ``--teacher-every`` seconds (default: the page's own refresh, 1 s) sends the page's tick (``teacher_refresh``)
-and reads ``class_board`` (the entries and the student count the page shows): printed are the seconds from the last
-submission until the teacher's reads hold every entry, and from the last student's joining (and, after the class,
-leaving) until the teacher's count is right.
+and reads what it shows (the student count, the board's rows): printed are the seconds from the last submission until
+the teacher's page shows every entry, and from the last student's joining (and, after the class, leaving) until the
+teacher's count is right. The board buttons and every tick are sent as the page sends them, one POST on the tab's
+connection (``bench/page_posts.py``), not through ``gradio_client``'s queue.
 
 Only talks to 127.0.0.1. Bounded: 8 calls per student, each waited for at most ``--timeout`` seconds (a call over it
 counts as hung and as an error, and ends that student's lesson).
@@ -68,6 +69,7 @@ from app_readiness import (  # noqa: E402
     stop_app,
 )
 from app_server import free_port, launch_app, launch_app_args, wait_until_answering  # noqa: E402,F401
+from page_posts import AsyncPagePoster, PagePoster, output_rows  # noqa: E402
 from standin_zoo import ZOO_SIZES, ensure_standin  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +94,8 @@ TEACHER_EVERY_S = 1.0  # the teacher's page's refresh (app.teacher.REFRESH_EVERY
 # an open lesson page's own ticks (app.lesson_page, app.challenge_page): the student count (the tab's session as its
 # input) and the challenge's note (no input), each (seconds between ticks, the data sent)
 PAGE_TIMERS: dict[str, tuple[float, list]] = {"lesson_here": (2.0, [None]), "lesson_challenge": (5.0, [])}
+CHALLENGE_EVERY_S = 3.0  # the teacher's page's challenge tick (app.challenge_page: teacher_challenge_refresh)
+STUDENTS_SHOWN = re.compile(r"\*\*(\d+) students?\*\*")  # the teacher's page's count (app.teacher.class_status)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -357,6 +361,7 @@ class Classroom:
         self.started: dict[int, Student] = {}  # every student whose lesson began, by index
         self.submitted: list[float] = []  # --board: when each submission came back (seconds after the first click)
         self.met: list[float] = []  # when each student's first step (its zoo loaded: counted by the teacher) came back
+        self.pages: dict[int, PagePoster] = {}  # each student's tab's connection for its instant events
 
     def _first_click(self) -> None:
         self.t0 = time.perf_counter()
@@ -399,6 +404,23 @@ class Classroom:
             with self.lock:
                 self.heavy_in_flight -= long
             student.waiting.pop(endpoint, None)
+            student.calls.append(Call(endpoint, start, self.clock(), ok, during_heavy=during))
+
+    def instant(self, student: Student, endpoint: str, data: list) -> list:
+        """An instant event of the student's page (no queue: a board button), sent as the page sends it (one POST on
+        the tab's connection, :mod:`page_posts`); timed and recorded as :meth:`call` does. Raises on an error."""
+        with self.lock:
+            page = self.pages.setdefault(student.index, PagePoster(self.url, self.args.timeout))
+            during = self.heavy_in_flight > 0
+        start = self.clock()
+        ok = False
+        try:
+            outputs = page.post(endpoint, data, student.tab)
+            ok = True
+            return outputs
+        except Exception as error:
+            raise CallFailed(endpoint, error) from error
+        finally:
             student.calls.append(Call(endpoint, start, self.clock(), ok, during_heavy=during))
 
     def lesson(self, index: int, together: bool = True) -> Student:
@@ -513,10 +535,11 @@ class Classroom:
         student.table_at = self.clock()
 
     def _to_board(self, student: Student, client, step: str) -> None:
-        """With ``--board``: add this step's result to the class board (its end time kept as a submission)."""
+        """With ``--board``: add this step's result to the class board as the page's button does (its end time kept
+        as a submission)."""
         if not self.args.board:
             return
-        self.call(student, client, BOARD_ENDPOINTS[step], {"name": f"student {student.index}"})
+        self.instant(student, BOARD_ENDPOINTS[step], [None, f"student {student.index}"])  # the tab's state, the name
         with self.lock:
             self.submitted.append(self.clock())
 
@@ -578,16 +601,20 @@ def pick_examples(loaded: Any, index: int, count: int) -> list[str]:
 
 
 class TeacherWatch:
-    """``--board``: a teacher's client that opens the teacher's page (``teacher_view``), then every ``--teacher-every``
-    seconds sends the page's tick (``teacher_refresh``) and reads ``class_board`` (the entries and the student count),
-    in a thread of its own; every read kept as (seconds after the first click when the answer came, entries,
-    students)."""
+    """``--board``: a teacher's page. It opens (``teacher_view``, the Open button), then every ``--teacher-every``
+    seconds sends the page's tick (``teacher_refresh``, as the page sends it: :mod:`page_posts`) and reads what the
+    page shows from its answer (the student count in its first line, the board's rows when it redrew them), and every
+    :data:`CHALLENGE_EVERY_S` its challenge's tick; in a thread of its own. Every read kept as (seconds after the first
+    click when the answer came, entries shown, students shown)."""
 
     def __init__(self, room: Classroom, code: str) -> None:
         from gradio_client import Client
 
         self.room, self.code = room, code
         self.client = Client(room.url, **CLIENT_OPTIONS)
+        self.page = PagePoster(room.url, 30.0)
+        self.entries: int | None = None  # the rows the page's board shows (drawn again only when it changed)
+        self._challenge_at = 0.0
         self.reads: list[tuple[float, int | None, int | None]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -599,22 +626,28 @@ class TeacherWatch:
     def open(self) -> None:
         """Open the page (the teacher types the code and presses Open): its ticks draw the class from then on."""
         try:
-            self._predict("/teacher_view", {"typed": self.code})
+            shown = self._predict("/teacher_view", {"typed": self.code})
+            self.entries = output_rows(shown[2]) if isinstance(shown, (list, tuple)) and len(shown) > 2 else None
         except Exception as error:  # noqa: BLE001  (a failed open is a finding)
             self.errors.append(f"teacher: {type(error).__name__}: {str(error).strip()[:200]}")
 
-    def read(self, tick: bool = True) -> tuple[float, int | None, int | None]:
-        """One read of the class now (recorded), after the page's tick (``tick``)."""
-        entries = students = None
+    def read(self) -> tuple[float, int | None, int | None]:
+        """The page's tick (and its challenge's, when due) and what it shows now (recorded)."""
+        students = None
         try:
-            if tick:
-                self._predict("/teacher_refresh", {"typed": self.code, "is_open": True})
-            board = self._predict("/class_board", {"code": self.code})
-            entries = board.get("count") if isinstance(board, dict) else None
-            students = (board.get("class") or {}).get("students") if isinstance(board, dict) else None
+            # the page's inputs: the code typed, then its two states (the session's own: sent as None)
+            status, _, table, *_ = self.page.post("/teacher_refresh", [self.code, None, None], self.client.session_hash)
+            status = status.get("value") if isinstance(status, dict) else status
+            found = STUDENTS_SHOWN.search(status) if isinstance(status, str) else None
+            students = int(found.group(1)) if found else None
+            rows = output_rows(table)
+            self.entries = self.entries if rows is None else rows
+            if time.perf_counter() >= self._challenge_at:
+                self._challenge_at = time.perf_counter() + CHALLENGE_EVERY_S
+                self.page.post("/teacher_challenge_refresh", [], self.client.session_hash)
         except Exception as error:  # noqa: BLE001  (a failed read is a finding, the teacher reads again)
             self.errors.append(f"teacher: {type(error).__name__}: {str(error).strip()[:200]}")
-        read = (self.room.clock(), entries, students)
+        read = (self.room.clock(), self.entries, students)
         self.reads.append(read)
         return read
 
@@ -639,7 +672,7 @@ class TeacherWatch:
         """Read (after :meth:`stop`) until the count fell by ``fallen_by`` or ``timeout`` seconds passed."""
         before = next((s for _, _, s in reversed(self.reads) if s is not None), None)
         end = time.perf_counter() + timeout
-        while time.perf_counter() < end and (before is None or (self.read(tick=False)[2] or 0) > before - fallen_by):
+        while time.perf_counter() < end and (before is None or (self.read()[2] or 0) > before - fallen_by):
             time.sleep(self.room.args.teacher_every)
 
     def first(self, after: float, check) -> float | None:
@@ -651,9 +684,9 @@ class PageTicks:
     """What every open lesson page sends on its own (``PAGE_TIMERS``): ``/lesson_here`` every 2 s (the teacher's count
     of students now) and ``/lesson_challenge`` every 5 s (the challenge's note), for each connected student, until
     :meth:`stop` (the tabs close). Sent as a page's timer sends them (one small POST with the tab's session id, no
-    queue), every tab's at once (a page's ticks wait for no other page's), from one thread with an event loop: on a
-    class's own machines the ticks cost the server's cores nothing else, so this script must not spend them on
-    clients either."""
+    queue, on the tab's own kept-alive connection: :mod:`page_posts`), every tab's at once (a page's ticks wait for no
+    other page's), from one thread with an event loop: on a class's own machines the ticks cost the server's cores
+    nothing else, so this script must not spend them on clients either (httpx spent about 2 ms of CPU a tick)."""
 
     def __init__(self, room: Classroom, timers: dict[str, tuple[float, list]] | None = None) -> None:
         self.room, self.timers = room, dict(PAGE_TIMERS if timers is None else timers)
@@ -670,26 +703,29 @@ class PageTicks:
     async def _tick_all(self) -> None:
         import asyncio
 
-        import httpx
-
-        async with httpx.AsyncClient(timeout=10.0) as http:
-            await asyncio.gather(*(self._tick(http, endpoint, every, data)
+        connections: dict[tuple[str, str], AsyncPagePoster] = {}  # a tab's timers each on a connection of its own
+        try:
+            await asyncio.gather(*(self._tick(connections, endpoint, every, data)
                                    for endpoint, (every, data) in self.timers.items()))
+        finally:
+            for connection in connections.values():
+                connection.close()
 
-    async def _tick(self, http, endpoint: str, every: float, data: list) -> None:
+    async def _tick(self, connections: dict, endpoint: str, every: float, data: list) -> None:
         import asyncio
 
-        url = f"{self.room.url.rstrip('/')}/gradio_api/run/{endpoint}"
         while not self._stop.is_set():
             start = time.perf_counter()
             with self.room.lock:
                 tabs = [c.session_hash for c in self.room.clients]
-            await asyncio.gather(*(self._post(http, url, tab, data) for tab in tabs))
+            posters = [connections.setdefault((tab, endpoint), AsyncPagePoster(self.room.url)) for tab in tabs]
+            await asyncio.gather(*(self._post(poster, endpoint, tab, data) for poster, tab in zip(posters, tabs,
+                                                                                                  strict=True)))
             await asyncio.sleep(max(0.0, every - (time.perf_counter() - start)))
 
-    async def _post(self, http, url: str, tab: str, data: list) -> None:
+    async def _post(self, poster: AsyncPagePoster, endpoint: str, tab: str, data: list) -> None:
         try:
-            (await http.post(url, json={"data": data, "session_hash": tab})).raise_for_status()
+            await poster.post(endpoint, data, tab)
             self.sent += 1
         except Exception as error:  # noqa: BLE001  (a lost tick is a finding; the page ticks again)
             self.errors.append(f"tick: {type(error).__name__}: {str(error).strip()[:120]}")
@@ -975,6 +1011,8 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     closed_at = room.clock()
 
     def close_clients() -> None:  # tens of seconds for 30 clients: beside the teacher's reads, not before them
+        for page in room.pages.values():
+            page.close()
         for client in room.clients:
             with contextlib.suppress(Exception):  # closing is best effort
                 client.close()
@@ -984,6 +1022,7 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     if watch is not None:  # the tabs are closed: how long until the teacher's count says so
         watch.until(args.students, LEAVE_WAIT_S)
         with contextlib.suppress(Exception):
+            watch.page.close()
             watch.client.close()
     closing.join(timeout=120)
     rss_linger = None
