@@ -67,3 +67,21 @@ def test_routing_per_task_turns_to_one_panel_per_layer_with_many_tasks():
     few = figures.task_routing_heatmaps(average[:3, :, :3], tasks[:3], [0, 1, 2, 3], tasks[:3])
     assert [a.text for a in few.layout.annotations] == ["images of task0", "images of task1", "images of task2"]
     np.testing.assert_array_equal(np.asarray(few.data[1].z), average[1, :, :3])
+
+
+def test_the_page_template_is_merged_once_not_for_every_figure(monkeypatch):
+    """A figure draws with plotly's template and the page's, as "plotly+page" would, without merging them again (a
+    merge per figure was 12 ms, 15% of the server's Python time in a class of 30)."""
+    import json
+
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    merged = json.loads(go.Figure(go.Bar(y=[1, 2]), layout={"template": f"plotly+{figures.PAGE_TEMPLATE}"}).to_json())
+
+    def no_merge(*templates):
+        raise AssertionError("two templates merged again for a figure")
+
+    monkeypatch.setattr(pio.templates, "_merge_2_templates", no_merge)
+    made = json.loads(go.Figure(go.Bar(y=[1, 2])).to_json())
+    assert made == merged and made["layout"]["template"]["layout"]["paper_bgcolor"] == "rgba(0, 0, 0, 0)"
