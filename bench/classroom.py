@@ -362,9 +362,11 @@ class Classroom:
         self.submitted: list[float] = []  # --board: when each submission came back (seconds after the first click)
         self.met: list[float] = []  # when each student's first step (its zoo loaded: counted by the teacher) came back
         self.pages: dict[int, PagePoster] = {}  # each student's tab's connection for its instant events
+        self.clicked = threading.Event()  # the class started (the clock runs from then)
 
     def _first_click(self) -> None:
         self.t0 = time.perf_counter()
+        self.clicked.set()
 
     def clock(self) -> float:
         """Seconds since the first click (the barrier's release)."""
@@ -653,6 +655,8 @@ class TeacherWatch:
 
     def _run(self) -> None:
         self.open()
+        # reads before the first click would carry no time of the class's clock (it starts then)
+        self.room.clicked.wait(self.room.args.startup_timeout)
         while not self._stop.is_set():
             start = time.perf_counter()
             self.read()
