@@ -226,6 +226,6 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> str:
         if mine:
             best = max(mine, key=_score)
             who = best["nickname"] or "someone"
-            lines.append(f"- **{words}**: {len(mine)} entries; best: {best['setting']} "
-                         f"({best['average']:.1f}% average, by {who})")
+            count = f"{len(mine)} {'entry' if len(mine) == 1 else 'entries'}"
+            lines.append(f"- **{words}**: {count}; best: {best['setting']} ({best['average']:.1f}% average, by {who})")
     return "\n".join(lines) or "_No entries yet._"

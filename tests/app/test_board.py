@@ -119,3 +119,13 @@ def test_the_board_through_the_api(config, monkeypatch):
         assert board["count"] == 1 and board["entries"][0]["nickname"] == "Cy"
         with pytest.raises(Exception, match="not the teacher's code"):
             client.predict(code="guess", api_name="/class_board")
+
+
+def test_the_summary_counts_in_words():
+    from app.board import summary
+
+    one = {"kind": "lambda", "nickname": "Ada", "setting": "lambda 0.3", "average": 80.0}
+    text = summary([one])
+    assert "1 entry;" in text and "by Ada" in text
+    assert "2 entries;" in summary([one, {**one, "nickname": "", "average": 81.0}])
+    assert summary([]) == "_No entries yet._"
