@@ -180,6 +180,10 @@ def test_the_warmed_default_lesson_is_what_a_student_then_gets_from_the_cache(co
     for _, name in examples:  # the gallery was classified by the warm-up with these very merges
         handlers.predict(student, read_example(name, config), AUTO_TASK, config)
     assert config.shared.results.misses == misses
+    from app.analysis_tab import lambda_sweep_view
+
+    lambda_sweep_view(student)  # the lesson's step 2 sweep, made by the warm-up after the lesson was ready
+    assert config.shared.results.misses == misses
 
 
 def test_a_student_waiting_for_anothers_same_adaptation_can_classify_meanwhile(config):
