@@ -45,7 +45,8 @@ def ties_merge(vectors: Sequence[VectorLike], top_k: float, merge: str = "sum", 
     Computed one tensor at a time (with :func:`~wemoe.task_vector.lazy_task_vectors`, no whole task vector is held):
     each vector's trim threshold from its magnitudes alone, then the election and the merge per tensor, and for
     ``fusionbench`` the majority sign counted exactly over every tensor first. The values are bit for bit those of
-    stacking every vector into one ``[T, P]`` matrix (the formulation before; ``tests/methods/test_ties_per_tensor``).
+    stacking every vector into one ``[T, P]`` matrix (the formulation before;
+    ``tests/methods/test_per_tensor_merges.py``).
     """
     if rule not in KEEP_RULES:
         raise ValueError(f"rule must be one of {KEEP_RULES}, got {rule!r}")
