@@ -152,3 +152,25 @@ def summed(vectors: Sequence[VectorLike], weights: Sequence[float] | None = None
             total = tensor if total is None else total + tensor
         out[key] = total
     return TaskVector(out)
+
+
+def merged_state(base: Mapping[str, torch.Tensor], experts: Mapping[str, Mapping[str, torch.Tensor]],
+                 lambda_: float, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Task arithmetic ``theta_0 + lambda_ * sum_t tau_t`` of ``base``, one tensor at a time (the values of
+    ``sum(task_vectors(base, experts).values()).apply_to(base, lambda_)``, bit for bit, without holding every task
+    vector); integer buffers and the tensors whose names start with one of ``skip`` (replaced afterwards) keep
+    ``base``'s."""
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in base.items():
+        if not torch.is_floating_point(value) or (skip and key.startswith(skip)):
+            merged[key] = value
+            continue
+        missing = [name for name, state in experts.items() if key not in state]
+        if missing:
+            raise KeyError(f"Fine-tuned weights of {missing} lack the pretrained parameter {key!r}.")
+        total: torch.Tensor | None = None
+        for state in experts.values():
+            vector = state[key].float() - value.float()
+            total = vector if total is None else total + vector
+        merged[key] = value.clone() if total is None else (value.float() + lambda_ * total).to(value.dtype)
+    return merged

@@ -4,7 +4,7 @@ from torch import nn
 
 from wemoe.methods.base import MergeMethod
 from wemoe.methods.registry import register
-from wemoe.moe.layer import merged_state
+from wemoe.task_vector import merged_state
 from wemoe.zoo.zoo import Zoo
 
 
@@ -17,5 +17,5 @@ class SimpleAverage(MergeMethod):
     order = 5
 
     def merge(self, zoo: Zoo, **params) -> nn.Module:
-        # task arithmetic one tensor at a time (wemoe.moe.layer.merged_state): bit for bit the sum of every task vector
+        # task arithmetic one tensor at a time (task_vector.merged_state): bit for bit the sum of every task vector
         return zoo.visual_with(merged_state(zoo.base_state, zoo.experts, 1.0 / len(zoo.experts)))

@@ -4,7 +4,7 @@ from torch import nn
 
 from wemoe.methods.base import MergeMethod, Param
 from wemoe.methods.registry import register
-from wemoe.moe.layer import merged_state
+from wemoe.task_vector import merged_state
 from wemoe.zoo.zoo import Zoo
 
 LAMBDA = Param("lambda", float, 0.3, "Scaling coefficient of the summed task vectors.", min=0.0, max=2.0)

@@ -30,6 +30,7 @@ from torch import nn
 
 from wemoe.moe import lowrank
 from wemoe.moe.ensembled_linear import Workspace, stacked_ensembled_linear
+from wemoe.task_vector import merged_state
 from wemoe.zoo.zoo import Zoo
 
 MLP_PARTS = ("c_fc", "c_proj")
@@ -365,28 +366,6 @@ def _block_indices(num_blocks: int, blocks: Sequence[int] | None) -> list[int]:
     if bad:
         raise ValueError(f"Blocks {bad} do not exist: this image tower has blocks 0..{num_blocks - 1}.")
     return chosen
-
-
-def merged_state(base: Mapping[str, torch.Tensor], experts: Mapping[str, Mapping[str, torch.Tensor]],
-                 lambda_: float, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Task arithmetic ``theta_0 + lambda_ * sum_t tau_t`` of ``base``, one tensor at a time (the values of
-    ``sum(task_vectors(base, experts).values()).apply_to(base, lambda_)``, bit for bit, without holding every task
-    vector); integer buffers and the tensors whose names start with one of ``skip`` (replaced afterwards) keep
-    ``base``'s."""
-    merged: dict[str, torch.Tensor] = {}
-    for key, value in base.items():
-        if not torch.is_floating_point(value) or (skip and key.startswith(skip)):
-            merged[key] = value
-            continue
-        missing = [name for name, state in experts.items() if key not in state]
-        if missing:
-            raise KeyError(f"Fine-tuned weights of {missing} lack the pretrained parameter {key!r}.")
-        total: torch.Tensor | None = None
-        for state in experts.values():
-            vector = state[key].float() - value.float()
-            total = vector if total is None else total + vector
-        merged[key] = value.clone() if total is None else (value.float() + lambda_ * total).to(value.dtype)
-    return merged
 
 
 def upscale_to_wemoe(zoo: Zoo, config: WEMoEConfig | None = None) -> nn.Module:

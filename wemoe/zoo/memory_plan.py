@@ -41,7 +41,7 @@ BARE_PROCESS_BYTES = 495 * MB
 BASE_LOAD_SLACK = 0.71
 """Allocator slack of open_clip's base load, per byte of the base CLIP: (4341 - 495 - 3416) / 605 MB."""
 STATIC_MERGE_TOWERS = 2.4
-"""Task arithmetic (one tensor at a time, ``wemoe.moe.layer.merged_state``) holds this many towers whatever the number
+"""Task arithmetic (one tensor at a time, ``wemoe.task_vector.merged_state``) holds this many towers whatever the number
 of experts (the merged weights, the tower built from them, transients): (4784 - 3955) MB / 351.4 MB on the ViT-B/32
 stand-in (zoo_memory.py), 2.08 on width 512 at 4, 12 and 20 experts (memory_plan_check.py)."""
 TIES_TOWERS = 5.1
