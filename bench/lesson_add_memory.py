@@ -1,4 +1,5 @@
-"""Memory and seconds of the lesson's step 2 (``/lesson_add``) on a zoo, loaded the way the app loads it.
+"""Memory and seconds of the lesson's step 2 (``/lesson_add``) on a zoo, loaded the way the app loads it (with
+``--also``, steps 1, 3 and 4 too).
 
 One process, as the app's server: the zoo through ``app.handlers.load_zoo`` (a session of its own, the app's shared
 result cache in memory only, so nothing is read from an earlier run), then what step 2 computes, phase by phase:
@@ -6,7 +7,9 @@ result cache in memory only, so nothing is read from an earlier run), then what 
 - ``task_scores``: task arithmetic at the page's lambda on the lesson's sample (``app.lesson.task_scores``);
 - ``sweep``: task arithmetic and TIES at every lambda from 0 to 1 (``app.analysis_tab.lambda_sweep_view``); inside
   it each method's merged direction (``wemoe.analysis.sweep.merged_direction``) and each lambda's evaluation are
-  reported on their own.
+  reported on their own;
+- with ``--also meet,interfere,forget``: step 1 (every expert on every task), step 3 (the task vectors' cosines and
+  sign conflicts after TIES' trim at the page's 20%) and step 4 (the base model minus half of one task's vector).
 
 Each line gives the phase's seconds, its peak RSS (``VmHWM`` of ``/proc/self/status``, reset before the phase through
 ``/proc/self/clear_refs``) and the RSS after it. The last line is one JSON object.
@@ -90,8 +93,9 @@ def watch_sweep(recorder: Recorder) -> None:
             return direction(bench, method, params)
 
     def accuracy_by_task(tower, data, heads):
-        label = "  score (merged before)" if count["n"] < 0 else f"  score lambda {sweep.LAMBDA_GRID[count['n']]:g}"
-        count["n"] += 0 if count["n"] < 0 else 1
+        swept = 0 <= count["n"] < len(sweep.LAMBDA_GRID)  # after the sweep: another step's own scores
+        label = f"  score lambda {sweep.LAMBDA_GRID[count['n']]:g}" if swept else "  score (one model)"
+        count["n"] += 1 if swept else 0
         with recorder.phase(label):  # RSS before: with this lambda's tower built
             return evaluate(tower, data, heads)
 
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="the stand-in's folder (default: $MERGE_EXPLORER_STANDIN_DIR/<size> or ~/.cache)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--lam", type=float, default=0.3, help="the page's lambda (step 2's slider)")
+    parser.add_argument("--also", default="", help="more lesson steps, comma separated: meet, interfere, forget")
     args = parser.parse_args(argv)
 
     import torch
@@ -132,12 +137,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     session = Session()
     recorder = Recorder()
     watch_sweep(recorder)
+    also = [step.strip() for step in args.also.split(",") if step.strip()]
+    unknown = sorted(set(also) - {"meet", "interfere", "forget"})
+    if unknown:
+        parser.error(f"--also: unknown steps {', '.join(unknown)} (meet, interfere, forget)")
     with recorder.phase("load (app.handlers.load_zoo)"):
         bench = lesson.bench_of(session, config)
+    if "meet" in also:
+        with recorder.phase("step 1 (lesson.meet)"):
+            lesson.meet(session, config)
     with recorder.phase("task_scores (one lambda)"):
         scores = lesson.task_scores(session, dict.fromkeys(bench.task_names, args.lam))
     with recorder.phase("sweep (lambda_sweep_view)"):
         lambda_sweep_view(session)
+    if "interfere" in also:
+        with recorder.phase("step 3 (lesson.interfere)"):
+            lesson.interfere(session, config)
+    if "forget" in also:
+        with recorder.phase("step 4 (lesson.forget)"):
+            lesson.forget(session, config)
     summary = {"zoo": args.zoo, "cpu": cpu_model(), "threads": args.threads, "torch": torch.__version__,
                "peak_mb": round(recorder.peak_mb), "average": round(scores["average"], 2), "phases": recorder.rows}
     print(json.dumps(summary))

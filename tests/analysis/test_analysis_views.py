@@ -92,6 +92,28 @@ def test_interference_against_torch(bench):
     json.dumps(found.to_dict())
 
 
+@pytest.mark.parametrize("top_k", [20.0, 3.0])
+def test_trimmed_interference_streamed_per_tensor_equals_the_whole_vectors(bench, top_k):
+    """Sign conflicts after TIES' trim, counted one tensor at a time, equal the whole stacked vectors' count (the
+    form that held every task vector at once); cosines and norms from per-block Gram matrices as the flat ones."""
+    zoo = bench.zoo
+    found = interference(zoo, top_k)
+    vectors = task_vectors(zoo.base_state, zoo.experts)
+    keys = list(next(iter(vectors.values())).keys())
+    whole = torch.stack([torch.cat([v[k].flatten().double() for k in keys]) for v in vectors.values()])
+    trimmed = trim(whole, top_k)
+    assert found.conflicts["whole"] == pytest.approx(sign_conflicts(trimmed), abs=1e-12)
+    assert 0.0 < found.conflicts["whole"] < sign_conflicts(whole)  # the trim removed some conflicts, not all
+    sizes = [sum(vectors[next(iter(vectors))][k].numel() for k in keys if block_of(k) == b) for b in found.blocks]
+    order = [k for b in found.blocks for k in keys if block_of(k) == b]
+    by_block = torch.stack([torch.cat([v[k].flatten().double() for k in order]) for v in vectors.values()])
+    kept = trim(by_block, top_k)  # the same entries kept: the trim is over each whole vector, in any order
+    for block, part in zip(found.blocks, kept.split(sizes, dim=1), strict=True):
+        assert found.conflicts[block] == pytest.approx(sign_conflicts(part), abs=1e-12)
+    expected = F.normalize(whole, dim=1) @ F.normalize(whole, dim=1).T
+    assert torch.allclose(found.cosine, expected, atol=1e-12)
+
+
 def test_sign_conflicts_on_a_hand_made_case():
     flat = torch.tensor([[1.0, -1.5, 0.0, 2.0, -0.5], [1.0, 1.0, -3.0, 0.0, -2.0]])
     assert sign_conflicts(flat) == pytest.approx(1 / 5)  # only column 1 has both signs

@@ -13,14 +13,13 @@ embedding, class token, layer norms outside the blocks, projection) is one block
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from wemoe.task_vector import TaskVector, task_vectors
+from wemoe.methods.ties import trim_threshold
+from wemoe.task_vector import lazy_task_vectors
 from wemoe.workbench.result_codecs import register_result_type
 from wemoe.zoo.zoo import Zoo
 
@@ -36,20 +35,11 @@ def block_of(key: str) -> str:
     return OTHER
 
 
-def flatten_by_block(vector: TaskVector) -> dict[str, torch.Tensor]:
-    """One flat float64 vector per block, blocks in tower order with ``other`` last."""
-    pieces: dict[str, list[torch.Tensor]] = {}
-    for key in vector.keys():  # noqa: SIM118  (a TaskVector has keys() but no __iter__)
-        pieces.setdefault(block_of(key), []).append(vector[key].detach().double().flatten())
-    order = sorted((b for b in pieces if b != OTHER), key=lambda b: int(b[5:])) + ([OTHER] if OTHER in pieces else [])
-    return {b: torch.cat(pieces[b]) for b in order}
-
-
-def cosine_matrix(flat: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Pairwise cosine similarity ``[T, T]`` of flat vectors (0 where a vector is all zeros)."""
-    stacked = torch.stack(list(flat.values()))
-    normed = F.normalize(stacked, dim=1)
-    return normed @ normed.T
+def cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosines ``[T, T]`` from the Gram matrix of ``T`` vectors (``gram[i, j] = <v_i, v_j>``), 0 where a
+    vector is all zeros (as ``F.normalize`` does)."""
+    norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(1e-12)
+    return gram / (norms[:, None] * norms[None, :])
 
 
 def trim(flat: torch.Tensor, top_k: float) -> torch.Tensor:
@@ -105,20 +95,37 @@ def _rounded(matrix: torch.Tensor) -> list[list[float]]:
 
 def interference(zoo: Zoo, top_k: float = 100.0) -> Interference:
     """Cosines, sign conflicts and norms of ``zoo``'s task vectors; sign conflicts after trimming each whole task
-    vector to its ``top_k`` percent largest entries (100: no trim; TIES uses 20), counted per block."""
-    vectors = task_vectors(zoo.base_state, zoo.experts)
+    vector to its ``top_k`` percent largest entries (100: no trim; TIES uses 20), counted per block.
+
+    One tensor of every task vector at a time (float64 Gram matrices per block, conflicts counted per tensor): on
+    ViT-B/32's eight experts the whole-vector form held ~20 GB; this one a tensor's worth plus one vector's
+    magnitudes while its trim threshold is found."""
+    vectors = lazy_task_vectors(zoo.base_state, zoo.experts)
     names = list(vectors)
-    by_block = {t: flatten_by_block(v) for t, v in vectors.items()}
-    blocks = list(by_block[names[0]])
-    whole = {t: torch.cat([by_block[t][b] for b in blocks]) for t in names}
-    block_cosine = torch.stack([cosine_matrix({t: by_block[t][b] for t in names}) for b in blocks])
-    trimmed = trim(torch.stack(list(whole.values())), top_k)  # over each whole vector, as TIES trims
-    sizes = [by_block[names[0]][b].numel() for b in blocks]
-    conflicts = {b: sign_conflicts(part) for b, part in zip(blocks, trimmed.split(sizes, dim=1), strict=True)}
-    conflicts[WHOLE] = sign_conflicts(trimmed)
+    keys = vectors[names[0]].keys()
+    # TIES' trim over each whole vector: a magnitude threshold per task ("rounded": max(1, round(d * K)) kept)
+    thresholds = None if top_k >= 100.0 else torch.tensor(
+        [trim_threshold(vectors[t], keys, top_k, rule="rounded") for t in names]).unsqueeze(1)
+    grams: dict[str, torch.Tensor] = {}
+    conflicting: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for key in keys:
+        block = block_of(key)
+        stacked = torch.stack([vectors[t][key].flatten() for t in names])
+        double = stacked.double()
+        grams[block] = grams[block] + double @ double.T if block in grams else double @ double.T
+        kept = stacked if thresholds is None else torch.where(stacked.abs() >= thresholds, stacked, 0.0)
+        conflicting[block] = conflicting.get(block, 0) + int(((kept > 0).any(0) & (kept < 0).any(0)).sum())
+        sizes[block] = sizes.get(block, 0) + stacked.shape[1]
+    blocks = sorted((b for b in grams if b != OTHER), key=lambda b: int(b[5:])) + ([OTHER] if OTHER in grams else [])
+    whole_gram = torch.stack([grams[b] for b in blocks]).sum(dim=0)
+    conflicts = {b: conflicting[b] / sizes[b] if sizes[b] else 0.0 for b in blocks}
+    total = sum(sizes.values())
+    conflicts[WHOLE] = sum(conflicting.values()) / total if total else 0.0
     norms = pd.DataFrame(
-        {**{b: [float(by_block[t][b].norm()) for t in names] for b in blocks},
-         WHOLE: [float(whole[t].norm()) for t in names]},
+        {**{b: [float(v) for v in grams[b].diagonal().sqrt()] for b in blocks},
+         WHOLE: [float(v) for v in whole_gram.diagonal().sqrt()]},
         index=names,
     )
-    return Interference(names, blocks, cosine_matrix(whole), block_cosine, pd.Series(conflicts), norms, top_k)
+    block_cosine = torch.stack([cosine_from_gram(grams[b]) for b in blocks])
+    return Interference(names, blocks, cosine_from_gram(whole_gram), block_cosine, pd.Series(conflicts), norms, top_k)
