@@ -230,18 +230,29 @@ def routing_by_task(session: Session, config: AppConfig) -> go.Figure:
 def routing_by_task_figure(weights: Sequence[Sequence[float]], tasks: Sequence[str], experts: Sequence[str]
                            ) -> go.Figure:
     """Step 5's heatmap: ``weights[i][j]``, the routers' average weight of expert ``j`` on task ``i``'s images,
-    centred on 0; every task and expert named (a row's worth taller per task above :data:`MANY_EXPERTS`), the values
-    written in the cells up to eight tasks."""
+    centred on 0; every task and expert named (a row's worth taller per task above :data:`MANY_EXPERTS`, the names
+    in smaller type: plotly stands them upright where they would overlap), the values written in the cells up to
+    eight tasks. It reads on a phone (390 px): a title of two short lines, and the colour bar across the top, not
+    beside the columns it would squeeze."""
     reach = max(1e-6, max(abs(v) for row in weights for v in row))  # centred on 0, as step 3's cosines and the lab's
     y_labels, x_labels = [plain(t) for t in tasks], [plain(t) for t in experts]
+    many = len(experts) > MANY_EXPERTS
+    names = {"size": 10} if many else {}  # 20 upright names in 12 px ran into each other on a phone's 13 px columns
     figure = go.Figure(go.Heatmap(z=weights, x=x_labels, y=y_labels,
                                   colorscale=figures.DIVERGING, zmid=0, zmin=-reach, zmax=reach,
                                   text=[[f"{v:.2f}" for v in row] for row in weights],
-                                  texttemplate="%{text}" if len(tasks) <= 8 else "", colorbar={"title": "weight"}))
-    figure.update_layout(title="images of each task (rows): weight of each expert (columns)",
-                         yaxis={"autorange": "reversed", "tickmode": "array", "tickvals": y_labels},
-                         xaxis={"title": "expert", "tickmode": "array", "tickvals": x_labels})
-    return fit(figure, LESSON_PLOT_HEIGHT + 16 * max(0, len(tasks) - MANY_EXPERTS))
+                                  texttemplate="%{text}" if len(tasks) <= 8 else "",
+                                  colorbar={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.01,
+                                            "yanchor": "bottom", "len": 1, "thickness": 10,
+                                            "tickfont": {"size": 10}, "title": {"text": "weight", "side": "right"}}))
+    figure.update_layout(title={"text": "Weight of each expert (columns)<br>on each task's images (rows)",
+                                "font": {"size": 15}, "x": 0.02, "xanchor": "left"},
+                         yaxis={"autorange": "reversed", "tickmode": "array", "tickvals": y_labels,
+                                "tickfont": names},
+                         xaxis={"title": "expert", "tickmode": "array", "tickvals": x_labels, "tickfont": names})
+    fit(figure, LESSON_PLOT_HEIGHT + 16 * max(0, len(tasks) - MANY_EXPERTS))
+    figure.update_layout(margin={"t": 110})  # the title's two lines, then the colour bar above the cells
+    return figure
 
 
 def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any, str, Any]:

@@ -178,3 +178,19 @@ def test_step_5_names_every_task_and_expert_with_twenty():
     few = lesson.routing_by_task_figure([row[:3] for row in weights[:3]], tasks[:3], tasks[:3])
     assert few.layout.height == lesson.LESSON_PLOT_HEIGHT and few.data[0].texttemplate == "%{text}"
     assert few.data[0].zmid == 0 and few.data[0].zmax == -few.data[0].zmin == pytest.approx(0.31)
+
+
+def test_step_5_reads_on_a_phone_with_twenty_experts():
+    """On a phone (390 px, a plot ~320 px wide) step 5's title was cut after 'weight of eac' and the twenty expert
+    names ran into each other: the title is two lines of at most 34 characters, the colour bar lies across the top
+    (a bar beside the columns took ~80 px of their width), and the names are in type small enough for 13 px
+    columns."""
+    tasks = zoo_task_names("pocket-20") or [f"pocket_task{i}" for i in range(20)]
+    weights = [[0.1 * ((i + j) % 5) - 0.2 for j in range(len(tasks))] for i in range(len(tasks))]
+    figure = lesson.routing_by_task_figure(weights, tasks, tasks)
+    lines = figure.layout.title.text.split("<br>")
+    assert len(lines) == 2 and max(len(line) for line in lines) <= 34, lines
+    assert figure.data[0].colorbar.orientation == "h"
+    assert figure.layout.xaxis.tickfont.size <= 10 and figure.layout.yaxis.tickfont.size <= 10
+    assert figure.layout.margin.t >= 100  # the title's two lines and the colour bar above the cells
+    assert list(figure.layout.xaxis.tickvals) == [lesson.plain(t) for t in tasks]  # still every expert named
