@@ -194,14 +194,17 @@ def cross_accuracy_view(session: Session) -> go.Figure:
     return figure
 
 
-def lambda_sweep_view(session: Session) -> go.Figure:
-    """Task arithmetic and TIES accuracy per task as lambda goes from 0 to 1; the chosen lambda marked."""
-    from wemoe.analysis.sweep import lambda_sweep
+def lambda_sweep_view(session: Session, step: float = 0.1) -> go.Figure:
+    """Task arithmetic and TIES accuracy per task as lambda goes from 0 to 1 in steps of ``step``; the chosen lambda
+    marked."""
+    from wemoe.analysis.sweep import lambda_grid, lambda_sweep
 
     bench = loaded_bench(session)
+    grid = lambda_grid(step)
     with friendly("Sweeping lambda"), busy(session):
         # the sweep depends on the zoo alone (a class computes it once); the lambda marked is this session's merge's
-        swept, _ = bench.cached(("lambda_sweep", PER_TASK), lambda: lambda_sweep(bench, per_task=PER_TASK))
+        swept, _ = bench.cached(("lambda_sweep", PER_TASK, grid),
+                                lambda: lambda_sweep(bench, lambdas=grid, per_task=PER_TASK))
         swept = dataclasses.replace(swept, chosen={m: float(bench.merges[m].params["lambda"]) if m in bench.merges
                                                    else lam for m, lam in swept.chosen.items()})
     figure = make_subplots(rows=1, cols=2, subplot_titles=tuple(swept.tables), shared_yaxes=True)
@@ -261,8 +264,9 @@ def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
                                text=[f"{v:.1f}" for v in mine.values()], textposition="auto"),
                         go.Bar(name=f"task arithmetic, lambda {uniform:g}", x=columns, y=list(reference.values()),
                                text=[f"{v:.1f}" for v in reference.values()], textposition="auto")])
+    scored = min([PER_TASK, *map(len, bench.data().values())])  # a zoo loaded with fewer images scores those
     figure.update_layout(barmode="group", height=380, yaxis_title="accuracy (%)",
-                         title=f"one lambda per task ({PER_TASK} test images per task)")
+                         title=f"one lambda per task ({scored} test images per task)")
     return figure
 
 

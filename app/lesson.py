@@ -123,7 +123,7 @@ def add_up(session: Session, config: AppConfig, lam: Any = DEFAULT_LAMBDA) -> tu
     session.findings["lambda"] = {"average": scores["average"], "setting": f"lambda {lam:g}, {_experts(bench)}",
                                   "details": {"experts": list(bench.task_names), "lambda": lam}}
     bars = _bars({f"lambda {lam:g}": scores}, f"task arithmetic: base + {lam:g} x (sum of the task vectors)")
-    sweep = fit(lambda_sweep_view(session))
+    sweep = fit(lambda_sweep_view(session, lesson_size.settings(config).sweep_step))
     for title in sweep.layout.annotations:  # the subplots are named by method: in plain words on the lesson
         title.text = plain(title.text)
     sweep.for_each_trace(lambda trace: trace.update(name=plain(trace.name)))
@@ -189,7 +189,7 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
     session.findings["wemoe"] = {"average": scores["wemoe"], "setting": f"{steps} steps, {_experts(bench)}",
                                  "details": {"experts": list(bench.task_names), "steps": steps}}
     yield (f"{status}\n\n**WEMoE: {scores['wemoe']:.1f}%** on average, task arithmetic "
-           f"{scores['task_arithmetic']:.1f}% ({LESSON_PER_TASK} test images per task)."), gr.skip(), heat
+           f"{scores['task_arithmetic']:.1f}% ({scored_images(bench)} test images per task)."), gr.skip(), heat
 
 
 def merged_scores(session: Session, names: Sequence[str]) -> dict[str, float]:
@@ -207,6 +207,12 @@ def merged_scores(session: Session, names: Sequence[str]) -> dict[str, float]:
             return bench.cached(key, lambda: with_average(accuracy_by_task(model, data, heads)))[0]["average"]
 
         return {n: scored(n) for n in names}
+
+
+def scored_images(bench: Any) -> int:
+    """Test images per task the lesson's steps score: :data:`LESSON_PER_TASK`, or fewer where the zoo was loaded with
+    fewer (a lesson sized for a CPU loads its own count)."""
+    return min([LESSON_PER_TASK, *(len(images) for images in bench.data().values())])
 
 
 def _experts(bench: Any) -> str:

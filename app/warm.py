@@ -67,7 +67,7 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
     try:
         # then the lesson's step 2 sweep (keyed on the zoo alone): on ViT-B/32 it scores 22 towers, minutes a class
         # would otherwise wait for in step 2; after the lesson is ready, so it never delays it
-        lambda_sweep_view(session)
+        lambda_sweep_view(session, lesson_size.settings(config).sweep_step)
     finally:
         session.close()
     return time.perf_counter() - start

@@ -84,22 +84,33 @@ def watch_sweep(recorder: Recorder) -> None:
     phase of its own (the sweep's module functions wrapped)."""
     from wemoe.analysis import sweep
 
-    direction, evaluate = sweep.merged_direction, sweep.accuracy_by_task
-    count = {"n": -1}  # the lambda's index in the grid; -1: not in a sweep (one lambda, step 2's own)
+    direction, evaluate, whole = sweep.merged_direction, sweep.accuracy_by_task, sweep.lambda_sweep
+    # the lambda's index in the sweep's grid; -1: not in a sweep (one lambda, step 2's own)
+    count: dict[str, Any] = {"n": -1, "methods": 0, "grid": sweep.LAMBDA_GRID}
+
+    def lambda_sweep(bench, *args, **kwargs):
+        count["grid"] = tuple(kwargs.get("lambdas", args[1] if len(args) > 1 else sweep.LAMBDA_GRID))
+        count["methods"] = 0
+        try:
+            return whole(bench, *args, **kwargs)
+        finally:
+            count["n"] = -1
 
     def merged_direction(bench, method, params=None):
-        count["n"] = 0
+        count["methods"] += 1  # lambda 0 is scored once, by the first method
+        count["n"] = 1 if count["methods"] > 1 and count["grid"][0] == 0 else 0
         with recorder.phase(f"  direction {method}"):
             return direction(bench, method, params)
 
     def accuracy_by_task(tower, data, heads):
-        swept = 0 <= count["n"] < len(sweep.LAMBDA_GRID)  # after the sweep: another step's own scores
-        label = f"  score lambda {sweep.LAMBDA_GRID[count['n']]:g}" if swept else "  score (one model)"
+        swept = 0 <= count["n"] < len(count["grid"])
+        label = f"  score lambda {count['grid'][count['n']]:g}" if swept else "  score (one model)"
         count["n"] += 1 if swept else 0
         with recorder.phase(label):  # RSS before: with this lambda's tower built
             return evaluate(tower, data, heads)
 
-    sweep.merged_direction, sweep.accuracy_by_task = merged_direction, accuracy_by_task
+    sweep.lambda_sweep, sweep.merged_direction = lambda_sweep, merged_direction
+    sweep.accuracy_by_task = accuracy_by_task
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # the hub libraries read their cache and offline settings once, at import: start again with them set
             os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **standin.env()})
         zoo = standin.zoo
-    from app import lesson
+    from app import lesson, lesson_size
     from app.analysis_tab import lambda_sweep_view
     from app.session import AppConfig, Session, zoo_choices
     from app.shared import Shared
@@ -149,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with recorder.phase("task_scores (one lambda)"):
         scores = lesson.task_scores(session, dict.fromkeys(bench.task_names, args.lam))
     with recorder.phase("sweep (lambda_sweep_view)"):
-        lambda_sweep_view(session)
+        lambda_sweep_view(session, lesson_size.settings(config).sweep_step)  # the lesson's grid on this machine
     if "interfere" in also:
         with recorder.phase("step 3 (lesson.interfere)"):
             lesson.interfere(session, config)

@@ -29,10 +29,10 @@ def two_cpu_cores(monkeypatch):
 def test_the_b32_preset_on_two_cores_gets_the_sized_lesson_and_the_page_says_why(two_cpu_cores):
     config = AppConfig(default_zoo="vit-b-32-8tasks")
     sized = lesson_size.settings(config)
-    assert (sized.steps, sized.per_task, sized.scored_per_task) == (20, 4, 32)
-    assert lesson_size.scored_per_task(config, "vit-b-32-8tasks") == 32
+    assert (sized.steps, sized.per_task, sized.scored_per_task) == (20, 4, 16)
+    assert lesson_size.scored_per_task(config, "vit-b-32-8tasks") == 16
     line = lesson_size.note(config)
-    assert "20 steps of 4 images per task" in line and "about 94 minutes" in line
+    assert "20 steps of 4 images per task" in line and "about 106 minutes" in line
 
 
 def test_the_pocket_zoo_and_a_request_for_the_paper_keep_the_papers_settings(two_cpu_cores, monkeypatch):
@@ -64,8 +64,8 @@ def test_step_5_the_warm_up_and_the_zoo_load_use_the_sized_settings(config, size
     try:
         handlers.load_zoo(session, config, "tiny")
         assert session.bench.loaded.samples == SMALL.scored_per_task  # the app's setting is every image (0)
-        for _ in lesson.route(session, config):
-            pass
+        shown = [status for status, *_ in lesson.route(session, config)]
+        assert f"({SMALL.scored_per_task} test images per task)" in shown[-1]  # what was scored, not the constant
     finally:
         session.close()
     assert sized_lesson == [(SMALL.steps, SMALL.per_task)]

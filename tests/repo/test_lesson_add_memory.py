@@ -21,7 +21,7 @@ def test_lesson_add_memory_on_the_tiny_standin(tmp_path):
     names = [row["phase"].strip() for row in result["phases"]]
     assert names[0] == "load (app.handlers.load_zoo)" and names[-1] == "sweep (lambda_sweep_view)"
     assert names.count("direction task_arithmetic") == names.count("direction ties") == 1
-    assert sum(name.startswith("score lambda") for name in names) == 2 * 11  # two methods, lambda 0.0 ... 1.0
+    assert sum(name.startswith("score lambda") for name in names) == 2 * 11 - 1  # two methods, 0.0 ... 1.0, 0 once
     assert 0.0 <= result["average"] <= 100.0 and result["zoo"] == "vit-b-32-standin-tiny"
     sweep = result["phases"][-1]
     assert sweep["peak_mb"] == max(row["peak_mb"] for row in result["phases"][names.index("task_scores (one lambda)")

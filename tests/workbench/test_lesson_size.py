@@ -3,6 +3,8 @@ for the paper's ViT-B/32 zoo on two cores, projected against the seconds measure
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.helpers import tiny_zoo
@@ -13,6 +15,7 @@ from wemoe.workbench.lesson_size import (
     lesson_settings,
     nominal_cpu_gflops,
     projected_seconds,
+    scored_passes,
 )
 from wemoe.zoo.memory_plan import shape_of_spec, shape_of_zoo
 from wemoe.zoo.presets import PRESETS
@@ -38,11 +41,22 @@ def test_the_paper_lesson_on_b32_projects_the_measured_adaptation_step(b32):
 
 def test_b32_on_two_cores_gets_a_lesson_within_the_budget(b32):
     settings = lesson_settings(b32, "cpu", TWO_CORES, budget_s=480, zoo_name="vit-b-32-8tasks")
-    assert settings.sized and (settings.steps, settings.per_task, settings.scored_per_task) == (20, 4, 32)
+    assert settings.sized and (settings.steps, settings.per_task, settings.scored_per_task) == (20, 4, 16)
+    assert settings.sweep_step == 0.2
     assert settings.seconds == pytest.approx(sum(projected_seconds(b32, settings, TWO_CORES).values()))
     assert settings.seconds <= 480
-    assert "20 steps of 4 images per task" in settings.reason and "32 images per task" in settings.reason
-    assert "vit-b-32-8tasks" in settings.reason and "about 94 minutes" in settings.reason
+    assert "20 steps of 4 images per task" in settings.reason and "16 images per task" in settings.reason
+    assert "vit-b-32-8tasks" in settings.reason and "about 106 minutes" in settings.reason
+    assert "steps of 0.2" in settings.reason
+
+
+def test_the_projection_counts_every_tower_the_lesson_scores(b32):
+    """Step 1's experts, step 2's sweep (lambda 0 once for both methods) and the other steps' nine passes: the
+    paper's sweep (every 0.1) is 21 towers, a sized one (every 0.2) 11."""
+    assert scored_passes(8, 0.1) == 8 + 21 + 9 and scored_passes(8, 0.2) == 8 + 11 + 9
+    paper = projected_seconds(b32, PAPER, TWO_CORES)["score"]
+    coarse = projected_seconds(b32, replace(PAPER, sweep_step=0.2), TWO_CORES)["score"]
+    assert paper / coarse == pytest.approx(38 / 28)
 
 
 def test_more_cores_never_get_a_smaller_lesson(b32):

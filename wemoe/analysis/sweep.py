@@ -2,10 +2,11 @@
 
 - :func:`best_task_arithmetic`: task arithmetic's lambda picked by a sweep (what ``python -m wemoe table`` and the
   pocket build report); the best merge is kept in the workbench.
-- :func:`lambda_sweep`: per-task accuracy of task arithmetic and TIES for every lambda of a grid (0..1). The merged
-  direction of each method (``sum_t tau_t``, TIES' trimmed, sign-elected sum) is computed once; each lambda only
-  applies it (``theta_0 + lambda * direction``) and sends a sample of every task's images through the tower in one
-  batch (``wemoe.evaluation.sample_eval``).
+- :func:`lambda_sweep`: per-task accuracy of task arithmetic and TIES for every lambda of a grid (0..1,
+  :func:`lambda_grid`). The merged direction of each method (``sum_t tau_t``, TIES' trimmed, sign-elected sum) is
+  computed once; each lambda only applies it (``theta_0 + lambda * direction``) and sends a sample of every task's
+  images through the tower in one batch (``wemoe.evaluation.sample_eval``); lambda 0 (the pretrained tower for every
+  method) is scored once.
 - :func:`per_task_lambdas`: ``theta_0 + sum_t lambda_t tau_t`` with one lambda per task, scored on a sample of each
   task (the classroom's sliders).
 """
@@ -34,6 +35,14 @@ LAMBDA_GRID = tuple(round(0.1 * i, 1) for i in range(0, 11))
 """The lambdas of :func:`lambda_sweep`: 0.0, 0.1, ..., 1.0."""
 
 SWEPT = ("task_arithmetic", "ties")
+
+
+def lambda_grid(step: float = 0.1) -> tuple[float, ...]:
+    """The lambdas from 0 to 1 spaced ``step`` (``step`` must divide 1): 0.1 gives :data:`LAMBDA_GRID`."""
+    count = round(1.0 / step)
+    if count < 1 or abs(count * step - 1.0) > 1e-9:
+        raise ValueError(f"A lambda grid from 0 to 1 needs a step that divides 1 (0.1, 0.2, 0.25, 0.5), got {step}.")
+    return tuple(round(i / count, 4) for i in range(count + 1))
 
 
 def best_task_arithmetic(bench: Workbench, lambdas: tuple[float, ...] = LAMBDA_SWEEP) -> dict[str, Any]:
@@ -107,12 +116,18 @@ def lambda_sweep(
     data, heads = sample_data(bench.data(), per_task, seed), bench.heads()
     base = bench.zoo.base_state
     tables, chosen = {}, {}
+    at_zero: dict[str, float] | None = None  # every method at lambda 0 is the pretrained tower: scored once
     for method in methods:
         direction = merged_direction(bench, method, params.get(method))
         rows = {}
         for lam in lambdas:  # each lambda's tower is dropped as soon as it is scored (one held at a time)
+            if float(lam) == 0.0 and at_zero is not None:
+                rows[0.0] = dict(at_zero)
+                continue
             rows[float(lam)] = with_average(accuracy_by_task(
                 bench.zoo.visual_with(direction.apply_to(base, float(lam))), data, heads))
+            if float(lam) == 0.0:
+                at_zero = rows[0.0]
         del direction
         table = pd.DataFrame.from_dict(rows, orient="index")
         table.index.name = "lambda"

@@ -6,7 +6,8 @@ the paper's ViT-B/32 zoo and two CPU cores the same lesson is about 95 minutes (
 of 16 x 8 images 52-55 s, evaluation 166 GFLOPS), so a class would wait for an hour and a half. :func:`lesson_settings`
 projects the default lesson's seconds from the image tower's FLOPs and the device's dense GEMM rate (constants measured
 on the B/32 stand-in, below) and, where the paper's settings do not fit ``budget_s``, picks smaller ones from short
-ladders: first the scored images (at most 40% of the budget), then the adaptation (the most images adapted on,
+ladders: first the scored images (at most 40% of the budget, with step 2's lambda sweep twice as coarse), then the
+adaptation (the most images adapted on,
 more steps on a tie). A GPU, or a zoo where the paper's settings fit, keeps them; so does
 ``MERGE_EXPLORER_LESSON=paper`` (:data:`LESSON_ENV`), and the lab still offers every setting.
 
@@ -16,6 +17,7 @@ probe at each start: a restarted app must choose the same settings, or it would 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -32,8 +34,14 @@ and WEMoE's per-sample weights; 53 s for 128 B/32 images at 189 GFLOPS."""
 SCORE_EFFICIENCY = 0.86
 """Evaluation's seconds per image over :func:`image_gflop` at the GEMM rate: 0.053 s per B/32 image at 189 GFLOPS
 (bench/README.md: 166 GFLOPS counting the patch embedding too)."""
-SCORED_MODELS = 4
-"""Models the lesson scores besides every expert on every task: pretrained, task arithmetic, WEMoE, the lambda sweep."""
+SCORED_PASSES = 9
+"""Passes of every scored image through one tower besides step 1's experts and step 2's sweep: step 2's lambda (1),
+step 4's base and forgetting models (2), step 5's task arithmetic and WEMoE (2), the evaluation's pretrained, experts
+(each on its own task), task arithmetic and WEMoE (4)."""
+SWEEP_STEP = 0.1
+"""The lambda sweep's spacing with the paper's settings (0, 0.1, ..., 1: 21 towers for task arithmetic and TIES)."""
+SIZED_SWEEP_STEP = 0.2
+"""A sized lesson's sweep spacing (0, 0.2, ..., 1: 11 towers, lambda 0 shared)."""
 DEFAULT_BUDGET_S = 480.0
 """The default lesson's compute after the zoo is loaded: with a cold zoo load (text heads, ~200 s on B/32) the class
 is served within the issue's 15 minutes."""
@@ -54,6 +62,7 @@ class LessonSettings:
     steps: int = 100
     per_task: int = 16
     scored_per_task: int = 64
+    sweep_step: float = SWEEP_STEP
     sized: bool = False
     reason: str = ""
     seconds: float = 0.0
@@ -70,13 +79,25 @@ def image_gflop(shape: ZooShape) -> float:
     return shape.layers * block / 1e9
 
 
+def sweep_points(step: float) -> int:
+    """Lambdas of a sweep from 0 to 1 spaced ``step`` (both ends included)."""
+    return round(1.0 / step) + 1
+
+
+def scored_passes(tasks: int, sweep_step: float) -> int:
+    """Towers the lesson sends every scored image through: step 1's ``tasks`` experts, step 2's sweep (task
+    arithmetic and TIES at every lambda, lambda 0 once) and :data:`SCORED_PASSES` more."""
+    return tasks + 2 * sweep_points(sweep_step) - 1 + SCORED_PASSES
+
+
 def projected_seconds(shape: ZooShape, settings: LessonSettings, gflops: float) -> dict[str, float]:
-    """The default lesson's projected seconds at ``gflops``: ``adapt`` (every step) and ``score`` (every expert and
-    :data:`SCORED_MODELS` models on ``scored_per_task`` images of every task)."""
+    """The default lesson's projected seconds at ``gflops``: ``adapt`` (every step) and ``score``
+    (:func:`scored_passes` towers on ``scored_per_task`` images of every task)."""
     per_image = image_gflop(shape) / gflops
     tasks = shape.experts
     adapt = settings.steps * settings.per_task * tasks * per_image * ADAPT_FLOP_FACTOR
-    score = settings.scored_per_task * tasks * (tasks + SCORED_MODELS) * per_image / SCORE_EFFICIENCY
+    passes = scored_passes(tasks, settings.sweep_step)
+    score = settings.scored_per_task * tasks * passes * per_image / SCORE_EFFICIENCY
     return {"adapt": adapt, "score": score}
 
 
@@ -100,27 +121,29 @@ def lesson_settings(shape: ZooShape | None, device: str, gflops: float, budget_s
         return paper
     total = sum(projected_seconds(shape, paper, gflops).values())
     if total <= budget_s:
-        return LessonSettings(paper.steps, paper.per_task, paper.scored_per_task, seconds=total)
+        return dataclasses.replace(paper, sized=False, reason="", seconds=total)
     scored = next((n for n in SCORED_LADDER
                    if n <= paper.scored_per_task and _score(shape, n, gflops) <= SCORE_SHARE * budget_s),
                   SCORED_LADDER[-1])
     left = budget_s - _score(shape, scored, gflops)
+    step = max(paper.sweep_step, SIZED_SWEEP_STEP)
     fits = [(steps * per_task, steps, per_task) for steps in STEPS_LADDER for per_task in PER_TASK_LADDER
             if steps <= paper.steps and per_task <= paper.per_task
             and _adapt(shape, steps, per_task, gflops) <= left]
     _, steps, per_task = max(fits) if fits else (0, STEPS_LADDER[-1], PER_TASK_LADDER[-1])
-    chosen = LessonSettings(steps, per_task, scored, sized=True)
+    chosen = LessonSettings(steps, per_task, scored, step, sized=True)
     seconds = sum(projected_seconds(shape, chosen, gflops).values())
     reason = (f"On this CPU (about {gflops:.0f} GFLOPS) the paper's lesson on {zoo_name or shape.name} "
               f"({paper.steps} adaptation steps of {paper.per_task} images per task, {paper.scored_per_task} scored "
               f"images per task) would take about {_minutes(total)} before a class sees it, so this lesson adapts "
-              f"{steps} steps of {per_task} images per task and scores {scored} images per task (about "
-              f"{_minutes(seconds)}); the lab keeps the paper's settings one click away.")
-    return LessonSettings(steps, per_task, scored, sized=True, reason=reason, seconds=seconds)
+              f"{steps} steps of {per_task} images per task, scores {scored} images per task and sweeps lambda "
+              f"in steps of {step:g} (about {_minutes(seconds)}); the lab keeps the paper's settings one click away.")
+    return LessonSettings(steps, per_task, scored, step, sized=True, reason=reason, seconds=seconds)
 
 
 def _score(shape: ZooShape, scored: int, gflops: float) -> float:
-    return projected_seconds(shape, LessonSettings(steps=0, per_task=0, scored_per_task=scored), gflops)["score"]
+    settings = LessonSettings(steps=0, per_task=0, scored_per_task=scored, sweep_step=SIZED_SWEEP_STEP)
+    return projected_seconds(shape, settings, gflops)["score"]
 
 
 def _adapt(shape: ZooShape, steps: int, per_task: int, gflops: float) -> float:
