@@ -1,11 +1,12 @@
 """Warm the default lesson at start-up: the page's defaults computed once, in the background, into the shared cache.
 
-A class opening the page at once asks for the same default lesson (load the pocket zoo, merge task arithmetic +
-WEMoE, adapt with the defaults, classify the gallery's examples, evaluate, map the routing; once that is ready, the
-lesson's step 2 lambda sweep). Run through the handlers
-on a session of its own, exactly as a student's clicks run, it fills the cache with the same keys; students who arrive
-while it runs wait for the computation in flight instead of starting their own. It never delays the first page: it
-starts in a daemon thread.
+A class opening the page at once asks for the same default lesson: the lesson tab's steps in their order (1 the
+experts' table, 2 task arithmetic at the page's lambda and the lambda sweep, 3 the interference, 4 forgetting the
+suggested task, 5 the WEMoE merge, its adaptation with the defaults, its scores and routing), the gallery's examples,
+and the lab's defaults (the same merges, the evaluation, the routing maps). Run through the lesson's and the
+handlers' functions on a session of its own, exactly as a student's clicks run, it fills the cache with the same keys;
+students who arrive while it runs wait for the computation in flight instead of starting their own, step by step
+behind it. It never delays the first page: it starts in a daemon thread.
 
 The examples are classified three times: before any merge (a student clicking the gallery while a merge is made),
 with the merges as made (while their adaptation runs) and after the adaptation: a class clicking the gallery at once
@@ -19,10 +20,10 @@ import logging
 import threading
 import time
 
-from app import handlers, lesson_size
-from app.analysis_tab import lambda_sweep_view
+from app import handlers, lesson, lesson_size
 from app.inputs import AUTO_TASK, adapt_setting, list_examples, read_example
 from app.session import AppConfig, Session
+from app.shared import WarmProgress
 
 log = logging.getLogger(__name__)
 DEFAULT_LR = adapt_setting("lr").default  # the page's learning-rate box: its declared default
@@ -40,6 +41,7 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
         # the gallery as a student sees it before any merge (the lesson's step 6 is clicked while step 5 merges)
         shown.update("classifying the examples", 0.05)
         classify_examples(session, config)
+        warm_lesson_steps(session, config, shown)
         shown.update("merging", 0.1)
         # the merges first (what "Merge" makes with the page's defaults, the same cache keys) and the gallery at
         # once: a class arriving with the app classifies it while its merges still time an adaptation step
@@ -55,6 +57,8 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
             shown.update(f"the routers adapting, step {done} of {steps}", 0.2 + 0.6 * done / max(1, steps))
         shown.update("classifying the examples and scoring every model", 0.85)
         classify_examples(session, config)
+        lesson.merged_scores(session, list(methods))  # step 5's closing line: both merges on the lesson's sample
+        lesson.routing_by_task(session, config)
         for _ in handlers.evaluate(session):
             pass
         for _ in handlers.routing(session, "pca", config):
@@ -62,15 +66,22 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
         shown.finish()
     except BaseException:
         shown.finish(failed=True)
-        session.close()
         raise
-    try:
-        # then the lesson's step 2 sweep (keyed on the zoo alone): on ViT-B/32 it scores 22 towers, minutes a class
-        # would otherwise wait for in step 2; after the lesson is ready, so it never delays it
-        lambda_sweep_view(session, lesson_size.settings(config).sweep_step)
     finally:
         session.close()
     return time.perf_counter() - start
+
+
+def warm_lesson_steps(session: Session, config: AppConfig, shown: WarmProgress | None = None) -> None:
+    """The lesson's steps 1-4 with the page's defaults, as a student clicks them (their results in the shared cache):
+    the experts' table, task arithmetic at the page's lambda and the sweep, the interference, forgetting."""
+    for stage, fraction, step in (("step 1: every expert on every task", 0.06, lambda: lesson.meet(session, config)),
+                                  ("step 2: adding the experts up", 0.07, lambda: lesson.add_up(session, config)),
+                                  ("step 3: the interference", 0.08, lambda: lesson.interfere(session, config)),
+                                  ("step 4: forgetting a task", 0.09, lambda: lesson.forget(session, config))):
+        if shown is not None:
+            shown.update(stage, fraction)
+        step()
 
 
 def classify_examples(session: Session, config: AppConfig) -> int:

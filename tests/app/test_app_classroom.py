@@ -182,7 +182,25 @@ def test_the_warmed_default_lesson_is_what_a_student_then_gets_from_the_cache(co
     assert config.shared.results.misses == misses
     from app.analysis_tab import lambda_sweep_view
 
-    lambda_sweep_view(student)  # the lesson's step 2 sweep, made by the warm-up after the lesson was ready
+    lambda_sweep_view(student)  # the lab's sweep (the pocket lesson's grid): made by the warm-up's step 2
+    assert config.shared.results.misses == misses
+
+
+def test_every_step_of_the_lesson_is_warmed(config):
+    """A student clicking the lesson's steps after the warm-up computes nothing: steps 1-4 and step 5's merge,
+    adaptation, scores and routing all come from the shared cache."""
+    from app import lesson
+    from app.warm import warm_default_lesson
+
+    warm_default_lesson(config)
+    student = _student(config)
+    misses = config.shared.results.misses
+    lesson.meet(student, config)
+    lesson.add_up(student, config)
+    lesson.interfere(student, config)
+    lesson.forget(student, config)
+    statuses = [status for status, *_ in lesson.route(student, config)]
+    assert "WEMoE:" in statuses[-1]
     assert config.shared.results.misses == misses
 
 
