@@ -26,9 +26,11 @@ CODE_ENV = "MERGE_EXPLORER_TEACHER_CODE"
 NOT_SET = (f"The teacher's page is off. The Space's owner turns it on by setting the secret `{CODE_ENV}` (Space "
            "settings, Variables and secrets) to a code, then opens this page and types it.")
 REFRESH_EVERY_S = 1.0  # the open page reads the class this often: a new entry shows within the issue's 2 s
-STEP_WORDS = {"meet": "1. meeting the experts", "add": "2. adding them up", "interfere": "3. interference",
-              "forget": "4. forgetting a task", "route": "5. routing", "try": "6. trying images",
-              "cost": "7. the cost", "not started": "in the lab or not started"}
+# where a student is, after their count ("3 on step 2 (adding them up)"), in the lesson's order
+STEP_WORDS = {"meet": "on step 1 (meeting the experts)", "add": "on step 2 (adding them up)",
+              "interfere": "on step 3 (interference)", "forget": "on step 4 (forgetting a task)",
+              "route": "on step 5 (routing)", "try": "on step 6 (trying images)", "cost": "on step 7 (the cost)",
+              "not started": "in the lab or not started"}
 
 
 def teacher_code() -> str | None:
@@ -47,13 +49,15 @@ def check_code(code: Any) -> None:
 
 
 def class_status(config: AppConfig) -> str:
-    """The class now, in plain words."""
+    """The class now, in plain words: how many students, how many on each step of the lesson (in its order)."""
     now = config.shared.class_now()
-    steps = ", ".join(f"{count} at {STEP_WORDS.get(step, step)}" for step, count in sorted(now["steps"].items()))
+    order = {step: index for index, step in enumerate(STEP_WORDS)}
+    steps = ", ".join(f"{count} {STEP_WORDS.get(step, f'at {step}')}"
+                      for step, count in sorted(now["steps"].items(), key=lambda item: order.get(item[0], len(order))))
     busy = now["memory_mb"] / max(1, now["memory_budget_mb"])
     load = "busy: new work may wait" if busy > 0.8 else "fine"
     students = f"{now['students']} student{'' if now['students'] == 1 else 's'}"
-    return (f"**{students}** with the lesson open now ({steps or 'none yet'}). The Space is {load} "
+    return (f"**{students}** with the lesson open now{': ' + steps if steps else ''}. The Space is {load} "
             f"(memory {now['memory_mb']} of {now['memory_budget_mb']} MB).")
 
 
@@ -117,7 +121,8 @@ def build_teacher_page(config: AppConfig, light: dict) -> None:
     with gr.Row():
         clear_button = gr.Button("Clear the board", variant="stop")
         csv_button = gr.Button("Download the board (CSV)")
-        csv_file = gr.File(label="Board CSV", interactive=False)
+        # hidden until there is a file: the empty box was a 200 px drop zone with nothing to download
+        csv_file = gr.File(label="Board CSV", interactive=False, visible=False, elem_id="teacher-csv")
     opened = gr.State(False)
     drawn = gr.State(-1)  # the board's version this page shows (ClassBoard.version)
     timer = gr.Timer(REFRESH_EVERY_S, active=False)
@@ -156,7 +161,9 @@ def build_teacher_page(config: AppConfig, light: dict) -> None:
             written.write_text(config.shared.board.csv_text())
         return str(path)
 
-    csv_button.click(csv_event, [code], [csv_file], api_name="teacher_csv", preprocess=False, **light)
+    # the box shows once it holds the file (the endpoint still answers with the file's path alone)
+    csv_button.click(csv_event, [code], [csv_file], api_name="teacher_csv", preprocess=False, **light).success(
+        lambda: gr.File(visible=True), None, [csv_file], api_visibility="private", queue=False)
 
     @quiet
     def class_board(code: str = "") -> dict:

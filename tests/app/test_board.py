@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pytest
 
@@ -83,12 +85,35 @@ def test_the_teacher_counts_the_students_and_sees_their_findings(config, monkeyp
     now = config.shared.class_now()
     assert now["students"] == before + 3 and now["steps"].get("add") == 1
     status, best, table = teacher.view("owl-42", config)
-    assert f"{before + 3} students" in status and "1 at 2. adding them up" in status
+    assert f"{before + 3} students" in status and "1 on step 2 (adding them up)" in status
     assert "Bo" in best and table.iloc[0]["setting"] == "lambda 0.4, 3 experts"
     config.shared.close(students[2].session_hash)  # gradio's unload: the tab was closed
     assert config.shared.class_now()["students"] == before + 2  # a closed tab leaves the count
     for student in students:
         student.close()
+
+
+def test_the_class_now_reads_as_students_on_steps_in_the_lessons_order(config, monkeypatch):
+    """The summary read "3 at 2. adding them up" (a step number glued to a count), steps in alphabetical order."""
+    now = {"students": 6, "steps": {"route": 1, "not started": 2, "add": 3}, "memory_mb": 100, "memory_budget_mb": 1000}
+    monkeypatch.setattr(config.shared, "class_now", lambda: now)
+    status = teacher.class_status(config)
+    assert status.startswith("**6 students** with the lesson open now: 3 on step 2 (adding them up), 1 on step 5 "
+                             "(routing), 2 in the lab or not started. The Space is fine"), status
+    monkeypatch.setattr(config.shared, "class_now", lambda: now | {"students": 0, "steps": {}})
+    assert teacher.class_status(config).startswith("**0 students** with the lesson open now. The Space")
+
+
+def test_the_board_csv_box_shows_only_once_there_is_a_file(config, monkeypatch):
+    """An empty file box (a 200 px drop zone) stood beside the buttons before anything was downloaded."""
+    monkeypatch.setenv(teacher.CODE_ENV, "owl-42")
+    with launched(config) as (demo, client):
+        boxes = [b for b in demo.blocks.values() if isinstance(b, gr.File) and b.label == "Board CSV"]
+        assert len(boxes) == 1 and boxes[0].visible is False
+        path = client.predict("owl-42", api_name="/teacher_csv")  # the endpoint still answers with the file
+        assert Path(path).read_text().splitlines()[0] == "kind,nickname,average,setting,forgotten,controls,at"
+        reveal = [f for f in demo.fns.values() if [o._id for o in f.outputs] == [boxes[0]._id] and not f.inputs]
+        assert len(reveal) == 1 and reveal[0].fn().visible is True  # after the file is written, the box shows
 
 
 def test_a_page_that_stops_saying_it_is_open_leaves_the_count_within_seconds(config):
