@@ -23,7 +23,7 @@ from app.lesson_page import build_lesson
 from app.mcp_tools import build_tools
 from app.session import CUSTOM, AppConfig, Session, close_session
 from app.teacher import build_teacher_page
-from app.try_panel import build_try_panel
+from app.try_panel import build_try_panel, example_choices, gallery_items
 
 # Three queues, so that nothing light waits behind something long (a class on a 2-core Space): light events
 # (classify, estimates, views) have their own; loading, merging and exporting theirs; long jobs (adaptation,
@@ -188,8 +188,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             info = handlers.load_zoo(state, config, zoo, samples, *fields, uploaded(expert_files), progress=progress,
                                      tasks_text="" if tasks is None else str(tasks), task_files=uploaded(task_files))
             examples = inputs.list_examples(config, state.bench.task_names)
-            return (info, gr.Dropdown(choices=views.task_choices(state), value=inputs.AUTO_TASK), examples,
-                    gr.Dropdown(choices=[name for _, name in examples], value=None),
+            return (info, gr.Dropdown(choices=views.task_choices(state), value=inputs.AUTO_TASK),
+                    gallery_items(examples),
+                    gr.Dropdown(choices=example_choices(examples), value=None),
                     gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None),
                     figures.empty_figure("The loss curve appears while the routers adapt."), "",
                     # every status line answers this load, so none keeps the red mark of an earlier failure

@@ -28,8 +28,8 @@ ROUTING_WEIGHTS = (
     "**Reading the heatmap.** Each row is a layer, each column an expert. A cell is the *coefficient* with which that "
     "layer adds the expert's task vector (its change of the pretrained MLP weights) for this image, like task "
     "arithmetic's lambda. Coefficients are not probabilities: they can be negative (the change is subtracted) or "
-    "above 1, and a row need not sum to 1. Untrained routers give every expert the same coefficient (wemoe.lambda, "
-    "0.3 by default): that is task arithmetic, and says nothing about the image's task."
+    "above 1, and a row need not sum to 1. Untrained routers give every expert the same coefficient (WEMoE's lambda "
+    "setting, 0.3 by default): that is task arithmetic, and says nothing about the image's task."
 )
 ACCURACY = (
     "**4. Accuracy.** Each model on each task's test images, the average first. **Bold on green** marks the best "

@@ -102,6 +102,37 @@ def seen_as(session: Session, task: Any, corruption: Any, severity: Any) -> int:
     return level
 
 
+def in_words(session: Session, shown: tuple) -> tuple:
+    """``handlers.predict``'s (image, table, guess, heatmap) with the guess in the lesson's plain words (``clothing``,
+    not ``pocket_clothing``); the table and the heatmap as they are."""
+    from app.lesson import in_plain_words  # here: app.lesson imports this module (through app.analysis_tab)
+
+    image, table, guess, heatmap = shown
+    names = session.bench.task_names if session.bench is not None else []
+    return image, table, in_plain_words(guess, names), heatmap
+
+
+def example_words(name: str) -> tuple[str, str]:
+    """An example's ``task/file`` name in plain words, (task, what it shows): ``pocket_clothing/1_t-shirt.png`` ->
+    (``clothing``, ``t-shirt``)."""
+    from app.lesson import plain  # here: app.lesson imports this module (through app.analysis_tab)
+
+    task, _, file = name.partition("/")
+    number, _, shows = Path(file).stem.partition("_")
+    return plain(task), (shows if number.isdigit() and shows else Path(file).stem).replace("_", " ")
+
+
+def gallery_items(examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``inputs.list_examples``' (path, name) pairs as the gallery shows them: each image captioned with its task in
+    plain words (a phone cut ``pocket_clothing/0_hat.png`` to ``pocket_cl...``)."""
+    return [(path, example_words(name)[0]) for path, name in examples]
+
+
+def example_choices(examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The 'Example image' dropdown's (shown, value) choices: ``clothing: t-shirt``, the value the example's name."""
+    return [(": ".join(example_words(name)), name) for _, name in examples]
+
+
 def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPanel:
     """The panel and its named events (call inside the Blocks)."""
     with gr.Group(elem_id="panel-try"):
@@ -109,11 +140,11 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
         with gr.Row(elem_id="try-row"):  # the columns wrap (min_width) and stack on a phone
             with gr.Column(scale=3, min_width=300, elem_id="try-inputs"):
                 upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload", height=110)
-                gallery = gr.Gallery(inputs.list_examples(config), label="Example images (click one)", columns=6,
+                examples = inputs.list_examples(config)
+                gallery = gr.Gallery(gallery_items(examples), label="Example images (click one)", columns=6,
                                      height=190, allow_preview=False)
                 with gr.Row():
-                    example_name = gr.Dropdown([name for _, name in inputs.list_examples(config)],
-                                               label="Example image", scale=2)
+                    example_name = gr.Dropdown(example_choices(examples), label="Example image", scale=2)
                     example_button = gr.Button("Classify the example", scale=1)
             with gr.Column(scale=2, min_width=260, elem_id="try-sketch"):
                 sketch = gr.Sketchpad(value=Image.new("RGB", (224, 224), "black"), type="pil", label="Draw a digit",
@@ -147,20 +178,20 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
     @quiet
     def classify_upload(state, image, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
         level = seen_as(state, task, corruption, severity)
-        return handlers.predict(state, read_image(image, config), task, config, corruption, level)
+        return in_words(state, handlers.predict(state, read_image(image, config), task, config, corruption, level))
 
     @quiet
     def classify_sketch(state, drawing, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
         drawing = drawn(drawing, sketch, config)  # first: blobs sent by id are taken off the sketchpad either way
         level = seen_as(state, task, corruption, severity)
-        return handlers.predict(state, inputs.read_sketch(drawing, config, state, task), task, config, corruption,
-                                level)
+        return in_words(state, handlers.predict(state, inputs.read_sketch(drawing, config, state, task), task, config,
+                                                corruption, level))
 
     @quiet
     def classify_example(state, example, task=inputs.AUTO_TASK, corruption=inputs.NO_CORRUPTION, severity=3):
         level = seen_as(state, task, corruption, severity)
-        return handlers.predict(state, inputs.read_example(chosen_example(example), config), task, config, corruption,
-                                level)
+        return in_words(state, handlers.predict(state, inputs.read_example(chosen_example(example), config), task,
+                                                config, corruption, level))
 
     @quiet
     def select_example(state, task=inputs.AUTO_TASK, example=None, corruption=inputs.NO_CORRUPTION, severity=3,
@@ -171,15 +202,15 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
         if evt is not None and isinstance(evt.index, int):
             examples = inputs.list_examples(config, state.bench.task_names if state.bench else None)
             example = examples[evt.index][1] if 0 <= evt.index < len(examples) else None
-        return (*handlers.predict(state, inputs.read_example(example, config), task, config, corruption, level),
-                example)
+        return (*in_words(state, handlers.predict(state, inputs.read_example(example, config), task, config,
+                                                  corruption, level)), example)
 
     @quiet
     def reclassify(state, task, corruption=inputs.NO_CORRUPTION, severity=3):
         level = seen_as(state, task, corruption, severity)
         if state.image is None or state.bench is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return handlers.predict(state, state.image, task, config, corruption, level)
+        return in_words(state, handlers.predict(state, state.image, task, config, corruption, level))
 
     @quiet
     def prediction_view(state, show_all=None):

@@ -141,9 +141,13 @@ def enlarged(image: Image.Image, side: int = 192) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
 
 
-def task_choices(session: Any) -> list[str]:
-    """Choices of the 'task (head)' dropdown: the routers' guess, then every task of the session's zoo."""
-    return [AUTO_TASK, *(session.bench.task_names if session.bench is not None else [])]
+def task_choices(session: Any) -> list[tuple[str, str]]:
+    """Choices of the 'task (head)' dropdown as (shown, value): the routers' guess, then every task of the session's
+    zoo in plain words (``clothing``), its value the task's name (``pocket_clothing``) that the handlers take."""
+    from app.lesson import plain  # here: app.lesson imports this module (through app.handlers)
+
+    tasks = session.bench.task_names if session.bench is not None else []
+    return [(AUTO_TASK, AUTO_TASK), *((plain(task), task) for task in tasks)]
 
 
 def adaptive_merges(session: Any) -> list[str]:

@@ -13,7 +13,7 @@ from app.session import AppConfig
 def test_load_describes_the_zoo(session):
     summary = messages.zoo_summary(session.bench)
     assert "Experts: 3 (task0, task1, task2)" in summary and "| task1 | 3 | 12 |" in summary
-    assert views.task_choices(session) == [inputs.AUTO_TASK, "task0", "task1", "task2"]
+    assert [value for _, value in views.task_choices(session)] == [inputs.AUTO_TASK, "task0", "task1", "task2"]
     assert "<details>" not in summary  # three rows: shown as they are
 
 

@@ -114,3 +114,32 @@ def test_a_routing_heatmap_is_made_once_per_routing_and_shows_that_routing():
     assert np.array_equal(np.asarray(first.data[0].z), np.float32([[0.1, 0.5], [0.3, -0.2]]))
     assert np.array_equal(np.asarray(other.data[0].z), np.float32([[0.1, 0.5], [0.3, 0.2]]))
     assert list(first.data[0].y) == ["block 0", "block 2"] and "wemoe" in first.layout.title.text
+
+
+def test_the_panel_names_tasks_and_settings_in_plain_words():
+    """The lab's try panel showed code names (``pocket_clothing``, cut to ``pocket_cl...`` under the gallery's images,
+    ``wemoe.lambda``): its task and example choices, the gallery's captions, the routers' guess and the heatmap's note
+    read as the lesson's words, the values the handlers take unchanged."""
+    from types import SimpleNamespace
+
+    from app import messages, texts, try_panel
+
+    session = SimpleNamespace(bench=SimpleNamespace(task_names=["pocket_clothing", "pocket_digits"]))
+    assert views.task_choices(session) == [(inputs.AUTO_TASK, inputs.AUTO_TASK), ("clothing", "pocket_clothing"),
+                                           ("digits", "pocket_digits")]
+    guess = SimpleNamespace(task="pocket_clothing", ranked=["pocket_clothing", "pocket_digits"],
+                            heaviest="pocket_digits", why_not="")
+    result = SimpleNamespace(guess=guess, routed_by="wemoe", task="pocket_clothing", task_chosen=False)
+    table = views.shown_predictions(None, [], False)
+    image, shown_table, words, heatmap = try_panel.in_words(session, ("image", table, messages.guess_text(result),
+                                                                      "heatmap"))
+    assert (image, heatmap) == ("image", "heatmap") and shown_table is table
+    assert "pocket_" not in words and "guess: clothing** (next closest: digits)" in words
+    assert "head of **clothing** (the routers' guess)" in words and "another expert (digits)" in words
+    assert "wemoe.lambda" not in texts.ROUTING_WEIGHTS and "WEMoE's lambda setting, 0.3" in texts.ROUTING_WEIGHTS
+    examples = [("/a.png", "pocket_clothing/1_t-shirt.png"), ("/b.png", "pocket_charts/0_venn_diagram.png"),
+                ("/c.png", "task0/example0.png")]
+    assert try_panel.gallery_items(examples) == [("/a.png", "clothing"), ("/b.png", "charts"), ("/c.png", "task0")]
+    assert try_panel.example_choices(examples) == [("clothing: t-shirt", "pocket_clothing/1_t-shirt.png"),
+                                                   ("charts: venn diagram", "pocket_charts/0_venn_diagram.png"),
+                                                   ("task0: example0", "task0/example0.png")]
