@@ -177,10 +177,11 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
     sized = lesson_size.settings(config)  # the paper's settings, or smaller ones this machine affords
     steps = sized.steps if steps is None else adapt_value("steps", steps, minimum=1)
     yield "Merging with WEMoE (each block's MLP gets a router)...", gr.skip(), gr.skip()
-    handlers.merge(session, ["task_arithmetic", "wemoe"], {}, default_steps=steps)
-    status = ""
-    # the lesson's settings, as the warm-up (app.warm) ran them: a class gets this run from the cache
+    # the lesson's settings, as the warm-up (app.warm) ran them: a class gets this run from the cache; the merge
+    # times its adaptation step at them too (the page's 16 images per task: a 5 GB step on ViT-B/32, timed again)
     lr, per_task = adapt_setting("lr").default, sized.per_task
+    handlers.merge(session, ["task_arithmetic", "wemoe"], {}, per_task, default_steps=steps)
+    status = ""
     for status, curve in handlers.adapt(session, "wemoe", steps, lr, per_task, config.default_loss):
         status = in_plain_words(status, bench.task_names)  # "Adapted WEMoE (routed)", never the method's code name
         yield status, curve, gr.skip()

@@ -50,6 +50,15 @@ def sized_lesson(monkeypatch):
     monkeypatch.setattr(lesson_size, "settings", lambda config, choice=None: SMALL)
     adapted: list[tuple[int, int]] = []
     original = handlers.adapt
+    from wemoe.adaptation import adapt as adaptation
+
+    timed = adaptation.time_step
+
+    def timing(*args, per_task, **kwargs):  # a merge times one step: at the lesson's images per task
+        adapted.append(("timed", per_task))
+        return timed(*args, per_task=per_task, **kwargs)
+
+    monkeypatch.setattr(adaptation, "time_step", timing)
 
     def recording(session, target, steps, lr, per_task, *args, **kwargs):
         adapted.append((steps, per_task))
@@ -68,6 +77,6 @@ def test_step_5_the_warm_up_and_the_zoo_load_use_the_sized_settings(config, size
         assert f"({SMALL.scored_per_task} test images per task)" in shown[-1]  # what was scored, not the constant
     finally:
         session.close()
-    assert sized_lesson == [(SMALL.steps, SMALL.per_task)]
+    assert sized_lesson == [("timed", SMALL.per_task), (SMALL.steps, SMALL.per_task)]
     warm.warm_default_lesson(dataclasses.replace(config, warm_start=False))
     assert sized_lesson[-1] == (SMALL.steps, SMALL.per_task)
