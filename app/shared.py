@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import math
 import os
 import statistics
@@ -41,6 +42,19 @@ def rss_mb() -> float:
     except OSError:
         pass
     return 0.0
+
+
+def trim_free_memory() -> bool:
+    """Hand the C allocator's free memory back to the system (glibc's ``malloc_trim``); False where there is none.
+
+    After a transient peak (an adaptation step's activations, a batch's scratch) glibc keeps freed memory in its
+    arenas, one per thread that allocated: the process's RSS stays near the peak although nothing uses it, and the
+    memory budget (:meth:`Shared.check_memory`, read from the RSS) would refuse every heavy call after it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 RESULTS_MB_ENV = "MERGE_EXPLORER_RESULTS_MB"  # what results kept in memory may hold (default: a third of the budget)
@@ -281,6 +295,8 @@ class Shared:
     def check_memory(self) -> None:
         """Raise MemoryBudgetExceeded when the process uses more than its budget."""
         used = rss_mb()
+        if used > self.memory_budget_mb and trim_free_memory():
+            used = rss_mb()  # what is in use, not what the allocator kept after a peak
         if used > self.memory_budget_mb:
             raise MemoryBudgetExceeded(
                 f"The server is using {used / 1024:.1f} GB, above its {self.memory_budget_mb / 1024:.1f} GB budget, so "

@@ -446,3 +446,30 @@ def test_a_classification_waiting_for_its_session_goes_before_the_sessions_next_
     assert list(locked_steps(student, steps())) == list(range(40))
     clicker.join(timeout=10)
     assert got and got[0] <= 3, f"the click got the lock only after {got} of 40 steps"
+
+
+def test_the_memory_budget_counts_what_is_in_use_not_what_the_allocator_kept(monkeypatch):
+    """After a transient peak glibc keeps the freed memory (RSS stays high): the budget check hands it back first
+    and measures again, so a class is not refused for memory nobody uses; memory in use is still refused."""
+    import app.shared as shared_module
+    from app.shared import MemoryBudgetExceeded, Shared, rss_mb, trim_free_memory
+
+    if not trim_free_memory():
+        pytest.skip("no glibc malloc_trim here")
+    import torch
+
+    before = rss_mb()
+    torch.ones(16 << 20, dtype=torch.uint8)  # mmapped and freed: glibc's mmap threshold rises to 16 MB
+    pieces = [torch.ones(4 << 20, dtype=torch.uint8) for _ in range(100)]  # now on the heap
+    top = torch.ones(4 << 20, dtype=torch.uint8)  # kept above them: the heap's top cannot shrink past it
+    del pieces
+    assert rss_mb() - before > 300  # the 400 MB freed are still resident
+    shared = Shared(memory_budget_mb=before + 200, cache_dir=None)
+    shared.check_memory()  # over the budget before the trim, within it after
+    assert rss_mb() < before + 200
+    del top
+    kept = torch.ones(400 << 20, dtype=torch.uint8)  # in use: refused whatever the allocator gives back
+    with pytest.raises(MemoryBudgetExceeded, match="above its"):
+        shared.check_memory()
+    del kept
+    assert shared_module.trim_free_memory is trim_free_memory
