@@ -69,3 +69,51 @@ def test_the_page_has_no_navbar_rings_the_focus_and_frames_no_plot():
         expect(lesson.locator("#lesson-image img").first).not_to_have_attribute("src", shown or "", timeout=30_000)
         assert second.name in (lesson.locator("#lesson-image img").first.get_attribute("src") or "")
         lesson.screenshot(path=str(ARTIFACTS / "style-4-second-image-390.png"))
+
+
+# the predictions table at 390 px: the table's width, its box's, and the page's (the page must not scroll sideways)
+TABLE_WIDTHS = """() => { const wrap = document.querySelector('#predictions .table-wrap');
+    return [wrap.querySelector('table').scrollWidth, wrap.clientWidth, document.documentElement.scrollWidth]; }"""
+
+
+def test_the_predictions_of_an_image_without_a_task_fit_a_phone():
+    """The joint head's long labels ("flags: the Netherlands (78.9%)") made the compact predictions (the merge and
+    pretrained) a 528 px table in a 322 px box on a phone: their labels now wrap and both columns fit; every model's
+    columns scroll inside the table's box, never the page."""
+    import gradio as gr
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from app.style import launch_style
+    from tests.app_support import CHROMIUM
+
+    compact = pd.DataFrame({
+        "wemoe": ["flags: the Netherlands (78.9%)", "clothing: trousers (11.0%)", "charts: venn diagram (5.4%)",
+                  "letters: Z (0.3%)", "sketches: lighthouse (0.1%)"],
+        "pretrained": ["flags: Ireland (78.9%)", "flags: Belgium (11.0%)", "flags: Italy (5.4%)",
+                       "clothing: trousers (4.1%)", "letters: Z (0.3%)"]})
+    every = pd.concat([pd.DataFrame({"rank": range(1, 6)}), compact, compact.set_axis(["task_arithmetic", "ties"],
+                                                                                       axis=1)], axis=1)
+    with gr.Blocks() as demo:
+        table = gr.Dataframe(compact, label="Top-5 predictions", interactive=False, wrap=True, elem_id="predictions")
+        show_every = gr.Button("every model", elem_id="every")
+        show_every.click(lambda: every, None, table)
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **launch_style())
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(demo.local_url)
+            page.locator("#predictions table").first.wait_for()
+            page.wait_for_timeout(500)
+            table_width, box_width, page_width = page.evaluate(TABLE_WIDTHS)
+            assert table_width <= box_width + 1 and page_width == 390, (table_width, box_width, page_width)
+            page.screenshot(path=str(ARTIFACTS / "style-5-predictions-390.png"))
+            page.locator("#every").click()
+            page.get_by_text("task_arithmetic").first.wait_for()
+            page.wait_for_timeout(500)
+            table_width, box_width, page_width = page.evaluate(TABLE_WIDTHS)
+            assert table_width > box_width and page_width == 390, (table_width, box_width, page_width)
+            browser.close()
+    finally:
+        demo.close()
