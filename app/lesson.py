@@ -258,7 +258,7 @@ def routing_by_task_figure(weights: Sequence[Sequence[float]], tasks: Sequence[s
                                 "tickfont": names},
                          xaxis={"title": "expert", "tickmode": "array", "tickvals": x_labels, "tickfont": names})
     fit(figure, LESSON_PLOT_HEIGHT + 16 * max(0, len(tasks) - MANY_EXPERTS))
-    figure.update_layout(margin={"t": 110})  # the title's two lines, then the colour bar above the cells
+    figure.update_layout(margin={"t": 130})  # below the plot's label: the title's two lines, then the colour bar
     return figure
 
 
