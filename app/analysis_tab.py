@@ -313,20 +313,12 @@ def robustness_view(session: Session, corruption: str = "gaussian_noise", severi
 def cost_view(session: Session) -> go.Figure:
     """Average accuracy against extra parameters (vs one model) and against adaptation seconds, per model."""
     from wemoe.analysis.cost import cost_table
-    from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 
     bench = loaded_bench(session)
     with friendly("Measuring the cost of each merge"), busy(session):
-        names = [*BUILT_IN, *bench.merges]
-        data, heads = sample_data(bench.data(), PER_TASK), bench.heads()
-        models = bench.models(names)
-
-        def scored(name: str, model: Any) -> dict[str, float]:  # once per model state for the whole class
-            made = None if name in BUILT_IN else bench.merge_key(name)
-            key = None if name not in BUILT_IN and made is None else ("sample_accuracy", made or name, PER_TASK)
-            return bench.cached(key, lambda: with_average(accuracy_by_task(model, data, heads)))[0]
-
-        accuracy = pd.DataFrame.from_dict({n: scored(n, m) for n, m in models.items()}, orient="index")
+        # once per model state for the whole class (the evaluation's cells where the sample is every image)
+        scores = bench.sample_scores([*BUILT_IN, *bench.merges], PER_TASK)
+        accuracy = pd.DataFrame.from_dict(scores, orient="index")
         table = cost_table(bench, accuracy)
     figure = make_subplots(rows=1, cols=2, shared_yaxes=True,
                            subplot_titles=("extra parameters (x one model)", "adaptation seconds"))

@@ -194,20 +194,11 @@ def route(session: Session, config: AppConfig, steps: Any = None, progress: Any 
 
 
 def merged_scores(session: Session, names: Sequence[str]) -> dict[str, float]:
-    """The average accuracy (percent) of the session's merges ``names`` on the lesson's sample of test images."""
-    from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
-
+    """The average accuracy (percent) of the session's merges ``names`` on the lesson's sample of test images (the
+    evaluation's cells where the sample is every loaded image: step 7 and the lab's table then reuse them)."""
     bench = session.bench
     with friendly("Scoring the merges"), busy(session):
-        data, heads = sample_data(bench.data(), LESSON_PER_TASK), bench.heads()
-
-        def scored(name: str) -> float:  # once per model state for the whole class (a merge key names it)
-            made = bench.merge_key(name)
-            key = None if made is None else ("sample_accuracy", made, LESSON_PER_TASK)
-            model = bench.merges[name].model
-            return bench.cached(key, lambda: with_average(accuracy_by_task(model, data, heads)))[0]["average"]
-
-        return {n: scored(n) for n in names}
+        return {name: row["average"] for name, row in bench.sample_scores(names, LESSON_PER_TASK).items()}
 
 
 def scored_images(bench: Any) -> int:

@@ -61,6 +61,7 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
         lesson.routing_by_task(session, config)
         for _ in handlers.evaluate(session):
             pass
+        lesson.cost(session, config)  # step 7
         for _ in handlers.routing(session, "pca", config):
             pass
         shown.finish()

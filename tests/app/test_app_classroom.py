@@ -187,8 +187,8 @@ def test_the_warmed_default_lesson_is_what_a_student_then_gets_from_the_cache(co
 
 
 def test_every_step_of_the_lesson_is_warmed(config):
-    """A student clicking the lesson's steps after the warm-up computes nothing: steps 1-4 and step 5's merge,
-    adaptation, scores and routing all come from the shared cache."""
+    """A student clicking the lesson's steps after the warm-up computes nothing: steps 1-4, step 5's merge,
+    adaptation, scores and routing, and step 7 all come from the shared cache."""
     from app import lesson
     from app.warm import warm_default_lesson
 
@@ -201,6 +201,7 @@ def test_every_step_of_the_lesson_is_warmed(config):
     lesson.forget(student, config)
     statuses = [status for status, *_ in lesson.route(student, config)]
     assert "WEMoE:" in statuses[-1]
+    lesson.cost(student, config)
     assert config.shared.results.misses == misses
 
 

@@ -32,7 +32,7 @@ def test_the_b32_preset_on_two_cores_gets_the_sized_lesson_and_the_page_says_why
     assert (sized.steps, sized.per_task, sized.scored_per_task) == (20, 4, 16)
     assert lesson_size.scored_per_task(config, "vit-b-32-8tasks") == 16
     line = lesson_size.note(config)
-    assert "20 steps of 4 images per task" in line and "about 106 minutes" in line
+    assert "20 steps of 4 images per task" in line and "about 105 minutes" in line
 
 
 def test_the_pocket_zoo_and_a_request_for_the_paper_keep_the_papers_settings(two_cpu_cores, monkeypatch):

@@ -552,7 +552,6 @@ def cost(
     """
     from wemoe.analysis.cost import cost_table
     from wemoe.analysis.robustness import table_to_dict
-    from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 
     progress = progress or no_progress
     settings = _settings(adapt_steps, adapt_lr, adapt_per_task, adapt_loss, adapt_seed, adapt_split)
@@ -561,15 +560,8 @@ def cost(
     bench = _bench(box, zoo, tasks, progress)
     _build(bench, resolved, settings, box, progress, names)
     progress(0.8, "scoring")
-    data, heads = sample_data(bench.data(), count), bench.heads()
-    models = bench.models(names)
-
-    def scored(name: str, model: Any) -> dict[str, float]:  # the key of the app's cost view: shared with the page
-        made = None if name in (PRETRAINED, EXPERTS) else bench.merge_key(name)
-        key = None if name not in (PRETRAINED, EXPERTS) and made is None else ("sample_accuracy", made or name, count)
-        return bench.cached(key, lambda: with_average(accuracy_by_task(model, data, heads)))[0]
-
-    accuracy = pd.DataFrame.from_dict({n: scored(n, m) for n, m in models.items()}, orient="index")
+    # the app's cost view's scores (Workbench.sample_scores): shared with the page
+    accuracy = pd.DataFrame.from_dict(bench.sample_scores(names, count), orient="index")
     table = cost_table(bench, accuracy)
     return {"zoo": zoo, "per_task": count, "cost": table_to_dict(table)}
 

@@ -34,10 +34,11 @@ and WEMoE's per-sample weights; 53 s for 128 B/32 images at 189 GFLOPS."""
 SCORE_EFFICIENCY = 0.86
 """Evaluation's seconds per image over :func:`image_gflop` at the GEMM rate: 0.053 s per B/32 image at 189 GFLOPS
 (bench/README.md: 166 GFLOPS counting the patch embedding too)."""
-SCORED_PASSES = 9
+SCORED_PASSES = 7
 """Passes of every scored image through one tower besides step 1's experts and step 2's sweep: step 2's lambda (1),
-step 4's base and forgetting models (2), step 5's task arithmetic and WEMoE (2), the evaluation's pretrained, experts
-(each on its own task), task arithmetic and WEMoE (4)."""
+step 4's base and forgetting models (2), and the evaluation's pretrained, experts (each on its own task), task
+arithmetic and WEMoE (4), whose cells step 5 and step 7 reuse (``Workbench.sample_scores``: a sized lesson loads
+only the images it scores)."""
 SWEEP_STEP = 0.1
 """The lambda sweep's spacing with the paper's settings (0, 0.1, ..., 1: 21 towers for task arithmetic and TIES)."""
 SIZED_SWEEP_STEP = 0.2

@@ -41,6 +41,7 @@ from wemoe.adaptation.adaptive import routes, trainable_parameters
 from wemoe.errors import MethodError, TaskError
 from wemoe.evaluation.evaluate import Model, Score, iter_scores, table_from_scores
 from wemoe.evaluation.predictions import EXPERT_PREFIX, ImageClassification, classify_batch, features
+from wemoe.evaluation.sample_eval import accuracy_by_task, sample_data, with_average
 from wemoe.methods import get_method
 from wemoe.moe.layer import release_workspaces
 from wemoe.moe.routing import RoutingAnalysis, RoutingCentroids, analyse_routing
@@ -372,6 +373,30 @@ class Workbench:
             if progress is not None:
                 progress(len(scores) / total, f"{score.model} on {score.task}: {score.accuracy:.1f}%")
         return table_from_scores(scores, self.task_names)
+
+    def sample_scores(self, names: Sequence[str], per_task: int | None, seed: int = 0) -> dict[str, dict[str, float]]:
+        """Accuracy (percent) per task, and ``average``, of models ``names`` on ``per_task`` test images of every task.
+
+        Where that sample is every loaded image (no task has more than ``per_task``; a lesson sized for a CPU loads
+        its own count), these are the evaluation's cells (:meth:`evaluate`): the lesson's steps, the cost view and
+        the accuracy table then score each model once. Otherwise each model's state is scored once on the sample
+        (shared through the cache)."""
+        data = self.data()
+        if per_task is None or all(len(images) <= per_task for images in data.values()):
+            table = self.evaluate(list(names))
+            return {name: {column: float(value) for column, value in table.loc[name].items()} for name in names}
+        sample, heads = sample_data(data, per_task, seed), self.heads()
+        models = self.models(names)
+        try:
+            scores = {}
+            for name, model in models.items():
+                model_key = self._model_key(name)
+                key = None if model_key is None else ("derived", "sample_accuracy", *model_key, per_task, seed)
+                scores[name] = self._cached(key, lambda model=model: with_average(
+                    accuracy_by_task(model, sample, heads)))[0]
+            return scores
+        finally:
+            _release(models)
 
     def iter_scores(self, names: Sequence[str]) -> Iterator[Score]:
         """The evaluation as a stream of cells, model by model (rows computed before come from the cache at once)."""
