@@ -10,6 +10,7 @@ its experts and settings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,10 +267,13 @@ def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any
 
 
 def in_plain_words(text: str, names: Sequence[str]) -> str:
-    """``text`` with the code names of tasks and models in plain words (longest names first)."""
-    for name in sorted({*names, *MODEL_WORDS}, key=len, reverse=True):
-        text = text.replace(name, plain(name))
-    return text
+    """``text`` with the code names of tasks and models in plain words: whole names only (a task called ``cities``
+    keeps its ``ties``), the longest first."""
+    wanted = sorted({*names, *MODEL_WORDS}, key=len, reverse=True)
+    if not wanted:
+        return text
+    pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, wanted)) + r")(?!\w)")
+    return pattern.sub(lambda found: plain(found.group(1)), text)
 
 
 def cost(session: Session, config: AppConfig) -> tuple[go.Figure, str]:

@@ -194,3 +194,13 @@ def test_step_5_reads_on_a_phone_with_twenty_experts():
     assert figure.layout.xaxis.tickfont.size <= 10 and figure.layout.yaxis.tickfont.size <= 10
     assert figure.layout.margin.t >= 100  # the title's two lines and the colour bar above the cells
     assert list(figure.layout.xaxis.tickvals) == [lesson.plain(t) for t in tasks]  # still every expert named
+
+
+def test_plain_words_replace_whole_names_only():
+    """A task whose name holds a model's code name (``cities`` holds ``ties``) keeps it; whole names change."""
+    from app.lesson import in_plain_words
+
+    text = "ties beat task_arithmetic on pocket_digits; cities stayed cities, wemoe_oracle too."
+    assert in_plain_words(text, ["pocket_digits", "cities"]) == (
+        "TIES beat task arithmetic on digits; cities stayed cities, oracle too.")
+    assert in_plain_words("WEMoE: 3 steps", []) == "WEMoE: 3 steps"
