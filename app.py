@@ -23,6 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 import wemoe  # noqa: F401  (the torchvision shim, before anything imports open_clip)
 from app import AppConfig, build_demo  # the package app/, not this file
 from app.files import own_gradio_folder
+from app.shared import limit_malloc_arenas
 from app.style import launch_style
 from app.warm import start_warming
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet_logs(os.environ.get("MERGE_EXPLORER_LOG_LEVEL", "INFO"))
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    limit_malloc_arenas()  # before the server's threads: freed scratch goes back to few arenas
     config = make_config(args, host)
     own_gradio_folder()  # before the Blocks: files served come from this process's own folder
     demo = build_demo(config)

@@ -24,7 +24,7 @@ from app.errors import refuse
 from app.files import atomic_path
 from app.gpu import adapt_device, chunk_steps, zero_gpu, zero_gpu_runner
 from app.session import CUSTOM, AppConfig, Session
-from app.shared import MemoryBudgetExceeded, Shared
+from app.shared import MemoryBudgetExceeded, Shared, trim_free_memory
 from wemoe.errors import WemoeError
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ def long_job(session: Session, what: str) -> Iterator[None]:
         yield
     finally:
         session.release_long()
+        trim_free_memory()  # its activations and scratch are free now: give them back (the RSS is what a Space counts)
 
 
 def one_long_job(what: str) -> Callable:

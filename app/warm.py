@@ -41,13 +41,14 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
         # the gallery as a student sees it before any merge (the lesson's step 6 is clicked while step 5 merges)
         shown.update("classifying the examples", 0.05)
         classify_examples(session, config)
-        warm_lesson_steps(session, config, shown)
-        shown.update("merging", 0.1)
-        # the merges first (what "Merge" makes with the page's defaults, the same cache keys) and the gallery at
-        # once: a class arriving with the app classifies it while its merges still time an adaptation step
+        shown.update("merging", 0.06)
+        # the merges first (what "Merge" makes with the page's defaults, the same cache keys: seconds) and the
+        # gallery with them, before the lesson's steps 1-4: a class reaching step 5 clicks the gallery while its
+        # merges time an adaptation step and adapt, and finds every example classified
         for method in methods:
             session.bench.merge(method)  # the method's defaults, as an untouched page sends
         classify_examples(session, config)
+        warm_lesson_steps(session, config, shown)
         sized = lesson_size.settings(config)  # the lesson's step 5 as the page runs it (sized for this machine)
         steps, per_task = sized.steps, sized.per_task
         handlers.merge(session, list(methods), {}, per_task, steps)
@@ -76,10 +77,10 @@ def warm_default_lesson(config: AppConfig, methods: tuple[str, ...] = ("task_ari
 def warm_lesson_steps(session: Session, config: AppConfig, shown: WarmProgress | None = None) -> None:
     """The lesson's steps 1-4 with the page's defaults, as a student clicks them (their results in the shared cache):
     the experts' table, task arithmetic at the page's lambda and the sweep, the interference, forgetting."""
-    for stage, fraction, step in (("step 1: every expert on every task", 0.06, lambda: lesson.meet(session, config)),
-                                  ("step 2: adding the experts up", 0.07, lambda: lesson.add_up(session, config)),
-                                  ("step 3: the interference", 0.08, lambda: lesson.interfere(session, config)),
-                                  ("step 4: forgetting a task", 0.09, lambda: lesson.forget(session, config))):
+    for stage, fraction, step in (("step 1: every expert on every task", 0.1, lambda: lesson.meet(session, config)),
+                                  ("step 2: adding the experts up", 0.12, lambda: lesson.add_up(session, config)),
+                                  ("step 3: the interference", 0.14, lambda: lesson.interfere(session, config)),
+                                  ("step 4: forgetting a task", 0.16, lambda: lesson.forget(session, config))):
         if shown is not None:
             shown.update(stage, fraction)
         step()

@@ -474,3 +474,28 @@ def test_the_memory_budget_counts_what_is_in_use_not_what_the_allocator_kept(mon
         shared.check_memory()
     del kept
     assert shared_module.trim_free_memory is trim_free_memory
+
+
+def test_a_long_job_gives_its_freed_memory_back_when_it_ends(config, monkeypatch):
+    """An adaptation's activations and scratch are freed when it ends; the allocator is asked to return them (the
+    RSS is what a Space's memory limit counts), once the job is over, not during it."""
+    import app.jobs as jobs
+
+    trimmed = []
+    monkeypatch.setattr(jobs, "trim_free_memory", lambda: trimmed.append(True) or True)
+    student = _student(config)
+    handlers.merge(student, ["wemoe"], {}, per_task=3)
+    updates = handlers.adapt(student, "wemoe", 2, 1e-2, 3)
+    next(updates)
+    assert trimmed == []  # running
+    for _ in updates:
+        pass
+    assert trimmed == [True]
+
+
+def test_the_app_limits_glibcs_malloc_arenas():
+    from app.shared import limit_malloc_arenas, trim_free_memory
+
+    if not trim_free_memory():
+        pytest.skip("no glibc here")
+    assert limit_malloc_arenas(2)  # accepted by mallopt (M_ARENA_MAX)
