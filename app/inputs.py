@@ -367,6 +367,13 @@ def list_examples(config: AppConfig, tasks: Sequence[str] | None = None) -> list
     return found
 
 
+def gallery_examples(config: AppConfig, tasks: Sequence[str] | None) -> list[tuple[str, str]]:
+    """The examples a gallery offers for a zoo of ``tasks``: its tasks' own, or every shipped example when it has none
+    (the paper's zoos: their datasets are not shipped; the pocket images still show routing and a guess); every
+    gallery and its clicks use this one list, so a click's index names the image shown."""
+    return list_examples(config, tasks) or list_examples(config)
+
+
 def read_example(name: str | None, config: AppConfig) -> Image.Image:
     """A shipped example image by its ``task/file`` name."""
     if not name:

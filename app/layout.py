@@ -187,7 +187,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             fields = ["" if text is None else str(text) for text in (base_model, base_weights, experts)]
             info = handlers.load_zoo(state, config, zoo, samples, *fields, uploaded(expert_files), progress=progress,
                                      tasks_text="" if tasks is None else str(tasks), task_files=uploaded(task_files))
-            examples = inputs.list_examples(config, state.bench.task_names)
+            examples = inputs.gallery_examples(config, state.bench.task_names)
             return (info, gr.Dropdown(choices=views.task_choices(state), value=inputs.AUTO_TASK),
                     gallery_items(examples),
                     gr.Dropdown(choices=example_choices(examples), value=None),

@@ -165,7 +165,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                     another = gr.UploadButton("Choose an image file", file_types=["image"], size="sm",
                                               elem_id="lesson-another")
                     guess = gr.Markdown()
-            examples = [path for path, _ in inputs.list_examples(config, tasks or None)][:: 2][:8]
+            examples = [path for path, _ in inputs.gallery_examples(config, tasks or None)][:: 2][:8]
             if examples:
                 gr.Examples(examples, inputs=[image], label="Or pick an example")
             with gr.Row():

@@ -18,6 +18,7 @@ from app import figures, handlers, inputs, texts, views
 from app.errors import refuse
 from app.events import GalleryClick, quiet
 from app.session import AppConfig, Session
+from wemoe.zoo_tasks import zoo_task_names
 
 
 @dataclass
@@ -140,7 +141,8 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
         with gr.Row(elem_id="try-row"):  # the columns wrap (min_width) and stack on a phone
             with gr.Column(scale=3, min_width=300, elem_id="try-inputs"):
                 upload = gr.File(file_types=["image"], label="Upload an image", elem_id="upload", height=110)
-                examples = inputs.list_examples(config)
+                # the default zoo's gallery: what a click maps to before the session loads another zoo
+                examples = inputs.gallery_examples(config, zoo_task_names(config.default_zoo))
                 gallery = gr.Gallery(gallery_items(examples), label="Example images (click one)", columns=6,
                                      height=190, allow_preview=False)
                 with gr.Row():
@@ -200,7 +202,8 @@ def build_try_panel(session: gr.State, config: AppConfig, light: dict) -> TryPan
         level = seen_as(state, task, corruption, severity)
         example = chosen_example(example)
         if evt is not None and isinstance(evt.index, int):
-            examples = inputs.list_examples(config, state.bench.task_names if state.bench else None)
+            tasks = state.bench.task_names if state.bench else zoo_task_names(config.default_zoo)
+            examples = inputs.gallery_examples(config, tasks)
             example = examples[evt.index][1] if 0 <= evt.index < len(examples) else None
         return (*in_words(state, handlers.predict(state, inputs.read_example(example, config), task, config,
                                                   corruption, level)), example)

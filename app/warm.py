@@ -21,7 +21,7 @@ import threading
 import time
 
 from app import handlers, lesson, lesson_size
-from app.inputs import AUTO_TASK, adapt_setting, list_examples, read_example
+from app.inputs import AUTO_TASK, adapt_setting, gallery_examples, read_example
 from app.session import AppConfig, Session
 from app.shared import WarmProgress
 
@@ -89,7 +89,7 @@ def warm_lesson_steps(session: Session, config: AppConfig, shown: WarmProgress |
 def classify_examples(session: Session, config: AppConfig) -> int:
     """Classify every example of the gallery of the session's zoo with its merges as they are now, as a click on it
     does ("auto" task); returns how many."""
-    examples = list_examples(config, session.bench.task_names)
+    examples = gallery_examples(config, session.bench.task_names)
     for _, name in examples:
         handlers.predict(session, read_example(name, config), AUTO_TASK, config)
     return len(examples)

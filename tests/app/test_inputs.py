@@ -105,3 +105,13 @@ def test_examples_cannot_escape_their_folder(config):
     with pytest.raises(gr.Error, match="No example image"):
         inputs.read_example("../../etc/passwd", config)
     assert inputs.read_example("task0/example1.png", config).size == (32, 32)
+
+
+def test_a_zoo_without_examples_of_its_own_offers_every_example(config):
+    """The paper's zoos ship no images of their datasets: their gallery (and the warm-up, and a click's index) is
+    every shipped example; a zoo with examples of its own offers only those."""
+    own = inputs.gallery_examples(config, ["task1"])
+    assert own == inputs.list_examples(config, ["task1"]) and own
+    every = inputs.list_examples(config)
+    assert inputs.gallery_examples(config, ["sun397", "mnist"]) == every and len(every) > len(own)
+    assert inputs.gallery_examples(config, []) == every
