@@ -163,7 +163,7 @@ def build_teacher_page(config: AppConfig, light: dict) -> None:
 
     # the box shows once it holds the file (the endpoint still answers with the file's path alone)
     csv_button.click(csv_event, [code], [csv_file], api_name="teacher_csv", preprocess=False, **light).success(
-        lambda: gr.File(visible=True), None, [csv_file], api_visibility="private", queue=False)
+        lambda: gr.File(visible=True), None, [csv_file], api_visibility="private", queue=False, show_progress="hidden")
 
     @quiet
     def class_board(code: str = "") -> dict:
