@@ -245,6 +245,7 @@ def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
     ``lambdas``: one per task in the zoo's order, or the page's ``MAX_TASK_SLIDERS`` sliders (the first len(tasks)
     are the tasks'; the hidden rest are checked as numbers when given, and ignored); any other count is refused."""
     from wemoe.analysis.sweep import per_task_lambdas
+    from wemoe.evaluation.sample_eval import sample_size
 
     bench = loaded_bench(session)
     names = bench.task_names
@@ -264,7 +265,7 @@ def per_task_lambdas_view(session: Session, *lambdas: Any) -> go.Figure:
                                text=[f"{v:.1f}" for v in mine.values()], textposition="auto"),
                         go.Bar(name=f"task arithmetic, lambda {uniform:g}", x=columns, y=list(reference.values()),
                                text=[f"{v:.1f}" for v in reference.values()], textposition="auto")])
-    scored = min([PER_TASK, *map(len, bench.data().values())])  # a zoo loaded with fewer images scores those
+    scored = sample_size(bench.data(), PER_TASK)  # a zoo loaded with fewer images scores those
     figure.update_layout(barmode="group", height=380, yaxis_title="accuracy (%)",
                          title=f"one lambda per task ({scored} test images per task)")
     return figure

@@ -205,7 +205,9 @@ def merged_scores(session: Session, names: Sequence[str]) -> dict[str, float]:
 def scored_images(bench: Any) -> int:
     """Test images per task the lesson's steps score: :data:`LESSON_PER_TASK`, or fewer where the zoo was loaded with
     fewer (a lesson sized for a CPU loads its own count)."""
-    return min([LESSON_PER_TASK, *(len(images) for images in bench.data().values())])
+    from wemoe.evaluation.sample_eval import sample_size
+
+    return sample_size(bench.data(), LESSON_PER_TASK)
 
 
 def _experts(bench: Any) -> str:

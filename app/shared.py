@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import functools
 import math
 import os
 import statistics
@@ -44,30 +45,37 @@ def rss_mb() -> float:
     return 0.0
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+@functools.cache
+def _glibc() -> Any:
+    """The C library, loaded once (None where it is not glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
 def trim_free_memory() -> bool:
     """Hand the C allocator's free memory back to the system (glibc's ``malloc_trim``); False where there is none.
 
     After a transient peak (an adaptation step's activations, a batch's scratch) glibc keeps freed memory in its
     arenas, one per thread that allocated: the process's RSS stays near the peak although nothing uses it, and the
     memory budget (:meth:`Shared.check_memory`, read from the RSS) would refuse every heavy call after it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """At most ``arenas`` glibc malloc arenas for the threads created from now on (glibc's default: 8 per core, each
     keeping what its threads freed); False where there is no glibc. Called once at the app's start: a class's 30
     request threads otherwise scatter the freed scratch of their calls over 16 arenas."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(M_ARENA_MAX, arenas))
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 RESULTS_MB_ENV = "MERGE_EXPLORER_RESULTS_MB"  # what results kept in memory may hold (default: a third of the budget)
 LIGHT_QUIET_S = 0.25  # long jobs' steps wait this long after the last click's handler (see LightFirst)
 PRESENT_EVERY_S = 2.0  # how often a student's open page says it is there (a tick with no computation)

@@ -32,6 +32,13 @@ def sample_data(data: Mapping[str, TaskImages], per_task: int | None, seed: int 
     return out
 
 
+def sample_size(data: Mapping[str, TaskImages], per_task: int | None) -> int:
+    """Images of the smallest task in :func:`sample_data`'s sample of ``per_task`` (None: all): what a view says it
+    scored per task."""
+    counts = [len(images) for images in data.values()]
+    return min(counts if per_task is None else [per_task, *counts])
+
+
 @torch.no_grad()
 def features_by_task(tower: nn.Module, data: Mapping[str, TaskImages],
                      batch_size: int = 1024) -> dict[str, torch.Tensor]:

@@ -7,9 +7,8 @@ of 16 x 8 images 52-55 s, evaluation 166 GFLOPS), so a class would wait for an h
 projects the default lesson's seconds from the image tower's FLOPs and the device's dense GEMM rate (constants measured
 on the B/32 stand-in, below) and, where the paper's settings do not fit ``budget_s``, picks smaller ones from short
 ladders: first the scored images (at most 40% of the budget, with step 2's lambda sweep twice as coarse), then the
-adaptation (the most images adapted on,
-more steps on a tie). A GPU, or a zoo where the paper's settings fit, keeps them; so does
-``MERGE_EXPLORER_LESSON=paper`` (:data:`LESSON_ENV`), and the lab still offers every setting.
+adaptation (the most images adapted on, more steps on a tie). A GPU, or a zoo where the paper's settings fit, keeps
+them; so does ``MERGE_EXPLORER_LESSON=paper`` (:data:`LESSON_ENV`), and the lab still offers every setting.
 
 The rate passed by the app is :func:`nominal_cpu_gflops` (the measured GEMM rate per core times the cores), not a
 probe at each start: a restarted app must choose the same settings, or it would miss every result it kept on disk.
