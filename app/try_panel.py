@@ -105,11 +105,15 @@ def seen_as(session: Session, task: Any, corruption: Any, severity: Any) -> int:
 
 def in_words(session: Session, shown: tuple) -> tuple:
     """``handlers.predict``'s (image, table, guess, heatmap) with the guess in the lesson's plain words (``clothing``,
-    not ``pocket_clothing``); the table and the heatmap as they are."""
+    not ``pocket_clothing``) and the heatmap's title too; the table as it is (its headers are what the endpoints
+    return)."""
     from app.lesson import in_plain_words  # here: app.lesson imports this module (through app.analysis_tab)
 
     image, table, guess, heatmap = shown
     names = session.bench.task_names if session.bench is not None else []
+    title = getattr(getattr(getattr(heatmap, "layout", None), "title", None), "text", None)
+    if title:  # "Routing of this image (WEMoE (routed))", not the merge's code name
+        heatmap.update_layout(title_text=in_plain_words(title, names))
     return image, table, in_plain_words(guess, names), heatmap
 
 

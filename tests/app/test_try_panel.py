@@ -137,6 +137,11 @@ def test_the_panel_names_tasks_and_settings_in_plain_words():
     assert "pocket_" not in words and "guess: clothing** (next closest: digits)" in words
     assert "head of **clothing** (the routers' guess)" in words and "another expert (digits)" in words
     assert "wemoe.lambda" not in texts.ROUTING_WEIGHTS and "WEMoE's lambda setting, 0.3" in texts.ROUTING_WEIGHTS
+    import plotly.graph_objects as go
+
+    titled = go.Figure(layout={"title": {"text": "Routing of this image (wemoe)"}})
+    assert try_panel.in_words(session, ("image", table, "", titled))[3].layout.title.text == (
+        "Routing of this image (WEMoE (routed))")
     examples = [("/a.png", "pocket_clothing/1_t-shirt.png"), ("/b.png", "pocket_charts/0_venn_diagram.png"),
                 ("/c.png", "task0/example0.png")]
     assert try_panel.gallery_items(examples) == [("/a.png", "clothing"), ("/b.png", "charts"), ("/c.png", "task0")]
