@@ -74,7 +74,7 @@ def test_the_unchanging_towers_run_once_per_image_for_every_session(images):
     finally:
         for hook in hooks:
             hook.remove()
-    assert calls == ["task0", "task1", "task2"]  # the second session ran none of the experts again
+    assert sorted(calls) == ["task0", "task1", "task2"]  # the second session ran none again (they run side by side)
     assert b.experts == {t: a.experts[t] for t in ("task1", "task2")}
     batch = encode_images(images[:1], first.zoo.preprocess)
     for name, tower in [(PRETRAINED, first.zoo.visual), ("expert task1", first.loaded.expert_tower("task1"))]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from wemoe.evaluation.evaluate import needs_task, tower_for
+from wemoe.evaluation.side_by_side import run_side_by_side
 from wemoe.moe.layer import moe_layers
 from wemoe.moe.routing import RoutingCentroids, features_and_routing, guess_task_argmax, uninformative_routing
 from wemoe.tasks.classify import logits_from_features, stable_top_k
@@ -137,14 +138,19 @@ def classify_batch(
     guesses = [guess_task(routing[i], centroids) if routing is not None and centroids is not None else None
                for i in range(len(images))]
     used_tasks = [task if task is not None else (g.task if g is not None else None) for g in guesses]
-    for n, m in models.items():
-        if n not in model_features and not (needs_task(m) and all(u is not None for u in used_tasks)):
-            model_features[n] = tower_features(n, m, images)
-    fallback = _features_of_rows(without_task or {}, images, [u is None for u in used_tasks], tower_features)
-    wanted = {t: [not used_expert_only or u == t for u in used_tasks] for t in names if t in experts}
-    expert_features: dict[str, dict[int, torch.Tensor]] = {}
-    for t, rows in wanted.items():
-        expert_features.update(_features_of_rows({t: experts[t]}, images, rows, tower_features, EXPERT_PREFIX))
+    # every tower below reads the same images and none needs another's output: they run side by side
+    passes = [_Pass("model", n, n, m, range(len(images))) for n, m in models.items()
+              if n not in model_features and not (needs_task(m) and all(u is not None for u in used_tasks))]
+    passes += _rows_passes("without task", without_task or {}, [u is None for u in used_tasks])
+    for t in names:
+        if t in experts:
+            rows = [not used_expert_only or u == t for u in used_tasks]
+            passes += _rows_passes("expert", {t: experts[t]}, rows, EXPERT_PREFIX)
+    computed = run_side_by_side([p.job(images, tower_features) for p in passes], _device_of(passes))
+    by_row = {kind: {p.key: dict(zip(p.rows, f, strict=True)) for p, f in zip(passes, computed, strict=True)
+                     if p.kind == kind} for kind in ("without task", "expert")}
+    model_features.update({p.key: f for p, f in zip(passes, computed, strict=True) if p.kind == "model"})
+    fallback, expert_features = by_row["without task"], by_row["expert"]
     joint = joint_head(heads, tasks)
     results = []
     for i, (guess, used) in enumerate(zip(guesses, used_tasks, strict=True)):
@@ -173,11 +179,35 @@ def classify_batch(
     return results
 
 
-def _features_of_rows(towers: Mapping[str, nn.Module], images: torch.Tensor, wanted: Sequence[bool],
-                      tower_features: TowerFeatures, prefix: str = "") -> dict[str, dict[int, torch.Tensor]]:
-    """Per tower, the features of the ``wanted`` rows of ``images`` (one forward over those rows), by row index."""
+@dataclass(frozen=True)
+class _Pass:
+    """One tower's forward over some rows of the images: a ``kind`` of model (``"model"``, ``"without task"``,
+    ``"expert"``), its ``key`` among them, its ``name`` for ``tower_features``."""
+
+    kind: str
+    key: str
+    name: str
+    tower: nn.Module
+    rows: Sequence[int]
+
+    def job(self, images: torch.Tensor, tower_features: TowerFeatures) -> Callable[[], torch.Tensor]:
+        """This pass as a call (its rows' features, in ``rows``' order)."""
+        subset = images if len(self.rows) == len(images) else images[list(self.rows)]
+        return lambda: tower_features(self.name, self.tower, subset)
+
+
+def _device_of(passes: Sequence[_Pass]) -> str:
+    """``"cpu"`` when every pass's weights are on the CPU, else where the first that is not lives."""
+    for p in passes:
+        modules = p.tower.values() if isinstance(p.tower, Mapping) else [p.tower]
+        for module in modules:
+            device = next((w.device for w in module.parameters()), torch.device("cpu"))
+            if device.type != "cpu":
+                return str(device)
+    return "cpu"
+
+
+def _rows_passes(kind: str, towers: Mapping[str, nn.Module], wanted: Sequence[bool], prefix: str = "") -> list[_Pass]:
+    """Per tower, a pass over the ``wanted`` rows (none when no row is wanted)."""
     rows = [i for i, w in enumerate(wanted) if w]
-    if not rows:
-        return {}
-    subset = images if len(rows) == len(images) else images[rows]
-    return {n: dict(zip(rows, tower_features(prefix + n, m, subset), strict=True)) for n, m in towers.items()}
+    return [_Pass(kind, n, prefix + n, m, rows) for n, m in towers.items()] if rows else []

@@ -1,0 +1,97 @@
+"""Independent CPU forward passes side by side, one thread each.
+
+One image through a ViT-B/32 tower is 50 tokens: its GEMMs are small and each layer norm, softmax and activation
+between them is a point where the intra-op threads wait for each other, so two threads on one tower keep the cores
+half busy (95 GFLOPS of a 191 GFLOPS GEMM rate on 2 cores). Two towers at once, each on one thread, make 127 GFLOPS
+(``bench/compute_rate.py``: ``classify_gflops``). So when several towers read the same images and none needs
+another's output (classifying an upload with the pretrained model, the merges and every expert), they run here.
+
+Threads: the workers are started together, each sets torch's intra-op threads to 1 for itself, and the process-wide
+count a new thread starts with is put back at once (``torch.set_num_threads`` sets both the caller's count and that
+default); threads that already ran torch keep their own. On a GPU, or with one thread, jobs run one after another in
+the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_workers = 0
+_here = threading.local()
+
+
+def _in_a_new_thread(call: Callable[[], T]) -> T:
+    """``call()`` in a thread of its own (what a thread that has not run torch yet sees or sets)."""
+    result: list[T] = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _started_pool() -> tuple[ThreadPoolExecutor | None, int]:
+    """The process's pool of single-threaded workers, started on first use (None on a single-threaded process)."""
+    global _pool, _workers
+    with _lock:
+        if _pool is None and _workers == 0:
+            default = _in_a_new_thread(torch.get_num_threads)
+            _workers = max(1, default)
+            if _workers > 1:
+                ready = threading.Barrier(_workers + 1)
+
+                def one_thread() -> None:
+                    # torch sets a thread's count from the default on its first parallel op, unless it already
+                    # asked (get_num_threads): without this the worker would go back to the restored default
+                    torch.get_num_threads()
+                    torch.set_num_threads(1)
+                    _here.worker = True
+                    ready.wait()
+
+                pool = ThreadPoolExecutor(max_workers=_workers, thread_name_prefix="side-by-side",
+                                          initializer=one_thread)
+                waits = [pool.submit(lambda: None) for _ in range(_workers)]  # starts every worker now
+                ready.wait()
+                _in_a_new_thread(lambda: torch.set_num_threads(default))  # the default for new threads, back
+                for wait in waits:
+                    wait.result()
+                _pool = pool
+        return _pool, _workers
+
+
+def workers() -> int:
+    """How many jobs :func:`run_side_by_side` runs at once on the CPU (torch's thread count for a new thread)."""
+    return _started_pool()[1]
+
+
+def run_side_by_side(jobs: Sequence[Callable[[], T]], device: torch.device | str = "cpu") -> list[T]:
+    """Every job's result, in order; on the CPU the jobs run :func:`workers` at a time, each on one thread.
+
+    ``device``: where the jobs compute (not the CPU: one after another in the caller, as they would have run).
+    An exception in a job is raised here after every job has ended.
+    """
+    if torch.device(device).type != "cpu" or len(jobs) < 2 or getattr(_here, "worker", False):
+        return [job() for job in jobs]  # (a job's own jobs run in its thread: the pool never waits on itself)
+    pool, _ = _started_pool()
+    if pool is None:
+        return [job() for job in jobs]
+    grad = torch.is_grad_enabled()  # grad mode is per thread: the jobs run under the caller's
+
+    def under_callers_mode(job: Callable[[], T]) -> T:
+        with torch.set_grad_enabled(grad):
+            return job()
+
+    futures = [pool.submit(under_callers_mode, job) for job in jobs]
+    errors = [f.exception() for f in futures]
+    error = next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise error
+    return [f.result() for f in futures]
