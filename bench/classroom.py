@@ -556,6 +556,18 @@ class Classroom:
             submitted.set()
 
 
+STEPS_IN_ALL = re.compile(r"\((\d+) steps in all\)")  # the end of an adaptation's status (app.messages)
+
+
+def adapted_steps(students: list[Student]) -> int | None:
+    """The adaptation steps the first adapted student's last status reports (None when none says)."""
+    for student in students:
+        found = STEPS_IN_ALL.search(student.status or "")
+        if found:
+            return int(found.group(1))
+    return None
+
+
 def dropdown_value(update: Any) -> Any:
     """The value of a dropdown update as the client returns it (a dict with ``value``, or the value itself)."""
     return update.get("value") if isinstance(update, dict) else update
@@ -999,6 +1011,7 @@ def run_class(args: argparse.Namespace, url: str, pid: int | None, own_process: 
     for thread in threads:
         thread.join(timeout=max(1.0, budget - (time.perf_counter() - start)))
     done = [s if s is not None else unfinished(room, i) for i, s in enumerate(students)]
+    steps = adapted_steps(done) or steps  # the lesson sizes its adaptation: what the students' statuses say it ran
     rss_end = sampler.now_mb()
     cpu = {"class_wall_s": round(time.perf_counter() - start, 2)}
     for who in ("server", "clients"):  # what the class cost each side (this script's clients share the cores)

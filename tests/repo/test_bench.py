@@ -169,6 +169,20 @@ def test_classroom_board_tiny(capsys):
         assert result["endpoints"][endpoint]["calls"] == 2 and result["endpoints"][endpoint]["failed"] == 0
 
 
+def test_the_class_reports_the_adaptation_steps_its_students_ran():
+    """The lesson sizes its adaptation (20 steps on ViT-B/32 on 2 cores): the summary says what the students' last
+    statuses report, not the lab's default."""
+    from app.messages import adapt_outcome
+
+    classroom = load_script("classroom")
+    result = type("Result", (), {"history": [type("Record", (), {"loss": 0.5})()], "adapt_steps": 20,
+                                 "from_cache": True})()
+    status = adapt_outcome("WEMoE (routed)", 20, 20, 0.9, result, 12.0, stopped=False, failed=None)
+    students = [classroom.Student(0, status="Merging..."), classroom.Student(1, status=status)]
+    assert classroom.adapted_steps(students) == 20
+    assert classroom.adapted_steps([classroom.Student(0)]) is None
+
+
 def test_wemoe_scaling_tiny(capsys):
     result = load_script("wemoe_scaling").main(["--experts", "2,3", "--batches", "1,2", "--tokens", "5",
                                                 "--width", "32", "--rank", "4", "--runs", "1"])
