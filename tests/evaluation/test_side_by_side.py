@@ -82,3 +82,16 @@ def test_jobs_run_under_the_callers_grad_mode_and_may_nest(two_threads):
 def test_off_the_cpu_the_jobs_run_in_the_caller():
     caller = threading.current_thread().name
     assert run_side_by_side([lambda: threading.current_thread().name] * 2, device="meta") == [caller, caller]
+
+
+def test_a_forked_child_starts_its_own_workers(two_threads):
+    import multiprocessing
+
+    run_side_by_side([lambda: 1, lambda: 2])  # the parent's pool is started
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:  # the child inherits the pool object but none of its threads
+        assert pool.apply_async(_two_jobs).get(timeout=30) == [1, 2]
+
+
+def _two_jobs():
+    return run_side_by_side([lambda: 1, lambda: 2])

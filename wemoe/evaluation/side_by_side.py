@@ -14,6 +14,7 @@ the caller.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _workers = 0
+_pid = 0  # the process that started the pool: a forked child starts its own (the parent's threads are not in it)
 _here = threading.local()
 
 
@@ -40,8 +42,10 @@ def _in_a_new_thread(call: Callable[[], T]) -> T:
 
 def _started_pool() -> tuple[ThreadPoolExecutor | None, int]:
     """The process's pool of single-threaded workers, started on first use (None on a single-threaded process)."""
-    global _pool, _workers
+    global _pool, _workers, _pid
     with _lock:
+        if _pid != os.getpid():
+            _pool, _workers, _pid = None, 0, os.getpid()
         if _pool is None and _workers == 0:
             default = _in_a_new_thread(torch.get_num_threads)
             _workers = max(1, default)
