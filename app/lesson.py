@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import gradio as gr
+import pandas as pd
 import plotly.graph_objects as go
 
 from app import figures, handlers, lesson_size
@@ -259,13 +260,23 @@ def routing_by_task_figure(weights: Sequence[Sequence[float]], tasks: Sequence[s
 def try_image(session: Session, config: AppConfig, image: Any) -> tuple[Any, Any, str, Any]:
     """Step 6: an uploaded or example image through every model: (image as seen, the answers, the routers' guess,
     its routing heatmap)."""
-    from app.try_panel import read_image
+    from app.try_panel import in_words, read_image
 
-    bench = bench_of(session, config)
+    bench_of(session, config)
     session.lesson_step = "try"
     picture = read_image(image, config)
-    shown, table, words, heat = handlers.predict(session, picture, None, config)
-    return shown, table, in_plain_words(words, bench.task_names), heat
+    shown, table, words, heat = in_words(session, handlers.predict(session, picture, None, config))
+    return shown, plain_columns(table), words, heat  # the guess and the heatmap's title in plain words
+
+
+def plain_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The predictions table with its columns in plain words: ``WEMoE (routed)``, ``clothing expert`` (the lab's
+    ``wemoe``, ``expert clothing``)."""
+    def column(name: str) -> str:
+        task = name.removeprefix("expert ")
+        return f"{plain(task)} expert" if task != name else plain(name)
+
+    return table.rename(columns=column)
 
 
 def in_plain_words(text: str, names: Sequence[str]) -> str:

@@ -160,8 +160,8 @@ def guess_text(result: Any) -> str:
                 f"{guess.why_not}.")
     else:
         runner_up = f" (next closest: {guess.ranked[1]})" if len(guess.ranked) > 1 else ""
-        text = (f"**The {name} routers' guess: {guess.task}**{runner_up}. This image's routing, over all layers, is "
-                f"closest to the average routing of {guess.task} test images.")
+        text = (f"**The routers' guess: {guess.task}**{runner_up}. This image's routing through {name}, over all "
+                f"layers, is closest to the average routing of {guess.task} test images.")
         if guess.heaviest != guess.task:
             text += (f" The heatmap's largest weight, averaged over layers, is on another expert ({guess.heaviest}): "
                      "routers need not favour a task's own expert, so the guess compares whole routing patterns "

@@ -97,6 +97,10 @@ def test_the_other_steps_answer(session, config):
     example = sorted((config.examples_dir / "pocket_digits").iterdir())[0]
     shown, table, words, heat = lesson.try_image(session, config, str(example))
     assert "guess" in words and heat is not None
+    # the answers in plain words: the merge's and the expert's names, not their code names
+    assert list(table.columns) == ["WEMoE (routed)", f"{lesson.plain(words.split('guess: ')[1].split('**')[0])} expert"]
+    assert "wemoe" not in words and "pocket_" not in words
+    assert heat.layout.title.text == "Routing of this image (WEMoE (routed))"
     figure, note = lesson.cost(session, config)
     assert figure.data and "WEMoE" in note
 

@@ -58,6 +58,18 @@ def test_the_lesson_from_first_step_to_last(width, height):
                 page.wait_for_timeout(200)
                 assert _in_view(page, button) and _in_view(page, result), f"step {index + 1} needs scrolling"
             page.screenshot(path=str(ARTIFACTS / f"lesson-{index + 1}-{width}.png"))
+            # nothing wider than the screen, in the page or inside the result (a table scrolled sideways hides columns)
+            wide = page.evaluate("""(selector) => {
+                const out = [];
+                if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('page');
+                for (const el of document.querySelector(selector).querySelectorAll('*')) {
+                    if (el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0
+                        && getComputedStyle(el).overflowX !== 'visible') out.push(el.tagName + '.' + el.className);
+                }
+                return out; }""", result)
+            assert not wide, f"step {index + 1} at {width} px is wider than the screen: {wide}"
+            if index == 5:
+                shown.screenshot(path=str(ARTIFACTS / f"lesson-6-answers-{width}.png"))
             if index + 1 < len(STEP_RESULTS):
                 page.locator(f"#lesson-next-{index + 1}").click()
                 clicks += 1
