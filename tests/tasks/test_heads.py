@@ -69,3 +69,38 @@ def test_image_weights_do_not_change_the_fingerprint(zoo):
     finally:
         with torch.no_grad():
             clip.visual.proj.sub_(1.0)
+
+
+def test_prompts_cut_after_their_last_end_of_text_token_encode_as_whole_ones(zoo):
+    prompts = ["a", "a photo of a very small striped red and white sailing boat on the sea", "a photo of a cat."]
+    tokens = zoo.tokenizer(prompts)
+    seen = []
+    hook = zoo.clip.transformer.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            trimmed = heads.encode_prompts(zoo.clip, tokens)
+            whole = zoo.clip.encode_text(tokens)
+    finally:
+        hook.remove()
+    assert seen[0] == int(tokens.argmax(-1).max()) + 1 < tokens.shape[1] == seen[1]  # it did run fewer columns
+    torch.testing.assert_close(trimmed, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_batches_that_cross_classes_give_the_same_head(zoo):
+    task = tiny_task(n_classes=5)
+    one_batch = build_head(zoo.clip, zoo.tokenizer, task)
+    torch.testing.assert_close(build_head(zoo.clip, zoo.tokenizer, task, batch=3), one_batch, rtol=1e-5, atol=1e-5)
+
+
+def test_a_text_tower_of_another_kind_runs_whole(zoo):
+    class Wrapped(torch.nn.Module):  # not open_clip's CLIP: its encode_text is its own
+        def __init__(self, clip):
+            super().__init__()
+            self.clip = clip
+
+        def encode_text(self, tokens):
+            return self.clip.encode_text(tokens) * 2
+
+    tokens = zoo.tokenizer(["a photo of a cat."])
+    with torch.no_grad():
+        torch.testing.assert_close(heads.encode_prompts(Wrapped(zoo.clip), tokens), 2 * zoo.clip.encode_text(tokens))
