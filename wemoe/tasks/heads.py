@@ -60,7 +60,7 @@ class HeadStore(Protocol):
 
 
 def _task_key(task: Task) -> str:
-    digest = hashlib.sha256(repr((task.name, task.classnames, task.templates)).encode())
+    digest = hashlib.sha256(repr((HEAD_FORMULA, task.name, task.classnames, task.templates)).encode())
     return digest.hexdigest()[:16]
 
 
