@@ -170,7 +170,7 @@ def build_lesson(session: gr.State, config: AppConfig, light: dict, long: dict) 
                 gr.Examples(examples, inputs=[image], label="Or pick an example")
             with gr.Row():
                 seen = gr.Image(label="What the models see", height=120, interactive=False)
-                answers = gr.Dataframe(label="The answers", interactive=False, elem_id="lesson-try-answers")
+                answers = gr.Dataframe(label="The answers", interactive=False, wrap=True, elem_id="lesson-try-answers")
                 heat = gr.Plot(label="Routing of your image")
             nexts.append(gr.Button(f"Next: {lesson.TITLES[lesson.STEPS[6]]}", size="sm", elem_id="lesson-next-6"))
         with gr.Step(lesson.TITLES["cost"], id=6):

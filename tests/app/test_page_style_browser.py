@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app import AppConfig
 from tests.app_support import ARTIFACTS, BROWSER_MARKS, in_browser
 
@@ -72,14 +74,15 @@ def test_the_page_has_no_navbar_rings_the_focus_and_frames_no_plot():
 
 
 # the predictions table at 390 px: the table's width, its box's, and the page's (the page must not scroll sideways)
-TABLE_WIDTHS = """() => { const wrap = document.querySelector('#predictions .table-wrap');
+TABLE_WIDTHS = """(id) => { const wrap = document.querySelector('#' + id + ' .table-wrap');
     return [wrap.querySelector('table').scrollWidth, wrap.clientWidth, document.documentElement.scrollWidth]; }"""
 
 
-def test_the_predictions_of_an_image_without_a_task_fit_a_phone():
+@pytest.mark.parametrize("table_id", ["predictions", "lesson-try-answers"])
+def test_the_predictions_of_an_image_without_a_task_fit_a_phone(table_id):
     """The joint head's long labels ("flags: the Netherlands (78.9%)") made the compact predictions (the merge and
     pretrained) a 528 px table in a 322 px box on a phone: their labels now wrap and both columns fit; every model's
-    columns scroll inside the table's box, never the page."""
+    columns scroll inside the table's box, never the page. The same for the lesson's answers (step 6)."""
     import gradio as gr
     import pandas as pd
     from playwright.sync_api import sync_playwright
@@ -95,7 +98,7 @@ def test_the_predictions_of_an_image_without_a_task_fit_a_phone():
     every = pd.concat([pd.DataFrame({"rank": range(1, 6)}), compact, compact.set_axis(["task_arithmetic", "ties"],
                                                                                        axis=1)], axis=1)
     with gr.Blocks() as demo:
-        table = gr.Dataframe(compact, label="Top-5 predictions", interactive=False, wrap=True, elem_id="predictions")
+        table = gr.Dataframe(compact, label="Top-5 predictions", interactive=False, wrap=True, elem_id=table_id)
         show_every = gr.Button("every model", elem_id="every")
         show_every.click(lambda: every, None, table)
     demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **launch_style())
@@ -104,15 +107,17 @@ def test_the_predictions_of_an_image_without_a_task_fit_a_phone():
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 390, "height": 844})
             page.goto(demo.local_url)
-            page.locator("#predictions table").first.wait_for()
+            page.locator(f"#{table_id} table").first.wait_for()
             page.wait_for_timeout(500)
-            table_width, box_width, page_width = page.evaluate(TABLE_WIDTHS)
+            table_width, box_width, page_width = page.evaluate(TABLE_WIDTHS, table_id)
             assert table_width <= box_width + 1 and page_width == 390, (table_width, box_width, page_width)
-            page.screenshot(path=str(ARTIFACTS / "style-5-predictions-390.png"))
+            page.screenshot(path=str(ARTIFACTS / f"style-5-{table_id}-390.png"))
+            if table_id != "predictions":  # every model is the lab's
+                return
             page.locator("#every").click()
             page.get_by_text("task_arithmetic").first.wait_for()
             page.wait_for_timeout(500)
-            table_width, box_width, page_width = page.evaluate(TABLE_WIDTHS)
+            table_width, box_width, page_width = page.evaluate(TABLE_WIDTHS, table_id)
             assert table_width > box_width and page_width == 390, (table_width, box_width, page_width)
             browser.close()
     finally:
