@@ -79,6 +79,27 @@ def test_jobs_run_under_the_callers_grad_mode_and_may_nest(two_threads):
     assert run_side_by_side(inner) == [[1, 2]] * 4
 
 
+def test_each_worker_takes_half_of_the_threads(monkeypatch):
+    """On a bigger machine two towers at once still use every core (here: a process whose default is 4 threads)."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(side_by_side, "_pool", None)
+    monkeypatch.setattr(side_by_side, "_workers", 0)
+    torch.set_num_threads(4)
+    try:
+        barrier = threading.Barrier(2)
+
+        def threads_here():
+            barrier.wait(timeout=10)
+            return torch.get_num_threads()
+
+        assert side_by_side.workers() == 2
+        assert run_side_by_side([threads_here, threads_here]) == [2, 2]
+        assert _in_a_new_thread(torch.get_num_threads) == 4
+    finally:
+        side_by_side._pool.shutdown()
+        torch.set_num_threads(before)
+
+
 def test_off_the_cpu_the_jobs_run_in_the_caller():
     caller = threading.current_thread().name
     assert run_side_by_side([lambda: threading.current_thread().name] * 2, device="meta") == [caller, caller]

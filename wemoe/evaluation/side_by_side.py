@@ -1,4 +1,4 @@
-"""Independent CPU forward passes side by side, one thread each.
+"""Independent CPU forward passes side by side, two at a time, each on half of torch's threads.
 
 One image through a ViT-B/32 tower is 50 tokens: its GEMMs are small and each layer norm, softmax and activation
 between them is a point where the intra-op threads wait for each other, so two threads on one tower keep the cores
@@ -6,10 +6,11 @@ half busy (95 GFLOPS of a 191 GFLOPS GEMM rate on 2 cores). Two towers at once, 
 (``bench/compute_rate.py``: ``classify_gflops``). So when several towers read the same images and none needs
 another's output (classifying an upload with the pretrained model, the merges and every expert), they run here.
 
-Threads: the workers are started together, each sets torch's intra-op threads to 1 for itself, and the process-wide
-count a new thread starts with is put back at once (``torch.set_num_threads`` sets both the caller's count and that
-default); threads that already ran torch keep their own. On a GPU, or with one thread, jobs run one after another in
-the caller.
+Two workers, each on half of torch's threads: one each on two cores; on a bigger machine a classification of two
+towers still keeps every core, as one tower at a time did. They are started together, each sets its own intra-op
+thread count, and the process-wide count a new thread starts with is put back at once (``torch.set_num_threads``
+sets both the caller's count and that default); threads that already ran torch keep their own. On a GPU, or with one
+thread, jobs run one after another in the caller.
 """
 
 from __future__ import annotations
@@ -40,15 +41,19 @@ def _in_a_new_thread(call: Callable[[], T]) -> T:
     return result[0]
 
 
+WORKERS = 2  # towers at once (more would split the threads of a 2-core Space no further)
+
+
 def _started_pool() -> tuple[ThreadPoolExecutor | None, int]:
-    """The process's pool of single-threaded workers, started on first use (None on a single-threaded process)."""
+    """The process's pool of workers, started on first use (None on a single-threaded process)."""
     global _pool, _workers, _pid
     with _lock:
         if _pid != os.getpid():
             _pool, _workers, _pid = None, 0, os.getpid()
         if _pool is None and _workers == 0:
             default = _in_a_new_thread(torch.get_num_threads)
-            _workers = max(1, default)
+            _workers = WORKERS if default >= WORKERS else 1
+            threads = max(1, default // WORKERS)
             if _workers > 1:
                 ready = threading.Barrier(_workers + 1)
 
@@ -56,7 +61,7 @@ def _started_pool() -> tuple[ThreadPoolExecutor | None, int]:
                     # torch sets a thread's count from the default on its first parallel op, unless it already
                     # asked (get_num_threads): without this the worker would go back to the restored default
                     torch.get_num_threads()
-                    torch.set_num_threads(1)
+                    torch.set_num_threads(threads)
                     _here.worker = True
                     ready.wait()
 
@@ -72,12 +77,13 @@ def _started_pool() -> tuple[ThreadPoolExecutor | None, int]:
 
 
 def workers() -> int:
-    """How many jobs :func:`run_side_by_side` runs at once on the CPU (torch's thread count for a new thread)."""
+    """How many jobs :func:`run_side_by_side` runs at once on the CPU (:data:`WORKERS`, or 1 on one thread)."""
     return _started_pool()[1]
 
 
 def run_side_by_side(jobs: Sequence[Callable[[], T]], device: torch.device | str = "cpu") -> list[T]:
-    """Every job's result, in order; on the CPU the jobs run :func:`workers` at a time, each on one thread.
+    """Every job's result, in order; on the CPU the jobs run :func:`workers` at a time, each on its share of the
+    threads.
 
     ``device``: where the jobs compute (not the CPU: one after another in the caller, as they would have run).
     An exception in a job is raised here after every job has ended.
