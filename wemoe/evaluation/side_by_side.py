@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -100,8 +100,5 @@ def run_side_by_side(jobs: Sequence[Callable[[], T]], device: torch.device | str
             return job()
 
     futures = [pool.submit(under_callers_mode, job) for job in jobs]
-    errors = [f.exception() for f in futures]
-    error = next((e for e in errors if e is not None), None)
-    if error is not None:
-        raise error
+    wait(futures)  # every job ends before an error is raised (the first in order)
     return [f.result() for f in futures]
